@@ -1,0 +1,26 @@
+"""The model layer: pure torch encoders loaded strictly from checkpoints. No sklearn here."""
+
+from .config import NomicMoEConfig, UnsupportedConfigError
+from .loading import (
+    DEFAULT_MODEL,
+    CheckpointError,
+    ModelNotAvailableError,
+    ModelSource,
+)
+from .nomic_moe import NomicMoEModel, RoutingRecord, capture_routing, count_parameters
+from .sentence import SentenceEncoder, load_encoder
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "CheckpointError",
+    "ModelNotAvailableError",
+    "ModelSource",
+    "NomicMoEConfig",
+    "NomicMoEModel",
+    "RoutingRecord",
+    "SentenceEncoder",
+    "UnsupportedConfigError",
+    "capture_routing",
+    "count_parameters",
+    "load_encoder",
+]

@@ -1,0 +1,227 @@
+"""Resolve a model (local folder or hub id) and load it strictly from safetensors.
+
+Never pickle (``.bin``), never remote code. Hub ids resolve through ``huggingface_hub``'s
+``snapshot_download`` restricted to configs, safetensors and tokenizer / sentence-transformers
+side files; the resolved commit is recorded as the revision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from .config import NomicMoEConfig, is_nomic_moe_config
+from .nomic_moe import NomicMoEModel
+
+DEFAULT_MODEL = "nomic-ai/nomic-embed-text-v2-moe"
+
+# What a snapshot may bring: configs, weights as safetensors, tokenizer and ST side files.
+HUB_ALLOW_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.model",  # sentencepiece.bpe.model
+    "*.txt",  # vocab.txt of BERT tokenizers
+    "1_Pooling/*",
+]
+
+
+class ModelNotAvailableError(OSError):
+    """The weights could not be found locally and could not be downloaded."""
+
+
+class CheckpointError(ValueError):
+    """The checkpoint's tensors do not match the architecture its config describes."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model came from: enough to name it, cache by it and re-check it after unpickling."""
+
+    name: str  # what the user passed (hub id or folder)
+    path: str  # resolved local folder
+    revision: str  # resolved hub commit, or "local"
+    fingerprint: str  # digest of config + weights
+
+
+def resolve_model_path(
+    model: str | os.PathLike[str],
+    revision: str | None = None,
+    local_files_only: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> tuple[Path, str]:
+    """Return ``(folder, revision)`` for a local folder or a hub id.
+
+    Raises
+    ------
+    ModelNotAvailableError
+        If ``model`` is not a folder and the hub cannot provide it (offline and not cached,
+        unknown id, ...), with a message that says how to provide the weights.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path.resolve(), revision or "local"
+    name = str(model)
+    if name.count("/") != 1 or path.suffix or name.startswith((".", "/", "~")):
+        raise ModelNotAvailableError(
+            f"Model {name!r} is neither an existing folder nor a hub id of the form 'org/name'."
+        )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import HfHubHTTPError
+
+    offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false")
+    try:
+        folder = snapshot_download(
+            name,
+            revision=revision,
+            allow_patterns=HUB_ALLOW_PATTERNS,
+            local_files_only=offline,
+            cache_dir=cache_dir,
+        )
+    except (OSError, HfHubHTTPError, ValueError) as exc:
+        where = "without network (HF_HUB_OFFLINE / local_files_only)" if offline else "from the hub"
+        raise ModelNotAvailableError(
+            f"Could not load model {name!r}{f' at revision {revision!r}' if revision else ''} "
+            f"{where}: it is not in the Hugging Face cache and could not be downloaded "
+            f"({type(exc).__name__}). Provide the weights one of two ways: on a machine with "
+            f"network run `huggingface-cli download {name}` (about 1.9 GB for the default model) "
+            "and copy the cache (HF_HOME) here, or pass a local folder that holds config.json "
+            "and model.safetensors (Python: model='/path/to/folder'; CLI: --model PATH). "
+            "skmoe never substitutes another model."
+        ) from exc
+    folder_path = Path(folder)
+    return folder_path, folder_path.name  # snapshots/<commit>
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def safetensors_files(folder: Path) -> list[Path]:
+    """The checkpoint's safetensors files (one file or the shards of an index)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(read_json(index)["weight_map"].values()))
+        return [folder / s for s in shards]
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
+    found = sorted(folder.glob("*.safetensors"))
+    if found:
+        return found
+    pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt*")]
+    if pickles:
+        raise CheckpointError(
+            f"{folder} holds only pickled weights ({', '.join(sorted(pickles))}). skmoe loads "
+            "safetensors only, because unpickling can run arbitrary code. Convert once with "
+            "`safetensors.torch.save_file(torch.load(path, weights_only=True), "
+            "'model.safetensors')` from a trusted copy."
+        )
+    raise CheckpointError(f"{folder} has no model.safetensors (nor a sharded index).")
+
+
+def read_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
+                tensors[key] = fh.get_tensor(key)
+    return tensors
+
+
+def weights_fingerprint(folder: Path, files: list[Path]) -> str:
+    """Digest of config.json and the weights, cheap even for 2 GB.
+
+    Hashes each file's safetensors header (every tensor's name, dtype, shape and offsets)
+    plus 64 evenly spaced 64 KiB samples of the data: any re-training or re-quantization
+    changes sampled bytes, and no full 2 GB read is needed on every load.
+    """
+    h = hashlib.sha256()
+    cfg = folder / "config.json"
+    if cfg.is_file():
+        h.update(cfg.read_bytes())
+    for f in files:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            h.update(fh.read(header_len))
+            for i in range(64):
+                fh.seek((size * i) // 64)
+                h.update(fh.read(65536))
+        h.update(str(size).encode())
+    return h.hexdigest()[:16]
+
+
+def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Load ``tensors`` into ``model``; any missing/unexpected tensor or wrong shape is an error."""
+    expected = dict(model.state_dict())
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [
+        f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in tensors and tensors[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing tensor(s): {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+    if unexpected:
+        problems.append(
+            f"unexpected tensor(s): {', '.join(unexpected[:5])}" + (" ..." if len(unexpected) > 5 else "")
+        )
+    if wrong:
+        problems.append("wrong shape: " + "; ".join(wrong[:5]))
+    if problems:
+        raise CheckpointError("Checkpoint does not match its config.json: " + " | ".join(problems))
+    model.load_state_dict(tensors, strict=True, assign=True)
+
+
+def load_nomic_moe(folder: Path, raw_config: dict[str, Any], files: list[Path]) -> NomicMoEModel:
+    cfg = NomicMoEConfig.from_dict(raw_config)
+    with torch.device("meta"):
+        model = NomicMoEModel(cfg)
+    tensors = read_safetensors(files)
+    load_state_strict(model, {k: v.float() for k, v in tensors.items()})
+    return model
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None``/"auto": fp32 on CPU, bf16 on GPU (the engine's defaults)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in names:
+        raise ValueError(f"dtype must be one of {sorted(names)} or 'auto', got {dtype!r}")
+    return names[dtype]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_backbone(folder: Path) -> tuple[nn.Module, dict[str, Any], list[Path]]:
+    """Build the backbone module for ``folder``: native MoE for nomic_bert, else AutoModel."""
+    raw = read_json(folder / "config.json")
+    if raw is None:
+        raise CheckpointError(f"{folder} has no config.json")
+    files = safetensors_files(folder)
+    if is_nomic_moe_config(raw):
+        return load_nomic_moe(folder, raw, files), raw, files
+    from .dense import load_dense
+
+    return load_dense(folder, raw), raw, files

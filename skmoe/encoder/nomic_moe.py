@@ -1,0 +1,355 @@
+"""The nomic-embed-text-v2-moe encoder (NomicBERT with sparse MoE FFNs), in plain PyTorch.
+
+Reads top to bottom like the spec (``nomic-moe-architecture.md`` §3-§4): embeddings ->
+embedding LayerNorm -> N post-norm blocks (fused Wqkv, rotary, SDPA, dense MLP or MoE).
+Parameter names equal the checkpoint's tensor names, so ``load_state_dict(strict=True)`` works.
+
+Two things go beyond the reference, neither changes the numbers on real tokens:
+
+* **Unpadding.** Every token-wise op (projections, MLP, MoE, LayerNorm) runs on the real
+  tokens only, packed as ``[T, H]``; only attention sees the padded ``[B, S, H]`` layout.
+* **Expert-grouped dispatch.** Tokens are sorted by chosen expert and each active expert runs
+  one matmul pair on exactly its tokens — no dense all-experts compute, no Python loop over
+  tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import NomicMoEConfig
+
+# --------------------------------------------------------------------------------------------
+# Routing capture (off by default; when off the forward pays one attribute check per layer).
+
+
+@dataclass
+class RoutingRecord:
+    """Router output of one MoE layer for the real tokens of one forward call.
+
+    ``probs`` is the fp32 softmax over all experts ``[T, E]``; ``top_experts`` / ``top_weights``
+    the chosen experts and their (un-renormalised unless configured) weights ``[T, K]``.
+    Tokens are the real tokens in row-major order (row 0's tokens, then row 1's, ...).
+    """
+
+    layer: int
+    probs: torch.Tensor
+    top_experts: torch.Tensor
+    top_weights: torch.Tensor
+
+
+@contextmanager
+def capture_routing(model: nn.Module) -> Iterator[list[RoutingRecord]]:
+    """Collect a :class:`RoutingRecord` per MoE layer per forward call inside the block.
+
+    >>> with capture_routing(encoder) as records:  # doctest: +SKIP
+    ...     encoder(input_ids, attention_mask)
+    """
+    records: list[RoutingRecord] = []
+    moes = [m for m in model.modules() if isinstance(m, MoE)]
+    if not moes:
+        raise TypeError("capture_routing needs a Mixture-of-Experts model; this one has no MoE layer")
+    for m in moes:
+        m.routing_sink = records
+    try:
+        yield records
+    finally:
+        for m in moes:
+            m.routing_sink = None
+
+
+# --------------------------------------------------------------------------------------------
+# Embeddings
+
+
+class Embeddings(nn.Module):
+    """Word embedding + the always-added token-type row 0 (no position table: rotary)."""
+
+    def __init__(self, cfg: NomicMoEConfig) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.n_embd)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Rotary position embedding (GPT-NeoX rotate-half layout)
+
+
+def rotary_tables(
+    seq_len: int, rotary_dim: int, base: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables ``[S, rotary_dim]``: the rotary_dim/2 frequencies concatenated twice."""
+    inv_freq = 1.0 / base ** (
+        torch.arange(0, rotary_dim, 2, device=device, dtype=torch.float32) / rotary_dim
+    )
+    pos = torch.arange(seq_len, device=device, dtype=torch.float32)
+    angles = torch.outer(pos, inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``rotary_dim`` features of ``x`` [B, NH, S, Dh] (rest untouched)."""
+    rd = cos.shape[-1]
+    rot, rest = x[..., :rd], x[..., rd:]
+    a, b = rot.chunk(2, dim=-1)
+    rotated = torch.cat([-b, a], dim=-1)
+    out = (rot.float() * cos + rotated.float() * sin).to(x.dtype)
+    return torch.cat([out, rest], dim=-1) if rest.shape[-1] else out
+
+
+# --------------------------------------------------------------------------------------------
+# Attention
+
+
+class Attention(nn.Module):
+    """Fused Wqkv (three-major rows), rotary on q/k, bidirectional SDPA with a key padding mask."""
+
+    def __init__(self, cfg: NomicMoEConfig) -> None:
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.Wqkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.qkv_proj_bias)
+        self.out_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.qkv_proj_bias)
+
+    def forward(self, x: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+        """``x`` packed real tokens [T, H] -> attention output [T, H]."""
+        qkv = batch.pad(self.Wqkv(x))  # [B, S, 3H]; padded slots are zero
+        B, S, _ = qkv.shape
+        q, k, v = qkv.view(B, S, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        cos, sin = batch.rotary
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=batch.key_mask)
+        out = out.transpose(1, 2).reshape(B, S, -1)
+        return self.out_proj(batch.unpad(out))
+
+
+# --------------------------------------------------------------------------------------------
+# Feed-forward: dense MLP and MoE
+
+
+class MLP(nn.Module):
+    """fc1 -> exact GELU -> fc2 (the even, dense layers)."""
+
+    def __init__(self, cfg: NomicMoEConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.n_embd, cfg.n_inner, bias=cfg.mlp_fc1_bias)
+        self.fc2 = nn.Linear(cfg.n_inner, cfg.n_embd, bias=cfg.mlp_fc2_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class Router(nn.Module):
+    """Linear router without bias; ``layer`` matches the checkpoint name ``router.layer``."""
+
+    def __init__(self, cfg: NomicMoEConfig) -> None:
+        super().__init__()
+        self.layer = nn.Linear(cfg.n_embd, cfg.num_experts, bias=False)
+
+
+class ExpertWeights(nn.Module):
+    """Experts packed expert-major as in the checkpoint: w1, w2 both ``[E*F, H]``.
+
+    Expert e owns rows ``e*F : (e+1)*F`` of both; w1 is used transposed (up), w2 as stored
+    (down) — spec §4.5 and gotcha 4.
+    """
+
+    def __init__(self, cfg: NomicMoEConfig) -> None:
+        super().__init__()
+        rows = cfg.num_experts * cfg.n_inner
+        self.w1 = nn.Parameter(torch.empty(rows, cfg.n_embd))
+        self.w2 = nn.Parameter(torch.empty(rows, cfg.n_embd))
+
+
+class Experts(nn.Module):
+    def __init__(self, cfg: NomicMoEConfig) -> None:
+        super().__init__()
+        self.mlp = ExpertWeights(cfg)
+        self.bias = nn.Parameter(torch.zeros(cfg.n_embd))  # ONE shared output bias
+
+
+class MoE(nn.Module):
+    """Token-choice top-k MoE: fp32 softmax over all experts, then top-k (spec §4)."""
+
+    def __init__(self, cfg: NomicMoEConfig) -> None:
+        super().__init__()
+        self.num_experts, self.top_k, self.ffn = cfg.num_experts, cfg.moe_top_k, cfg.n_inner
+        self.normalize = cfg.moe_normalize_expert_weights
+        self.router = Router(cfg)
+        self.experts = Experts(cfg)
+        self.layer_index = -1
+        self.routing_sink: list[RoutingRecord] | None = None
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Router in fp32 whatever the model dtype: near-ties flip experts in bf16 (gotcha 13).
+        w = self.router.layer.weight
+        logits = x.float() @ w.float().t()
+        probs = logits.softmax(dim=-1)
+        top_w, top_e = probs.topk(self.top_k, dim=-1)
+        if self.normalize:  # a number q means: divide by the q-norm of the chosen weights
+            q = float(self.normalize)
+            top_w = top_w / top_w.norm(p=q, dim=-1, keepdim=True)
+        return probs, top_w, top_e
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs, top_w, top_e = self.route(x)
+        if self.routing_sink is not None:
+            self.routing_sink.append(
+                RoutingRecord(self.layer_index, probs.detach().cpu(), top_e.cpu(), top_w.cpu())
+            )
+        return self.dispatch(x, top_w, top_e)
+
+    def dispatch(self, x: torch.Tensor, top_w: torch.Tensor, top_e: torch.Tensor) -> torch.Tensor:
+        """Group the T*K (token, expert) assignments by expert; one matmul pair per expert."""
+        T, H = x.shape
+        flat_e = top_e.reshape(-1)
+        order = flat_e.argsort(stable=True)
+        token_of = order // self.top_k  # which token each sorted slot belongs to
+        counts = torch.bincount(flat_e, minlength=self.num_experts).tolist()
+        xs = x[token_of]
+        weights = top_w.reshape(-1)[order].to(x.dtype).unsqueeze(1)
+        w1, w2 = self.experts.mlp.w1, self.experts.mlp.w2
+        outs = []
+        start = 0
+        for e, n in enumerate(counts):
+            if n == 0:
+                continue
+            rows = slice(e * self.ffn, (e + 1) * self.ffn)
+            h = F.gelu(xs[start : start + n] @ w1[rows].t())
+            outs.append(h @ w2[rows])
+            start += n
+        y = torch.cat(outs) * weights
+        out = torch.zeros(T, H, dtype=x.dtype, device=x.device).index_add_(0, token_of, y)
+        return out + self.experts.bias
+
+
+# --------------------------------------------------------------------------------------------
+# Block and model
+
+
+class Block(nn.Module):
+    """Post-norm block: h = LN1(x + Attn(x)); x = LN2(h + FFN(h))."""
+
+    def __init__(self, cfg: NomicMoEConfig, moe: bool) -> None:
+        super().__init__()
+        self.attn = Attention(cfg)
+        self.norm1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+        self.mlp: nn.Module = MoE(cfg) if moe else MLP(cfg)
+        self.norm2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+
+    def forward(self, x: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+        h = self.norm1(x + self.attn(x, batch))
+        return self.norm2(h + self.mlp(h))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: NomicMoEConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Block(cfg, cfg.is_moe_layer(i)) for i in range(cfg.n_layer))
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer.mlp, MoE):
+                layer.mlp.layer_index = i
+
+
+@dataclass
+class PackedBatch:
+    """Where the real tokens of a padded batch sit, for moving between ``[T, H]`` and ``[B, S, H]``."""
+
+    index: torch.Tensor  # flat positions (b*S + s) of the real tokens, [T]
+    shape: tuple[int, int]  # (B, S)
+    key_mask: torch.Tensor  # additive [B, 1, 1, S]: 0 for real keys, dtype-min for padding
+    rotary: tuple[torch.Tensor, torch.Tensor]
+
+    @classmethod
+    def from_mask(
+        cls, attention_mask: torch.Tensor, cfg: NomicMoEConfig, dtype: torch.dtype
+    ) -> PackedBatch:
+        mask = attention_mask.bool()
+        B, S = mask.shape
+        index = mask.reshape(-1).nonzero().squeeze(1)
+        key_mask = torch.zeros(B, 1, 1, S, dtype=dtype, device=mask.device)
+        key_mask.masked_fill_(~mask[:, None, None, :], torch.finfo(dtype).min)
+        rotary = rotary_tables(S, cfg.rotary_dim, cfg.rotary_emb_base, mask.device)
+        return cls(index, (B, S), key_mask, rotary)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        B, S = self.shape
+        out = x.new_zeros(B * S, x.shape[-1])
+        out[self.index] = x
+        return out.view(B, S, -1)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, x.shape[-1])[self.index]
+
+
+class NomicMoEModel(nn.Module):
+    """nomic-embed-text-v2-moe encoder. ``model(input_ids, attention_mask)`` -> ``[B, S, H]``.
+
+    Positions with ``attention_mask == 0`` are returned as zeros: their values are meaningless
+    in the reference too (it masks keys only) and pooling must ignore them.
+    """
+
+    def __init__(self, cfg: NomicMoEConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embeddings = Embeddings(cfg)
+        self.emb_ln = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+        self.encoder = Encoder(cfg)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.n_embd
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        dtype = self.emb_ln.weight.dtype
+        batch = PackedBatch.from_mask(attention_mask, self.config, dtype)
+        x = self.emb_ln(self.embeddings(input_ids.reshape(-1)[batch.index]))
+        for layer in self.encoder.layers:
+            x = layer(x, batch)
+        return batch.pad(x)
+
+
+def count_parameters(cfg: NomicMoEConfig) -> tuple[int, int]:
+    """(total, active-per-token) parameter counts, computed on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = NomicMoEModel(cfg)
+    total = sum(p.numel() for p in model.parameters())
+    idle_experts = cfg.num_experts - cfg.moe_top_k
+    per_expert = 2 * cfg.n_inner * cfg.n_embd
+    active = total - len(cfg.moe_layers) * idle_experts * per_expert
+    return total, active
+
+
+def flops_per_token(cfg: NomicMoEConfig, seq_len: float) -> float:
+    """Forward FLOPs per real token (2 per multiply-add), spec §8: projections + attention."""
+    H, F_, L = cfg.n_embd, cfg.n_inner, cfg.n_layer
+    attn_proj = 4 * H * H
+    dense = 2 * H * F_
+    moe = cfg.moe_top_k * 2 * H * F_ + H * cfg.num_experts
+    macs = sum(attn_proj + (moe if cfg.is_moe_layer(i) else dense) for i in range(L))
+    return 2.0 * macs + L * 4 * H * seq_len
+
+
+def init_random_weights(model: NomicMoEModel, seed: int = 0, std: float = 0.02) -> NomicMoEModel:
+    """Fill every parameter (experts included: upstream leaves them uninitialised) reproducibly."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm1.weight") or name.endswith("norm2.weight") or name == "emb_ln.weight":
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(std * torch.randn(p.shape, generator=gen))
+    return model

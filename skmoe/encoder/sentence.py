@@ -1,0 +1,180 @@
+"""A loaded sentence encoder: backbone + tokenizer + prompts + pooling, and ``load_encoder``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import NomicMoEConfig
+from .loading import (
+    ModelSource,
+    load_backbone,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_path,
+    weights_fingerprint,
+)
+from .nomic_moe import NomicMoEModel
+from .pooling import pool
+from .tokenization import (
+    load_max_length,
+    load_pooling,
+    load_prompts,
+    load_tokenizer,
+    lookup_prompt,
+    tokenize,
+)
+
+
+class SentenceEncoder(nn.Module):
+    """A backbone plus what turns texts into vectors with it.
+
+    ``encoder(input_ids, attention_mask)`` returns the last hidden states ``[B, S, H]`` (zeros at
+    padded positions for the MoE model). :meth:`tokenize`, :meth:`pool` and :meth:`resolve_prompt`
+    are the other steps of the sentence-embedding recipe; the engine strings them together.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        source: ModelSource,
+        tokenizer: Any | None,
+        prompts: dict[str, str],
+        default_prompt_name: str | None,
+        pooling: str,
+        max_length: int,
+        config: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.source = source
+        self.tokenizer = tokenizer
+        self.prompts = prompts
+        self.default_prompt_name = default_prompt_name
+        self.pooling = pooling
+        self.max_length = max_length
+        self.raw_config = config
+
+    # -- what the model is ----------------------------------------------------------------
+    @property
+    def is_moe(self) -> bool:
+        return isinstance(self.backbone, NomicMoEModel)
+
+    @property
+    def moe_config(self) -> NomicMoEConfig | None:
+        return self.backbone.config if self.is_moe else None
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.backbone.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.backbone.parameters()).dtype
+
+    # -- the recipe -----------------------------------------------------------------------
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.backbone(input_ids, attention_mask)
+
+    def resolve_prompt(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
+        """The prefix string: ``prompt`` wins; else ``prompt_name`` looked up in the table."""
+        if prompt is not None:
+            return prompt
+        if prompt_name is None:
+            prompt_name = self.default_prompt_name
+            if prompt_name is None:
+                return ""
+        found = lookup_prompt(self.prompts, prompt_name)
+        if found is None:
+            known = ", ".join(sorted(self.prompts)) or "none (this model has no prompt table)"
+            raise ValueError(
+                f"Unknown prompt_name {prompt_name!r} for model {self.source.name!r}; known: "
+                f"{known}. Pass a raw prefix with prompt=... (e5 models take prompt='query: ')."
+            )
+        return found
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+        if self.tokenizer is None:
+            raise RuntimeError(
+                f"{self.source.path} ships no tokenizer files; pass tokenizer=PATH to load_encoder"
+            )
+        return tokenize(self.tokenizer, texts, self.max_length)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return pool(hidden, attention_mask, self.pooling)
+
+    @property
+    def pad_token_id(self) -> int:
+        tok_pad = getattr(self.tokenizer, "pad_token_id", None)
+        return int(tok_pad if tok_pad is not None else self.raw_config.get("pad_token_id", 0) or 0)
+
+
+def load_encoder(
+    model: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    local_files_only: bool = False,
+    tokenizer: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> SentenceEncoder:
+    """Load a sentence encoder from a local folder or a Hugging Face hub id.
+
+    Parameters
+    ----------
+    model : str or path
+        Folder with ``config.json`` and ``model.safetensors`` (or a sharded index), or a hub id.
+    revision : str, optional
+        Hub branch, tag or commit. The resolved commit is recorded in ``encoder.source``.
+    device : str, optional
+        ``"cpu"``, ``"cuda"``, ...; default: CUDA when available.
+    dtype : str or torch.dtype, optional
+        ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (fp32 on CPU, bf16 on GPU).
+    local_files_only : bool
+        Never touch the network (also implied by ``HF_HUB_OFFLINE=1``).
+    tokenizer : path, optional
+        Take the tokenizer from another folder (e.g. a weights-only checkpoint).
+    cache_dir : path, optional
+        Hugging Face cache folder (default: the standard ``HF_HOME`` cache).
+
+    Returns
+    -------
+    SentenceEncoder
+        A ``torch.nn.Module`` in eval mode; ``encoder(input_ids, attention_mask)`` returns the
+        last hidden states.
+    """
+    folder, resolved = resolve_model_path(model, revision, local_files_only, cache_dir)
+    backbone, raw, files = load_backbone(folder)
+    dev = resolve_device(device)
+    backbone = backbone.to(device=dev, dtype=resolve_dtype(dtype, dev)).eval()
+    tok = load_tokenizer(Path(tokenizer) if tokenizer else folder)
+    is_nomic = isinstance(backbone, NomicMoEModel)
+    prompts, default_prompt = load_prompts(folder, is_nomic)
+    source = ModelSource(
+        name=str(model), path=str(folder), revision=resolved,
+        fingerprint=weights_fingerprint(folder, files),
+    )
+    encoder = SentenceEncoder(
+        backbone,
+        source=source,
+        tokenizer=tok,
+        prompts=prompts,
+        default_prompt_name=default_prompt,
+        pooling=load_pooling(folder),
+        max_length=load_max_length(folder, tok),
+        config=raw,
+    )
+    return encoder.eval().requires_grad_(False)
