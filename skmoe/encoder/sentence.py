@@ -105,12 +105,16 @@ class SentenceEncoder(nn.Module):
             )
         return found
 
-    def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+    def tokenize(
+        self, texts: Sequence[str], max_length: int | None = None
+    ) -> tuple[list[list[int]], list[int]]:
+        """Token ids cut to ``max_length`` (default and upper bound: the model's limit)."""
         if self.tokenizer is None:
             raise RuntimeError(
                 f"{self.source.path} ships no tokenizer files; pass tokenizer=PATH to load_encoder"
             )
-        return tokenize(self.tokenizer, texts, self.max_length)
+        limit = min(max_length or self.max_length, self.max_length)
+        return tokenize(self.tokenizer, texts, limit)
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return pool(hidden, attention_mask, self.pooling)

@@ -60,12 +60,15 @@ class Engine:
         131072 on GPU).
     progress : callable, optional
         Called with the number of texts finished after each batch.
+    max_length : int, optional
+        Token limit per text (default: the encoder's own limit).
     """
 
     encoder: SentenceEncoder
     batch_size: int | None = None
     max_tokens_per_batch: int | None = None
     progress: Callable[[int], None] | None = None
+    max_length: int | None = None
     stats: EngineStats = field(default_factory=EngineStats)
 
     def _defaults(self) -> tuple[int, int]:
@@ -81,12 +84,12 @@ class Engine:
         """
         unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
         unique_list = [prompt + t for t in unique.tolist()]
-        ids, truncated = self.encoder.tokenize(unique_list)
+        ids, truncated = self.encoder.tokenize(unique_list, self.max_length)
         if truncated:
             self.stats.truncated += len(truncated)
             warnings.warn(
-                f"{len(truncated)} text(s) exceed the model's maximum length "
-                f"({self.encoder.max_length} tokens) and were truncated; first: "
+                f"{len(truncated)} text(s) exceed the maximum length "
+                f"({self.max_length or self.encoder.max_length} tokens) and were truncated; first: "
                 f"{unique_list[truncated[0]][:60]!r}",
                 TruncationWarning,
                 stacklevel=3,
