@@ -51,6 +51,7 @@ def load_dense(folder: Path, raw_config: dict[str, Any]) -> DenseBackbone:
     )
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # we report problems ourselves, below
+    hf_logging.disable_progress_bar()  # a 'Loading weights' bar per load is noise here
     try:
         try:
             model, info = AutoModel.from_pretrained(folder, add_pooling_layer=False, **kwargs)
@@ -58,6 +59,7 @@ def load_dense(folder: Path, raw_config: dict[str, Any]) -> DenseBackbone:
             model, info = AutoModel.from_pretrained(folder, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
     if missing:
         from .loading import CheckpointError

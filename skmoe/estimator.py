@@ -1,0 +1,320 @@
+"""``MoEEmbeddingTransformer``: the scikit-learn face of the encoder.
+
+texts -> validate -> cache lookup -> misses through the engine (chunked, written to the cache as
+they finish) -> input order -> Matryoshka truncation -> L2 normalisation -> output dtype.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .encoder import DEFAULT_MODEL, SentenceEncoder
+from .engine import Engine
+from .postprocessing import (
+    CALIBRATED_DTYPES,
+    OUTPUT_DTYPES,
+    calibration_ranges,
+    output_width,
+    quantize,
+    truncate_and_normalize,
+)
+from .registry import get_cache, get_encoder
+from .validation import validate_texts
+
+# Texts per engine call when encoding misses: results reach the cache chunk by chunk, so an
+# interrupted run keeps its work and memory stays bounded by the chunk.
+CHUNK_SIZE = 4096
+
+
+class WeightsChangedError(RuntimeError):
+    """The weights found at load time differ from those the estimator was fitted with."""
+
+
+class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
+    """Sentence embeddings from nomic-embed-text-v2-moe (or any supported encoder) as features.
+
+    Parameters
+    ----------
+    model : str or path, default="nomic-ai/nomic-embed-text-v2-moe"
+        Hugging Face hub id or local folder (``config.json`` + safetensors).
+    revision : str, optional
+        Hub branch, tag or commit; the resolved commit is recorded in ``model_revision_``.
+    prompt_name : str or None, default="classification"
+        Key of the model's prompt table (case-insensitive; ``document`` = ``passage``).
+    prompt : str, optional
+        A raw prefix; wins over ``prompt_name``. Dense models such as e5 take ``"query: "``.
+    max_length : int, default=512
+        Token limit per text (capped at the model's own limit); longer texts are truncated
+        with a warning.
+    truncate_dim : int, optional
+        Matryoshka dimension: keep the first ``truncate_dim`` features (before normalising).
+    normalize : bool, default=True
+        L2-normalise the output rows.
+    batch_size : int, optional
+        Maximum texts per forward pass (default per device).
+    max_tokens_per_batch : int, optional
+        Maximum padded tokens per forward pass (default per device).
+    device : str, optional
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available.
+    dtype : str, optional
+        Compute precision: ``"float32"`` (CPU default), ``"bfloat16"`` (GPU default),
+        ``"float16"``, ``"int8"`` (CPU, per-row activation scales).
+    output_dtype : {"float32", "float16", "int8", "uint8", "binary", "ubinary"}, default="float32"
+        int8/uint8 ranges are learned in ``fit`` (never on the transform batch).
+    cache : str or EmbeddingCache, optional
+        SQLite file (or cache object) of full-width vectors keyed by model, prompt and text.
+    verbose : int, default=0
+        1 shows a progress bar with rate and ETA.
+    local_files_only : bool, default=False
+        Never download; use a local folder or the Hugging Face cache.
+
+    Attributes
+    ----------
+    embedding_dim_ : int
+        Width of the model's pooled vectors.
+    n_features_out_ : int
+        Width of ``transform``'s output.
+    model_revision_ : str
+        Resolved hub commit (``"local"`` for folders).
+    model_fingerprint_ : str
+        Digest of config and weights, checked again when a pickled estimator loads the model.
+    prompt_ : str
+        The prefix string applied to every text.
+    quantization_ranges_ : ndarray of shape (2, n_features)
+        Only for int8/uint8 output.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        revision: str | None = None,
+        prompt_name: str | None = "classification",
+        prompt: str | None = None,
+        max_length: int = 512,
+        truncate_dim: int | None = None,
+        normalize: bool = True,
+        batch_size: int | None = None,
+        max_tokens_per_batch: int | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        output_dtype: str = "float32",
+        cache: Any = None,
+        verbose: int = 0,
+        local_files_only: bool = False,
+    ) -> None:
+        self.model = model
+        self.revision = revision
+        self.prompt_name = prompt_name
+        self.prompt = prompt
+        self.max_length = max_length
+        self.truncate_dim = truncate_dim
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.max_tokens_per_batch = max_tokens_per_batch
+        self.device = device
+        self.dtype = dtype
+        self.output_dtype = output_dtype
+        self.cache = cache
+        self.verbose = verbose
+        self.local_files_only = local_files_only
+
+    # -- model access (never stored on self) ---------------------------------------------------
+    def get_encoder(self) -> SentenceEncoder:
+        """The shared loaded encoder for these parameters (loads it on first use)."""
+        encoder = get_encoder(
+            self.model, revision=self.revision, device=self.device, precision=self.dtype,
+            local_files_only=self.local_files_only,
+        )
+        fitted = getattr(self, "model_fingerprint_", None)
+        if fitted is not None and fitted != encoder.source.fingerprint:
+            raise WeightsChangedError(
+                f"The weights of {self.model!r} (fingerprint {encoder.source.fingerprint}, revision "
+                f"{encoder.source.revision}) differ from those this estimator was fitted with "
+                f"({fitted}, revision {self.model_revision_}). Pin revision= or refit."
+            )
+        return encoder
+
+    def _check_params(self, encoder: SentenceEncoder) -> None:
+        if self.output_dtype not in OUTPUT_DTYPES:
+            raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {self.output_dtype!r}")
+        dim = encoder.embedding_dim
+        if self.truncate_dim is not None and not (0 < int(self.truncate_dim) <= dim):
+            raise ValueError(f"truncate_dim must be in [1, {dim}], got {self.truncate_dim!r}")
+        if int(self.max_length) < 2:
+            raise ValueError(f"max_length must be >= 2, got {self.max_length!r}")
+
+    def _effective_max_length(self, encoder: SentenceEncoder) -> int:
+        return min(int(self.max_length), encoder.max_length)
+
+    # -- sklearn API ---------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> MoEEmbeddingTransformer:
+        """Record the model's identity and output width; learn int8/uint8 ranges if asked.
+
+        Parameters
+        ----------
+        X : list of str, pandas Series or one-column DataFrame
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        texts = validate_texts(X)
+        for attr in ("model_fingerprint_", "model_revision_"):  # refit may change the model
+            self.__dict__.pop(attr, None)
+        encoder = self.get_encoder()
+        self._check_params(encoder)
+        self.prompt_ = encoder.resolve_prompt(self.prompt_name, self.prompt)
+        self.embedding_dim_ = encoder.embedding_dim
+        dim = int(self.truncate_dim or self.embedding_dim_)
+        self.n_features_out_ = output_width(dim, self.output_dtype)
+        self.model_revision_ = encoder.source.revision
+        self.model_fingerprint_ = encoder.source.fingerprint
+        if self.output_dtype in CALIBRATED_DTYPES:
+            floats = self._embed_float(texts, encoder, self.prompt_)
+            self.quantization_ranges_ = calibration_ranges(floats)
+        else:
+            self.__dict__.pop("quantization_ranges_", None)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Embed ``X``: float32 C-contiguous ``[n, n_features_out_]`` (or the output dtype)."""
+        check_is_fitted(self)
+        texts = validate_texts(X)
+        encoder = self.get_encoder()
+        floats = self._embed_float(texts, encoder, self.prompt_)
+        ranges = getattr(self, "quantization_ranges_", None)
+        return np.ascontiguousarray(quantize(floats, self.output_dtype, ranges))
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """``embedding_0 ... embedding_{d-1}`` (known after fit, without running the model)."""
+        check_is_fitted(self, "n_features_out_")
+        return np.asarray([f"embedding_{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    def __sklearn_tags__(self):  # noqa: D105
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []
+        tags.non_deterministic = False
+        return tags
+
+    # -- similarity ----------------------------------------------------------------------------
+    def similarity(self, a: Any, b: Any = None) -> np.ndarray:
+        """Cosine similarity matrix ``[len(a), len(b)]`` (``b`` defaults to ``a``)."""
+        from .similarity import cosine_matrix
+
+        ea = self.embed(a)
+        return cosine_matrix(ea, ea if b is None else self.embed(b))
+
+    def similarity_pairwise(self, a: Any, b: Any) -> np.ndarray:
+        """Row-aligned cosine similarity ``[n]`` of ``a[i]`` and ``b[i]``."""
+        from .similarity import cosine_rows
+
+        return cosine_rows(self.embed(a), self.embed(b))
+
+    def embed(self, X: Any) -> np.ndarray:
+        """Float32 embeddings (truncated and normalised as configured), fitting nothing.
+
+        Uses the fitted prompt when fitted, else resolves it from the parameters.
+        """
+        texts = validate_texts(X)
+        encoder = self.get_encoder()
+        self._check_params(encoder)
+        prompt = getattr(self, "prompt_", None)
+        if prompt is None:
+            prompt = encoder.resolve_prompt(self.prompt_name, self.prompt)
+        return self._embed_float(texts, encoder, prompt)
+
+    # -- the work ------------------------------------------------------------------------------
+    def _embed_float(self, texts: list[str], encoder: SentenceEncoder, prompt: str) -> np.ndarray:
+        full = self.embed_full(texts, encoder, prompt)
+        return truncate_and_normalize(full, self.truncate_dim, self.normalize)
+
+    def cache_namespace(self, encoder: SentenceEncoder, prompt: str) -> str:
+        """What the cached vectors depend on besides the text (model, prompt, length, precision)."""
+        from .cache import cache_namespace
+
+        return cache_namespace(
+            model_fingerprint=encoder.source.fingerprint,
+            revision=encoder.source.revision,
+            prompt=prompt,
+            max_length=self._effective_max_length(encoder),
+            pooling=encoder.pooling,
+            precision=str(self.dtype or "auto") + ":" + str(encoder.dtype),
+        )
+
+    def embed_full(
+        self, texts: list[str], encoder: SentenceEncoder | None = None, prompt: str | None = None
+    ) -> np.ndarray:
+        """Full-width, un-normalised float32 pooled vectors, through the cache when one is set."""
+        encoder = encoder or self.get_encoder()
+        if prompt is None:
+            prompt = encoder.resolve_prompt(self.prompt_name, self.prompt)
+        out = np.empty((len(texts), encoder.embedding_dim), dtype=np.float32)
+        if not texts:
+            return out
+        unique: dict[str, int] = {}
+        slots = np.fromiter((unique.setdefault(t, len(unique)) for t in texts), np.int64, len(texts))
+        todo = list(unique)
+        vectors = np.empty((len(todo), encoder.embedding_dim), dtype=np.float32)
+        missing = np.arange(len(todo))
+        cache = self._open_cache()
+        namespace = self.cache_namespace(encoder, prompt) if cache is not None else None
+        if cache is not None:
+            found, cached = cache.lookup(namespace, todo)
+            if found.any():
+                vectors[found] = cached
+            missing = np.flatnonzero(~found)
+        if len(missing):
+            with self._progress(len(missing)) as tick:
+                engine = Engine(
+                    encoder, batch_size=self.batch_size,
+                    max_tokens_per_batch=self.max_tokens_per_batch, progress=tick,
+                    max_length=self._effective_max_length(encoder),
+                )
+                for start in range(0, len(missing), CHUNK_SIZE):
+                    rows = missing[start : start + CHUNK_SIZE]
+                    chunk = [todo[i] for i in rows]
+                    vectors[rows] = engine.embed(chunk, prompt)
+                    if cache is not None:
+                        cache.put_many(namespace, chunk, vectors[rows])
+        out[:] = vectors[slots]
+        return out
+
+    def _open_cache(self) -> Any:
+        return get_cache(self.cache)
+
+    def cache_stats(self) -> Any:
+        """Entries, bytes, and this process's hits and misses of the cache (None without one)."""
+        cache = self._open_cache()
+        return None if cache is None else cache.stats()
+
+    def _progress(self, total: int) -> Any:
+        return _Progress(total, enabled=bool(self.verbose))
+
+
+class _Progress:
+    """A tqdm bar (rate and ETA) when enabled, a no-op otherwise."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.bar = total, enabled, None
+
+    def __enter__(self) -> Callable[[int], None] | None:
+        if not self.enabled:
+            return None
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, unit="text", desc="embedding", smoothing=0.1)
+        return self.bar.update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,58 @@
+"""After the cache: Matryoshka truncation, L2 normalisation and output quantization.
+
+These run on full-width float32 vectors straight from the cache or the engine, so every variant
+(dimension, normalisation, dtype) shares cache entries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+OUTPUT_DTYPES = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
+CALIBRATED_DTYPES = ("int8", "uint8")
+
+
+def truncate_and_normalize(x: np.ndarray, truncate_dim: int | None, normalize: bool) -> np.ndarray:
+    """Keep the first ``truncate_dim`` features, then L2-normalise (eps 1e-12) if asked."""
+    if truncate_dim is not None:
+        x = x[:, :truncate_dim]
+    if normalize:
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x = x / np.maximum(norms, 1e-12)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def calibration_ranges(x: np.ndarray) -> np.ndarray:
+    """Per-feature ``[min, max]`` (shape ``[2, d]``) learned in ``fit`` for int8/uint8 output."""
+    if len(x) == 0:
+        raise ValueError("int8/uint8 output needs at least one text in fit() to learn its ranges.")
+    return np.stack([x.min(axis=0), x.max(axis=0)]).astype(np.float32)
+
+
+def quantize(x: np.ndarray, output_dtype: str, ranges: np.ndarray | None = None) -> np.ndarray:
+    """Convert float32 embeddings to ``output_dtype``.
+
+    int8/uint8 map each feature's fitted ``[min, max]`` onto 256 steps (values outside clip);
+    binary/ubinary keep the sign bit, packed 8 features per byte (``binary`` offset by -128 to
+    int8, as sentence-transformers does).
+    """
+    if output_dtype == "float32":
+        return x
+    if output_dtype == "float16":
+        return x.astype(np.float16)
+    if output_dtype in CALIBRATED_DTYPES:
+        if ranges is None:
+            raise ValueError(f"output_dtype={output_dtype!r} needs ranges learned by fit().")
+        lo, hi = ranges
+        steps = (hi - lo) / 255.0
+        steps = np.where(steps > 0, steps, 1.0)
+        q = np.clip(np.rint((x - lo) / steps), 0, 255)
+        return (q - 128).astype(np.int8) if output_dtype == "int8" else q.astype(np.uint8)
+    if output_dtype in ("binary", "ubinary"):
+        packed = np.packbits(x > 0, axis=-1)
+        return (packed.astype(np.int16) - 128).astype(np.int8) if output_dtype == "binary" else packed
+    raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {output_dtype!r}")
+
+
+def output_width(dim: int, output_dtype: str) -> int:
+    return (dim + 7) // 8 if output_dtype in ("binary", "ubinary") else dim

@@ -1,0 +1,77 @@
+"""Process-wide registry of loaded encoders.
+
+Estimators hold parameters only; the weights live here, keyed by what determines them (model,
+revision, device, precision), so that clones made by ``GridSearchCV`` or ``cross_val_score``
+share one copy and pickles never carry weights.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+
+from .cache import EmbeddingCache, resolve_cache
+from .encoder import SentenceEncoder, load_encoder
+from .encoder.loading import resolve_device
+
+_LOCK = threading.Lock()
+_ENCODERS: dict[tuple, SentenceEncoder] = {}
+#: How many times each key was actually loaded from disk in this process (tests count these).
+LOAD_COUNTS: Counter = Counter()
+
+
+def registry_key(
+    model: str | os.PathLike[str], revision: str | None, device: str | None, precision: str | None
+) -> tuple:
+    path = Path(model).expanduser()
+    name = str(path.resolve()) if path.is_dir() else str(model)
+    return (name, revision, str(resolve_device(device)), precision or "auto")
+
+
+def get_encoder(
+    model: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    local_files_only: bool = False,
+) -> SentenceEncoder:
+    """Return the shared encoder for these settings, loading it on first use."""
+    key = registry_key(model, revision, device, precision)
+    with _LOCK:
+        encoder = _ENCODERS.get(key)
+        if encoder is None:
+            from .engine.precision import DEFAULT_PRECISION, apply_precision
+
+            dev = resolve_device(device)
+            encoder = load_encoder(
+                model, revision=revision, device=dev, dtype="float32",
+                local_files_only=local_files_only,
+            )
+            encoder = apply_precision(encoder, precision or DEFAULT_PRECISION(dev))
+            _ENCODERS[key] = encoder
+            LOAD_COUNTS[key] += 1
+        return encoder
+
+
+_CACHES: dict[str, EmbeddingCache] = {}
+
+
+def get_cache(cache: EmbeddingCache | str | os.PathLike[str] | None) -> EmbeddingCache | None:
+    """One cache object per file and process, so hit/miss counts add up across estimators."""
+    if cache is None or isinstance(cache, EmbeddingCache):
+        return cache
+    key = str(Path(cache).expanduser().resolve())
+    with _LOCK:
+        if key not in _CACHES:
+            _CACHES[key] = resolve_cache(key)
+        return _CACHES[key]
+
+
+def clear() -> None:
+    """Forget every loaded encoder and cache handle (frees memory once no one else holds them)."""
+    with _LOCK:
+        _ENCODERS.clear()
+        _CACHES.clear()

@@ -1,0 +1,107 @@
+"""Pair similarity and pair features for sentence-pair classification and regression."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.utils.validation import check_is_fitted
+
+from .validation import validate_texts
+
+PAIR_FEATURES = ("cosine", "abs_diff", "product")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarities ``[len(a), len(b)]`` of two embedding matrices."""
+    return _unit(a) @ _unit(b).T
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-aligned cosine similarities ``[n]``: ``cos(a[i], b[i])``."""
+    if len(a) != len(b):
+        raise ValueError(f"Row-aligned similarity needs as many rows in a as in b ({len(a)} != {len(b)}).")
+    return np.einsum("ij,ij->i", _unit(a), _unit(b))
+
+
+def split_pairs(X: Any) -> tuple[list[str], list[str]]:
+    """Two text columns from a 2-column DataFrame, ``[n, 2]`` array or list of pairs."""
+    if hasattr(X, "iloc") and hasattr(X, "columns"):
+        if X.shape[1] != 2:
+            raise ValueError(f"Expected two text columns, got {X.shape[1]}: {list(X.columns)[:5]}.")
+        return validate_texts(X.iloc[:, 0]), validate_texts(X.iloc[:, 1])
+    arr = np.asarray(X, dtype=object)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"Expected pairs of texts with shape (n, 2), got shape {arr.shape}.")
+    return validate_texts(arr[:, 0]), validate_texts(arr[:, 1])
+
+
+class PairFeatures(TransformerMixin, BaseEstimator):
+    """Features of text pairs for a downstream classifier or regressor.
+
+    Each pair ``(a, b)`` becomes the concatenation of the requested features of their embeddings
+    ``u`` and ``v``: ``cosine`` (1 column), ``abs_diff`` ``|u - v|`` and ``product`` ``u * v``
+    (``d`` columns each) — the classic SBERT pair head input.
+
+    Parameters
+    ----------
+    embedder : transformer, optional
+        Maps a list of texts to embeddings; default ``MoEEmbeddingTransformer()``.
+    features : tuple of str, default=("cosine", "abs_diff", "product")
+    """
+
+    def __init__(self, embedder: Any = None, features: tuple[str, ...] = PAIR_FEATURES) -> None:
+        self.embedder = embedder
+        self.features = features
+
+    def fit(self, X: Any, y: Any = None) -> PairFeatures:
+        unknown = [f for f in self.features if f not in PAIR_FEATURES]
+        if unknown or not self.features:
+            raise ValueError(f"features must be a non-empty subset of {PAIR_FEATURES}, got {self.features!r}")
+        a, b = split_pairs(X)
+        if self.embedder is None:
+            from .estimator import MoEEmbeddingTransformer
+
+            embedder = MoEEmbeddingTransformer()
+        else:
+            embedder = clone(self.embedder)
+        self.embedder_ = embedder.fit(a + b)
+        dim = getattr(self.embedder_, "n_features_out_", None)
+        if dim is None:  # a generic embedder: ask it once
+            dim = self.embedder_.transform(a[:1]).shape[1]
+        self.n_features_out_ = sum(1 if f == "cosine" else dim for f in self.features)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        a, b = split_pairs(X)
+        both = np.asarray(self.embedder_.transform(a + b), dtype=np.float32)
+        u, v = both[: len(a)], both[len(a) :]
+        parts = {
+            "cosine": lambda: cosine_rows(u, v)[:, None],
+            "abs_diff": lambda: np.abs(u - v),
+            "product": lambda: u * v,
+        }
+        return np.ascontiguousarray(np.hstack([parts[f]() for f in self.features]), dtype=np.float32)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self)
+        dim = (self.n_features_out_ - ("cosine" in self.features)) // max(
+            1, sum(f != "cosine" for f in self.features)
+        )
+        names: list[str] = []
+        for f in self.features:
+            names += ["cosine"] if f == "cosine" else [f"{f}_{i}" for i in range(dim)]
+        return np.asarray(names, dtype=object)
+
+    def __sklearn_tags__(self):  # noqa: D105
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags

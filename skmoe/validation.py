@@ -1,0 +1,86 @@
+"""Validation of text input: every accepted container, and errors that name the offending row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _row_label(index: Any, position: int) -> str:
+    if index is None:
+        return f"row {position}"
+    label = index[position]
+    return f"row {position}" if label == position else f"row {position} (index {label!r})"
+
+
+def validate_texts(X: Any) -> list[str]:
+    """Return ``X`` as a list of ``str``, or raise an error naming the first bad row.
+
+    Accepted: list/tuple/1-D array of str, pandas Series, a one-column DataFrame or 2-D array (what
+    ``ColumnTransformer`` passes for a single text column). Empty strings are valid texts.
+
+    Raises
+    ------
+    TypeError
+        For a bare ``str``/``bytes`` instead of a collection, or rows that are not ``str``
+        (bytes, numbers, ...).
+    ValueError
+        For missing values (None/NaN), lone surrogates, or tables with several columns.
+    """
+    if isinstance(X, (str, bytes)):
+        raise TypeError(
+            f"Expected a collection of texts, got a single {type(X).__name__}; wrap it in a list: [text]."
+        )
+    index = None
+    if hasattr(X, "iloc") and hasattr(X, "columns"):  # pandas DataFrame
+        if X.shape[1] != 1:
+            raise ValueError(
+                f"Expected one text column, got a DataFrame with {X.shape[1]} columns "
+                f"({list(X.columns)[:5]}); select the text column first."
+            )
+        X = X.iloc[:, 0]
+    if hasattr(X, "iloc"):  # pandas Series
+        index = list(X.index)
+        X = X.to_list()
+    elif isinstance(X, np.ndarray):
+        if X.ndim == 2 and X.shape[1] == 1:
+            X = X[:, 0]
+        elif X.ndim != 1:
+            raise ValueError(f"Expected a 1-D array of texts (or one column), got shape {X.shape}.")
+        X = X.tolist()
+    elif not isinstance(X, (list, tuple)):
+        try:
+            X = list(X)
+        except TypeError:
+            raise TypeError(
+                f"Expected a list, tuple, array or pandas Series of texts, got {type(X).__name__}."
+            ) from None
+    texts = list(X)
+    for i, t in enumerate(texts):
+        if isinstance(t, str):
+            continue
+        where = _row_label(index, i)
+        if t is None or (isinstance(t, float) and np.isnan(t)) or _is_pandas_na(t):
+            raise ValueError(f"Missing text at {where}: got {t!r}. Drop or fill missing values first.")
+        if isinstance(t, (bytes, bytearray)):
+            raise TypeError(f"Text at {where} is bytes, not str; decode it first (e.g. .decode('utf-8')).")
+        raise TypeError(f"Text at {where} is {type(t).__name__} ({t!r:.40}), not str.")
+    for i, t in enumerate(texts):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"Text at {_row_label(index, i)} is not valid Unicode (lone surrogate "
+                f"{t[exc.start]!r} at character {exc.start}); clean it, e.g. "
+                "text.encode('utf-8', 'replace').decode('utf-8')."
+            ) from None
+    return texts
+
+
+def _is_pandas_na(value: Any) -> bool:
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        return False
+    return value is pd.NA or value is pd.NaT
