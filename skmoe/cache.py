@@ -1,0 +1,563 @@
+"""Persistent embedding cache: (namespace fingerprint, sha256(text)) -> full-width float32 vector.
+
+The cache is one SQLite file in WAL mode, safe to share between threads, processes (joblib, Dask
+workers on one host) and runs. The object holds only its path: connections are opened lazily, one
+per thread and process, and are never pickled, so the cache can travel inside a pickled estimator.
+
+The *namespace* is a fingerprint of everything that determines a vector (model revision, weights
+digest, prompt, max_length, pooling, compute dtype, cache-format version); build it with
+:func:`cache_namespace`. Texts are stored only as their sha256 digest, never in clear.
+
+WAL needs a local file system (shared memory for the WAL index); do not put the file on NFS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CACHE_FORMAT_VERSION",
+    "CacheDimensionError",
+    "CacheFormatError",
+    "CacheStats",
+    "EmbeddingCache",
+    "cache_namespace",
+    "resolve_cache",
+]
+
+#: Version of what a cached vector *means* (pooling semantics, byte layout). It is hashed into every
+#: namespace, so bumping it turns all old entries into misses instead of serving stale vectors.
+CACHE_FORMAT_VERSION = 1
+
+# Version of the table layout (stored as ``PRAGMA user_version``); independent of the above.
+_SCHEMA_VERSION = 1
+# Hashes per ``IN (...)`` lookup and rows per write transaction: keeps statements small (SQLite's
+# variable limit) and memory proportional to one chunk, and makes long writes commit progressively.
+_LOOKUP_CHUNK = 500
+_WRITE_CHUNK = 500
+_VECTOR_DTYPE = np.dtype("<f4")  # explicit little-endian: files move between machines
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS namespaces (
+    id INTEGER PRIMARY KEY,
+    namespace TEXT NOT NULL UNIQUE,
+    dim INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    ns_id INTEGER NOT NULL,
+    text_hash BLOB NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (ns_id, text_hash)
+);
+"""
+
+
+class CacheDimensionError(ValueError):
+    """A vector's width does not match the width recorded for its namespace."""
+
+
+class CacheFormatError(RuntimeError):
+    """The file was written by an incompatible skmoe cache layout, or a stored row is damaged."""
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Size of the cache file and this object's hit/miss counts.
+
+    Attributes
+    ----------
+    path : str
+        The SQLite file.
+    entries : int
+        Stored vectors, all namespaces.
+    namespaces : int
+        Distinct namespaces.
+    bytes : int
+        Size on disk of the database file plus its write-ahead log.
+    hits, misses : int
+        Looked-up texts found / not found by this object in this process since it was created
+        (duplicates within one lookup count once per position).
+    """
+
+    path: str
+    entries: int
+    namespaces: int
+    bytes: int
+    hits: int
+    misses: int
+
+
+def _json_default(obj: Any) -> Any:
+    # Only types with a stable, process-independent string form may enter a fingerprint.
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.dtype) or type(obj).__name__ == "dtype":  # numpy / torch dtypes
+        return str(obj)
+    raise TypeError(
+        f"cache_namespace parts must be JSON-like (str, int, float, bool, None, lists, dicts, "
+        f"paths or dtypes); got {type(obj).__name__}"
+    )
+
+
+def cache_namespace(**parts: Any) -> str:
+    """Fingerprint the things that determine an embedding, as a cache namespace.
+
+    Parameters
+    ----------
+    **parts
+        For example ``revision=..., weights=..., prompt=..., max_length=..., pooling=...,
+        dtype=...``. Values must be JSON-like (paths and numpy/torch dtypes are turned into
+        strings). Keyword order does not matter.
+
+    Returns
+    -------
+    str
+        A 64-character hex sha256 of the canonical JSON of ``parts`` plus
+        :data:`CACHE_FORMAT_VERSION`.
+    """
+    if "cache_format_version" in parts:
+        raise ValueError("'cache_format_version' is reserved; it is added automatically")
+    payload = {"cache_format_version": CACHE_FORMAT_VERSION, **parts}
+    canonical = json.dumps(
+        payload,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        default=_json_default,
+        allow_nan=False,
+    )
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _text_hash(text: str) -> bytes:
+    if not isinstance(text, str):
+        raise TypeError(f"texts must be str, got {type(text).__name__}")
+    # 'surrogatepass': a lone surrogate still gets a stable, distinct key instead of crashing.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+def _chunks(seq: Sequence, size: int) -> Iterable[Sequence]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+class EmbeddingCache:
+    """A persistent, process-safe store of embedding vectors keyed by namespace and text.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        SQLite file; created (with parent folders) on first use. Stored as an absolute path so a
+        pickled cache means the same file in a worker with another working directory.
+    timeout : float, default=60.0
+        Seconds a writer waits for another process's write transaction before failing.
+
+    Notes
+    -----
+    Values are immutable: writing an existing (namespace, text) keeps the first vector
+    (``INSERT OR IGNORE``). The namespace already fixes the model, so both are the same vector up
+    to the engine's documented numerical tolerance. Use :meth:`clear` to drop entries.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> cache = EmbeddingCache(tempfile.mkdtemp() + "/emb.sqlite")
+    >>> ns = cache_namespace(model="m", revision="abc", prompt="query: ")
+    >>> cache.put_many(ns, ["a", "b"], np.ones((2, 4), dtype=np.float32))
+    >>> found, vectors = cache.lookup(ns, ["a", "c"])
+    >>> found.tolist(), vectors.shape
+    ([True, False], (1, 4))
+    """
+
+    def __init__(self, path: str | os.PathLike, *, timeout: float = 60.0) -> None:
+        path = os.fspath(path)
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise ValueError(
+                "EmbeddingCache needs a file path (in-memory databases are per connection)"
+            )
+        self.path = os.path.abspath(os.path.expanduser(path))
+        self.timeout = float(timeout)
+        self._reset_process_state()
+
+    # -- process / thread local state -------------------------------------------------------
+
+    def _reset_process_state(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._hits = 0
+        self._misses = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "timeout": self.timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = state["path"]
+        self.timeout = state["timeout"]
+        self._reset_process_state()
+
+    def _check_pid(self) -> None:
+        if os.getpid() != self._pid:
+            # Forked child: the parent's connections must not be used, nor closed here (SQLite
+            # forbids carrying a connection across fork). Abandon them and start afresh.
+            self._reset_process_state()
+
+    def _conn(self) -> sqlite3.Connection:
+        self._check_pid()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._open()
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        parent = os.path.dirname(self.path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the write
+        # lock up front and waits under busy_timeout, instead of failing on a read->write upgrade.
+        # check_same_thread=False only so close() can close other threads' connections; each
+        # thread still uses its own.
+        conn = sqlite3.connect(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            # Only takes effect on a new, empty file. A 768-d row is ~3.1 kB: with the default
+            # 4 kB pages each row fills a page (+45 % on disk); 16 kB pages pack five.
+            conn.execute("PRAGMA page_size = 16384")
+            deadline = time.monotonic() + self.timeout
+            while True:
+                # Switching a fresh file to WAL can report "locked" while another process creates
+                # the same file, even with busy_timeout set: retry until the timeout.
+                try:
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            if str(mode).lower() != "wal":
+                raise CacheFormatError(f"could not put {self.path} in WAL mode (got {mode!r})")
+            # In WAL mode, NORMAL fsyncs only at checkpoints; a COMMIT has still written its frames
+            # to the WAL file (the OS page cache) before returning, so a killed process loses no
+            # committed row. Only an OS crash or power loss may roll back the last commits, and
+            # never corrupts the file. FULL would fsync every commit for no gain in our threat model.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._ensure_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == _SCHEMA_VERSION:
+            return
+        if version != 0:
+            raise CacheFormatError(
+                f"{self.path} has cache schema version {version}, this skmoe reads "
+                f"{_SCHEMA_VERSION}; use another path or delete the file"
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-check inside the write lock: another process may have just created it.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                has_tables = conn.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                ).fetchone()[0]
+                if has_tables:
+                    raise CacheFormatError(f"{self.path} is an SQLite file but not a skmoe cache")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Close this process's connections; the cache reopens lazily if used again.
+
+        Call it when no other thread is using the cache.
+        """
+        self._check_pid()
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._local = threading.local()
+        for conn in connections:
+            conn.close()
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if os.getpid() == self._pid:
+                for conn in self._connections:
+                    conn.close()
+        except Exception:  # interpreter shutdown: nothing useful to do
+            pass
+
+    # -- identity -----------------------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EmbeddingCache):
+            return NotImplemented
+        return (self.path, self.timeout) == (other.path, other.timeout)
+
+    def __hash__(self) -> int:
+        return hash((EmbeddingCache, self.path, self.timeout))
+
+    def __repr__(self) -> str:
+        try:
+            if os.path.exists(self.path):
+                entries, size = len(self), self._file_bytes()
+            else:  # don't create the file just to print it
+                entries, size = 0, 0
+            detail = f"entries={entries}, bytes={size}"
+        except (sqlite3.Error, CacheFormatError, OSError) as exc:
+            detail = f"unreadable: {exc}"
+        return f"EmbeddingCache({self.path!r}, {detail})"
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def _namespace_row(self, namespace: str) -> tuple[int, int] | None:
+        if not isinstance(namespace, str) or not namespace:
+            raise TypeError("namespace must be a non-empty str (see cache_namespace)")
+        return (
+            self._conn()
+            .execute("SELECT id, dim FROM namespaces WHERE namespace = ?", (namespace,))
+            .fetchone()
+        )
+
+    def lookup(
+        self, namespace: str, texts: Sequence[str], *, dim: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Find cached vectors for ``texts``.
+
+        Parameters
+        ----------
+        namespace : str
+            Fingerprint from :func:`cache_namespace`.
+        texts : sequence of str
+            Texts in any number; queried in chunks of a few hundred.
+        dim : int, optional
+            Expected vector width; a namespace stored with another width raises
+            :class:`CacheDimensionError`.
+
+        Returns
+        -------
+        found : ndarray of bool, shape (n_texts,)
+            Whether each text is cached.
+        vectors : ndarray of float32, shape (found.sum(), dim)
+            The cached vectors of the found texts, in input order (``out[found] = vectors``).
+            Width is ``dim`` if given, else the namespace's width (0 for an unknown namespace
+            and no ``dim``).
+        """
+        hashes = [_text_hash(t) for t in texts]
+        found = np.zeros(len(hashes), dtype=bool)
+        row = self._namespace_row(namespace)
+        if row is not None and dim is not None and row[1] != dim:
+            raise CacheDimensionError(
+                f"namespace {namespace[:12]}… stores {row[1]}-d vectors, {dim} expected"
+            )
+        width = row[1] if row is not None else (dim if dim is not None else 0)
+        if row is None or not hashes:
+            self._count(0, len(hashes))
+            return found, np.empty((0, width), dtype=np.float32)
+
+        ns_id = row[0]
+        nbytes = width * _VECTOR_DTYPE.itemsize
+        unique = list(dict.fromkeys(hashes))
+        stored: dict[bytes, bytes] = {}
+        conn = self._conn()
+        for chunk in _chunks(unique, _LOOKUP_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT text_hash, vector FROM embeddings WHERE ns_id = ? AND text_hash IN ({marks})"
+            for text_hash, blob in conn.execute(query, (ns_id, *chunk)):
+                if len(blob) != nbytes:
+                    raise CacheFormatError(
+                        f"damaged row in {self.path}: {len(blob)} bytes, {nbytes} expected "
+                        f"for a {width}-d vector"
+                    )
+                stored[text_hash] = blob
+        found[:] = [h in stored for h in hashes]
+        blobs = b"".join(stored[h] for h, ok in zip(hashes, found, strict=True) if ok)
+        vectors = np.frombuffer(blobs, dtype=_VECTOR_DTYPE).reshape(-1, width)
+        self._count(int(found.sum()), len(hashes) - int(found.sum()))
+        return found, vectors.astype(np.float32, copy=True)
+
+    def _count(self, hits: int, misses: int) -> None:
+        with self._lock:
+            self._hits += hits
+            self._misses += misses
+
+    def put_many(self, namespace: str, texts: Sequence[str], vectors: Any) -> None:
+        """Store vectors, committing every few hundred rows.
+
+        Rows committed before an interruption (even ``SIGKILL``) stay in the file.
+
+        Parameters
+        ----------
+        namespace : str
+            Fingerprint from :func:`cache_namespace`.
+        texts : sequence of str
+            One text per row of ``vectors``; existing entries are kept as they are.
+        vectors : array-like of shape (n_texts, dim)
+            Full-width embeddings; stored as float32 and must be finite.
+        """
+        if not isinstance(namespace, str) or not namespace:
+            raise TypeError("namespace must be a non-empty str (see cache_namespace)")
+        hashes = [_text_hash(t) for t in texts]
+        array = np.asarray(vectors)
+        if array.ndim != 2 or array.shape[0] != len(hashes):
+            raise ValueError(f"vectors must have shape ({len(hashes)}, dim), got {array.shape}")
+        if array.shape[1] == 0:
+            raise ValueError("vectors must have at least one column")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise TypeError(f"vectors must be floating point, got {array.dtype}")
+        array = np.ascontiguousarray(array, dtype=_VECTOR_DTYPE)
+        if not np.isfinite(array).all():
+            raise ValueError("refusing to cache non-finite vectors (NaN/inf)")
+        if not hashes:
+            return
+        dim = array.shape[1]
+        conn = self._conn()
+        for start in range(0, len(hashes), _WRITE_CHUNK):
+            stop = start + _WRITE_CHUNK
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ns_id = self._namespace_id_for_write(conn, namespace, dim)
+                conn.executemany(
+                    "INSERT OR IGNORE INTO embeddings (ns_id, text_hash, vector) VALUES (?, ?, ?)",
+                    (
+                        (ns_id, h, row.tobytes())
+                        for h, row in zip(hashes[start:stop], array[start:stop], strict=True)
+                    ),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _namespace_id_for_write(self, conn: sqlite3.Connection, namespace: str, dim: int) -> int:
+        conn.execute(
+            "INSERT OR IGNORE INTO namespaces (namespace, dim) VALUES (?, ?)", (namespace, dim)
+        )
+        ns_id, stored_dim = conn.execute(
+            "SELECT id, dim FROM namespaces WHERE namespace = ?", (namespace,)
+        ).fetchone()
+        if stored_dim != dim:
+            raise CacheDimensionError(
+                f"namespace {namespace[:12]}… stores {stored_dim}-d vectors, got {dim}-d"
+            )
+        return ns_id
+
+    def clear(self, namespace: str | None = None) -> int:
+        """Delete the entries of one namespace, or all entries.
+
+        The file does not shrink until :meth:`vacuum`.
+
+        Returns
+        -------
+        int
+            Number of vectors deleted.
+        """
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if namespace is None:
+                deleted = conn.execute("DELETE FROM embeddings").rowcount
+                conn.execute("DELETE FROM namespaces")
+            else:
+                row = conn.execute(
+                    "SELECT id FROM namespaces WHERE namespace = ?", (namespace,)
+                ).fetchone()
+                deleted = 0
+                if row is not None:
+                    deleted = conn.execute(
+                        "DELETE FROM embeddings WHERE ns_id = ?", (row[0],)
+                    ).rowcount
+                    conn.execute("DELETE FROM namespaces WHERE id = ?", (row[0],))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return deleted
+
+    def vacuum(self) -> None:
+        """Return free pages to the file system and truncate the write-ahead log."""
+        conn = self._conn()
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def namespaces(self) -> dict[str, tuple[int, int]]:
+        """Map each stored namespace to ``(dim, entries)``."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT n.namespace, n.dim, count(e.ns_id) FROM namespaces n "
+                "LEFT JOIN embeddings e ON e.ns_id = n.id GROUP BY n.id"
+            )
+            .fetchall()
+        )
+        return {name: (dim, count) for name, dim, count in rows}
+
+    def __len__(self) -> int:
+        return self._conn().execute("SELECT count(*) FROM embeddings").fetchone()[0]
+
+    def _file_bytes(self) -> int:
+        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+
+    def stats(self) -> CacheStats:
+        """Entries, namespaces, bytes on disk (database + WAL) and this object's hits/misses."""
+        conn = self._conn()
+        entries = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+        n_namespaces = conn.execute("SELECT count(*) FROM namespaces").fetchone()[0]
+        with self._lock:
+            hits, misses = self._hits, self._misses
+        return CacheStats(
+            path=self.path,
+            entries=entries,
+            namespaces=n_namespaces,
+            bytes=self._file_bytes(),
+            hits=hits,
+            misses=misses,
+        )
+
+    def integrity_check(self) -> str:
+        """Run SQLite's ``PRAGMA integrity_check``; ``"ok"`` when the file is sound."""
+        rows = self._conn().execute("PRAGMA integrity_check").fetchall()
+        return "\n".join(str(r[0]) for r in rows)
+
+
+def resolve_cache(cache: EmbeddingCache | str | os.PathLike | None) -> EmbeddingCache | None:
+    """Turn an estimator's ``cache`` parameter (None, a path or a cache) into a cache or None."""
+    if cache is None or isinstance(cache, EmbeddingCache):
+        return cache
+    if isinstance(cache, (str, os.PathLike)):
+        return EmbeddingCache(cache)
+    raise TypeError(f"cache must be None, a path or an EmbeddingCache, got {type(cache).__name__}")

@@ -1,0 +1,68 @@
+"""Subprocess worker for tests/test_cache.py: writes deterministic rows into an EmbeddingCache.
+
+Usage: python writer.py PATH NAMESPACE START STOP BATCH [GO_FILE]
+
+Writes texts ``row-{i}`` for i in [START, STOP) (STOP = -1: forever) in transactions of BATCH rows,
+printing the number of rows committed so far and the wall time after each commit (flushed). If GO_FILE is given, waits
+until it exists first, so two workers start writing at the same moment.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+
+import numpy as np
+
+DIM = 24
+
+
+def row_text(i: int) -> str:
+    return f"row-{i}"
+
+
+def row_vector(i: int, dim: int = DIM) -> np.ndarray:
+    """The vector stored for row ``i``: random float32 bits seeded by ``i``."""
+    return np.random.default_rng(i).standard_normal(dim).astype(np.float32)
+
+
+def load_cache_module():
+    """Import skmoe/cache.py by file: it needs only stdlib + numpy, while ``import skmoe`` pulls in
+    torch (~5 s per process on the test machine)."""
+    import importlib.util
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[2] / "skmoe" / "cache.py"
+    spec = importlib.util.spec_from_file_location("skmoe_cache_worker", source)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str]) -> None:
+    EmbeddingCache = load_cache_module().EmbeddingCache
+    path, namespace, start, stop, batch = argv[:5]
+    start, stop, batch = int(start), int(stop), int(batch)
+    if len(argv) > 5:
+        while not os.path.exists(argv[5]):
+            time.sleep(0.001)
+    cache = EmbeddingCache(path)
+    indices = itertools.count(start) if stop < 0 else iter(range(start, stop))
+    committed = 0
+    while True:
+        chunk = list(itertools.islice(indices, batch))
+        if not chunk:
+            break
+        cache.put_many(
+            namespace, [row_text(i) for i in chunk], np.stack([row_vector(i) for i in chunk])
+        )
+        committed += len(chunk)
+        print(committed, time.time(), flush=True)
+    cache.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,432 @@
+"""EmbeddingCache: exact round trips, keys, errors, pickling, and real multi-process writes/kills."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import skmoe.cache as cache_mod
+from skmoe.cache import (
+    CACHE_FORMAT_VERSION,
+    CacheDimensionError,
+    CacheFormatError,
+    CacheStats,
+    EmbeddingCache,
+    cache_namespace,
+    resolve_cache,
+)
+
+WRITER = Path(__file__).parent / "cache_helpers" / "writer.py"
+_spec = importlib.util.spec_from_file_location("cache_writer", WRITER)
+writer = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(writer)
+
+NS_PARTS = dict(
+    revision="1066b6599d099fbb93dfcb64f9c37a7c9e503e85",
+    weights="sha256:abc",
+    prompt="classification: ",
+    max_length=512,
+    pooling="mean",
+    dtype="float32",
+)
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> EmbeddingCache:
+    with EmbeddingCache(tmp_path / "sub" / "emb.sqlite") as c:
+        yield c
+
+
+def random_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+
+
+def bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+# -- keys ---------------------------------------------------------------------------------------
+
+
+def test_namespace_is_deterministic_and_sensitive_to_every_part(monkeypatch):
+    ns = cache_namespace(**NS_PARTS)
+    assert len(ns) == 64 and ns == cache_namespace(**dict(reversed(list(NS_PARTS.items()))))
+    for key, other in [
+        ("revision", "0" * 40),
+        ("weights", "sha256:abd"),
+        ("prompt", "clustering: "),
+        ("max_length", 256),
+        ("pooling", "cls"),
+        ("dtype", "bfloat16"),
+    ]:
+        assert cache_namespace(**{**NS_PARTS, key: other}) != ns, key
+    monkeypatch.setattr(cache_mod, "CACHE_FORMAT_VERSION", CACHE_FORMAT_VERSION + 1)
+    assert cache_namespace(**NS_PARTS) != ns
+
+
+def test_namespace_accepts_dtypes_and_paths_rejects_opaque_objects(tmp_path):
+    import torch
+
+    assert cache_namespace(dtype=torch.float16) == cache_namespace(dtype="torch.float16")
+    assert cache_namespace(path=tmp_path) == cache_namespace(path=str(tmp_path))
+    assert cache_namespace(n=np.int64(3)) == cache_namespace(n=3)
+    with pytest.raises(TypeError, match="JSON-like"):
+        cache_namespace(model=object())
+    with pytest.raises(ValueError, match="reserved"):
+        cache_namespace(cache_format_version=0)
+
+
+# -- round trip and counts ----------------------------------------------------------------------
+
+
+def test_round_trip_is_bit_identical_across_objects(cache):
+    ns = cache_namespace(**NS_PARTS)
+    vecs = random_vectors(50, 768)
+    # Values that a lossy path (float64 round trip, text, byte order) would mangle.
+    vecs[0, :6] = [-0.0, 1e-45, np.finfo(np.float32).max, np.finfo(np.float32).tiny, 1 / 3, -7.5]
+    texts = [f"text {i} ✓ здравствуйте" for i in range(50)]
+    cache.put_many(ns, texts, vecs)
+
+    fresh = EmbeddingCache(cache.path)
+    found, got = fresh.lookup(ns, texts)
+    assert found.all() and got.dtype == np.float32 and got.shape == (50, 768)
+    np.testing.assert_array_equal(bits(got), bits(vecs))
+    fresh.close()
+
+
+def test_lookup_order_mask_and_hit_miss_counts(cache):
+    ns = cache_namespace(**NS_PARTS)
+    vecs = random_vectors(3, 8)
+    cache.put_many(ns, ["a", "b", "c"], vecs)
+    found, got = cache.lookup(ns, ["c", "x", "a", "a", "y"])
+    assert found.tolist() == [True, False, True, True, False]
+    np.testing.assert_array_equal(got, vecs[[2, 0, 0]])
+    stats = cache.stats()
+    assert (stats.hits, stats.misses) == (3, 2)
+    cache.lookup(ns, ["b"])
+    cache.lookup(cache_namespace(other=1), ["a"])  # unknown namespace: a miss
+    stats = cache.stats()
+    assert isinstance(stats, CacheStats)
+    assert (stats.hits, stats.misses, stats.entries, stats.namespaces) == (4, 3, 3, 1)
+
+
+def test_empty_inputs(cache):
+    ns = cache_namespace(**NS_PARTS)
+    found, got = cache.lookup(ns, [], dim=8)
+    assert found.shape == (0,) and got.shape == (0, 8)
+    cache.put_many(ns, [], np.zeros((0, 8), np.float32))
+    cache.put_many(ns, ["a"], np.ones((1, 8), np.float32))
+    found, got = cache.lookup(ns, ["zz"])
+    assert found.tolist() == [False] and got.shape == (0, 8)
+
+
+def test_changed_fingerprint_part_is_a_miss(cache):
+    ns = cache_namespace(**NS_PARTS)
+    cache.put_many(ns, ["hello"], np.ones((1, 4), np.float32))
+    for key, other in [("prompt", "search_query: "), ("revision", "f" * 40)]:
+        found, _ = cache.lookup(cache_namespace(**{**NS_PARTS, key: other}), ["hello"])
+        assert not found.any(), key
+    assert cache.lookup(ns, ["hello"])[0].all()
+
+
+def test_first_write_wins_and_duplicates_in_one_put(cache):
+    ns = cache_namespace(**NS_PARTS)
+    cache.put_many(ns, ["a", "a"], np.array([[1.0, 2.0], [3.0, 4.0]]))
+    cache.put_many(ns, ["a"], np.array([[9.0, 9.0]]))
+    assert len(cache) == 1
+    np.testing.assert_array_equal(cache.lookup(ns, ["a"])[1], [[1.0, 2.0]])
+
+
+def test_lone_surrogates_and_bad_text_types(cache):
+    ns = cache_namespace(**NS_PARTS)
+    texts = ["\ud800", "\udfff", "a\ud83d", ""]
+    vecs = random_vectors(4, 4)
+    cache.put_many(ns, texts, vecs)
+    found, got = cache.lookup(ns, texts)
+    assert found.all() and len(cache) == 4
+    np.testing.assert_array_equal(got, vecs)
+    with pytest.raises(TypeError, match="str"):
+        cache.lookup(ns, [b"bytes"])
+    with pytest.raises(TypeError, match="str"):
+        cache.put_many(ns, [None], np.ones((1, 4)))
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def test_dimension_mismatch_is_detected(cache):
+    ns = cache_namespace(**NS_PARTS)
+    cache.put_many(ns, ["a"], np.ones((1, 8), np.float32))
+    with pytest.raises(CacheDimensionError, match="8-d"):
+        cache.put_many(ns, ["b"], np.ones((1, 16), np.float32))
+    with pytest.raises(CacheDimensionError, match="16 expected"):
+        cache.lookup(ns, ["a"], dim=16)
+    assert cache.lookup(ns, ["a"], dim=8)[0].all()
+    assert len(cache) == 1  # the failed write left nothing behind
+    other = cache_namespace(**{**NS_PARTS, "pooling": "cls"})
+    cache.put_many(other, ["b"], np.ones((1, 16), np.float32))
+    assert cache.namespaces() == {ns: (8, 1), other: (16, 1)}
+
+
+def test_damaged_row_is_detected(cache):
+    ns = cache_namespace(**NS_PARTS)
+    cache.put_many(ns, ["a"], np.ones((1, 8), np.float32))
+    with sqlite3.connect(cache.path) as raw:
+        raw.execute("UPDATE embeddings SET vector = zeroblob(12)")
+    raw.close()
+    with pytest.raises(CacheFormatError, match="damaged"):
+        cache.lookup(ns, ["a"])
+
+
+@pytest.mark.parametrize(
+    "vectors, error",
+    [
+        (np.ones(4), ValueError),  # 1-D
+        (np.ones((2, 4)), ValueError),  # wrong row count
+        (np.ones((1, 0)), ValueError),
+        (np.array([[np.nan, 1.0]]), ValueError),
+        (np.array([[np.inf, 1.0]]), ValueError),
+        (np.array([["a", "b"]]), TypeError),
+    ],
+)
+def test_put_many_rejects_bad_vectors(cache, vectors, error):
+    with pytest.raises(error):
+        cache.put_many(cache_namespace(**NS_PARTS), ["a"], vectors)
+    assert len(cache) == 0
+
+
+def test_rejects_foreign_files_and_in_memory_paths(tmp_path):
+    with pytest.raises(ValueError, match="file path"):
+        EmbeddingCache(":memory:")
+    foreign = tmp_path / "other.sqlite"
+    with sqlite3.connect(foreign) as raw:
+        raw.execute("CREATE TABLE t (x)")
+    raw.close()
+    with pytest.raises(CacheFormatError, match="not a skmoe cache"):
+        len(EmbeddingCache(foreign))
+    newer = tmp_path / "newer.sqlite"
+    with sqlite3.connect(newer) as raw:
+        raw.execute("PRAGMA user_version = 99")
+    raw.close()
+    with pytest.raises(CacheFormatError, match="schema version 99"):
+        len(EmbeddingCache(newer))
+
+
+# -- management ---------------------------------------------------------------------------------
+
+
+def test_clear_one_namespace_or_all(cache):
+    a, b = cache_namespace(model="a"), cache_namespace(model="b")
+    cache.put_many(a, ["x", "y"], np.ones((2, 4), np.float32))
+    cache.put_many(b, ["x"], np.ones((1, 6), np.float32))
+    assert cache.clear(a) == 2
+    assert not cache.lookup(a, ["x"])[0].any() and cache.lookup(b, ["x"])[0].all()
+    cache.put_many(a, ["x"], np.ones((1, 8), np.float32))  # width may change once cleared
+    assert cache.clear() == 2 and len(cache) == 0 and cache.namespaces() == {}
+    assert cache.clear(a) == 0
+
+
+def test_stats_bytes_and_vacuum(cache):
+    assert cache.stats().bytes > 0  # schema already written
+    cache.put_many(
+        cache_namespace(**NS_PARTS), [str(i) for i in range(300)], random_vectors(300, 768)
+    )
+    full = cache.stats()
+    assert full.entries == 300 and full.bytes > 300 * 768 * 4
+    cache.close()  # checkpoints the WAL into the file
+    # 16 kB pages: a 3 kB vector does not take a whole page of its own
+    assert os.path.getsize(cache.path) < 1.25 * 300 * 768 * 4
+    cache.clear()
+    cache.vacuum()
+    assert cache.stats().bytes < full.bytes / 10
+    assert cache.integrity_check() == "ok"
+
+
+def test_repr_shows_path_and_size(tmp_path):
+    c = EmbeddingCache(tmp_path / "r.sqlite")
+    assert repr(c) == f"EmbeddingCache({c.path!r}, entries=0, bytes=0)"
+    assert not os.path.exists(c.path)  # repr does not create the file
+    c.put_many("ns", ["a", "b"], np.ones((2, 4), np.float32))
+    text = repr(c)
+    assert c.path in text and "entries=2" in text
+    assert f"bytes={c.stats().bytes}" in text and c.stats().bytes > 0
+    c.close()
+
+
+def test_pickle_round_trip_drops_connections(cache):
+    ns = cache_namespace(**NS_PARTS)
+    vecs = random_vectors(5, 8)
+    cache.put_many(ns, list("abcde"), vecs)
+    cache.lookup(ns, ["a"])  # connection open, counters non-zero
+    blob = pickle.dumps(cache)
+    assert len(blob) < 500  # path + timeout, no connection or thread-local state
+    clone = pickle.loads(blob)
+    assert clone == cache and hash(clone) == hash(cache) and clone.path == cache.path
+    assert clone.stats().hits == 0
+    found, got = clone.lookup(ns, list("edcba"))
+    assert found.all()
+    np.testing.assert_array_equal(got, vecs[::-1])
+    clone.close()
+
+
+def test_relative_path_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = EmbeddingCache("rel.sqlite")
+    assert c.path == str(tmp_path / "rel.sqlite")
+
+
+def test_resolve_cache():
+    assert resolve_cache(None) is None
+    c = EmbeddingCache("/tmp/x.sqlite")
+    assert resolve_cache(c) is c
+    assert resolve_cache("/tmp/x.sqlite") == c
+    with pytest.raises(TypeError):
+        resolve_cache(3)
+
+
+def test_close_then_reuse_and_context_manager(tmp_path):
+    with EmbeddingCache(tmp_path / "c.sqlite") as c:
+        c.put_many("ns", ["a"], np.ones((1, 2), np.float32))
+    assert c._connections == []
+    assert c.lookup("ns", ["a"])[0].all()  # reopens lazily
+    c.close()
+
+
+def test_large_lookup_is_chunked(cache, monkeypatch):
+    statements: list[str] = []
+    ns = cache_namespace(**NS_PARTS)
+    texts = [f"t{i}" for i in range(3000)]
+    cache.put_many(ns, texts[::2], random_vectors(1500, 4))
+    cache._conn().set_trace_callback(statements.append)
+    found, got = cache.lookup(ns, texts + texts)
+    assert found.sum() == 3000 and got.shape == (3000, 4)
+    selects = [s for s in statements if "FROM embeddings" in s]
+    assert len(selects) == 6  # 3000 unique hashes / 500 per statement
+    cache._conn().set_trace_callback(None)
+
+
+# -- threads and processes ----------------------------------------------------------------------
+
+
+def test_threads_get_their_own_connections(cache):
+    ns = cache_namespace(**NS_PARTS)
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            idx = range(k * 100, (k + 1) * 100)
+            cache.put_many(
+                ns, [writer.row_text(i) for i in idx], [writer.row_vector(i) for i in idx]
+            )
+            assert cache.lookup(ns, [writer.row_text(i) for i in idx])[0].all()
+        except BaseException as exc:  # surfaced in the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(cache) == 400 and len(cache._connections) >= 4
+    assert cache.stats().hits == 400
+
+
+def test_forked_child_reopens(cache):
+    ns = cache_namespace(**NS_PARTS)
+    cache.put_many(ns, ["parent"], np.ones((1, 4), np.float32))  # parent connection open
+    pid = os.fork()
+    if pid == 0:  # child: must not reuse the parent's connection
+        code = 1
+        try:
+            assert cache.lookup(ns, ["parent"])[0].all()
+            cache.put_many(ns, ["child"], np.full((1, 4), 2.0, np.float32))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    found, got = cache.lookup(ns, ["parent", "child"])
+    assert found.all() and got[1].tolist() == [2.0] * 4
+    assert cache.integrity_check() == "ok"
+
+
+def _start_writer(path, ns, start, stop, batch, go=None) -> subprocess.Popen:
+    args = [sys.executable, str(WRITER), str(path), ns, str(start), str(stop), str(batch)]
+    return subprocess.Popen(
+        args + ([str(go)] if go else []), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _assert_rows(c: EmbeddingCache, ns: str, indices) -> None:
+    indices = list(indices)
+    found, got = c.lookup(ns, [writer.row_text(i) for i in indices])
+    missing = [i for i, ok in zip(indices, found, strict=True) if not ok]
+    assert not missing, f"{len(missing)} rows lost, e.g. {missing[:5]}"
+    expected = np.stack([writer.row_vector(i) for i in indices])
+    np.testing.assert_array_equal(bits(got), bits(expected))
+
+
+def test_two_processes_write_concurrently_without_losing_rows(tmp_path):
+    path, go = tmp_path / "shared.sqlite", tmp_path / "go"
+    ns = cache_namespace(**NS_PARTS)
+    # Fresh file: both processes also race to create the schema and switch it to WAL.
+    procs = [
+        _start_writer(path, ns, 0, 2000, 10, go),  # rows 0..1999
+        _start_writer(path, ns, 1000, 3000, 7, go),  # rows 1000..2999: 1000 overlap
+    ]
+    time.sleep(0.3)
+    go.touch()
+    windows = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        lines = [line.split() for line in out.splitlines()]
+        assert int(lines[-1][0]) == 2000 and len(lines) >= 200  # many small transactions
+        windows.append((float(lines[0][1]), float(lines[-1][1])))
+    (a0, a1), (b0, b1) = windows
+    assert a0 < b1 and b0 < a1, f"writers did not overlap in time: {windows}"
+    c = EmbeddingCache(path)
+    assert len(c) == 3000
+    _assert_rows(c, ns, range(3000))
+    assert c.integrity_check() == "ok"
+    c.close()
+
+
+def test_sigkill_keeps_every_committed_row(tmp_path):
+    path = tmp_path / "killed.sqlite"
+    ns = cache_namespace(**NS_PARTS)
+    proc = _start_writer(path, ns, 0, -1, 13)  # writes forever in 13-row transactions
+    reported = 0
+    try:
+        deadline = time.monotonic() + 60
+        while reported < 400:
+            line = proc.stdout.readline()
+            assert line, f"writer died: {proc.stderr.read()}"
+            reported = int(line.split()[0])
+            assert time.monotonic() < deadline, "writer too slow"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert os.path.exists(str(path) + "-wal")  # killed with a live WAL: recovery is exercised
+
+    c = EmbeddingCache(path)
+    assert c.integrity_check() == "ok"
+    stored = len(c)
+    assert stored >= reported and stored % 13 == 0  # whole transactions only
+    _assert_rows(c, ns, range(stored))
+    c.close()
