@@ -23,14 +23,20 @@ def validate_texts(X: Any) -> list[str]:
     Raises
     ------
     TypeError
-        For a bare ``str``/``bytes`` instead of a collection, or rows that are not ``str``
-        (bytes, numbers, ...).
+        For a bare ``str``/``bytes`` instead of a collection, an unordered container (set,
+        dict), or rows that are not ``str`` (bytes, numbers, lists, ...).
     ValueError
         For missing values (None/NaN), lone surrogates, or tables with several columns.
     """
-    if isinstance(X, (str, bytes)):
+    if isinstance(X, (str, bytes, bytearray)):
         raise TypeError(
             f"Expected a collection of texts, got a single {type(X).__name__}; wrap it in a list: [text]."
+        )
+    if isinstance(X, (set, frozenset, dict)):
+        # Unordered (or keyed) containers would give rows in an arbitrary order.
+        raise TypeError(
+            f"Expected an ordered collection of texts (list, tuple, array, Series), got "
+            f"{type(X).__name__}; convert it with list(...) in the order you want the rows."
         )
     index = None
     if hasattr(X, "iloc") and hasattr(X, "columns"):  # pandas DataFrame
@@ -61,7 +67,7 @@ def validate_texts(X: Any) -> list[str]:
         if isinstance(t, str):
             continue
         where = _row_label(index, i)
-        if t is None or (isinstance(t, float) and np.isnan(t)) or _is_pandas_na(t):
+        if t is None or (isinstance(t, (float, np.floating)) and np.isnan(t)) or _is_pandas_na(t):
             raise ValueError(f"Missing text at {where}: got {t!r}. Drop or fill missing values first.")
         if isinstance(t, (bytes, bytearray)):
             raise TypeError(f"Text at {where} is bytes, not str; decode it first (e.g. .decode('utf-8')).")

@@ -1,0 +1,104 @@
+"""Matryoshka truncation, normalisation and output quantization on plain float32 arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from skmoe.postprocessing import (
+    OUTPUT_DTYPES,
+    calibration_ranges,
+    output_width,
+    quantize,
+    truncate_and_normalize,
+)
+
+
+@pytest.fixture
+def emb() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(50, 20)).astype(np.float32)
+
+
+def test_truncate_then_normalize(emb):
+    out = truncate_and_normalize(emb, 8, True)
+    assert out.shape == (50, 8) and out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    # Truncation happens before normalising: same direction as the first 8 raw features.
+    np.testing.assert_allclose(out * np.linalg.norm(emb[:, :8], axis=1, keepdims=True), emb[:, :8], rtol=1e-5)
+
+
+def test_no_truncation_no_normalization_is_identity(emb):
+    out = truncate_and_normalize(emb, None, False)
+    np.testing.assert_array_equal(out, emb)
+    assert out.flags.c_contiguous
+
+
+def test_zero_vector_normalizes_without_nan():
+    out = truncate_and_normalize(np.zeros((2, 4), np.float32), None, True)
+    assert np.isfinite(out).all() and (out == 0).all()
+
+
+def test_calibration_ranges(emb):
+    r = calibration_ranges(emb)
+    assert r.shape == (2, 20) and r.dtype == np.float32
+    np.testing.assert_array_equal(r[0], emb.min(axis=0))
+    np.testing.assert_array_equal(r[1], emb.max(axis=0))
+    with pytest.raises(ValueError, match="at least one text"):
+        calibration_ranges(emb[:0])
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_int8_quantization_error_is_at_most_half_a_step(emb, dtype):
+    ranges = calibration_ranges(emb)
+    q = quantize(emb, dtype, ranges)
+    assert q.dtype == np.dtype(dtype) and q.shape == emb.shape
+    lo, hi = ranges
+    step = (hi - lo) / 255
+    codes = q.astype(np.float32) + (128 if dtype == "int8" else 0)
+    assert codes.min() == 0 and codes.max() == 255  # the fitted range spans all 256 codes
+    recon = lo + codes * step
+    assert np.all(np.abs(recon - emb) <= step / 2 + 1e-6)
+
+
+def test_int8_clips_values_outside_the_fitted_range(emb):
+    ranges = calibration_ranges(emb)
+    out = quantize(np.stack([emb.max(axis=0) + 10, emb.min(axis=0) - 10]), "int8", ranges)
+    assert (out[0] == 127).all() and (out[1] == -128).all()
+
+
+def test_constant_feature_does_not_divide_by_zero():
+    x = np.ones((5, 3), np.float32)
+    q = quantize(x, "uint8", calibration_ranges(x))
+    assert (q == 0).all()
+
+
+def test_int8_needs_ranges(emb):
+    with pytest.raises(ValueError, match="fit"):
+        quantize(emb, "int8", None)
+
+
+def test_matches_sentence_transformers_quantization(emb):
+    """Binary packing is bit-identical; int8 codes differ by at most 1 (we round, ST floors)."""
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers.util.quantization import quantize_embeddings
+
+    for precision in ("binary", "ubinary"):
+        np.testing.assert_array_equal(quantize(emb, precision), quantize_embeddings(emb, precision=precision))
+    ranges = calibration_ranges(emb)
+    for precision in ("int8", "uint8"):
+        ours = quantize(emb, precision, ranges).astype(int)
+        theirs = quantize_embeddings(emb, precision=precision, ranges=ranges).astype(int)
+        assert np.abs(ours - theirs).max() <= 1
+
+
+def test_binary_width_and_float16(emb):
+    assert quantize(emb, "binary").shape == (50, output_width(20, "binary")) == (50, 3)
+    assert quantize(emb, "float16").dtype == np.float16
+    assert quantize(emb, "float32") is emb
+    assert output_width(20, "float32") == 20
+
+
+def test_unknown_dtype_is_rejected(emb):
+    assert "float64" not in OUTPUT_DTYPES
+    with pytest.raises(ValueError, match="output_dtype must be one of"):
+        quantize(emb, "float64")

@@ -1,0 +1,107 @@
+"""``validate_texts``: every accepted container, and every bad input with an error naming its row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from skmoe.validation import validate_texts
+
+TEXTS = ["first text", "", "drittes Stück", "四"]
+
+
+@pytest.mark.parametrize(
+    "container",
+    [
+        list,
+        tuple,
+        lambda t: np.asarray(t),  # fixed-width unicode array
+        lambda t: np.asarray(t, dtype=object),
+        lambda t: np.asarray(t, dtype=object)[:, None],  # [n, 1], what ColumnTransformer may pass
+        lambda t: pd.Series(t, index=[10, 11, 12, 13]),
+        lambda t: pd.Series(t, dtype="string"),
+        lambda t: pd.DataFrame({"text": t}),  # one-column DataFrame
+        lambda t: (x for x in t),  # any ordered iterable
+    ],
+    ids=["list", "tuple", "ndarray-U", "ndarray-object", "ndarray-n1", "series", "series-string",
+         "dataframe", "generator"],
+)
+def test_accepted_containers_give_the_same_list(container):
+    out = validate_texts(container(TEXTS))
+    assert out == TEXTS
+    assert all(type(t) is str or isinstance(t, str) for t in out)
+
+
+def test_empty_strings_and_empty_input_are_valid():
+    assert validate_texts(["", ""]) == ["", ""]
+    assert validate_texts([]) == []
+    assert validate_texts(pd.Series([], dtype=object)) == []
+
+
+@pytest.mark.parametrize("bare", ["a text", b"bytes", bytearray(b"x")])
+def test_bare_string_or_bytes_is_a_type_error(bare):
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        validate_texts(bare)
+
+
+@pytest.mark.parametrize("unordered", [{"a", "b"}, frozenset({"a"}), {"a": 1}])
+def test_unordered_containers_are_rejected(unordered):
+    with pytest.raises(TypeError, match="ordered collection"):
+        validate_texts(unordered)
+
+
+def test_non_iterable_is_a_type_error():
+    with pytest.raises(TypeError, match="got int"):
+        validate_texts(3)
+
+
+# (bad item, expected error type, a fragment of the message besides the row)
+BAD_ITEMS = [
+    (None, ValueError, "Missing text"),
+    (float("nan"), ValueError, "Missing text"),
+    (np.float32("nan"), ValueError, "Missing text"),
+    (pd.NA, ValueError, "Missing text"),
+    (pd.NaT, ValueError, "Missing text"),
+    (b"raw bytes", TypeError, "is bytes"),
+    (bytearray(b"raw"), TypeError, "is bytes"),
+    (42, TypeError, "is int"),
+    (3.5, TypeError, "is float"),
+    (["nested"], TypeError, "is list"),
+    ("bad \ud800 surrogate", ValueError, "lone surrogate"),
+]
+
+
+@pytest.mark.parametrize(("bad", "error", "fragment"), BAD_ITEMS, ids=[repr(b[0])[:20] for b in BAD_ITEMS])
+def test_bad_rows_name_the_first_offending_row_and_type(bad, error, fragment):
+    texts = ["ok", "fine", bad, "later", bad]
+    with pytest.raises(error) as info:
+        validate_texts(texts)
+    msg = str(info.value)
+    assert "row 2" in msg and "row 4" not in msg
+    assert fragment in msg
+
+
+def test_series_errors_also_name_the_index_label():
+    s = pd.Series(["ok", None, "x"], index=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"row 1 \(index 'b'\)"):
+        validate_texts(s)
+    df = pd.DataFrame({"text": ["ok", "x", 7]}, index=[100, 101, 102])
+    with pytest.raises(TypeError, match=r"row 2 \(index 102\).*int"):
+        validate_texts(df)
+
+
+def test_surrogate_error_says_where_in_the_text():
+    with pytest.raises(ValueError, match=r"row 0 .*character 3"):
+        validate_texts(["abc\udfffdef"])
+
+
+@pytest.mark.parametrize(
+    "table",
+    [pd.DataFrame({"a": ["x"], "b": ["y"]}), np.array([["x", "y"]], dtype=object),
+     np.empty((1, 1, 1), dtype=object)],
+    ids=["dataframe-2col", "ndarray-2col", "ndarray-3d"],
+)
+def test_several_columns_are_a_value_error(table):
+    with pytest.raises(ValueError, match="column|1-D"):
+        validate_texts(table)
