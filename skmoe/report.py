@@ -1,0 +1,544 @@
+"""The main job's report: per-language few-shot probe, cross-lingual transfer, maps and routing.
+
+:func:`build_report` embeds every distinct text of a labelled multilingual table once, then
+reuses those vectors for everything: the per-language probe (k examples per label, several
+seeded draws, ``LogisticRegression`` head as in MTEB), the train-language x test-language
+transfer matrix (its source-language row is the "English -> others" table), and the 2-D map.
+For the native MoE model, expert-routing statistics per language are measured on the test texts
+(a forward pass of their own: routing is not part of an embedding and a cached vector has none).
+
+The folder it writes::
+
+    probe_per_language.csv / .md   one row per language: accuracy and macro-F1, mean and std
+    transfer_from_source.csv / .md one row per test language: probe trained on the source language
+    transfer_matrix.csv / .md      train language x test language mean accuracy
+    probe_scores.csv, transfer_scores.csv   every draw (tidy), for your own analysis
+    accuracy_by_language.png       in-language vs. from-source accuracy per language
+    transfer_heatmap.png           the transfer matrix
+    umap_map.png, umap_languages.png   test texts in 2-D, coloured by label / by language
+    routing.csv, routing_heatmap.png   expert shares per MoE layer and language (MoE only)
+    report.md, index.html          all of the above together
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .evaluation import probe_report, routing_stats, summarize, transfer_matrix, transfer_table
+from .evaluation.embeddings import EmbeddingSource
+
+#: Probe metrics reported per language.
+METRICS = ("accuracy", "f1_macro")
+#: Language codes tried, in order, when no source language is given.
+ENGLISH = ("eng_Latn", "eng", "en", "en_US", "english", "English")
+
+
+class ReportError(ValueError):
+    """The data cannot make a report (missing column, a language without test rows, ...)."""
+
+
+# -- data ---------------------------------------------------------------------------------------
+@dataclass
+class ReportData:
+    """Train and test rows of a labelled multilingual table, ready for the probes."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    languages: list[Any]
+    source_language: Any
+    split_note: str
+
+
+def prepare_data(
+    data: pd.DataFrame,
+    *,
+    text_column: str = "text",
+    label_column: str = "category",
+    language_column: str = "language",
+    split_column: str | None = "split",
+    source_language: Any = None,
+    test_fraction: float = 1 / 3,
+    random_state: int = 0,
+) -> ReportData:
+    """Check the columns and split the rows into train and test.
+
+    With ``split_column`` the rows marked ``train`` / ``test`` (case-insensitive) are used and
+    others ignored. Without it, each language holds out ``test_fraction`` of its rows,
+    stratified by label, with the same seed in every language (on a parallel corpus with the
+    same row order, every language then holds out the same sentences).
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise ReportError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    needed = {"text": text_column, "label": label_column, "language": language_column}
+    if split_column is not None:
+        needed["split"] = split_column
+    for role, name in needed.items():
+        if name not in data.columns:
+            raise ReportError(f"{role} column {name!r} not found; columns: {list(data.columns)}")
+    df = pd.DataFrame({
+        "text": data[text_column].to_numpy(),
+        "label": data[label_column].to_numpy(),
+        "language": data[language_column].to_numpy(),
+    })
+    if df["label"].isna().any() or df["language"].isna().any():
+        raise ReportError("missing values in the label or language column")
+    languages = list(pd.unique(df["language"]))
+    if not languages:
+        raise ReportError("no rows")
+    if split_column is not None:
+        split = data[split_column].astype(str).str.strip().str.lower().to_numpy()
+        train, test = df[split == "train"], df[split == "test"]
+        note = f"the data's own split (column {split_column!r})"
+    else:
+        train_idx, test_idx = _holdout(df, test_fraction, random_state)
+        train, test = df.loc[train_idx], df.loc[test_idx]
+        note = (f"a seeded ({random_state}) stratified hold-out of {test_fraction:.0%} of each "
+                "language's rows")
+    for lang in languages:
+        for name, part in (("train", train), ("test", test)):
+            if not (part["language"] == lang).any():
+                raise ReportError(f"language {lang!r} has no {name} rows")
+    if train["label"].nunique() < 2:
+        raise ReportError("the probe needs at least two labels")
+    source = _source_language(languages, source_language)
+    return ReportData(train.reset_index(drop=True), test.reset_index(drop=True), languages,
+                      source, note)
+
+
+def _holdout(df: pd.DataFrame, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    train_parts, test_parts = [], []
+    for lang in pd.unique(df["language"]):
+        idx = np.flatnonzero((df["language"] == lang).to_numpy())
+        if len(idx) < 2:
+            raise ReportError(f"language {lang!r} has {len(idx)} row(s); at least 2 are needed")
+        labels = df["label"].to_numpy()[idx]
+        counts = pd.Series(labels).value_counts()
+        n_test = max(1, int(round(fraction * len(idx))))
+        stratify = labels if counts.min() >= 2 and n_test >= len(counts) else None
+        tr, te = train_test_split(idx, test_size=n_test, stratify=stratify, random_state=seed)
+        train_parts.append(np.sort(tr))
+        test_parts.append(np.sort(te))
+    return np.concatenate(train_parts), np.concatenate(test_parts)
+
+
+def _source_language(languages: list[Any], wanted: Any) -> Any:
+    if wanted is not None:
+        if wanted not in languages:
+            raise ReportError(f"source language {wanted!r} is not in the data; it has {languages}")
+        return wanted
+    for code in ENGLISH:
+        if code in languages:
+            return code
+    return languages[0]
+
+
+# -- tables -------------------------------------------------------------------------------------
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False) -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+    frame = df.reset_index() if index else df
+
+    def cell(v: Any) -> str:
+        if isinstance(v, (float, np.floating)):
+            return "" if np.isnan(v) else format(float(v), floatfmt)
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    cols = [str(c) for c in frame.columns]
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |",
+             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def per_language_table(scores: pd.DataFrame, data: ReportData) -> pd.DataFrame:
+    """One row per language: n_train, n_test, k, then mean and std of each metric."""
+    summ = summarize(scores, by=["group", "metric"])
+    wide = summ.pivot(index="group", columns="metric", values=["mean", "std"])
+    out = pd.DataFrame({"language": data.languages})
+    out["n_train"] = [int((data.train["language"] == g).sum()) for g in data.languages]
+    out["n_test"] = [int((data.test["language"] == g).sum()) for g in data.languages]
+    out["draws"] = [int(summ[(summ["group"] == g)]["n"].iloc[0]) for g in data.languages]
+    for metric in pd.unique(summ["metric"]):
+        out[metric] = wide[("mean", metric)].reindex(data.languages).to_numpy()
+        out[f"{metric}_std"] = wide[("std", metric)].reindex(data.languages).to_numpy()
+    return out
+
+
+def from_source_table(matrix: pd.DataFrame, per_language: pd.DataFrame, source: Any,
+                      transfer_scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per test language: accuracy of the probe trained on ``source``, and the gap."""
+    row = matrix.loc[source]
+    src = transfer_scores[transfer_scores["train_language"] == source]
+    std = src.groupby("test_language", sort=False)["score"].std().reindex(row.index)
+    in_lang = per_language.set_index("language")["accuracy"].reindex(row.index)
+    return pd.DataFrame({
+        "test_language": list(row.index),
+        "train_language": source,
+        "accuracy": row.to_numpy(dtype=float),
+        "accuracy_std": std.to_numpy(dtype=float),
+        "in_language_accuracy": in_lang.to_numpy(dtype=float),
+        "gap": (in_lang - row).to_numpy(dtype=float),
+    })
+
+
+# -- the report ---------------------------------------------------------------------------------
+@dataclass
+class _Section:
+    title: str
+    text: str = ""
+    table: pd.DataFrame | None = None
+    table_index: bool = False
+    images: list[tuple[str, str]] = field(default_factory=list)  # (file, caption)
+
+
+class _PrecomputedMap:
+    """A 'reducer' that returns an already computed 2-D projection (one UMAP, two plots)."""
+
+    def __init__(self, xy: np.ndarray) -> None:
+        self.xy = xy
+
+    def fit_transform(self, X: Any) -> np.ndarray:
+        return self.xy
+
+
+def build_report(
+    transformer: Any,
+    data: pd.DataFrame,
+    out_dir: str | os.PathLike[str],
+    *,
+    text_column: str = "text",
+    label_column: str = "category",
+    language_column: str = "language",
+    split_column: str | None = "split",
+    source_language: Any = None,
+    shots: int = 8,
+    seeds: int = 5,
+    umap: bool | Any = True,
+    routing: bool = True,
+    progress: bool = True,
+    random_state: int = 0,
+    title: str = "skmoe report",
+) -> Path:
+    """Embed once, probe per language and across languages, plot, and write a report folder.
+
+    Parameters
+    ----------
+    transformer : MoEEmbeddingTransformer or any scikit-learn transformer of texts
+        Fitted on the training texts first when it is not fitted yet. Its own ``verbose``
+        decides whether embedding shows a progress bar.
+    data : pandas.DataFrame
+        One row per text with text, label and language columns (and optionally a split
+        column with ``train`` / ``test`` values), e.g. ``skmoe.datasets.load_sib200_sample()``.
+    out_dir : path
+        Folder to write (created; existing report files are overwritten).
+    text_column, label_column, language_column, split_column : str
+        Column names; ``split_column=None`` holds out a seeded, stratified third of each
+        language (see :func:`prepare_data`).
+    source_language : optional
+        Language the transfer probes are read from (default: English when present, else the
+        first language).
+    shots : int, default=8
+        Training examples per label in each probe draw. A label with no more training rows
+        than this gives all of them to every draw (the report says so).
+    seeds : int, default=5
+        Seeded draws per probe; tables give mean and standard deviation over draws.
+    umap : bool or object with ``fit_transform``, default=True
+        Draw the 2-D map with UMAP (True), another 2-D reducer (e.g. ``PCA(2)``), or skip it
+        (False).
+    routing : bool, default=True
+        Measure and plot expert routing per language when the model is the native MoE.
+    progress : bool, default=True
+        Show a progress bar over the report's stages.
+    random_state : int, default=0
+        Seeds the few-shot draws, the hold-out split and UMAP.
+    title : str
+
+    Returns
+    -------
+    pathlib.Path
+        The report's ``index.html``.
+    """
+    from tqdm.auto import tqdm
+
+    from . import plotting
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rd = prepare_data(data, text_column=text_column, label_column=label_column,
+                      language_column=language_column, split_column=split_column,
+                      source_language=source_language, random_state=random_state)
+    _ensure_fitted(transformer, list(rd.train["text"]))
+
+    # One embedding pass: every distinct text (train + test, all languages) encoded once.
+    t0 = time.perf_counter()
+    source = EmbeddingSource(list(rd.train["text"]) + list(rd.test["text"]), transformer)
+    vectors = source.get()
+    embed_seconds = time.perf_counter() - t0
+    X_train, X_test = vectors[: len(rd.train)], vectors[len(rd.train):]
+    y_train, y_test = rd.train["label"].to_numpy(), rd.test["label"].to_numpy()
+    g_train, g_test = rd.train["language"].to_numpy(), rd.test["language"].to_numpy()
+
+    encoder = _encoder_of(transformer)
+    do_routing = routing and encoder is not None and encoder.is_moe
+    stages = ["probe per language", "transfer", "accuracy plot", "transfer heatmap"]
+    stages += ["2-D map"] if umap is not False else []
+    stages += ["routing"] if do_routing else []
+    stages += ["write report"]
+    bar = tqdm(total=len(stages), desc="report", unit="step", disable=not progress)
+
+    def step(name: str) -> None:
+        bar.set_postfix_str(name)
+
+    try:
+        step(stages[0])
+        scores = probe_report(X_train, y_train, groups=g_train, X_test=X_test, y_test=y_test,
+                              groups_test=g_test, samples_per_label=shots, n_experiments=seeds,
+                              metrics=METRICS, random_state=random_state)
+        per_lang = per_language_table(scores, rd)
+        _write_table(out, "probe_per_language", per_lang)
+        scores.to_csv(out / "probe_scores.csv", index=False)
+        bar.update()
+
+        step(stages[1])
+        tscores = transfer_matrix(X_train, y_train, g_train, X_test=X_test, y_test=y_test,
+                                  languages_test=g_test, samples_per_label=shots,
+                                  n_experiments=seeds, metrics=("accuracy",),
+                                  random_state=random_state)
+        matrix = transfer_table(tscores, "accuracy", shots)
+        matrix = matrix.reindex(index=rd.languages, columns=rd.languages)
+        matrix.index.name, matrix.columns.name = "train_language", "test_language"
+        from_src = from_source_table(matrix, per_lang, rd.source_language, tscores)
+        _write_table(out, "transfer_matrix", matrix, index=True)
+        _write_table(out, "transfer_from_source", from_src)
+        tscores.to_csv(out / "transfer_scores.csv", index=False)
+        bar.update()
+
+        step(stages[2])
+        both = pd.concat([
+            scores[scores["metric"] == "accuracy"].assign(probe="in-language"),
+            tscores[tscores["train_language"] == rd.source_language]
+            .rename(columns={"test_language": "group"})
+            .assign(probe=f"trained on {rd.source_language}"),
+        ], ignore_index=True)
+        chance = float(pd.Series(y_test).value_counts(normalize=True).max())
+        plotting.plot_probe(both, metric="accuracy", x="group", hue="probe", chance=chance,
+                            title=f"few-shot accuracy ({shots} per label, {seeds} draws)",
+                            path=out / "accuracy_by_language.png")
+        bar.update()
+
+        step(stages[3])
+        plotting.plot_transfer(matrix, metric="accuracy",
+                               title=f"transfer accuracy ({shots} per label)",
+                               path=out / "transfer_heatmap.png")
+        bar.update()
+
+        map_note = ""
+        if umap is not False:
+            step(stages[4])
+            map_note = _maps(out, X_test, rd.test, umap, random_state, plotting)
+            bar.update()
+
+        routing_note = ""
+        if do_routing:
+            step("routing")
+            stats = routing_stats(transformer, list(rd.test["text"]), g_test)
+            stats.experts.to_csv(out / "routing.csv", index=False)
+            plotting.plot_routing(stats, path=out / "routing_heatmap.png")
+            routing_note = _routing_text(stats)
+            bar.update()
+
+        step("write report")
+        sections = _sections(rd, per_lang, matrix, from_src, shots, seeds, umap is not False,
+                             do_routing, encoder, map_note, routing_note)
+        meta = _meta(transformer, encoder, rd, source, embed_seconds,
+                     time.perf_counter() - started)
+        (out / "report.md").write_text(_markdown(title, meta, sections), encoding="utf-8")
+        index = out / "index.html"
+        index.write_text(_html(title, meta, sections), encoding="utf-8")
+        bar.update()
+    finally:
+        bar.close()
+    return index
+
+
+def _ensure_fitted(transformer: Any, texts: list[str]) -> None:
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    try:
+        check_is_fitted(transformer)
+    except NotFittedError:
+        transformer.fit(texts)
+    except TypeError:  # not an estimator: assume it is ready
+        pass
+
+
+def _encoder_of(transformer: Any) -> Any:
+    get = getattr(transformer, "get_encoder", None)
+    return get() if callable(get) else None
+
+
+def _write_table(out: Path, stem: str, df: pd.DataFrame, index: bool = False) -> None:
+    df.to_csv(out / f"{stem}.csv", index=index)
+    (out / f"{stem}.md").write_text(markdown_table(df, index=index), encoding="utf-8")
+
+
+def _maps(out: Path, X: np.ndarray, test: pd.DataFrame, reducer: Any, seed: int,
+          plotting: Any) -> str:
+    if reducer is True:
+        import umap as umap_lib  # slow import (numba): only when a map is drawn
+
+        reducer = umap_lib.UMAP(n_components=2, metric="cosine",
+                                n_neighbors=min(15, len(X) - 1), min_dist=0.1, random_state=seed)
+        name = "UMAP (cosine)"
+    else:
+        name = type(reducer).__name__
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
+        xy = np.asarray(reducer.fit_transform(X))
+    pre = _PrecomputedMap(xy)
+    plotting.plot_embedding_map(X, test["label"].to_numpy(), reducer=pre,
+                                title=f"{name} of the test texts, by label",
+                                path=out / "umap_map.png")
+    plotting.plot_embedding_map(X, test["language"].to_numpy(), reducer=pre,
+                                title=f"{name} of the test texts, by language",
+                                path=out / "umap_languages.png")
+    return name
+
+
+def _routing_text(stats: Any) -> str:
+    div = stats.divergence
+    if div.empty:
+        return ""
+    mean = div.groupby(["group_a", "group_b"], sort=False)["js_divergence"].mean()
+    (a, b), hi = mean.idxmax(), mean.max()
+    (c, d), lo = mean.idxmin(), mean.min()
+    return (f"Jensen-Shannon divergence of expert shares, mean over MoE layers: most different "
+            f"pair {a} / {b} ({hi:.3f}), most similar {c} / {d} ({lo:.3f}).")
+
+
+def _meta(transformer: Any, encoder: Any, rd: ReportData, source: EmbeddingSource,
+          embed_seconds: float, total_seconds: float) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    if encoder is not None:
+        src = encoder.source
+        rows += [("model", str(src.name)), ("revision", str(src.revision)),
+                 ("weights fingerprint", str(src.fingerprint)),
+                 ("architecture", "native MoE" if encoder.is_moe else "dense"),
+                 ("prompt", repr(getattr(transformer, "prompt_", ""))),
+                 ("embedding width", str(getattr(transformer, "n_features_out_", "?")))]
+    else:
+        rows.append(("transformer", repr(transformer)))
+    rows += [
+        ("languages", ", ".join(map(str, rd.languages))),
+        ("labels", ", ".join(map(str, pd.unique(rd.train["label"])))),
+        ("rows", f"{len(rd.train):,} train, {len(rd.test):,} test ({rd.split_note})"),
+        ("texts embedded", f"{source.n_encoded_:,} distinct, {embed_seconds:.1f} s"),
+        ("report time", f"{total_seconds:.1f} s"),
+    ]
+    return rows
+
+
+def _sections(rd: ReportData, per_lang: pd.DataFrame, matrix: pd.DataFrame,
+              from_src: pd.DataFrame, shots: int, seeds: int, has_map: bool, has_routing: bool,
+              encoder: Any, map_note: str, routing_note: str) -> list[_Section]:
+    protocol = (f"For each language, {seeds} seeded draws of {shots} training examples per "
+                "label; a LogisticRegression(max_iter=100) head (the MTEB protocol) is fit on "
+                "their embeddings and scored on the language's test rows. Mean and standard "
+                "deviation over draws.")
+    smallest = int(rd.train.groupby(["language", "label"]).size().min())
+    if smallest <= shots:
+        protocol += (f" Note: some label has only {smallest} training rows in some language, "
+                     f"so with {shots} per label those draws use all of them (no spread "
+                     "between draws).")
+    src = rd.source_language
+    best = from_src[from_src["test_language"] != src].sort_values("gap")
+    transfer_text = (f"Probes trained on {src} ({shots} per label) and scored on every "
+                     "language's test rows; `gap` = in-language accuracy - transfer accuracy.")
+    if len(best):
+        transfer_text += (f" Smallest gap: {best.iloc[0]['test_language']} "
+                          f"({best.iloc[0]['gap']:+.3f}); largest: {best.iloc[-1]['test_language']} "
+                          f"({best.iloc[-1]['gap']:+.3f}).")
+    sections = [
+        _Section("Few-shot probe per language", protocol, per_lang,
+                 images=[("accuracy_by_language.png",
+                          f"Accuracy per language: in-language probe vs. probe trained on {src}; "
+                          "dashed line: majority-class rate")]),
+        _Section(f"Transfer from {src}", transfer_text, from_src),
+        _Section("Transfer matrix", "Mean accuracy of probes trained on the row language and "
+                 "scored on the column language (the diagonal is the in-language probe).",
+                 matrix, table_index=True,
+                 images=[("transfer_heatmap.png", "Train language x test language accuracy")]),
+    ]
+    if has_map:
+        sections.append(_Section(
+            "Embedding map", f"{map_note} projection of the test texts' embeddings. Topics "
+            "that cluster across languages mean the space is aligned across languages.",
+            images=[("umap_map.png", "coloured by label"),
+                    ("umap_languages.png", "coloured by language")]))
+    if has_routing:
+        cfg = encoder.moe_config
+        sections.append(_Section(
+            "Expert routing",
+            f"Share of each language's tokens (test texts, prompt and special tokens included) "
+            f"routed to each of the {cfg.num_experts} experts (top-{cfg.moe_top_k}) in every MoE "
+            f"layer; routing.csv holds the numbers. {routing_note}",
+            images=[("routing_heatmap.png", "Expert share per language and MoE layer")]))
+    return sections
+
+
+def _markdown(title: str, meta: list[tuple[str, str]], sections: Sequence[_Section]) -> str:
+    parts = [f"# {title}\n", "| | |\n|---|---|"]
+    parts += ["| " + k + " | " + v.replace("|", "\\|") + " |" for k, v in meta]
+    parts.append("")
+    for s in sections:
+        parts.append(f"## {s.title}\n")
+        if s.text:
+            parts.append(s.text + "\n")
+        if s.table is not None:
+            parts.append(markdown_table(s.table, index=s.table_index))
+        for file, caption in s.images:
+            parts.append(f"![{caption}]({file})\n\n*{caption}*\n")
+    return "\n".join(parts)
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222}table{border-collapse:collapse;margin:1em 0;font-size:14px}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
+figure{margin:1em 0}figcaption{color:#555;font-size:13px}"""
+
+
+def _html(title: str, meta: list[tuple[str, str]], sections: Sequence[_Section]) -> str:
+    esc = html.escape
+    body = [f"<h1>{esc(title)}</h1>", "<table>"]
+    body += [f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in meta]
+    body.append("</table>")
+    for s in sections:
+        body.append(f"<h2>{esc(s.title)}</h2>")
+        if s.text:
+            body.append(f"<p>{esc(s.text)}</p>")
+        if s.table is not None:
+            body.append(s.table.to_html(index=s.table_index, float_format=lambda v: f"{v:.3f}",
+                                        na_rep="", border=0))
+        for file, caption in s.images:
+            body.append(f'<figure><img src="{esc(file)}" alt="{esc(caption)}">'
+                        f"<figcaption>{esc(caption)}</figcaption></figure>")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
