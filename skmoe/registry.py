@@ -25,6 +25,7 @@ LOAD_COUNTS: Counter = Counter()
 def registry_key(
     model: str | os.PathLike[str], revision: str | None, device: str | None, precision: str | None
 ) -> tuple:
+    """What determines the loaded weights: resolved folder or hub id, revision, device, precision."""
     path = Path(model).expanduser()
     name = str(path.resolve()) if path.is_dir() else str(model)
     return (name, revision, str(resolve_device(device)), precision or "auto")
@@ -70,8 +71,26 @@ def get_cache(cache: EmbeddingCache | str | os.PathLike[str] | None) -> Embeddin
         return _CACHES[key]
 
 
-def clear() -> None:
-    """Forget every loaded encoder and cache handle (frees memory once no one else holds them)."""
+def clear(model: str | os.PathLike[str] | None = None) -> None:
+    """Forget loaded encoders (frees memory once no one else holds them).
+
+    Parameters
+    ----------
+    model : str or path, optional
+        Forget only this model (every revision, device and precision of it) and keep the rest.
+        By default forget every encoder and every cache handle.
+    """
     with _LOCK:
-        _ENCODERS.clear()
-        _CACHES.clear()
+        if model is None:
+            _ENCODERS.clear()
+            _CACHES.clear()
+            return
+        name = registry_key(model, None, "cpu", None)[0]
+        for key in [k for k in _ENCODERS if k[0] == name]:
+            del _ENCODERS[key]
+
+
+def loaded() -> list[tuple]:
+    """Keys ``(model, revision, device, precision)`` of the encoders loaded now."""
+    with _LOCK:
+        return list(_ENCODERS)

