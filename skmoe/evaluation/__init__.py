@@ -1,0 +1,40 @@
+"""Evaluation helpers: few-shot probes per language, transfer, clustering, STS, bitext, routing.
+
+Every report takes texts plus any scikit-learn transformer (``transformer=``) or precomputed
+embeddings, and returns a tidy ``pandas.DataFrame``. Protocols follow MTEB and SetFit.
+"""
+
+from .bitext import bitext_accuracy, bitext_report
+from .clustering import cluster_report
+from .embeddings import EmbeddingSource, embed
+from .probe import (
+    default_head,
+    probe_report,
+    summarize,
+    transfer_matrix,
+    transfer_regimes,
+    transfer_table,
+)
+from .routing import RoutingStats, routing_stats
+from .splits import FewShotSplit, FewShotWarning
+from .sts import paired_cosine, sts_report
+
+__all__ = [
+    "EmbeddingSource",
+    "FewShotSplit",
+    "FewShotWarning",
+    "RoutingStats",
+    "bitext_accuracy",
+    "bitext_report",
+    "cluster_report",
+    "default_head",
+    "embed",
+    "paired_cosine",
+    "probe_report",
+    "routing_stats",
+    "sts_report",
+    "summarize",
+    "transfer_matrix",
+    "transfer_regimes",
+    "transfer_table",
+]

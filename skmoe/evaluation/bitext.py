@@ -1,0 +1,98 @@
+"""Bitext retrieval: find each sentence's translation among all candidates by cosine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import permutations
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .embeddings import EmbeddingSource, as_groups
+
+
+def _unit(A: np.ndarray) -> np.ndarray:
+    A = np.asarray(A, dtype=np.float64)
+    norms = np.linalg.norm(A, axis=1, keepdims=True)
+    return np.divide(A, norms, out=np.zeros_like(A), where=norms > 0)
+
+
+def bitext_accuracy(source: np.ndarray, target: np.ndarray) -> float:
+    """Share of rows ``i`` whose cosine-nearest ``target`` row is ``target[i]``.
+
+    ``source`` and ``target`` are aligned embeddings (row i of one translates row i of the
+    other); every target row is a candidate. Ties go to the lowest index.
+    """
+    S, T = _unit(source), _unit(target)
+    if S.shape != T.shape:
+        raise ValueError(f"aligned arrays differ in shape: {S.shape} vs {T.shape}")
+    if len(S) == 0:
+        raise ValueError("no aligned rows")
+    nearest = np.argmax(S @ T.T, axis=1)
+    return float(np.mean(nearest == np.arange(len(S))))
+
+
+def bitext_report(
+    X: Any,
+    languages: Any,
+    ids: Any,
+    *,
+    pairs: Iterable[tuple[Any, Any]] | None = None,
+    transformer: Any = None,
+) -> pd.DataFrame:
+    """Nearest-neighbour retrieval accuracy for language pairs of a parallel corpus.
+
+    Parameters
+    ----------
+    X : sequence of str or array of shape (n_samples, n_features)
+        Sentences of all languages (texts with ``transformer``, or embeddings).
+    languages : array-like of shape (n_samples,)
+        Language of each row.
+    ids : array-like of shape (n_samples,)
+        Sentence id shared by translations (SIB-200's ``index_id``); unique within a language.
+    pairs : iterable of (language_a, language_b), optional
+        Pairs to score, each in both directions. Default: every ordered pair of languages.
+    transformer : object with ``transform``, optional
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``source_language, target_language, n, accuracy``: the query is in the source
+        language and the ``n`` candidates (the ids both languages share) in the target language.
+        Chance level is ``1 / n``.
+    """
+    source = EmbeddingSource(X, transformer)
+    lang = as_groups(languages, len(source), "languages")
+    ids = np.asarray(ids)
+    if len(ids) != len(source):
+        raise ValueError(f"X has {len(source)} rows but ids has {len(ids)}")
+    present = list(pd.unique(lang))
+    if pairs is None:
+        ordered = list(permutations(present, 2))
+    else:
+        ordered = []
+        for a, b in pairs:
+            for p in ((a, b), (b, a)):
+                if p not in ordered:
+                    ordered.append(p)
+    rows_of: dict[Any, pd.Series] = {}
+    for code in {x for p in ordered for x in p}:
+        rows = np.flatnonzero(lang == code)
+        if len(rows) == 0:
+            raise ValueError(f"language {code!r} not found; available: {present}")
+        s = pd.Series(rows, index=ids[rows])
+        if s.index.has_duplicates:
+            raise ValueError(f"ids repeat within language {code!r}")
+        rows_of[code] = s
+    source.prefetch(np.concatenate([rows_of[c].to_numpy() for c in rows_of]))
+    records = []
+    for a, b in ordered:
+        shared = rows_of[a].index.intersection(rows_of[b].index, sort=False)
+        if len(shared) == 0:
+            raise ValueError(f"{a!r} and {b!r} share no ids")
+        acc = bitext_accuracy(source.get(rows_of[a][shared].to_numpy()),
+                              source.get(rows_of[b][shared].to_numpy()))
+        records.append({"source_language": a, "target_language": b, "n": len(shared),
+                        "accuracy": acc})
+    return pd.DataFrame.from_records(records)

@@ -1,0 +1,78 @@
+"""Clustering quality per group: MiniBatchKMeans with k = number of labels (MTEB protocol)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.metrics import adjusted_mutual_info_score, v_measure_score
+from sklearn.utils import check_random_state
+
+from .embeddings import EmbeddingSource, as_groups
+
+
+def cluster_report(
+    X: Any,
+    y: Any,
+    *,
+    groups: Any = None,
+    transformer: Any = None,
+    n_bootstrap: int = 10,
+    max_documents: int = 16_384,
+    batch_size: int = 512,
+    random_state: int | None = 0,
+) -> pd.DataFrame:
+    """V-measure and adjusted mutual information of k-means clusters against the labels.
+
+    For each group and each of ``n_bootstrap`` seeded runs: take ``min(max_documents, n)`` of
+    the group's rows at random (without replacement; all rows when the group is small, so
+    runs then differ only in the k-means seed), cluster them with
+    ``MiniBatchKMeans(n_clusters=<distinct labels>, batch_size=batch_size, n_init=1)`` and
+    compare with the labels, as MTEB's clustering tasks do.
+
+    Parameters
+    ----------
+    X : sequence of str or array of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+        Reference labels (e.g. SIB-200 topics).
+    groups : array-like, optional
+        Group of each row (e.g. language); default one group ``"all"``.
+    transformer : object with ``transform``, optional
+        Needed when ``X`` holds texts.
+    n_bootstrap : int, default=10
+    max_documents : int, default=16384
+    batch_size : int, default=512
+    random_state : int, default=0
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``group, bootstrap, metric, score, n`` with metrics ``v_measure`` and ``ami``.
+    """
+    source = EmbeddingSource(X, transformer)
+    y = np.asarray(y)
+    if len(y) != len(source):
+        raise ValueError(f"X has {len(source)} rows but y has {len(y)}")
+    g = as_groups(groups, len(y))
+    rng = check_random_state(random_state)
+    plan = []
+    for group in pd.unique(g):
+        rows = np.flatnonzero(g == group)
+        for b in range(n_bootstrap):
+            sub = rows if len(rows) <= max_documents else np.sort(
+                rng.choice(rows, size=max_documents, replace=False))
+            plan.append((group, b, sub, int(rng.randint(np.iinfo(np.int32).max))))
+    source.prefetch(np.unique(np.concatenate([p[2] for p in plan])) if plan else [])
+    records = []
+    for group, b, sub, seed in plan:
+        labels = y[sub]
+        n_clusters = len(np.unique(labels))
+        km = MiniBatchKMeans(n_clusters=n_clusters, batch_size=batch_size, n_init=1,
+                             random_state=seed)
+        pred = km.fit_predict(source.get(sub))
+        for metric, fn in (("v_measure", v_measure_score), ("ami", adjusted_mutual_info_score)):
+            records.append({"group": group, "bootstrap": b, "metric": metric,
+                            "score": float(fn(labels, pred)), "n": len(sub)})
+    return pd.DataFrame.from_records(records)

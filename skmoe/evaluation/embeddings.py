@@ -1,0 +1,193 @@
+"""Turn "texts + any transformer" or "precomputed embeddings" into embedding rows.
+
+Every report in :mod:`skmoe.evaluation` accepts either form. :class:`EmbeddingSource` encodes
+lazily and only what a report asks for, each distinct text once (MTEB's trick: the union of
+all few-shot draws is encoded in one call, never once per draw).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+
+def as_texts(X: Any) -> list[str]:
+    if isinstance(X, str):
+        raise TypeError("Iterable over raw text documents expected, string object received.")
+    if isinstance(X, pd.DataFrame):
+        if X.shape[1] != 1:
+            raise ValueError(f"a DataFrame of texts must have one column, got {X.shape[1]}")
+        X = X.iloc[:, 0]
+    texts = list(X)
+    for t in texts:
+        if not isinstance(t, str):
+            raise TypeError(f"texts must all be str; found {type(t).__name__}: {t!r}")
+    return texts
+
+
+class EmbeddingSource:
+    """Embedding rows on demand, from texts and a transformer or from a precomputed matrix.
+
+    Parameters
+    ----------
+    X : sequence of str or array-like of shape (n_samples, n_features)
+        Texts (when ``transformer`` is given) or precomputed embeddings.
+    transformer : object with ``transform(list[str])``, optional
+        Any scikit-learn transformer, e.g. :class:`skmoe.MoEEmbeddingTransformer` or a
+        ``Pipeline``. An unfitted one is not modified: a clone is fitted once on ``fit_texts``
+        (for the frozen MoE encoder, fitting only records the model's identity). Sparse outputs
+        are densified.
+    fit_texts : sequence of str, optional
+        Texts to fit an unfitted transformer on (reports pass their training texts only).
+        Default: ``X``.
+
+    Attributes
+    ----------
+    n_encoded_ : int
+        Distinct texts encoded so far (0 for precomputed embeddings).
+    n_transform_calls_ : int
+        Calls made to ``transformer.transform``.
+    """
+
+    def __init__(self, X: Any, transformer: Any | None = None, fit_texts: Any = None) -> None:
+        self.transformer = transformer
+        self.n_encoded_ = 0
+        self.n_transform_calls_ = 0
+        if transformer is None:
+            arr = X.toarray() if sp.issparse(X) else np.asarray(X)
+            if arr.dtype.kind in "OUS":
+                raise TypeError(
+                    "X holds texts but no transformer was given: pass transformer=... "
+                    "(e.g. MoEEmbeddingTransformer) or precomputed embeddings"
+                )
+            if arr.ndim != 2 or arr.dtype.kind not in "fiu":
+                raise ValueError(
+                    f"precomputed embeddings must be a 2-D numeric array, got shape {arr.shape} "
+                    f"and dtype {arr.dtype}"
+                )
+            self._matrix: np.ndarray | None = arr
+            self._n = arr.shape[0]
+        else:
+            if not hasattr(transformer, "transform"):
+                raise TypeError(f"transformer must have a transform method, got {transformer!r}")
+            texts = as_texts(X)
+            self.transformer = _fitted(transformer, texts if fit_texts is None
+                                       else as_texts(fit_texts))
+            codes, uniques = pd.factorize(pd.Series(texts, dtype=object), sort=False)
+            self._codes = np.asarray(codes, dtype=np.int64)
+            self._unique: list[str] = list(uniques)
+            self._vectors: np.ndarray | None = None  # [n_unique, dim], allocated on first encode
+            self._done = np.zeros(len(self._unique), dtype=bool)
+            self._matrix = None
+            self._n = len(texts)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def n_distinct(self) -> int:
+        """Distinct texts (or rows, for precomputed embeddings)."""
+        return self._n if self._matrix is not None else len(self._unique)
+
+    def prefetch(self, rows: Any = None) -> None:
+        """Encode, in one ``transform`` call, the not-yet-encoded distinct texts among ``rows``."""
+        if self._matrix is not None:
+            return
+        rows = np.arange(self._n) if rows is None else np.asarray(rows, dtype=np.int64)
+        codes = np.unique(self._codes[rows])
+        todo = codes[~self._done[codes]]
+        if len(todo) == 0:
+            return
+        out = self.transformer.transform([self._unique[c] for c in todo])
+        self.n_transform_calls_ += 1
+        out = out.toarray() if sp.issparse(out) else np.asarray(out)
+        if out.ndim != 2 or out.shape[0] != len(todo):
+            raise ValueError(
+                f"transformer returned shape {out.shape} for {len(todo)} texts; expected "
+                f"({len(todo)}, n_features)"
+            )
+        if self._vectors is None:
+            self._vectors = np.zeros((len(self._unique), out.shape[1]), dtype=out.dtype)
+        self._vectors[todo] = out
+        self._done[todo] = True
+        self.n_encoded_ += len(todo)
+
+    def get(self, rows: Any = None) -> np.ndarray:
+        """Embeddings of ``rows`` (all rows when ``None``), encoding what is missing first."""
+        if self._matrix is not None:
+            return self._matrix if rows is None else self._matrix[np.asarray(rows, dtype=np.int64)]
+        rows = np.arange(self._n) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.prefetch(rows)
+        if self._vectors is None:  # nothing encoded yet: only possible for an empty request
+            raise ValueError("no rows requested and nothing encoded yet: width unknown")
+        return self._vectors[self._codes[rows]]
+
+
+def _fitted(transformer: Any, texts: list[str]) -> Any:
+    """``transformer`` if it is fitted (or cannot be), else a clone fitted on ``texts``."""
+    if not hasattr(transformer, "fit"):
+        return transformer
+    try:
+        check_is_fitted(transformer)
+    except NotFittedError:
+        return clone(transformer).fit(texts)
+    except TypeError:  # not a scikit-learn estimator: use as is
+        return transformer
+    return transformer
+
+
+def embed(X: Any, transformer: Any | None = None) -> np.ndarray:
+    """Embedding matrix of ``X``: ``transformer.transform`` on distinct texts, or ``X`` itself.
+
+    Parameters
+    ----------
+    X : sequence of str or array-like of shape (n_samples, n_features)
+    transformer : object with ``transform``, optional
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_samples, n_features)
+    """
+    return EmbeddingSource(X, transformer).get()
+
+
+def concat_sources(
+    parts: Sequence[Any], transformer: Any | None, fit_part: int | None = None
+) -> EmbeddingSource:
+    """One :class:`EmbeddingSource` over several inputs, so a text shared by them is encoded once.
+
+    All parts must be of the same kind (texts with a transformer, or arrays without).
+    ``fit_part``: index of the part an unfitted transformer is fitted on (default: all).
+    """
+    parts = [p for p in parts if p is not None]
+    if transformer is not None:
+        texts: list[str] = []
+        for p in parts:
+            texts.extend(as_texts(p))
+        fit_texts = None if fit_part is None else as_texts(parts[fit_part])
+        return EmbeddingSource(texts, transformer, fit_texts)
+    arrays = [EmbeddingSource(p).get() for p in parts]
+    widths = {a.shape[1] for a in arrays}
+    if len(widths) > 1:
+        raise ValueError(f"precomputed embeddings differ in width: {sorted(widths)}")
+    return EmbeddingSource(np.vstack(arrays))
+
+
+ALL = "all"  # the group name used when no grouping is given
+
+
+def as_groups(groups: Any, n: int, name: str = "groups") -> np.ndarray:
+    """``groups`` as an object array of length ``n``; one group :data:`ALL` when ``None``."""
+    if groups is None:
+        return np.full(n, ALL, dtype=object)
+    g = np.asarray(groups, dtype=object)
+    if g.ndim != 1 or len(g) != n:
+        raise ValueError(f"{name} must be 1-D with {n} entries (one per row), got shape {g.shape}")
+    return g

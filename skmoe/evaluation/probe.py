@@ -1,0 +1,396 @@
+"""Few-shot linear probes per language, cross-lingual transfer, and SetFit's three regimes.
+
+Protocol (MTEB classification / SetFit): for each k in ``samples_per_label`` and each of
+``n_experiments`` seeded draws, take k training rows per class (:class:`FewShotSplit`), fit a
+fresh clone of the head (default ``LogisticRegression(max_iter=100)`` as in MTEB) on their
+embeddings, and score it on the test rows. The union of all rows any draw needs is encoded
+once, before any head is fit; texts shared between draws, languages or train and test are
+encoded once.
+
+Results are tidy ``pandas.DataFrame`` s, one row per (group, k, seed, metric); pass them to
+:func:`summarize` for mean +- std.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import get_scorer
+
+from .embeddings import EmbeddingSource, as_groups, concat_sources
+from .splits import FewShotSplit
+
+Scorer = Callable[[Any, np.ndarray, np.ndarray], float]
+
+
+def default_head() -> LogisticRegression:
+    """The MTEB probe head: ``LogisticRegression(max_iter=100)``."""
+    return LogisticRegression(max_iter=100)
+
+
+def _scorers(metrics: Sequence[str] | Mapping[str, Scorer] | str) -> dict[str, Scorer]:
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    if isinstance(metrics, Mapping):
+        return dict(metrics)
+    return {m: get_scorer(m) for m in metrics}
+
+
+def _ks(samples_per_label: int | Iterable[int]) -> list[int]:
+    ks = [samples_per_label] if isinstance(samples_per_label, (int, np.integer)) else list(
+        samples_per_label)
+    if not ks:
+        raise ValueError("samples_per_label is empty")
+    return [int(k) for k in ks]
+
+
+@dataclass
+class _Data:
+    """Train rows ``0..n_train-1`` then test rows, in one embedding source."""
+
+    source: EmbeddingSource
+    y: np.ndarray
+    groups: np.ndarray
+    n_train: int
+
+    @property
+    def train_rows(self) -> np.ndarray:
+        return np.arange(self.n_train)
+
+    @property
+    def test_rows(self) -> np.ndarray:
+        return np.arange(self.n_train, len(self.y))
+
+    def rows_of(self, rows: np.ndarray, groups: Iterable[Any]) -> np.ndarray:
+        return rows[np.isin(self.groups[rows], list(groups))]
+
+
+def _prepare(X, y, groups, X_test, y_test, groups_test, transformer) -> _Data:
+    n = len(X) if not hasattr(X, "shape") else X.shape[0]
+    y = np.asarray(y)
+    if len(y) != n:
+        raise ValueError(f"X has {n} rows but y has {len(y)}")
+    g = as_groups(groups, n)
+    if X_test is None:
+        if y_test is not None or groups_test is not None:
+            raise ValueError("y_test / groups_test given without X_test")
+        return _Data(concat_sources([X], transformer, fit_part=0), y, g, n)
+    if y_test is None:
+        raise ValueError("X_test given without y_test")
+    n_test = len(X_test) if not hasattr(X_test, "shape") else X_test.shape[0]
+    y_test = np.asarray(y_test)
+    if len(y_test) != n_test:
+        raise ValueError(f"X_test has {n_test} rows but y_test has {len(y_test)}")
+    if groups_test is None and groups is not None:
+        raise ValueError("groups given for the training rows but not groups_test")
+    gt = as_groups(groups_test, n_test, "groups_test")
+    source = concat_sources([X, X_test], transformer, fit_part=0)
+    return _Data(source, np.concatenate([y, y_test]), np.concatenate([g, gt]), n)
+
+
+@dataclass
+class _Fit:
+    keys: dict[str, Any]
+    train: np.ndarray
+    tests: list[tuple[dict[str, Any], np.ndarray]] = field(default_factory=list)
+
+
+def _draws(data: _Data, pool: np.ndarray, k: int, n_experiments: int, random_state: Any,
+           test_size: Any = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Few-shot (train, rest) draws among ``pool`` rows, as global row indices."""
+    cv = FewShotSplit(n_per_class=k, n_splits=n_experiments, test_size=test_size,
+                      random_state=random_state)
+    return [(pool[tr], pool[te]) for tr, te in cv.split(pool, data.y[pool])]
+
+
+def _run(data: _Data, fits: list[_Fit], estimator: Any, metrics: Any) -> pd.DataFrame:
+    scorers = _scorers(metrics)
+    head = default_head() if estimator is None else estimator
+    needed = [f.train for f in fits] + [rows for f in fits for _, rows in f.tests]
+    data.source.prefetch(np.unique(np.concatenate(needed)) if needed else [])
+    records = []
+    not_converged = 0
+    for fit in fits:
+        est = clone(head)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            est.fit(data.source.get(fit.train), data.y[fit.train])
+        not_converged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        for w in caught:  # re-emit everything that is not a convergence warning
+            if not issubclass(w.category, ConvergenceWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        for test_keys, rows in fit.tests:
+            X_te, y_te = data.source.get(rows), data.y[rows]
+            for name, scorer in scorers.items():
+                records.append({**fit.keys, **test_keys, "metric": name,
+                                "score": float(scorer(est, X_te, y_te)),
+                                "n_train": len(fit.train), "n_test": len(rows)})
+    if not_converged:
+        # MTEB accepts these (mteb #944); say it once instead of once per fit.
+        warnings.warn(
+            f"{not_converged} of {len(fits)} probe fits hit max_iter before converging "
+            "(expected with LogisticRegression(max_iter=100), the MTEB protocol)",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return pd.DataFrame.from_records(records)
+
+
+def probe_report(
+    X: Any,
+    y: Any,
+    *,
+    groups: Any = None,
+    X_test: Any = None,
+    y_test: Any = None,
+    groups_test: Any = None,
+    transformer: Any = None,
+    estimator: Any = None,
+    samples_per_label: int | Iterable[int] = (8, 16, 32),
+    n_experiments: int = 10,
+    metrics: Sequence[str] | Mapping[str, Scorer] = ("accuracy", "f1_macro"),
+    test_size: float | int | None = None,
+    random_state: int | None = 0,
+) -> pd.DataFrame:
+    """Few-shot linear-probe scores per group (e.g. language).
+
+    Parameters
+    ----------
+    X : sequence of str or array of shape (n_samples, n_features)
+        Training pool: texts (with ``transformer``) or precomputed embeddings.
+    y : array-like of shape (n_samples,)
+        Class labels.
+    groups : array-like of shape (n_samples,), optional
+        Group of each row, e.g. its language; one report row set per group. Default: one group
+        named ``"all"``.
+    X_test, y_test, groups_test : optional
+        A separate test set (as in SIB-200's ``test.tsv``). Each group is scored on its own
+        test rows. Without it, each draw is scored on the rest of its group's rows
+        (``test_size`` of them).
+    transformer : object with ``transform(list[str])``, optional
+        Needed when ``X`` holds texts, e.g. ``MoEEmbeddingTransformer(...)``. If it is not
+        fitted, a clone is fitted on the training texts ``X`` (never on the test texts).
+    estimator : classifier, optional
+        The head, cloned per draw. Default ``LogisticRegression(max_iter=100)``.
+    samples_per_label : int or sequence of int, default=(8, 16, 32)
+        k, training examples per class.
+    n_experiments : int, default=10
+        Seeded draws per k.
+    metrics : sequence of str or dict of name -> scorer
+        scikit-learn scorer names (``"accuracy"``, ``"f1_macro"``, ``"matthews_corrcoef"``,
+        ``"neg_mean_absolute_error"``, ...) or callables ``scorer(estimator, X, y)``.
+    test_size : int or float, optional
+        Without ``X_test`` only: size of the test part of each draw (default: all other rows).
+    random_state : int, default=0
+        Seeds the draws. The same seed gives the same draw in every group with the same labels
+        in the same row order (for SIB-200: the same sentences in every language).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``group, k, seed, metric, score, n_train, n_test``; ``seed`` is the draw index.
+
+    See Also
+    --------
+    summarize : mean and standard deviation per group, k and metric.
+    """
+    data = _prepare(X, y, groups, X_test, y_test, groups_test, transformer)
+    has_test = X_test is not None
+    fits: list[_Fit] = []
+    for group in pd.unique(data.groups[: data.n_train]):
+        pool = data.rows_of(data.train_rows, [group])
+        test_rows = data.rows_of(data.test_rows, [group]) if has_test else None
+        if has_test and len(test_rows) == 0:
+            raise ValueError(f"group {group!r} has no test rows")
+        for k in _ks(samples_per_label):
+            draws = _draws(data, pool, k, n_experiments, random_state,
+                           None if has_test else test_size)
+            for seed, (train, rest) in enumerate(draws):
+                keys = {"group": group, "k": k, "seed": seed}
+                fits.append(_Fit(keys, train, [({}, test_rows if has_test else rest)]))
+    return _run(data, fits, estimator, metrics)
+
+
+def transfer_matrix(
+    X: Any,
+    y: Any,
+    languages: Any,
+    *,
+    X_test: Any,
+    y_test: Any,
+    languages_test: Any,
+    train_languages: Iterable[Any] | None = None,
+    test_languages: Iterable[Any] | None = None,
+    transformer: Any = None,
+    estimator: Any = None,
+    samples_per_label: int | Iterable[int] = 16,
+    n_experiments: int = 10,
+    metrics: Sequence[str] | Mapping[str, Scorer] = ("accuracy",),
+    random_state: int | None = 0,
+) -> pd.DataFrame:
+    """Cross-lingual transfer: train a probe on language A, score it on language B.
+
+    One head per (train language, k, draw) is fit and scored on every test language.
+
+    Parameters
+    ----------
+    X, y, languages : training pool, labels and the language of each row.
+    X_test, y_test, languages_test : the test set (required: testing on the training pool of
+        another language would leak on parallel corpora such as SIB-200).
+    train_languages, test_languages : optional
+        Subsets (default: all languages present in the training pool / the test set).
+    transformer, estimator, samples_per_label, n_experiments, metrics, random_state
+        As in :func:`probe_report`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``train_language, test_language, k, seed, metric, score, n_train, n_test``.
+        :func:`transfer_table` pivots it into a train x test matrix.
+    """
+    data = _prepare(X, y, languages, X_test, y_test, languages_test, transformer)
+    trains = _pick(data.groups[: data.n_train], train_languages, "train_languages")
+    tests = _pick(data.groups[data.n_train:], test_languages, "test_languages")
+    test_sets = [({"test_language": t}, data.rows_of(data.test_rows, [t])) for t in tests]
+    fits = []
+    for lang in trains:
+        pool = data.rows_of(data.train_rows, [lang])
+        for k in _ks(samples_per_label):
+            for seed, (train, _) in enumerate(_draws(data, pool, k, n_experiments, random_state)):
+                keys = {"train_language": lang, "k": k, "seed": seed}
+                fits.append(_Fit(keys, train, test_sets))
+    return _run(data, fits, estimator, metrics)
+
+
+REGIMES = ("each", "en", "all")
+
+
+def transfer_regimes(
+    X: Any,
+    y: Any,
+    languages: Any,
+    *,
+    X_test: Any,
+    y_test: Any,
+    languages_test: Any,
+    regimes: Iterable[str] = REGIMES,
+    source_language: Any = "eng_Latn",
+    test_languages: Iterable[Any] | None = None,
+    transformer: Any = None,
+    estimator: Any = None,
+    samples_per_label: int | Iterable[int] = 16,
+    n_experiments: int = 10,
+    metrics: Sequence[str] | Mapping[str, Scorer] = ("accuracy",),
+    random_state: int | None = 0,
+) -> pd.DataFrame:
+    """SetFit's multilingual regimes: train on the target language, on English, or on all.
+
+    - ``"each"``: k per class from the target language's training rows.
+    - ``"en"``: k per class from ``source_language`` (English by default), one head scored on
+      every test language.
+    - ``"all"``: k per class from the pooled training rows of every language (SetFit pools the
+      languages and then samples, so the head sees k per class in total, not per language).
+
+    Parameters are as in :func:`transfer_matrix`; ``test_languages`` defaults to the languages
+    of the test set.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``regime, test_language, k, seed, metric, score, n_train, n_test``.
+    """
+    regimes = list(regimes)
+    unknown = sorted(set(regimes) - set(REGIMES))
+    if unknown:
+        raise ValueError(f"unknown regime(s) {unknown}; choose from {list(REGIMES)}")
+    data = _prepare(X, y, languages, X_test, y_test, languages_test, transformer)
+    tests = _pick(data.groups[data.n_train:], test_languages, "test_languages")
+    rows_test = {t: data.rows_of(data.test_rows, [t]) for t in tests}
+    fits: list[_Fit] = []
+    for k in _ks(samples_per_label):
+        for regime in regimes:
+            if regime == "each":
+                for t in tests:
+                    pool = data.rows_of(data.train_rows, [t])
+                    if len(pool) == 0:
+                        raise ValueError(f"regime 'each': no training rows for {t!r}")
+                    for seed, (train, _) in enumerate(
+                            _draws(data, pool, k, n_experiments, random_state)):
+                        keys = {"regime": regime, "k": k, "seed": seed}
+                        fits.append(_Fit(keys, train, [({"test_language": t}, rows_test[t])]))
+                continue
+            if regime == "en":
+                pool = data.rows_of(data.train_rows, [source_language])
+                if len(pool) == 0:
+                    raise ValueError(f"regime 'en': no training rows for {source_language!r}")
+            else:
+                pool = data.train_rows
+            all_tests = [({"test_language": t}, rows_test[t]) for t in tests]
+            for seed, (train, _) in enumerate(_draws(data, pool, k, n_experiments, random_state)):
+                fits.append(_Fit({"regime": regime, "k": k, "seed": seed}, train, all_tests))
+    out = _run(data, fits, estimator, metrics)
+    return out[["regime", "test_language"] + [c for c in out.columns
+                                              if c not in ("regime", "test_language")]]
+
+
+def _pick(present: np.ndarray, wanted: Iterable[Any] | None, name: str) -> list[Any]:
+    have = list(pd.unique(present))
+    if wanted is None:
+        return have
+    wanted = list(wanted)
+    missing = [w for w in wanted if w not in set(have)]
+    if missing:
+        raise ValueError(f"{name}: {missing} not found; available: {have}")
+    return wanted
+
+
+def summarize(scores: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean and standard deviation (ddof=1) of ``score`` over draws.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        Output of :func:`probe_report`, :func:`transfer_matrix` or :func:`transfer_regimes`.
+    by : list of str, optional
+        Columns to group by. Default: every column except ``seed``, ``score``, ``n_train``
+        and ``n_test``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``by`` columns plus ``mean``, ``std`` and ``n`` (draws), in first-seen order.
+    """
+    if by is None:
+        by = [c for c in scores.columns if c not in ("seed", "score", "n_train", "n_test")]
+    out = scores.groupby(list(by), sort=False)["score"].agg(["mean", "std", "count"])
+    return out.rename(columns={"count": "n"}).reset_index()
+
+
+def transfer_table(
+    scores: pd.DataFrame, metric: str | None = None, k: int | None = None
+) -> pd.DataFrame:
+    """Train x test matrix of mean scores from :func:`transfer_matrix` output.
+
+    ``metric`` and ``k`` may be omitted when the scores hold a single one.
+    """
+    df = scores
+    for col, val in (("metric", metric), ("k", k)):
+        vals = pd.unique(df[col])
+        if val is None:
+            if len(vals) > 1:
+                raise ValueError(f"scores hold several {col} values {list(vals)}; pick one")
+        else:
+            df = df[df[col] == val]
+            if df.empty:
+                raise ValueError(f"no scores with {col}={val!r}; available: {list(vals)}")
+    table = df.pivot_table(index="train_language", columns="test_language", values="score",
+                           aggfunc="mean", sort=False)
+    return table

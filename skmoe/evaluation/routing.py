@@ -1,0 +1,188 @@
+"""Expert-routing statistics of the native MoE encoder, broken down by language (or any group).
+
+The measurement behind "experts specialise by language family": per MoE layer, how often each
+expert is among a token's top-k, with what router weight, and how far apart two groups'
+expert distributions are (Jensen-Shannon divergence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import jensenshannon
+
+from ..encoder import SentenceEncoder, capture_routing
+from ..engine import Engine
+from .embeddings import as_groups, as_texts
+
+
+def _encoder_of(model: Any) -> SentenceEncoder:
+    if isinstance(model, SentenceEncoder):
+        return model
+    if hasattr(model, "get_encoder"):
+        encoder = model.get_encoder()
+        if isinstance(encoder, SentenceEncoder):
+            return encoder
+        raise TypeError(f"{type(model).__name__}.get_encoder() returned {type(encoder).__name__}, "
+                        "not a SentenceEncoder")
+    raise TypeError(
+        "routing_stats needs a SentenceEncoder (skmoe.load_encoder(...)) or an object with a "
+        f"get_encoder() method such as MoEEmbeddingTransformer; got {type(model).__name__}"
+    )
+
+
+def _prompt_of(model: Any, encoder: SentenceEncoder, prompt_name: str | None,
+               prompt: str | None) -> str:
+    # An estimator's own prompt settings apply unless the caller overrides them.
+    if prompt_name is None and prompt is None and hasattr(model, "get_params"):
+        params = model.get_params(deep=False)
+        prompt_name, prompt = params.get("prompt_name"), params.get("prompt")
+    return encoder.resolve_prompt(prompt_name, prompt)
+
+
+@dataclass
+class RoutingStats:
+    """What :func:`routing_stats` measured.
+
+    Attributes
+    ----------
+    experts : pandas.DataFrame
+        One row per (layer, group, expert): ``count`` (tokens whose top-k holds the expert),
+        ``share`` (count / (tokens x top_k); sums to 1 over experts), ``mean_weight`` (mean
+        router weight of the expert when chosen; NaN if never chosen) and ``mean_prob`` (mean
+        softmax probability of the expert over all the group's tokens).
+    divergence : pandas.DataFrame
+        One row per (layer, group_a, group_b): ``js_divergence``, the Jensen-Shannon divergence
+        (base 2, in [0, 1]) between the two groups' ``share`` distributions.
+    tokens : pandas.Series
+        Tokens routed per group (prompt and special tokens included), per MoE layer.
+    top_k, num_experts : int
+    prompt : str
+        The prefix that was added to every text.
+    """
+
+    experts: pd.DataFrame
+    divergence: pd.DataFrame
+    tokens: pd.Series
+    top_k: int
+    num_experts: int
+    prompt: str
+
+    def divergence_matrix(self, layer: int | None = None) -> pd.DataFrame:
+        """Square group x group JS divergence for one layer, or averaged over layers."""
+        df = self.divergence if layer is None else self.divergence[self.divergence.layer == layer]
+        if df.empty:
+            raise ValueError(f"no divergence rows for layer {layer!r}")
+        mean = df.groupby(["group_a", "group_b"], sort=False)["js_divergence"].mean()
+        groups = list(self.tokens.index)
+        out = pd.DataFrame(0.0, index=groups, columns=groups)
+        for (a, b), v in mean.items():
+            out.loc[a, b] = out.loc[b, a] = v
+        return out
+
+
+def routing_stats(
+    model: Any,
+    texts: Any,
+    groups: Any = None,
+    *,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
+    batch_size: int | None = None,
+    max_tokens_per_batch: int | None = None,
+) -> RoutingStats:
+    """Count, per MoE layer and group, how often each expert is chosen and with what weight.
+
+    Parameters
+    ----------
+    model : SentenceEncoder or object with ``get_encoder()``
+        The native nomic MoE encoder (``skmoe.load_encoder(...)``) or an estimator wrapping
+        it. A dense model has no router: ``TypeError``.
+    texts : sequence of str
+    groups : array-like of shape (n_texts,), optional
+        Group of each text, e.g. its language; default one group ``"all"``.
+    prompt_name, prompt : str, optional
+        The task prefix, resolved as by the encoder (``prompt`` wins). Default: the
+        estimator's own setting, else the model's default prompt. Its tokens are routed too
+        and are counted, as are the special tokens (``<s>``, ``</s>``): every real token the
+        model sees. Texts longer than the model's maximum length are truncated.
+    batch_size, max_tokens_per_batch : int, optional
+        Passed to :class:`skmoe.engine.Engine`.
+
+    Returns
+    -------
+    RoutingStats
+        For each layer and group, ``experts.count`` sums to ``tokens x top_k``.
+    """
+    encoder = _encoder_of(model)
+    if not encoder.is_moe:
+        raise TypeError(
+            f"routing_stats needs the native Mixture-of-Experts model; {encoder.source.name!r} "
+            "is a dense model without expert routing"
+        )
+    cfg = encoder.moe_config
+    texts = as_texts(texts)
+    g = as_groups(groups, len(texts))
+    names = list(pd.unique(g))
+    code = pd.Categorical(g, categories=names).codes.astype(np.int64)
+    prefix = _prompt_of(model, encoder, prompt_name, prompt)
+    ids, _ = encoder.tokenize([prefix + t for t in texts])
+    lengths = np.array([len(r) for r in ids], dtype=np.int64)
+    layers = cfg.moe_layers
+    G, E, K = len(names), cfg.num_experts, cfg.moe_top_k
+    count = {layer: np.zeros((G, E), dtype=np.int64) for layer in layers}
+    weight = {layer: np.zeros((G, E)) for layer in layers}
+    prob = {layer: np.zeros((G, E)) for layer in layers}
+    tokens = np.zeros(G, dtype=np.int64)
+    engine = Engine(encoder, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch)
+    with capture_routing(encoder) as records:
+        for rows, _ in engine.iter_batches(ids):
+            # The last len(layers) records belong to this batch (an OOM retry may leave a
+            # failed call's partial records before them).
+            batch_records = records[-len(layers):]
+            token_group = np.repeat(code[rows], lengths[rows])
+            tokens += np.bincount(token_group, minlength=G)
+            for rec in batch_records:
+                top_e = rec.top_experts.numpy()
+                if top_e.shape[0] != len(token_group):
+                    raise RuntimeError(
+                        f"layer {rec.layer}: router saw {top_e.shape[0]} tokens, expected "
+                        f"{len(token_group)}"
+                    )
+                flat = (np.repeat(token_group, K) * E + top_e.reshape(-1))
+                count[rec.layer] += np.bincount(flat, minlength=G * E).reshape(G, E)
+                weight[rec.layer] += np.bincount(
+                    flat, weights=rec.top_weights.double().numpy().reshape(-1),
+                    minlength=G * E).reshape(G, E)
+                probs = rec.probs.double().numpy()
+                np.add.at(prob[rec.layer], token_group, probs)
+            records.clear()
+    rows_out = []
+    for layer in layers:
+        c, w, p = count[layer], weight[layer], prob[layer]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = c / (tokens[:, None] * K)
+            mean_w = np.where(c > 0, w / np.maximum(c, 1), np.nan)
+            mean_p = p / tokens[:, None]
+        for gi, name in enumerate(names):
+            for e in range(E):
+                rows_out.append({"layer": layer, "group": name, "expert": e,
+                                 "count": int(c[gi, e]), "share": float(share[gi, e]),
+                                 "mean_weight": float(mean_w[gi, e]),
+                                 "mean_prob": float(mean_p[gi, e])})
+    experts = pd.DataFrame.from_records(rows_out)
+    div = []
+    for layer in layers:
+        share = count[layer] / np.maximum(tokens[:, None] * K, 1)
+        for a, b in combinations(range(G), 2):
+            js = float(jensenshannon(share[a], share[b], base=2) ** 2)
+            div.append({"layer": layer, "group_a": names[a], "group_b": names[b],
+                        "js_divergence": js})
+    divergence = pd.DataFrame.from_records(
+        div, columns=["layer", "group_a", "group_b", "js_divergence"])
+    return RoutingStats(experts, divergence, pd.Series(tokens, index=names, name="tokens"),
+                        K, E, prefix)

@@ -1,0 +1,70 @@
+"""Semantic textual similarity: Spearman correlation of cosine similarity with gold scores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import pearsonr, spearmanr
+
+from .embeddings import as_groups, concat_sources
+
+
+def paired_cosine(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Cosine similarity of ``A[i]`` with ``B[i]`` for every row (0 for a zero vector)."""
+    A = np.asarray(A, dtype=np.float64)
+    B = np.asarray(B, dtype=np.float64)
+    if A.shape != B.shape:
+        raise ValueError(f"paired arrays differ in shape: {A.shape} vs {B.shape}")
+    norms = np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1)
+    dots = np.einsum("ij,ij->i", A, B)
+    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+
+
+def sts_report(
+    X1: Any,
+    X2: Any,
+    scores: Any,
+    *,
+    groups: Any = None,
+    transformer: Any = None,
+) -> pd.DataFrame:
+    """Spearman (main, as in MTEB) and Pearson correlation of pair cosine with gold scores.
+
+    Parameters
+    ----------
+    X1, X2 : sequences of str or arrays of shape (n_pairs, n_features)
+        First and second sentence of each pair (texts with ``transformer``, or embeddings).
+    scores : array-like of shape (n_pairs,)
+        Gold similarity (any monotone scale: rank correlations do not rescale).
+    groups : array-like, optional
+        Group of each pair, e.g. the STS17 track or language pair; default one group ``"all"``.
+    transformer : object with ``transform``, optional
+        Needed for texts; each distinct sentence (over both columns) is encoded once.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``group, n_pairs, cosine_spearman, cosine_pearson``.
+    """
+    source = concat_sources([X1, X2], transformer)
+    n = len(source) // 2
+    if len(source) != 2 * n or len(np.asarray(scores)) != n:
+        raise ValueError(
+            f"X1, X2 and scores must have the same length; got {len(source) - n}+{n} sentences "
+            f"and {len(np.asarray(scores))} scores"
+        )
+    gold = np.asarray(scores, dtype=np.float64)
+    g = as_groups(groups, n)
+    source.prefetch()  # both columns in one transform call
+    sims = paired_cosine(source.get(np.arange(n)), source.get(np.arange(n, 2 * n)))
+    records = []
+    for group in pd.unique(g):
+        m = g == group
+        records.append({
+            "group": group, "n_pairs": int(m.sum()),
+            "cosine_spearman": float(spearmanr(sims[m], gold[m]).statistic),
+            "cosine_pearson": float(pearsonr(sims[m], gold[m]).statistic),
+        })
+    return pd.DataFrame.from_records(records)

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from skmoe.evaluation import cluster_report
+
+
+def _blobs(labels_per_blob):
+    """Tight blobs far apart; row i of blob b gets label labels_per_blob[b][i]."""
+    X, y = [], []
+    rng = np.random.default_rng(0)
+    for b, labels in enumerate(labels_per_blob):
+        center = np.zeros(4)
+        center[b] = 100.0
+        X += list(center + rng.normal(scale=0.01, size=(len(labels), 4)))
+        y += labels
+    return np.array(X), np.array(y)
+
+
+def test_perfect_and_independent_clusterings():
+    # Labels equal to blobs: V-measure = AMI = 1.
+    X, y = _blobs([[0] * 10, [1] * 10, [2] * 10])
+    r = cluster_report(X, y, n_bootstrap=3)
+    assert len(r) == 3 * 2 and set(r.group) == {"all"} and set(r.n) == {30}
+    assert np.allclose(r.score, 1.0)
+    # Each blob holds 5 of each label: clusters carry no label information,
+    # homogeneity = completeness = 0 so V-measure = 0; AMI (chance-adjusted) <= 0.
+    X, y = _blobs([[0] * 5 + [1] * 5, [1] * 5 + [0] * 5])
+    r = cluster_report(X, y, n_bootstrap=2).groupby("metric").score
+    assert r.max()["v_measure"] == pytest.approx(0.0, abs=1e-12)
+    assert r.max()["ami"] <= 1e-12
+
+
+def test_groups_and_subsampling():
+    X1, y1 = _blobs([[0] * 10, [1] * 10])
+    X = np.vstack([X1, X1])
+    y = np.concatenate([y1, y1[::-1]])
+    groups = ["g1"] * 20 + ["g2"] * 20
+    r = cluster_report(X, y, groups=groups, n_bootstrap=4, max_documents=12, random_state=1)
+    assert list(r.group.unique()) == ["g1", "g2"]
+    assert set(r.n) == {12} and set(r.bootstrap) == {0, 1, 2, 3}
+    # Blobs stay pure in any subsample (as long as both labels are drawn): scores of 1.
+    assert r.score.min() > 0.99 or (r.score == 1.0).mean() > 0.9
+    again = cluster_report(X, y, groups=groups, n_bootstrap=4, max_documents=12, random_state=1)
+    assert r.equals(again)
+
+
+def test_texts_need_each_distinct_text_once(recorder):
+    table = {f"t{i}": [100.0 * (i % 2), 0.0] for i in range(6)}
+    tr = recorder(table)
+    r = cluster_report([f"t{i}" for i in range(6)] * 2, [0, 1] * 6, transformer=tr, n_bootstrap=2)
+    assert len(tr.calls) == 1 and sorted(tr.encoded) == sorted(table)
+    assert np.allclose(r.score, 1.0)

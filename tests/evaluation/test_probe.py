@@ -1,0 +1,199 @@
+"""Probe reports on tiny 1-D embeddings whose scores can be worked out by hand.
+
+Training pools: in groups A and B class 0 sits at x=-1 and class 1 at x=+1; group C is the
+mirror image (class 0 at +1). Any logistic regression fit on such points puts its boundary at
+x=0 by symmetry. Test sets (labels 0, 0, 1, 1):
+  A: x = -1, -1, +1, +1   -> A-trained head right 4/4
+  B: x = -1, +0.9, +1, +1 -> A-trained head predicts 0, 1, 1, 1: accuracy 3/4,
+                             F1 class 0 = 2/3, class 1 = 4/5, macro (2/3 + 4/5) / 2 = 11/15
+  C: x = +1, +1, -1, -1   -> C-trained head 4/4, A-trained head 0/4
+"""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from skmoe.evaluation import (
+    probe_report,
+    summarize,
+    transfer_matrix,
+    transfer_regimes,
+    transfer_table,
+)
+
+TEST_X = {"A": [-1, -1, 1, 1], "B": [-1, 0.9, 1, 1], "C": [1, 1, -1, -1]}
+
+
+def _data(groups=("A", "B", "C"), per_class=4):
+    Xtr, ytr, gtr, Xte, yte, gte = [], [], [], [], [], []
+    for g in groups:
+        sign = -1 if g == "C" else 1
+        for label, x in ((0, -sign), (1, sign)):
+            Xtr += [[x]] * per_class
+            ytr += [label] * per_class
+            gtr += [g] * per_class
+        Xte += [[x] for x in TEST_X[g]]
+        yte += [0, 0, 1, 1]
+        gte += [g] * 4
+    return (np.array(Xtr, float), np.array(ytr), np.array(gtr, object),
+            np.array(Xte, float), np.array(yte), np.array(gte, object))
+
+
+def test_probe_report_hand_computed():
+    Xtr, ytr, gtr, Xte, yte, gte = _data()
+    s = probe_report(Xtr, ytr, groups=gtr, X_test=Xte, y_test=yte, groups_test=gte,
+                     samples_per_label=(2, 3), n_experiments=3)
+    assert list(s.columns) == ["group", "k", "seed", "metric", "score", "n_train", "n_test"]
+    assert len(s) == 3 * 2 * 3 * 2
+    acc = s[s.metric == "accuracy"].groupby("group").score
+    f1 = s[s.metric == "f1_macro"].groupby("group").score
+    assert acc.min()["A"] == acc.max()["A"] == 1.0
+    assert acc.min()["C"] == acc.max()["C"] == 1.0
+    assert np.allclose(s[(s.group == "B") & (s.metric == "accuracy")].score, 0.75)
+    assert np.allclose(f1.min()["B"], 11 / 15) and np.allclose(f1.max()["B"], 11 / 15)
+    assert set(s[s.k == 2].n_train) == {4} and set(s[s.k == 3].n_train) == {6}
+    assert set(s.n_test) == {4}
+    summ = summarize(s)
+    row = summ[(summ.group == "B") & (summ.k == 2) & (summ.metric == "f1_macro")].iloc[0]
+    assert row["mean"] == pytest.approx(11 / 15) and row["std"] == pytest.approx(0) and row.n == 3
+
+
+def test_summarize_mean_and_sample_std():
+    s = pd.DataFrame({"group": ["x", "x", "y"], "k": 8, "seed": [0, 1, 0], "metric": "accuracy",
+                      "score": [1.0, 0.5, 0.2], "n_train": 8, "n_test": 2})
+    out = summarize(s).set_index("group")
+    assert out.loc["x", "mean"] == 0.75
+    assert out.loc["x", "std"] == pytest.approx(np.sqrt(((0.25**2) * 2) / 1))  # ddof=1
+    assert np.isnan(out.loc["y", "std"]) and out.loc["y", "n"] == 1
+    assert list(summarize(s, by=["metric"])["mean"]) == [pytest.approx(1.7 / 3)]
+
+
+def test_transfer_matrix_hand_computed():
+    Xtr, ytr, gtr, Xte, yte, gte = _data()
+    s = transfer_matrix(Xtr, ytr, gtr, X_test=Xte, y_test=yte, languages_test=gte,
+                        samples_per_label=2, n_experiments=2)
+    assert len(s) == 3 * 3 * 2  # train x test x seeds, one metric
+    table = transfer_table(s)
+    # C-trained head on B's test: x=-1 -> 1 (wrong), 0.9 -> 0 (right), 1 -> 0, 1 -> 0 (wrong)
+    expected = pd.DataFrame([[1.0, 0.75, 0.0], [1.0, 0.75, 0.0], [0.0, 0.25, 1.0]],
+                            index=["A", "B", "C"], columns=["A", "B", "C"])
+    np.testing.assert_allclose(table.loc[expected.index, expected.columns], expected)
+    sub = transfer_matrix(Xtr, ytr, gtr, X_test=Xte, y_test=yte, languages_test=gte,
+                          train_languages=["C"], test_languages=["A", "B"],
+                          samples_per_label=2, n_experiments=1)
+    assert list(sub.train_language.unique()) == ["C"]
+    assert sorted(sub.test_language.unique()) == ["A", "B"]
+    np.testing.assert_allclose(sub.score, [0.0, 0.25])
+    with pytest.raises(ValueError, match="not found"):
+        transfer_matrix(Xtr, ytr, gtr, X_test=Xte, y_test=yte, languages_test=gte,
+                        train_languages=["Z"])
+
+
+def test_transfer_regimes_hand_computed():
+    Xtr, ytr, gtr, Xte, yte, gte = _data()
+    s = transfer_regimes(Xtr, ytr, gtr, X_test=Xte, y_test=yte, languages_test=gte,
+                         source_language="A", regimes=("each", "en"),
+                         samples_per_label=2, n_experiments=2)
+    m = s.groupby(["regime", "test_language"]).score.mean()
+    assert m["each"].to_dict() == {"A": 1.0, "B": 0.75, "C": 1.0}
+    assert m["en"].to_dict() == {"A": 1.0, "B": 0.75, "C": 0.0}
+    # "all" pools languages: with A and B only, the pool is consistent and k is per class in total.
+    Xtr, ytr, gtr, Xte, yte, gte = _data(("A", "B"))
+    s = transfer_regimes(Xtr, ytr, gtr, X_test=Xte, y_test=yte, languages_test=gte,
+                         source_language="A", samples_per_label=3, n_experiments=2)
+    assert list(s.columns[:2]) == ["regime", "test_language"]
+    m = s.groupby(["regime", "test_language"]).score.mean()
+    assert m["all"].to_dict() == {"A": 1.0, "B": 0.75}
+    assert set(s[s.regime == "all"].n_train) == {6}
+    with pytest.raises(ValueError, match="regime"):
+        transfer_regimes(Xtr, ytr, gtr, X_test=Xte, y_test=yte, languages_test=gte,
+                         regimes=("some",))
+    with pytest.raises(ValueError, match="no training rows"):
+        transfer_regimes(Xtr, ytr, gtr, X_test=Xte, y_test=yte, languages_test=gte,
+                         source_language="eng_Latn", regimes=("en",))
+
+
+def test_each_distinct_text_encoded_once_and_only_needed_rows(recorder):
+    # 40 training texts per class and group, k=2 and 3 draws: at most 2*2*3 = 12 train texts per
+    # group need encoding, plus the 4 test texts; one transform call in all.
+    table, Xtr, ytr, gtr, Xte, yte, gte = {}, [], [], [], [], [], []
+    for g in ("A", "B"):
+        for label, x in ((0, -1.0), (1, 1.0)):
+            for i in range(40):
+                t = f"{g}-{label}-{i}"
+                table[t] = [x, 0.01 * i]
+                Xtr.append(t)
+                ytr.append(label)
+                gtr.append(g)
+        # the test reuses one training text (encoded once) and one text twice
+        for t, label, x in ((f"{g}-0-0", 0, -1.0), (f"{g}-t", 0, -1.0), (f"{g}-u", 1, 1.0),
+                            (f"{g}-u", 1, 1.0)):
+            table[t] = [x, 0.0]
+            Xte.append(t)
+            yte.append(label)
+            gte.append(g)
+    tr = recorder(table)
+    s = probe_report(Xtr, ytr, groups=gtr, X_test=Xte, y_test=yte, groups_test=gte,
+                     transformer=tr, samples_per_label=2, n_experiments=3)
+    assert len(tr.calls) == 1
+    enc = tr.encoded
+    assert len(enc) == len(set(enc))  # each distinct text once
+    assert len(enc) <= 2 * (12 + 3)
+    assert {"A-t", "B-u"} <= set(enc)
+    assert np.allclose(s[s.metric == "accuracy"].score, 1.0)
+
+
+def test_no_test_set_scores_the_rest_of_the_group():
+    Xtr, ytr, gtr, *_ = _data(("A", "C"), per_class=6)
+    s = probe_report(Xtr, ytr, groups=gtr, samples_per_label=2, n_experiments=2,
+                     metrics=("accuracy",))
+    assert set(s.n_train) == {4} and set(s.n_test) == {8}
+    assert np.allclose(s.score, 1.0)
+    s = probe_report(Xtr, ytr, groups=gtr, samples_per_label=2, n_experiments=2, test_size=3)
+    assert set(s.n_test) == {3}
+    s = probe_report(Xtr, ytr, samples_per_label=2, n_experiments=1)  # no groups: "all"
+    assert list(s.group.unique()) == ["all"]
+
+
+def test_unfitted_sklearn_transformer_is_cloned_and_fitted_on_training_texts():
+    texts_tr = ["red apple", "green apple", "fast car", "slow car"] * 2
+    y_tr = ["fruit", "fruit", "car", "car"] * 2
+    tfidf = TfidfVectorizer()
+    s = probe_report(texts_tr, y_tr, X_test=["apple pie", "car crash zebra"],
+                     y_test=["fruit", "car"], transformer=tfidf, samples_per_label=2,
+                     n_experiments=2, metrics=("accuracy",))
+    assert not hasattr(tfidf, "vocabulary_")  # the caller's object is untouched
+    assert np.allclose(s.score, 1.0)
+
+
+def test_custom_head_metrics_and_convergence_summary():
+    Xtr, ytr, gtr, Xte, yte, gte = _data(("A",))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = probe_report(Xtr, ytr, X_test=Xte, y_test=yte,
+                         estimator=LogisticRegression(max_iter=1, tol=1e-12),
+                         samples_per_label=2, n_experiments=3,
+                         metrics={"acc": lambda est, X, y: float(np.mean(est.predict(X) == y))})
+    conv = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert len(conv) == 1 and "3 of 3 probe fits" in str(conv[0].message)
+    assert list(s.metric.unique()) == ["acc"]
+
+
+def test_input_errors():
+    Xtr, ytr, gtr, Xte, yte, gte = _data(("A",))
+    with pytest.raises(ValueError, match="without y_test"):
+        probe_report(Xtr, ytr, X_test=Xte)
+    with pytest.raises(ValueError, match="groups_test"):
+        probe_report(Xtr, ytr, groups=gtr, X_test=Xte, y_test=yte)
+    with pytest.raises(ValueError, match="rows but y"):
+        probe_report(Xtr, ytr[:-1])
+    with pytest.raises(TypeError, match="transformer"):
+        probe_report(["a", "b"], [0, 1])
+    with pytest.raises(ValueError, match="no test rows"):
+        probe_report(Xtr, ytr, groups=gtr, X_test=Xte, y_test=yte,
+                     groups_test=["Z"] * len(gte))

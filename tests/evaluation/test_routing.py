@@ -1,0 +1,116 @@
+"""routing_stats on a random MoE checkpoint (real XLM-R tokenizer), checked against a
+token-by-token count made directly with ``capture_routing``."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import skmoe
+from skmoe.evaluation import routing_stats
+
+TEXTS = ["The cat sat on the mat.", "Le chat est assis.", "Der Hund bellt laut im Garten.",
+         "猫はマットの上に座った。", "A much longer English sentence with quite a few more tokens."]
+GROUPS = ["en", "fr", "de", "ja", "en"]
+
+
+@pytest.fixture(scope="module")
+def moe(random_moe_xlmr_path):
+    return skmoe.load_encoder(random_moe_xlmr_path, device="cpu")
+
+
+def _by_hand(encoder, texts, groups, prefix):
+    """Per (layer, group): expert counts, weight sums and tokens, one text per forward."""
+    cfg = encoder.moe_config
+    E = cfg.num_experts
+    out = {}
+    tokens = {}
+    for text, g in zip(texts, groups, strict=True):
+        ids, _ = encoder.tokenize([prefix + text])
+        tokens[g] = tokens.get(g, 0) + len(ids[0])
+        with skmoe.capture_routing(encoder) as recs, torch.inference_mode():
+            encoder(torch.tensor(ids), torch.ones(1, len(ids[0]), dtype=torch.long))
+        for rec in recs:
+            c, w = out.setdefault((rec.layer, g), (np.zeros(E), np.zeros(E)))
+            for e, wt in zip(rec.top_experts.reshape(-1).tolist(),
+                             rec.top_weights.reshape(-1).tolist(), strict=True):
+                c[e] += 1
+                w[e] += wt
+    return out, tokens
+
+
+def test_counts_add_up_and_match_a_token_by_token_count(moe):
+    stats = routing_stats(moe, TEXTS, GROUPS, prompt="search_query: ", batch_size=2)
+    cfg = moe.moe_config
+    K, E = cfg.moe_top_k, cfg.num_experts
+    assert stats.top_k == K and stats.num_experts == E and stats.prompt == "search_query: "
+    assert sorted(stats.experts.layer.unique()) == cfg.moe_layers
+    hand, tokens = _by_hand(moe, TEXTS, GROUPS, "search_query: ")
+    # tokens include the prompt and the special tokens
+    assert stats.tokens.to_dict() == tokens
+    per = stats.experts.groupby(["layer", "group"])
+    for (layer, g), part in per:
+        part = part.sort_values("expert")
+        assert part["count"].sum() == tokens[g] * K  # tokens x top-k
+        c, w = hand[(layer, g)]
+        np.testing.assert_array_equal(part["count"].to_numpy(), c)
+        np.testing.assert_allclose(part["share"].to_numpy(), c / (tokens[g] * K))
+        expect_w = np.where(c > 0, w / np.maximum(c, 1), np.nan)
+        np.testing.assert_allclose(part["mean_weight"].to_numpy(), expect_w, rtol=1e-5)
+        assert part["share"].sum() == pytest.approx(1.0)
+        assert part["mean_prob"].sum() == pytest.approx(1.0, abs=1e-5)
+    assert list(stats.experts.columns) == ["layer", "group", "expert", "count", "share",
+                                           "mean_weight", "mean_prob"]
+
+
+def test_divergence_is_jensen_shannon_of_shares(moe):
+    stats = routing_stats(moe, TEXTS + TEXTS[:2], GROUPS + ["en2", "en2"], prompt="")
+    ex = stats.experts
+    for _, row in stats.divergence.iterrows():
+        p = ex[(ex.layer == row.layer) & (ex.group == row.group_a)].sort_values("expert").share
+        q = ex[(ex.layer == row.layer) & (ex.group == row.group_b)].sort_values("expert").share
+        p, q = p.to_numpy(), q.to_numpy()
+        m = (p + q) / 2
+
+        def kl(a, b):
+            nz = a > 0
+            return float(np.sum(a[nz] * np.log2(a[nz] / b[nz])))
+
+        assert row.js_divergence == pytest.approx(0.5 * kl(p, m) + 0.5 * kl(q, m), abs=1e-12)
+        assert 0.0 <= row.js_divergence <= 1.0
+    n_groups = len(stats.tokens)
+    assert len(stats.divergence) == len(moe.moe_config.moe_layers) * n_groups * (n_groups - 1) / 2
+    mat = stats.divergence_matrix()
+    assert list(mat.index) == list(stats.tokens.index) and np.allclose(mat, mat.T)
+    assert np.allclose(np.diag(mat), 0.0)
+    # Same texts in two groups -> identical distributions -> divergence 0.
+    same = routing_stats(moe, TEXTS[:2] * 2, ["a", "a", "b", "b"], prompt="")
+    assert same.divergence.js_divergence.abs().max() == pytest.approx(0.0, abs=1e-12)
+    assert same.divergence_matrix(layer=moe.moe_config.moe_layers[0]).loc["a", "b"] == 0.0
+
+
+def test_accepts_objects_with_get_encoder_and_their_prompt(moe, random_moe_xlmr_path):
+    class Wrapper:
+        def get_encoder(self):
+            return moe
+
+        def get_params(self, deep=True):
+            return {"prompt_name": "Clustering", "prompt": None}
+
+    stats = routing_stats(Wrapper(), TEXTS[:2])
+    assert stats.prompt == "clustering: "
+    assert list(stats.tokens.index) == ["all"]
+    from skmoe import MoEEmbeddingTransformer
+
+    est = MoEEmbeddingTransformer(model=str(random_moe_xlmr_path), device="cpu")
+    s2 = routing_stats(est, TEXTS[:2], prompt="")
+    s3 = routing_stats(moe, TEXTS[:2], prompt="")
+    pd.testing.assert_frame_equal(s2.experts, s3.experts)
+
+
+def test_dense_model_and_wrong_objects_raise(minilm_path):
+    dense = skmoe.load_encoder(minilm_path, device="cpu")
+    with pytest.raises(TypeError, match="dense model"):
+        routing_stats(dense, ["hello"])
+    with pytest.raises(TypeError, match="SentenceEncoder"):
+        routing_stats(object(), ["hello"])
