@@ -98,12 +98,17 @@ def rotary_tables(
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first ``rotary_dim`` features of ``x`` [B, NH, S, Dh] (rest untouched)."""
+    """Rotate the first ``rotary_dim`` features of the last axis of ``x`` (rest untouched).
+
+    ``cos``/``sin`` broadcast against ``x[..., :rotary_dim]``; the rotation runs in fp32.
+    """
     rd = cos.shape[-1]
     rot, rest = x[..., :rd], x[..., rd:]
-    a, b = rot.chunk(2, dim=-1)
-    rotated = torch.cat([-b, a], dim=-1)
-    out = (rot.float() * cos + rotated.float() * sin).to(x.dtype)
+    a, b = rot.float().chunk(2, dim=-1)
+    half = rd // 2
+    c1, c2, s1, s2 = cos[..., :half], cos[..., half:], sin[..., :half], sin[..., half:]
+    # rot * cos + rotate_half(rot) * sin, with rotate_half(rot) = cat(-b, a), written per half
+    out = torch.cat([a * c1 - b * s1, b * c2 + a * s2], dim=-1).to(x.dtype)
     return torch.cat([out, rest], dim=-1) if rest.shape[-1] else out
 
 
@@ -122,14 +127,14 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
         """``x`` packed real tokens [T, H] -> attention output [T, H]."""
-        qkv = batch.pad(self.Wqkv(x))  # [B, S, 3H]; padded slots are zero
-        B, S, _ = qkv.shape
-        q, k, v = qkv.view(B, S, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
-        cos, sin = batch.rotary
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=batch.key_mask)
-        out = out.transpose(1, 2).reshape(B, S, -1)
-        return self.out_proj(batch.unpad(out))
+        T, H = x.shape
+        qkv = self.Wqkv(x)  # [T, 3H]
+        # Rotary on the packed tokens (each token's own position): no work spent on padding.
+        qk = qkv[:, : 2 * H].view(T, 2 * self.n_head, self.head_dim)
+        qkv[:, : 2 * H] = apply_rotary(qk, *batch.token_rotary).view(T, 2 * H)
+        q, k, v = batch.pad(qkv).unflatten(-1, (3, self.n_head, self.head_dim)).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=batch.key_mask)  # [B, NH, S, Dh]
+        return self.out_proj(batch.unpad_heads(out))
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,8 +178,27 @@ class ExpertWeights(nn.Module):
 class Experts(nn.Module):
     def __init__(self, cfg: NomicMoEConfig) -> None:
         super().__init__()
+        self.ffn = cfg.n_inner
         self.mlp = ExpertWeights(cfg)
         self.bias = nn.Parameter(torch.zeros(cfg.n_embd))  # ONE shared output bias
+
+    def grouped(self, xs: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """Expert outputs (unweighted, no bias) for rows grouped by expert.
+
+        ``xs`` [N, H] holds ``counts[0]`` rows for expert 0, then ``counts[1]`` for expert 1, ...;
+        each active expert runs one matmul pair on exactly its rows, written in place.
+        """
+        w1, w2 = self.mlp.w1, self.mlp.w2
+        y = torch.empty_like(xs)
+        start = 0
+        for e, n in enumerate(counts):
+            if n == 0:
+                continue
+            rows = slice(e * self.ffn, (e + 1) * self.ffn)
+            h = F.gelu(xs[start : start + n] @ w1[rows].t())
+            torch.mm(h, w2[rows], out=y[start : start + n])
+            start += n
+        return y
 
 
 class MoE(nn.Module):
@@ -210,26 +234,14 @@ class MoE(nn.Module):
 
     def dispatch(self, x: torch.Tensor, top_w: torch.Tensor, top_e: torch.Tensor) -> torch.Tensor:
         """Group the T*K (token, expert) assignments by expert; one matmul pair per expert."""
-        T, H = x.shape
         flat_e = top_e.reshape(-1)
         order = flat_e.argsort(stable=True)
         token_of = order // self.top_k  # which token each sorted slot belongs to
         counts = torch.bincount(flat_e, minlength=self.num_experts).tolist()
-        xs = x[token_of]
-        weights = top_w.reshape(-1)[order].to(x.dtype).unsqueeze(1)
-        w1, w2 = self.experts.mlp.w1, self.experts.mlp.w2
-        outs = []
-        start = 0
-        for e, n in enumerate(counts):
-            if n == 0:
-                continue
-            rows = slice(e * self.ffn, (e + 1) * self.ffn)
-            h = F.gelu(xs[start : start + n] @ w1[rows].t())
-            outs.append(h @ w2[rows])
-            start += n
-        y = torch.cat(outs) * weights
-        out = torch.zeros(T, H, dtype=x.dtype, device=x.device).index_add_(0, token_of, y)
-        return out + self.experts.bias
+        y = self.experts.grouped(x.index_select(0, token_of), counts)
+        y.mul_(top_w.reshape(-1)[order].to(y.dtype).unsqueeze(1))
+        out = self.experts.bias.to(y.dtype).expand_as(x).clone()
+        return out.index_add_(0, token_of, y)
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,8 +278,8 @@ class PackedBatch:
 
     index: torch.Tensor  # flat positions (b*S + s) of the real tokens, [T]
     shape: tuple[int, int]  # (B, S)
-    key_mask: torch.Tensor  # additive [B, 1, 1, S]: 0 for real keys, dtype-min for padding
-    rotary: tuple[torch.Tensor, torch.Tensor]
+    key_mask: torch.Tensor | None  # additive [B, 1, 1, S] (dtype-min at padding); None: no padding
+    token_rotary: tuple[torch.Tensor, torch.Tensor]  # cos/sin at each token's position [T, 1, rd]
 
     @classmethod
     def from_mask(
@@ -276,19 +288,38 @@ class PackedBatch:
         mask = attention_mask.bool()
         B, S = mask.shape
         index = mask.reshape(-1).nonzero().squeeze(1)
-        key_mask = torch.zeros(B, 1, 1, S, dtype=dtype, device=mask.device)
-        key_mask.masked_fill_(~mask[:, None, None, :], torch.finfo(dtype).min)
-        rotary = rotary_tables(S, cfg.rotary_dim, cfg.rotary_emb_base, mask.device)
-        return cls(index, (B, S), key_mask, rotary)
+        key_mask = None
+        if index.numel() < B * S:
+            key_mask = torch.zeros(B, 1, 1, S, dtype=dtype, device=mask.device)
+            key_mask.masked_fill_(~mask[:, None, None, :], torch.finfo(dtype).min)
+        cos, sin = rotary_tables(S, cfg.rotary_dim, cfg.rotary_emb_base, mask.device)
+        pos = index % S
+        return cls(index, (B, S), key_mask, (cos[pos].unsqueeze(1), sin[pos].unsqueeze(1)))
+
+    @property
+    def padded(self) -> bool:
+        return self.key_mask is not None
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         B, S = self.shape
+        if not self.padded:
+            return x.view(B, S, -1)
         out = x.new_zeros(B * S, x.shape[-1])
-        out[self.index] = x
+        out.index_copy_(0, self.index, x)
         return out.view(B, S, -1)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(-1, x.shape[-1])[self.index]
+        flat = x.reshape(-1, x.shape[-1])
+        return flat if not self.padded else flat.index_select(0, self.index)
+
+    def unpad_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention output ``[B, NH, S, Dh]`` -> real tokens ``[T, NH*Dh]`` (one copy)."""
+        B, NH, S, Dh = x.shape
+        tokens = x.transpose(1, 2)  # [B, S, NH, Dh] view
+        if not self.padded:
+            return tokens.reshape(B * S, NH * Dh)
+        # Gather the real (row, position) pairs straight from the strided view: one copy.
+        return tokens[self.index // S, self.index % S].view(-1, NH * Dh)
 
 
 class NomicMoEModel(nn.Module):
