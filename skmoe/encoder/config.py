@@ -17,7 +17,12 @@ class UnsupportedConfigError(ValueError):
     """A ``config.json`` field has a value this implementation does not support."""
 
 
-# field -> (allowed check, human description of what is supported)
+# Upstream's encoder blocks run exact erf GELU for every non-gated activation name: the name only
+# picks the approximation in the (absent) MLM head. Gated names (glu, swiglu, geglu) change the MLP.
+_GELU_NAMES = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh")
+
+# field -> (allowed check, human description of what is supported). Checked on the value the
+# upstream code would see, i.e. after filling absent fields with upstream's defaults.
 _SUPPORTED: dict[str, tuple[Any, str]] = {
     "prenorm": (lambda v: not v, "false (post-LayerNorm blocks)"),
     "rotary_emb_interleaved": (lambda v: not v, "false (rotate-half rotary)"),
@@ -28,10 +33,38 @@ _SUPPORTED: dict[str, tuple[Any, str]] = {
     "use_rms_norm": (lambda v: not v, "null/false (LayerNorm)"),
     "rotary_emb_scale_base": (lambda v: v is None, "null (no xPos scaling)"),
     "rotary_scaling_factor": (lambda v: v is None, "null (plain rotary, no NTK scaling)"),
-    "activation_function": (lambda v: v in ("gelu",), "'gelu' (exact erf GELU)"),
-    "type_vocab_size": (lambda v: v >= 1, ">= 1"),
+    "rotary_head_dim": (lambda v: not v, "false"),
+    "activation_function": (lambda v: v in _GELU_NAMES, f"one of {_GELU_NAMES} (exact erf GELU)"),
+    "type_vocab_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "add_pooling_layer": (lambda v: not v, "false"),
     "model_type": (lambda v: v == "nomic_bert", "'nomic_bert'"),
+    "moe_top_k": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "num_experts": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "moe_every_n_layers": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "moe_normalize_expert_weights": (
+        lambda v: v is None or v is False or (isinstance(v, (int, float)) and v > 0),
+        "false/null (no renormalisation) or a positive number q (divide by the q-norm)",
+    ),
+}
+
+# What upstream (NomicBertConfig on top of GPT2Config) assumes when config.json omits a field.
+# Several differ from the released model's values, so an absent field must not silently take the
+# released value: it takes upstream's, and the checks above then accept or reject it.
+_UPSTREAM_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 50257,
+    "n_embd": 768,
+    "n_head": 12,
+    "n_layer": 12,
+    "n_inner": None,  # -> 4 * n_embd
+    "type_vocab_size": 2,
+    "layer_norm_epsilon": 1e-5,
+    "rotary_emb_fraction": 0.0,  # learned absolute positions: rejected below
+    "rotary_emb_base": 1000,
+    "activation_function": "gelu_new",
+    "moe_every_n_layers": 0,
+    "num_experts": 0,
+    "moe_normalize_expert_weights": None,
+    "pad_vocab_size_multiple": 1,
 }
 
 
@@ -39,7 +72,15 @@ _SUPPORTED: dict[str, tuple[Any, str]] = {
 class NomicMoEConfig:
     """The subset of a nomic_bert ``config.json`` that the forward pass reads.
 
-    Parameters mirror the checkpoint's field names; see the architecture spec §1.
+    Parameters mirror the checkpoint's field names; see the architecture spec §1. The dataclass
+    defaults are the released nomic-embed-text-v2-moe values (``NomicMoEConfig()`` is that
+    model); :meth:`from_dict` fills absent fields with upstream's defaults instead.
+
+    ``moe_normalize_expert_weights`` false/null keeps the top-k softmax weights as they are (the
+    released model); a number q divides them by their q-norm, as megablocks' dMoE (the training
+    code and upstream's optional fast path) does. Upstream's pure-torch fallback ignores the field.
+    ``rotary_scaling_factor`` absent is read as null; upstream's default (1.0, dynamic NTK) only
+    differs beyond ``max_trained_positions`` (2048) positions.
     """
 
     vocab_size: int = 250048
@@ -55,7 +96,7 @@ class NomicMoEConfig:
     mlp_fc2_bias: bool = True
     rotary_emb_fraction: float = 1.0
     rotary_emb_base: float = 10000.0
-    num_experts: int = 0
+    num_experts: int = 8
     moe_top_k: int = 2
     moe_every_n_layers: int = 2
     moe_normalize_expert_weights: float | bool | None = False
@@ -89,33 +130,38 @@ class NomicMoEConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> NomicMoEConfig:
-        """Validate and parse a ``config.json`` dictionary."""
+        """Validate and parse a ``config.json`` dictionary.
+
+        Absent fields take the defaults of the upstream ``NomicBertConfig`` (not the released
+        model's values). Raises :class:`UnsupportedConfigError` naming the first field whose
+        value would make skmoe compute a different model than upstream.
+        """
+        full = {**_UPSTREAM_DEFAULTS, **raw}
         for name, (ok, supported) in _SUPPORTED.items():
-            if name in raw and not ok(raw[name]):
-                raise UnsupportedConfigError(
-                    f"config.json field {name!r} = {raw[name]!r} is not supported; "
-                    f"skmoe implements {name} = {supported}"
-                )
-        frac = raw.get("rotary_emb_fraction", 1.0)
-        if not (0 < frac <= 1):
-            raise UnsupportedConfigError(
-                f"config.json field 'rotary_emb_fraction' = {frac!r} must be in (0, 1]"
-            )
-        if raw.get("n_embd", 768) % raw.get("n_head", 12):
-            raise UnsupportedConfigError(
-                "config.json field 'n_head' must divide 'n_embd' "
-                f"(got n_embd={raw.get('n_embd')}, n_head={raw.get('n_head')})"
-            )
+            if name in full and not ok(full[name]):
+                _unsupported(name, full[name], f"skmoe implements {name} = {supported}")
+        frac = full["rotary_emb_fraction"]
+        if not (isinstance(frac, (int, float)) and 0 < frac <= 1):
+            _unsupported("rotary_emb_fraction", frac, "it must be in (0, 1] (rotary positions)")
+        if full["n_embd"] % full["n_head"]:
+            _unsupported("n_head", full["n_head"], f"it must divide n_embd = {full['n_embd']}")
+        head_dim = full["n_embd"] // full["n_head"]
+        if int(head_dim * frac) % 2:
+            _unsupported("rotary_emb_fraction", frac, f"head_dim * fraction must be even (head_dim {head_dim})")
+        if full.get("num_heads_kv") not in (None, full["n_head"]):
+            _unsupported("num_heads_kv", full["num_heads_kv"], "skmoe implements num_heads_kv = n_head")
+        if full["num_experts"] and full["moe_every_n_layers"] and "moe_top_k" not in full:
+            _unsupported("moe_top_k", None, "it is required when num_experts > 0")
+        if full["num_experts"] and full.get("moe_top_k", 0) > full["num_experts"]:
+            _unsupported("moe_top_k", full["moe_top_k"], f"it exceeds num_experts = {full['num_experts']}")
+        if full["n_inner"] is None:
+            full["n_inner"] = 4 * full["n_embd"]  # upstream's MLP default width
+        if full["moe_normalize_expert_weights"] is True:
+            full["moe_normalize_expert_weights"] = 1.0  # JSON true = L1 (sum) renormalisation
         known = {f.name for f in fields(cls)} - {"extra"}
-        kwargs = {k: raw[k] for k in known if k in raw and raw[k] is not None}
-        vocab = kwargs.get("vocab_size", cls.vocab_size)
-        mult = raw.get("pad_vocab_size_multiple") or 1
-        kwargs["vocab_size"] = ((vocab + mult - 1) // mult) * mult  # the model rounds up
-        if kwargs.get("num_experts", 0) and kwargs.get("moe_top_k", 2) > kwargs["num_experts"]:
-            raise UnsupportedConfigError(
-                f"config.json field 'moe_top_k' = {kwargs['moe_top_k']} exceeds "
-                f"'num_experts' = {kwargs['num_experts']}"
-            )
+        kwargs = {k: full[k] for k in known if k in full and full[k] is not None}
+        mult = full["pad_vocab_size_multiple"] or 1
+        kwargs["vocab_size"] = -(-kwargs["vocab_size"] // mult) * mult  # the model rounds up
         extra = {k: v for k, v in raw.items() if k not in known}
         return cls(**kwargs, extra=extra)
 
@@ -129,6 +175,10 @@ class NomicMoEConfig:
         out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"})
         out["model_type"] = "nomic_bert"
         return out
+
+
+def _unsupported(name: str, value: Any, why: str) -> None:
+    raise UnsupportedConfigError(f"config.json field {name!r} = {value!r} is not supported: {why}")
 
 
 def is_nomic_moe_config(raw: dict[str, Any]) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,35 @@ class ModelSource:
     fingerprint: str  # digest of config + weights
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]$")
+
+
+def is_hub_id(name: str) -> bool:
+    """True for strings of the form ``org/name`` (hub ids may contain dots: ``...-v1.5``)."""
+    return bool(_HUB_ID.match(name)) and ".." not in name
+
+
+def hub_offline(local_files_only: bool = False) -> bool:
+    """Whether hub look-ups must stay local (argument or ``HF_HUB_OFFLINE``)."""
+    env = os.environ.get("HF_HUB_OFFLINE", "0").strip().lower()
+    return local_files_only or env not in ("", "0", "false", "no", "off")
+
+
+def not_available(name: str, revision: str | None, offline: bool, exc: Exception) -> ModelNotAvailableError:
+    """The error for a hub id that cannot be provided, saying how to provide the weights."""
+    where = "without network (HF_HUB_OFFLINE / local_files_only)" if offline else "from the hub"
+    folder_note = f" No folder named {name!r} exists either." if not Path(name).exists() else ""
+    return ModelNotAvailableError(
+        f"Could not load model {name!r}{f' at revision {revision!r}' if revision else ''} "
+        f"{where}: it is not in the Hugging Face cache and could not be downloaded "
+        f"({type(exc).__name__}).{folder_note} Provide the weights one of two ways: on a machine "
+        f"with network run `hf download {name}` (about 1.9 GB for the default model) and copy "
+        "the cache (HF_HOME) here, or pass a local folder that holds config.json and "
+        "model.safetensors (Python: model='/path/to/folder'; CLI: --model PATH). "
+        "skmoe never substitutes another model."
+    )
+
+
 def resolve_model_path(
     model: str | os.PathLike[str],
     revision: str | None = None,
@@ -58,6 +88,9 @@ def resolve_model_path(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Path, str]:
     """Return ``(folder, revision)`` for a local folder or a hub id.
+
+    A hub id resolves through ``huggingface_hub.snapshot_download`` restricted to
+    :data:`HUB_ALLOW_PATTERNS` (never pickles, never code); the revision is the snapshot's commit.
 
     Raises
     ------
@@ -69,14 +102,14 @@ def resolve_model_path(
     if path.is_dir():
         return path.resolve(), revision or "local"
     name = str(model)
-    if name.count("/") != 1 or path.suffix or name.startswith((".", "/", "~")):
+    if not is_hub_id(name):
         raise ModelNotAvailableError(
             f"Model {name!r} is neither an existing folder nor a hub id of the form 'org/name'."
         )
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import HfHubHTTPError
 
-    offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false")
+    offline = hub_offline(local_files_only)
     try:
         folder = snapshot_download(
             name,
@@ -86,16 +119,7 @@ def resolve_model_path(
             cache_dir=cache_dir,
         )
     except (OSError, HfHubHTTPError, ValueError) as exc:
-        where = "without network (HF_HUB_OFFLINE / local_files_only)" if offline else "from the hub"
-        raise ModelNotAvailableError(
-            f"Could not load model {name!r}{f' at revision {revision!r}' if revision else ''} "
-            f"{where}: it is not in the Hugging Face cache and could not be downloaded "
-            f"({type(exc).__name__}). Provide the weights one of two ways: on a machine with "
-            f"network run `huggingface-cli download {name}` (about 1.9 GB for the default model) "
-            "and copy the cache (HF_HOME) here, or pass a local folder that holds config.json "
-            "and model.safetensors (Python: model='/path/to/folder'; CLI: --model PATH). "
-            "skmoe never substitutes another model."
-        ) from exc
+        raise not_available(name, revision, offline, exc) from exc
     folder_path = Path(folder)
     return folder_path, folder_path.name  # snapshots/<commit>
 

@@ -13,22 +13,48 @@ from typing import Any
 
 from .loading import read_json
 
-# The model card's prompt table (spec §5); "document" is accepted as an alias of "passage".
+# The released model's prompt table (spec §5), used when a nomic checkpoint folder lacks
+# config_sentence_transformers.json. Lookup is case-insensitive; "document" = "passage".
 NOMIC_DEFAULT_PROMPTS = {
     "query": "search_query: ",
     "passage": "search_document: ",
-    "classification": "classification: ",
-    "clustering": "clustering: ",
+    "Classification": "classification: ",
+    "MultilabelClassification": "classification: ",
+    "Clustering": "clustering: ",
+    "PairClassification": "classification: ",
+    "STS": "classification: ",
+    "Summarization": "classification: ",
+    "Speed": "search_document: ",
 }
 PROMPT_ALIASES = {"document": "passage", "passage": "document"}
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "sentencepiece.bpe.model", "vocab.txt")
 
 
+# Tokenizer classes whose transformers wrapper adds nothing to tokenizer.json for encoding
+# (checked: identical ids on 1,929 SIB-200 texts in 32 languages plus edge cases). For these the
+# plain fast wrapper loads ~3.5x faster than AutoTokenizer (XLM-R: 1.1 s vs 4.0 s CPU).
+_PLAIN_FAST_CLASSES = {
+    "XLMRobertaTokenizer", "XLMRobertaTokenizerFast", "BertTokenizer", "BertTokenizerFast",
+}
+
+
 def load_tokenizer(folder: Path) -> Any | None:
     """``transformers`` fast tokenizer from ``folder``, or None when it ships no tokenizer."""
     if not any((folder / f).is_file() for f in TOKENIZER_FILES):
         return None
+    cfg = read_json(folder / "tokenizer_config.json") or {}
+    if (folder / "tokenizer.json").is_file() and cfg.get("tokenizer_class") in _PLAIN_FAST_CLASSES:
+        from transformers import PreTrainedTokenizerFast
+
+        special = read_json(folder / "special_tokens_map.json") or {}
+        kwargs = {
+            k: v["content"] if isinstance(v, dict) else v
+            for k, v in {**cfg, **special}.items()
+            if k not in ("tokenizer_class", "added_tokens_decoder", "auto_map")
+            and (not isinstance(v, dict) or "content" in v)
+        }
+        return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), **kwargs)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)

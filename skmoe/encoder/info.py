@@ -1,0 +1,194 @@
+"""What a model is, from its ``config.json`` alone: sizes, MoE layout, total and active parameters.
+
+Parameters are counted on the meta device, so the full-size model needs no weights and no
+memory. When the weights are present too, their revision and fingerprint are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import NomicMoEConfig, is_nomic_moe_config
+from .loading import (
+    CheckpointError,
+    ModelNotAvailableError,
+    hub_offline,
+    is_hub_id,
+    not_available,
+    safetensors_files,
+    weights_fingerprint,
+)
+from .nomic_moe import count_parameters
+
+
+def model_info(
+    model: str | os.PathLike[str] | NomicMoEConfig,
+    *,
+    revision: str | None = None,
+    local_files_only: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Describe a model without loading its weights.
+
+    Parameters
+    ----------
+    model : str, path or NomicMoEConfig
+        A folder (only ``config.json`` is needed), a path to a ``config.json`` file, a hub id
+        (only ``config.json`` is fetched; ``HF_HUB_OFFLINE`` is honoured) or a parsed config.
+    revision, local_files_only, cache_dir
+        As in :func:`~skmoe.encoder.load_encoder`, for hub ids.
+
+    Returns
+    -------
+    dict
+        ``name``, ``architecture``, ``model_type``, ``hidden_size``, ``layers``, ``heads``,
+        ``ffn_size``, ``vocab_size``, ``experts``, ``top_k``, ``moe_every_n_layers``,
+        ``moe_layers``, ``total_parameters``, ``active_parameters`` (per token),
+        ``weights`` (whether weights are present), ``revision`` and ``fingerprint`` (None
+        without weights).
+    """
+    folder: Path | None = None
+    rev: str | None = None
+    if isinstance(model, NomicMoEConfig):
+        name, raw = "NomicMoEConfig", model.to_dict()
+    else:
+        name = str(model)
+        path = Path(model).expanduser()
+        if path.is_file():
+            folder, raw = path.parent, _read(path)
+        elif path.is_dir():
+            folder, rev = path.resolve(), revision or "local"
+            if not (folder / "config.json").is_file():
+                raise CheckpointError(f"{folder} has no config.json")
+            raw = _read(folder / "config.json")
+        elif is_hub_id(name):
+            folder, rev = _hub_config_folder(name, revision, local_files_only, cache_dir)
+            raw = _read(folder / "config.json")
+        else:
+            raise ModelNotAvailableError(
+                f"Model {name!r} is neither a folder, a config.json file nor a hub id 'org/name'."
+            )
+    info = _nomic_info(raw) if is_nomic_moe_config(raw) else _dense_info(raw)
+    info["name"] = name
+    info.update(weights=False, revision=None, fingerprint=None)
+    if folder is not None:
+        try:
+            files = safetensors_files(folder)
+        except CheckpointError:
+            files = []
+        if files:
+            info.update(
+                weights=True, revision=rev or "local", fingerprint=weights_fingerprint(folder, files)
+            )
+    return info
+
+
+def format_model_info(info: dict[str, Any]) -> str:
+    """Human-readable lines for :func:`model_info`'s dictionary (what ``skmoe info`` prints)."""
+    total, active = info["total_parameters"], info["active_parameters"]
+    rows = [
+        ("model", info.get("name")),
+        ("architecture", info["architecture"]),
+        ("hidden size", info["hidden_size"]),
+        ("layers", info["layers"]),
+        ("attention heads", info["heads"]),
+        ("FFN width", info["ffn_size"]),
+        ("vocabulary", f"{info['vocab_size']:,}"),
+    ]
+    if info["experts"]:
+        moe = ", ".join(map(str, info["moe_layers"])) or "none"
+        rows += [
+            ("experts", f"{info['experts']} (top-{info['top_k']} per token)"),
+            ("MoE layers", f"{moe} (moe_every_n_layers = {info['moe_every_n_layers']})"),
+        ]
+    rows += [
+        ("total parameters", f"{total:,}"),
+        ("active parameters", f"{active:,} per token ({active / total:.1%})"),
+    ]
+    if info.get("weights"):
+        rows += [("revision", info["revision"]), ("fingerprint", info["fingerprint"])]
+    else:
+        rows.append(("weights", "not present (counted from config.json)"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _hub_config_folder(
+    name: str, revision: str | None, local_files_only: bool, cache_dir: str | os.PathLike[str] | None
+) -> tuple[Path, str]:
+    """Fetch only ``config.json`` of a hub id; return its snapshot folder and commit."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import HfHubHTTPError
+
+    offline = hub_offline(local_files_only)
+    try:
+        cfg = hf_hub_download(
+            name, "config.json", revision=revision, cache_dir=cache_dir, local_files_only=offline
+        )
+    except (OSError, HfHubHTTPError, ValueError) as exc:
+        raise not_available(name, revision, offline, exc) from exc
+    folder = Path(cfg).parent
+    return folder, folder.name
+
+
+def _nomic_info(raw: dict[str, Any]) -> dict[str, Any]:
+    cfg = NomicMoEConfig.from_dict(raw)
+    total, active = count_parameters(cfg)
+    return {
+        "architecture": "NomicBertModel (sparse MoE)" if cfg.moe_layers else "NomicBertModel",
+        "model_type": "nomic_bert",
+        "hidden_size": cfg.n_embd,
+        "layers": cfg.n_layer,
+        "heads": cfg.n_head,
+        "ffn_size": cfg.n_inner,
+        "vocab_size": cfg.vocab_size,
+        "experts": cfg.num_experts if cfg.moe_layers else 0,
+        "top_k": cfg.moe_top_k if cfg.moe_layers else 0,
+        "moe_every_n_layers": cfg.moe_every_n_layers,
+        "moe_layers": cfg.moe_layers,
+        "total_parameters": total,
+        "active_parameters": active,
+    }
+
+
+def _dense_info(raw: dict[str, Any]) -> dict[str, Any]:
+    """A transformers encoder, built from its config on the meta device (no remote code)."""
+    from transformers import AutoConfig, AutoModel
+
+    kind = raw.get("model_type")
+    if not kind:
+        raise CheckpointError("config.json has no model_type; cannot tell the architecture")
+    params = {k: v for k, v in raw.items() if k != "model_type"}
+    config = AutoConfig.for_model(kind, **params)
+    with torch.device("meta"):
+        try:  # the sentence encoder never uses a pooler: count what load_encoder loads
+            model = AutoModel.from_config(config, add_pooling_layer=False)
+        except TypeError:
+            model = AutoModel.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    arch = (raw.get("architectures") or [type(model).__name__])[0]
+    return {
+        "architecture": arch,
+        "model_type": kind,
+        "hidden_size": getattr(config, "hidden_size", None),
+        "layers": getattr(config, "num_hidden_layers", None),
+        "heads": getattr(config, "num_attention_heads", None),
+        "ffn_size": getattr(config, "intermediate_size", None),
+        "vocab_size": getattr(config, "vocab_size", None),
+        "experts": 0,
+        "top_k": 0,
+        "moe_every_n_layers": 0,
+        "moe_layers": [],
+        "total_parameters": total,
+        "active_parameters": total,
+    }
