@@ -1,0 +1,356 @@
+"""The ``skmoe`` command line: every subcommand, the main job end to end, and user mistakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+import skmoe.cli as cli
+import skmoe.estimator as estimator_module
+from skmoe import registry
+from skmoe.cli import main
+from skmoe.datasets import load_sib200_sample
+from skmoe.estimator import MoEEmbeddingTransformer
+
+REPO = Path(__file__).resolve().parents[1]
+TEXTS = ["The cat sat on the mat.", "Le chat est sur le tapis.", "", "猫在垫子上。",
+         "Die Katze sitzt.", "El gato.", "Кошка сидит на ковре.", "القطة", "बिल्ली",
+         "The cat sat on the mat."]
+
+
+@pytest.fixture(autouse=True)
+def _no_default_cache(tmp_path, monkeypatch):
+    """Never write the user's ~/.cache: the default cache lives in the test's folder."""
+    monkeypatch.setenv("SKMOE_CACHE", str(tmp_path / "default-cache.sqlite"))
+
+
+@pytest.fixture
+def moe(random_moe_xlmr_path) -> str:
+    return str(random_moe_xlmr_path)
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, expected_code, *fragments):
+    assert code == expected_code, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("skmoe: error:")]
+    assert len(errors) == 1, err
+    assert err.rstrip().splitlines()[-1] == errors[0]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+class _CountingEngine(estimator_module.Engine):
+    texts: list[str] = []
+
+    def embed(self, texts, prompt=""):
+        type(self).texts.extend(texts)
+        return super().embed(texts, prompt)
+
+
+# -- help, version, console script ------------------------------------------------------------
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["embed", "--help"],
+                                  ["probe", "--help"], ["info", "--help"], ["cache", "--help"],
+                                  ["cache", "stats", "--help"], ["cache", "clear", "--help"]])
+def test_help_everywhere(capsys, argv):
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert out.startswith("usage: skmoe")
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    code, _, err = run(capsys)
+    assert code == 2 and "usage: skmoe" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    code, _, err = run(capsys, "embed", "x.txt")  # -o missing
+    assert code == 2 and "-o/--output" in err
+    code, _, err = run(capsys, "demo", "--shots", "0")
+    assert code == 2 and "positive integer" in err
+
+
+def test_console_script_and_module():
+    """``python -m skmoe`` and the installed ``skmoe`` script both run (no torch for --help)."""
+    res = subprocess.run([sys.executable, "-m", "skmoe", "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and "demo" in res.stdout and "embed" in res.stdout
+    script = Path(sys.executable).with_name("skmoe")
+    assert script.is_file(), "console script not installed (pip install -e .)"
+    res = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "skmoe 0.1.0"
+
+
+def test_demo_without_network_ends_with_the_clear_message(tmp_path):
+    """The default model is not on this machine and there is no network: one clear line, exit 1,
+    no traceback, no report folder, and never a substitute model."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1",
+           "SKMOE_CACHE": str(tmp_path / "c.sqlite")}
+    out = tmp_path / "report"
+    res = subprocess.run([Path(sys.executable).with_name("skmoe"), "demo", "--out", str(out)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert_one_line_error(res.returncode, res.stderr, 1,
+                          "Could not load model 'nomic-ai/nomic-embed-text-v2-moe'",
+                          "--model PATH", "never substitutes")
+    assert not out.exists()
+
+
+# -- the main job end to end ---------------------------------------------------------------------
+def test_demo_end_to_end_on_a_local_moe(capsys, tmp_path, moe):
+    """`skmoe demo --model PATH`: every report file exists and is non-empty, the PNGs decode,
+    the tables have one row per language (real UMAP, routing heatmap since the model is MoE)."""
+    out = tmp_path / "report"
+    langs = ["eng_Latn", "hin_Deva"]
+    code, stdout, err = run(capsys, "demo", "--model", moe, "--out", out, "--languages", *langs,
+                            "--shots", 4, "--seeds", 2, "--cache", tmp_path / "c.sqlite")
+    assert code == 0, err
+    assert str(out / "index.html") in stdout
+    assert "report:" in err and "embedding:" in err  # progress bars
+    pngs = ["accuracy_by_language.png", "transfer_heatmap.png", "umap_map.png",
+            "umap_languages.png", "routing_heatmap.png"]
+    tables = ["probe_per_language", "transfer_from_source", "transfer_matrix"]
+    files = pngs + [f"{t}.{e}" for t in tables for e in ("csv", "md")] + [
+        "routing.csv", "report.md", "index.html"]
+    for name in files:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for name in pngs:
+        img = imread(out / name)
+        assert img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 0, name
+    assert list(pd.read_csv(out / "probe_per_language.csv")["language"]) == langs
+    assert list(pd.read_csv(out / "transfer_from_source.csv")["test_language"]) == langs
+    assert "UMAP (cosine)" in (out / "report.md").read_text()
+
+
+def test_probe_on_a_user_table(capsys, tmp_path, moe):
+    data = load_sib200_sample(languages=["spa_Latn", "rus_Cyrl"])
+    data = data.groupby(["language", "category"]).head(6)  # 42 rows per language
+    table = data.rename(columns={"text": "sentence", "category": "topic", "language": "lang"})
+    path = tmp_path / "mine.csv"
+    table[["sentence", "topic", "lang"]].to_csv(path, index=False)
+    out = tmp_path / "rep"
+    code, _, err = run(capsys, "probe", path, "--text-column", "sentence", "--label-column",
+                       "topic", "--language-column", "lang", "--out", out, "--map", "none",
+                       "--shots", 3, "--seeds", 2, "--model", moe, "-q")
+    assert code == 0, err
+    per = pd.read_csv(out / "probe_per_language.csv")
+    assert list(per["language"]) == ["spa_Latn", "rus_Cyrl"]
+    assert (per["n_test"] == 14).all()  # a stratified third held out
+    assert not (out / "umap_map.png").exists() and (out / "routing_heatmap.png").is_file()
+    # the source language falls back to the first language when English is absent
+    assert set(pd.read_csv(out / "transfer_from_source.csv")["train_language"]) == {"spa_Latn"}
+
+    code, _, err = run(capsys, "probe", path, "--out", out)
+    assert_one_line_error(code, err, 2, "text column 'text' not found", "sentence, topic, lang",
+                          "--text-column")
+    code, _, err = run(capsys, "probe", path, "--text-column", "sentence", "--label-column",
+                       "topic", "--language-column", "lang", "--languages", "xx", "--out", out)
+    assert_one_line_error(code, err, 2, "language(s) ['xx'] not in")
+
+
+# -- embed ---------------------------------------------------------------------------------------
+def test_embed_txt_to_npy_matches_the_estimator(capsys, tmp_path, moe):
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    dst = tmp_path / "out.npy"
+    code, stdout, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--no-cache", "-q")
+    assert code == 0, err
+    assert f"wrote {len(TEXTS)} x 64" in stdout
+    got = np.load(dst)
+    want = MoEEmbeddingTransformer(moe).fit([]).transform(TEXTS)
+    assert got.shape == (len(TEXTS), 64) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_embed_tables_to_parquet(capsys, tmp_path, moe, fmt):
+    frame = pd.DataFrame({"id": range(len(TEXTS)), "body": TEXTS})
+    src = tmp_path / f"in.{fmt}"
+    if fmt in ("csv", "tsv"):
+        frame.to_csv(src, sep="\t" if fmt == "tsv" else ",", index=False)
+    elif fmt == "jsonl":
+        frame.to_json(src, orient="records", lines=True, force_ascii=False)
+    else:
+        frame.to_parquet(src)
+    dst = tmp_path / "out.parquet"
+    code, _, err = run(capsys, "embed", src, "-o", dst, "--column", "body", "--model", moe,
+                       "--truncate-dim", 32, "--cache", tmp_path / "c.sqlite", "-q")
+    assert code == 0, err
+    table = pd.read_parquet(dst)
+    assert list(table.columns) == ["text", "embedding"]
+    assert list(table["text"]) == TEXTS  # "" stays an empty text, not a missing value
+    vectors = np.stack(table["embedding"].to_numpy())
+    want = MoEEmbeddingTransformer(moe, truncate_dim=32).fit([]).transform(TEXTS)
+    np.testing.assert_allclose(vectors, want, atol=1e-6)
+
+
+def test_embed_is_resumable_through_the_cache(capsys, tmp_path, moe, monkeypatch):
+    """Interrupted after the first chunk: nothing half-written; the rerun computes only the rest;
+    a third run computes nothing."""
+    texts = [f"sentence number {i}" for i in range(10)]
+    src, dst, cache = tmp_path / "in.txt", tmp_path / "out.npy", tmp_path / "c.sqlite"
+    src.write_text("\n".join(texts), encoding="utf-8")
+    monkeypatch.setattr(cli, "EMBED_CHUNK", 4)
+    real_transform = MoEEmbeddingTransformer.transform
+    calls = []
+
+    def interrupted(self, X):
+        calls.append(len(X))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_transform(self, X)
+
+    monkeypatch.setattr(MoEEmbeddingTransformer, "transform", interrupted)
+    code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--cache", cache, "-q")
+    assert code == 130 and "rerun to resume" in err
+    assert not dst.exists() and not list(tmp_path.glob("*.partial"))
+
+    monkeypatch.setattr(MoEEmbeddingTransformer, "transform", real_transform)
+    monkeypatch.setattr(estimator_module, "Engine", _CountingEngine)
+    _CountingEngine.texts = []
+    code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--cache", cache, "-q")
+    assert code == 0, err
+    assert _CountingEngine.texts == texts[4:]  # the first chunk came from the cache
+    assert "cache: 4 found, 6 computed" in err
+
+    _CountingEngine.texts = []
+    code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--cache", cache, "-q")
+    assert code == 0 and _CountingEngine.texts == []
+    assert "cache: 10 found, 0 computed" in err
+    np.testing.assert_allclose(np.load(dst), MoEEmbeddingTransformer(moe).fit([]).transform(texts),
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "column", "several_columns", "utf8_txt",
+                                  "utf8_csv", "empty", "extension", "bad_parquet", "null_text",
+                                  "numbers", "no_out_dir", "out_ext", "column_on_txt"])
+def test_embed_user_mistakes(capsys, tmp_path, moe, case):
+    """Each user mistake: exit 2, one line naming the problem, no traceback, no model load."""
+    src, dst = tmp_path / "in.csv", tmp_path / "out.npy"
+    pd.DataFrame({"id": [1, 2], "text": ["a", "b"], "other": ["c", "d"]}).to_csv(src, index=False)
+    args, fragments = [src], []
+    if case == "missing":
+        args, fragments = [tmp_path / "nope.txt"], ["input file not found", "nope.txt"]
+    elif case == "folder":
+        args, fragments = [tmp_path], ["is a folder"]
+    elif case == "column":
+        args, fragments = [src, "--column", "body"], ["column 'body' not found", "id, text, other"]
+    elif case == "several_columns":
+        src2 = tmp_path / "two.csv"
+        pd.DataFrame({"a": ["x"], "b": ["y"]}).to_csv(src2, index=False)
+        args, fragments = [src2], ["several columns", "--column"]
+    elif case == "utf8_txt":
+        bad = tmp_path / "bad.txt"
+        bad.write_bytes(b"ok\n\xff\xfe broken\n")
+        args, fragments = [bad], ["not valid UTF-8"]
+    elif case == "utf8_csv":
+        bad = tmp_path / "bad.csv"
+        bad.write_bytes(b"text\n\xe9t\xe9\n")
+        args, fragments = [bad], ["not valid UTF-8"]
+    elif case == "empty":
+        empty = tmp_path / "empty.txt"
+        empty.write_text("")
+        args, fragments = [empty], ["no texts in"]
+    elif case == "extension":
+        other = tmp_path / "in.docx"
+        other.write_text("x")
+        args, fragments = [other], ["cannot tell the format", "--input-format"]
+    elif case == "bad_parquet":
+        bad = tmp_path / "bad.parquet"
+        bad.write_bytes(b"this is not parquet")
+        args, fragments = [bad], ["cannot read", "as parquet"]
+    elif case == "null_text":
+        js = tmp_path / "in.jsonl"
+        js.write_text('{"text": "a"}\n{"text": null}\n')
+        args, fragments = [js], ["column 'text'", "Missing text at row 1"]
+    elif case == "numbers":
+        js = tmp_path / "in.jsonl"
+        js.write_text('{"text": "a"}\n{"text": 3}\n')
+        args, fragments = [js], ["row 1", "int"]
+    elif case == "no_out_dir":
+        dst = tmp_path / "nowhere" / "out.npy"
+        fragments = ["output folder does not exist"]
+    elif case == "out_ext":
+        dst = tmp_path / "out.bin"
+        fragments = ["cannot tell the output format", "--format"]
+    elif case == "column_on_txt":
+        txt = tmp_path / "in.txt"
+        txt.write_text("a\n")
+        args, fragments = [txt, "--column", "text"], ["--column does not apply"]
+    loads = dict(registry.LOAD_COUNTS)
+    code, _, err = run(capsys, "embed", *args, "-o", dst, "--model", moe, "-q")
+    assert_one_line_error(code, err, 2, *fragments)
+    assert not dst.exists()
+    assert dict(registry.LOAD_COUNTS) == loads  # input is checked before any model work
+
+
+def test_model_errors_exit_1(capsys, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n")
+    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "o.npy", "--model",
+                       tmp_path / "no-such-model")
+    assert_one_line_error(code, err, 1, "no-such-model", "neither an existing folder")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "o.npy", "--model", broken)
+    assert code in (1, 2) and "Traceback" not in err
+    assert err.rstrip().splitlines()[-1].startswith("skmoe: error:")
+
+
+# -- info ----------------------------------------------------------------------------------------
+def test_info(capsys, moe, shared_dir):
+    code, out, _ = run(capsys, "info", moe)
+    assert code == 0
+    assert "MoE layers" in out and "1, 3" in out and "revision           local" in out
+    code, out, _ = run(capsys, "info", shared_dir / "fixtures/nomic-moe-config/config.json")
+    assert code == 0 and "475,292,928" in out and "305,423,616" in out
+    code, out, _ = run(capsys, "info", moe, "--json")
+    info = json.loads(out)
+    assert info["experts"] == 8 and info["moe_layers"] == [1, 3] and info["weights"] is True
+
+
+def test_info_errors(capsys, tmp_path):
+    code, _, err = run(capsys, "info", tmp_path / "missing")
+    assert_one_line_error(code, err, 1, "missing")
+    # HF_HUB_OFFLINE=1 in the tests: a hub id that is not cached fails at once, with the remedy
+    code, _, err = run(capsys, "info", "nobody/no-such-model")
+    assert_one_line_error(code, err, 1, "nobody/no-such-model", "--model PATH")
+
+
+# -- cache ---------------------------------------------------------------------------------------
+def test_cache_stats_and_clear(capsys, tmp_path, moe):
+    src, cache = tmp_path / "in.txt", tmp_path / "c.sqlite"
+    src.write_text("\n".join(TEXTS), encoding="utf-8")
+    assert run(capsys, "embed", src, "-o", tmp_path / "o.npy", "--model", moe, "--cache", cache,
+               "-q")[0] == 0
+    code, out, _ = run(capsys, "cache", "stats", cache)
+    distinct = len(set(TEXTS))
+    assert code == 0 and f"entries     {distinct}" in out and "64-d" in out
+    code, out, _ = run(capsys, "cache", "clear", cache)
+    assert code == 0 and f"cleared {distinct} entries" in out
+    code, out, _ = run(capsys, "cache", "stats", cache)
+    assert code == 0 and "entries     0" in out
+
+
+def test_cache_default_path_and_errors(capsys, tmp_path, monkeypatch):
+    code, _, err = run(capsys, "cache", "stats")
+    assert_one_line_error(code, err, 2, "no cache file at", "default-cache.sqlite")
+    not_db = tmp_path / "notes.txt"
+    not_db.write_text("hello, I am not a database")
+    code, _, err = run(capsys, "cache", "clear", not_db)
+    assert_one_line_error(code, err, 2, "not an skmoe cache")
+    assert not_db.read_text() == "hello, I am not a database"

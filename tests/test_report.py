@@ -1,0 +1,157 @@
+"""The main job's report builder on local models: every file, and numbers that hang together."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+from sklearn.decomposition import PCA
+
+import skmoe.estimator as estimator_module
+from skmoe.datasets import load_sib200_sample
+from skmoe.estimator import MoEEmbeddingTransformer
+from skmoe.report import ReportError, build_report, markdown_table, prepare_data
+
+LANGS = ["eng_Latn", "zho_Hans"]
+TABLES = ["probe_per_language", "transfer_from_source", "transfer_matrix"]
+PLOTS = ["accuracy_by_language.png", "transfer_heatmap.png", "umap_map.png", "umap_languages.png"]
+
+
+class _CountingEngine(estimator_module.Engine):
+    """The estimator's engine, counting the texts it is asked to encode."""
+
+    texts: list[str] = []
+
+    def embed(self, texts, prompt=""):
+        type(self).texts.extend(texts)
+        return super().embed(texts, prompt)
+
+
+@pytest.fixture(scope="module")
+def moe_report(tmp_path_factory, random_moe_xlmr_path):
+    """The report of the tiny random MoE (real XLM-R tokenizer) on two languages of the sample."""
+    out = tmp_path_factory.mktemp("report-moe")
+    data = load_sib200_sample(languages=LANGS)
+    transformer = MoEEmbeddingTransformer(str(random_moe_xlmr_path))
+    _CountingEngine.texts = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(estimator_module, "Engine", _CountingEngine)
+        index = build_report(transformer, data, out, shots=4, seeds=3, umap=PCA(2),
+                             progress=False)
+    return out, index, data, list(_CountingEngine.texts)
+
+
+def _png_ok(path):
+    img = imread(path)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100, (path, img.shape)
+    assert img.std() > 0, f"{path} is blank"
+
+
+def test_moe_report_writes_every_file(moe_report):
+    out, index, data, _ = moe_report
+    assert index == out / "index.html"
+    expected = [f"{t}.{ext}" for t in TABLES for ext in ("csv", "md")] + PLOTS + [
+        "routing_heatmap.png", "routing.csv", "probe_scores.csv", "transfer_scores.csv",
+        "report.md", "index.html"]
+    for name in expected:
+        path = out / name
+        assert path.is_file() and path.stat().st_size > 0, name
+    for name in PLOTS + ["routing_heatmap.png"]:
+        _png_ok(out / name)
+    html, md = index.read_text(), (out / "report.md").read_text()
+    for name in PLOTS + ["routing_heatmap.png"]:
+        assert f'src="{name}"' in html and f"({name})" in md, name
+    assert html.count("<table") >= 4 and "Expert routing" in md
+
+
+def test_tables_have_one_row_per_language(moe_report):
+    out, _, _, _ = moe_report
+    per = pd.read_csv(out / "probe_per_language.csv")
+    assert list(per["language"]) == LANGS
+    assert (per["n_train"] == 112).all() and (per["n_test"] == 56).all() and (per["draws"] == 3).all()
+    assert per["accuracy"].between(0, 1).all() and per["f1_macro"].between(0, 1).all()
+    src = pd.read_csv(out / "transfer_from_source.csv")
+    assert list(src["test_language"]) == LANGS and set(src["train_language"]) == {"eng_Latn"}
+    matrix = pd.read_csv(out / "transfer_matrix.csv", index_col=0)
+    assert list(matrix.index) == LANGS and list(matrix.columns) == LANGS
+    md = (out / "probe_per_language.md").read_text().strip().splitlines()
+    assert len(md) == 2 + len(LANGS)  # header, rule, one row per language
+    routing = pd.read_csv(out / "routing.csv")
+    assert set(routing["group"]) == set(LANGS) and set(routing["layer"]) == {1, 3}
+    share = routing.groupby(["layer", "group"])["share"].sum()
+    np.testing.assert_allclose(share, 1.0, rtol=1e-9)
+
+
+def test_numbers_hang_together(moe_report):
+    """Transfer diagonal = in-language probe (same draws); source row = from-source table."""
+    out, _, _, _ = moe_report
+    per = pd.read_csv(out / "probe_per_language.csv").set_index("language")
+    matrix = pd.read_csv(out / "transfer_matrix.csv", index_col=0)
+    src = pd.read_csv(out / "transfer_from_source.csv").set_index("test_language")
+    for lang in LANGS:
+        assert matrix.loc[lang, lang] == pytest.approx(per.loc[lang, "accuracy"], abs=1e-12)
+        assert src.loc[lang, "accuracy"] == pytest.approx(matrix.loc["eng_Latn", lang], abs=1e-12)
+        assert src.loc[lang, "gap"] == pytest.approx(
+            per.loc[lang, "accuracy"] - matrix.loc["eng_Latn", lang], abs=1e-12)
+    scores = pd.read_csv(out / "probe_scores.csv")
+    acc = scores[scores.metric == "accuracy"].groupby("group")["score"].mean()
+    np.testing.assert_allclose(acc[LANGS].to_numpy(), per.loc[LANGS, "accuracy"].to_numpy())
+
+
+def test_each_distinct_text_is_encoded_once(moe_report):
+    _, _, data, encoded = moe_report
+    assert len(encoded) == data["text"].nunique()
+    assert sorted(encoded) == sorted(set(data["text"]))
+
+
+def test_dense_model_real_signal_and_no_routing(tmp_path, minilm_path):
+    """A real (English) model on English + French with a held-out split: no routing files, and
+    the English probe is far above chance, so texts, labels and vectors are wired correctly."""
+    data = load_sib200_sample(languages=["eng_Latn", "fra_Latn"]).drop(columns="split")
+    transformer = MoEEmbeddingTransformer(str(minilm_path), prompt_name=None)
+    index = build_report(transformer, data, tmp_path, label_column="category", split_column=None,
+                         shots=8, seeds=3, umap=PCA(2), progress=False)
+    assert index.is_file()
+    assert not (tmp_path / "routing.csv").exists() and not (tmp_path / "routing_heatmap.png").exists()
+    assert "Expert routing" not in index.read_text()
+    per = pd.read_csv(tmp_path / "probe_per_language.csv").set_index("language")
+    assert list(per.index) == ["eng_Latn", "fra_Latn"]
+    assert (per["n_test"] == 56).all()  # a third of 168 rows held out per language
+    assert per.loc["eng_Latn", "accuracy"] > 0.45, per  # chance is 1/7
+    for name in PLOTS:
+        _png_ok(tmp_path / name)
+
+
+def test_holdout_is_the_same_sentences_in_every_language():
+    data = load_sib200_sample(languages=["eng_Latn", "deu_Latn"])
+    rd = prepare_data(data.drop(columns="split"), split_column=None)
+    ids = data.set_index("text")["index_id"]
+    test_ids = {lang: sorted(ids[rd.test[rd.test.language == lang]["text"]])
+                for lang in ["eng_Latn", "deu_Latn"]}
+    assert test_ids["eng_Latn"] == test_ids["deu_Latn"]
+    assert len(test_ids["eng_Latn"]) == 56
+    counts = rd.test.groupby(["language", "label"]).size()
+    assert counts.max() - counts.min() <= 1  # stratified by label
+
+
+def test_prepare_data_errors():
+    data = load_sib200_sample(languages=["eng_Latn", "fra_Latn"])
+    with pytest.raises(ReportError, match="label column 'topic' not found"):
+        prepare_data(data, label_column="topic")
+    with pytest.raises(ReportError, match="source language 'deu_Latn' is not in the data"):
+        prepare_data(data, source_language="deu_Latn")
+    no_test = data[~((data.language == "fra_Latn") & (data.split == "test"))]
+    with pytest.raises(ReportError, match="'fra_Latn' has no test rows"):
+        prepare_data(no_test)
+    assert prepare_data(data).source_language == "eng_Latn"
+    assert prepare_data(data[data.language == "fra_Latn"]).source_language == "fra_Latn"
+
+
+def test_markdown_table():
+    df = pd.DataFrame({"name": ["a|b", "c"], "x": [0.12345, np.nan], "n": [1, 2]})
+    lines = markdown_table(df).strip().splitlines()
+    assert lines[0] == "| name | x | n |"
+    assert lines[1] == "|---|---:|---:|"
+    assert lines[2] == "| a\\|b | 0.123 | 1 |"
+    assert lines[3] == "| c |  | 2 |"
