@@ -1,6 +1,7 @@
 """The model layer: pure torch encoders loaded strictly from checkpoints. No sklearn here."""
 
 from .config import NomicMoEConfig, UnsupportedConfigError
+from .info import format_model_info, model_info
 from .loading import (
     DEFAULT_MODEL,
     CheckpointError,
@@ -22,5 +23,7 @@ __all__ = [
     "UnsupportedConfigError",
     "capture_routing",
     "count_parameters",
+    "format_model_info",
     "load_encoder",
+    "model_info",
 ]

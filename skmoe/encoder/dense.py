@@ -47,11 +47,14 @@ def load_dense(folder: Path, raw_config: dict[str, Any]) -> DenseBackbone:
     from transformers.utils import logging as hf_logging
 
     kwargs: dict[str, Any] = dict(
-        use_safetensors=True, trust_remote_code=False, output_loading_info=True
+        use_safetensors=True,
+        trust_remote_code=False,
+        output_loading_info=True,
+        ignore_mismatched_sizes=True,  # reported below as a CheckpointError, with the names
     )
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # we report problems ourselves, below
-    hf_logging.disable_progress_bar()  # a 'Loading weights' bar per load is noise here
+    hf_logging.disable_progress_bar()  # no per-load weight bar on stderr
     try:
         try:
             model, info = AutoModel.from_pretrained(folder, add_pooling_layer=False, **kwargs)
@@ -59,15 +62,40 @@ def load_dense(folder: Path, raw_config: dict[str, Any]) -> DenseBackbone:
             model, info = AutoModel.from_pretrained(folder, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
-    missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
-    if missing:
-        from .loading import CheckpointError
-
-        raise CheckpointError(
-            f"{folder}: checkpoint lacks tensor(s) the model needs: {', '.join(sorted(missing)[:5])}"
-        )
-    unexpected = [k for k in info.get("unexpected_keys", []) if "pooler" not in k]
-    if unexpected:
-        logging.getLogger(__name__).info("ignored unused tensors: %s", unexpected[:5])
+        if bars:
+            hf_logging.enable_progress_bar()
+    check_loading_info(folder, model, info)
     return DenseBackbone(model.float().eval())
+
+
+def check_loading_info(folder: Path, model: nn.Module, info: dict[str, Any]) -> None:
+    """Refuse what would silently change the encoder; tolerate unused heads (pooler, MLM, ...).
+
+    Missing or wrongly shaped tensors would be randomly initialised; unexpected tensors *inside*
+    the backbone's own modules (say ``encoder.layer.9.*`` for a 6-layer config) mean the config
+    does not describe the checkpoint. Extra heads of other tasks are ignored.
+    """
+    from .loading import CheckpointError
+
+    problems = []
+    missing = sorted(k for k in info.get("missing_keys", []) if "pooler" not in k)
+    if missing:
+        problems.append(f"missing tensor(s): {', '.join(missing[:5])}")
+    mismatched = sorted(info.get("mismatched_keys", []), key=str)
+    if mismatched:
+        shown = [
+            f"{m[0]}: checkpoint {tuple(m[1])} vs model {tuple(m[2])}"
+            if isinstance(m, (tuple, list)) and len(m) == 3 else str(m)
+            for m in mismatched[:5]
+        ]
+        problems.append("wrong shape: " + "; ".join(shown))
+    own = {name for name, _ in model.named_children()} - {"pooler"}
+    unexpected = sorted(info.get("unexpected_keys", []))
+    inside = [k for k in unexpected if k.split(".", 1)[0] in own]
+    if inside:
+        problems.append(f"unexpected tensor(s): {', '.join(inside[:5])}")
+    if problems:
+        raise CheckpointError(f"{folder}: checkpoint does not match its config.json: " + " | ".join(problems))
+    ignored = [k for k in unexpected if k not in inside]
+    if ignored:
+        logging.getLogger(__name__).info("ignored tensors of other heads: %s", ignored[:5])

@@ -162,3 +162,40 @@ def test_bfloat16_keeps_router_in_fp32(tiny_moe_path):
 def test_bad_dtype_name(tiny_moe_path):
     with pytest.raises(ValueError, match="dtype must be one of"):
         load_encoder(tiny_moe_path, dtype="int8")
+
+
+@pytest.fixture(scope="module")
+def minilm_state(minilm_path):
+    return load_file(minilm_path / "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    "case, pattern",
+    [
+        ("missing", r"missing tensor\(s\): encoder\.layer\.2\.attention\.self\.query\.weight"),
+        ("shape", r"wrong shape: encoder\.layer\.2\.attention\.self\.query\.weight: checkpoint \(384, 383\)"),
+        ("extra", r"unexpected tensor\(s\): encoder\.layer\.9\.attention\.self\.query\.weight"),
+    ],
+)
+def test_dense_checkpoint_errors(case, pattern, minilm_path, minilm_state, tmp_path):
+    folder = tmp_path / case
+    shutil.copytree(minilm_path, folder)
+    state = dict(minilm_state)
+    name = "encoder.layer.2.attention.self.query.weight"
+    if case == "missing":
+        del state[name]
+    elif case == "shape":
+        state[name] = torch.zeros(384, 383)
+    else:  # a layer the 6-layer config does not have
+        state["encoder.layer.9.attention.self.query.weight"] = state[name].clone()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=pattern):
+        load_encoder(folder)
+
+
+def test_dense_ignores_heads_of_other_tasks(minilm_path, minilm_state, tmp_path):
+    folder = tmp_path / "with-head"
+    shutil.copytree(minilm_path, folder)
+    state = dict(minilm_state, **{"cls.predictions.bias": torch.zeros(30522)})  # pooler is there too
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+    assert not load_encoder(folder).is_moe
