@@ -93,7 +93,7 @@ def read_lines(path: Path) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def read_table(path: Path, fmt: str, columns: Sequence[str] | None = None) -> Any:
+def read_table(path: Path, fmt: str) -> Any:
     """Read a CSV/TSV/Parquet/JSON-lines file into a DataFrame, with one-line errors."""
     import pandas as pd
 
@@ -104,7 +104,7 @@ def read_table(path: Path, fmt: str, columns: Sequence[str] | None = None) -> An
             return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=str,
                                keep_default_na=False, encoding="utf-8")
         if fmt == "parquet":
-            return pd.read_parquet(path, columns=list(columns) if columns else None)
+            return pd.read_parquet(path)
         if fmt == "jsonl":
             return pd.read_json(path, lines=True, dtype=False)
     except UnicodeDecodeError as exc:
@@ -154,7 +154,7 @@ def read_texts(path: Path, column: str | None = None, fmt: str | None = None) ->
         except UnicodeDecodeError as exc:
             raise CLIError(f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     else:
-        frame = read_table(path, fmt, [column] if column and fmt == "parquet" else None)
+        frame = read_table(path, fmt)
         texts = column_texts(frame, pick_column(frame, column, path), path)
     if not texts:
         raise CLIError(f"no texts in {path}")
@@ -469,7 +469,7 @@ def _model_options(p: argparse.ArgumentParser, *, prompt_default: str | None) ->
     g.add_argument("--prompt-name", default=prompt_default,
                    help="task prompt from the model's table: query, passage/document, "
                         f"classification, clustering (default: {prompt_default})")
-    g.add_argument("--prompt", help='raw prefix, wins over --prompt-name (e5 models: "query: ")')
+    g.add_argument("--prompt", help='raw prefix, wins over --prompt-name (e5 models: "query: "; "" for none)')
     g.add_argument("--max-length", type=_positive_int, default=512, help="tokens per text (512)")
     g.add_argument("--truncate-dim", type=_positive_int, help="Matryoshka width (e.g. 256)")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")

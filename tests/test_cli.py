@@ -236,7 +236,8 @@ def test_embed_is_resumable_through_the_cache(capsys, tmp_path, moe, monkeypatch
 
 @pytest.mark.parametrize("case", ["missing", "folder", "column", "several_columns", "utf8_txt",
                                   "utf8_csv", "empty", "extension", "bad_parquet", "null_text",
-                                  "numbers", "no_out_dir", "out_ext", "column_on_txt"])
+                                  "numbers", "no_out_dir", "out_ext", "column_on_txt",
+                                  "ragged_csv", "parquet_column"])
 def test_embed_user_mistakes(capsys, tmp_path, moe, case):
     """Each user mistake: exit 2, one line naming the problem, no traceback, no model load."""
     src, dst = tmp_path / "in.csv", tmp_path / "out.npy"
@@ -290,11 +291,41 @@ def test_embed_user_mistakes(capsys, tmp_path, moe, case):
         txt = tmp_path / "in.txt"
         txt.write_text("a\n")
         args, fragments = [txt, "--column", "text"], ["--column does not apply"]
+    elif case == "parquet_column":
+        pq = tmp_path / "in.parquet"
+        pd.DataFrame({"body": ["a"], "id": [1]}).to_parquet(pq)
+        args, fragments = [pq, "--column", "text"], ["column 'text' not found", "body, id"]
+    elif case == "ragged_csv":
+        bad = tmp_path / "ragged.csv"
+        bad.write_text("text,label\nfine,1\ntoo,many,fields,here\n")
+        args, fragments = [bad], ["cannot parse", "as CSV", "Expected 2 fields"]
     loads = dict(registry.LOAD_COUNTS)
     code, _, err = run(capsys, "embed", *args, "-o", dst, "--model", moe, "-q")
     assert_one_line_error(code, err, 2, *fragments)
     assert not dst.exists()
     assert dict(registry.LOAD_COUNTS) == loads  # input is checked before any model work
+
+
+def test_embed_binary_output(capsys, tmp_path, moe):
+    src, dst = tmp_path / "in.txt", tmp_path / "out.npy"
+    src.write_text("\n".join(TEXTS), encoding="utf-8")
+    code, out, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--output-dtype",
+                         "ubinary", "--no-cache", "-q")
+    assert code == 0, err
+    bits = np.load(dst)
+    assert bits.shape == (len(TEXTS), 8) and bits.dtype == np.uint8  # 64 signs, 8 per byte
+    floats = MoEEmbeddingTransformer(moe).fit([]).transform(TEXTS)
+    np.testing.assert_array_equal(np.unpackbits(bits, axis=1).astype(bool), floats > 0)
+
+
+def test_demo_user_mistakes(capsys, tmp_path):
+    """Checked before any model is looked for (the default model is not on this machine)."""
+    code, _, err = run(capsys, "demo", "--languages", "xx_Latn", "--out", tmp_path / "r")
+    assert_one_line_error(code, err, 2, "xx_Latn", "eng_Latn")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    code, _, err = run(capsys, "demo", "--out", a_file)
+    assert_one_line_error(code, err, 2, "--out must be a folder")
 
 
 def test_model_errors_exit_1(capsys, tmp_path):
