@@ -1,0 +1,187 @@
+"""MTEB adapter: evaluate a skmoe transformer with ``mteb.evaluate`` (mteb >= 2).
+
+MTEB hands an encoder a ``DataLoader`` of batches plus the task's metadata and, for retrieval,
+a prompt type (query or document). :class:`SkmoeMTEBEncoder` picks the model's prompt for that
+task the way MTEB's own model wrappers do (task name, then task type, then prompt type; see
+``mteb.models.abs_encoder.get_prompt_name``) and encodes through the transformer, so vectors land
+in, and are served from, the transformer's skmoe cache. Unlike MTEB's ``CachedEmbeddingWrapper``
+(keyed by text only), the skmoe cache key includes the model, its revision, the prompt and the
+token limit, so queries and passages never share entries.
+
+Requires the ``mteb`` extra (``pip install skmoe[mteb]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..postprocessing import truncate_and_normalize
+
+__all__ = ["DEFAULT_PROMPT_NAMES", "SkmoeMTEBEncoder", "as_mteb_encoder"]
+
+#: MTEB task type (or prompt type) -> prompt name in the model's table. Mirrors the prompts
+#: MTEB registers for nomic-embed-text-v2-moe (``mteb/models/model_implementations/
+#: nomic_models.py``). Entries the model's table lacks are skipped, so models without these
+#: prompts (e5, MiniLM) fall back to the transformer's own prompt.
+DEFAULT_PROMPT_NAMES: dict[str, str] = {
+    "Classification": "classification",
+    "MultilabelClassification": "classification",
+    "PairClassification": "classification",
+    "STS": "classification",
+    "Summarization": "classification",
+    "Reranking": "classification",
+    "Clustering": "clustering",
+    "query": "query",
+    "document": "passage",
+}
+
+
+def _texts_from(inputs: Iterable[Mapping[str, Any]]) -> list[str]:
+    texts: list[str] = []
+    for batch in inputs:
+        if "text" not in batch:
+            raise ValueError(
+                f"SkmoeMTEBEncoder embeds text only; got a batch with fields {sorted(batch)}."
+            )
+        texts.extend(batch["text"])
+    return texts
+
+
+class SkmoeMTEBEncoder:
+    """An MTEB encoder (``mteb.models.EncoderProtocol``) backed by a skmoe transformer.
+
+    Parameters
+    ----------
+    transformer : MoEEmbeddingTransformer
+        Its ``truncate_dim``, ``normalize``, ``max_length``, ``device``, ``dtype`` and ``cache``
+        apply. Output is always float32 (MTEB scores floats).
+    prompts_by_task_type : dict, optional
+        Keys as MTEB reads them: a task type (``"Classification"``, ``"Clustering"``,
+        ``"STS"``...), a prompt type (``"query"``, ``"document"``), a task name, or
+        ``"<task name or type>-<prompt type>"``. Values: prompt names in the model's table
+        (``"classification"``, ``"clustering"``, ``"query"``, ``"passage"``). Defaults to
+        :data:`DEFAULT_PROMPT_NAMES`, keeping only names the model knows.
+    prompts : dict, optional
+        Same keys, but the values are raw prefixes (``{"query": "query: ", "document":
+        "passage: "}`` for e5). Consulted together with ``prompts_by_task_type`` in MTEB's
+        priority order; a raw prefix wins over a name for the same key.
+    name : str, optional
+        Model name reported in MTEB results (default: the hub id, or ``local/<folder>``).
+
+    Notes
+    -----
+    When no key matches, the transformer's own ``prompt``/``prompt_name`` is used.
+    """
+
+    def __init__(
+        self,
+        transformer: Any,
+        prompts_by_task_type: Mapping[str, str] | None = None,
+        *,
+        prompts: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.transformer = transformer
+        self.prompts_by_task_type = prompts_by_task_type
+        self.prompts = prompts
+        self.name = name
+
+    # -- prompts -------------------------------------------------------------------------------
+    def _prompt_names(self, encoder: Any) -> dict[str, str]:
+        if self.prompts_by_task_type is not None:
+            return dict(self.prompts_by_task_type)
+        from ..encoder.tokenization import lookup_prompt
+
+        return {
+            key: name for key, name in DEFAULT_PROMPT_NAMES.items()
+            if lookup_prompt(encoder.prompts, name) is not None
+        }
+
+    def get_prompt(self, task_metadata: Any, prompt_type: Any = None) -> str:
+        """The prefix this adapter applies for a task (and query/document side)."""
+        from mteb.models.abs_encoder import get_prompt_name
+
+        encoder = self.transformer.get_encoder()
+        names = self._prompt_names(encoder)
+        raw = dict(self.prompts or {})
+        key = get_prompt_name({**names, **raw} or None, task_metadata, prompt_type)
+        if key is None:
+            fitted = getattr(self.transformer, "prompt_", None)
+            if fitted is not None:
+                return fitted
+            return encoder.resolve_prompt(self.transformer.prompt_name, self.transformer.prompt)
+        if key in raw:
+            return raw[key]
+        return encoder.resolve_prompt(names[key])
+
+    # -- EncoderProtocol -----------------------------------------------------------------------
+    def encode(
+        self,
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        task_metadata: Any,
+        hf_split: str,
+        hf_subset: str,
+        prompt_type: Any = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Float32 ``[n, dim]`` embeddings of every text in ``inputs``, in order.
+
+        ``batch_size`` and other MTEB encode kwargs are ignored: the skmoe engine batches by
+        token budget (set ``batch_size``/``max_tokens_per_batch`` on the transformer).
+        """
+        texts = _texts_from(inputs)
+        encoder = self.transformer.get_encoder()
+        prompt = self.get_prompt(task_metadata, prompt_type)
+        full = self.transformer.embed_full(texts, encoder, prompt)
+        return truncate_and_normalize(full, self.transformer.truncate_dim, self.transformer.normalize)
+
+    def similarity(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
+        """Cosine similarity matrix (what the model is trained for)."""
+        from ..similarity import cosine_matrix
+
+        return cosine_matrix(np.asarray(embeddings1), np.asarray(embeddings2))
+
+    def similarity_pairwise(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
+        """Row-aligned cosine similarity."""
+        from ..similarity import cosine_rows
+
+        return cosine_rows(np.asarray(embeddings1), np.asarray(embeddings2))
+
+    @property
+    def mteb_model_meta(self) -> Any:
+        """MTEB ``ModelMeta`` naming the model, the weights' fingerprint and the output width.
+
+        Without it ``mteb.evaluate`` would not recognise the adapter as a model.
+        """
+        from mteb.models.model_meta import ModelMeta, ScoringFunction
+
+        encoder = self.transformer.get_encoder()
+        source = encoder.source
+        name = self.name
+        if name is None:
+            name = str(source.name)
+            if Path(name).expanduser().is_dir() or "/" not in name:
+                name = f"local/{Path(name).name}"
+        width = int(self.transformer.truncate_dim or encoder.embedding_dim)
+        return ModelMeta.create_empty(
+            overwrites={
+                "name": name,
+                # The digest of config + weights: results of different weights never mix.
+                "revision": str(source.fingerprint),
+                "embed_dim": width,
+                "max_tokens": int(min(self.transformer.max_length, encoder.max_length)),
+                "similarity_fn_name": ScoringFunction.COSINE,
+                "framework": ["PyTorch"],
+                "open_weights": True,
+            }
+        )
+
+
+def as_mteb_encoder(transformer: Any, **kwargs: Any) -> SkmoeMTEBEncoder:
+    """Shorthand for :class:`SkmoeMTEBEncoder` (``kwargs`` go to its constructor)."""
+    return SkmoeMTEBEncoder(transformer, **kwargs)

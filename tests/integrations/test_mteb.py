@@ -1,0 +1,159 @@
+"""MTEB adapter: full offline ``mteb.evaluate`` runs on local in-memory tasks.
+
+A SIB-200 English classification task built here (real e5 weights; MTEB's 8-shot protocol),
+and MTEB's own mock tasks (in-memory, no downloads) for prompt routing by task type.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+mteb = pytest.importorskip("mteb")
+
+from _sib200 import read_sib200  # noqa: E402
+from datasets import Dataset, DatasetDict  # noqa: E402
+from mteb.abstasks.classification import AbsTaskClassification  # noqa: E402
+from mteb.abstasks.task_metadata import TaskMetadata  # noqa: E402
+from mteb.mocks import (  # noqa: E402
+    MockClassificationTask,
+    MockClusteringTask,
+    MockRetrievalTask,
+    MockSTSTask,
+)
+from mteb.models import EncoderProtocol  # noqa: E402
+from mteb.types import PromptType  # noqa: E402
+
+from skmoe.estimator import MoEEmbeddingTransformer  # noqa: E402
+from skmoe.integrations.mteb import SkmoeMTEBEncoder, as_mteb_encoder  # noqa: E402
+
+
+def _sib200_task(sib200_dir, n_train: int = 140) -> AbsTaskClassification:
+    train_texts, train_cats = read_sib200(sib200_dir, "train", n_train)
+    # SIB-200's test.tsv is ordered by category; dev (99 rows, all 7 classes) is the test here.
+    test_texts, test_cats = read_sib200(sib200_dir, "dev")
+    labels = sorted(set(train_cats))
+
+    class LocalSIB200(AbsTaskClassification):
+        metadata = TaskMetadata(
+            type="Classification",
+            name="SkmoeLocalSIB200Eng",
+            main_score="accuracy",
+            description="English SIB-200 topic classification; a local subset for tests.",
+            reference="https://huggingface.co/datasets/Davlan/sib200",
+            dataset={"path": "NA", "revision": "NA"},
+            category="t2c",
+            eval_splits=["test"],
+            eval_langs=["eng-Latn"],
+            date=("2023-01-01", "2023-12-31"),
+            dialect=["Written"],
+            domains=[],
+            task_subtypes=["Topic classification"],
+            license="cc-by-sa-4.0",
+            annotations_creators="expert-annotated",
+            modalities=["text"],
+            sample_creation="found",
+            bibtex_citation="",
+        )
+
+        def load_data(self, num_proc=None, **kwargs):
+            def split(texts, cats):
+                return Dataset.from_dict({"text": texts, "label": [labels.index(c) for c in cats]})
+
+            self.dataset = DatasetDict(
+                {"train": split(train_texts, train_cats), "test": split(test_texts, test_cats)}
+            )
+            self.data_loaded = True
+
+    return LocalSIB200()
+
+
+def _evaluate(encoder, tasks):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn's ill-defined-precision warnings on tiny tasks
+        # cache=None: no result files under ~/.cache/mteb, and nothing is skipped as "done".
+        return mteb.evaluate(encoder, tasks, cache=None, show_progress_bar=False)
+
+
+def test_adapter_satisfies_the_encoder_protocol(e5_path):
+    encoder = as_mteb_encoder(MoEEmbeddingTransformer(str(e5_path), prompt="query: "))
+    assert isinstance(encoder, EncoderProtocol)
+    meta = encoder.mteb_model_meta
+    assert meta.name == "local/me5-small-q4deq"
+    assert meta.embed_dim == 384
+    assert meta.revision == encoder.transformer.get_encoder().source.fingerprint
+
+
+def test_mteb_evaluate_sib200_offline_and_reuses_the_cache(e5_path, sib200_dir, tmp_path):
+    cache = tmp_path / "mteb.sqlite"
+    transformer = MoEEmbeddingTransformer(str(e5_path), prompt="query: ", cache=str(cache))
+    encoder = SkmoeMTEBEncoder(transformer)
+    task = _sib200_task(sib200_dir)
+
+    first = _evaluate(encoder, [task])
+    result = first.task_results[0]
+    accuracy = result.get_score()
+    print(f"MTEB SkmoeLocalSIB200Eng accuracy (e5-small, 8-shot x10) = {accuracy:.3f}")
+    assert accuracy > 0.45  # 7 classes: chance is about 0.14-0.25 (majority class)
+    stats = transformer.cache_stats()
+    assert stats.misses > 0 and stats.entries == stats.misses
+
+    # A second evaluation is served from the skmoe cache: no new misses, every text a hit.
+    second = _evaluate(encoder, [_sib200_task(sib200_dir)])
+    again = transformer.cache_stats()
+    assert again.misses == stats.misses
+    assert again.hits - stats.hits == stats.misses
+    assert second.task_results[0].get_score() == pytest.approx(accuracy)
+
+
+def test_prompts_follow_the_task_type(random_moe_xlmr_path, tmp_path):
+    cache = tmp_path / "prompts.sqlite"
+    transformer = MoEEmbeddingTransformer(str(random_moe_xlmr_path), cache=str(cache))
+    encoder = SkmoeMTEBEncoder(transformer)
+    md = {t.metadata.type: t.metadata for t in (
+        MockClassificationTask(), MockClusteringTask(), MockSTSTask(), MockRetrievalTask()
+    )}
+    assert encoder.get_prompt(md["Classification"]) == "classification: "
+    assert encoder.get_prompt(md["Clustering"]) == "clustering: "
+    assert encoder.get_prompt(md["STS"]) == "classification: "
+    assert encoder.get_prompt(md["Retrieval"], PromptType.query) == "search_query: "
+    assert encoder.get_prompt(md["Retrieval"], PromptType.document) == "search_document: "
+
+    results = _evaluate(encoder, [MockClassificationTask(), MockClusteringTask(),
+                                  MockRetrievalTask()])
+    assert len(results.task_results) == 3
+    # One cache namespace per prompt actually used: classification, clustering, query, document.
+    assert transformer.cache_stats().namespaces == 4
+
+    # encode() is the transformer's own output for that prompt.
+    batches = [{"text": ["a first text", "a second"]}, {"text": ["a third"]}]
+    got = encoder.encode(batches, task_metadata=md["Retrieval"], hf_split="test",
+                         hf_subset="default", prompt_type=PromptType.query)
+    want = MoEEmbeddingTransformer(str(random_moe_xlmr_path), prompt_name="query").embed(
+        ["a first text", "a second", "a third"])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_custom_prompt_maps(e5_path, random_moe_xlmr_path):
+    md_retrieval = MockRetrievalTask().metadata
+    md_cls = MockClassificationTask().metadata
+    # e5 has no prompt table: raw prefixes per side; anything else keeps the transformer's prompt.
+    e5 = SkmoeMTEBEncoder(
+        MoEEmbeddingTransformer(str(e5_path), prompt="query: "),
+        prompts={"query": "query: ", "document": "passage: "},
+    )
+    assert e5.get_prompt(md_retrieval, PromptType.document) == "passage: "
+    assert e5.get_prompt(md_cls) == "query: "
+    # Names from the model's table, by task name (wins over the task type).
+    moe = SkmoeMTEBEncoder(
+        MoEEmbeddingTransformer(str(random_moe_xlmr_path)),
+        prompts_by_task_type={"MockClassificationTask": "clustering", "Classification": "query"},
+    )
+    assert moe.get_prompt(md_cls) == "clustering: "
+    with pytest.raises(ValueError, match="Unknown prompt_name"):
+        SkmoeMTEBEncoder(
+            MoEEmbeddingTransformer(str(random_moe_xlmr_path)),
+            prompts_by_task_type={"Classification": "no-such-prompt"},
+        ).get_prompt(md_cls)
