@@ -284,9 +284,11 @@ def build_report(
 
     # One embedding pass: every distinct text (train + test, all languages) encoded once.
     t0 = time.perf_counter()
+    hits_before = _cache_hits(transformer)
     source = EmbeddingSource(list(rd.train["text"]) + list(rd.test["text"]), transformer)
     vectors = source.get()
     embed_seconds = time.perf_counter() - t0
+    from_cache = None if hits_before is None else _cache_hits(transformer) - hits_before
     X_train, X_test = vectors[: len(rd.train)], vectors[len(rd.train):]
     y_train, y_test = rd.train["label"].to_numpy(), rd.test["label"].to_numpy()
     g_train, g_test = rd.train["language"].to_numpy(), rd.test["language"].to_numpy()
@@ -363,7 +365,7 @@ def build_report(
         step("write report")
         sections = _sections(rd, per_lang, matrix, from_src, shots, seeds, umap is not False,
                              do_routing, encoder, map_note, routing_note)
-        meta = _meta(transformer, encoder, rd, source, embed_seconds,
+        meta = _meta(transformer, encoder, rd, source, embed_seconds, from_cache,
                      time.perf_counter() - started)
         (out / "report.md").write_text(_markdown(title, meta, sections), encoding="utf-8")
         index = out / "index.html"
@@ -384,6 +386,12 @@ def _ensure_fitted(transformer: Any, texts: list[str]) -> None:
         transformer.fit(texts)
     except TypeError:  # not an estimator: assume it is ready
         pass
+
+
+def _cache_hits(transformer: Any) -> int | None:
+    stats = getattr(transformer, "cache_stats", None)
+    stats = stats() if callable(stats) else None
+    return None if stats is None else int(stats.hits)
 
 
 def _encoder_of(transformer: Any) -> Any:
@@ -433,7 +441,8 @@ def _routing_text(stats: Any) -> str:
 
 
 def _meta(transformer: Any, encoder: Any, rd: ReportData, source: EmbeddingSource,
-          embed_seconds: float, total_seconds: float) -> list[tuple[str, str]]:
+          embed_seconds: float, from_cache: int | None,
+          total_seconds: float) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     if encoder is not None:
         src = encoder.source
@@ -448,7 +457,8 @@ def _meta(transformer: Any, encoder: Any, rd: ReportData, source: EmbeddingSourc
         ("languages", ", ".join(map(str, rd.languages))),
         ("labels", ", ".join(map(str, pd.unique(rd.train["label"])))),
         ("rows", f"{len(rd.train):,} train, {len(rd.test):,} test ({rd.split_note})"),
-        ("texts embedded", f"{source.n_encoded_:,} distinct, {embed_seconds:.1f} s"),
+        ("texts embedded", f"{source.n_encoded_:,} distinct, {embed_seconds:.1f} s"
+         + (f" ({from_cache:,} from the cache)" if from_cache is not None else "")),
         ("report time", f"{total_seconds:.1f} s"),
     ]
     return rows
