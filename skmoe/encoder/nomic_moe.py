@@ -132,9 +132,27 @@ class Attention(nn.Module):
         # Rotary on the packed tokens (each token's own position): no work spent on padding.
         qk = qkv[:, : 2 * H].view(T, 2 * self.n_head, self.head_dim)
         qkv[:, : 2 * H] = apply_rotary(qk, *batch.token_rotary).view(T, 2 * H)
+        if batch.runs is not None:
+            return self.out_proj(self._attend_runs(qkv, batch.runs))
         q, k, v = batch.pad(qkv).unflatten(-1, (3, self.n_head, self.head_dim)).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=batch.key_mask)  # [B, NH, S, Dh]
         return self.out_proj(batch.unpad_heads(out))
+
+    def _attend_runs(self, qkv: torch.Tensor, runs: list[tuple[int, int, int]]) -> torch.Tensor:
+        """Attention per run of consecutive equal-length rows, straight on the packed tokens.
+
+        No padding is built or computed, and each row's result depends on that row alone (the
+        same shapes whatever its batch-mates), which keeps int8 embeddings batch-independent.
+        """
+        T = qkv.shape[0]
+        NH, Dh = self.n_head, self.head_dim
+        out = qkv.new_empty(T, NH * Dh)
+        for start, rows, length in runs:
+            stop = start + rows * length
+            q, k, v = qkv[start:stop].view(rows, length, 3, NH, Dh).permute(2, 0, 3, 1, 4)
+            o = F.scaled_dot_product_attention(q, k, v)  # [rows, NH, L, Dh]
+            out[start:stop].view(rows, length, NH, Dh).copy_(o.transpose(1, 2))
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,25 +298,34 @@ class PackedBatch:
     shape: tuple[int, int]  # (B, S)
     key_mask: torch.Tensor | None  # additive [B, 1, 1, S] (dtype-min at padding); None: no padding
     token_rotary: tuple[torch.Tensor, torch.Tensor]  # cos/sin at each token's position [T, 1, rd]
+    # (first token, rows, length) of each run of consecutive equal-length rows, when attention
+    # runs per run on the packed tokens; None: attention on the padded layout with key_mask.
+    runs: list[tuple[int, int, int]] | None = None
 
     @classmethod
     def from_mask(
-        cls, attention_mask: torch.Tensor, cfg: NomicMoEConfig, dtype: torch.dtype
+        cls, attention_mask: torch.Tensor, cfg: NomicMoEConfig, dtype: torch.dtype,
+        packed_attention: bool = False,
     ) -> PackedBatch:
+        """Describe a batch; ``packed_attention`` asks for per-run attention (needs right padding)."""
         mask = attention_mask.bool()
         B, S = mask.shape
         index = mask.reshape(-1).nonzero().squeeze(1)
+        cos, sin = rotary_tables(S, cfg.rotary_dim, cfg.rotary_emb_base, mask.device)
+        pos = index % S
+        rotary = (cos[pos].unsqueeze(1), sin[pos].unsqueeze(1))
+        right_padded = S < 2 or bool((mask[:, 1:] <= mask[:, :-1]).all())
+        if packed_attention and right_padded:
+            return cls(index, (B, S), None, rotary, runs=_equal_length_runs(mask.sum(1).tolist()))
         key_mask = None
         if index.numel() < B * S:
             key_mask = torch.zeros(B, 1, 1, S, dtype=dtype, device=mask.device)
             key_mask.masked_fill_(~mask[:, None, None, :], torch.finfo(dtype).min)
-        cos, sin = rotary_tables(S, cfg.rotary_dim, cfg.rotary_emb_base, mask.device)
-        pos = index % S
-        return cls(index, (B, S), key_mask, (cos[pos].unsqueeze(1), sin[pos].unsqueeze(1)))
+        return cls(index, (B, S), key_mask, rotary)
 
     @property
     def padded(self) -> bool:
-        return self.key_mask is not None
+        return self.index.numel() < self.shape[0] * self.shape[1]
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         B, S = self.shape
@@ -322,15 +349,35 @@ class PackedBatch:
         return tokens[self.index // S, self.index % S].view(-1, NH * Dh)
 
 
+def _equal_length_runs(lengths: list[int]) -> list[tuple[int, int, int]]:
+    """Runs of consecutive rows with the same (non-zero) length: (first token, rows, length)."""
+    runs: list[tuple[int, int, int]] = []
+    token = 0
+    for length in lengths:
+        if length and runs and runs[-1][2] == length:
+            start, rows, _ = runs[-1]
+            runs[-1] = (start, rows + 1, length)
+        elif length:
+            runs.append((token, 1, length))
+        token += length
+    return runs
+
+
 class NomicMoEModel(nn.Module):
     """nomic-embed-text-v2-moe encoder. ``model(input_ids, attention_mask)`` -> ``[B, S, H]``.
 
     Positions with ``attention_mask == 0`` are returned as zeros: their values are meaningless
     in the reference too (it masks keys only) and pooling must ignore them.
+
+    ``attention`` picks how attention sees the batch: ``"packed"`` runs it per run of
+    equal-length rows on the packed tokens (no padding computed; each row's result independent of
+    its batch-mates), ``"padded"`` runs one SDPA call on the padded layout with a key mask (one
+    kernel launch: better on GPU), ``"auto"`` (default) packed on CPU, padded elsewhere.
     """
 
     def __init__(self, cfg: NomicMoEConfig) -> None:
         super().__init__()
+        self.attention = "auto"
         self.config = cfg
         self.embeddings = Embeddings(cfg)
         self.emb_ln = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
@@ -346,7 +393,10 @@ class NomicMoEModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         dtype = self.emb_ln.weight.dtype
-        batch = PackedBatch.from_mask(attention_mask, self.config, dtype)
+        packed = self.attention == "packed" or (
+            self.attention == "auto" and attention_mask.device.type == "cpu"
+        )
+        batch = PackedBatch.from_mask(attention_mask, self.config, dtype, packed_attention=packed)
         x = self.emb_ln(self.embeddings(input_ids.reshape(-1)[batch.index]))
         for layer in self.encoder.layers:
             x = layer(x, batch)
