@@ -7,6 +7,7 @@ they finish) -> input order -> Matryoshka truncation -> L2 normalisation -> outp
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -133,11 +134,22 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
             local_files_only=self.local_files_only,
         )
         fitted = getattr(self, "model_fingerprint_", None)
-        if fitted is not None and fitted != encoder.source.fingerprint:
+        if fitted is None:
+            return encoder
+        if fitted != encoder.source.fingerprint:
             raise WeightsChangedError(
                 f"The weights of {self.model!r} (fingerprint {encoder.source.fingerprint}, revision "
                 f"{encoder.source.revision}) differ from those this estimator was fitted with "
                 f"({fitted}, revision {self.model_revision_}). Pin revision= or refit."
+            )
+        if encoder.source.revision != self.model_revision_:
+            # Same weights under another name (e.g. the hub branch moved to a commit that changed
+            # only the README): results are unchanged, but say so.
+            warnings.warn(
+                f"{self.model!r} resolved to revision {encoder.source.revision}, fitted with "
+                f"{self.model_revision_}; the weights are identical (fingerprint {fitted}).",
+                UserWarning,
+                stacklevel=3,
             )
         return encoder
 
@@ -191,7 +203,13 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         encoder = self.get_encoder()
         floats = self._embed_float(texts, encoder, self.prompt_)
         ranges = getattr(self, "quantization_ranges_", None)
-        return np.ascontiguousarray(quantize(floats, self.output_dtype, ranges))
+        out = np.ascontiguousarray(quantize(floats, self.output_dtype, ranges))
+        if out.shape[1] != self.n_features_out_:
+            raise ValueError(
+                f"transform would give {out.shape[1]} features but fit recorded "
+                f"{self.n_features_out_}: truncate_dim or output_dtype changed after fit; call fit again."
+            )
+        return out
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """``embedding_0 ... embedding_{d-1}`` (known after fit, without running the model)."""

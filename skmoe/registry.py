@@ -26,9 +26,13 @@ def registry_key(
     model: str | os.PathLike[str], revision: str | None, device: str | None, precision: str | None
 ) -> tuple:
     """What determines the loaded weights: resolved folder or hub id, revision, device, precision."""
+    from .engine.precision import resolve_precision
+
     path = Path(model).expanduser()
     name = str(path.resolve()) if path.is_dir() else str(model)
-    return (name, revision, str(resolve_device(device)), precision or "auto")
+    dev = resolve_device(device)
+    # Canonical precision, so that None, "auto", "fp32" and "float32" on CPU share one copy.
+    return (name, revision, str(dev), resolve_precision(precision, dev))
 
 
 def get_encoder(

@@ -33,7 +33,10 @@ def test_key_normalises_folder_spellings(fast_moe, monkeypatch):
         registry.registry_key(p, None, "cpu", None)
         for p in (fast_moe, str(fast_moe), str(fast_moe) + "/", fast_moe.name, f"./{fast_moe.name}")
     }
-    assert keys == {(str(fast_moe.resolve()), None, "cpu", "auto")}
+    assert keys == {(str(fast_moe.resolve()), None, "cpu", "float32")}
+    # Spellings of the same precision share one copy.
+    assert {registry.registry_key(fast_moe, None, "cpu", p)[3] for p in (None, "auto", "fp32", "FLOAT32")} == {
+        "float32"}
     # A hub id stays as written; revision, device and precision are part of the key.
     assert registry.registry_key("org/model", "abc", "cpu", "bfloat16") == ("org/model", "abc", "cpu", "bfloat16")
 
@@ -49,10 +52,14 @@ def test_loads_once_and_shares_one_object(fast_moe):
 
 
 def test_precision_is_part_of_the_key(fast_moe):
+    from skmoe.engine.precision import precision_of, supported_precisions
+
     fp32 = registry.get_encoder(fast_moe)
-    bf16 = registry.get_encoder(fast_moe, precision="bfloat16")
-    assert fp32 is not bf16
-    assert fp32.dtype == torch.float32 and bf16.dtype == torch.bfloat16
+    assert registry.get_encoder(fast_moe, precision="float32") is fp32
+    for mode in supported_precisions("cpu")[1:]:  # int8, and bf16 where the CPU has it
+        other = registry.get_encoder(fast_moe, precision=mode)
+        assert other is not fp32 and precision_of(other) == mode
+    assert precision_of(fp32) == "float32"
 
 
 def test_clear_one_model_keeps_the_others(fast_moe, tmp_path):
