@@ -41,6 +41,7 @@ def plot_probe(
     x: str = "group",
     hue: str | None = "k",
     chance: float | None = None,
+    chance_label: str = "chance",
     title: str | None = None,
     path: PathLike = None,
 ) -> Figure:
@@ -57,7 +58,8 @@ def plot_probe(
         Columns for the bar positions and the side-by-side bar series (``hue=None``: one
         series; a hue column with a single value is drawn as one series too).
     chance : float, optional
-        Draw a dashed line at this score (e.g. the majority-class rate).
+        Draw a dashed line at this score (e.g. the majority-class rate), labelled
+        ``chance_label``.
     title : str, optional
     path : path, optional
         Save the figure as PNG there.
@@ -80,7 +82,7 @@ def plot_probe(
         ax.bar(pos + (i - (len(hues) - 1) / 2) * width, part["mean"], width,
                yerr=part["std"], capsize=2, label=label)
     if chance is not None:
-        ax.axhline(chance, color="k", linestyle="--", linewidth=1, label=f"chance {chance:.2f}")
+        ax.axhline(chance, color="k", linestyle="--", linewidth=1, label=f"{chance_label} {chance:.2f}")
     ax.set_xticks(pos, [str(v) for v in xs], rotation=45, ha="right")
     ax.set_ylabel(metric)
     ax.set_ylim(0, max(1.0, float((stats["mean"] + stats["std"]).max()) * 1.05))
@@ -93,9 +95,13 @@ def plot_probe(
 
 
 def _heatmap(ax: Any, values: np.ndarray, rows: Sequence[Any], cols: Sequence[Any],
-             annotate: bool, fmt: str, cmap: str, vmin: float | None, vmax: float | None) -> Any:
+             annotate: bool, fmt: str, cmap: str, vmin: float | None, vmax: float | None,
+             rotate: bool = True) -> Any:
     im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-    ax.set_xticks(np.arange(len(cols)), [str(c) for c in cols], rotation=45, ha="right")
+    if rotate:
+        ax.set_xticks(np.arange(len(cols)), [str(c) for c in cols], rotation=45, ha="right")
+    else:
+        ax.set_xticks(np.arange(len(cols)), [str(c) for c in cols])
     ax.set_yticks(np.arange(len(rows)), [str(r) for r in rows])
     if annotate:
         lo, hi = np.nanmin(values), np.nanmax(values)
@@ -186,12 +192,12 @@ def plot_routing(
     ncols = min(len(layers), 3)
     nrows = int(np.ceil(len(layers) / ncols))
     fig = Figure(figsize=(1.5 + ncols * (0.45 * len(experts) + 1.5),
-                          1.2 + nrows * (0.32 * len(groups) + 1.0)))
+                          1.2 + nrows * (0.32 * len(groups) + 1.0)), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     im = None
     for i, (layer, mat) in enumerate(zip(layers, mats, strict=True)):
         ax = axes[i // ncols][i % ncols]
-        im = _heatmap(ax, mat, groups, experts, False, ".2f", cmap, vmin, vmax)
+        im = _heatmap(ax, mat, groups, experts, False, ".2f", cmap, vmin, vmax, rotate=False)
         ax.set_title(f"MoE layer {layer}", fontsize="medium")
         ax.set_xlabel("expert")
         if i % ncols:
