@@ -3,26 +3,38 @@
 dedupe -> prompt -> tokenize -> token-length batches -> forward -> pool (fp32) -> input order.
 Outputs are full-width, un-normalised, float32 numpy rows: post-processing (Matryoshka,
 normalisation, output dtype) belongs to the estimator so that every variant shares cache entries.
+
+Long inputs can be streamed: :meth:`Engine.iter_embed` works through the texts chunk by chunk
+and :meth:`Engine.embed_to` writes each chunk to a ``.npy`` file as it is done, so memory stays
+flat however many texts there are.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..encoder import SentenceEncoder
-from .batching import Batch, collate, plan_batches
+from .batching import Batch, TokenRows, collate, plan_batches, split_batch
+from .memory import reuse_freed_memory
+from .precision import precision_of
 
 logger = logging.getLogger(__name__)
 
-# Defaults per device: rows per batch and padded tokens per batch.
-DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 1024}
+# Defaults per device: rows per batch and padded tokens per batch. The token-wise work runs on
+# real tokens only, so the budget mainly sizes the matmuls: on CPU a few thousand tokens already
+# fill the GEMM kernels; on GPU large batches keep the tensor cores busy.
+DEFAULT_BATCH_SIZE = {"cpu": 128, "cuda": 4096}
 DEFAULT_MAX_TOKENS = {"cpu": 8192, "cuda": 131072}
+DEFAULT_CHUNK_SIZE = 4096
 
 
 class TruncationWarning(UserWarning):
@@ -53,11 +65,13 @@ class Engine:
     Parameters
     ----------
     encoder : SentenceEncoder
+        Already in its precision mode (see :func:`skmoe.engine.precision.apply_precision`).
     batch_size : int, optional
-        Maximum rows per forward pass (default per device: 64 on CPU, 1024 on GPU).
+        Maximum rows per forward pass (default per device: 128 on CPU, 4096 on GPU).
     max_tokens_per_batch : int, optional
         Maximum padded tokens (rows x longest row) per forward pass (default 8192 on CPU,
-        131072 on GPU).
+        131072 on GPU). After a CUDA out-of-memory error the engine halves the failing batch
+        and lowers this budget for the rest of the run.
     progress : callable, optional
         Called with the number of texts finished after each batch.
     max_length : int, optional
@@ -71,32 +85,94 @@ class Engine:
     max_length: int | None = None
     stats: EngineStats = field(default_factory=EngineStats)
 
+    def __post_init__(self) -> None:
+        self._token_cap: int | None = None  # lowered after an out-of-memory error
+        if self.encoder.device.type == "cpu":
+            reuse_freed_memory()
+
     def _defaults(self) -> tuple[int, int]:
         kind = "cuda" if self.encoder.device.type == "cuda" else "cpu"
         bs = self.batch_size or DEFAULT_BATCH_SIZE[kind]
         mt = self.max_tokens_per_batch or DEFAULT_MAX_TOKENS[kind]
         return bs, mt
 
+    def _exact_lengths(self) -> bool:
+        """Equal-length batches for int8 dense backbones.
+
+        Their attention runs on the padded batch, so a row's fp32 attention output depends
+        (at 1e-7) on its batch-mates; int8 rounding amplifies that to 1e-2. Without padding every
+        op left is row-local or exact, and a text's vector is the same in any batch. The MoE
+        model needs no such care: its CPU attention runs per row length already.
+        """
+        return not self.encoder.is_moe and precision_of(self.encoder) == "int8"
+
+    # -- texts in, vectors out -------------------------------------------------------------
     def embed(self, texts: Sequence[str], prompt: str = "") -> np.ndarray:
         """Pooled full-width float32 embeddings ``[n, H]`` of ``prompt + text`` in input order.
 
         Duplicate texts are encoded once.
         """
-        unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-        unique_list = [prompt + t for t in unique.tolist()]
-        ids, truncated = self.encoder.tokenize(unique_list, self.max_length)
+        if len(texts) == 0:
+            return np.empty((0, self.encoder.embedding_dim), dtype=np.float32)
+        unique, inverse = np.unique(np.asarray(list(texts), dtype=object), return_inverse=True)
+        ids = self._tokenize([prompt + t for t in unique.tolist()])
+        out = self.embed_ids(ids)
+        return out[inverse.reshape(-1)]
+
+    def iter_embed(
+        self, texts: Sequence[str], prompt: str = "", chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start, vectors)`` for consecutive chunks of ``texts``, in input order.
+
+        Only one chunk's ids and vectors are held at a time; batches are planned within a chunk.
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        for start in range(0, len(texts), chunk_size):
+            yield start, self.embed(texts[start : start + chunk_size], prompt)
+
+    def embed_to(
+        self,
+        out: str | os.PathLike[str] | np.ndarray,
+        texts: Sequence[str],
+        prompt: str = "",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> str | os.PathLike[str] | np.ndarray:
+        """Stream the embeddings of ``texts`` into ``out`` chunk by chunk; return ``out``.
+
+        ``out`` is a path (a float32 ``.npy`` file of shape ``[n, H]`` is written with plain
+        sequential writes, so finished rows do not stay resident) or a writable array of that
+        shape (e.g. an ``np.lib.format.open_memmap``).
+        """
+        n, dim = len(texts), self.encoder.embedding_dim
+        if isinstance(out, np.ndarray):
+            if out.shape != (n, dim):
+                raise ValueError(f"out has shape {out.shape}, expected {(n, dim)}")
+            for start, vectors in self.iter_embed(texts, prompt, chunk_size):
+                out[start : start + len(vectors)] = vectors
+            return out
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                  "fortran_order": False, "shape": (n, dim)}
+        with open(Path(out), "wb") as fh:
+            np.lib.format.write_array_header_2_0(fh, header)
+            for _, vectors in self.iter_embed(texts, prompt, chunk_size):
+                fh.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+        return out
+
+    def _tokenize(self, texts: list[str]) -> TokenRows:
+        ids, truncated = self.encoder.tokenize(texts, self.max_length)
         if truncated:
             self.stats.truncated += len(truncated)
             warnings.warn(
                 f"{len(truncated)} text(s) exceed the maximum length "
                 f"({self.max_length or self.encoder.max_length} tokens) and were truncated; first: "
-                f"{unique_list[truncated[0]][:60]!r}",
+                f"{texts[truncated[0]][:60]!r}",
                 TruncationWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        out = self.embed_ids(ids)
-        return out[inverse.reshape(-1)]
+        return TokenRows(ids)
 
+    # -- ids in, vectors out ---------------------------------------------------------------
     def embed_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Pooled float32 embeddings for already tokenized rows, in input order."""
         dim = self.encoder.embedding_dim
@@ -107,40 +183,57 @@ class Engine:
 
     def iter_batches(self, ids: Sequence[Sequence[int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(row indices, pooled vectors)`` batch by batch (nothing kept on the device)."""
+        ids = TokenRows(ids)
+        lengths = ids.lengths
         bs, mt = self._defaults()
-        lengths = [len(r) for r in ids]
-        pending = list(plan_batches(lengths, bs, mt))
+        pending = deque(plan_batches(lengths, bs, mt, exact=self._exact_lengths()))
         while pending:
-            batch = pending.pop(0)
+            batch = pending.popleft()
+            if self._token_cap is not None and batch.padded_tokens > self._token_cap:
+                pending.extendleft(reversed(split_batch(batch, lengths, self._token_cap)))
+                batch = pending.popleft()
             try:
                 vectors = self._forward(ids, batch)
             except torch.OutOfMemoryError:
                 if len(batch.rows) == 1:
                     raise
-                self.stats.oom_retries += 1
+                self._back_off(batch)
                 half = len(batch.rows) // 2
-                logger.warning("out of memory on %d rows; retrying as two halves", len(batch.rows))
-                if self.encoder.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                pending[:0] = [Batch(batch.rows[:half], batch.max_len),
-                               Batch(batch.rows[half:], int(max(lengths[r] for r in batch.rows[half:])))]
+                halves = [batch.rows[:half], batch.rows[half:]]
+                pending.extendleft(reversed([Batch(r, int(lengths[r].max())) for r in halves]))
                 continue
             self.stats.texts += len(batch.rows)
             if self.progress is not None:
                 self.progress(len(batch.rows))
             yield batch.rows, vectors
 
+    def _back_off(self, batch: Batch) -> None:
+        """After an out-of-memory error: free the cache, halve the budget for what follows."""
+        self.stats.oom_retries += 1
+        self._token_cap = max(1, batch.padded_tokens // 2)
+        logger.warning(
+            "out of memory on %d rows x %d tokens; retrying as two halves, budget now %d tokens",
+            len(batch.rows), batch.max_len, self._token_cap,
+        )
+        if self.encoder.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     @torch.inference_mode()
-    def _forward(self, ids: Sequence[Sequence[int]], batch: Batch) -> np.ndarray:
+    def _forward(self, ids: TokenRows, batch: Batch) -> np.ndarray:
         input_ids, mask = collate(ids, batch, self.encoder.pad_token_id)
+        real = int(mask.sum())
         device = self.encoder.device
         if device.type == "cuda":
             input_ids = input_ids.pin_memory().to(device, non_blocking=True)
             mask = mask.pin_memory().to(device, non_blocking=True)
+        elif device.type != "cpu":
+            input_ids, mask = input_ids.to(device), mask.to(device)
         hidden = self.encoder(input_ids, mask)
         pooled = self.encoder.pool(hidden, mask)
+        del hidden  # the next batch must not find this one's activations still alive
+        vectors = pooled.float().cpu().numpy()
         self.stats.forward_calls += 1
-        self.stats.real_tokens += int(mask.sum())
+        self.stats.real_tokens += real
         self.stats.padded_tokens += batch.padded_tokens
         self.stats.batch_sizes.append(len(batch.rows))
-        return pooled.float().cpu().numpy()
+        return vectors

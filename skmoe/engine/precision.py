@@ -1,0 +1,329 @@
+"""Precision modes: how the encoder's arithmetic is carried out.
+
+========== ============================================================================ ==========
+mode       what runs in it                                                              devices
+========== ============================================================================ ==========
+float32    everything                                                                   CPU, GPU
+bfloat16   weights and activations in bf16; router logits/softmax, rotary and pooling   GPU; CPU
+           in fp32                                                                      with
+                                                                                        avx512_bf16
+                                                                                        or AMX
+float16    as bfloat16, in fp16                                                         GPU
+int8       every projection (attention, dense MLP, experts) as int8 x int8 -> int32     CPU
+           matmuls: weights quantized once per output channel, activations per row
+           (per token) at run time; the router, LayerNorms, attention scores, GELU,
+           embeddings and pooling stay fp32
+========== ============================================================================ ==========
+
+Why per-row activation scales: torch's stock dynamic quantization picks one scale per *batch*, so
+a text's vector depends on the other texts in its batch (0.024 max-abs measured between a row alone
+and in a 4096-row batch), which breaks the embedding cache's "same text, same vector". Here each
+row's scale comes from that row alone and the integer matmul is exact, so a row's result does not
+depend on its batch-mates.
+
+Conversion is **in place**: :func:`apply_precision` changes the encoder it is given and returns
+that same object (a second copy of a 1.9 GB model would not fit everywhere). Float modes can be
+re-applied; int8 cannot be undone — load the model again for another mode.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..encoder import SentenceEncoder
+from ..encoder.nomic_moe import MoE, Router
+
+PRECISIONS = ("float32", "bfloat16", "float16", "int8")
+_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+_FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class SlowPrecisionWarning(UserWarning):
+    """The requested precision runs on this hardware, but slower than float32."""
+
+
+# --------------------------------------------------------------------------------------------
+# What the hardware offers
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (empty where that file does not exist)."""
+    path = Path("/proc/cpuinfo")
+    if not path.is_file():
+        return frozenset()
+    for line in path.read_text().splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """bf16 matmuls in hardware (AVX512-BF16 or AMX); without them torch's CPU bf16 matmul is
+    emulated (measured about 40x slower than fp32 on an AVX2 EPYC)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def int8_available() -> bool:
+    """oneDNN's int8 linear (``torch.ops.onednn.qlinear_pointwise``) is present in this torch."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+
+
+def supported_precisions(device: str | torch.device) -> tuple[str, ...]:
+    """The modes :func:`apply_precision` accepts on ``device`` without ``allow_slow``."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return ("float32", "bfloat16", "float16") if torch.cuda.is_bf16_supported() else (
+            "float32", "float16")
+    if dev.type == "cpu":
+        modes = ["float32"]
+        if cpu_has_native_bf16():
+            modes.append("bfloat16")
+        if int8_available():
+            modes.append("int8")
+        return tuple(modes)
+    return ("float32",)
+
+
+def DEFAULT_PRECISION(device: str | torch.device) -> str:  # noqa: N802 - public constant-like name
+    """float32 on CPU (exact), bfloat16 on GPU (tensor cores)."""
+    return "bfloat16" if torch.device(device).type == "cuda" else "float32"
+
+
+def resolve_precision(precision: str | None, device: str | torch.device) -> str:
+    """Canonical name for ``precision`` (``None``/``"auto"``: the device default)."""
+    if precision is None or precision == "auto":
+        return DEFAULT_PRECISION(device)
+    name = _ALIASES.get(str(precision).lower(), str(precision).lower())
+    if name not in PRECISIONS:
+        raise ValueError(
+            f"Unknown precision {precision!r}; supported modes: {', '.join(PRECISIONS)} "
+            f"(on {torch.device(device).type}: {', '.join(supported_precisions(device))})"
+        )
+    return name
+
+
+def precision_of(encoder: SentenceEncoder) -> str:
+    """The mode an encoder runs in (set by :func:`apply_precision`, else read off its dtype)."""
+    mode = getattr(encoder, "precision", None)
+    if mode is not None:
+        return mode
+    inverse = {v: k for k, v in _FLOAT_DTYPES.items()}
+    return inverse.get(encoder.dtype, str(encoder.dtype))
+
+
+# --------------------------------------------------------------------------------------------
+# int8 building blocks
+
+
+@functools.cache
+def int8_weight_bits() -> int:
+    """8-bit weights where the int8 kernel accumulates exactly, else 7-bit.
+
+    Without VNNI, x86 int8 kernels sum pairs of u8 x s8 products in int16 and saturate for
+    8-bit weights (measured here: errors of 10% of the result). 7-bit weights cannot saturate.
+    Decided by running the kernel on a worst case, not by reading CPU flags.
+    """
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randint(-127, 128, (64, 512), dtype=torch.int8, generator=gen)
+    w[:, 0] = 127
+    x = (torch.sign(w.float()) * 127).to(torch.int8)  # every product +127*|w|: the worst case
+    got = _int8_mm(x, _pack(w), torch.ones(64))
+    want = x.double() @ w.double().t()
+    return 8 if torch.equal(got.double(), want) else 7
+
+
+def _pack(q_weight: torch.Tensor) -> torch.Tensor:
+    return torch.ops.onednn.qlinear_prepack(q_weight.contiguous(), None)
+
+
+def _int8_mm(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+    """``(q_x @ q_w.T) * w_scale`` in fp32, the product summed exactly in int32."""
+    zp = torch.zeros(w_scale.shape[0], dtype=torch.long)
+    return torch.ops.onednn.qlinear_pointwise(
+        q_x, 1.0, 0, packed, w_scale, zp, None, 1.0, 0, torch.float32, "none", [], ""
+    )
+
+
+def quantize_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel quantization of ``w`` [out, in] -> (int8 [out, in], scale [out])."""
+    qmax = 2 ** (bits - 1) - 1
+    w = w.detach().float()
+    scale = w.abs().amax(dim=1).clamp_min(1e-12) / qmax
+    q = torch.round(w / scale[:, None]).clamp_(-qmax, qmax).to(torch.int8)
+    return q, scale
+
+
+def quantize_rows(x: torch.Tensor, *, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric 8-bit quantization with one scale per row, from that row alone.
+
+    Returns ``(int8 [N, K], scale [N, 1])`` with ``x ~= q * scale``. ``inplace=True`` reuses
+    ``x`` as scratch (it is overwritten).
+    """
+    amax = torch.linalg.vector_norm(x, ord=float("inf"), dim=1, keepdim=True)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    scaled = x.div_(scale) if inplace else x / scale
+    return scaled.round_().to(torch.int8), scale
+
+
+class Int8Linear(nn.Module):
+    """Drop-in for ``nn.Linear``: int8 weights per output channel, int8 activations per row."""
+
+    def __init__(self, linear: nn.Linear, bits: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        q, scale = quantize_weight(linear.weight, bits)
+        self.register_buffer("packed", _pack(q), persistent=False)
+        self.register_buffer("w_scale", scale, persistent=False)
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self.register_buffer("bias", bias, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        q, s = quantize_rows(x.reshape(-1, self.in_features).float())
+        acc = _int8_mm(q, self.packed, self.w_scale)
+        y = acc.mul_(s) if self.bias is None else torch.addcmul(self.bias, acc, s)
+        return y.view(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+class Int8Experts(nn.Module):
+    """The MoE experts of :class:`~skmoe.encoder.nomic_moe.Experts`, each as two int8 matmuls."""
+
+    def __init__(self, experts: nn.Module, bits: int) -> None:
+        super().__init__()
+        ffn = experts.ffn
+        w1, w2 = experts.mlp.w1.detach(), experts.mlp.w2.detach()
+        self.num_experts = w1.shape[0] // ffn
+        self.up: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.down: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for e in range(self.num_experts):
+            rows = slice(e * ffn, (e + 1) * ffn)
+            q1, s1 = quantize_weight(w1[rows], bits)  # [F, H]: up projection, out x in
+            q2, s2 = quantize_weight(w2[rows].t(), bits)  # [H, F]: w2 is stored in x out
+            self.up.append((_pack(q1), s1))
+            self.down.append((_pack(q2), s2))
+        self.bias = nn.Parameter(experts.bias.detach().float().clone(), requires_grad=False)
+
+    def grouped(self, xs: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """Same contract as ``Experts.grouped``: rows grouped by expert in, outputs in place."""
+        q, s = quantize_rows(xs.float())  # per row: the same whichever expert reads it
+        y = torch.empty(xs.shape, dtype=torch.float32)
+        start = 0
+        for e, n in enumerate(counts):
+            if n == 0:
+                continue
+            rows = slice(start, start + n)
+            h = F.gelu(_int8_mm(q[rows], *self.up[e]).mul_(s[rows]))
+            qh, sh = quantize_rows(h, inplace=True)
+            torch.mul(_int8_mm(qh, *self.down[e]), sh, out=y[rows])
+            start += n
+        return y
+
+    def extra_repr(self) -> str:
+        return f"num_experts={self.num_experts}, int8"
+
+
+def _swap_linears(module: nn.Module, bits: int) -> int:
+    """Replace every ``nn.Linear`` below ``module`` (routers excepted) by :class:`Int8Linear`."""
+    swapped = 0
+    for name, child in list(module.named_children()):
+        if isinstance(child, Router):
+            continue  # routing decisions stay fp32 (near-ties flip experts otherwise)
+        if isinstance(child, nn.Linear):
+            setattr(module, name, Int8Linear(child, bits))
+            swapped += 1
+        else:
+            swapped += _swap_linears(child, bits)
+    return swapped
+
+
+def _to_int8(encoder: SentenceEncoder) -> None:
+    bits = int8_weight_bits()
+    for module in list(encoder.modules()):
+        if isinstance(module, MoE):
+            module.experts = Int8Experts(module.experts, bits)
+    if _swap_linears(encoder.backbone, bits) == 0:
+        raise ValueError("int8: this model has no linear layers to quantize")
+
+
+def _to_float(encoder: SentenceEncoder, dtype: torch.dtype) -> None:
+    encoder.backbone.to(dtype)
+    for module in encoder.modules():
+        if isinstance(module, MoE):
+            module.router.float()  # spec: router logits and softmax in fp32
+
+
+# --------------------------------------------------------------------------------------------
+# The entry point
+
+
+def apply_precision(
+    encoder: SentenceEncoder, precision: str | None, *, allow_slow: bool = False
+) -> SentenceEncoder:
+    """Put ``encoder`` into a precision mode, **in place**, and return it.
+
+    Parameters
+    ----------
+    encoder : SentenceEncoder
+        A loaded encoder (normally fresh from ``load_encoder(..., dtype="float32")``).
+    precision : {"float32", "bfloat16", "float16", "int8"} or None
+        ``None`` or ``"auto"``: :func:`DEFAULT_PRECISION` of the encoder's device. Aliases
+        ``fp32``, ``bf16``, ``fp16`` are accepted.
+    allow_slow : bool, default=False
+        Accept bfloat16 on a CPU without native bf16, and float16 on CPU: correct, but emulated
+        and far slower than float32. Tests use it to check the numerics of the GPU modes on any
+        machine.
+
+    Returns
+    -------
+    SentenceEncoder
+        The same object, converted; ``encoder.precision`` records the mode.
+
+    Raises
+    ------
+    ValueError
+        For an unknown mode, a mode this device does not run (int8 on GPU; float16 on CPU and
+        bfloat16 on a CPU without avx512_bf16/AMX, unless ``allow_slow``), or a conversion away
+        from int8 (load the model again instead).
+    """
+    device = encoder.device
+    mode = resolve_precision(precision, device)
+    current = precision_of(encoder)
+    if current == mode:
+        encoder.precision = mode
+        return encoder
+    if current == "int8":
+        raise ValueError(
+            f"This encoder was quantized to int8; it cannot become {mode}. Load the model again."
+        )
+    supported = supported_precisions(device)
+    if mode not in supported:
+        emulated = mode in ("bfloat16", "float16") and device.type == "cpu"
+        if not (emulated and allow_slow):
+            why = ""
+            if mode == "bfloat16" and device.type == "cpu":
+                why = (" This CPU lacks avx512_bf16/AMX, so bf16 matmuls would be emulated, far "
+                       "slower than float32 (use int8 for speed).")
+            raise ValueError(
+                f"Precision {mode!r} is not available on {device.type}; supported here: "
+                f"{', '.join(supported)}.{why}"
+            )
+        warnings.warn(f"{mode} on this CPU is emulated and far slower than float32",
+                      SlowPrecisionWarning, stacklevel=2)
+    if mode == "int8":
+        if current != "float32":
+            encoder.backbone.float()
+        _to_int8(encoder)
+    else:
+        _to_float(encoder, _FLOAT_DTYPES[mode])
+    encoder.precision = mode
+    return encoder
