@@ -28,9 +28,8 @@ from sklearn.cluster import HDBSCAN, KMeans
 from sklearn.metrics import v_measure_score
 from umap import UMAP
 
-from skmoe import DEFAULT_MODEL
+from skmoe import DEFAULT_MODEL, MoEEmbeddingTransformer
 from skmoe.datasets import load_sib200_sample
-from skmoe.estimator import MoEEmbeddingTransformer
 
 
 def parse_args() -> argparse.Namespace:

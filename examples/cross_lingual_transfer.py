@@ -27,9 +27,8 @@ import warnings
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
-from skmoe import DEFAULT_MODEL
+from skmoe import DEFAULT_MODEL, MoEEmbeddingTransformer
 from skmoe.datasets import load_sib200_sample
-from skmoe.estimator import MoEEmbeddingTransformer
 from skmoe.evaluation import summarize, transfer_matrix, transfer_regimes, transfer_table
 
 

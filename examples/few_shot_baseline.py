@@ -29,9 +29,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
-from skmoe import DEFAULT_MODEL
+from skmoe import DEFAULT_MODEL, MoEEmbeddingTransformer
 from skmoe.datasets import load_sib200_sample
-from skmoe.estimator import MoEEmbeddingTransformer
 from skmoe.evaluation import FewShotSplit, probe_report, summarize
 
 

@@ -31,11 +31,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 
-from skmoe import DEFAULT_MODEL
+from skmoe import DEFAULT_MODEL, MoEEmbeddingTransformer, PairFeatures
 from skmoe.datasets import load_sib200_sample
-from skmoe.estimator import MoEEmbeddingTransformer
 from skmoe.evaluation import bitext_report
-from skmoe.similarity import PairFeatures
 
 
 def parse_args() -> argparse.Namespace:

@@ -22,9 +22,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, classification_report
 from sklearn.pipeline import make_pipeline
 
-from skmoe import DEFAULT_MODEL
+from skmoe import DEFAULT_MODEL, MoEEmbeddingTransformer
 from skmoe.datasets import load_sib200_sample
-from skmoe.estimator import MoEEmbeddingTransformer
 
 
 def parse_args() -> argparse.Namespace:
