@@ -277,10 +277,10 @@ def test_truncate_dim_keeps_a_normalised_prefix(moe):
 
 @pytest.mark.parametrize("dtype", ["int8", "uint8"])
 def test_int8_ranges_come_from_fit_never_from_the_transform_batch(moe, dtype):
-    train = mixed_texts(20, seed=1)
-    est = MoEEmbeddingTransformer(moe, output_dtype=dtype).fit(train)
+    train = mixed_texts(20, seed=1, max_words=20)
+    est = MoEEmbeddingTransformer(moe, output_dtype=dtype, device="cpu").fit(train)
     assert est.quantization_ranges_.shape == (2, 64)
-    floats = MoEEmbeddingTransformer(moe).fit([]).transform(train)
+    floats = MoEEmbeddingTransformer(moe, device="cpu").fit([]).transform(train)
     np.testing.assert_allclose(est.quantization_ranges_, [floats.min(0), floats.max(0)], atol=1e-6)
     new = ["an unseen text", "und noch einer", "x"]
     batch = est.transform(new)
@@ -315,7 +315,8 @@ def test_duplicates_are_encoded_once(moe):
 
 
 def test_batches_group_texts_of_similar_token_length(moe):
-    short, long = ["a"] * 0 + ["w1", "w2", "w3"], [" ".join(["word"] * 60) + f" {i}" for i in range(3)]
+    short = ["w1", "w2", "w3"]
+    long = [" ".join(["word"] * 60) + f" {i}" for i in range(3)]
     texts = [long[0], short[0], long[1], short[1], long[2], short[2]]  # interleaved
     est = MoEEmbeddingTransformer(moe, batch_size=3).fit([])
     with forward_log(est) as shapes:
@@ -338,7 +339,7 @@ def test_fp32_order_and_batch_invariance(moe):
     """The same text gives the same vector alone, in a batch of 64 mixed-length texts, in any order and
     with any batch size or token budget."""
     texts = mixed_texts(64, max_words=60)
-    est = MoEEmbeddingTransformer(moe).fit([])
+    est = MoEEmbeddingTransformer(moe, device="cpu", dtype="float32").fit([])
     full = est.transform(texts)  # one batch of 64 rows, 2 to ~90 tokens
     alone = clone(est).set_params(batch_size=1).fit([]).transform(texts[::8])
     np.testing.assert_allclose(alone, full[::8], atol=FP32_ATOL, rtol=0)
@@ -352,7 +353,7 @@ def test_fp32_order_and_batch_invariance(moe):
 def test_fp32_batch_invariance_dense_e5(e5_path):
     """The dense path (padding + attention mask) of the real e5 model."""
     texts = mixed_texts(8, seed=5, max_words=30)
-    est = MoEEmbeddingTransformer(str(e5_path), prompt="query: ").fit([])
+    est = MoEEmbeddingTransformer(str(e5_path), prompt="query: ", device="cpu", dtype="float32").fit([])
     full = est.transform(texts)
     alone = clone(est).set_params(batch_size=1).fit([]).transform(texts[::3])
     np.testing.assert_allclose(alone, full[::3], atol=FP32_ATOL, rtol=0)
@@ -361,14 +362,17 @@ def test_fp32_batch_invariance_dense_e5(e5_path):
 
 
 def test_other_precisions_stay_close_and_do_not_depend_on_batch_mates(fast_moe):
-    """Each non-fp32 mode this machine runs (int8 on CPU; bf16/fp16 on GPU) on the MoE model."""
+    """Each non-fp32 mode this machine runs (int8 on CPU; bf16/fp16 on GPU) on the MoE model.
+
+    (tests/engine/test_precision.py checks the engine itself, dense int8 included.)"""
     from skmoe.encoder.loading import resolve_device
     from skmoe.engine.precision import supported_precisions
 
     texts = mixed_texts(16, seed=7, max_words=40)
-    fp32 = MoEEmbeddingTransformer(str(fast_moe)).fit([]).transform(texts)
+    fp32 = MoEEmbeddingTransformer(str(fast_moe), dtype="float32").fit([]).transform(texts)
     modes = [m for m in supported_precisions(resolve_device(None)) if m != "float32"]
-    assert modes, "no reduced-precision mode available here"
+    if not modes:
+        pytest.skip("no reduced-precision mode on this machine")
     for mode in modes:
         est = MoEEmbeddingTransformer(str(fast_moe), dtype=mode).fit([])
         full = est.transform(texts)
@@ -378,17 +382,6 @@ def test_other_precisions_stay_close_and_do_not_depend_on_batch_mates(fast_moe):
         small = clone(est).set_params(batch_size=5).fit([]).transform(texts)
         np.testing.assert_allclose(small, full, atol=PRECISION_ATOL[mode], rtol=0, err_msg=mode)
         assert np.einsum("ij,ij->i", full, fp32).min() > 0.99, mode  # cosine to the fp32 vector
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "int8 on the dense (transformers) path depends on the padded length: fp32 noise of ~1e-7 in "
-    "attention flips per-row int8 rounding (measured max-abs 8e-3 on unit vectors, e5, CPU)"))
-def test_int8_dense_e5_does_not_depend_on_batch_mates(e5_path):
-    texts = mixed_texts(8, seed=7, max_words=40)
-    est = MoEEmbeddingTransformer(str(e5_path), prompt="query: ", dtype="int8").fit([])
-    full = est.transform(texts)
-    alone = clone(est).set_params(batch_size=1).fit([]).transform(texts)
-    np.testing.assert_allclose(alone, full, atol=PRECISION_ATOL["int8"], rtol=0)
 
 
 def test_large_inputs_stream_in_chunks(moe, monkeypatch):
@@ -447,9 +440,9 @@ def test_grid_search_loads_the_model_once(fast_moe):
     registry.clear(fast_moe)
     before = sum(registry.LOAD_COUNTS.values())
     pipe = Pipeline([("embed", MoEEmbeddingTransformer(str(fast_moe))), ("clf", LogisticRegression())])
-    search = GridSearchCV(pipe, {"clf__C": [0.1, 1.0, 10.0]}, cv=3, n_jobs=1).fit(X, y)
+    search = GridSearchCV(pipe, {"clf__C": [0.1, 1.0, 10.0]}, cv=2, n_jobs=1).fit(X, y)
     assert sum(registry.LOAD_COUNTS.values()) - before == 1
-    assert len(search.cv_results_["params"]) == 3  # 3 x 3 fits + the refit all shared one copy
+    assert len(search.cv_results_["params"]) == 3  # 3 x 2 fits + the refit all shared one copy
 
 
 def test_column_transformer_with_a_text_column(moe):
