@@ -259,6 +259,7 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
     def cache_namespace(self, encoder: SentenceEncoder, prompt: str) -> str:
         """What the cached vectors depend on besides the text (model, prompt, length, precision)."""
         from .cache import cache_namespace
+        from .engine.precision import precision_of
 
         return cache_namespace(
             model_fingerprint=encoder.source.fingerprint,
@@ -266,7 +267,8 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
             prompt=prompt,
             max_length=self._effective_max_length(encoder),
             pooling=encoder.pooling,
-            precision=str(self.dtype or "auto") + ":" + str(encoder.dtype),
+            # The mode the encoder runs in (canonical: dtype=None and "float32" on CPU share).
+            precision=precision_of(encoder),
         )
 
     def embed_full(

@@ -517,13 +517,15 @@ def test_changed_prompt_or_revision_misses(fast_moe, tmp_path):
     base = MoEEmbeddingTransformer(str(fast_moe), cache=cache, revision="r1").fit([])
     base.transform(texts)
     assert base.cache_stats().misses == 2
+    with model_forbidden(base):  # same model, spelled differently: hits
+        clone(base).set_params(dtype="float32", device="cpu", model=str(fast_moe) + "/").fit([]).transform(texts)
     for changed in ({"prompt_name": "query"}, {"revision": "r2"}, {"max_length": 8}):
         est = clone(base).set_params(**changed).fit([])
         with forward_log(est) as shapes:
             est.transform(texts)
         assert sum(b for b, _ in shapes) == 2, changed
     stats = base.cache_stats()
-    assert (stats.hits, stats.misses, stats.namespaces) == (0, 8, 4)
+    assert (stats.hits, stats.misses, stats.namespaces) == (2, 8, 4)
 
 
 def test_interrupted_run_keeps_finished_chunks(moe, tmp_path, monkeypatch):
