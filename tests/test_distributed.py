@@ -22,6 +22,7 @@ import dask.bag as db  # noqa: E402
 import dask.dataframe as dd  # noqa: E402
 import pandas as pd  # noqa: E402
 from distributed import Client, LocalCluster, futures_of  # noqa: E402
+from sklearn.exceptions import NotFittedError  # noqa: E402
 
 from skmoe.distributed import (  # noqa: E402
     PreloadEncoder,
@@ -144,6 +145,19 @@ def test_per_worker_cache(client, moe, texts, reference, tmp_path):
     pd.testing.assert_frame_equal(first, second)
     expected = reference[ddf.compute()["label"].to_numpy()]
     np.testing.assert_allclose(second.to_numpy(), expected, atol=1e-5, rtol=0)
+
+
+def test_input_errors(random_moe_xlmr_path, moe, texts):
+    ddf = _series(texts[:10], npartitions=2)
+    with pytest.raises(ValueError, match="column="):
+        embed_dask(ddf, moe)
+    with pytest.raises(ValueError, match="Series"):
+        embed_dask(ddf["text"], moe, column="text")
+    with pytest.raises(TypeError, match="dask DataFrame, Series or Bag"):
+        embed_dask(texts, moe)
+    with pytest.raises(NotFittedError, match="fit the transformer on a sample"):
+        embed_dask(ddf, MoEEmbeddingTransformer(str(random_moe_xlmr_path), output_dtype="int8"),
+                   column="text")
 
 
 def test_worker_tag_outside_a_worker():
