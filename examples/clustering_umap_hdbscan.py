@@ -36,6 +36,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=os.environ.get("SKMOE_EXAMPLE_MODEL", DEFAULT_MODEL))
     parser.add_argument("--prompt", default=os.environ.get("SKMOE_EXAMPLE_PROMPT") or None)
+    parser.add_argument("--cache", default=os.environ.get("SKMOE_EXAMPLE_CACHE") or None,
+                        help="SQLite embedding cache shared between runs (optional)")
     parser.add_argument("--language", default="eng_Latn")
     parser.add_argument("--min-cluster-size", type=int, default=5)
     return parser.parse_args()
@@ -47,7 +49,7 @@ def main() -> None:
     texts, topics = data.text.tolist(), data.category.to_numpy()
 
     embedder = MoEEmbeddingTransformer(
-        args.model, prompt_name="clustering", prompt=args.prompt, normalize=True
+        args.model, prompt_name="clustering", prompt=args.prompt, normalize=True, cache=args.cache
     )
     X = embedder.fit_transform(texts)  # unit rows: Euclidean ranks neighbours like cosine
 

@@ -36,6 +36,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=os.environ.get("SKMOE_EXAMPLE_MODEL", DEFAULT_MODEL))
     parser.add_argument("--prompt", default=os.environ.get("SKMOE_EXAMPLE_PROMPT") or None)
+    parser.add_argument("--cache", default=os.environ.get("SKMOE_EXAMPLE_CACHE") or None,
+                        help="SQLite embedding cache shared between runs (optional)")
     parser.add_argument("--languages", nargs="+",
                         default=["eng_Latn", "fra_Latn", "zho_Hans", "arb_Arab"])
     parser.add_argument("--k", type=int, default=8, help="training examples per topic")
@@ -48,7 +50,7 @@ def main() -> None:
     data = load_sib200_sample(languages=args.languages)
     train, test = data[data.split == "train"], data[data.split == "test"]
     embedder = MoEEmbeddingTransformer(args.model, prompt_name="classification",
-                                       prompt=args.prompt)
+                                       prompt=args.prompt, cache=args.cache)
     common = dict(
         X_test=test.text.tolist(), y_test=test.category, languages_test=test.language,
         transformer=embedder, samples_per_label=args.k, n_experiments=args.n_experiments,

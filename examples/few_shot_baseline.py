@@ -38,6 +38,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=os.environ.get("SKMOE_EXAMPLE_MODEL", DEFAULT_MODEL))
     parser.add_argument("--prompt", default=os.environ.get("SKMOE_EXAMPLE_PROMPT") or None)
+    parser.add_argument("--cache", default=os.environ.get("SKMOE_EXAMPLE_CACHE") or None,
+                        help="SQLite embedding cache shared between runs (optional)")
     parser.add_argument("--languages", nargs="+", default=["eng_Latn", "hin_Deva"])
     parser.add_argument("--k", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--n-splits", type=int, default=10)
@@ -49,7 +51,7 @@ def main() -> None:
     data = load_sib200_sample(languages=args.languages)
     train, test = data[data.split == "train"], data[data.split == "test"]
     embedder = MoEEmbeddingTransformer(args.model, prompt_name="classification",
-                                       prompt=args.prompt)
+                                       prompt=args.prompt, cache=args.cache)
     chance = 1 / train.category.nunique()
 
     # 1. FewShotSplit with cross_val_score, on embeddings computed once.

@@ -10,7 +10,8 @@ Run::
     python examples/pipeline_logistic_regression.py --model ./me5-small --prompt "query: "
 
 ``--model`` (or ``SKMOE_EXAMPLE_MODEL``) takes a hub id or a local folder; ``--prompt`` (or
-``SKMOE_EXAMPLE_PROMPT``) a raw prefix for models without a prompt table, such as e5.
+``SKMOE_EXAMPLE_PROMPT``) a raw prefix for models without a prompt table, such as e5;
+``--cache`` (or ``SKMOE_EXAMPLE_CACHE``) an SQLite file that keeps the embeddings between runs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=os.environ.get("SKMOE_EXAMPLE_MODEL", DEFAULT_MODEL))
     parser.add_argument("--prompt", default=os.environ.get("SKMOE_EXAMPLE_PROMPT") or None)
+    parser.add_argument("--cache", default=os.environ.get("SKMOE_EXAMPLE_CACHE") or None,
+                        help="SQLite embedding cache shared between runs (optional)")
     parser.add_argument("--language", default="eng_Latn")
     return parser.parse_args()
 
@@ -42,7 +45,8 @@ def main() -> None:
     # prompt_name="classification" selects nomic's "classification: " prefix; a raw --prompt
     # (e.g. e5's "query: ") wins over it.
     pipe = make_pipeline(
-        MoEEmbeddingTransformer(args.model, prompt_name="classification", prompt=args.prompt),
+        MoEEmbeddingTransformer(args.model, prompt_name="classification", prompt=args.prompt,
+                                cache=args.cache),
         LogisticRegression(max_iter=1000),
     )
     pipe.fit(train.text.tolist(), train.category)

@@ -28,11 +28,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def example_env(e5_path: Path) -> dict[str, str]:
+def example_env(e5_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         SKMOE_EXAMPLE_MODEL=str(e5_path),
         SKMOE_EXAMPLE_PROMPT="query: ",
+        # One embedding cache for all examples: a sentence is encoded by the first example
+        # that needs it only (pair_similarity keeps its own temporary cache).
+        SKMOE_EXAMPLE_CACHE=str(tmp_path_factory.mktemp("example-cache") / "embeddings.sqlite"),
         HF_HUB_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
         MPLBACKEND="Agg",
@@ -143,7 +146,8 @@ def test_committed_notebook_ships_its_plots() -> None:
 
 def test_clustering_notebook_executes(example_env: dict[str, str],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("SKMOE_EXAMPLE_MODEL", "SKMOE_EXAMPLE_PROMPT", "HF_HUB_OFFLINE"):
+    for key in ("SKMOE_EXAMPLE_MODEL", "SKMOE_EXAMPLE_PROMPT", "SKMOE_EXAMPLE_CACHE",
+                "HF_HUB_OFFLINE"):
         monkeypatch.setenv(key, example_env[key])  # the kernel inherits this environment
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws the PNGs
     nb = nbformat.read(NOTEBOOK, as_version=4)
