@@ -3,6 +3,9 @@
 Estimators hold parameters only; the weights live here, keyed by what determines them (model,
 revision, device, precision), so that clones made by ``GridSearchCV`` or ``cross_val_score``
 share one copy and pickles never carry weights.
+
+The registry is per process: ``GridSearchCV(..., n_jobs=1)`` loads a model once, while process
+workers (joblib's default ``loky`` backend with ``n_jobs > 1``) load it once per worker.
 """
 
 from __future__ import annotations
