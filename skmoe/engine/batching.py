@@ -54,7 +54,11 @@ class TokenRows(Sequence):
 
 
 def plan_batches(
-    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None, exact: bool = False
+    lengths: Sequence[int],
+    batch_size: int,
+    max_tokens: int | None = None,
+    exact: bool = False,
+    max_padding: float | None = None,
 ) -> list[Batch]:
     """Group rows of similar token length.
 
@@ -63,7 +67,8 @@ def plan_batches(
     ``rows * longest_row`` exceed ``max_tokens``. A single row longer than the budget still gets
     a batch of its own. Sorting by *token* length (not characters) keeps padding to a few percent
     even across scripts whose characters-per-token differ fourfold. ``exact=True`` also closes a
-    batch where the length changes: no padding at all (for backbones that compute padded tokens).
+    batch where the length changes: no padding at all. ``max_padding`` closes a batch before its
+    padded share of tokens would pass that fraction (for backbones that compute padded tokens).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -81,6 +86,11 @@ def plan_batches(
         if exact:
             same = lengths[order[start:stop]] == longest
             stop = start + int(np.argmin(same)) if not same.all() else stop
+        elif max_padding is not None:
+            # rows are sorted longest first, so the padding share only grows as rows are added
+            real = np.cumsum(lengths[order[start:stop]])
+            share = 1.0 - real / (np.arange(1, len(real) + 1) * max(longest, 1))
+            stop = start + max(1, int(np.searchsorted(share, max_padding, side="right")))
         batches.append(Batch(order[start:stop], longest))
         start = stop
     return batches

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..encoder import SentenceEncoder
-from ..encoder.nomic_moe import MoE, Router
+from ..encoder.nomic_moe import MLP, Block, MoE, Router
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
@@ -143,12 +143,59 @@ def _pack(q_weight: torch.Tensor) -> torch.Tensor:
     return torch.ops.onednn.qlinear_prepack(q_weight.contiguous(), None)
 
 
+# oneDNN builds (and caches, about 0.3 MB each) one matmul primitive per distinct row count. Row
+# counts vary with every batch and every expert's share, so unbounded they grow the process by
+# tens of MB per thousand texts. Padding the row count to a multiple of ROW_ALIGN and cutting it
+# into tiles of at most ROW_TILE rows bounds the shapes to ROW_TILE / ROW_ALIGN per weight shape.
+ROW_ALIGN = 64
+ROW_TILE = 2048
+
+
+def _int8_mm_padded(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+    """``(q_x @ q_w.T) * w_scale`` in fp32 (the product summed exactly in int32), returned with
+    the row count padded up to a multiple of ROW_ALIGN: the extra rows are zeros."""
+    M = q_x.shape[0]
+    if M <= ROW_TILE:
+        return _int8_mm_tile(q_x, packed, w_scale)
+    out = torch.empty(M + (-M % ROW_ALIGN), w_scale.shape[0], dtype=torch.float32)
+    for start in range(0, M, ROW_TILE):
+        tile = _int8_mm_tile(q_x[start : start + ROW_TILE], packed, w_scale)
+        out[start : start + len(tile)] = tile
+    return out
+
+
 def _int8_mm(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
     """``(q_x @ q_w.T) * w_scale`` in fp32, the product summed exactly in int32."""
+    return _int8_mm_padded(q_x, packed, w_scale)[: q_x.shape[0]]
+
+
+def _int8_mm_tile(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+    pad = -q_x.shape[0] % ROW_ALIGN
+    if pad:  # zero rows give zero outputs and do not touch the real rows' results
+        q_x = torch.cat([q_x, q_x.new_zeros(pad, q_x.shape[1])])
     zp = torch.zeros(w_scale.shape[0], dtype=torch.long)
     return torch.ops.onednn.qlinear_pointwise(
         q_x, 1.0, 0, packed, w_scale, zp, None, 1.0, 0, torch.float32, "none", [], ""
     )
+
+
+def _up_gelu(
+    q: torch.Tensor, s: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """GELU(dequantized up-projection (+ bias)) of the rows of ``q``.
+
+    GELU runs on the ROW_ALIGN-padded buffer: oneDNN's GELU gives every element the same result
+    wherever it sits (torch's own kernel computes tails of a thread's range with a scalar erf that
+    differs in the last bit, which would make a row depend on its batch-mates) and, with the row
+    count padded, its per-shape primitives stay few. Padding rows are 0 and GELU(0) = 0.
+    """
+    M = q.shape[0]
+    h = _int8_mm_padded(q, packed, w_scale)
+    real = h[:M].mul_(s)
+    if bias is not None:
+        real.add_(bias)
+    return F.gelu(h)[:M]
 
 
 def quantize_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,6 +242,20 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
+class Int8MLP(nn.Module):
+    """The dense MLP (fc1 -> GELU -> fc2) of the MoE model's even layers, in int8."""
+
+    def __init__(self, mlp: nn.Module, bits: int) -> None:
+        super().__init__()
+        self.fc1 = Int8Linear(mlp.fc1, bits)
+        self.fc2 = Int8Linear(mlp.fc2, bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, s = quantize_rows(x.float())
+        h = _up_gelu(q, s, self.fc1.packed, self.fc1.w_scale, self.fc1.bias)
+        return self.fc2(h)
+
+
 class Int8Experts(nn.Module):
     """The MoE experts of :class:`~skmoe.encoder.nomic_moe.Experts`, each as two int8 matmuls."""
 
@@ -222,7 +283,7 @@ class Int8Experts(nn.Module):
             if n == 0:
                 continue
             rows = slice(start, start + n)
-            h = F.gelu(_int8_mm(q[rows], *self.up[e]).mul_(s[rows]))
+            h = _up_gelu(q[rows], s[rows], *self.up[e], None)
             qh, sh = quantize_rows(h, inplace=True)
             torch.mul(_int8_mm(qh, *self.down[e]), sh, out=y[rows])
             start += n
@@ -251,6 +312,8 @@ def _to_int8(encoder: SentenceEncoder) -> None:
     for module in list(encoder.modules()):
         if isinstance(module, MoE):
             module.experts = Int8Experts(module.experts, bits)
+        elif isinstance(module, Block) and isinstance(module.mlp, MLP):
+            module.mlp = Int8MLP(module.mlp, bits)
     if _swap_linears(encoder.backbone, bits) == 0:
         raise ValueError("int8: this model has no linear layers to quantize")
 

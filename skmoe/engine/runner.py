@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = {"cpu": 128, "cuda": 4096}
 DEFAULT_MAX_TOKENS = {"cpu": 8192, "cuda": 131072}
 DEFAULT_CHUNK_SIZE = 4096
+# Dense (transformers) backbones compute every padded token: cap the padded share of a batch.
+# The MoE model computes only real tokens (packed), so its batches are cut by size alone.
+MAX_PADDING_DENSE = 0.05
 
 
 class TruncationWarning(UserWarning):
@@ -186,7 +189,9 @@ class Engine:
         ids = TokenRows(ids)
         lengths = ids.lengths
         bs, mt = self._defaults()
-        pending = deque(plan_batches(lengths, bs, mt, exact=self._exact_lengths()))
+        exact = self._exact_lengths()
+        max_padding = None if self.encoder.is_moe or exact else MAX_PADDING_DENSE
+        pending = deque(plan_batches(lengths, bs, mt, exact=exact, max_padding=max_padding))
         while pending:
             batch = pending.popleft()
             if self._token_cap is not None and batch.padded_tokens > self._token_cap:

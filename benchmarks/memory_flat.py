@@ -1,0 +1,99 @@
+"""Peak RSS of streaming N texts to disk with the engine: does memory stay flat as N grows?
+
+Each size runs in a fresh subprocess (peak RSS is per process) that embeds N distinct SIB-200
+sentences (all 32 languages, train+dev+test: up to 32,128 distinct texts) with
+``Engine.embed_to`` into a ``.npy`` file and reports ``ru_maxrss``. A small model keeps this
+cheap: the random-weight MoE with the real 250,048-row vocabulary and the XLM-R tokenizer
+(the full model would take hours on 2 cores; memory per text does not depend on its width).
+
+    python benchmarks/memory_flat.py --model PATH --sizes 2000 20000
+
+Prints one JSON line per size and the ratio of the largest to the smallest peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def corpus(sib200_dir: Path, n: int) -> list[str]:
+    """``n`` distinct sentences, languages interleaved (all 32 appear in any prefix of 32)."""
+    per_lang = []
+    for folder in sorted(p for p in sib200_dir.iterdir() if p.is_dir()):
+        texts = []
+        for split in ("train", "dev", "test"):
+            with open(folder / f"{split}.tsv", encoding="utf-8", newline="") as fh:
+                texts += [r["text"] for r in csv.DictReader(fh, delimiter="\t")]
+        per_lang.append(texts)
+    mixed = list(dict.fromkeys(t for group in zip(*per_lang, strict=False) for t in group))
+    if n > len(mixed):
+        raise SystemExit(f"only {len(mixed)} distinct texts available, asked for {n}")
+    return mixed[:n]
+
+
+def worker(model: str, sib200_dir: Path, n: int, chunk_size: int, threads: int) -> dict:
+    import torch
+
+    from skmoe.encoder import load_encoder
+    from skmoe.engine import Engine
+    from skmoe.engine.memory import peak_rss_bytes
+
+    torch.set_num_threads(threads)
+    texts = corpus(sib200_dir, n)
+    encoder = load_encoder(model, device="cpu")
+    engine = Engine(encoder)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "vectors.npy"
+        engine.embed_to(out, texts, "classification: ", chunk_size=chunk_size)
+        size = out.stat().st_size
+    return {"texts": n, "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
+            "seconds": round(time.perf_counter() - t0, 1), "npy_bytes": size,
+            "real_tokens": engine.stats.real_tokens, "chunk_size": chunk_size}
+
+
+def measure(model: str, sizes: list[int], sib200_dir: Path, chunk_size: int = 2048,
+            threads: int = 2) -> list[dict]:
+    """Run one subprocess per size; return their reports."""
+    results = []
+    for n in sizes:
+        cmd = [sys.executable, __file__, "--worker", "--model", str(model), "--sizes", str(n),
+               "--sib200", str(sib200_dir), "--chunk-size", str(chunk_size),
+               "--threads", str(threads)]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="model folder (with tokenizer)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    ap.add_argument("--sib200", type=Path, default=SHARED / "data" / "sib200")
+    ap.add_argument("--chunk-size", type=int, default=2048)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.model, args.sib200, args.sizes[0], args.chunk_size,
+                                args.threads)))
+        return
+    results = measure(args.model, args.sizes, args.sib200, args.chunk_size, args.threads)
+    for r in results:
+        print(json.dumps(r))
+    peaks = [r["peak_rss_mb"] for r in results]
+    print(f"peak RSS {peaks[-1]:.0f} MB after {args.sizes[-1]} texts vs {peaks[0]:.0f} MB after "
+          f"{args.sizes[0]}: ratio {peaks[-1] / peaks[0]:.3f}")
+
+
+if __name__ == "__main__":
+    main()

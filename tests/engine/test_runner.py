@@ -1,0 +1,218 @@
+"""The engine: batching, order and dedupe, streaming to disk, OOM back-off, padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _engine_helpers import sib200_texts
+
+from skmoe.encoder import load_encoder
+from skmoe.engine import Engine, TokenRows, collate, plan_batches
+from skmoe.engine.batching import Batch, padding_fraction, split_batch
+
+
+@pytest.fixture(scope="module")
+def encoder(random_moe_xlmr_path):
+    return load_encoder(random_moe_xlmr_path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def texts(sib200_dir):
+    return sib200_texts(sib200_dir, 4)  # 128 texts, 32 languages
+
+
+def one_by_one(encoder, texts, prompt=""):
+    """The definition: each text alone, tokenized and pooled without any batching."""
+    out = []
+    for t in texts:
+        ids = torch.tensor([encoder.tokenize([prompt + t])[0][0]])
+        mask = torch.ones_like(ids)
+        with torch.inference_mode():
+            out.append(encoder.pool(encoder(ids, mask), mask)[0].numpy())
+    return np.stack(out)
+
+
+# -- batching -----------------------------------------------------------------------------------
+
+
+def test_plan_covers_every_row_once_within_budget():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 300, size=1000)
+    batches = plan_batches(lengths, batch_size=64, max_tokens=4096)
+    rows = np.concatenate([b.rows for b in batches])
+    assert sorted(rows.tolist()) == list(range(1000))
+    for b in batches:
+        assert len(b.rows) <= 64 and b.max_len == lengths[b.rows].max()
+        assert b.padded_tokens <= 4096 or len(b.rows) == 1
+    assert [b.max_len for b in batches] == sorted((b.max_len for b in batches), reverse=True)
+
+
+def test_exact_plan_has_no_padding():
+    lengths = np.array([5, 3, 5, 7, 3, 3, 7, 7, 7, 1])
+    batches = plan_batches(lengths, batch_size=3, exact=True)
+    assert all(len(set(lengths[b.rows])) == 1 for b in batches)
+    assert padding_fraction(batches, lengths) == 0.0
+    assert [len(b.rows) for b in batches] == [3, 1, 2, 3, 1]
+
+
+def test_split_batch_respects_budget():
+    lengths = np.array([10, 9, 9, 8, 8, 8, 2])
+    parts = split_batch(Batch(np.arange(7), 10), lengths, max_tokens=25)
+    assert [p.rows.tolist() for p in parts] == [[0, 1], [2, 3], [4, 5], [6]]
+    assert [p.max_len for p in parts] == [10, 9, 8, 2]
+
+
+def test_token_rows_and_collate_match_the_list_path():
+    ids = [[0, 5, 6, 2], [0, 2], [0, 7, 8, 9, 10, 2], [0, 3, 2]]
+    rows = TokenRows(ids)
+    assert len(rows) == 4 and rows.lengths.tolist() == [4, 2, 6, 3]
+    assert [r.tolist() for r in rows] == ids
+    batch = Batch(np.array([2, 0, 3]), 6)
+    a_ids, a_mask = collate(ids, batch, pad_id=1)
+    b_ids, b_mask = collate(rows, batch, pad_id=1)
+    assert torch.equal(a_ids, b_ids) and torch.equal(a_mask, b_mask)
+    assert b_ids.dtype == torch.long and b_ids[1].tolist() == [0, 5, 6, 2, 1, 1]
+
+
+def test_dense_plan_keeps_padding_under_5_percent(encoder, sib200_dir):
+    """Character-sorted fixed batches waste a third of the tokens on SIB-200 (mixed scripts)."""
+    texts = sib200_texts(sib200_dir, 32)  # 1,024 texts
+    ids, _ = encoder.tokenize(["classification: " + t for t in texts])
+    lengths = np.array([len(r) for r in ids])
+    ours = plan_batches(lengths, 128, 8192, max_padding=0.05)
+    assert padding_fraction(ours, lengths) <= 0.05
+    assert len(ours) < 40  # still big batches: 1,024 texts in few forward passes
+    by_chars = np.argsort([-len(t) for t in texts], kind="stable")
+    standard = [Batch(r, int(lengths[r].max())) for r in np.array_split(by_chars, len(texts) // 32)]
+    assert padding_fraction(standard, lengths) > 0.25
+
+
+def test_moe_model_computes_real_tokens_only(encoder, texts):
+    """Projections, MLPs, experts and (on CPU) attention see the real tokens, no padding."""
+    rows_in = []
+    hooks = [m.register_forward_hook(lambda m, i, o: rows_in.append(i[0].shape[0]))
+             for name, m in encoder.named_modules() if name.endswith(("Wqkv", "fc1"))]
+    sdpa_tokens = []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def sdpa(q, k, v, *args, **kwargs):
+        assert kwargs.get("attn_mask") is None  # no padded keys to mask
+        sdpa_tokens.append(q.shape[0] * q.shape[2])
+        return real_sdpa(q, k, v, *args, **kwargs)
+
+    try:
+        torch.nn.functional.scaled_dot_product_attention = sdpa
+        engine = Engine(encoder, batch_size=128)
+        engine.embed(texts)
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = real_sdpa
+        for h in hooks:
+            h.remove()
+    real = engine.stats.real_tokens
+    assert engine.stats.padded_tokens > real  # the batch layout does have padding ...
+    n_layers, n_dense = encoder.moe_config.n_layer, 2  # tiny config: MoE on layers 1 and 3
+    assert sum(rows_in) == real * (n_layers + n_dense)  # every Wqkv and every dense fc1
+    assert sum(sdpa_tokens) == real * n_layers  # ... but no padded token is ever computed
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+def test_embed_matches_one_by_one_in_input_order_with_duplicates(encoder, texts):
+    sample = texts[:40] + texts[:5]  # duplicates
+    engine = Engine(encoder, batch_size=16)
+    got = engine.embed(sample, "classification: ")
+    want = one_by_one(encoder, sample, "classification: ")
+    assert got.shape == (45, encoder.embedding_dim) and got.dtype == np.float32
+    assert np.abs(got - want).max() < 1e-5
+    assert engine.stats.texts == 40  # the 5 duplicates were encoded once
+    assert engine.stats.real_tokens == sum(len(r) for r in encoder.tokenize(
+        ["classification: " + t for t in texts[:40]])[0])
+
+
+def test_embed_empty(encoder):
+    assert Engine(encoder).embed([]).shape == (0, encoder.embedding_dim)
+
+
+def test_stats_count_batches_and_layout_padding(encoder, texts):
+    engine = Engine(encoder, batch_size=32)
+    engine.embed(texts)
+    s = engine.stats
+    assert s.forward_calls == len(s.batch_sizes) == 4 and sum(s.batch_sizes) == len(texts)
+    assert s.padding_fraction == pytest.approx(1 - s.real_tokens / s.padded_tokens)
+
+
+def test_dense_backbone_batches_keep_padding_under_5_percent(e5_path, sib200_dir):
+    texts = sib200_texts(sib200_dir, 4)  # 128 texts
+    engine = Engine(load_encoder(e5_path, device="cpu"))
+    engine.embed(texts, "query: ")
+    assert engine.stats.padding_fraction <= 0.05
+    assert engine.stats.forward_calls <= 20
+
+
+def test_embed_to_file_and_array_equal_embed(encoder, texts, tmp_path):
+    engine = Engine(encoder)
+    want = engine.embed(texts)
+    path = tmp_path / "vectors.npy"
+    assert engine.embed_to(path, texts, chunk_size=50) == path
+    # other chunks, other batch-mates: fp32 matmul blocking differs at 1e-7
+    np.testing.assert_allclose(np.load(path), want, rtol=0, atol=1e-6)
+    mm = np.lib.format.open_memmap(tmp_path / "mm.npy", mode="w+", dtype=np.float32,
+                                   shape=want.shape)
+    engine.embed_to(mm, texts, chunk_size=7)
+    np.testing.assert_allclose(np.asarray(mm), want, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="expected"):
+        engine.embed_to(np.empty((3, 3), np.float32), texts)
+
+
+def test_iter_embed_yields_chunks_in_order(encoder, texts):
+    engine = Engine(encoder)
+    starts = []
+    parts = []
+    for start, vectors in engine.iter_embed(texts, chunk_size=50):
+        starts.append(start)
+        parts.append(vectors)
+    assert starts == [0, 50, 100] and [len(p) for p in parts] == [50, 50, 28]
+    np.testing.assert_allclose(np.concatenate(parts), engine.embed(texts), rtol=0, atol=1e-6)
+
+
+def test_progress_is_called_per_batch(encoder, texts):
+    seen = []
+    Engine(encoder, batch_size=20, progress=seen.append).embed(texts[:50])
+    assert sum(seen) == 50 and len(seen) == 3
+
+
+# -- out of memory ------------------------------------------------------------------------------
+
+
+def test_oom_halves_the_batch_and_results_are_unchanged(encoder, texts, monkeypatch):
+    want = Engine(encoder, batch_size=64).embed(texts)
+    real_forward = type(encoder).forward
+    seen = []
+
+    def forward(self, input_ids, attention_mask=None):
+        seen.append(len(input_ids))
+        if len(input_ids) > 20:  # a "GPU" that holds at most 20 rows
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(type(encoder), "forward", forward)
+    engine = Engine(encoder, batch_size=64)
+    got = engine.embed(texts)
+    assert np.abs(got - want).max() < 1e-5
+    assert engine.stats.oom_retries >= 2
+    assert max(engine.stats.batch_sizes) <= 20 and sum(engine.stats.batch_sizes) == len(texts)
+    assert engine.stats.oom_retries == sum(1 for n in seen if n > 20)
+    # after the first failures the budget is lowered: the second 64-row batch is split before
+    # it is tried, so it never fails whole
+    assert seen.count(64) == 1
+
+
+def test_oom_on_a_single_row_is_raised(encoder, monkeypatch):
+    def forward(self, input_ids, attention_mask=None):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(type(encoder), "forward", forward)
+    with pytest.raises(torch.OutOfMemoryError):
+        Engine(encoder).embed(["one text"])
