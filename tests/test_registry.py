@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_random_moe
+from _moe_factory import make_random_moe
 from sklearn.base import clone
 
 from skmoe import registry
