@@ -46,6 +46,16 @@ def reuse_freed_memory(threshold: int = 1 << 30) -> bool:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far, in bytes."""
+    """This process's peak resident set size so far, in bytes.
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``: ``ru_maxrss`` survives ``exec`` and so
+    reports the parent's size in a freshly spawned child.
+    """
+    status = "/proc/self/status"
+    if os.path.exists(status):
+        with open(status) as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
