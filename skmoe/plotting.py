@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from .evaluation.probe import transfer_table
 from .evaluation.routing import RoutingStats
@@ -248,14 +249,18 @@ def plot_embedding_map(
     levels = list(pd.unique(cats))
     fig = Figure(figsize=(7.5, 6))
     ax = fig.add_subplot()
-    palette = "tab10" if len(levels) <= 10 else "tab20"
-    cmap = colormaps[palette]
-    for i, level in enumerate(levels):
-        m = cats == level
-        ax.scatter(xy[m, 0], xy[m, 1], s=10, alpha=0.8, color=cmap(i % cmap.N), label=str(level))
+    cmap = colormaps["tab10" if len(levels) <= 10 else "tab20"]
+    code = pd.Categorical(cats, categories=levels).codes
+    colors = np.array([cmap(i % cmap.N) for i in range(len(levels))])
+    # One scatter in a seeded random order, so no category is always drawn on top
+    # (translations of one sentence often land on the same spot).
+    order = np.random.default_rng(random_state).permutation(len(X))
+    ax.scatter(xy[order, 0], xy[order, 1], s=10, alpha=0.8, c=colors[code[order]])
+    handles = [Line2D([], [], marker="o", linestyle="", color=colors[i], label=str(level))
+               for i, level in enumerate(levels)]
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or "UMAP (cosine) of the embeddings")
-    ax.legend(fontsize="small", markerscale=1.5, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.legend(handles=handles, fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return _finish(fig, path)

@@ -76,6 +76,7 @@ def test_plot_routing(tmp_path):
         plot_routing(stats, value="nope")
 
 
+@pytest.mark.slow  # the first UMAP call in a process compiles numba kernels
 def test_plot_embedding_map(tmp_path):
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(3, 16)) * 5
@@ -84,7 +85,10 @@ def test_plot_embedding_map(tmp_path):
     fig = plot_embedding_map(X, color, n_neighbors=10, path=tmp_path / "map.png")
     _check_png(tmp_path / "map.png")
     ax = fig.axes[0]
-    assert len(ax.collections) == 3  # one scatter per category
+    assert len(ax.collections) == 1 and len(ax.collections[0].get_offsets()) == 60
+    # points of one blob share one colour, the three blobs three colours
+    faces = ax.collections[0].get_facecolors()
+    assert len({tuple(np.round(f, 3)) for f in faces}) == 3
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c"]
     with pytest.raises(ValueError):
         plot_embedding_map(X, color[:-1])
