@@ -153,14 +153,19 @@ ROW_TILE = 2048
 
 def _int8_mm_padded(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
     """``(q_x @ q_w.T) * w_scale`` in fp32 (the product summed exactly in int32), returned with
-    the row count padded up to a multiple of ROW_ALIGN: the extra rows are zeros."""
+    the row count padded up to a multiple of ROW_ALIGN: the extra rows are zeros.
+
+    ``q_x`` may arrive padded already (as :func:`quantize_rows` with ``pad_to`` returns it).
+    """
     M = q_x.shape[0]
-    if M <= ROW_TILE:
-        return _int8_mm_tile(q_x, packed, w_scale)
-    out = torch.empty(M + (-M % ROW_ALIGN), w_scale.shape[0], dtype=torch.float32)
-    for start in range(0, M, ROW_TILE):
-        tile = _int8_mm_tile(q_x[start : start + ROW_TILE], packed, w_scale)
-        out[start : start + len(tile)] = tile
+    if M % ROW_ALIGN:  # zero rows give zero outputs and do not touch the real rows' results
+        q_x = torch.cat([q_x, q_x.new_zeros(-M % ROW_ALIGN, q_x.shape[1])])
+    if len(q_x) <= ROW_TILE:
+        return _onednn_int8_mm(q_x, packed, w_scale)
+    out = torch.empty(len(q_x), w_scale.shape[0], dtype=torch.float32)
+    for start in range(0, len(q_x), ROW_TILE):
+        out[start : start + ROW_TILE] = _onednn_int8_mm(q_x[start : start + ROW_TILE], packed,
+                                                        w_scale)
     return out
 
 
@@ -169,33 +174,34 @@ def _int8_mm(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor) -> 
     return _int8_mm_padded(q_x, packed, w_scale)[: q_x.shape[0]]
 
 
-def _int8_mm_tile(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
-    pad = -q_x.shape[0] % ROW_ALIGN
-    if pad:  # zero rows give zero outputs and do not touch the real rows' results
-        q_x = torch.cat([q_x, q_x.new_zeros(pad, q_x.shape[1])])
-    zp = torch.zeros(w_scale.shape[0], dtype=torch.long)
+_ZERO_POINTS: dict[int, torch.Tensor] = {}
+
+
+def _onednn_int8_mm(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+    n = w_scale.shape[0]
+    zp = _ZERO_POINTS.get(n)
+    if zp is None:
+        zp = _ZERO_POINTS[n] = torch.zeros(n, dtype=torch.long)
     return torch.ops.onednn.qlinear_pointwise(
         q_x, 1.0, 0, packed, w_scale, zp, None, 1.0, 0, torch.float32, "none", [], ""
     )
 
 
-def _up_gelu(
-    q: torch.Tensor, s: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor,
-    bias: torch.Tensor | None,
-) -> torch.Tensor:
-    """GELU(dequantized up-projection (+ bias)) of the rows of ``q``.
+def _up_gelu(q: torch.Tensor, s: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor,
+             bias: torch.Tensor | None) -> torch.Tensor:
+    """GELU(dequantized up-projection (+ bias)) of the rows of ``q``, ROW_ALIGN-padded.
 
-    GELU runs on the ROW_ALIGN-padded buffer: oneDNN's GELU gives every element the same result
-    wherever it sits (torch's own kernel computes tails of a thread's range with a scalar erf that
+    GELU runs on the padded buffer: oneDNN's GELU gives every element the same result wherever
+    it sits (torch's own kernel computes the tail of each thread's range with a scalar erf that
     differs in the last bit, which would make a row depend on its batch-mates) and, with the row
-    count padded, its per-shape primitives stay few. Padding rows are 0 and GELU(0) = 0.
+    count padded, its per-shape primitives stay few. Padding rows stay 0 (GELU(0) = 0).
     """
-    M = q.shape[0]
+    M = s.shape[0]
     h = _int8_mm_padded(q, packed, w_scale)
     real = h[:M].mul_(s)
     if bias is not None:
         real.add_(bias)
-    return F.gelu(h)[:M]
+    return F.gelu(h)
 
 
 def quantize_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,16 +213,26 @@ def quantize_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Ten
     return q, scale
 
 
-def quantize_rows(x: torch.Tensor, *, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_rows(
+    x: torch.Tensor, *, inplace: bool = False, pad_to: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric 8-bit quantization with one scale per row, from that row alone.
 
-    Returns ``(int8 [N, K], scale [N, 1])`` with ``x ~= q * scale``. ``inplace=True`` reuses
-    ``x`` as scratch (it is overwritten).
+    Returns ``(int8 [M', K], scale [M, 1])`` with ``x ~= q[:M] * scale``, where ``M'`` is ``M``
+    rounded up to a multiple of ``pad_to`` (extra rows are zeros). ``inplace=True`` reuses ``x``
+    as scratch (it is overwritten).
     """
-    amax = torch.linalg.vector_norm(x, ord=float("inf"), dim=1, keepdim=True)
+    amax = x.abs().amax(dim=1, keepdim=True)
     scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-    scaled = x.div_(scale) if inplace else x / scale
-    return scaled.round_().to(torch.int8), scale
+    scaled = (x.div_(scale) if inplace else x / scale).round_()
+    M = x.shape[0]
+    pad = -M % pad_to
+    if not pad:
+        return scaled.to(torch.int8), scale
+    q = torch.empty(M + pad, x.shape[1], dtype=torch.int8)
+    q[M:].zero_()
+    q[:M].copy_(scaled)
+    return q, scale
 
 
 class Int8Linear(nn.Module):
@@ -233,10 +249,14 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        q, s = quantize_rows(x.reshape(-1, self.in_features).float())
-        acc = _int8_mm(q, self.packed, self.w_scale)
-        y = acc.mul_(s) if self.bias is None else torch.addcmul(self.bias, acc, s)
-        return y.view(*lead, self.out_features)
+        q, s = quantize_rows(x.reshape(-1, self.in_features).float(), pad_to=ROW_ALIGN)
+        return self.from_quantized(q, s).view(*lead, self.out_features)
+
+    def from_quantized(self, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """The layer's output for rows quantized by :func:`quantize_rows` (``s`` has the real
+        row count; ``q`` may be padded)."""
+        acc = _int8_mm_padded(q, self.packed, self.w_scale)[: s.shape[0]]
+        return acc.mul_(s) if self.bias is None else torch.addcmul(self.bias, acc, s)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
@@ -251,9 +271,10 @@ class Int8MLP(nn.Module):
         self.fc2 = Int8Linear(mlp.fc2, bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, s = quantize_rows(x.float())
+        q, s = quantize_rows(x.float(), pad_to=ROW_ALIGN)
         h = _up_gelu(q, s, self.fc1.packed, self.fc1.w_scale, self.fc1.bias)
-        return self.fc2(h)
+        qh, sh = quantize_rows(h, inplace=True)  # padded rows of h are 0: q stays padded
+        return self.fc2.from_quantized(qh, sh[: x.shape[0]])
 
 
 class Int8Experts(nn.Module):
@@ -274,18 +295,21 @@ class Int8Experts(nn.Module):
             self.down.append((_pack(q2), s2))
         self.bias = nn.Parameter(experts.bias.detach().float().clone(), requires_grad=False)
 
-    def grouped(self, xs: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """Same contract as ``Experts.grouped``: rows grouped by expert in, outputs in place."""
-        q, s = quantize_rows(xs.float())  # per row: the same whichever expert reads it
-        y = torch.empty(xs.shape, dtype=torch.float32)
+    def grouped(self, x: torch.Tensor, token_of: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """Same contract as ``Experts.grouped``."""
+        q_x, s_x = quantize_rows(x.float())  # once per token, whichever experts read it
+        y = torch.empty(len(token_of), x.shape[1], dtype=torch.float32)
         start = 0
         for e, n in enumerate(counts):
             if n == 0:
                 continue
-            rows = slice(start, start + n)
-            h = _up_gelu(q[rows], s[rows], *self.up[e], None)
+            slots = token_of[start : start + n]
+            q = torch.empty(n + (-n % ROW_ALIGN), x.shape[1], dtype=torch.int8)
+            q[n:].zero_()
+            torch.index_select(q_x, 0, slots, out=q[:n])
+            h = _up_gelu(q, s_x.index_select(0, slots), *self.up[e], None)
             qh, sh = quantize_rows(h, inplace=True)
-            torch.mul(_int8_mm(qh, *self.down[e]), sh, out=y[rows])
+            torch.mul(_int8_mm_padded(qh, *self.down[e])[:n], sh[:n], out=y[start : start + n])
             start += n
         return y
 
