@@ -142,7 +142,7 @@ def padded_batch(ids: Sequence[Sequence[int]], rows: np.ndarray, pad_id: int
 def official_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
     """The official pure-torch MoE: route every token, then per expert a `where` over all tokens,
     a gather, the expert MLP, and an index_add of the weighted outputs."""
-    probs = (x @ moe.router.layer.weight.t()).float().softmax(dim=-1)
+    probs = (x @ moe.router.layer.weight.t().to(x.dtype)).float().softmax(dim=-1)
     top_w, top_e = probs.topk(moe.top_k, dim=-1)
     out = torch.zeros_like(x)
     E, Fi = moe.num_experts, moe.ffn
