@@ -217,7 +217,7 @@ def gemm_peak(kind: str, rows: int = 4096, repeats: int = 5, device: str = "cpu"
     gen = torch.Generator().manual_seed(0)
     for k, n in MODEL_SHAPES:
         if kind == "int8":
-            a = torch.randint(-127, 128, (rows, k), dtype=torch.int8, generator=gen)
+            a = torch.randint(0, 256, (rows, k), dtype=torch.uint8, generator=gen)
             packed, scale = _pack(torch.randint(-63, 64, (n, k), dtype=torch.int8, generator=gen)), torch.ones(n)
 
             def run(a=a, packed=packed, scale=scale):

@@ -111,6 +111,13 @@ def _draws(data: _Data, pool: np.ndarray, k: int, n_experiments: int, random_sta
     return [(pool[tr], pool[te]) for tr, te in cv.split(pool, data.y[pool])]
 
 
+def _train_draws(data: _Data, pool: np.ndarray, k: int, n_experiments: int,
+                 random_state: Any) -> list[np.ndarray]:
+    """Few-shot training draws among ``pool`` rows (tested elsewhere), as global row indices."""
+    cv = FewShotSplit(n_per_class=k, n_splits=n_experiments, random_state=random_state)
+    return [pool[tr] for tr in cv.train_draws(data.y[pool])]
+
+
 def _run(data: _Data, fits: list[_Fit], estimator: Any, metrics: Any) -> pd.DataFrame:
     scorers = _scorers(metrics)
     head = default_head() if estimator is None else estimator
@@ -264,7 +271,7 @@ def transfer_matrix(
     for lang in trains:
         pool = data.rows_of(data.train_rows, [lang])
         for k in _ks(samples_per_label):
-            for seed, (train, _) in enumerate(_draws(data, pool, k, n_experiments, random_state)):
+            for seed, train in enumerate(_train_draws(data, pool, k, n_experiments, random_state)):
                 keys = {"train_language": lang, "k": k, "seed": seed}
                 fits.append(_Fit(keys, train, test_sets))
     return _run(data, fits, estimator, metrics)
@@ -322,8 +329,8 @@ def transfer_regimes(
                     pool = data.rows_of(data.train_rows, [t])
                     if len(pool) == 0:
                         raise ValueError(f"regime 'each': no training rows for {t!r}")
-                    for seed, (train, _) in enumerate(
-                            _draws(data, pool, k, n_experiments, random_state)):
+                    for seed, train in enumerate(
+                            _train_draws(data, pool, k, n_experiments, random_state)):
                         keys = {"regime": regime, "k": k, "seed": seed}
                         fits.append(_Fit(keys, train, [({"test_language": t}, rows_test[t])]))
                 continue
@@ -334,7 +341,7 @@ def transfer_regimes(
             else:
                 pool = data.train_rows
             all_tests = [({"test_language": t}, rows_test[t]) for t in tests]
-            for seed, (train, _) in enumerate(_draws(data, pool, k, n_experiments, random_state)):
+            for seed, train in enumerate(_train_draws(data, pool, k, n_experiments, random_state)):
                 fits.append(_Fit({"regime": regime, "k": k, "seed": seed}, train, all_tests))
     out = _run(data, fits, estimator, metrics)
     return out[["regime", "test_language"] + [c for c in out.columns

@@ -14,7 +14,7 @@ from sklearn.utils.validation import _num_samples, column_or_1d
 
 
 class FewShotWarning(UserWarning):
-    """A class has fewer examples than the requested number per class."""
+    """A class has too few examples for the requested number per class."""
 
 
 class FewShotSplit(BaseCrossValidator):
@@ -29,8 +29,9 @@ class FewShotSplit(BaseCrossValidator):
     Parameters
     ----------
     n_per_class : int, default=8
-        Training examples per class. A class with fewer examples gives all it has (they are
-        then all in the training part of every split), with a :class:`FewShotWarning`.
+        Training examples per class. A class with no more examples gives all it has (they are
+        then all in the training part of every split, none in a test part), with a
+        :class:`FewShotWarning`; if no class has more, ``split`` raises ``ValueError``.
     n_splits : int, default=10
         Number of seeded draws.
     test_size : int or float, optional
@@ -97,33 +98,16 @@ class FewShotSplit(BaseCrossValidator):
         """
         self._validate()
         n = _num_samples(X)
-        y = column_or_1d(np.asarray(y))
-        if len(y) != n:
-            raise ValueError(f"X has {n} samples but y has {len(y)}")
-        classes, y_idx = np.unique(y, return_inverse=True)
-        counts = np.bincount(y_idx, minlength=len(classes))
-        short = [(c, int(k)) for c, k in zip(classes.tolist(), counts.tolist(), strict=True)
-                 if k < self.n_per_class]
-        if short:
-            listed = ", ".join(f"{c!r} ({k})" for c, k in short)
-            warnings.warn(
-                f"{len(short)} class(es) have fewer than n_per_class={self.n_per_class} "
-                f"examples and give all they have to every training split: {listed}",
-                FewShotWarning,
-                stacklevel=2,
+        y_idx, counts = self._classes(y, n)
+        if n and counts.max() <= self.n_per_class:
+            raise ValueError(
+                f"n_per_class={self.n_per_class} puts every row into training (the largest class "
+                f"has {int(counts.max())} rows): no row is left to test on. Use a smaller "
+                "n_per_class or more data."
             )
-        rng = check_random_state(self.random_state)
-        # One seed per draw, taken up front, so draw i does not depend on test_size.
-        seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_splits)
-        for seed in seeds:
-            draw_rng = np.random.default_rng(int(seed))
-            order = draw_rng.permutation(n)
-            # Stable sort of the shuffled rows by class; rank within class = shuffled position.
-            by_class = order[np.argsort(y_idx[order], kind="stable")]
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            rank = np.empty(n, dtype=np.int64)
-            rank[by_class] = np.arange(n) - np.repeat(starts, counts)
-            is_train = rank < self.n_per_class
+        self._warn_small(y, y_idx, counts, self.n_per_class + 1,
+                         "all of them go to every training split and none is tested")
+        for is_train, draw_rng in self._draws(y_idx, counts):
             train = np.flatnonzero(is_train)
             test = np.flatnonzero(~is_train)
             if self.test_size is not None and len(test):
@@ -132,3 +116,54 @@ class FewShotSplit(BaseCrossValidator):
                 size = min(max(size, 1), len(test))
                 test = np.sort(draw_rng.choice(test, size=size, replace=False))
             yield train, test
+
+    def train_draws(self, y: Any) -> Iterator[np.ndarray]:
+        """Only the training rows of each draw (the same as ``split``'s), for evaluations whose
+        test rows come from elsewhere: every row may be drawn, none needs to be left over."""
+        self._validate()
+        y_idx, counts = self._classes(y, len(y))
+        self._warn_small(y, y_idx, counts, self.n_per_class,
+                         "every training split takes all they have")
+        for is_train, _ in self._draws(y_idx, counts):
+            yield np.flatnonzero(is_train)
+
+    @staticmethod
+    def _classes(y: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = column_or_1d(np.asarray(y))
+        if len(y) != n:
+            raise ValueError(f"X has {n} samples but y has {len(y)}")
+        classes, y_idx = np.unique(y, return_inverse=True)
+        return y_idx, np.bincount(y_idx, minlength=len(classes))
+
+    def _warn_small(self, y: Any, y_idx: np.ndarray, counts: np.ndarray, below: int,
+                    consequence: str) -> None:
+        """Warn about the classes with fewer than ``below`` rows."""
+        classes = np.unique(np.asarray(y))
+        short = [(c, int(k)) for c, k in zip(classes.tolist(), counts.tolist(), strict=True)
+                 if k < below]
+        if short:
+            listed = ", ".join(f"{c!r} ({k})" for c, k in short)
+            bound = "at most" if below > self.n_per_class else "fewer than"
+            warnings.warn(
+                f"{len(short)} class(es) have {bound} n_per_class={self.n_per_class} examples: "
+                f"{consequence}: {listed}",
+                FewShotWarning,
+                stacklevel=3,
+            )
+
+    def _draws(self, y_idx: np.ndarray, counts: np.ndarray
+               ) -> Iterator[tuple[np.ndarray, np.random.Generator]]:
+        """(training mask, the draw's generator) per draw."""
+        n = len(y_idx)
+        rng = check_random_state(self.random_state)
+        # One seed per draw, taken up front, so draw i does not depend on test_size.
+        seeds = rng.randint(np.iinfo(np.int32).max, size=self.n_splits)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        for seed in seeds:
+            draw_rng = np.random.default_rng(int(seed))
+            order = draw_rng.permutation(n)
+            # Stable sort of the shuffled rows by class; rank within class = shuffled position.
+            by_class = order[np.argsort(y_idx[order], kind="stable")]
+            rank = np.empty(n, dtype=np.int64)
+            rank[by_class] = np.arange(n) - np.repeat(starts, counts)
+            yield rank < self.n_per_class, draw_rng

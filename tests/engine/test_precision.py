@@ -19,6 +19,7 @@ from skmoe.engine import Engine
 from skmoe.engine.precision import (
     DEFAULT_PRECISION,
     PRECISIONS,
+    ZERO_POINT,
     Int8Experts,
     Int8Linear,
     SlowPrecisionWarning,
@@ -132,11 +133,14 @@ def test_stock_dynamic_quantization_does_depend_on_batch_mates():
 def test_quantize_rows_round_trip():
     x = torch.randn(50, 300) * torch.rand(50, 1) * 10
     x[3] = 0.0
-    q, s = quantize_rows(x)
-    assert q.dtype == torch.int8 and q.abs().max() <= 127
-    err = (q.float() * s - x).abs()
-    assert (err <= s / 2 + 1e-6).all()
-    assert (q[3] == 0).all() and s[3].item() == 1.0
+    q, s = quantize_rows(x, pad_to=16)
+    assert q.dtype == torch.uint8 and q.shape == (64, 300)
+    values = q.int() - ZERO_POINT  # stored offset by the zero point
+    assert values.abs().max() == 127  # each row's largest magnitude uses the full range
+    err = (values[:50].float() * s - x).abs()
+    assert (err <= s / 2 + 1e-5 * s).all()
+    assert (values[3] == 0).all() and s[3].item() == 1.0
+    assert (values[50:] == 0).all()  # padding rows hold the value 0
 
 
 def test_int8_kernel_is_exact_with_the_chosen_weight_width():
@@ -146,10 +150,10 @@ def test_int8_kernel_is_exact_with_the_chosen_weight_width():
     qmax = 2 ** (bits - 1) - 1
     gen = torch.Generator().manual_seed(1)
     w = torch.randint(-qmax, qmax + 1, (48, 256), dtype=torch.int8, generator=gen)
-    for x in (torch.randint(-127, 128, (37, 256), dtype=torch.int8, generator=gen),
-              (torch.sign(w[:37].float()) * 127).to(torch.int8)):
+    for x in (torch.randint(0, 256, (37, 256), dtype=torch.uint8, generator=gen),
+              torch.where(w[:37] > 0, 255, 0).to(torch.uint8)):  # the int16-saturating worst case
         got = _int8_mm(x, _pack(w), torch.ones(48)).double()
-        assert torch.equal(got, x.double() @ w.double().t())
+        assert torch.equal(got, (x.double() - ZERO_POINT) @ w.double().t())
 
 
 # -- what each mode converts -------------------------------------------------------------------

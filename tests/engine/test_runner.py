@@ -8,6 +8,7 @@ import torch
 from _engine_helpers import sib200_texts
 
 from skmoe.encoder import load_encoder
+from skmoe.encoder.nomic_moe import Attention
 from skmoe.engine import Engine, TokenRows, collate, plan_batches
 from skmoe.engine.batching import Batch, padding_fraction, split_batch
 
@@ -93,27 +94,27 @@ def test_moe_model_computes_real_tokens_only(encoder, texts):
     rows_in = []
     hooks = [m.register_forward_hook(lambda m, i, o: rows_in.append(i[0].shape[0]))
              for name, m in encoder.named_modules() if name.endswith(("Wqkv", "fc1"))]
-    sdpa_tokens = []
-    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+    attended = []  # tokens that went through attention, per call
+    real_attend = Attention._attend_runs
 
-    def sdpa(q, k, v, *args, **kwargs):
-        assert kwargs.get("attn_mask") is None  # no padded keys to mask
-        sdpa_tokens.append(q.shape[0] * q.shape[2])
-        return real_sdpa(q, k, v, *args, **kwargs)
+    def attend_runs(self, qkv, runs):
+        attended.append(sum(rows * length for _, rows, length in runs))
+        assert attended[-1] == qkv.shape[0]  # runs cover the packed real tokens exactly
+        return real_attend(self, qkv, runs)
 
     try:
-        torch.nn.functional.scaled_dot_product_attention = sdpa
+        Attention._attend_runs = attend_runs
         engine = Engine(encoder, batch_size=128)
         engine.embed(texts)
     finally:
-        torch.nn.functional.scaled_dot_product_attention = real_sdpa
+        Attention._attend_runs = real_attend
         for h in hooks:
             h.remove()
     real = engine.stats.real_tokens
     assert engine.stats.padded_tokens > real  # the batch layout does have padding ...
     n_layers, n_dense = encoder.moe_config.n_layer, 2  # tiny config: MoE on layers 1 and 3
     assert sum(rows_in) == real * (n_layers + n_dense)  # every Wqkv and every dense fc1
-    assert sum(sdpa_tokens) == real * n_layers  # ... but no padded token is ever computed
+    assert sum(attended) == real * n_layers  # ... but no padded token is ever computed
 
 
 # -- results ------------------------------------------------------------------------------------

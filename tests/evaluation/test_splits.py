@@ -33,7 +33,8 @@ def test_draws_differ_are_reproducible_and_nested():
     other = [tr.tolist() for tr, _ in FewShotSplit(2, 4, random_state=4).split(y, y)]
     assert other != first
     # Same seed, larger k: the smaller draw is contained in the larger one.
-    bigger = [set(tr) for tr, _ in FewShotSplit(n_per_class=3, n_splits=4, random_state=3).split(y, y)]
+    with pytest.warns(FewShotWarning):  # class 'c' has exactly 3 rows
+        bigger = [set(tr) for tr, _ in FewShotSplit(3, 4, random_state=3).split(y, y)]
     for small, big in zip(first, bigger, strict=True):
         assert set(small) <= big
 
@@ -59,6 +60,15 @@ def test_small_class_gives_all_with_warning():
         counts = dict(zip(*np.unique(y[train], return_counts=True), strict=True))
         assert counts == {"a": 4, "b": 4, "c": 3}
         assert "c" not in set(y[test])
+
+
+def test_class_of_exactly_k_is_warned_and_all_classes_of_k_is_an_error():
+    y = np.array(["a"] * 5 + ["b"] * 2)
+    with pytest.warns(FewShotWarning, match=r"'b' \(2\)"):
+        train, test = next(FewShotSplit(n_per_class=2, n_splits=1).split(y, y))
+    assert len(test) == 3 and set(y[test]) == {"a"}
+    with pytest.raises(ValueError, match="no row is left to test on"):
+        list(FewShotSplit(n_per_class=5, n_splits=1).split(y, y))
 
 
 def test_test_size_int_and_float():
