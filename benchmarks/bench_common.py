@@ -157,20 +157,30 @@ def official_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
     return out + moe.experts.bias
 
 
+def checkpoint_wqkv(model: NomicMoEModel) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Each layer's fused Wqkv (weight, bias) in the checkpoint's row order (rotate-half pairs;
+    our model holds the rows reordered, see ``rotary_pair_order``)."""
+    state = model.state_dict()
+    return [(state[f"encoder.layers.{i}.attn.Wqkv.weight"],
+             state.get(f"encoder.layers.{i}.attn.Wqkv.bias")) for i in range(model.config.n_layer)]
+
+
 @torch.inference_mode()
-def standard_forward(model: NomicMoEModel, input_ids: torch.Tensor, mask: torch.Tensor
+def standard_forward(model: NomicMoEModel, input_ids: torch.Tensor, mask: torch.Tensor,
+                     wqkv: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None
                      ) -> torch.Tensor:
     """Padded forward: every position of the [B, S] batch through every layer (official order)."""
     cfg = model.config
+    wqkv = wqkv if wqkv is not None else checkpoint_wqkv(model)
     B, S = input_ids.shape
     x = model.emb_ln(model.embeddings(input_ids.reshape(-1)))
     dtype = x.dtype
     key_mask = torch.zeros(B, 1, 1, S, dtype=dtype, device=x.device)
     key_mask.masked_fill_(~mask.bool()[:, None, None, :], torch.finfo(dtype).min)
     cos, sin = rotary_tables(S, cfg.rotary_dim, cfg.rotary_emb_base, x.device)
-    for layer in model.encoder.layers:
+    for layer, (w, b) in zip(model.encoder.layers, wqkv, strict=True):
         attn = layer.attn
-        qkv = attn.Wqkv(x).view(B, S, 3, attn.n_head, attn.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = F.linear(x, w, b).view(B, S, 3, attn.n_head, attn.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = apply_rotary(qkv[0], cos, sin), apply_rotary(qkv[1], cos, sin), qkv[2]
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
         h = layer.norm1(x + attn.out_proj(o.transpose(1, 2).reshape(B * S, -1)))
@@ -193,11 +203,13 @@ def standard_embed(model: NomicMoEModel, texts: Sequence[str], ids: Sequence[Seq
     device = next(model.parameters()).device
     out = np.empty((len(texts), model.config.n_embd), dtype=np.float32)
     padded = 0
+    wqkv = checkpoint_wqkv(model)
     for rows in char_sorted_batches(texts, batch_size):
         input_ids, mask = padded_batch(ids, rows, pad_id)
         padded += input_ids.numel()
         input_ids, mask = input_ids.to(device), mask.to(device)
-        out[rows] = mean_pool(standard_forward(model, input_ids, mask), mask).cpu().numpy()
+        hidden = standard_forward(model, input_ids, mask, wqkv)
+        out[rows] = mean_pool(hidden, mask).cpu().numpy()
     return out, padded
 
 

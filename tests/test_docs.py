@@ -50,6 +50,16 @@ def test_strict_build_writes_every_nav_page(site: Path) -> None:
         assert (site / page / "index.html").is_file(), page
 
 
+def test_sphinx_roles_render_as_code(site: Path) -> None:
+    """Docstrings keep numpydoc roles (:class:`~x.Y`); the site shows them as plain code."""
+    assert ":class:`" in inspect.getdoc(skmoe.evaluation.FewShotSplit)
+    for page in (site / "api").rglob("index.html"):
+        text = page.read_text(encoding="utf-8")
+        assert not re.search(r":(class|func|meth|attr|mod)(:|</span>)", text), page
+    page = (site / "api" / "evaluation" / "index.html").read_text(encoding="utf-8")
+    assert "<code>FewShotWarning</code>" in page
+
+
 def test_api_reference_is_generated_from_docstrings(site: Path) -> None:
     page = html.unescape((site / "api" / "estimator" / "index.html").read_text(encoding="utf-8"))
     summary = inspect.getdoc(skmoe.MoEEmbeddingTransformer).splitlines()[0]

