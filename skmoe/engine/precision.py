@@ -169,10 +169,12 @@ def _int8_mm_padded(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tens
         q_x = torch.cat([q_x, q_x.new_full((-M % ROW_ALIGN, q_x.shape[1]), ZERO_POINT)])
     if len(q_x) <= ROW_TILE:
         return _onednn_int8_mm(q_x, packed, w_scale)
-    out = torch.empty(len(q_x), w_scale.shape[0], dtype=torch.float32)
+    # Tiles write straight into their rows of one output: oneDNN's "sum" post-op adds the
+    # product into the (zeroed) destination in place, which costs a memset instead of a copy.
+    out = torch.zeros(len(q_x), w_scale.shape[0], dtype=torch.float32)
     for start in range(0, len(q_x), ROW_TILE):
-        out[start : start + ROW_TILE] = _onednn_int8_mm(q_x[start : start + ROW_TILE], packed,
-                                                        w_scale)
+        _onednn_int8_mm(q_x[start : start + ROW_TILE], packed, w_scale,
+                        into=out[start : start + ROW_TILE])
     return out
 
 
@@ -184,11 +186,18 @@ def _int8_mm(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor) -> 
 _ZERO_POINTS: dict[int, torch.Tensor] = {}
 
 
-def _onednn_int8_mm(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+def _onednn_int8_mm(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor,
+                    into: torch.Tensor | None = None) -> torch.Tensor:
+    """One oneDNN int8 matmul; with ``into`` (contiguous rows), the result is added into it."""
     n = w_scale.shape[0]
     zp = _ZERO_POINTS.get(n)
     if zp is None:
         zp = _ZERO_POINTS[n] = torch.zeros(n, dtype=torch.long)
+    if into is not None:
+        return torch.ops.onednn.qlinear_pointwise.binary(
+            q_x, 1.0, ZERO_POINT, packed, w_scale, zp, into, None, 1.0, 0, torch.float32, 1.0, 0,
+            "sum", 1.0, "none", [], "",
+        )
     return torch.ops.onednn.qlinear_pointwise(
         q_x, 1.0, ZERO_POINT, packed, w_scale, zp, None, 1.0, 0, torch.float32, "none", [], ""
     )
