@@ -56,9 +56,9 @@ def assert_one_line_error(code, err, expected_code, *fragments):
 class _CountingEngine(estimator_module.Engine):
     texts: list[str] = []
 
-    def embed(self, texts, prompt=""):
+    def iter_embed_batches(self, texts, prompt=""):
         type(self).texts.extend(texts)
-        return super().embed(texts, prompt)
+        return super().iter_embed_batches(texts, prompt)
 
 
 # -- help, version, console script ------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 BERTopic's ``select_backend`` recognises its own ``BaseEmbedder`` subclasses and sklearn
 ``Pipeline`` objects, but not a bare sklearn transformer: ``BERTopic(embedding_model=
-MoEEmbeddingTransformer())`` falls back to ``all-MiniLM-L6-v2`` without a word (BERTopic #941,
-#1651). Pass :class:`SkmoeBackend` (or ``make_pipeline(transformer)``) instead::
+MoEEmbeddingTransformer())`` falls back to ``all-MiniLM-L6-v2`` without a word (BERTopic
+issues 941 and 1651). Pass :class:`SkmoeBackend` (or ``make_pipeline(transformer)``) instead::
 
     from bertopic import BERTopic
     from skmoe.integrations.bertopic import SkmoeBackend
