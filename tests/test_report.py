@@ -23,9 +23,9 @@ class _CountingEngine(estimator_module.Engine):
 
     texts: list[str] = []
 
-    def embed(self, texts, prompt=""):
+    def iter_embed_batches(self, texts, prompt=""):
         type(self).texts.extend(texts)
-        return super().embed(texts, prompt)
+        return super().iter_embed_batches(texts, prompt)
 
 
 @pytest.fixture(scope="module")
