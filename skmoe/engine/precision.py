@@ -262,6 +262,14 @@ def quantize_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Ten
     return q, scale
 
 
+def _uint8_rows(M: int, K: int, pad_to: int) -> torch.Tensor:
+    """A uint8 ``[M', K]`` buffer, ``M'`` = ``M`` rounded up to a multiple of ``pad_to``, whose
+    padding rows hold the value 0 (the zero point); rows ``:M`` are left for the caller."""
+    q = torch.empty(M + (-M % pad_to), K, dtype=torch.uint8)
+    q[M:].fill_(ZERO_POINT)
+    return q
+
+
 def quantize_rows(
     x: torch.Tensor, *, inplace: bool = False, pad_to: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,8 +283,7 @@ def quantize_rows(
     amax = torch.maximum(high, x.amin(dim=1, keepdim=True).neg_())
     scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
     M = x.shape[0]
-    q = torch.empty(M + (-M % pad_to), x.shape[1], dtype=torch.uint8)
-    q[M:].fill_(ZERO_POINT)
+    q = _uint8_rows(M, x.shape[1], pad_to)
     # Rounding by the float unit itself: x / scale lies in [-127, 127], and adding 1.5 * 2**23
     # leaves no fraction bits, so the sum is round(x / scale) (half to even) and its bit pattern
     # ends in that integer; with 128 added too, the pattern's low byte is the uint8 we want, and
@@ -356,8 +363,7 @@ class Int8Experts(nn.Module):
             if n == 0:
                 continue
             slots = token_of[start : start + n]
-            q = torch.empty(n + (-n % ROW_ALIGN), x.shape[1], dtype=torch.uint8)
-            q[n:].fill_(ZERO_POINT)
+            q = _uint8_rows(n, x.shape[1], ROW_ALIGN)
             torch.index_select(q_x, 0, slots, out=q[:n])
             _ffn_rows(q, s_x.index_select(0, slots), self.up[e], self.down[e],
                       out=y[start : start + n])

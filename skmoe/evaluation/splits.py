@@ -98,14 +98,14 @@ class FewShotSplit(BaseCrossValidator):
         """
         self._validate()
         n = _num_samples(X)
-        y_idx, counts = self._classes(y, n)
+        classes, y_idx, counts = self._classes(y, n)
         if n and counts.max() <= self.n_per_class:
             raise ValueError(
                 f"n_per_class={self.n_per_class} puts every row into training (the largest class "
                 f"has {int(counts.max())} rows): no row is left to test on. Use a smaller "
                 "n_per_class or more data."
             )
-        self._warn_small(y, y_idx, counts, self.n_per_class + 1,
+        self._warn_small(classes, counts, self.n_per_class + 1,
                          "all of them go to every training split and none is tested")
         for is_train, draw_rng in self._draws(y_idx, counts):
             train = np.flatnonzero(is_train)
@@ -121,24 +121,24 @@ class FewShotSplit(BaseCrossValidator):
         """Only the training rows of each draw (the same as ``split``'s), for evaluations whose
         test rows come from elsewhere: every row may be drawn, none needs to be left over."""
         self._validate()
-        y_idx, counts = self._classes(y, len(y))
-        self._warn_small(y, y_idx, counts, self.n_per_class,
+        classes, y_idx, counts = self._classes(y, len(y))
+        self._warn_small(classes, counts, self.n_per_class,
                          "every training split takes all they have")
         for is_train, _ in self._draws(y_idx, counts):
             yield np.flatnonzero(is_train)
 
     @staticmethod
-    def _classes(y: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _classes(y: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(class labels, each row's class index, rows per class)."""
         y = column_or_1d(np.asarray(y))
         if len(y) != n:
             raise ValueError(f"X has {n} samples but y has {len(y)}")
         classes, y_idx = np.unique(y, return_inverse=True)
-        return y_idx, np.bincount(y_idx, minlength=len(classes))
+        return classes, y_idx, np.bincount(y_idx, minlength=len(classes))
 
-    def _warn_small(self, y: Any, y_idx: np.ndarray, counts: np.ndarray, below: int,
+    def _warn_small(self, classes: np.ndarray, counts: np.ndarray, below: int,
                     consequence: str) -> None:
         """Warn about the classes with fewer than ``below`` rows."""
-        classes = np.unique(np.asarray(y))
         short = [(c, int(k)) for c, k in zip(classes.tolist(), counts.tolist(), strict=True)
                  if k < below]
         if short:
