@@ -209,6 +209,12 @@ class EmbeddingCache:
         self.timeout = state["timeout"]
         self._reset_process_state()
 
+    def __deepcopy__(self, memo: dict) -> EmbeddingCache:
+        # A handle on a shared file: sklearn's clone (GridSearchCV, cross_val_score) deep-copies
+        # parameters, and a copy would count the clones' hits and misses where the user never
+        # looks. Every clone uses this same object instead.
+        return self
+
     def _check_pid(self) -> None:
         if os.getpid() != self._pid:
             # Forked child: the parent's connections must not be used, nor closed here (SQLite

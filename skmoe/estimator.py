@@ -6,6 +6,7 @@ they finish) -> input order -> Matryoshka truncation -> L2 normalisation -> outp
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 from collections.abc import Callable
@@ -156,11 +157,19 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
     def _check_params(self, encoder: SentenceEncoder) -> None:
         if self.output_dtype not in OUTPUT_DTYPES:
             raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {self.output_dtype!r}")
-        dim = encoder.embedding_dim
-        if self.truncate_dim is not None and not (0 < int(self.truncate_dim) <= dim):
-            raise ValueError(f"truncate_dim must be in [1, {dim}], got {self.truncate_dim!r}")
-        if int(self.max_length) < 2:
-            raise ValueError(f"max_length must be >= 2, got {self.max_length!r}")
+        _check_int("truncate_dim", self.truncate_dim, 1, encoder.embedding_dim, optional=True)
+        _check_int("max_length", self.max_length, 2)
+        _check_int("batch_size", self.batch_size, 1, optional=True)
+        _check_int("max_tokens_per_batch", self.max_tokens_per_batch, 1, optional=True)
+        if encoder.tokenizer is None:
+            raise ValueError(
+                f"Model {self.model!r} has no tokenizer files in {encoder.source.path} (tokenizer.json, "
+                "or tokenizer_config.json with a sentencepiece model); copy the model's tokenizer "
+                "files into that folder."
+            )
+
+    def _prompt(self, encoder: SentenceEncoder) -> str:
+        return encoder.resolve_prompt(self.prompt_name, self.prompt)
 
     def _effective_max_length(self, encoder: SentenceEncoder) -> int:
         return min(int(self.max_length), encoder.max_length)
@@ -178,30 +187,61 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         -------
         self
         """
+        self._fit(validate_texts(X))
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """``fit(X).transform(X)``, running the model once (int8/uint8 ranges included).
+
+        Parameters
+        ----------
+        X : list of str, pandas Series or one-column DataFrame
+        y : ignored
+
+        Returns
+        -------
+        ndarray of shape (n_texts, n_features_out_)
+        """
         texts = validate_texts(X)
+        encoder, floats = self._fit(texts)
+        if floats is None:
+            floats = self._embed_float(texts, encoder, self.prompt_)
+        return self._output(floats)
+
+    def _fit(self, texts: list[str]) -> tuple[SentenceEncoder, np.ndarray | None]:
+        """Fit on validated texts; return the encoder and, when fitting needed them, the
+        texts' float embeddings (for ``fit_transform``)."""
         for attr in ("model_fingerprint_", "model_revision_"):  # refit may change the model
             self.__dict__.pop(attr, None)
         encoder = self.get_encoder()
         self._check_params(encoder)
-        self.prompt_ = encoder.resolve_prompt(self.prompt_name, self.prompt)
+        self.prompt_ = self._prompt(encoder)
         self.embedding_dim_ = encoder.embedding_dim
         dim = int(self.truncate_dim or self.embedding_dim_)
         self.n_features_out_ = output_width(dim, self.output_dtype)
         self.model_revision_ = encoder.source.revision
         self.model_fingerprint_ = encoder.source.fingerprint
-        if self.output_dtype in CALIBRATED_DTYPES:
-            floats = self._embed_float(texts, encoder, self.prompt_)
-            self.quantization_ranges_ = calibration_ranges(floats)
-        else:
-            self.__dict__.pop("quantization_ranges_", None)
-        return self
+        self.__dict__.pop("quantization_ranges_", None)
+        if self.output_dtype not in CALIBRATED_DTYPES:
+            return encoder, None
+        floats = self._embed_float(texts, encoder, self.prompt_)
+        self.quantization_ranges_ = calibration_ranges(floats)
+        return encoder, floats
 
     def transform(self, X: Any) -> np.ndarray:
         """Embed ``X``: float32 C-contiguous ``[n, n_features_out_]`` (or the output dtype)."""
         check_is_fitted(self)
         texts = validate_texts(X)
         encoder = self.get_encoder()
-        floats = self._embed_float(texts, encoder, self.prompt_)
+        self._check_params(encoder)
+        if self._prompt(encoder) != self.prompt_:
+            raise ValueError(
+                f"prompt_name/prompt changed after fit (fitted with {self.prompt_!r}, now "
+                f"{self._prompt(encoder)!r}); call fit again."
+            )
+        return self._output(self._embed_float(texts, encoder, self.prompt_))
+
+    def _output(self, floats: np.ndarray) -> np.ndarray:
         ranges = getattr(self, "quantization_ranges_", None)
         out = np.ascontiguousarray(quantize(floats, self.output_dtype, ranges))
         if out.shape[1] != self.n_features_out_:
@@ -241,15 +281,13 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
     def embed(self, X: Any) -> np.ndarray:
         """Float32 embeddings (truncated and normalised as configured), fitting nothing.
 
-        Uses the fitted prompt when fitted, else resolves it from the parameters.
+        Follows the current parameters (prompt included), fitted or not; ``output_dtype`` does
+        not apply.
         """
         texts = validate_texts(X)
         encoder = self.get_encoder()
         self._check_params(encoder)
-        prompt = getattr(self, "prompt_", None)
-        if prompt is None:
-            prompt = encoder.resolve_prompt(self.prompt_name, self.prompt)
-        return self._embed_float(texts, encoder, prompt)
+        return self._embed_float(texts, encoder, self._prompt(encoder))
 
     # -- the work ------------------------------------------------------------------------------
     def _embed_float(self, texts: list[str], encoder: SentenceEncoder, prompt: str) -> np.ndarray:
@@ -320,6 +358,21 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
 
     def _progress(self, total: int) -> Any:
         return _Progress(total, enabled=bool(self.verbose))
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None,
+               optional: bool = False) -> None:
+    """An integer parameter (numpy integers too; not bool, not float) within ``[low, high]``."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name} must be an int{' or None' if optional else ''}, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    if value < low or (high is not None and value > high):
+        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bounds}, got {value!r}")
 
 
 class _Progress:

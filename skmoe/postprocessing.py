@@ -6,6 +6,8 @@ These run on full-width float32 vectors straight from the cache or the engine, s
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 OUTPUT_DTYPES = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
@@ -22,10 +24,30 @@ def truncate_and_normalize(x: np.ndarray, truncate_dim: int | None, normalize: b
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+# Fewer calibration rows than this get a warning (sentence-transformers uses the same bound).
+MIN_CALIBRATION_ROWS = 100
+
+
 def calibration_ranges(x: np.ndarray) -> np.ndarray:
-    """Per-feature ``[min, max]`` (shape ``[2, d]``) learned in ``fit`` for int8/uint8 output."""
-    if len(x) == 0:
-        raise ValueError("int8/uint8 output needs at least one text in fit() to learn its ranges.")
+    """Per-feature ``[min, max]`` (shape ``[2, d]``) learned in ``fit`` for int8/uint8 output.
+
+    Needs at least two distinct rows (one row gives every feature an empty range, so every
+    output value would be the same); warns below ``MIN_CALIBRATION_ROWS`` rows, since values of
+    later texts outside the learned ranges are clipped.
+    """
+    n_distinct = len(np.unique(x, axis=0)) if len(x) else 0
+    if n_distinct < 2:
+        raise ValueError(
+            f"int8/uint8 output learns each feature's range in fit() and needs at least 2 distinct "
+            f"texts; got {n_distinct}. Fit on a few hundred texts like those you will transform."
+        )
+    if len(x) < MIN_CALIBRATION_ROWS:
+        warnings.warn(
+            f"int8/uint8 ranges learned from only {len(x)} texts: values of other texts outside "
+            f"these ranges are clipped. Fit on at least {MIN_CALIBRATION_ROWS} representative texts.",
+            UserWarning,
+            stacklevel=4,
+        )
     return np.stack([x.min(axis=0), x.max(axis=0)]).astype(np.float32)
 
 

@@ -71,11 +71,9 @@ def get_cache(cache: EmbeddingCache | str | os.PathLike[str] | None) -> Embeddin
     """One cache object per file and process, so hit/miss counts add up across estimators."""
     if cache is None or isinstance(cache, EmbeddingCache):
         return cache
-    key = str(Path(cache).expanduser().resolve())
+    opened = resolve_cache(cache)  # checks the type and the path, with errors that say why
     with _LOCK:
-        if key not in _CACHES:
-            _CACHES[key] = resolve_cache(key)
-        return _CACHES[key]
+        return _CACHES.setdefault(opened.path, opened)
 
 
 def clear(model: str | os.PathLike[str] | None = None) -> None:

@@ -35,11 +35,23 @@ def split_pairs(X: Any) -> tuple[list[str], list[str]]:
     if hasattr(X, "iloc") and hasattr(X, "columns"):
         if X.shape[1] != 2:
             raise ValueError(f"Expected two text columns, got {X.shape[1]}: {list(X.columns)[:5]}.")
-        return validate_texts(X.iloc[:, 0]), validate_texts(X.iloc[:, 1])
-    arr = np.asarray(X, dtype=object)
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"Expected pairs of texts with shape (n, 2), got shape {arr.shape}.")
-    return validate_texts(arr[:, 0]), validate_texts(arr[:, 1])
+        columns = [(repr(name), X.iloc[:, i]) for i, name in enumerate(X.columns)]
+    else:
+        arr = np.asarray(X, dtype=object)
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise ValueError(f"Expected pairs of texts with shape (n, 2), got shape {arr.shape}.")
+        columns = [(str(i), arr[:, i]) for i in range(2)]
+    texts = []
+    for name, column in columns:
+        try:
+            texts.append(validate_texts(column))
+        except (TypeError, ValueError) as exc:  # say which side of the pair is bad
+            raise type(exc)(f"Column {name} of the pairs: {exc}") from None
+    return texts[0], texts[1]
+
+
+# Output dtypes whose values are codes (offsets, packed bits), not coordinates.
+_CODED_OUTPUTS = ("int8", "uint8", "binary", "ubinary")
 
 
 class PairFeatures(TransformerMixin, BaseEstimator):
@@ -71,17 +83,24 @@ class PairFeatures(TransformerMixin, BaseEstimator):
             embedder = MoEEmbeddingTransformer()
         else:
             embedder = clone(self.embedder)
+        coded = getattr(embedder, "output_dtype", "float32")
+        if coded in _CODED_OUTPUTS:
+            raise ValueError(
+                f"PairFeatures needs float embeddings, but the embedder's output_dtype={coded!r} "
+                "gives codes (quantized or packed bits) on which cosines and differences mean "
+                "nothing; use output_dtype='float32' or 'float16'."
+            )
         self.embedder_ = embedder.fit(a + b)
         dim = getattr(self.embedder_, "n_features_out_", None)
         if dim is None:  # a generic embedder: ask it once
-            dim = self.embedder_.transform(a[:1]).shape[1]
+            dim = self._embed(a[:1]).shape[1]
         self.n_features_out_ = sum(1 if f == "cosine" else dim for f in self.features)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         a, b = split_pairs(X)
-        both = np.asarray(self.embedder_.transform(a + b), dtype=np.float32)
+        both = self._embed(a + b)
         u, v = both[: len(a)], both[len(a) :]
         parts = {
             "cosine": lambda: cosine_rows(u, v)[:, None],
@@ -89,6 +108,12 @@ class PairFeatures(TransformerMixin, BaseEstimator):
             "product": lambda: u * v,
         }
         return np.ascontiguousarray(np.hstack([parts[f]() for f in self.features]), dtype=np.float32)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        out = self.embedder_.transform(texts)
+        if hasattr(out, "toarray"):  # sparse output (e.g. TfidfVectorizer)
+            out = out.toarray()
+        return np.asarray(out, dtype=np.float32)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self)

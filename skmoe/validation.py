@@ -17,8 +17,9 @@ def _row_label(index: Any, position: int) -> str:
 def validate_texts(X: Any) -> list[str]:
     """Return ``X`` as a list of ``str``, or raise an error naming the first bad row.
 
-    Accepted: list/tuple/1-D array of str, pandas Series, a one-column DataFrame or 2-D array (what
-    ``ColumnTransformer`` passes for a single text column). Empty strings are valid texts.
+    Accepted: list/tuple/1-D array of str, a pandas or polars Series, a pyarrow array, a
+    one-column pandas/polars DataFrame, pyarrow Table or 2-D array (what ``ColumnTransformer``
+    passes for a single text column). Empty strings are valid texts.
 
     Raises
     ------
@@ -39,12 +40,9 @@ def validate_texts(X: Any) -> list[str]:
             f"{type(X).__name__}; convert it with list(...) in the order you want the rows."
         )
     index = None
+    X = _from_arrow_or_polars(X)
     if hasattr(X, "iloc") and hasattr(X, "columns"):  # pandas DataFrame
-        if X.shape[1] != 1:
-            raise ValueError(
-                f"Expected one text column, got a DataFrame with {X.shape[1]} columns "
-                f"({list(X.columns)[:5]}); select the text column first."
-            )
+        _one_column(X.columns, "DataFrame")
         X = X.iloc[:, 0]
     if hasattr(X, "iloc"):  # pandas Series
         index = list(X.index)
@@ -82,6 +80,29 @@ def validate_texts(X: Any) -> list[str]:
                 "text.encode('utf-8', 'replace').decode('utf-8')."
             ) from None
     return texts
+
+
+def _from_arrow_or_polars(X: Any) -> Any:
+    """A polars DataFrame or a pyarrow Table/Array as a list (one column only); else ``X``."""
+    module = type(X).__module__.split(".")[0]
+    if module not in ("polars", "pyarrow"):
+        return X
+    if module == "polars" and hasattr(X, "columns") and hasattr(X, "to_series"):  # DataFrame
+        _one_column(X.columns, "polars DataFrame")
+        return X.to_series(0).to_list()
+    if module == "pyarrow" and hasattr(X, "column_names"):  # Table / RecordBatch
+        _one_column(X.column_names, "pyarrow Table")
+        X = X.column(0)
+    return X.to_pylist() if hasattr(X, "to_pylist") else X
+
+
+def _one_column(columns: Any, kind: str) -> None:
+    columns = list(columns)
+    if len(columns) != 1:
+        raise ValueError(
+            f"Expected one text column, got a {kind} with {len(columns)} columns "
+            f"({columns[:5]}); select the text column first."
+        )
 
 
 def _is_pandas_na(value: Any) -> bool:

@@ -217,7 +217,7 @@ def test_bad_input_names_the_row_in_fit_transform_and_similarity(moe, label, X, 
 
 def test_transform_never_changes_the_estimator(moe, tmp_path):
     for params in ({}, {"output_dtype": "int8"}, {"cache": str(tmp_path / "c.sqlite"), "verbose": 1}):
-        est = MoEEmbeddingTransformer(moe, **params).fit(["some", "training text"])
+        est = MoEEmbeddingTransformer(moe, **params).fit(mixed_texts(100, seed=3, max_words=4))
         before = joblib.hash(vars(est))
         est.transform(["new text", "another"])
         est.similarity(["a"], ["b"])
@@ -262,7 +262,8 @@ def test_truncate_dim_keeps_a_normalised_prefix(moe):
 @pytest.mark.parametrize("dtype", ["int8", "uint8"])
 def test_int8_ranges_come_from_fit_never_from_the_transform_batch(moe, dtype):
     train = mixed_texts(20, seed=1, max_words=20)
-    est = MoEEmbeddingTransformer(moe, output_dtype=dtype, device="cpu").fit(train)
+    with pytest.warns(UserWarning, match="learned from only 20 texts"):
+        est = MoEEmbeddingTransformer(moe, output_dtype=dtype, device="cpu").fit(train)
     assert est.quantization_ranges_.shape == (2, 64)
     floats = MoEEmbeddingTransformer(moe, device="cpu").fit([]).transform(train)
     np.testing.assert_allclose(est.quantization_ranges_, [floats.min(0), floats.max(0)], atol=1e-6)
@@ -273,9 +274,60 @@ def test_int8_ranges_come_from_fit_never_from_the_transform_batch(moe, dtype):
         np.testing.assert_array_equal(est.transform([t])[0], batch[i])
 
 
-def test_int8_fit_needs_texts(moe):
-    with pytest.raises(ValueError, match="at least one text"):
-        MoEEmbeddingTransformer(moe, output_dtype="int8").fit([])
+@pytest.mark.parametrize("train", [[], ["one text"], ["same", "same"]], ids=["none", "one", "twice-one"])
+def test_int8_fit_needs_two_distinct_texts(moe, train):
+    # one text gives every feature an empty range: every output value would be the same
+    with pytest.raises(ValueError, match="at least 2 distinct texts; got"):
+        MoEEmbeddingTransformer(moe, output_dtype="int8").fit(train)
+
+
+@pytest.mark.parametrize("output_dtype", ["int8", "float32"])
+def test_fit_transform_runs_the_model_once_and_equals_fit_then_transform(moe, output_dtype):
+    texts = mixed_texts(120, seed=4, max_words=6)
+    est = MoEEmbeddingTransformer(moe, output_dtype=output_dtype)
+    est.fit(texts[:2] + texts[-2:]) if output_dtype == "float32" else None  # load the model
+    with forward_log(est) as shapes:
+        out = est.fit_transform(texts)
+    assert sum(rows for rows, _ in shapes) == len(texts)
+    np.testing.assert_array_equal(out, clone(est).fit(texts).transform(texts))
+    assert out.dtype == np.dtype(output_dtype)
+
+
+def test_changing_the_prompt_after_fit_asks_for_a_refit(moe):
+    est = MoEEmbeddingTransformer(moe, prompt="query: ").fit(["a"])
+    est.set_params(prompt="passage: ")
+    with pytest.raises(ValueError, match="prompt_name/prompt changed after fit.*'query: '.*'passage: '"):
+        est.transform(["a text"])
+    # embed fits nothing and follows the current parameters
+    np.testing.assert_allclose(est.embed(["a text"]),
+                               MoEEmbeddingTransformer(moe, prompt="passage: ").embed(["a text"]))
+    np.testing.assert_allclose(est.fit(["a"]).transform(["a text"]), est.embed(["a text"]))
+
+
+@pytest.mark.parametrize(("param", "value", "error", "match"), [
+    ("truncate_dim", 32.0, TypeError, "truncate_dim must be an int or None, got 32.0"),
+    ("truncate_dim", "32", TypeError, "truncate_dim must be an int or None"),
+    ("truncate_dim", True, TypeError, "truncate_dim must be an int or None, got True"),
+    ("truncate_dim", 0, ValueError, r"truncate_dim must be in \[1, 64\], got 0"),
+    ("truncate_dim", 65, ValueError, r"truncate_dim must be in \[1, 64\]"),
+    ("max_length", 64.5, TypeError, "max_length must be an int, got 64.5"),
+    ("max_length", 1, ValueError, "max_length must be >= 2"),
+    ("batch_size", 0, ValueError, "batch_size must be >= 1, got 0"),
+    ("batch_size", 8.0, TypeError, "batch_size must be an int or None"),
+    ("max_tokens_per_batch", -1, ValueError, "max_tokens_per_batch must be >= 1"),
+])
+def test_integer_parameters_are_checked_strictly(moe, param, value, error, match):
+    with pytest.raises(error, match=match):
+        MoEEmbeddingTransformer(moe, **{param: value}).fit(["a"])
+    est = MoEEmbeddingTransformer(moe).fit(["a"]).set_params(**{param: value})
+    with pytest.raises(error, match=match):  # also when set after fit
+        est.transform(["a"])
+    assert MoEEmbeddingTransformer(moe, **{param: np.int64(32)}).fit(["a"]).transform(["a"]).size
+
+
+def test_a_model_folder_without_tokenizer_fails_at_fit_with_what_to_do(tiny_moe_path):
+    with pytest.raises(ValueError, match="has no tokenizer files in .*copy the model's tokenizer files"):
+        MoEEmbeddingTransformer(str(tiny_moe_path)).fit(["a"])
 
 
 @pytest.mark.parametrize(("dtype", "width", "np_dtype"), [("binary", 8, np.int8), ("ubinary", 8, np.uint8),
@@ -467,6 +519,7 @@ def test_cross_val_score_on_sib200_english(e5_path, sib200_dir, tmp_path):
 
 
 # -- cache ------------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:int8/uint8 ranges learned from only")
 def test_warm_transform_never_touches_the_model(moe, tmp_path):
     cache = str(tmp_path / "emb.sqlite")
     texts = mixed_texts(10, seed=8)
@@ -537,6 +590,7 @@ def test_interrupted_run_keeps_finished_batches(moe, tmp_path, monkeypatch):
 
 
 # -- pickling ---------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:int8/uint8 ranges learned from only")
 def test_pickle_round_trip_is_small_and_equal(moe, tmp_path):
     est = MoEEmbeddingTransformer(moe, cache=str(tmp_path / "c.sqlite"), output_dtype="int8").fit(mixed_texts(8))
     blob = pickle.dumps(est)

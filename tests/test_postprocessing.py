@@ -16,12 +16,12 @@ from skmoe.postprocessing import (
 
 @pytest.fixture
 def emb() -> np.ndarray:
-    return np.random.default_rng(0).normal(size=(50, 20)).astype(np.float32)
+    return np.random.default_rng(0).normal(size=(120, 20)).astype(np.float32)
 
 
 def test_truncate_then_normalize(emb):
     out = truncate_and_normalize(emb, 8, True)
-    assert out.shape == (50, 8) and out.dtype == np.float32 and out.flags.c_contiguous
+    assert out.shape == (120, 8) and out.dtype == np.float32 and out.flags.c_contiguous
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
     # Truncation happens before normalising: same direction as the first 8 raw features.
     np.testing.assert_allclose(out * np.linalg.norm(emb[:, :8], axis=1, keepdims=True), emb[:, :8], rtol=1e-5)
@@ -43,8 +43,11 @@ def test_calibration_ranges(emb):
     assert r.shape == (2, 20) and r.dtype == np.float32
     np.testing.assert_array_equal(r[0], emb.min(axis=0))
     np.testing.assert_array_equal(r[1], emb.max(axis=0))
-    with pytest.raises(ValueError, match="at least one text"):
-        calibration_ranges(emb[:0])
+    for too_few in (emb[:0], emb[:1], emb[[3, 3, 3]]):
+        with pytest.raises(ValueError, match="at least 2 distinct texts"):
+            calibration_ranges(too_few)
+    with pytest.warns(UserWarning, match="learned from only 99 texts"):
+        calibration_ranges(emb[:99])
 
 
 @pytest.mark.parametrize("dtype", ["int8", "uint8"])
@@ -66,10 +69,11 @@ def test_int8_clips_values_outside_the_fitted_range(emb):
     assert (out[0] == 127).all() and (out[1] == -128).all()
 
 
-def test_constant_feature_does_not_divide_by_zero():
-    x = np.ones((5, 3), np.float32)
+def test_constant_feature_does_not_divide_by_zero(emb):
+    x = emb[:, :3].copy()
+    x[:, 1] = 1.0
     q = quantize(x, "uint8", calibration_ranges(x))
-    assert (q == 0).all()
+    assert (q[:, 1] == 0).all() and q[:, 0].min() == 0 and q[:, 0].max() == 255
 
 
 def test_int8_needs_ranges(emb):
@@ -92,7 +96,7 @@ def test_matches_sentence_transformers_quantization(emb):
 
 
 def test_binary_width_and_float16(emb):
-    assert quantize(emb, "binary").shape == (50, output_width(20, "binary")) == (50, 3)
+    assert quantize(emb, "binary").shape == (120, output_width(20, "binary")) == (120, 3)
     assert quantize(emb, "float16").dtype == np.float16
     assert quantize(emb, "float32") is emb
     assert output_width(20, "float32") == 20

@@ -6,6 +6,7 @@ import pickle
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from sklearn.base import clone
 
@@ -76,3 +77,24 @@ def test_get_cache_is_one_object_per_file(tmp_path, monkeypatch):
     assert registry.get_cache(tmp_path / "emb.sqlite") is first
     mine = EmbeddingCache(tmp_path / "mine.sqlite")
     assert registry.get_cache(mine) is mine
+
+
+@pytest.mark.parametrize(("value", "error", "message"), [
+    (":memory:", ValueError, "needs a file path"),
+    ("", ValueError, "needs a file path"),
+    (123, TypeError, "cache must be None, a path or an EmbeddingCache, got int"),
+])
+def test_get_cache_rejects_what_is_not_a_file_path(value, error, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(error, match=message):
+        registry.get_cache(value)
+    assert list(tmp_path.iterdir()) == []  # no stray ':memory:' files
+
+
+def test_a_cache_object_is_shared_by_clones_not_copied(fast_moe, tmp_path):
+    mine = EmbeddingCache(tmp_path / "shared.sqlite")
+    est = MoEEmbeddingTransformer(str(fast_moe), cache=mine)
+    twin = clone(est)
+    assert twin.cache is mine
+    twin.fit(["a"]).transform(["a", "b"])
+    assert mine.stats().misses == 2

@@ -109,8 +109,10 @@ def test_pair_features_subset_and_names(moe):
 @pytest.mark.parametrize(("X", "error", "match"), [
     (pd.DataFrame({"a": ["x"], "b": ["y"], "c": ["z"]}), ValueError, "two text columns"),
     ([("only one",)], ValueError, r"shape \(n, 2\)"),
-    ([("ok", "ok"), ("fine", None)], ValueError, "row 1"),
-    ([("ok", "ok"), (3, "x")], TypeError, "row 1 is int"),
+    ([("ok", "ok"), ("fine", None)], ValueError, "Column 1 of the pairs: Missing text at row 1"),
+    ([("ok", "ok"), (3, "x")], TypeError, "Column 0 of the pairs: Text at row 1 is int"),
+    (pd.DataFrame({"s1": ["a", "b"], "s2": ["c", None]}), ValueError,
+     "Column 's2' of the pairs: Missing text at row 1"),
 ])
 def test_pair_input_errors(X, error, match):
     with pytest.raises(error, match=match):
@@ -122,6 +124,23 @@ def test_unknown_features_are_rejected(moe):
         PairFeatures(MoEEmbeddingTransformer(moe), features=("cosine", "l1")).fit(PAIRS)
     with pytest.raises(ValueError, match="features must be"):
         PairFeatures(MoEEmbeddingTransformer(moe), features=()).fit(PAIRS)
+
+
+@pytest.mark.parametrize("output_dtype", ["int8", "binary"])
+def test_pair_features_refuse_coded_embeddings(moe, output_dtype):
+    with pytest.raises(ValueError, match=f"output_dtype='{output_dtype}' gives codes"):
+        PairFeatures(MoEEmbeddingTransformer(moe, output_dtype=output_dtype)).fit(PAIRS)
+
+
+def test_pair_features_take_a_sparse_embedder():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    pf = PairFeatures(TfidfVectorizer(), features=("cosine", "abs_diff")).fit(PAIRS)
+    out = pf.transform(PAIRS)
+    tfidf = TfidfVectorizer().fit([t for p in PAIRS for t in p])
+    u, v = tfidf.transform([p[0] for p in PAIRS]), tfidf.transform([p[1] for p in PAIRS])
+    np.testing.assert_allclose(out[:, 0], cosine_similarity(u, v).diagonal(), atol=1e-6)
+    assert out.shape == (len(PAIRS), 1 + len(tfidf.vocabulary_))
 
 
 def test_pair_classification_pipeline(moe):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import polars as pl
+import pyarrow as pa
 import pytest
 
 from skmoe.validation import validate_texts
@@ -23,9 +25,15 @@ TEXTS = ["first text", "", "drittes Stück", "四"]
         lambda t: pd.Series(t, dtype="string"),
         lambda t: pd.DataFrame({"text": t}),  # one-column DataFrame
         lambda t: (x for x in t),  # any ordered iterable
+        lambda t: pl.Series(t),
+        lambda t: pl.DataFrame({"text": t}),
+        lambda t: pa.array(t),
+        lambda t: pa.chunked_array([t[:2], t[2:]]),
+        lambda t: pa.table({"text": t}),
     ],
     ids=["list", "tuple", "ndarray-U", "ndarray-object", "ndarray-n1", "series", "series-string",
-         "dataframe", "generator"],
+         "dataframe", "generator", "polars-series", "polars-dataframe", "arrow-array",
+         "arrow-chunked", "arrow-table"],
 )
 def test_accepted_containers_give_the_same_list(container):
     out = validate_texts(container(TEXTS))
@@ -99,9 +107,17 @@ def test_surrogate_error_says_where_in_the_text():
 @pytest.mark.parametrize(
     "table",
     [pd.DataFrame({"a": ["x"], "b": ["y"]}), np.array([["x", "y"]], dtype=object),
-     np.empty((1, 1, 1), dtype=object)],
-    ids=["dataframe-2col", "ndarray-2col", "ndarray-3d"],
+     np.empty((1, 1, 1), dtype=object), pl.DataFrame({"a": ["x"], "b": ["y"]}),
+     pa.table({"a": ["x"], "b": ["y"]})],
+    ids=["dataframe-2col", "ndarray-2col", "ndarray-3d", "polars-2col", "arrow-2col"],
 )
 def test_several_columns_are_a_value_error(table):
     with pytest.raises(ValueError, match="column|1-D"):
         validate_texts(table)
+
+
+@pytest.mark.parametrize("container", [pl.Series, lambda t: pl.DataFrame({"text": t}), pa.array],
+                         ids=["polars-series", "polars-dataframe", "arrow-array"])
+def test_missing_values_in_polars_and_arrow_name_the_row(container):
+    with pytest.raises(ValueError, match=r"Missing text at row 1\b"):
+        validate_texts(container(["ok", None, "x"]))

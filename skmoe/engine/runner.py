@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._stack import external_stacklevel
 from ..encoder import SentenceEncoder
 from .batching import Batch, TokenRows, collate, plan_batches, split_batch
 from .memory import reuse_freed_memory
@@ -182,7 +183,7 @@ class Engine:
                 f"({self.max_length or self.encoder.max_length} tokens) and were truncated; first: "
                 f"{texts[truncated[0]][:60]!r}",
                 TruncationWarning,
-                stacklevel=4,
+                stacklevel=external_stacklevel(),
             )
         return TokenRows(ids)
 

@@ -217,3 +217,20 @@ def test_oom_on_a_single_row_is_raised(encoder, monkeypatch):
     monkeypatch.setattr(type(encoder), "forward", forward)
     with pytest.raises(torch.OutOfMemoryError):
         Engine(encoder).embed(["one text"])
+
+
+# -- warnings point at the user's line ----------------------------------------------------------
+
+
+def test_truncation_warning_names_the_callers_line(encoder, random_moe_xlmr_path):
+    from skmoe.engine.runner import TruncationWarning
+    from skmoe.estimator import MoEEmbeddingTransformer
+
+    long_text = "word " * 600
+    with pytest.warns(TruncationWarning) as caught:
+        Engine(encoder).embed([long_text, "short"])
+    assert caught[0].filename == __file__
+    est = MoEEmbeddingTransformer(str(random_moe_xlmr_path), max_length=16).fit([])
+    with pytest.warns(TruncationWarning, match="maximum length") as caught:
+        est.transform([long_text])  # estimator -> engine generator -> tokenizer: still this line
+    assert caught[0].filename == __file__
