@@ -40,6 +40,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=os.environ.get("SKMOE_EXAMPLE_MODEL", DEFAULT_MODEL))
     parser.add_argument("--prompt", default=os.environ.get("SKMOE_EXAMPLE_PROMPT") or None)
+    parser.add_argument("--cache", default=os.environ.get("SKMOE_EXAMPLE_CACHE") or None,
+                        help="SQLite embedding cache (default: a temporary one of its own)")
     parser.add_argument("--languages", nargs=2, default=["eng_Latn", "fra_Latn"])
     return parser.parse_args()
 
@@ -68,7 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # prompt_name="STS" is nomic's "classification: " prefix; --prompt overrides it.
         embedder = MoEEmbeddingTransformer(args.model, prompt_name="STS", prompt=args.prompt,
-                                           cache=os.path.join(tmp, "embeddings.sqlite"))
+                                           cache=args.cache or os.path.join(tmp, "embeddings.sqlite"))
 
         # 1. translations vs. mismatched pairs (b rolled by one row)
         translation = embedder.similarity_pairwise(a.text.tolist(), b.text.tolist())

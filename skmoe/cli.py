@@ -290,6 +290,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     src, dst = Path(args.input).expanduser(), Path(args.output).expanduser()
     fmt = args.format or _output_format(dst)
+    implied = _OUTPUT_EXTENSIONS.get(dst.suffix.lower())
+    if implied is not None and implied != fmt:
+        raise CLIError(f"--format {fmt} does not match the extension of {dst}; name it "
+                       f"{dst.with_suffix('.' + fmt).name} or drop --format")
     if not dst.parent.is_dir():
         raise CLIError(f"output folder does not exist: {dst.parent}")
     if dst.is_dir():
@@ -317,14 +321,16 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+_OUTPUT_EXTENSIONS = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet"}
+
+
 def _output_format(path: Path) -> str:
-    ext = path.suffix.lower().lstrip(".")
-    ext = {"pq": "parquet"}.get(ext, ext)
-    if ext not in OUTPUT_FORMATS:
+    fmt = _OUTPUT_EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
         raise CLIError(
             f"cannot tell the output format of {path}; end it in .npy or .parquet or pass --format"
         )
-    return ext
+    return fmt
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -353,9 +359,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
                            f"{_listing([str(c) for c in frame.columns])}"
                            f" (choose it with --{role}-column)")
     column_texts(frame, args.text_column, path)
-    if frame[args.label_column].isna().any():
-        row = int(frame[args.label_column].isna().to_numpy().argmax())
-        raise CLIError(f"{path}: missing label at row {row} of column {args.label_column!r}")
+    for role in ("label", "language"):
+        # CSV/TSV are read without NA guessing, so a missing cell arrives as "".
+        name = columns[role]
+        missing = (frame[name].isna() | (frame[name].astype(str).str.strip() == "")).to_numpy()
+        if missing.any():
+            raise CLIError(f"{path}: missing {role} at row {int(missing.argmax())} of column "
+                           f"{name!r}; fill or drop such rows first")
     if args.languages:
         frame = _only_languages(frame, args.language_column, args.languages, path)
     return _run_report(args, frame, text=args.text_column, label=args.label_column,
@@ -372,11 +382,16 @@ def _only_languages(frame: Any, column: str, languages: Sequence[str], path: Pat
 
 def _run_report(args: argparse.Namespace, data: Any, *, text: str, label: str, language: str,
                 split: str | None, what: str) -> int:
-    from .report import ReportError, build_report
+    from .report import ReportError, build_report, prepare_data
 
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out must be a folder, got a file: {out}")
+    try:  # the data's own checks (languages, splits, labels) before minutes of model loading
+        prepare_data(data, text_column=text, label_column=label, language_column=language,
+                     split_column=split, source_language=args.source_language)
+    except ReportError as exc:
+        raise CLIError(str(exc)) from None
     transformer = make_transformer(args, cache=cache_of(args), verbose=0 if args.quiet else 1)
     load_model(transformer, list(data[text][:1]))
     say(f"report on {what}: {len(data):,} rows, "
@@ -444,7 +459,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def _check_sqlite(path: Path) -> None:
     with open(path, "rb") as fh:
         magic = fh.read(16)
-    if magic and magic != b"SQLite format 3\x00":
+    if not magic:  # opening it would turn the file into an (empty) cache
+        raise CLIError(f"{path} is an empty file, not an skmoe cache")
+    if magic != b"SQLite format 3\x00":
         raise CLIError(f"{path} is not an skmoe cache (not an SQLite file)")
 
 

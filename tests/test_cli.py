@@ -135,7 +135,7 @@ def test_demo_end_to_end_on_a_local_moe(capsys, tmp_path, moe):
     assert "UMAP (cosine)" in report and "336 distinct" in report and "(0 from the cache)" in report
 
 
-def test_probe_on_a_user_table(capsys, tmp_path, moe):
+def test_probe_on_a_user_table(capsys, tmp_path, moe, monkeypatch):
     data = load_sib200_sample(languages=["spa_Latn", "rus_Cyrl"])
     data = data.groupby(["language", "category"]).head(6)  # 42 rows per language
     table = data.rename(columns={"text": "sentence", "category": "topic", "language": "lang"})
@@ -159,6 +159,21 @@ def test_probe_on_a_user_table(capsys, tmp_path, moe):
     code, _, err = run(capsys, "probe", path, "--text-column", "sentence", "--label-column",
                        "topic", "--language-column", "lang", "--languages", "xx", "--out", out)
     assert_one_line_error(code, err, 2, "language(s) ['xx'] not in")
+
+    # checked before the model loads: a source language that is not there, an empty label cell
+    def no_model(*args):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(cli, "load_model", no_model)
+    options = ["--text-column", "sentence", "--label-column", "topic", "--language-column",
+               "lang", "--out", out, "--model", moe, "-q"]
+    code, _, err = run(capsys, "probe", path, *options, "--source-language", "xx")
+    assert_one_line_error(code, err, 2, "source language 'xx' is not in the data")
+    holes = table[["sentence", "topic", "lang"]].copy()
+    holes.loc[holes.index[5], "topic"] = ""
+    holes.to_csv(path, index=False)
+    code, _, err = run(capsys, "probe", path, *options)
+    assert_one_line_error(code, err, 2, "missing label at row 5 of column 'topic'")
 
 
 # -- embed ---------------------------------------------------------------------------------------
@@ -238,7 +253,8 @@ def test_embed_is_resumable_through_the_cache(capsys, tmp_path, moe, monkeypatch
 @pytest.mark.parametrize("case", ["missing", "folder", "column", "several_columns", "utf8_txt",
                                   "utf8_csv", "empty", "extension", "bad_parquet", "null_text",
                                   "numbers", "no_out_dir", "out_ext", "column_on_txt",
-                                  "ragged_csv", "parquet_column"])
+                                  "ragged_csv", "parquet_column", "device_unknown",
+                                  "device_absent", "format_mismatch"])
 def test_embed_user_mistakes(capsys, tmp_path, moe, case):
     """Each user mistake: exit 2, one line naming the problem, no traceback, no model load."""
     src, dst = tmp_path / "in.csv", tmp_path / "out.npy"
@@ -300,6 +316,13 @@ def test_embed_user_mistakes(capsys, tmp_path, moe, case):
         bad = tmp_path / "ragged.csv"
         bad.write_text("text,label\nfine,1\ntoo,many,fields,here\n")
         args, fragments = [bad], ["cannot parse", "as CSV", "Expected 2 fields"]
+    elif case == "device_unknown":
+        args, fragments = [src, "--column", "text", "--device", "foo"], ["Unknown device 'foo'"]
+    elif case == "device_absent":  # no such GPU here, whether torch has CUDA or not
+        args, fragments = [src, "--column", "text", "--device", "cuda:99"], ["device='cuda:99'"]
+    elif case == "format_mismatch":
+        args, fragments = [src, "--column", "text", "--format", "parquet"], [
+            "--format parquet does not match the extension of", "out.parquet"]
     loads = dict(registry.LOAD_COUNTS)
     code, _, err = run(capsys, "embed", *args, "-o", dst, "--model", moe, "-q")
     assert_one_line_error(code, err, 2, *fragments)
@@ -361,6 +384,10 @@ def test_info_errors(capsys, tmp_path):
     # HF_HUB_OFFLINE=1 in the tests: a hub id that is not cached fails at once, with the remedy
     code, _, err = run(capsys, "info", "nobody/no-such-model")
     assert_one_line_error(code, err, 1, "nobody/no-such-model", "--model PATH")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not json")
+    code, _, err = run(capsys, "info", notes)
+    assert_one_line_error(code, err, 2, "notes.txt is not a JSON model config")
 
 
 # -- cache ---------------------------------------------------------------------------------------
@@ -386,3 +413,8 @@ def test_cache_default_path_and_errors(capsys, tmp_path, monkeypatch):
     code, _, err = run(capsys, "cache", "clear", not_db)
     assert_one_line_error(code, err, 2, "not an skmoe cache")
     assert not_db.read_text() == "hello, I am not a database"
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    code, _, err = run(capsys, "cache", "stats", empty)
+    assert_one_line_error(code, err, 2, "is an empty file, not an skmoe cache")
+    assert empty.stat().st_size == 0  # a read-only command leaves the file alone

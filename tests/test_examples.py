@@ -34,7 +34,7 @@ def example_env(e5_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         SKMOE_EXAMPLE_MODEL=str(e5_path),
         SKMOE_EXAMPLE_PROMPT="query: ",
         # One embedding cache for all examples: a sentence is encoded by the first example
-        # that needs it only (pair_similarity keeps its own temporary cache).
+        # that needs it only.
         SKMOE_EXAMPLE_CACHE=str(tmp_path_factory.mktemp("example-cache") / "embeddings.sqlite"),
         HF_HUB_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
@@ -122,8 +122,10 @@ def test_cross_lingual_transfer(example_env: dict[str, str]) -> None:
     assert same > 0.4 and cross > 0.4  # e5-small (4 languages): 0.665 and 0.632
 
 
-def test_pair_similarity(example_env: dict[str, str]) -> None:
-    out = run_example("pair_similarity.py", example_env)
+def test_pair_similarity(example_env: dict[str, str], tmp_path: Path) -> None:
+    cache = tmp_path / "pairs.sqlite"  # a cache of its own: the entry count below is exact
+    out = run_example("pair_similarity.py", example_env, "--cache", str(cache))
+    assert cache.is_file()
     translation = number(r"cosine translation=([\d.]+)", out)
     mismatched = number(r"mismatched=([\d.]+)", out)
     assert translation > mismatched  # e5-small: 0.931 vs 0.795

@@ -119,8 +119,14 @@ def format_model_info(info: dict[str, Any]) -> str:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a JSON model config ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} is not a JSON model config (a {type(raw).__name__}, not an object)")
+    return raw
 
 
 def _hub_config_folder(

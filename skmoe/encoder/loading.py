@@ -233,9 +233,30 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a ``torch.device`` this machine has (``None``/``"auto"``: CUDA if present).
+
+    Raises ``ValueError`` naming the problem for an unknown name or a device that is not there,
+    before any weights are read.
+    """
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"Unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise ValueError(f"device={device!r} asked for, but {why}; use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r} asked for, but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} asked for, but MPS is not available here")
+    return dev
 
 
 def load_backbone(folder: Path) -> tuple[nn.Module, dict[str, Any], list[Path]]:

@@ -218,11 +218,12 @@ def probe_report(
         if has_test and len(test_rows) == 0:
             raise ValueError(f"group {group!r} has no test rows")
         for k in _ks(samples_per_label):
-            draws = _draws(data, pool, k, n_experiments, random_state,
-                           None if has_test else test_size)
-            for seed, (train, rest) in enumerate(draws):
-                keys = {"group": group, "k": k, "seed": seed}
-                fits.append(_Fit(keys, train, [({}, test_rows if has_test else rest)]))
+            # With a test set every row of the pool may train (k up to the class sizes).
+            draws = ([(train, test_rows) for train in
+                      _train_draws(data, pool, k, n_experiments, random_state)] if has_test
+                     else _draws(data, pool, k, n_experiments, random_state, test_size))
+            for seed, (train, test) in enumerate(draws):
+                fits.append(_Fit({"group": group, "k": k, "seed": seed}, train, [({}, test)]))
     return _run(data, fits, estimator, metrics)
 
 
@@ -365,10 +366,11 @@ def summarize(scores: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataF
     Parameters
     ----------
     scores : DataFrame
-        Output of :func:`probe_report`, :func:`transfer_matrix` or :func:`transfer_regimes`.
+        Output of :func:`probe_report`, :func:`transfer_matrix`, :func:`transfer_regimes`
+        or :func:`~skmoe.evaluation.cluster_report`.
     by : list of str, optional
-        Columns to group by. Default: every column except ``seed``, ``score``, ``n_train``
-        and ``n_test``.
+        Columns to group by. Default: every column except the draw (``seed``, ``bootstrap``),
+        ``score`` and the row counts (``n_train``, ``n_test``, ``n``).
 
     Returns
     -------
@@ -376,7 +378,8 @@ def summarize(scores: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataF
         ``by`` columns plus ``mean``, ``std`` and ``n`` (draws), in first-seen order.
     """
     if by is None:
-        by = [c for c in scores.columns if c not in ("seed", "score", "n_train", "n_test")]
+        by = [c for c in scores.columns
+              if c not in ("seed", "bootstrap", "score", "n_train", "n_test", "n")]
     out = scores.groupby(list(by), sort=False)["score"].agg(["mean", "std", "count"])
     return out.rename(columns={"count": "n"}).reset_index()
 

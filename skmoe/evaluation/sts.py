@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -48,23 +49,35 @@ def sts_report(
     pandas.DataFrame
         Columns ``group, n_pairs, cosine_spearman, cosine_pearson``.
     """
-    source = concat_sources([X1, X2], transformer)
-    n = len(source) // 2
-    if len(source) != 2 * n or len(np.asarray(scores)) != n:
-        raise ValueError(
-            f"X1, X2 and scores must have the same length; got {len(source) - n}+{n} sentences "
-            f"and {len(np.asarray(scores))} scores"
-        )
     gold = np.asarray(scores, dtype=np.float64)
+    lengths = (len(X1), len(X2), len(gold))
+    if len(set(lengths)) != 1:
+        raise ValueError(
+            "X1, X2 and scores must have one entry per pair; got {} first sentences, {} second "
+            "sentences and {} scores".format(*lengths)
+        )
+    if np.isnan(gold).any():
+        raise ValueError(f"Missing gold score at pair {int(np.flatnonzero(np.isnan(gold))[0])}")
+    n = len(gold)
     g = as_groups(groups, n)
+    source = concat_sources([X1, X2], transformer)
     source.prefetch()  # both columns in one transform call
     sims = paired_cosine(source.get(np.arange(n)), source.get(np.arange(n, 2 * n)))
     records = []
     for group in pd.unique(g):
         m = g == group
-        records.append({
-            "group": group, "n_pairs": int(m.sum()),
-            "cosine_spearman": float(spearmanr(sims[m], gold[m]).statistic),
-            "cosine_pearson": float(pearsonr(sims[m], gold[m]).statistic),
-        })
+        records.append({"group": group, "n_pairs": int(m.sum()),
+                        **_correlations(sims[m], gold[m], group)})
     return pd.DataFrame.from_records(records)
+
+
+def _correlations(sims: np.ndarray, gold: np.ndarray, group: Any) -> dict[str, float]:
+    if len(gold) < 2:
+        raise ValueError(f"group {group!r} has {len(gold)} pair; correlations need at least 2")
+    if np.ptp(gold) == 0 or np.ptp(sims) == 0:
+        constant = "gold scores" if np.ptp(gold) == 0 else "similarities"
+        warnings.warn(f"group {group!r}: all {constant} are equal, so the correlations are "
+                      "undefined (NaN)", UserWarning, stacklevel=3)
+        return {"cosine_spearman": float("nan"), "cosine_pearson": float("nan")}
+    return {"cosine_spearman": float(spearmanr(sims, gold).statistic),
+            "cosine_pearson": float(pearsonr(sims, gold).statistic)}

@@ -197,3 +197,26 @@ def test_input_errors():
     with pytest.raises(ValueError, match="no test rows"):
         probe_report(Xtr, ytr, groups=gtr, X_test=Xte, y_test=yte,
                      groups_test=["Z"] * len(gte))
+
+
+def test_probe_with_a_test_set_may_train_on_every_pool_row():
+    # 4 rows per class in the pool: k=4 leaves nothing to test within the pool, which does not
+    # matter when the test rows come from X_test.
+    Xtr, ytr, gtr, Xte, yte, gte = _data()
+    s = probe_report(Xtr, ytr, groups=gtr, X_test=Xte, y_test=yte, groups_test=gte,
+                     samples_per_label=4, n_experiments=2)
+    assert set(s.n_train) == {8} and set(s.n_test) == {4}
+    assert np.allclose(s[(s.group == "B") & (s.metric == "accuracy")].score, 0.75)
+    with pytest.raises(ValueError, match="no row is left to test"):  # without one it must fail
+        probe_report(Xtr, ytr, groups=gtr, samples_per_label=4, n_experiments=2)
+
+
+def test_summarize_a_cluster_report_averages_the_bootstraps():
+    from skmoe.evaluation import cluster_report
+
+    X = np.r_[np.zeros((6, 2)), np.full((6, 2), 10.0)] + np.random.default_rng(0).normal(size=(12, 2))
+    y = np.r_[[0] * 6, [1] * 6]
+    report = cluster_report(X, y, n_bootstrap=3)
+    out = summarize(report)
+    assert list(out.columns) == ["group", "metric", "mean", "std", "n"]
+    assert list(out.metric) == ["v_measure", "ami"] and set(out.n) == {3}

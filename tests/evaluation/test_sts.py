@@ -38,5 +38,24 @@ def test_groups_and_texts(recorder):
     assert list(r.group) == ["x", "y"]
     np.testing.assert_allclose(r.cosine_spearman, [1.0, -1.0])
     assert len(tr.calls) == 1 and sorted(tr.encoded) == ["a", "b", "c", "d"]
-    with pytest.raises(ValueError, match="same length"):
+
+
+def test_columns_of_different_lengths_are_refused_before_any_work(recorder):
+    tr = recorder({t: _at(i) for i, t in enumerate("abcdefghijkl")})
+    with pytest.raises(ValueError, match="10 first sentences, 12 second sentences and 11 scores"):
+        sts_report(list("abcdefghij"), list("abcdefghijkl"), list(range(11)), transformer=tr)
+    with pytest.raises(ValueError, match="one entry per pair"):
         sts_report(["a", "b"], ["a"], [1], transformer=tr)
+    assert tr.calls == []
+
+
+def test_degenerate_groups_say_which_group():
+    X1 = np.array([_at(0)] * 4)
+    X2 = np.array([_at(d) for d in (10, 20, 30, 40)])
+    with pytest.raises(ValueError, match="group 'y' has 1 pair"):
+        sts_report(X1, X2, [4, 3, 2, 1], groups=["x", "x", "x", "y"])
+    with pytest.raises(ValueError, match="Missing gold score at pair 2"):
+        sts_report(X1, X2, [4, 3, float("nan"), 1])
+    with pytest.warns(UserWarning, match="group 'all': all gold scores are equal"):
+        r = sts_report(X1, X2, [3, 3, 3, 3])
+    assert np.isnan(r.cosine_spearman[0])
