@@ -497,6 +497,7 @@ class EmbeddingCache:
             if namespace is None:
                 deleted = conn.execute("DELETE FROM embeddings").rowcount
                 conn.execute("DELETE FROM namespaces")
+                self._drop_labels(conn, None)
             else:
                 row = conn.execute(
                     "SELECT id FROM namespaces WHERE namespace = ?", (namespace,)
@@ -507,6 +508,7 @@ class EmbeddingCache:
                         "DELETE FROM embeddings WHERE ns_id = ?", (row[0],)
                     ).rowcount
                     conn.execute("DELETE FROM namespaces WHERE id = ?", (row[0],))
+                self._drop_labels(conn, namespace)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -514,11 +516,51 @@ class EmbeddingCache:
             raise
         return deleted
 
+    @staticmethod
+    def _drop_labels(conn: sqlite3.Connection, namespace: str | None) -> None:
+        if not _has_labels_table(conn):
+            return
+        if namespace is None:
+            conn.execute("DELETE FROM namespace_labels")
+        else:
+            conn.execute("DELETE FROM namespace_labels WHERE namespace = ?", (namespace,))
+
     def vacuum(self) -> None:
         """Return free pages to the file system and truncate the write-ahead log."""
         conn = self._conn()
         conn.execute("VACUUM")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def describe(self, namespace: str, **labels: Any) -> None:
+        """Attach human-readable labels (model name, prompt, ...) to ``namespace``.
+
+        The namespace itself is a hash; the labels are what ``skmoe cache stats`` shows so that a
+        user can tell the namespaces apart. They are information only (never part of a key); the
+        latest description wins.
+        """
+        text = json.dumps(labels, sort_keys=True, ensure_ascii=False, default=_json_default)
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Added after the first release of the layout; created on first use, so older cache
+            # files keep working (they simply have no labels).
+            conn.execute("CREATE TABLE IF NOT EXISTS namespace_labels "
+                         "(namespace TEXT PRIMARY KEY, labels TEXT NOT NULL)")
+            conn.execute("INSERT OR REPLACE INTO namespace_labels VALUES (?, ?)", (namespace, text))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def labels(self) -> dict[str, dict[str, Any]]:
+        """The labels given by :meth:`describe` for each stored namespace that has them."""
+        conn = self._conn()
+        if not _has_labels_table(conn):
+            return {}
+        rows = conn.execute("SELECT l.namespace, l.labels FROM namespace_labels l "
+                            "JOIN namespaces n ON n.namespace = l.namespace").fetchall()
+        return {name: json.loads(text) for name, text in rows}
 
     def namespaces(self) -> dict[str, tuple[int, int]]:
         """Map each stored namespace to ``(dim, entries)``."""
@@ -558,6 +600,11 @@ class EmbeddingCache:
         """Run SQLite's ``PRAGMA integrity_check``; ``"ok"`` when the file is sound."""
         rows = self._conn().execute("PRAGMA integrity_check").fetchall()
         return "\n".join(str(r[0]) for r in rows)
+
+
+def _has_labels_table(conn: sqlite3.Connection) -> bool:
+    return bool(conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+                             "name = 'namespace_labels'").fetchone()[0])
 
 
 def resolve_cache(cache: EmbeddingCache | str | os.PathLike | None) -> EmbeddingCache | None:

@@ -161,6 +161,10 @@ def read_texts(path: Path, column: str | None = None, fmt: str | None = None) ->
     return texts
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def _listing(names: Sequence[str], limit: int = 12) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
@@ -395,7 +399,7 @@ def _run_report(args: argparse.Namespace, data: Any, *, text: str, label: str, l
     transformer = make_transformer(args, cache=cache_of(args), verbose=0 if args.quiet else 1)
     load_model(transformer, list(data[text][:1]))
     say(f"report on {what}: {len(data):,} rows, "
-        f"{data[language].nunique()} languages -> {out}")
+        f"{_count(data[language].nunique(), 'language')} -> {out}")
     try:
         index = build_report(
             transformer, data, out,
@@ -447,13 +451,35 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"entries     {stats.entries:,}")
         print(f"namespaces  {stats.namespaces}")
         print(f"size        {_human_bytes(stats.bytes)}")
+        labels = cache.labels()
         for name, (dim, count) in cache.namespaces().items():
-            print(f"  {name[:16]}  {dim:>5}-d  {count:,} entries")
+            print(f"  {name[:12]}  {dim:>5}-d  {count:>9,} entries  {_describe(labels.get(name))}")
         return 0
-    deleted = cache.clear()
+    namespace = _pick_namespace(cache, args.namespace) if args.namespace else None
+    deleted = cache.clear(namespace)
     cache.vacuum()
-    print(f"cleared {deleted:,} entries from {path} (now {_human_bytes(cache.stats().bytes)})")
+    what = f"namespace {namespace[:12]}" if namespace else "all namespaces"
+    print(f"cleared {deleted:,} entries ({what}) from {path} "
+          f"(now {_human_bytes(cache.stats().bytes)})")
     return 0
+
+
+def _describe(labels: dict[str, Any] | None) -> str:
+    """One line telling a namespace's model, prompt, length and precision."""
+    if not labels:
+        return "(no description: written by an older skmoe)"
+    return (f"{labels.get('model')} @ {labels.get('revision')}, prompt {labels.get('prompt')!r}, "
+            f"max_length {labels.get('max_length')}, {labels.get('precision')}")
+
+
+def _pick_namespace(cache: Any, prefix: str) -> str:
+    matches = [n for n in cache.namespaces() if n.startswith(prefix)]
+    if len(matches) != 1:
+        shown = ", ".join(n[:12] for n in cache.namespaces()) or "none"
+        problem = "no namespace starts" if not matches else f"{len(matches)} namespaces start"
+        raise CLIError(f"{problem} with {prefix!r} in {cache.path}; namespaces: {shown} "
+                       "(see `skmoe cache stats`)")
+    return matches[0]
 
 
 def _check_sqlite(path: Path) -> None:
@@ -610,11 +636,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect (stats) or empty (clear) an skmoe embedding cache file.",
     )
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
-    for name, text in (("stats", "entries, namespaces and size on disk"),
-                       ("clear", "delete every entry and shrink the file")):
+    for name, text in (("stats", "entries, size on disk, and each namespace's model and prompt"),
+                       ("clear", "delete every entry (or one namespace's) and shrink the file")):
         p = cache_sub.add_parser(name, help=text, description=f"Cache {name}: {text}.")
         p.add_argument("path", nargs="?", metavar="PATH",
                        help="cache file (default: $SKMOE_CACHE or ~/.cache/skmoe/embeddings.sqlite)")
+        if name == "clear":
+            p.add_argument("--namespace", metavar="PREFIX",
+                           help="only the namespace whose id starts with PREFIX (ids: cache stats)")
         p.set_defaults(func=cmd_cache)
     return parser
 

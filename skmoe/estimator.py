@@ -309,6 +309,14 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
             precision=precision_of(encoder),
         )
 
+    def _namespace_labels(self, encoder: SentenceEncoder, prompt: str) -> dict[str, Any]:
+        from .engine.precision import precision_of
+
+        return {"model": str(self.model), "revision": encoder.source.revision,
+                "fingerprint": encoder.source.fingerprint[:12], "prompt": prompt,
+                "max_length": self._effective_max_length(encoder),
+                "precision": precision_of(encoder), "pooling": encoder.pooling}
+
     def embed_full(
         self, texts: list[str], encoder: SentenceEncoder | None = None, prompt: str | None = None
     ) -> np.ndarray:
@@ -332,6 +340,8 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
                 vectors[found] = cached
             missing = np.flatnonzero(~found)
         if len(missing):
+            if cache is not None:  # what `skmoe cache stats` shows for this namespace
+                cache.describe(namespace, **self._namespace_labels(encoder, prompt))
             with self._progress(len(missing)) as tick:
                 engine = Engine(
                     encoder, batch_size=self.batch_size,

@@ -237,6 +237,23 @@ def test_clear_one_namespace_or_all(cache):
     assert cache.clear(a) == 0
 
 
+def test_namespace_labels_describe_and_follow_clear(cache):
+    a, b = cache_namespace(model="a"), cache_namespace(model="b")
+    assert cache.labels() == {}  # a file that never got a description (e.g. an older skmoe)
+    cache.put_many(a, ["x"], np.ones((1, 4), np.float32))
+    cache.put_many(b, ["x"], np.ones((1, 4), np.float32))
+    cache.describe(a, model="org/a", prompt="query: ", max_length=512)
+    cache.describe(a, model="org/a", prompt="query: ", max_length=256)  # the latest wins
+    cache.describe(b, model="/models/b", prompt="")
+    assert cache.labels() == {a: {"model": "org/a", "prompt": "query: ", "max_length": 256},
+                              b: {"model": "/models/b", "prompt": ""}}
+    assert cache_namespace(model="a") == a  # labels are information, never part of a key
+    cache.clear(a)
+    assert list(cache.labels()) == [b]
+    cache.clear()
+    assert cache.labels() == {}
+
+
 def test_stats_bytes_and_vacuum(cache):
     assert cache.stats().bytes > 0  # schema already written
     cache.put_many(

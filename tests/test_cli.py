@@ -399,8 +399,21 @@ def test_cache_stats_and_clear(capsys, tmp_path, moe):
     code, out, _ = run(capsys, "cache", "stats", cache)
     distinct = len(set(TEXTS))
     assert code == 0 and f"entries     {distinct}" in out and "64-d" in out
+    # each namespace says which model, prompt, length and precision it holds
+    assert f"{moe} @ local, prompt 'classification: ', max_length 512, float32" in out
+    assert run(capsys, "embed", src, "-o", tmp_path / "o.npy", "--model", moe, "--cache", cache,
+               "--prompt", "query: ", "-q")[0] == 0
+    code, out, _ = run(capsys, "cache", "stats", cache)
+    assert "namespaces  2" in out and "prompt 'query: '" in out
+    query_ns = next(line.split()[0] for line in out.splitlines() if "'query: '" in line)
+    code, out, _ = run(capsys, "cache", "clear", cache, "--namespace", query_ns[:6])
+    assert code == 0 and f"cleared {distinct} entries (namespace {query_ns})" in out
+    code, out, _ = run(capsys, "cache", "stats", cache)
+    assert "namespaces  1" in out and "'query: '" not in out
+    code, _, err = run(capsys, "cache", "clear", cache, "--namespace", "zzzz")
+    assert_one_line_error(code, err, 2, "no namespace starts with 'zzzz'")
     code, out, _ = run(capsys, "cache", "clear", cache)
-    assert code == 0 and f"cleared {distinct} entries" in out
+    assert code == 0 and f"cleared {distinct} entries (all namespaces)" in out
     code, out, _ = run(capsys, "cache", "stats", cache)
     assert code == 0 and "entries     0" in out
 
