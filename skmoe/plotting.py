@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.markers import MarkerStyle
 
 from .evaluation.probe import transfer_table
 from .evaluation.routing import RoutingStats
@@ -48,6 +49,9 @@ def plot_probe(
 ) -> Figure:
     """Bars of the mean score per ``x`` (e.g. language) with +- 1 std error bars over draws.
 
+    Vertical bars while the figure stays at most 12 inches wide; with more groups (e.g. 32
+    languages) the bars turn horizontal, one row per group, at a fixed width.
+
     Parameters
     ----------
     scores : DataFrame
@@ -72,27 +76,65 @@ def plot_probe(
     stats = _mean_std(df, keys)
     xs = list(pd.unique(stats[x]))
     hues = [None] if hue is None else list(pd.unique(stats[hue]))
-    width = 0.8 / len(hues)
-    fig = Figure(figsize=(max(6.0, 0.6 * len(xs) * max(1, len(hues)) ** 0.5 + 2), 4.2))
+    size, horizontal = _probe_layout(len(xs), len(hues))
+    fig = Figure(figsize=size)
     ax = fig.add_subplot()
+    _probe_bars(ax, stats, xs, hues, x, hue, horizontal)
+    top = max(1.0, float((stats["mean"] + stats["std"]).max()) * 1.05)
+    if horizontal:
+        if chance is not None:
+            ax.axvline(chance, color="k", linestyle="--", linewidth=1,
+                       label=f"{chance_label} {chance:.2f}")
+        ax.set_yticks(np.arange(len(xs)), [str(v) for v in xs])
+        ax.set_ylim(len(xs) - 0.5, -0.5)  # first group on top, as in the table
+        ax.set_xlabel(metric)
+        ax.set_xlim(0, top)
+        # A tall figure: repeat the score axis on top so values can be read at both ends.
+        ax.tick_params(axis="x", top=True, labeltop=True)
+        ax.grid(axis="x", alpha=0.3)
+    else:
+        if chance is not None:
+            ax.axhline(chance, color="k", linestyle="--", linewidth=1,
+                       label=f"{chance_label} {chance:.2f}")
+        ax.set_xticks(np.arange(len(xs)), [str(v) for v in xs], rotation=45, ha="right")
+        ax.set_ylabel(metric)
+        ax.set_ylim(0, top)
+        ax.grid(axis="y", alpha=0.3)
+    ax.set_title(title or f"{metric} per {x} (mean +- std over draws)")
+    if len(hues) > 1 or chance is not None:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+#: Widest vertical bar chart (inches); beyond it :func:`plot_probe` draws horizontal bars.
+_MAX_BAR_WIDTH = 12.0
+
+
+def _probe_layout(n_x: int, n_hue: int) -> tuple[tuple[float, float], bool]:
+    """Figure size (inches) and orientation for ``n_x`` groups of ``n_hue`` bars."""
+    width = max(6.0, 0.6 * n_x * max(1, n_hue) ** 0.5 + 2)
+    if width <= _MAX_BAR_WIDTH:
+        return (width, 4.2), False
+    # Many groups: one row per group keeps the width fixed and the labels unrotated; each row
+    # is tall enough for a tick label and its bars stay a few pixels thick.
+    return (7.5, 1.6 + n_x * (0.12 + 0.06 * n_hue)), True
+
+
+def _probe_bars(ax: Any, stats: pd.DataFrame, xs: list[Any], hues: list[Any], x: str,
+                hue: str | None, horizontal: bool) -> None:
+    """One bar series per hue value, side by side in each group, with +- 1 std error bars."""
     pos = np.arange(len(xs))
+    width = 0.8 / len(hues)
     for i, h in enumerate(hues):
         part = stats if h is None else stats[stats[hue] == h]
         part = part.set_index(x).reindex(xs)
         label = None if h is None else f"{hue}={h}"
-        ax.bar(pos + (i - (len(hues) - 1) / 2) * width, part["mean"], width,
-               yerr=part["std"], capsize=2, label=label)
-    if chance is not None:
-        ax.axhline(chance, color="k", linestyle="--", linewidth=1, label=f"{chance_label} {chance:.2f}")
-    ax.set_xticks(pos, [str(v) for v in xs], rotation=45, ha="right")
-    ax.set_ylabel(metric)
-    ax.set_ylim(0, max(1.0, float((stats["mean"] + stats["std"]).max()) * 1.05))
-    ax.set_title(title or f"{metric} per {x} (mean +- std over draws)")
-    if len(hues) > 1 or chance is not None:
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return _finish(fig, path)
+        at = pos + (i - (len(hues) - 1) / 2) * width
+        if horizontal:
+            ax.barh(at, part["mean"], width, xerr=part["std"], capsize=2, label=label)
+        else:
+            ax.bar(at, part["mean"], width, yerr=part["std"], capsize=2, label=label)
 
 
 def _heatmap(ax: Any, values: np.ndarray, rows: Sequence[Any], cols: Sequence[Any],
@@ -223,6 +265,9 @@ def plot_embedding_map(
 ) -> Figure:
     """2-D UMAP map (cosine metric, seeded) of embeddings coloured by a category.
 
+    Beyond 20 categories, colours repeat with a different marker shape, so each category has
+    its own (colour, marker) pair; the legend sits right of the map in columns of at most 20.
+
     Parameters
     ----------
     embeddings : array of shape (n_samples, n_features)
@@ -237,6 +282,7 @@ def plot_embedding_map(
     cats = np.asarray(color, dtype=object)
     if X.ndim != 2 or len(X) != len(cats):
         raise ValueError(f"embeddings {X.shape} and color ({len(cats)},) do not match")
+    reducer_name = None if reducer is None else type(reducer).__name__
     if reducer is None:
         import umap  # slow to import (numba): only when a map is drawn
 
@@ -247,20 +293,67 @@ def plot_embedding_map(
         warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
         xy = np.asarray(reducer.fit_transform(X))
     levels = list(pd.unique(cats))
-    fig = Figure(figsize=(7.5, 6))
+    colors, markers = _category_styles(len(levels))
+    ncols = -(-len(levels) // _LEGEND_ROWS)
+    longest = max((len(str(level)) for level in levels), default=0)
+    # The map keeps its 6 x 6 in; the figure widens by the legend's estimated width.
+    fig = Figure(figsize=(6.0 + ncols * (0.45 + 0.07 * longest), 6.0))
     ax = fig.add_subplot()
-    cmap = colormaps["tab10" if len(levels) <= 10 else "tab20"]
     code = pd.Categorical(cats, categories=levels).codes
-    colors = np.array([cmap(i % cmap.N) for i in range(len(levels))])
     # One scatter in a seeded random order, so no category is always drawn on top
     # (translations of one sentence often land on the same spot).
     order = np.random.default_rng(random_state).permutation(len(X))
-    ax.scatter(xy[order, 0], xy[order, 1], s=10, alpha=0.8, c=colors[code[order]])
-    handles = [Line2D([], [], marker="o", linestyle="", color=colors[i], label=str(level))
-               for i, level in enumerate(levels)]
+    dots = ax.scatter(xy[order, 0], xy[order, 1], s=10 if len(set(markers)) == 1 else 14,
+                      alpha=0.8, c=colors[code[order]])
+    if len(set(markers)) > 1:
+        # Per-point marker shapes inside the one collection keep the random drawing order.
+        shapes = [_marker_path(m) for m in markers]
+        dots.set_paths([shapes[c] for c in code[order]])
+    handles = [Line2D([], [], marker=markers[i], linestyle="", color=colors[i],
+                      label=str(level)) for i, level in enumerate(levels)]
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(title or "UMAP (cosine) of the embeddings")
-    ax.legend(handles=handles, fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    default = "UMAP (cosine)" if reducer_name is None else reducer_name
+    ax.set_title(title or f"{default} of the embeddings")
+    ax.legend(handles=handles, fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5),
+              ncols=ncols, columnspacing=1.0, handletextpad=0.3)
     fig.tight_layout()
     return _finish(fig, path)
+
+
+#: Legend entries per column in :func:`plot_embedding_map` (about the height of the map).
+_LEGEND_ROWS = 20
+#: Filled marker shapes combined with colours when a map has more categories than ``tab20``.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _category_styles(n: int) -> tuple[np.ndarray, list[str]]:
+    """A colour (RGBA row) and a marker for each of ``n`` categories.
+
+    Up to 10 categories get the ``tab10`` colours, up to 20 ``tab20``, all as circles. Beyond
+    20, the ``tab20`` colours repeat with a different marker shape each round, so every
+    (colour, marker) pair stays distinct up to 160 categories (more repeat pairs, with a warning).
+
+    Parameters
+    ----------
+    n : int
+        Number of categories.
+
+    Returns
+    -------
+    colors : ndarray of shape (n, 4)
+    markers : list of str
+        Matplotlib marker codes.
+    """
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    if n > cmap.N * len(_MARKERS):
+        warnings.warn(f"{n} categories: colour and marker pairs repeat beyond "
+                      f"{cmap.N * len(_MARKERS)}", UserWarning, stacklevel=3)
+    colors = np.array([cmap(i % cmap.N) for i in range(n)]).reshape(n, 4)
+    markers = [_MARKERS[(i // cmap.N) % len(_MARKERS)] for i in range(n)]
+    return colors, markers
+
+
+def _marker_path(marker: str) -> Any:
+    style = MarkerStyle(marker)
+    return style.get_path().transformed(style.get_transform())

@@ -16,6 +16,7 @@ The folder it writes::
     accuracy_by_language.png       in-language vs. from-source accuracy per language
     transfer_heatmap.png           the transfer matrix
     umap_map.png, umap_languages.png   test texts in 2-D, coloured by label / by language
+                                   (named after the projection: pca_map.png, ... with PCA)
     routing.csv, routing_heatmap.png   expert shares per MoE layer and language (MoE only)
     report.md, index.html          all of the above together
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -256,7 +258,7 @@ def build_report(
         Seeded draws per probe; tables give mean and standard deviation over draws.
     umap : bool or object with ``fit_transform``, default=True
         Draw the 2-D map with UMAP (True), another 2-D reducer (e.g. ``PCA(2)``), or skip it
-        (False).
+        (False). The map files are named after it: ``umap_map.png``, ``pca_map.png``, ...
     routing : bool, default=True
         Measure and plot expert routing per language when the model is the native MoE.
     progress : bool, default=True
@@ -347,10 +349,11 @@ def build_report(
                                path=out / "transfer_heatmap.png")
         bar.update()
 
+        map_files: list[tuple[str, str]] = []
         map_note = ""
         if umap is not False:
             step(stages[4])
-            map_note = _maps(out, X_test, rd.test, umap, random_state, plotting)
+            map_note, map_files = _maps(out, X_test, rd.test, umap, random_state, plotting)
             bar.update()
 
         routing_note = ""
@@ -363,7 +366,7 @@ def build_report(
             bar.update()
 
         step("write report")
-        sections = _sections(rd, per_lang, matrix, from_src, shots, seeds, umap is not False,
+        sections = _sections(rd, per_lang, matrix, from_src, shots, seeds, map_files,
                              do_routing, encoder, map_note, routing_note)
         meta = _meta(transformer, encoder, rd, source, embed_seconds, from_cache,
                      time.perf_counter() - started)
@@ -404,29 +407,42 @@ def _write_table(out: Path, stem: str, df: pd.DataFrame, index: bool = False) ->
     (out / f"{stem}.md").write_text(markdown_table(df, index=index), encoding="utf-8")
 
 
+def _map_names(reducer: Any) -> tuple[str, str]:
+    """The projection's name for the report's text and the stem of its map files.
+
+    ``True`` (the default UMAP) gives ``("UMAP (cosine)", "umap")``; any other reducer its
+    class name, lower-cased and reduced to letters and digits for the files (``PCA`` ->
+    ``pca_map.png``, ``pca_languages.png``).
+    """
+    if reducer is True:
+        return "UMAP (cosine)", "umap"
+    name = type(reducer).__name__
+    return name, "".join(c for c in name.lower() if c.isalnum()) or "map"
+
+
 def _maps(out: Path, X: np.ndarray, test: pd.DataFrame, reducer: Any, seed: int,
-          plotting: Any) -> str:
+          plotting: Any) -> tuple[str, list[tuple[str, str]]]:
+    """Draw the label and language maps from one projection; return its name and the images."""
+    name, stem = _map_names(reducer)
     if reducer is True:
         import umap as umap_lib  # slow import (numba): only when a map is drawn
 
         reducer = umap_lib.UMAP(n_components=2, metric="cosine",
                                 n_neighbors=min(15, len(X) - 1), min_dist=0.1, random_state=seed)
-        name = "UMAP (cosine)"
-    else:
-        name = type(reducer).__name__
     import warnings
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
         xy = np.asarray(reducer.fit_transform(X))
     pre = _PrecomputedMap(xy)
-    plotting.plot_embedding_map(X, test["label"].to_numpy(), reducer=pre,
-                                title=f"{name} of the test texts, by label",
-                                path=out / "umap_map.png")
-    plotting.plot_embedding_map(X, test["language"].to_numpy(), reducer=pre,
-                                title=f"{name} of the test texts, by language",
-                                path=out / "umap_languages.png")
-    return name
+    images = []
+    for column, suffix in (("label", "map"), ("language", "languages")):
+        file = f"{stem}_{suffix}.png"
+        plotting.plot_embedding_map(X, test[column].to_numpy(), reducer=pre,
+                                    title=f"{name} of the test texts, by {column}",
+                                    path=out / file)
+        images.append((file, f"coloured by {column}"))
+    return name, images
 
 
 def _routing_text(stats: Any) -> str:
@@ -465,7 +481,8 @@ def _meta(transformer: Any, encoder: Any, rd: ReportData, source: EmbeddingSourc
 
 
 def _sections(rd: ReportData, per_lang: pd.DataFrame, matrix: pd.DataFrame,
-              from_src: pd.DataFrame, shots: int, seeds: int, has_map: bool, has_routing: bool,
+              from_src: pd.DataFrame, shots: int, seeds: int,
+              map_images: list[tuple[str, str]], has_routing: bool,
               encoder: Any, map_note: str, routing_note: str) -> list[_Section]:
     protocol = (f"For each language, {seeds} seeded draws of {shots} training examples per "
                 "label; a LogisticRegression(max_iter=100) head (the MTEB protocol) is fit on "
@@ -495,12 +512,11 @@ def _sections(rd: ReportData, per_lang: pd.DataFrame, matrix: pd.DataFrame,
                  matrix, table_index=True,
                  images=[("transfer_heatmap.png", "Train language x test language accuracy")]),
     ]
-    if has_map:
+    if map_images:
         sections.append(_Section(
             "Embedding map", f"{map_note} projection of the test texts' embeddings. Topics "
             "that cluster across languages mean the space is aligned across languages.",
-            images=[("umap_map.png", "coloured by label"),
-                    ("umap_languages.png", "coloured by language")]))
+            images=map_images))
     if has_routing:
         cfg = encoder.moe_config
         sections.append(_Section(
@@ -534,6 +550,26 @@ td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px soli
 figure{margin:1em 0}figcaption{color:#555;font-size:13px}"""
 
 
+#: Inline code spans of the section text (Markdown), e.g. `gap`.
+_CODE = re.compile(r"`([^`]+)`")
+#: Bold spans, e.g. **note**.
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+
+
+def _inline_html(text: str) -> str:
+    """HTML of one paragraph of the report's Markdown: escaped, with `code` and **bold**.
+
+    Only inline code and bold are rendered (no dependency for a full Markdown parser); code
+    spans are kept verbatim, so ``**`` inside them stays literal.
+    """
+    parts = _CODE.split(text)  # odd indices: the inside of a code span
+    out = []
+    for i, part in enumerate(parts):
+        esc = html.escape(part)
+        out.append(f"<code>{esc}</code>" if i % 2 else _BOLD.sub(r"<strong>\1</strong>", esc))
+    return "".join(out)
+
+
 def _html(title: str, meta: list[tuple[str, str]], sections: Sequence[_Section]) -> str:
     esc = html.escape
     body = [f"<h1>{esc(title)}</h1>", "<table>"]
@@ -542,13 +578,13 @@ def _html(title: str, meta: list[tuple[str, str]], sections: Sequence[_Section])
     for s in sections:
         body.append(f"<h2>{esc(s.title)}</h2>")
         if s.text:
-            body.append(f"<p>{esc(s.text)}</p>")
+            body.append(f"<p>{_inline_html(s.text)}</p>")
         if s.table is not None:
             body.append(s.table.to_html(index=s.table_index, float_format=lambda v: f"{v:.3f}",
                                         na_rep="", border=0))
         for file, caption in s.images:
             body.append(f'<figure><img src="{esc(file)}" alt="{esc(caption)}">'
-                        f"<figcaption>{esc(caption)}</figcaption></figure>")
+                        f"<figcaption>{_inline_html(caption)}</figcaption></figure>")
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
             f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")

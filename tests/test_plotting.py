@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
 
 from skmoe.evaluation import RoutingStats
 from skmoe.plotting import plot_embedding_map, plot_probe, plot_routing, plot_transfer
@@ -41,6 +42,42 @@ def test_plot_probe(tmp_path):
         plot_probe(_probe_scores(), metric="mcc")
     one = plot_probe(_probe_scores(), hue=None, metric="f1_macro")
     assert len(one.axes[0].patches) == 3
+
+
+#: 32 SIB-200 languages, the size of the subset the audit plotted.
+LANGS32 = ("amh_Ethi arb_Arab ben_Beng ces_Latn deu_Latn ell_Grek eng_Latn fin_Latn fra_Latn "
+           "heb_Hebr hin_Deva hun_Latn ind_Latn ita_Latn jpn_Jpan kor_Hang nld_Latn pes_Arab "
+           "pol_Latn por_Latn quy_Latn ron_Latn rus_Cyrl spa_Latn swe_Latn swh_Latn tha_Thai "
+           "tur_Latn ukr_Cyrl vie_Latn yor_Latn zho_Hans").split()
+
+
+def test_plot_probe_many_groups_stays_readable(tmp_path):
+    """32 languages x 3 regimes: bounded figure size in inches, bars turned horizontal with
+    one unrotated label per language (was 35 x 4.2 in, a 8.6:1 strip)."""
+    rows = [{"test_language": g, "regime": r, "seed": s, "metric": "accuracy",
+             "score": 0.2 + 0.01 * i + 0.1 * j + 0.01 * s}
+            for i, g in enumerate(LANGS32) for j, r in enumerate(("each", "en", "all"))
+            for s in range(2)]
+    fig = plot_probe(pd.DataFrame(rows), x="test_language", hue="regime", chance=1 / 7,
+                     path=tmp_path / "regimes.png")
+    _check_png(tmp_path / "regimes.png")
+    width, height = fig.get_size_inches()
+    assert width <= 12 and height <= 16 and max(width / height, height / width) <= 2.5
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == LANGS32
+    assert all(t.get_rotation() == 0 for t in ax.get_yticklabels())
+    bars = ax.patches
+    assert len(bars) == 96
+    # horizontal bars: their lengths are the means over seeds
+    assert sorted(round(b.get_width(), 6) for b in bars)[0] == pytest.approx(0.205)
+    assert max(b.get_height() for b in bars) < 0.3  # thickness: 0.8 / 3 of a row
+
+
+def test_plot_probe_few_groups_keeps_vertical_bars():
+    fig = plot_probe(_probe_scores())
+    assert tuple(fig.get_size_inches()) == (6.0, 4.2)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["eng_Latn", "fra_Latn", "zho_Hans"]
 
 
 def test_plot_transfer(tmp_path):
@@ -92,3 +129,37 @@ def test_plot_embedding_map(tmp_path):
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c"]
     with pytest.raises(ValueError):
         plot_embedding_map(X, color[:-1])
+
+
+def test_plot_embedding_map_32_categories_are_distinct(tmp_path):
+    """Beyond tab20's 20 colours every category keeps its own (colour, marker) pair, in the
+    legend and on the map, and the legend is split into columns that fit beside the map."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([c + rng.normal(size=(5, 8)) for c in rng.normal(size=(32, 8)) * 4])
+    color = np.repeat(LANGS32, 5)
+    fig = plot_embedding_map(X, color, reducer=PCA(2), path=tmp_path / "map32.png")
+    _check_png(tmp_path / "map32.png")
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    handles = legend.legend_handles
+    assert [t.get_text() for t in legend.get_texts()] == LANGS32
+    pairs = {(tuple(np.round(h.get_color(), 3)), h.get_marker()) for h in handles}
+    assert len(pairs) == 32
+    # the points: one collection, whose colour + marker shape identifies the category
+    dots = ax.collections[0]
+    faces, paths = dots.get_facecolors(), dots.get_paths()
+    assert len(paths) == len(faces) == len(X)
+    styles = {(tuple(np.round(f, 3)), p.vertices.tobytes()) for f, p in zip(faces, paths, strict=True)}
+    assert len(styles) == 32
+    fig.draw_without_rendering()
+    box, axes_box = legend.get_window_extent(), ax.get_window_extent()
+    columns = {round(t.get_window_extent().x0) for t in legend.get_texts()}
+    assert len(columns) >= 2 and box.height <= axes_box.height
+    assert box.x0 >= axes_box.x1 and box.x1 <= fig.bbox.x1  # outside the map, inside the figure
+
+
+def test_plot_embedding_map_default_title_names_the_reducer():
+    X = np.random.default_rng(0).normal(size=(12, 4))
+    fig = plot_embedding_map(X, np.repeat(["a", "b"], 6), reducer=PCA(2))
+    assert fig.axes[0].get_title() == "PCA of the embeddings"
+    assert len(fig.axes[0].collections[0].get_paths()) == 1  # <= 20 categories: all circles

@@ -11,11 +11,19 @@ from sklearn.decomposition import PCA
 import skmoe.estimator as estimator_module
 from skmoe.datasets import load_sib200_sample
 from skmoe.estimator import MoEEmbeddingTransformer
-from skmoe.report import ReportError, build_report, markdown_table, prepare_data
+from skmoe.report import (
+    ReportError,
+    _inline_html,
+    _map_names,
+    build_report,
+    markdown_table,
+    prepare_data,
+)
 
 LANGS = ["eng_Latn", "zho_Hans"]
 TABLES = ["probe_per_language", "transfer_from_source", "transfer_matrix"]
-PLOTS = ["accuracy_by_language.png", "transfer_heatmap.png", "umap_map.png", "umap_languages.png"]
+# The reports below project with PCA(2): the map files are named after it.
+PLOTS = ["accuracy_by_language.png", "transfer_heatmap.png", "pca_map.png", "pca_languages.png"]
 
 
 class _CountingEngine(estimator_module.Engine):
@@ -63,6 +71,27 @@ def test_moe_report_writes_every_file(moe_report):
     for name in PLOTS + ["routing_heatmap.png"]:
         assert f'src="{name}"' in html and f"({name})" in md, name
     assert html.count("<table") >= 4 and "Expert routing" in md
+    assert not (out / "umap_map.png").exists() and not (out / "umap_languages.png").exists()
+    assert "umap_" not in html and "umap_" not in md
+
+
+def test_html_renders_the_markdown_inline_code(moe_report):
+    out, index, _, _ = moe_report
+    html, md = index.read_text(), (out / "report.md").read_text()
+    assert "`gap`" in md  # the Markdown keeps its backticks ...
+    assert "`" not in html and "<code>gap</code>" in html  # ... the HTML renders them
+
+
+def test_inline_html_escapes_then_renders_code_and_bold():
+    assert _inline_html("a <b> & `x<y` **note**") == (
+        "a &lt;b&gt; &amp; <code>x&lt;y</code> <strong>note</strong>")
+    assert _inline_html("`**kept**`") == "<code>**kept**</code>"  # no bold inside code
+    assert _inline_html("one ` backtick") == "one ` backtick"
+
+
+def test_map_files_are_named_after_the_projection():
+    assert _map_names(True) == ("UMAP (cosine)", "umap")  # the default keeps its file names
+    assert _map_names(PCA(2)) == ("PCA", "pca")
 
 
 def test_tables_have_one_row_per_language(moe_report):
