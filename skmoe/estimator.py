@@ -338,6 +338,9 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
             found, cached = cache.lookup(namespace, todo)
             if found.any():
                 vectors[found] = cached
+                # A cached text was cut when it was computed: say so again, as a run would.
+                Engine(encoder, max_length=self._effective_max_length(encoder)).warn_if_truncated(
+                    [todo[i] for i in np.flatnonzero(found)], prompt)
             missing = np.flatnonzero(~found)
         if len(missing):
             if cache is not None:  # what `skmoe cache stats` shows for this namespace

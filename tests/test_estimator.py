@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -538,6 +539,23 @@ def test_warm_transform_never_touches_the_model(moe, tmp_path):
     assert (second.entries, second.hits, second.misses) == (10, 50, 10)
     with model_forbidden(est), pytest.raises(AssertionError, match="the model ran"):
         est.transform(["a text not yet cached"])
+
+
+def test_a_cached_text_that_was_cut_is_warned_about_again(moe, tmp_path):
+    from skmoe.engine.runner import TruncationWarning
+
+    est = MoEEmbeddingTransformer(moe, cache=str(tmp_path / "emb.sqlite"), max_length=16).fit([])
+    long_text, short = "word " * 40, "short text"
+    with pytest.warns(TruncationWarning, match="1 text"):
+        cold = est.transform([long_text, short])
+    with model_forbidden(est):
+        with pytest.warns(TruncationWarning, match="1 text.*exceed the maximum length") as caught:
+            warm = est.transform([short, long_text])
+        assert caught[0].filename == __file__
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TruncationWarning)
+            est.transform([short])  # nothing long: not even tokenized for the check
+    np.testing.assert_array_equal(warm, cold[::-1])
 
 
 def test_cached_vectors_equal_computed_ones(moe, tmp_path):

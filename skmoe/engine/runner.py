@@ -41,6 +41,10 @@ DEFAULT_CHUNK_SIZE = 4096
 MAX_PADDING_DENSE = 0.05
 
 
+# Special tokens a tokenizer may add around a text (<s> ... </s>, [CLS] ... [SEP]), with room.
+_SPECIAL_TOKENS_MARGIN = 8
+
+
 class TruncationWarning(UserWarning):
     """Some texts were longer than the model's maximum length and were cut."""
 
@@ -173,6 +177,21 @@ class Engine:
             for _, vectors in self.iter_embed(texts, prompt, chunk_size):
                 fh.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
         return out
+
+    def warn_if_truncated(self, texts: Sequence[str], prompt: str = "") -> int:
+        """Warn, as embedding them would, about texts longer than the token limit; return how
+        many. For texts whose vectors come from elsewhere (the estimator's cache hits).
+
+        Only texts whose UTF-8 size could exceed the limit are tokenized: every token of the
+        tokenizers in use (sentencepiece, WordPiece, byte-level BPE) covers at least one byte.
+        """
+        limit = min(self.max_length or self.encoder.max_length, self.encoder.max_length)
+        long = [prompt + t for t in texts
+                if len((prompt + t).encode("utf-8")) + _SPECIAL_TOKENS_MARGIN > limit]
+        before = self.stats.truncated
+        if long:
+            self._tokenize(long)
+        return self.stats.truncated - before
 
     def _tokenize(self, texts: list[str]) -> TokenRows:
         ids, truncated = self.encoder.tokenize(texts, self.max_length)

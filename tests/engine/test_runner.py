@@ -234,3 +234,23 @@ def test_truncation_warning_names_the_callers_line(encoder, random_moe_xlmr_path
     with pytest.warns(TruncationWarning, match="maximum length") as caught:
         est.transform([long_text])  # estimator -> engine generator -> tokenizer: still this line
     assert caught[0].filename == __file__
+
+
+def test_warn_if_truncated_tokenizes_only_texts_that_could_be_too_long(encoder, monkeypatch):
+    from skmoe.engine.runner import TruncationWarning
+
+    seen = []
+    real = encoder.tokenize
+
+    def spy(texts, max_length=None):
+        seen.append(list(texts))
+        return real(texts, max_length)
+
+    monkeypatch.setattr(encoder, "tokenize", spy)
+    engine = Engine(encoder, max_length=32)
+    assert engine.warn_if_truncated(["short", "also short"], "query: ") == 0
+    assert seen == []  # 32 tokens cannot come from so few bytes
+    long_ok, long_cut = "é" * 14, "word " * 40  # 28 bytes (could be long; is not), and cut
+    with pytest.warns(TruncationWarning, match="1 text"):
+        assert engine.warn_if_truncated(["short", long_ok, long_cut]) == 1
+    assert seen == [[long_ok, long_cut]]
