@@ -473,9 +473,10 @@ def _describe(labels: dict[str, Any] | None) -> str:
 
 
 def _pick_namespace(cache: Any, prefix: str) -> str:
-    matches = [n for n in cache.namespaces() if n.startswith(prefix)]
+    names = list(cache.namespaces())
+    matches = [n for n in names if n.startswith(prefix)]
     if len(matches) != 1:
-        shown = ", ".join(n[:12] for n in cache.namespaces()) or "none"
+        shown = ", ".join(n[:12] for n in names) or "none"
         problem = "no namespace starts" if not matches else f"{len(matches)} namespaces start"
         raise CLIError(f"{problem} with {prefix!r} in {cache.path}; namespaces: {shown} "
                        "(see `skmoe cache stats`)")

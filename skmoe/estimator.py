@@ -234,10 +234,11 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         texts = validate_texts(X)
         encoder = self.get_encoder()
         self._check_params(encoder)
-        if self._prompt(encoder) != self.prompt_:
+        prompt = self._prompt(encoder)
+        if prompt != self.prompt_:
             raise ValueError(
                 f"prompt_name/prompt changed after fit (fitted with {self.prompt_!r}, now "
-                f"{self._prompt(encoder)!r}); call fit again."
+                f"{prompt!r}); call fit again."
             )
         return self._output(self._embed_float(texts, encoder, self.prompt_))
 
@@ -294,28 +295,31 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         full = self.embed_full(texts, encoder, prompt)
         return truncate_and_normalize(full, self.truncate_dim, self.normalize)
 
-    def cache_namespace(self, encoder: SentenceEncoder, prompt: str) -> str:
+    def _namespace_parts(self, encoder: SentenceEncoder, prompt: str) -> dict[str, Any]:
         """What the cached vectors depend on besides the text (model, prompt, length, precision)."""
-        from .cache import cache_namespace
         from .engine.precision import precision_of
 
-        return cache_namespace(
-            model_fingerprint=encoder.source.fingerprint,
-            revision=encoder.source.revision,
-            prompt=prompt,
-            max_length=self._effective_max_length(encoder),
-            pooling=encoder.pooling,
+        return {
+            "model_fingerprint": encoder.source.fingerprint,
+            "revision": encoder.source.revision,
+            "prompt": prompt,
+            "max_length": self._effective_max_length(encoder),
+            "pooling": encoder.pooling,
             # The mode the encoder runs in (canonical: dtype=None and "float32" on CPU share).
-            precision=precision_of(encoder),
-        )
+            "precision": precision_of(encoder),
+        }
+
+    def cache_namespace(self, encoder: SentenceEncoder, prompt: str) -> str:
+        """The cache namespace: a fingerprint of :meth:`_namespace_parts`."""
+        from .cache import cache_namespace
+
+        return cache_namespace(**self._namespace_parts(encoder, prompt))
 
     def _namespace_labels(self, encoder: SentenceEncoder, prompt: str) -> dict[str, Any]:
-        from .engine.precision import precision_of
-
-        return {"model": str(self.model), "revision": encoder.source.revision,
-                "fingerprint": encoder.source.fingerprint[:12], "prompt": prompt,
-                "max_length": self._effective_max_length(encoder),
-                "precision": precision_of(encoder), "pooling": encoder.pooling}
+        """The namespace's parts as ``skmoe cache stats`` shows them, with the model's name."""
+        parts = self._namespace_parts(encoder, prompt)
+        return {**parts, "model": str(self.model),
+                "model_fingerprint": parts["model_fingerprint"][:12]}
 
     def embed_full(
         self, texts: list[str], encoder: SentenceEncoder | None = None, prompt: str | None = None

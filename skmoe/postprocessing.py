@@ -10,6 +10,8 @@ import warnings
 
 import numpy as np
 
+from ._stack import external_stacklevel
+
 OUTPUT_DTYPES = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 CALIBRATED_DTYPES = ("int8", "uint8")
 
@@ -46,7 +48,7 @@ def calibration_ranges(x: np.ndarray) -> np.ndarray:
             f"int8/uint8 ranges learned from only {len(x)} texts: values of other texts outside "
             f"these ranges are clipped. Fit on at least {MIN_CALIBRATION_ROWS} representative texts.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=external_stacklevel(),
         )
     return np.stack([x.min(axis=0), x.max(axis=0)]).astype(np.float32)
 

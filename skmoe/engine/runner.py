@@ -186,8 +186,8 @@ class Engine:
         tokenizers in use (sentencepiece, WordPiece, byte-level BPE) covers at least one byte.
         """
         limit = min(self.max_length or self.encoder.max_length, self.encoder.max_length)
-        long = [prompt + t for t in texts
-                if len((prompt + t).encode("utf-8")) + _SPECIAL_TOKENS_MARGIN > limit]
+        budget = limit - _SPECIAL_TOKENS_MARGIN - len(prompt.encode("utf-8"))
+        long = [prompt + t for t in texts if len(t.encode("utf-8")) > budget]
         before = self.stats.truncated
         if long:
             self._tokenize(long)

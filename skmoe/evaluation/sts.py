@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
+from .._stack import external_stacklevel
 from .embeddings import as_groups, concat_sources
 
 
@@ -77,7 +78,7 @@ def _correlations(sims: np.ndarray, gold: np.ndarray, group: Any) -> dict[str, f
     if np.ptp(gold) == 0 or np.ptp(sims) == 0:
         constant = "gold scores" if np.ptp(gold) == 0 else "similarities"
         warnings.warn(f"group {group!r}: all {constant} are equal, so the correlations are "
-                      "undefined (NaN)", UserWarning, stacklevel=3)
+                      "undefined (NaN)", UserWarning, stacklevel=external_stacklevel())
         return {"cosine_spearman": float("nan"), "cosine_pearson": float("nan")}
     return {"cosine_spearman": float(spearmanr(sims, gold).statistic),
             "cosine_pearson": float(pearsonr(sims, gold).statistic)}
