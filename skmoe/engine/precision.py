@@ -24,6 +24,10 @@ depend on its batch-mates.
 Conversion is **in place**: :func:`apply_precision` changes the encoder it is given and returns
 that same object (a second copy of a 1.9 GB model would not fit everywhere). Float modes can be
 re-applied; int8 cannot be undone — load the model again for another mode.
+
+int8 conversion hands back the memory-mapped checkpoint pages of the fp32 weights it replaces
+(:func:`~skmoe.engine.memory.release_file_pages`), so the int8 model's footprint is about half
+the fp32 one rather than the fp32 one plus the int8 copies.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from torch import nn
 
 from ..encoder import SentenceEncoder
 from ..encoder.nomic_moe import MLP, Block, MoE, Router
+from .memory import release_file_pages
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
@@ -374,29 +379,43 @@ class Int8Experts(nn.Module):
         return f"num_experts={self.num_experts}, int8"
 
 
-def _swap_linears(module: nn.Module, bits: int) -> int:
-    """Replace every ``nn.Linear`` below ``module`` (routers excepted) by :class:`Int8Linear`."""
-    swapped = 0
+def _release(modules: list[nn.Module]) -> None:
+    """Hand back the pages of replaced modules' weights.
+
+    Loaded weights are views of the memory-mapped checkpoint, which the fp32 embeddings keep
+    mapped: without the release, the replaced fp32 weights would stay resident (measured on the
+    full model: 2.2 GB RSS after int8 conversion instead of 1.1 GB).
+    """
+    release_file_pages([t for m in modules for t in (*m.parameters(), *m.buffers())])
+
+
+def _swap_linears(module: nn.Module, bits: int, replaced: list[nn.Module]) -> None:
+    """Replace every ``nn.Linear`` below ``module`` (routers excepted) by :class:`Int8Linear`;
+    the old layers are appended to ``replaced``."""
     for name, child in list(module.named_children()):
         if isinstance(child, Router):
             continue  # routing decisions stay fp32 (near-ties flip experts otherwise)
         if isinstance(child, nn.Linear):
             setattr(module, name, Int8Linear(child, bits))
-            swapped += 1
+            replaced.append(child)
         else:
-            swapped += _swap_linears(child, bits)
-    return swapped
+            _swap_linears(child, bits, replaced)
 
 
 def _to_int8(encoder: SentenceEncoder) -> None:
     bits = int8_weight_bits()
     for module in list(encoder.modules()):
         if isinstance(module, MoE):
-            module.experts = Int8Experts(module.experts, bits)
+            old, module.experts = module.experts, Int8Experts(module.experts, bits)
+            _release([old])  # at once: the peak stays near one layer's fp32 weights
         elif isinstance(module, Block) and isinstance(module.mlp, MLP):
-            module.mlp = Int8MLP(module.mlp, bits)
-    if _swap_linears(encoder.backbone, bits) == 0:
+            old, module.mlp = module.mlp, Int8MLP(module.mlp, bits)
+            _release([old])
+    linears: list[nn.Module] = []
+    _swap_linears(encoder.backbone, bits, linears)
+    if not linears:
         raise ValueError("int8: this model has no linear layers to quantize")
+    _release(linears)
 
 
 def _to_float(encoder: SentenceEncoder, dtype: torch.dtype) -> None:

@@ -1,5 +1,6 @@
 """Memory stays flat while streaming many texts to disk (cheap version of the benchmark's
-2k-vs-20k measurement, which is in benchmarks/memory_flat.py and benchmarks/RESULTS.md)."""
+2k-vs-20k measurement, which is in benchmarks/memory_flat.py and benchmarks/RESULTS.md), and the
+pages of replaced memory-mapped weights are handed back."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
+
+from skmoe.engine.memory import release_file_pages
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "memory_flat.py"
 
@@ -25,3 +29,61 @@ def test_peak_rss_flat_from_1k_to_5k_texts(random_moe_xlmr_path, sib200_dir):
     assert large["real_tokens"] > 4 * small["real_tokens"]  # really five times the work
     assert large["npy_bytes"] == 5 * small["npy_bytes"] - 4 * 128  # one header per file
     assert large["peak_rss_mb"] <= 1.10 * small["peak_rss_mb"], (small, large)
+
+
+# -- handing back the pages of memory-mapped weights ----------------------------------------------
+
+linux_only = pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs /proc/self/smaps")
+
+
+def mapped_rss(path: Path) -> int:
+    """Resident bytes of this process's mappings of ``path`` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5:
+                inside = len(head) >= 6 and head[5] == str(path)
+            elif inside and head[0] == "Rss:":
+                total += int(head[1]) * 1024
+    return total
+
+
+@pytest.fixture
+def mapped_tensor(tmp_path):
+    """A 2 MB tensor read through safetensors' memory map, every page touched, and its values."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.randn(512, 1024)}, str(path))
+    with safe_open(str(path), framework="pt") as fh:
+        t = fh.get_tensor("w")
+    return path, t, t.clone()
+
+
+@linux_only
+def test_release_file_pages_unmaps_pages_and_keeps_values(mapped_tensor):
+    path, t, values = mapped_tensor
+    before = mapped_rss(path)
+    assert before >= t.nbytes // 2  # the clone read every page
+    released = release_file_pages([t])
+    assert released >= t.nbytes - 2 * 4096
+    assert mapped_rss(path) <= before - released + 8192
+    assert torch.equal(t, values)  # read back from the file, unchanged
+
+
+@linux_only
+def test_release_file_pages_leaves_anonymous_memory_alone():
+    t = torch.randn(512, 1024)
+    values = t.clone()
+    assert release_file_pages([t]) == 0
+    assert torch.equal(t, values)
+
+
+@linux_only
+def test_release_file_pages_leaves_a_written_mapping_alone(mapped_tensor):
+    _, t, _ = mapped_tensor
+    t[100, 100] = 42.0  # a private copy of that page now differs from the file
+    assert release_file_pages([t]) == 0
+    assert t[100, 100] == 42.0

@@ -8,6 +8,9 @@ their numerics, not their speed.
 
 from __future__ import annotations
 
+import gc
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -241,3 +244,35 @@ def test_float32_is_a_no_op(tiny_moe_path):
     apply_precision(enc, "float32")
     after = enc.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs /proc/self/smaps")
+def test_int8_conversion_hands_back_the_checkpoint_pages_it_replaced(tmp_path, monkeypatch):
+    from _moe_factory import make_random_moe
+    from test_memory import mapped_rss
+
+    from skmoe.engine import precision
+
+    folder = make_random_moe(tmp_path / "m", n_embd=128, n_inner=512)
+    weights = folder / "model.safetensors"
+
+    def resident_after_int8():
+        enc = apply_precision(load_encoder(folder, device="cpu", dtype="float32"), "int8")
+        return enc, mapped_rss(weights)
+
+    with monkeypatch.context() as m:
+        m.setattr(precision, "release_file_pages", lambda tensors: 0)
+        enc, kept = resident_after_int8()
+        replaced = sum(p.nbytes for n, p in load_encoder(folder).backbone.named_parameters()
+                       if "embeddings" not in n and "router" not in n and p.dim() >= 2)
+        del enc
+        gc.collect()  # unmaps this copy of the file
+    enc, released = resident_after_int8()
+    assert replaced > 8 * 2**20
+    assert kept - released > 0.8 * replaced, (kept, released, replaced)
+    reference = load_encoder(folder, device="cpu", dtype="float32")
+    x = torch.randint(5, 1000, (3, 9))
+    mask = torch.ones_like(x)
+    with torch.inference_mode():
+        got, want = enc.pool(enc(x, mask), mask), reference.pool(reference(x, mask), mask)
+    assert torch.nn.functional.cosine_similarity(got, want).min() > 0.99  # still computes right
