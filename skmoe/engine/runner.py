@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import unicodedata
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +44,15 @@ MAX_PADDING_DENSE = 0.05
 
 # Special tokens a tokenizer may add around a text (<s> ... </s>, [CLS] ... [SEP]), with room.
 _SPECIAL_TOKENS_MARGIN = 8
+
+
+def _utf8_size(text: str) -> int:
+    """UTF-8 bytes of ``text`` or of its NFKC form, whichever is larger (an upper bound on the
+    tokens of any tokenizer whose tokens cover at least one byte of the normalized text)."""
+    size = len(text.encode("utf-8"))
+    if not unicodedata.is_normalized("NFKC", text):  # quick check; normal text passes
+        size = max(size, len(unicodedata.normalize("NFKC", text).encode("utf-8")))
+    return size
 
 
 class TruncationWarning(UserWarning):
@@ -183,11 +193,13 @@ class Engine:
         many. For texts whose vectors come from elsewhere (the estimator's cache hits).
 
         Only texts whose UTF-8 size could exceed the limit are tokenized: every token of the
-        tokenizers in use (sentencepiece, WordPiece, byte-level BPE) covers at least one byte.
+        tokenizers in use (sentencepiece, WordPiece, byte-level BPE) covers at least one byte of
+        the text as the tokenizer normalizes it, which NFKC can make longer (U+FDFA: 3 bytes, 33
+        after NFKC), so the larger of the two sizes counts.
         """
         limit = min(self.max_length or self.encoder.max_length, self.encoder.max_length)
-        budget = limit - _SPECIAL_TOKENS_MARGIN - len(prompt.encode("utf-8"))
-        long = [prompt + t for t in texts if len(t.encode("utf-8")) > budget]
+        budget = limit - _SPECIAL_TOKENS_MARGIN - _utf8_size(prompt)
+        long = [prompt + t for t in texts if _utf8_size(t) > budget]
         before = self.stats.truncated
         if long:
             self._tokenize(long)

@@ -254,3 +254,6 @@ def test_warn_if_truncated_tokenizes_only_texts_that_could_be_too_long(encoder, 
     with pytest.warns(TruncationWarning, match="1 text"):
         assert engine.warn_if_truncated(["short", long_ok, long_cut]) == 1
     assert seen == [[long_ok, long_cut]]
+    expands = "\ufdfa" * 8  # 24 bytes, but 264 after NFKC: 34 XLM-R tokens
+    with pytest.warns(TruncationWarning, match="1 text"):
+        assert engine.warn_if_truncated(["short", expands]) == 1
