@@ -34,6 +34,10 @@ from .validation import validate_texts
 CHUNK_SIZE = 16384
 
 
+# What fit's recorded output (width, int8/uint8 ranges) depends on besides the prompt.
+_OUTPUT_PARAMS = ("truncate_dim", "normalize", "output_dtype")
+
+
 class WeightsChangedError(RuntimeError):
     """The weights found at load time differ from those the estimator was fitted with."""
 
@@ -90,6 +94,10 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         The prefix string applied to every text.
     quantization_ranges_ : ndarray of shape (2, n_features)
         Only for int8/uint8 output.
+    output_params_ : dict
+        ``truncate_dim``, ``normalize`` and ``output_dtype`` as fitted: changing the prompt, the
+        output width or (for int8/uint8 output) the vectors the ranges were learned on after
+        fit makes ``transform`` ask for a refit.
     """
 
     def __init__(
@@ -221,6 +229,7 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         self.n_features_out_ = output_width(dim, self.output_dtype)
         self.model_revision_ = encoder.source.revision
         self.model_fingerprint_ = encoder.source.fingerprint
+        self.output_params_ = {k: getattr(self, k) for k in _OUTPUT_PARAMS}
         self.__dict__.pop("quantization_ranges_", None)
         if self.output_dtype not in CALIBRATED_DTYPES:
             return encoder, None
@@ -234,23 +243,29 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         texts = validate_texts(X)
         encoder = self.get_encoder()
         self._check_params(encoder)
-        prompt = self._prompt(encoder)
-        if prompt != self.prompt_:
-            raise ValueError(
-                f"prompt_name/prompt changed after fit (fitted with {self.prompt_!r}, now "
-                f"{prompt!r}); call fit again."
-            )
+        changed = self._changed_since_fit(encoder)
+        if changed:
+            raise ValueError(f"{'; '.join(changed)}; call fit again.")
         return self._output(self._embed_float(texts, encoder, self.prompt_))
+
+    def _changed_since_fit(self, encoder: SentenceEncoder) -> list[str]:
+        """The parameters whose change since fit invalidates what fit recorded: the prompt, the
+        output width (truncate_dim, output_dtype) and, for int8/uint8 output, the vectors the
+        ranges were learned on (normalize too)."""
+        prompt = self._prompt(encoder)
+        changed = [] if prompt == self.prompt_ else [
+            f"prompt_name/prompt changed after fit (fitted with {self.prompt_!r}, now {prompt!r})"]
+        fitted = getattr(self, "output_params_", {})  # absent in estimators pickled before
+        for name, then in fitted.items():
+            matters = name != "normalize" or fitted["output_dtype"] in CALIBRATED_DTYPES
+            if matters and getattr(self, name) != then:
+                changed.append(f"{name} changed after fit (fitted with {then!r}, now "
+                               f"{getattr(self, name)!r})")
+        return changed
 
     def _output(self, floats: np.ndarray) -> np.ndarray:
         ranges = getattr(self, "quantization_ranges_", None)
-        out = np.ascontiguousarray(quantize(floats, self.output_dtype, ranges))
-        if out.shape[1] != self.n_features_out_:
-            raise ValueError(
-                f"transform would give {out.shape[1]} features but fit recorded "
-                f"{self.n_features_out_}: truncate_dim or output_dtype changed after fit; call fit again."
-            )
-        return out
+        return np.ascontiguousarray(quantize(floats, self.output_dtype, ranges))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """``embedding_0 ... embedding_{d-1}`` (known after fit, without running the model)."""

@@ -228,9 +228,25 @@ def test_transform_never_changes_the_estimator(moe, tmp_path):
 def test_params_changed_after_fit_need_a_refit(moe):
     est = MoEEmbeddingTransformer(moe).fit([])
     est.set_params(truncate_dim=16)
-    with pytest.raises(ValueError, match="call fit again"):
+    with pytest.raises(ValueError, match="truncate_dim changed after fit .*None.*16.*call fit again"):
         est.transform(["x"])
     assert est.fit([]).transform(["x"]).shape == (1, 16)
+    est.set_params(normalize=False)  # float output: nothing fitted depends on it
+    assert np.linalg.norm(est.transform(["x"])) != pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"normalize": False}, "normalize changed after fit .*True.*False"),  # ranges of unit vectors
+    ({"truncate_dim": 32}, "truncate_dim changed after fit"),  # ranges of 64 features
+    ({"output_dtype": "uint8"}, "output_dtype changed after fit .*'int8'.*'uint8'"),
+])
+def test_int8_ranges_ask_for_a_refit_when_what_they_were_learned_on_changes(moe, change, match):
+    texts = mixed_texts(120, seed=5, max_words=6)
+    est = MoEEmbeddingTransformer(moe, output_dtype="int8").fit(texts)
+    est.set_params(**change)
+    with pytest.raises(ValueError, match=match):
+        est.transform(texts[:3])
+    assert est.fit(texts).transform(texts[:3]).shape[0] == 3
 
 
 def test_tags_declare_string_input(moe):
