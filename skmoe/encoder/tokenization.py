@@ -106,8 +106,15 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[lis
 
     Cutting keeps the closing special token (``<s> ... </s>``), which is what the tokenizer's
     own truncation does for a single sequence.
+
+    The tokenizer itself cuts each row to ``max_length + 1`` tokens (a row of that length was
+    too long), so a long document never returns its thousands of token ids: they would be held
+    for a whole chunk of texts at once (measured: hundreds of MB for a few thousand long
+    documents). Tokenizers that truncate on the left are cut here instead.
     """
-    ids = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    own_cut = getattr(tokenizer, "truncation_side", "right") == "right"
+    ids = tokenizer(list(texts), add_special_tokens=True, truncation=own_cut,
+                    max_length=max_length + 1 if own_cut else None, verbose=False)["input_ids"]
     truncated = []
     for i, row in enumerate(ids):
         if len(row) > max_length:

@@ -90,6 +90,19 @@ def test_truncation_is_reported(enc):
     assert truncated == [0] and len(ids[0]) == 512 and ids[0][-1] == 2
 
 
+def test_tokenizer_side_cut_equals_cutting_the_full_ids(enc):
+    from skmoe.encoder.tokenization import tokenize
+
+    # rows around the limit: 6 + 2 special tokens is exactly 8 for "word word ..."
+    full = enc.tokenizer(["word " * 6], add_special_tokens=True)["input_ids"][0]
+    assert len(full) == 8
+    texts = ["word " * n for n in (5, 6, 7, 8, 40)] + ["日本語のテキスト" * 9, "\ufdfa" * 5, ""]
+    want_ids = enc.tokenizer(texts, add_special_tokens=True)["input_ids"]
+    ids, truncated = tokenize(enc.tokenizer, texts, 8)
+    assert truncated == [i for i, row in enumerate(want_ids) if len(row) > 8] == [2, 3, 4, 5, 6]
+    assert ids == [row if len(row) <= 8 else row[:7] + row[-1:] for row in want_ids]
+
+
 def test_routing_capture_is_off_by_default(enc, monkeypatch):
     moes = [m for m in enc.modules() if isinstance(m, MoE)]
     assert len(moes) == len(enc.moe_config.moe_layers) > 0
