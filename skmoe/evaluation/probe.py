@@ -389,7 +389,9 @@ def transfer_table(
 ) -> pd.DataFrame:
     """Train x test matrix of mean scores from :func:`transfer_matrix` output.
 
-    ``metric`` and ``k`` may be omitted when the scores hold a single one.
+    ``metric`` and ``k`` may be omitted when the scores hold a single one. Both axes follow one
+    language order (first seen among training, then test languages), so a language found on
+    both sides has its in-language score on the diagonal, whatever order the test data had.
     """
     df = scores
     for col, val in (("metric", metric), ("k", k)):
@@ -403,4 +405,6 @@ def transfer_table(
                 raise ValueError(f"no scores with {col}={val!r}; available: {list(vals)}")
     table = df.pivot_table(index="train_language", columns="test_language", values="score",
                            aggfunc="mean", sort=False)
-    return table
+    order = list(dict.fromkeys([*table.index, *table.columns]))
+    return table.reindex(index=[g for g in order if g in table.index],
+                         columns=[g for g in order if g in table.columns])

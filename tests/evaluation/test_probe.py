@@ -94,6 +94,19 @@ def test_transfer_matrix_hand_computed():
                         train_languages=["Z"])
 
 
+def test_transfer_table_puts_in_language_scores_on_the_diagonal_whatever_the_test_order():
+    Xtr, ytr, gtr, Xte, yte, gte = _data()
+    back = np.argsort(-np.arange(len(gte)))  # test data in the order C, B, A
+    s = transfer_matrix(Xtr, ytr, gtr, X_test=Xte[back], y_test=yte[back],
+                        languages_test=gte[back], samples_per_label=2, n_experiments=2)
+    assert list(pd.unique(s.test_language)) == ["C", "B", "A"]
+    table = transfer_table(s)
+    assert list(table.index) == list(table.columns) == ["A", "B", "C"]
+    np.testing.assert_allclose(np.diag(table), [1.0, 0.75, 1.0])  # in-language, as above
+    only_test = transfer_table(s[s.test_language != "A"])  # test languages a subset: train order
+    assert list(only_test.columns) == ["B", "C"]
+
+
 def test_transfer_regimes_hand_computed():
     Xtr, ytr, gtr, Xte, yte, gte = _data()
     s = transfer_regimes(Xtr, ytr, gtr, X_test=Xte, y_test=yte, languages_test=gte,
