@@ -111,6 +111,11 @@ def prepare_data(
                 raise ReportError(f"language {lang!r} has no {name} rows")
     if train["label"].nunique() < 2:
         raise ReportError("the probe needs at least two labels")
+    for lang, labels in train.groupby("language", sort=False)["label"]:
+        if labels.nunique() < 2:  # its in-language probe could not be fitted
+            raise ReportError(
+                f"language {lang!r} has a single label ({labels.iloc[0]!r}) in its {len(labels)} "
+                "training row(s); a probe needs at least two")
     source = _source_language(languages, source_language)
     return ReportData(train.reset_index(drop=True), test.reset_index(drop=True), languages,
                       source, note)

@@ -173,6 +173,10 @@ def test_prepare_data_errors():
     no_test = data[~((data.language == "fra_Latn") & (data.split == "test"))]
     with pytest.raises(ReportError, match="'fra_Latn' has no test rows"):
         prepare_data(no_test)
+    one_label = data[~((data.language == "fra_Latn") & (data.split == "train")
+                       & (data.category != "sports"))]
+    with pytest.raises(ReportError, match="'fra_Latn' has a single label \\('sports'\\) in its 16"):
+        prepare_data(one_label)  # before any model is loaded
     assert prepare_data(data).source_language == "eng_Latn"
     assert prepare_data(data[data.language == "fra_Latn"]).source_language == "fra_Latn"
 

@@ -13,8 +13,9 @@ Results are tidy ``pandas.DataFrame`` s, one row per (group, k, seed, metric); p
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import get_scorer
 
 from .embeddings import EmbeddingSource, as_groups, concat_sources
-from .splits import FewShotSplit
+from .splits import FewShotSplit, FewShotWarning
 
 Scorer = Callable[[Any, np.ndarray, np.ndarray], float]
 
@@ -104,18 +105,39 @@ class _Fit:
 
 
 def _draws(data: _Data, pool: np.ndarray, k: int, n_experiments: int, random_state: Any,
-           test_size: Any = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Few-shot (train, rest) draws among ``pool`` rows, as global row indices."""
+           test_size: Any = None, *, of: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Few-shot (train, rest) draws among ``pool`` rows, as global row indices; ``of`` names
+    the rows (``"group 'fra'"``) in warnings and errors."""
     cv = FewShotSplit(n_per_class=k, n_splits=n_experiments, test_size=test_size,
                       random_state=random_state)
-    return [(pool[tr], pool[te]) for tr, te in cv.split(pool, data.y[pool])]
+    with _naming(of):
+        return [(pool[tr], pool[te]) for tr, te in cv.split(pool, data.y[pool])]
 
 
 def _train_draws(data: _Data, pool: np.ndarray, k: int, n_experiments: int,
-                 random_state: Any) -> list[np.ndarray]:
+                 random_state: Any, *, of: str) -> list[np.ndarray]:
     """Few-shot training draws among ``pool`` rows (tested elsewhere), as global row indices."""
     cv = FewShotSplit(n_per_class=k, n_splits=n_experiments, random_state=random_state)
-    return [pool[tr] for tr in cv.train_draws(data.y[pool])]
+    with _naming(of):
+        return [pool[tr] for tr in cv.train_draws(data.y[pool])]
+
+
+@contextlib.contextmanager
+def _naming(of: str) -> Iterator[None]:
+    """Prefix the few-shot warnings and errors raised inside with whose rows they are about
+    (with 32 languages, "2 class(es) have fewer than 8 examples" alone does not say where)."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FewShotWarning)
+            yield
+    except ValueError as exc:
+        raise ValueError(f"{of}: {exc}") from exc
+    finally:
+        for w in caught:
+            named = issubclass(w.category, FewShotWarning)
+            warnings.warn_explicit(f"{of}: {w.message}" if named else w.message,
+                                   w.category, w.filename, w.lineno)
 
 
 def _run(data: _Data, fits: list[_Fit], estimator: Any, metrics: Any) -> pd.DataFrame:
@@ -129,7 +151,11 @@ def _run(data: _Data, fits: list[_Fit], estimator: Any, metrics: Any) -> pd.Data
         est = clone(head)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            est.fit(data.source.get(fit.train), data.y[fit.train])
+            try:
+                est.fit(data.source.get(fit.train), data.y[fit.train])
+            except ValueError as exc:  # e.g. one class only: say which fit
+                keys = ", ".join(f"{k}={v!r}" for k, v in fit.keys.items())
+                raise ValueError(f"probe head fit failed for {keys}: {exc}") from exc
         not_converged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
         for w in caught:  # re-emit everything that is not a convergence warning
             if not issubclass(w.category, ConvergenceWarning):
@@ -219,9 +245,10 @@ def probe_report(
             raise ValueError(f"group {group!r} has no test rows")
         for k in _ks(samples_per_label):
             # With a test set every row of the pool may train (k up to the class sizes).
+            of = f"group {group!r}"
             draws = ([(train, test_rows) for train in
-                      _train_draws(data, pool, k, n_experiments, random_state)] if has_test
-                     else _draws(data, pool, k, n_experiments, random_state, test_size))
+                      _train_draws(data, pool, k, n_experiments, random_state, of=of)] if has_test
+                     else _draws(data, pool, k, n_experiments, random_state, test_size, of=of))
             for seed, (train, test) in enumerate(draws):
                 fits.append(_Fit({"group": group, "k": k, "seed": seed}, train, [({}, test)]))
     return _run(data, fits, estimator, metrics)
@@ -272,7 +299,8 @@ def transfer_matrix(
     for lang in trains:
         pool = data.rows_of(data.train_rows, [lang])
         for k in _ks(samples_per_label):
-            for seed, train in enumerate(_train_draws(data, pool, k, n_experiments, random_state)):
+            for seed, train in enumerate(_train_draws(data, pool, k, n_experiments, random_state,
+                                                      of=f"training language {lang!r}")):
                 keys = {"train_language": lang, "k": k, "seed": seed}
                 fits.append(_Fit(keys, train, test_sets))
     return _run(data, fits, estimator, metrics)
@@ -330,8 +358,8 @@ def transfer_regimes(
                     pool = data.rows_of(data.train_rows, [t])
                     if len(pool) == 0:
                         raise ValueError(f"regime 'each': no training rows for {t!r}")
-                    for seed, train in enumerate(
-                            _train_draws(data, pool, k, n_experiments, random_state)):
+                    for seed, train in enumerate(_train_draws(
+                            data, pool, k, n_experiments, random_state, of=f"language {t!r}")):
                         keys = {"regime": regime, "k": k, "seed": seed}
                         fits.append(_Fit(keys, train, [({"test_language": t}, rows_test[t])]))
                 continue
@@ -342,7 +370,9 @@ def transfer_regimes(
             else:
                 pool = data.train_rows
             all_tests = [({"test_language": t}, rows_test[t]) for t in tests]
-            for seed, train in enumerate(_train_draws(data, pool, k, n_experiments, random_state)):
+            of = f"regime {regime!r}"
+            for seed, train in enumerate(_train_draws(data, pool, k, n_experiments, random_state,
+                                                      of=of)):
                 fits.append(_Fit({"regime": regime, "k": k, "seed": seed}, train, all_tests))
     out = _run(data, fits, estimator, metrics)
     return out[["regime", "test_language"] + [c for c in out.columns

@@ -19,6 +19,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from skmoe.evaluation import (
+    FewShotWarning,
     probe_report,
     summarize,
     transfer_matrix,
@@ -105,6 +106,20 @@ def test_transfer_table_puts_in_language_scores_on_the_diagonal_whatever_the_tes
     np.testing.assert_allclose(np.diag(table), [1.0, 0.75, 1.0])  # in-language, as above
     only_test = transfer_table(s[s.test_language != "A"])  # test languages a subset: train order
     assert list(only_test.columns) == ["B", "C"]
+
+
+def test_few_shot_warnings_and_fit_errors_name_their_language():
+    Xtr, ytr, gtr, Xte, yte, gte = _data()
+    with pytest.warns(FewShotWarning, match=r"^training language 'B': 2 class\(es\)"):
+        transfer_matrix(Xtr, ytr, gtr, X_test=Xte, y_test=yte, languages_test=gte,
+                        train_languages=["B"], samples_per_label=5, n_experiments=1)
+    with pytest.raises(ValueError, match="^group 'A': n_per_class=4 puts every row"):
+        probe_report(Xtr, ytr, groups=gtr, samples_per_label=4, n_experiments=1)
+    one_class = ytr.copy()
+    one_class[gtr == "C"] = 0
+    with pytest.raises(ValueError, match=r"head fit failed for group='C', k=2, seed=0: .*one class"):
+        probe_report(Xtr, one_class, groups=gtr, X_test=Xte, y_test=yte, groups_test=gte,
+                     samples_per_label=2, n_experiments=1)
 
 
 def test_transfer_regimes_hand_computed():
