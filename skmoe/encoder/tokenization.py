@@ -101,6 +101,12 @@ def load_max_length(folder: Path, tokenizer: Any | None, default: int = 512) -> 
     return default
 
 
+# Texts per tokenizer call: the tokenizer encodes each text in full before cutting it, and a
+# call's encodings (token strings, offsets) all live until it returns; long documents made that
+# a GB for a few thousand texts in one call.
+TOKENIZE_SLICE = 256
+
+
 def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], list[int]]:
     """Token ids with special tokens, cut to ``max_length``; also the rows that were cut.
 
@@ -113,8 +119,12 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[lis
     documents). Tokenizers that truncate on the left are cut here instead.
     """
     own_cut = getattr(tokenizer, "truncation_side", "right") == "right"
-    ids = tokenizer(list(texts), add_special_tokens=True, truncation=own_cut,
-                    max_length=max_length + 1 if own_cut else None, verbose=False)["input_ids"]
+    texts = list(texts)
+    ids: list[list[int]] = []
+    for start in range(0, len(texts), TOKENIZE_SLICE):  # bounds what a call holds at once
+        ids += tokenizer(texts[start : start + TOKENIZE_SLICE], add_special_tokens=True,
+                         truncation=own_cut, max_length=max_length + 1 if own_cut else None,
+                         verbose=False)["input_ids"]
     truncated = []
     for i, row in enumerate(ids):
         if len(row) > max_length:
