@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS embeddings (
     PRIMARY KEY (ns_id, text_hash)
 );
 """
+# Added later to the same layout (files from before get it on open; their rows read as unknown):
+# whether the text was cut to the token limit when its vector was computed (1/0, NULL unknown),
+# so that a hit can warn about truncation without tokenizing the text again.
+_CUT_COLUMN = "ALTER TABLE embeddings ADD COLUMN cut INTEGER"
 
 
 class CacheDimensionError(ValueError):
@@ -266,10 +270,22 @@ class EmbeddingCache:
             # never corrupts the file. FULL would fsync every commit for no gain in our threat model.
             conn.execute("PRAGMA synchronous = NORMAL")
             self._ensure_schema(conn)
+            self._local.has_cut = self._ensure_cut_column(conn)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    @staticmethod
+    def _ensure_cut_column(conn: sqlite3.Connection) -> bool:
+        """Add the ``cut`` column to a file from before it; False where the file is read-only."""
+        if any(row[1] == "cut" for row in conn.execute("PRAGMA table_info(embeddings)")):
+            return True
+        try:
+            conn.execute(_CUT_COLUMN)
+        except sqlite3.OperationalError as exc:
+            return "duplicate column" in str(exc)  # another process added it just now
+        return True
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -358,8 +374,9 @@ class EmbeddingCache:
         )
 
     def lookup(
-        self, namespace: str, texts: Sequence[str], *, dim: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, namespace: str, texts: Sequence[str], *, dim: int | None = None,
+        with_cut: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Find cached vectors for ``texts``.
 
         Parameters
@@ -380,6 +397,9 @@ class EmbeddingCache:
             The cached vectors of the found texts, in input order (``out[found] = vectors``).
             Width is ``dim`` if given, else the namespace's width (0 for an unknown namespace
             and no ``dim``).
+        cut : ndarray of int8, shape (found.sum(),)
+            Only with ``with_cut=True``: whether each found text was truncated when its vector
+            was computed (1), was not (0), or is not known (-1: stored without the flag).
         """
         hashes = [_text_hash(t) for t in texts]
         found = np.zeros(len(hashes), dtype=bool)
@@ -391,35 +411,46 @@ class EmbeddingCache:
         width = row[1] if row is not None else (dim if dim is not None else 0)
         if row is None or not hashes:
             self._count(0, len(hashes))
-            return found, np.empty((0, width), dtype=np.float32)
+            empty = np.empty((0, width), dtype=np.float32)
+            return (found, empty, np.empty(0, np.int8)) if with_cut else (found, empty)
 
         ns_id = row[0]
         nbytes = width * _VECTOR_DTYPE.itemsize
         unique = list(dict.fromkeys(hashes))
         stored: dict[bytes, bytes] = {}
+        cut_of: dict[bytes, int | None] = {}
         conn = self._conn()
+        cut = "cut" if self._local.has_cut else "NULL"
         for chunk in _chunks(unique, _LOOKUP_CHUNK):
             marks = ",".join("?" * len(chunk))
-            query = f"SELECT text_hash, vector FROM embeddings WHERE ns_id = ? AND text_hash IN ({marks})"
-            for text_hash, blob in conn.execute(query, (ns_id, *chunk)):
+            query = (f"SELECT text_hash, vector, {cut} FROM embeddings "
+                     f"WHERE ns_id = ? AND text_hash IN ({marks})")
+            for text_hash, blob, was_cut in conn.execute(query, (ns_id, *chunk)):
                 if len(blob) != nbytes:
                     raise CacheFormatError(
                         f"damaged row in {self.path}: {len(blob)} bytes, {nbytes} expected "
                         f"for a {width}-d vector"
                     )
                 stored[text_hash] = blob
+                cut_of[text_hash] = was_cut
         found[:] = [h in stored for h in hashes]
-        blobs = b"".join(stored[h] for h, ok in zip(hashes, found, strict=True) if ok)
-        vectors = np.frombuffer(blobs, dtype=_VECTOR_DTYPE).reshape(-1, width)
+        hit_hashes = [h for h, ok in zip(hashes, found, strict=True) if ok]
+        vectors = np.frombuffer(b"".join(stored[h] for h in hit_hashes), dtype=_VECTOR_DTYPE)
+        vectors = vectors.reshape(-1, width).astype(np.float32, copy=True)
         self._count(int(found.sum()), len(hashes) - int(found.sum()))
-        return found, vectors.astype(np.float32, copy=True)
+        if not with_cut:
+            return found, vectors
+        flags = np.fromiter((-1 if cut_of[h] is None else cut_of[h] for h in hit_hashes),
+                            np.int8, len(hit_hashes))
+        return found, vectors, flags
 
     def _count(self, hits: int, misses: int) -> None:
         with self._lock:
             self._hits += hits
             self._misses += misses
 
-    def put_many(self, namespace: str, texts: Sequence[str], vectors: Any) -> None:
+    def put_many(self, namespace: str, texts: Sequence[str], vectors: Any,
+                 cut: Sequence[bool] | None = None) -> None:
         """Store vectors, committing every few hundred rows.
 
         Rows committed before an interruption (even ``SIGKILL``) stay in the file.
@@ -432,6 +463,9 @@ class EmbeddingCache:
             One text per row of ``vectors``; existing entries are kept as they are.
         vectors : array-like of shape (n_texts, dim)
             Full-width embeddings; stored as float32 and must be finite.
+        cut : sequence of bool, optional
+            Whether each text was truncated to the token limit when embedded (stored, so that
+            :meth:`lookup` can report it); unknown when omitted.
         """
         if not isinstance(namespace, str) or not namespace:
             raise TypeError("namespace must be a non-empty str (see cache_namespace)")
@@ -446,22 +480,26 @@ class EmbeddingCache:
         array = np.ascontiguousarray(array, dtype=_VECTOR_DTYPE)
         if not np.isfinite(array).all():
             raise ValueError("refusing to cache non-finite vectors (NaN/inf)")
+        if cut is not None and len(cut) != len(hashes):
+            raise ValueError(f"cut must have {len(hashes)} entries, got {len(cut)}")
+        flags = [None] * len(hashes) if cut is None else [int(bool(c)) for c in cut]
         if not hashes:
             return
         dim = array.shape[1]
         conn = self._conn()
+        insert = ("INSERT OR IGNORE INTO embeddings (ns_id, text_hash, vector, cut) "
+                  "VALUES (?, ?, ?, ?)" if self._local.has_cut else
+                  "INSERT OR IGNORE INTO embeddings (ns_id, text_hash, vector) VALUES (?, ?, ?)")
         for start in range(0, len(hashes), _WRITE_CHUNK):
             stop = start + _WRITE_CHUNK
             conn.execute("BEGIN IMMEDIATE")
             try:
                 ns_id = self._namespace_id_for_write(conn, namespace, dim)
-                conn.executemany(
-                    "INSERT OR IGNORE INTO embeddings (ns_id, text_hash, vector) VALUES (?, ?, ?)",
-                    (
-                        (ns_id, h, row.tobytes())
-                        for h, row in zip(hashes[start:stop], array[start:stop], strict=True)
-                    ),
-                )
+                conn.executemany(insert, (
+                    (ns_id, h, row.tobytes(), c)[: 4 if self._local.has_cut else 3]
+                    for h, row, c in zip(hashes[start:stop], array[start:stop],
+                                         flags[start:stop], strict=True)
+                ))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

@@ -354,12 +354,12 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         cache = self._open_cache()
         namespace = self.cache_namespace(encoder, prompt) if cache is not None else None
         if cache is not None:
-            found, cached = cache.lookup(namespace, todo)
+            found, cached, cut = cache.lookup(namespace, todo, with_cut=True)
             if found.any():
                 vectors[found] = cached
                 # A cached text was cut when it was computed: say so again, as a run would.
                 Engine(encoder, max_length=self._effective_max_length(encoder)).warn_if_truncated(
-                    [todo[i] for i in np.flatnonzero(found)], prompt)
+                    [todo[i] for i in np.flatnonzero(found)], prompt, cut=cut)
             missing = np.flatnonzero(~found)
         if len(missing):
             if cache is not None:  # what `skmoe cache stats` shows for this namespace
@@ -373,10 +373,13 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
                 for start in range(0, len(missing), CHUNK_SIZE):
                     rows = missing[start : start + CHUNK_SIZE]
                     chunk = [todo[i] for i in rows]
-                    for done, batch_vectors in engine.iter_embed_batches(chunk, prompt):
+                    cut = np.zeros(len(chunk), dtype=bool)
+                    for done, batch_vectors in engine.iter_embed_batches(chunk, prompt,
+                                                                         cut_out=cut):
                         vectors[rows[done]] = batch_vectors
                         if cache is not None:
-                            cache.put_many(namespace, [chunk[i] for i in done], batch_vectors)
+                            cache.put_many(namespace, [chunk[i] for i in done], batch_vectors,
+                                           cut=cut[done])
         out[:] = vectors[slots]
         return out
 

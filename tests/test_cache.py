@@ -447,3 +447,34 @@ def test_sigkill_keeps_every_committed_row(tmp_path):
     assert stored >= reported and stored % 13 == 0  # whole transactions only
     _assert_rows(c, ns, range(stored))
     c.close()
+
+
+def test_cut_flags_round_trip_and_default_to_unknown(tmp_path):
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    vecs = np.ones((3, 4), np.float32)
+    cache.put_many("ns", ["a", "b", "c"], vecs, cut=[True, False, True])
+    cache.put_many("ns", ["d"], vecs[:1])  # no flag given: unknown
+    found, got, cut = cache.lookup("ns", ["c", "x", "b", "d", "a"], with_cut=True)
+    assert found.tolist() == [True, False, True, True, True]
+    assert got.shape == (4, 4) and cut.tolist() == [1, 0, -1, 1]
+    assert len(cache.lookup("ns", ["a"])) == 2  # the plain form is unchanged
+    with pytest.raises(ValueError, match="cut must have 2 entries"):
+        cache.put_many("ns", ["e", "f"], vecs[:2], cut=[True])
+
+
+def test_a_file_from_before_the_cut_flag_gains_it_and_reads_unknown(tmp_path):
+    from skmoe.cache import _SCHEMA, _text_hash
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(_SCHEMA)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO namespaces (namespace, dim) VALUES ('ns', 2)")
+    conn.execute("INSERT INTO embeddings VALUES (1, ?, ?)",
+                 (_text_hash("old"), np.ones(2, "<f4").tobytes()))
+    conn.commit()
+    conn.close()
+    cache = EmbeddingCache(path)
+    cache.put_many("ns", ["new"], np.zeros((1, 2), np.float32), cut=[True])
+    found, _, cut = cache.lookup("ns", ["old", "new"], with_cut=True)
+    assert found.all() and cut.tolist() == [-1, 1]

@@ -56,9 +56,9 @@ def assert_one_line_error(code, err, expected_code, *fragments):
 class _CountingEngine(estimator_module.Engine):
     texts: list[str] = []
 
-    def iter_embed_batches(self, texts, prompt=""):
+    def iter_embed_batches(self, texts, prompt="", **kwargs):
         type(self).texts.extend(texts)
-        return super().iter_embed_batches(texts, prompt)
+        return super().iter_embed_batches(texts, prompt, **kwargs)
 
 
 # -- help, version, console script ------------------------------------------------------------

@@ -443,9 +443,9 @@ def test_large_inputs_stream_in_chunks(moe, monkeypatch):
     sizes: list[int] = []
     real_iter = Engine.iter_embed_batches
 
-    def spy(self, chunk, prompt=""):
+    def spy(self, chunk, prompt="", **kwargs):
         sizes.append(len(chunk))
-        return real_iter(self, chunk, prompt)
+        return real_iter(self, chunk, prompt, **kwargs)
 
     monkeypatch.setattr(estimator_module, "CHUNK_SIZE", 8)
     monkeypatch.setattr(Engine, "iter_embed_batches", spy)
@@ -571,6 +571,31 @@ def test_a_cached_text_that_was_cut_is_warned_about_again(moe, tmp_path):
             warnings.simplefilter("error", TruncationWarning)
             est.transform([short])  # nothing long: not even tokenized for the check
     np.testing.assert_array_equal(warm, cold[::-1])
+
+
+def test_a_cache_hit_knows_it_was_cut_without_tokenizing(moe, tmp_path, monkeypatch):
+    from skmoe.cache import EmbeddingCache
+    from skmoe.engine.runner import TruncationWarning
+
+    path = tmp_path / "emb.sqlite"
+    est = MoEEmbeddingTransformer(moe, cache=str(path), max_length=16).fit([])
+    long_cut, long_fits = "word " * 40, "x" * 30  # both longer than 16 bytes; one is cut
+    with pytest.warns(TruncationWarning, match="1 text"):
+        est.transform([long_cut, long_fits])
+    encoder = est.get_encoder()
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenized on a cache hit")
+
+    with monkeypatch.context() as m:
+        m.setattr(encoder, "tokenize", no_tokenizing)
+        with model_forbidden(est), pytest.warns(TruncationWarning, match="1 text.*: word word"):
+            est.transform([long_fits, long_cut])
+    # rows stored without the flag (older files, other writers) are checked by tokenizing
+    cache = EmbeddingCache(path)
+    cache._conn().execute("UPDATE embeddings SET cut = NULL")
+    with model_forbidden(est), pytest.warns(TruncationWarning, match="1 text"):
+        est.transform([long_fits, long_cut])
 
 
 def test_cached_vectors_equal_computed_ones(moe, tmp_path):

@@ -133,20 +133,26 @@ class Engine:
         if len(texts) == 0:
             return np.empty((0, self.encoder.embedding_dim), dtype=np.float32)
         unique, inverse = np.unique(np.asarray(list(texts), dtype=object), return_inverse=True)
-        ids = self._tokenize([prompt + t for t in unique.tolist()])
+        ids, _ = self._tokenize([prompt + t for t in unique.tolist()])
         out = self.embed_ids(ids)
         return out[inverse.reshape(-1)]
 
     def iter_embed_batches(
-        self, texts: Sequence[str], prompt: str = ""
+        self, texts: Sequence[str], prompt: str = "", *, cut_out: np.ndarray | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(positions in texts, vectors)`` forward pass by forward pass.
 
         For callers that keep each result as soon as it exists (the estimator writes every
-        batch to its cache). Texts are not deduplicated: pass unique texts.
+        batch to its cache). Texts are not deduplicated: pass unique texts. ``cut_out``, a bool
+        array of ``len(texts)``, is filled with which texts were truncated before the first
+        batch is yielded (the cache stores it, so that a hit can warn without tokenizing).
         """
         if len(texts):
-            yield from self.iter_batches(self._tokenize([prompt + t for t in texts]))
+            ids, truncated = self._tokenize([prompt + t for t in texts])
+            if cut_out is not None:
+                cut_out[:] = False
+                cut_out[truncated] = True
+            yield from self.iter_batches(ids)
 
     def iter_embed(
         self, texts: Sequence[str], prompt: str = "", chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -188,35 +194,45 @@ class Engine:
                 fh.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
         return out
 
-    def warn_if_truncated(self, texts: Sequence[str], prompt: str = "") -> int:
+    def warn_if_truncated(self, texts: Sequence[str], prompt: str = "",
+                          cut: Sequence[int] | None = None) -> int:
         """Warn, as embedding them would, about texts longer than the token limit; return how
         many. For texts whose vectors come from elsewhere (the estimator's cache hits).
 
-        Only texts whose UTF-8 size could exceed the limit are tokenized: every token of the
-        tokenizers in use (sentencepiece, WordPiece, byte-level BPE) covers at least one byte of
-        the text as the tokenizer normalizes it, which NFKC can make longer (U+FDFA: 3 bytes, 33
-        after NFKC), so the larger of the two sizes counts.
+        ``cut`` gives, per text, what is known already: 1 cut, 0 not cut, -1 unknown (the
+        default for all). Only unknown texts whose UTF-8 size could exceed the limit are
+        tokenized: every token of the tokenizers in use (sentencepiece, WordPiece, byte-level
+        BPE) covers at least one byte of the text as the tokenizer normalizes it, which NFKC can
+        make longer (U+FDFA: 3 bytes, 33 after NFKC), so the larger of the two sizes counts.
         """
+        known = np.full(len(texts), -1) if cut is None else np.asarray(cut)
         limit = min(self.max_length or self.encoder.max_length, self.encoder.max_length)
         budget = limit - _SPECIAL_TOKENS_MARGIN - _utf8_size(prompt)
-        long = [prompt + t for t in texts if _utf8_size(t) > budget]
-        before = self.stats.truncated
-        if long:
-            self._tokenize(long)
-        return self.stats.truncated - before
+        was_cut = [prompt + t for t, c in zip(texts, known, strict=True) if c > 0]
+        unknown = [prompt + t for t, c in zip(texts, known, strict=True)
+                   if c < 0 and _utf8_size(t) > budget]
+        if unknown:
+            was_cut += [unknown[i] for i in self.encoder.tokenize(unknown, self.max_length)[1]]
+        self._warn_cut(was_cut)
+        return len(was_cut)
 
-    def _tokenize(self, texts: list[str]) -> TokenRows:
+    def _tokenize(self, texts: list[str]) -> tuple[TokenRows, list[int]]:
+        """Token rows of ``texts`` and the positions of those that were cut (with a warning)."""
         ids, truncated = self.encoder.tokenize(texts, self.max_length)
-        if truncated:
-            self.stats.truncated += len(truncated)
-            warnings.warn(
-                f"{len(truncated)} text(s) exceed the maximum length "
-                f"({self.max_length or self.encoder.max_length} tokens) and were truncated; first: "
-                f"{texts[truncated[0]][:60]!r}",
-                TruncationWarning,
-                stacklevel=external_stacklevel(),
-            )
-        return TokenRows(ids)
+        self._warn_cut([texts[i] for i in truncated])
+        return TokenRows(ids), truncated
+
+    def _warn_cut(self, cut_texts: list[str]) -> None:
+        if not cut_texts:
+            return
+        self.stats.truncated += len(cut_texts)
+        warnings.warn(
+            f"{len(cut_texts)} text(s) exceed the maximum length "
+            f"({self.max_length or self.encoder.max_length} tokens) and were truncated; first: "
+            f"{cut_texts[0][:60]!r}",
+            TruncationWarning,
+            stacklevel=external_stacklevel(),
+        )
 
     # -- ids in, vectors out ---------------------------------------------------------------
     def embed_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
