@@ -158,6 +158,11 @@ def read_texts(path: Path, column: str | None = None, fmt: str | None = None) ->
         texts = column_texts(frame, pick_column(frame, column, path), path)
     if not texts:
         raise CLIError(f"no texts in {path}")
+    blank = [i for i, t in enumerate(texts) if not t.strip()]
+    if blank:  # kept (rows must match the input) but most likely missing data: say so
+        where = f"line {blank[0] + 1}" if fmt == "txt" else f"row {blank[0]}"
+        warnings.warn(f"{len(blank):,} empty text(s) in {path} (first at {where}) are embedded "
+                      "as the empty string", stacklevel=2)
     return texts
 
 

@@ -184,6 +184,7 @@ def test_embed_txt_to_npy_matches_the_estimator(capsys, tmp_path, moe):
     code, stdout, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--no-cache", "-q")
     assert code == 0, err
     assert f"wrote {len(TEXTS)} x 64" in stdout
+    assert "warning: 1 empty text(s) in" in err and "(first at line 3)" in err
     got = np.load(dst)
     want = MoEEmbeddingTransformer(moe).fit([]).transform(TEXTS)
     assert got.shape == (len(TEXTS), 64) and got.dtype == np.float32
@@ -205,6 +206,7 @@ def test_embed_tables_to_parquet(capsys, tmp_path, moe, fmt):
     code, _, err = run(capsys, "embed", src, "-o", dst, "--column", "body", "--model", moe,
                        "--truncate-dim", 32, "--cache", tmp_path / "c.sqlite", "-q")
     assert code == 0, err
+    assert "1 empty text(s)" in err and "(first at row 2) are embedded as the empty string" in err
     table = pd.read_parquet(dst)
     assert list(table.columns) == ["text", "embedding"]
     assert list(table["text"]) == TEXTS  # "" stays an empty text, not a missing value
