@@ -80,7 +80,7 @@ def plot_probe(
     fig = Figure(figsize=size)
     ax = fig.add_subplot()
     _probe_bars(ax, stats, xs, hues, x, hue, horizontal)
-    top = max(1.0, float((stats["mean"] + stats["std"]).max()) * 1.05)
+    low, top = _score_limits(stats)
     if horizontal:
         if chance is not None:
             ax.axvline(chance, color="k", linestyle="--", linewidth=1,
@@ -88,7 +88,7 @@ def plot_probe(
         ax.set_yticks(np.arange(len(xs)), [str(v) for v in xs])
         ax.set_ylim(len(xs) - 0.5, -0.5)  # first group on top, as in the table
         ax.set_xlabel(metric)
-        ax.set_xlim(0, top)
+        ax.set_xlim(low, top)
         # A tall figure: repeat the score axis on top so values can be read at both ends.
         ax.tick_params(axis="x", top=True, labeltop=True)
         ax.grid(axis="x", alpha=0.3)
@@ -98,13 +98,23 @@ def plot_probe(
                        label=f"{chance_label} {chance:.2f}")
         ax.set_xticks(np.arange(len(xs)), [str(v) for v in xs], rotation=45, ha="right")
         ax.set_ylabel(metric)
-        ax.set_ylim(0, top)
+        ax.set_ylim(low, top)
         ax.grid(axis="y", alpha=0.3)
     ax.set_title(title or f"{metric} per {x} (mean +- std over draws)")
     if len(hues) > 1 or chance is not None:
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return _finish(fig, path)
+
+
+def _score_limits(stats: pd.DataFrame) -> tuple[float, float]:
+    """Score-axis limits: [0, 1] for scores in it (accuracy, F1), else the data's span with a
+    margin, down to negative values (``neg_mean_absolute_error`` and other loss scorers)."""
+    std = stats["std"].fillna(0.0)
+    lo, hi = float((stats["mean"] - std).min()), float((stats["mean"] + std).max())
+    low = 0.0 if lo >= 0 else lo - 0.05 * (max(hi, 0.0) - lo)
+    top = max(1.0, hi * 1.05) if hi > 0 else 0.0
+    return low, top
 
 
 #: Widest vertical bar chart (inches); beyond it :func:`plot_probe` draws horizontal bars.

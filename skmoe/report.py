@@ -535,7 +535,7 @@ def _sections(rd: ReportData, per_lang: pd.DataFrame, matrix: pd.DataFrame,
 
 def _markdown(title: str, meta: list[tuple[str, str]], sections: Sequence[_Section]) -> str:
     parts = [f"# {title}\n", "| | |\n|---|---|"]
-    parts += ["| " + k + " | " + v.replace("|", "\\|") + " |" for k, v in meta]
+    parts += ["| " + k + " | " + " ".join(v.split()).replace("|", "\\|") + " |" for k, v in meta]
     parts.append("")
     for s in sections:
         parts.append(f"## {s.title}\n")

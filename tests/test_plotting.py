@@ -73,6 +73,16 @@ def test_plot_probe_many_groups_stays_readable(tmp_path):
     assert max(b.get_height() for b in bars) < 0.3  # thickness: 0.8 / 3 of a row
 
 
+def test_plot_probe_shows_negative_scores(tmp_path):
+    scores = _probe_scores()
+    scores["score"] = -scores["score"] * 2  # a loss scorer: -1.2 ... -1.8
+    scores["metric"] = scores["metric"].replace("accuracy", "neg_mean_absolute_error")
+    ax = plot_probe(scores, metric="neg_mean_absolute_error", path=tmp_path / "neg.png").axes[0]
+    low, top = ax.get_ylim()
+    assert top == 0.0 and low < min(p.get_height() for p in ax.patches) < -1.2
+    assert plot_probe(_probe_scores()).axes[0].get_ylim() == (0.0, 1.0)  # [0, 1] scores as before
+
+
 def test_plot_probe_few_groups_keeps_vertical_bars():
     fig = plot_probe(_probe_scores())
     assert tuple(fig.get_size_inches()) == (6.0, 4.2)

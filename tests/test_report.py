@@ -31,9 +31,9 @@ class _CountingEngine(estimator_module.Engine):
 
     texts: list[str] = []
 
-    def iter_embed_batches(self, texts, prompt=""):
+    def iter_embed_batches(self, texts, prompt="", **kwargs):
         type(self).texts.extend(texts)
-        return super().iter_embed_batches(texts, prompt)
+        return super().iter_embed_batches(texts, prompt, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +188,13 @@ def test_markdown_table():
     assert lines[1] == "|---|---:|---:|"
     assert lines[2] == "| a\\|b | 0.123 | 1 |"
     assert lines[3] == "| c |  | 2 |"
+
+
+def test_markdown_metadata_of_a_multi_line_repr_stays_one_table_row():
+    from skmoe.report import _markdown
+
+    meta = [("transformer", "Pipeline(steps=[('tfidf',\n      TfidfVectorizer()) | x])"), ("rows", "3")]
+    lines = _markdown("t", meta, []).splitlines()
+    at = lines.index("|---|---|")
+    assert lines[at + 1] == "| transformer | Pipeline(steps=[('tfidf', TfidfVectorizer()) \\| x]) |"
+    assert lines[at + 2] == "| rows | 3 |"
