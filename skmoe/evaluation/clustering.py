@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -65,14 +66,25 @@ def cluster_report(
                 rng.choice(rows, size=max_documents, replace=False))
             plan.append((group, b, sub, int(rng.randint(np.iinfo(np.int32).max))))
     source.prefetch(np.unique(np.concatenate([p[2] for p in plan])) if plan else [])
-    records = []
+    records, degenerate = [], []
     for group, b, sub, seed in plan:
         labels = y[sub]
         n_clusters = len(np.unique(labels))
-        km = MiniBatchKMeans(n_clusters=n_clusters, batch_size=batch_size, n_init=1,
-                             random_state=seed)
-        pred = km.fit_predict(source.get(sub))
-        for metric, fn in (("v_measure", v_measure_score), ("ami", adjusted_mutual_info_score)):
+        if n_clusters < 2:  # one cluster matches one label "perfectly": a score of 1.0 means nothing
+            scores = dict.fromkeys(("v_measure", "ami"), float("nan"))
+            if group not in degenerate:
+                degenerate.append(group)
+        else:
+            km = MiniBatchKMeans(n_clusters=n_clusters, batch_size=batch_size, n_init=1,
+                                 random_state=seed)
+            pred = km.fit_predict(source.get(sub))
+            scores = {"v_measure": v_measure_score(labels, pred),
+                      "ami": adjusted_mutual_info_score(labels, pred)}
+        for metric, score in scores.items():
             records.append({"group": group, "bootstrap": b, "metric": metric,
-                            "score": float(fn(labels, pred)), "n": len(sub)})
+                            "score": float(score), "n": len(sub)})
+    if degenerate:
+        warnings.warn(f"{len(degenerate)} group(s) have a single label, so there is nothing to "
+                      f"cluster; their scores are NaN: {', '.join(map(repr, degenerate[:10]))}",
+                      UserWarning, stacklevel=2)
     return pd.DataFrame.from_records(records)

@@ -30,6 +30,18 @@ def test_perfect_and_independent_clusterings():
     assert r.max()["ami"] <= 1e-12
 
 
+def test_a_group_with_one_label_scores_nan_with_a_warning():
+    X, y = _blobs([[0] * 10, [1] * 10])
+    groups = ["two labels"] * 20 + ["one label"] * 10 + ["one row"]
+    X = np.vstack([X, X[:10], X[:1]])
+    y = np.concatenate([y, [0] * 10, [1]])
+    with pytest.warns(UserWarning, match=r"2 group\(s\) have a single label.*'one label', 'one row'"):
+        r = cluster_report(X, y, groups=groups, n_bootstrap=2)
+    by = r.groupby("group").score
+    assert np.allclose(by.get_group("two labels"), 1.0)
+    assert by.get_group("one label").isna().all() and by.get_group("one row").isna().all()
+
+
 def test_groups_and_subsampling():
     X1, y1 = _blobs([[0] * 10, [1] * 10])
     X = np.vstack([X1, X1])
