@@ -40,7 +40,9 @@ class RoutingRecord:
 
     ``probs`` is the fp32 softmax over all experts ``[T, E]``; ``top_experts`` / ``top_weights``
     the chosen experts and their (un-renormalised unless configured) weights ``[T, K]``.
-    Tokens are the real tokens in row-major order (row 0's tokens, then row 1's, ...).
+    Tokens are the real tokens of the forward call's batch in row-major order (the batch's row
+    0, then its row 1, ...). The engine batches rows in its own (length-sorted) order: map
+    records back to texts with the row positions ``Engine.iter_batches`` yields.
     """
 
     layer: int

@@ -92,6 +92,7 @@ def routing_stats(
     *,
     prompt_name: str | None = None,
     prompt: str | None = None,
+    max_length: int | None = None,
     batch_size: int | None = None,
     max_tokens_per_batch: int | None = None,
 ) -> RoutingStats:
@@ -109,7 +110,10 @@ def routing_stats(
         The task prefix, resolved as by the encoder (``prompt`` wins). Default: the
         estimator's own setting, else the model's default prompt. Its tokens are routed too
         and are counted, as are the special tokens (``<s>``, ``</s>``): every real token the
-        model sees. Texts longer than the model's maximum length are truncated.
+        model sees.
+    max_length : int, optional
+        Token limit per text; longer texts are cut, as for their embeddings. Default: the
+        estimator's ``max_length``, else the model's maximum length.
     batch_size, max_tokens_per_batch : int, optional
         Passed to :class:`skmoe.engine.Engine`.
 
@@ -130,7 +134,9 @@ def routing_stats(
     names = list(pd.unique(g))
     code = pd.Categorical(g, categories=names).codes.astype(np.int64)
     prefix = _prompt_of(model, encoder, prompt_name, prompt)
-    ids, _ = encoder.tokenize([prefix + t for t in texts])
+    if max_length is None and hasattr(model, "get_params"):
+        max_length = model.get_params(deep=False).get("max_length")
+    ids, _ = encoder.tokenize([prefix + t for t in texts], max_length)
     lengths = np.array([len(r) for r in ids], dtype=np.int64)
     layers = cfg.moe_layers
     G, E, K = len(names), cfg.num_experts, cfg.moe_top_k

@@ -108,6 +108,16 @@ def test_accepts_objects_with_get_encoder_and_their_prompt(moe, random_moe_xlmr_
     pd.testing.assert_frame_equal(s2.experts, s3.experts)
 
 
+def test_routing_counts_the_tokens_the_embedding_used(moe, random_moe_xlmr_path):
+    from skmoe import MoEEmbeddingTransformer
+
+    long_text = "word " * 60
+    est = MoEEmbeddingTransformer(model=str(random_moe_xlmr_path), device="cpu", max_length=16)
+    assert routing_stats(est, [long_text]).tokens.iloc[0] == 16  # the estimator's limit
+    assert routing_stats(moe, [long_text], max_length=16).tokens.iloc[0] == 16
+    assert routing_stats(moe, [long_text]).tokens.iloc[0] > 60  # the model's own limit
+
+
 def test_dense_model_and_wrong_objects_raise(minilm_path):
     dense = skmoe.load_encoder(minilm_path, device="cpu")
     with pytest.raises(TypeError, match="dense model"):
