@@ -362,6 +362,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
                "language": args.language_column}
     if args.split_column:
         columns["split"] = args.split_column
+    if args.id_column:
+        columns["id"] = args.id_column
     for role, name in columns.items():
         if name not in frame.columns:
             raise CLIError(f"{role} column {name!r} not found in {path}; columns: "
@@ -378,7 +380,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if args.languages:
         frame = _only_languages(frame, args.language_column, args.languages, path)
     return _run_report(args, frame, text=args.text_column, label=args.label_column,
-                       language=args.language_column, split=args.split_column, what=str(path))
+                       language=args.language_column, split=args.split_column,
+                       ids=args.id_column, what=str(path))
 
 
 def _only_languages(frame: Any, column: str, languages: Sequence[str], path: Path) -> Any:
@@ -390,7 +393,7 @@ def _only_languages(frame: Any, column: str, languages: Sequence[str], path: Pat
 
 
 def _run_report(args: argparse.Namespace, data: Any, *, text: str, label: str, language: str,
-                split: str | None, what: str) -> int:
+                split: str | None, what: str, ids: str | None = None) -> int:
     from .report import ReportError, build_report, prepare_data
 
     out = Path(args.out).expanduser()
@@ -398,7 +401,7 @@ def _run_report(args: argparse.Namespace, data: Any, *, text: str, label: str, l
         raise CLIError(f"--out must be a folder, got a file: {out}")
     try:  # the data's own checks (languages, splits, labels) before minutes of model loading
         prepare_data(data, text_column=text, label_column=label, language_column=language,
-                     split_column=split, source_language=args.source_language)
+                     split_column=split, id_column=ids, source_language=args.source_language)
     except ReportError as exc:
         raise CLIError(str(exc)) from None
     transformer = make_transformer(args, cache=cache_of(args), verbose=0 if args.quiet else 1)
@@ -409,7 +412,7 @@ def _run_report(args: argparse.Namespace, data: Any, *, text: str, label: str, l
         index = build_report(
             transformer, data, out,
             text_column=text, label_column=label, language_column=language, split_column=split,
-            source_language=args.source_language, shots=args.shots, seeds=args.seeds,
+            id_column=ids, source_language=args.source_language, shots=args.shots, seeds=args.seeds,
             umap=_map_reducer(args.map), progress=not args.quiet,
         )
     except ReportError as exc:
@@ -610,14 +613,18 @@ def build_parser() -> argparse.ArgumentParser:
         "probe", help="the demo's report on your own labelled multilingual table",
         description="The report of `skmoe demo` on INPUT (.csv/.tsv/.parquet/.jsonl) with "
                     "text, label and language columns. With --split-column (values 'train' and "
-                    "'test') the split is yours; otherwise a seeded third of each language, "
-                    "stratified by label, is held out as the test set.",
+                    "'test') the split is yours; otherwise a seeded third, stratified by label, "
+                    "is held out as the test set: of the sentence ids with --id-column, else of "
+                    "each language's rows by position.",
     )
     probe.add_argument("input", metavar="INPUT", help="input table")
     probe.add_argument("--text-column", default="text", help="(default: text)")
     probe.add_argument("--label-column", default="label", help="(default: label)")
     probe.add_argument("--language-column", default="language", help="(default: language)")
     probe.add_argument("--split-column", help="column with 'train' / 'test' values (optional)")
+    probe.add_argument("--id-column",
+                       help="without --split-column: the id a sentence shares with its "
+                            "translations (e.g. index_id); the hold-out takes whole ids")
     probe.add_argument("--input-format", choices=INPUT_FORMATS[1:],
                        help="input format when the extension does not tell")
     _model_options(probe, prompt_default="classification")

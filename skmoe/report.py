@@ -67,6 +67,7 @@ def prepare_data(
     label_column: str = "category",
     language_column: str = "language",
     split_column: str | None = "split",
+    id_column: str | None = None,
     source_language: Any = None,
     test_fraction: float = 1 / 3,
     random_state: int = 0,
@@ -74,15 +75,20 @@ def prepare_data(
     """Check the columns and split the rows into train and test.
 
     With ``split_column`` the rows marked ``train`` / ``test`` (case-insensitive) are used and
-    others ignored. Without it, each language holds out ``test_fraction`` of its rows,
-    stratified by label, with the same seed in every language (on a parallel corpus with the
-    same row order, every language then holds out the same sentences).
+    others ignored. Without it, ``test_fraction`` of the rows is held out, stratified by label:
+    with ``id_column`` (the id a sentence shares with its translations, e.g. SIB-200's
+    ``index_id``) by id, so a held-out sentence is held out in every language and no test row
+    is a translation of a training row; without it each language holds out the same positions
+    with the same seed, which keeps translations together only when every language lists its
+    sentences in the same order.
     """
     if not isinstance(data, pd.DataFrame):
         raise ReportError(f"data must be a pandas DataFrame, got {type(data).__name__}")
     needed = {"text": text_column, "label": label_column, "language": language_column}
     if split_column is not None:
         needed["split"] = split_column
+    if id_column is not None and split_column is None:
+        needed["id"] = id_column
     for role, name in needed.items():
         if name not in data.columns:
             raise ReportError(f"{role} column {name!r} not found; columns: {list(data.columns)}")
@@ -100,11 +106,21 @@ def prepare_data(
         split = data[split_column].astype(str).str.strip().str.lower().to_numpy()
         train, test = df[split == "train"], df[split == "test"]
         note = f"the data's own split (column {split_column!r})"
+    elif id_column is not None:
+        ids = data[id_column].to_numpy()
+        if pd.isna(ids).any():
+            raise ReportError(f"missing id at row {int(pd.isna(ids).argmax())} of column "
+                              f"{id_column!r}")
+        is_test = _holdout_ids(df, ids, test_fraction, random_state)
+        train, test = df[~is_test], df[is_test]
+        note = (f"a seeded ({random_state}) stratified hold-out of {test_fraction:.0%} of the "
+                f"sentence ids (column {id_column!r}): the same sentences in every language")
     else:
         train_idx, test_idx = _holdout(df, test_fraction, random_state)
         train, test = df.loc[train_idx], df.loc[test_idx]
         note = (f"a seeded ({random_state}) stratified hold-out of {test_fraction:.0%} of each "
-                "language's rows")
+                "language's rows, by position (translations stay together only if every "
+                "language lists them in the same order; give an id column otherwise)")
     for lang in languages:
         for name, part in (("train", train), ("test", test)):
             if not (part["language"] == lang).any():
@@ -137,6 +153,23 @@ def _holdout(df: pd.DataFrame, fraction: float, seed: int) -> tuple[np.ndarray, 
         train_parts.append(np.sort(tr))
         test_parts.append(np.sort(te))
     return np.concatenate(train_parts), np.concatenate(test_parts)
+
+
+def _holdout_ids(df: pd.DataFrame, ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Rows whose id is held out: a seeded share of the distinct ids, stratified by each id's
+    most frequent label."""
+    from sklearn.model_selection import train_test_split
+
+    per_id = pd.DataFrame({"id": ids, "label": df["label"].to_numpy()})
+    label_of = per_id.groupby("id", sort=True)["label"].agg(lambda v: v.value_counts().index[0])
+    if len(label_of) < 2:
+        raise ReportError(f"the id column has {len(label_of)} distinct id(s); at least 2 are needed")
+    n_test = max(1, int(round(fraction * len(label_of))))
+    counts = label_of.value_counts()
+    stratify = label_of.to_numpy() if counts.min() >= 2 and n_test >= len(counts) else None
+    _, test_ids = train_test_split(label_of.index.to_numpy(), test_size=n_test,
+                                   stratify=stratify, random_state=seed)
+    return np.isin(ids, test_ids)
 
 
 def _source_language(languages: list[Any], wanted: Any) -> Any:
@@ -229,6 +262,7 @@ def build_report(
     label_column: str = "category",
     language_column: str = "language",
     split_column: str | None = "split",
+    id_column: str | None = None,
     source_language: Any = None,
     shots: int = 8,
     seeds: int = 5,
@@ -253,6 +287,9 @@ def build_report(
     text_column, label_column, language_column, split_column : str
         Column names; ``split_column=None`` holds out a seeded, stratified third of each
         language (see :func:`prepare_data`).
+    id_column : str, optional
+        Without a split column: the id a sentence shares with its translations; the hold-out
+        then takes whole ids, so no test row translates a training row.
     source_language : optional
         Language the transfer probes are read from (default: English when present, else the
         first language).
@@ -286,7 +323,8 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     rd = prepare_data(data, text_column=text_column, label_column=label_column,
                       language_column=language_column, split_column=split_column,
-                      source_language=source_language, random_state=random_state)
+                      id_column=id_column, source_language=source_language,
+                      random_state=random_state)
     _ensure_fitted(transformer, list(rd.train["text"]))
 
     # One embedding pass: every distinct text (train + test, all languages) encoded once.

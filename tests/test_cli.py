@@ -140,15 +140,16 @@ def test_probe_on_a_user_table(capsys, tmp_path, moe, monkeypatch):
     data = data.groupby(["language", "category"]).head(6)  # 42 rows per language
     table = data.rename(columns={"text": "sentence", "category": "topic", "language": "lang"})
     path = tmp_path / "mine.csv"
-    table[["sentence", "topic", "lang"]].to_csv(path, index=False)
+    table[["sentence", "topic", "lang", "index_id"]].to_csv(path, index=False)
     out = tmp_path / "rep"
     code, _, err = run(capsys, "probe", path, "--text-column", "sentence", "--label-column",
                        "topic", "--language-column", "lang", "--out", out, "--map", "none",
-                       "--shots", 3, "--seeds", 2, "--model", moe, "-q")
+                       "--shots", 3, "--seeds", 2, "--model", moe, "-q", "--id-column", "index_id")
     assert code == 0, err
     per = pd.read_csv(out / "probe_per_language.csv")
     assert list(per["language"]) == ["spa_Latn", "rus_Cyrl"]
     assert (per["n_test"] == 14).all()  # a stratified third held out
+    assert "of the sentence ids (column 'index_id')" in (out / "report.md").read_text()
     assert not (out / "umap_map.png").exists() and (out / "routing_heatmap.png").is_file()
     # the source language falls back to the first language when English is absent
     assert set(pd.read_csv(out / "transfer_from_source.csv")["train_language"]) == {"spa_Latn"}

@@ -164,6 +164,29 @@ def test_holdout_is_the_same_sentences_in_every_language():
     assert counts.max() - counts.min() <= 1  # stratified by label
 
 
+def test_holdout_by_id_keeps_translations_together_whatever_the_row_order():
+    data = load_sib200_sample(languages=["eng_Latn", "fra_Latn", "zho_Hans"]).drop(columns="split")
+    shuffled = pd.concat([part.sample(frac=1.0, random_state=i)  # each language in its own order
+                          for i, (_, part) in enumerate(data.groupby("language"))])
+    by_position = prepare_data(shuffled, split_column=None)
+    ids = shuffled.set_index("text")["index_id"]
+
+    def test_ids(rd, lang):
+        return set(ids[rd.test[rd.test.language == lang]["text"]])
+
+    assert test_ids(by_position, "eng_Latn") != test_ids(by_position, "fra_Latn")  # the leak
+    assert "by position" in by_position.split_note
+    rd = prepare_data(shuffled, split_column=None, id_column="index_id")
+    held = test_ids(rd, "eng_Latn")
+    assert held == test_ids(rd, "fra_Latn") == test_ids(rd, "zho_Hans")
+    assert held.isdisjoint(ids[rd.train["text"]])  # no test row translates a training row
+    assert len(rd.test) == 3 * len(held) and abs(len(held) / ids.nunique() - 1 / 3) < 0.02
+    counts = rd.test[rd.test.language == "eng_Latn"].label.value_counts()
+    assert counts.max() - counts.min() <= 1  # stratified by label
+    with pytest.raises(ReportError, match="id column 'sid' not found"):
+        prepare_data(shuffled, split_column=None, id_column="sid")
+
+
 def test_prepare_data_errors():
     data = load_sib200_sample(languages=["eng_Latn", "fra_Latn"])
     with pytest.raises(ReportError, match="label column 'topic' not found"):
