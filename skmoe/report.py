@@ -40,6 +40,8 @@ from .evaluation.embeddings import EmbeddingSource
 
 #: Probe metrics reported per language.
 METRICS = ("accuracy", "f1_macro")
+#: Transfer accuracy within this of the majority-class rate is called "near chance".
+NEAR_CHANCE = 0.1
 #: Language codes tried, in order, when no source language is given.
 ENGLISH = ("eng_Latn", "eng", "en", "en_US", "english", "English")
 
@@ -537,13 +539,21 @@ def _sections(rd: ReportData, per_lang: pd.DataFrame, matrix: pd.DataFrame,
                      f"so with {shots} per label those draws use all of them (no spread "
                      "between draws).")
     src = rd.source_language
-    best = from_src[from_src["test_language"] != src].sort_values("gap")
+    chance = float(rd.test["label"].value_counts(normalize=True).max())
+    others = from_src[from_src["test_language"] != src].sort_values("gap")
     transfer_text = (f"Probes trained on {src} ({shots} per label) and scored on every "
-                     "language's test rows; `gap` = in-language accuracy - transfer accuracy.")
-    if len(best):
-        transfer_text += (f" Smallest gap: {best.iloc[0]['test_language']} "
-                          f"({best.iloc[0]['gap']:+.3f}); largest: {best.iloc[-1]['test_language']} "
-                          f"({best.iloc[-1]['gap']:+.3f}).")
+                     "language's test rows; `gap` = in-language accuracy - transfer accuracy. "
+                     f"Chance (majority-class rate): {chance:.3f}; a small gap means good "
+                     "transfer only where both accuracies are well above it.")
+    if len(others):
+        first, last = others.iloc[0], others.iloc[-1]
+        transfer_text += (f" Transfer closest to in-language: {first['test_language']} "
+                          f"(gap {first['gap']:+.3f}); furthest: {last['test_language']} "
+                          f"(gap {last['gap']:+.3f}).")
+        near = others[others["accuracy"] < chance + NEAR_CHANCE]["test_language"].tolist()
+        if near:
+            transfer_text += (f" Near chance (transfer accuracy below chance + {NEAR_CHANCE}): "
+                              f"{', '.join(map(str, near))}: no transfer there, whatever the gap.")
     sections = [
         _Section("Few-shot probe per language", protocol, per_lang,
                  images=[("accuracy_by_language.png",

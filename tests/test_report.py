@@ -221,3 +221,18 @@ def test_markdown_metadata_of_a_multi_line_repr_stays_one_table_row():
     at = lines.index("|---|---|")
     assert lines[at + 1] == "| transformer | Pipeline(steps=[('tfidf', TfidfVectorizer()) \\| x]) |"
     assert lines[at + 2] == "| rows | 3 |"
+
+
+def test_transfer_text_gives_chance_and_names_languages_near_it():
+    from skmoe.report import ReportData, _sections
+
+    labels = [f"t{i}" for i in range(7)] * 2
+    test = pd.DataFrame({"text": "x", "label": labels, "language": "eng_Latn"})
+    rd = ReportData(test, test, ["eng_Latn", "zho_Hans", "deu_Latn"], "eng_Latn", "note")
+    from_src = pd.DataFrame({"test_language": ["eng_Latn", "zho_Hans", "deu_Latn"],
+                             "accuracy": [0.8, 0.15, 0.7], "gap": [0.0, 0.004, 0.05]})
+    text = _sections(rd, pd.DataFrame(), pd.DataFrame(), from_src, 8, 5, [], False, None, "",
+                     "")[1].text
+    assert "Chance (majority-class rate): 0.143" in text
+    assert "closest to in-language: zho_Hans (gap +0.004); furthest: deu_Latn (gap +0.050)" in text
+    assert "Near chance (transfer accuracy below chance + 0.1): zho_Hans: no transfer" in text
