@@ -219,8 +219,15 @@ def cache_of(args: argparse.Namespace) -> Path | None:
 
 def load_model(transformer: Any, texts: Sequence[str] = ()) -> Any:
     """Load (and check) the model before any work starts, so a missing model fails first."""
+    from .encoder.sentence import UnknownPromptError
+
     say(f"loading model {transformer.model} ...")
-    transformer.fit(list(texts[:1]))
+    try:
+        transformer.fit(list(texts[:1]))
+    except UnknownPromptError as exc:  # the API's advice names prompt=; here it is an option
+        raise CLIError(str(UnknownPromptError(
+            exc.name, exc.model, exc.known,
+            how='--prompt PREFIX (e5 models: --prompt "query: "; --prompt "" for none)'))) from None
     encoder = transformer.get_encoder()
     kind = "MoE" if encoder.is_moe else "dense"
     say(f"model: {encoder.source.name} ({kind}, {encoder.embedding_dim}-d, revision "

@@ -538,6 +538,14 @@ def _sections(rd: ReportData, per_lang: pd.DataFrame, matrix: pd.DataFrame,
         protocol += (f" Note: some label has only {smallest} training rows in some language, "
                      f"so with {shots} per label those draws use all of them (no spread "
                      "between draws).")
+    labels = list(pd.unique(rd.train["label"]))
+    lacking = {lang: [lab for lab in labels if lab not in set(part)]
+               for lang, part in rd.train.groupby("language", sort=False)["label"]}
+    lacking = {lang: missing for lang, missing in lacking.items() if missing}
+    if lacking:  # their probes choose among fewer labels: scores are not comparable as they are
+        protocol += " Note: some languages lack labels in their training rows (" + "; ".join(
+            f"{lang}: {', '.join(map(str, missing))}" for lang, missing in lacking.items()
+        ) + "), so their probes choose among fewer labels than the others."
     src = rd.source_language
     chance = float(rd.test["label"].value_counts(normalize=True).max())
     others = from_src[from_src["test_language"] != src].sort_values("gap")

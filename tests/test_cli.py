@@ -434,3 +434,12 @@ def test_cache_default_path_and_errors(capsys, tmp_path, monkeypatch):
     code, _, err = run(capsys, "cache", "stats", empty)
     assert_one_line_error(code, err, 2, "is an empty file, not an skmoe cache")
     assert empty.stat().st_size == 0  # a read-only command leaves the file alone
+
+
+def test_an_unknown_prompt_name_names_the_cli_option(capsys, tmp_path, minilm_path):
+    src = tmp_path / "in.txt"
+    src.write_text("a text\n", encoding="utf-8")
+    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "o.npy", "--model", minilm_path,
+                       "--no-cache", "-q")
+    assert_one_line_error(code, err, 2, "Unknown prompt_name 'classification'", "--prompt PREFIX")
+    assert "prompt=" not in err

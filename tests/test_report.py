@@ -236,3 +236,8 @@ def test_transfer_text_gives_chance_and_names_languages_near_it():
     assert "Chance (majority-class rate): 0.143" in text
     assert "closest to in-language: zho_Hans (gap +0.004); furthest: deu_Latn (gap +0.050)" in text
     assert "Near chance (transfer accuracy below chance + 0.1): zho_Hans: no transfer" in text
+    train = pd.concat([test, test.assign(language="fra_Latn")[test.label != "t3"]])
+    rd = ReportData(train, test, ["eng_Latn", "fra_Latn"], "eng_Latn", "note")
+    protocol = _sections(rd, pd.DataFrame(), pd.DataFrame(), from_src[:1], 8, 5, [], False, None,
+                         "", "")[0].text
+    assert "some languages lack labels in their training rows (fra_Latn: t3)" in protocol

@@ -55,6 +55,9 @@ class RoutingRecord:
 def capture_routing(model: nn.Module) -> Iterator[list[RoutingRecord]]:
     """Collect a :class:`RoutingRecord` per MoE layer per forward call inside the block.
 
+    Only forward passes leave records: texts an estimator serves from its cache run none.
+    :func:`skmoe.evaluation.routing_stats` always runs the model.
+
     >>> with capture_routing(encoder) as records:  # doctest: +SKIP
     ...     encoder(input_ids, attention_mask)
     """

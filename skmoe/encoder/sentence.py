@@ -31,6 +31,17 @@ from .tokenization import (
 )
 
 
+class UnknownPromptError(ValueError):
+    """A ``prompt_name`` the model's prompt table does not have."""
+
+    def __init__(self, name: str, model: str, known: list[str],
+                 how: str = "a raw prefix with prompt=... (e5 models take prompt='query: ')") -> None:
+        self.name, self.model, self.known = name, model, known
+        listed = ", ".join(known) or "none (this model has no prompt table)"
+        super().__init__(f"Unknown prompt_name {name!r} for model {model!r}; known: {listed}. "
+                         f"Pass {how}.")
+
+
 class SentenceEncoder(nn.Module):
     """A backbone plus what turns texts into vectors with it.
 
@@ -98,11 +109,7 @@ class SentenceEncoder(nn.Module):
                 return ""
         found = lookup_prompt(self.prompts, prompt_name)
         if found is None:
-            known = ", ".join(sorted(self.prompts)) or "none (this model has no prompt table)"
-            raise ValueError(
-                f"Unknown prompt_name {prompt_name!r} for model {self.source.name!r}; known: "
-                f"{known}. Pass a raw prefix with prompt=... (e5 models take prompt='query: ')."
-            )
+            raise UnknownPromptError(prompt_name, self.source.name, sorted(self.prompts))
         return found
 
     def tokenize(

@@ -190,4 +190,13 @@ def as_groups(groups: Any, n: int, name: str = "groups") -> np.ndarray:
     g = np.asarray(groups, dtype=object)
     if g.ndim != 1 or len(g) != n:
         raise ValueError(f"{name} must be 1-D with {n} entries (one per row), got shape {g.shape}")
+    check_no_missing(g, name)
     return g
+
+
+def check_no_missing(values: np.ndarray, name: str) -> None:
+    """Refuse None/NaN entries (labels, groups), naming the first row: NaN never equals
+    itself, so it would silently form a group of nothing or a class of its own."""
+    missing = pd.isna(values)
+    if np.any(missing):
+        raise ValueError(f"{name} has a missing value (None/NaN) at row {int(np.argmax(missing))}")

@@ -26,7 +26,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import get_scorer
 
-from .embeddings import EmbeddingSource, as_groups, concat_sources
+from .embeddings import EmbeddingSource, as_groups, check_no_missing, concat_sources
 from .splits import FewShotSplit, FewShotWarning
 
 Scorer = Callable[[Any, np.ndarray, np.ndarray], float]
@@ -79,6 +79,7 @@ def _prepare(X, y, groups, X_test, y_test, groups_test, transformer) -> _Data:
     y = np.asarray(y)
     if len(y) != n:
         raise ValueError(f"X has {n} rows but y has {len(y)}")
+    check_no_missing(y, "y")
     g = as_groups(groups, n)
     if X_test is None:
         if y_test is not None or groups_test is not None:
@@ -90,6 +91,7 @@ def _prepare(X, y, groups, X_test, y_test, groups_test, transformer) -> _Data:
     y_test = np.asarray(y_test)
     if len(y_test) != n_test:
         raise ValueError(f"X_test has {n_test} rows but y_test has {len(y_test)}")
+    check_no_missing(y_test, "y_test")
     if groups_test is None and groups is not None:
         raise ValueError("groups given for the training rows but not groups_test")
     gt = as_groups(groups_test, n_test, "groups_test")

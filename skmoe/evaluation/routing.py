@@ -74,9 +74,10 @@ class RoutingStats:
 
     def divergence_matrix(self, layer: int | None = None) -> pd.DataFrame:
         """Square group x group JS divergence for one layer, or averaged over layers."""
+        layers = self.experts["layer"].unique()
+        if layer is not None and layer not in layers:
+            raise ValueError(f"layer {layer!r} is not an MoE layer; MoE layers: {list(layers)}")
         df = self.divergence if layer is None else self.divergence[self.divergence.layer == layer]
-        if df.empty:
-            raise ValueError(f"no divergence rows for layer {layer!r}")
         mean = df.groupby(["group_a", "group_b"], sort=False)["js_divergence"].mean()
         groups = list(self.tokens.index)
         out = pd.DataFrame(0.0, index=groups, columns=groups)
@@ -130,6 +131,8 @@ def routing_stats(
         )
     cfg = encoder.moe_config
     texts = as_texts(texts)
+    if not texts:
+        raise ValueError("routing_stats needs at least one text")
     g = as_groups(groups, len(texts))
     names = list(pd.unique(g))
     code = pd.Categorical(g, categories=names).codes.astype(np.int64)

@@ -108,6 +108,17 @@ def test_transfer_table_puts_in_language_scores_on_the_diagonal_whatever_the_tes
     assert list(only_test.columns) == ["B", "C"]
 
 
+def test_missing_labels_are_refused_naming_the_row():
+    Xtr, ytr, gtr, Xte, yte, gte = _data()
+    labels = ytr.astype(object)
+    labels[3] = None
+    with pytest.raises(ValueError, match="y has a missing value .* at row 3"):
+        probe_report(Xtr, labels, groups=gtr, samples_per_label=2, n_experiments=1)
+    with pytest.raises(ValueError, match="y_test has a missing value .* at row 0"):
+        transfer_matrix(Xtr, ytr, gtr, X_test=Xte, y_test=[np.nan, *yte[1:]],
+                        languages_test=gte, samples_per_label=2, n_experiments=1)
+
+
 def test_few_shot_warnings_and_fit_errors_name_their_language():
     Xtr, ytr, gtr, Xte, yte, gte = _data()
     with pytest.warns(FewShotWarning, match=r"^training language 'B': 2 class\(es\)"):

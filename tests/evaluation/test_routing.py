@@ -118,6 +118,17 @@ def test_routing_counts_the_tokens_the_embedding_used(moe, random_moe_xlmr_path)
     assert routing_stats(moe, [long_text]).tokens.iloc[0] > 60  # the model's own limit
 
 
+def test_routing_input_edge_cases(moe):
+    one = routing_stats(moe, TEXTS[:2])  # a single group: nothing to diverge from
+    assert one.divergence_matrix().to_numpy().tolist() == [[0.0]]
+    with pytest.raises(ValueError, match="layer 0 is not an MoE layer"):
+        one.divergence_matrix(layer=0)
+    with pytest.raises(ValueError, match="at least one text"):
+        routing_stats(moe, [])
+    with pytest.raises(ValueError, match="groups has a missing value .* at row 1"):
+        routing_stats(moe, TEXTS[:2], groups=["a", float("nan")])
+
+
 def test_dense_model_and_wrong_objects_raise(minilm_path):
     dense = skmoe.load_encoder(minilm_path, device="cpu")
     with pytest.raises(TypeError, match="dense model"):

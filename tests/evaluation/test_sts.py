@@ -59,3 +59,5 @@ def test_degenerate_groups_say_which_group():
     with pytest.warns(UserWarning, match="group 'all': all gold scores are equal"):
         r = sts_report(X1, X2, [3, 3, 3, 3])
     assert np.isnan(r.cosine_spearman[0])
+    with pytest.raises(ValueError, match="groups has a missing value .* at row 1"):
+        sts_report(X1, X2, [4, 3, 2, 1], groups=["x", None, "x", "x"])
