@@ -375,7 +375,7 @@ class EmbeddingCache:
 
     def lookup(
         self, namespace: str, texts: Sequence[str], *, dim: int | None = None,
-        with_cut: bool = False,
+        with_cut: bool = False, out: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Find cached vectors for ``texts``.
 
@@ -388,61 +388,75 @@ class EmbeddingCache:
         dim : int, optional
             Expected vector width; a namespace stored with another width raises
             :class:`CacheDimensionError`.
+        with_cut : bool, default=False
+            Also return whether each found text was truncated when it was embedded.
+        out : ndarray of float32, shape (n_texts, dim), optional
+            Write each found text's vector straight into its row (others are left alone), and
+            return ``out`` itself as ``vectors``: no second copy of a large result.
 
         Returns
         -------
         found : ndarray of bool, shape (n_texts,)
             Whether each text is cached.
         vectors : ndarray of float32, shape (found.sum(), dim)
-            The cached vectors of the found texts, in input order (``out[found] = vectors``).
-            Width is ``dim`` if given, else the namespace's width (0 for an unknown namespace
-            and no ``dim``).
-        cut : ndarray of int8, shape (found.sum(),)
-            Only with ``with_cut=True``: whether each found text was truncated when its vector
-            was computed (1), was not (0), or is not known (-1: stored without the flag).
+            The cached vectors of the found texts, in input order (``out[found] = vectors``);
+            ``out`` itself when given. Width is ``dim`` if given, else the namespace's width
+            (0 for an unknown namespace and no ``dim``).
+        cut : ndarray of int8, shape (n_texts,)
+            Only with ``with_cut=True``: per text, whether it was truncated when its vector was
+            computed (1), was not (0), or is not known (-1: not found, or stored without the
+            flag).
         """
         hashes = [_text_hash(t) for t in texts]
         found = np.zeros(len(hashes), dtype=bool)
+        cut = np.full(len(hashes), -1, dtype=np.int8)
+        if out is not None and dim is None and out.ndim == 2:
+            dim = out.shape[1]  # the width out was made for: checked against the namespace
         row = self._namespace_row(namespace)
         if row is not None and dim is not None and row[1] != dim:
             raise CacheDimensionError(
                 f"namespace {namespace[:12]}… stores {row[1]}-d vectors, {dim} expected"
             )
         width = row[1] if row is not None else (dim if dim is not None else 0)
+        if out is not None and out.shape != (len(hashes), width):
+            raise ValueError(f"out has shape {out.shape}, expected {(len(hashes), width)}")
         if row is None or not hashes:
             self._count(0, len(hashes))
-            empty = np.empty((0, width), dtype=np.float32)
-            return (found, empty, np.empty(0, np.int8)) if with_cut else (found, empty)
+            vectors = out if out is not None else np.empty((0, width), dtype=np.float32)
+            return (found, vectors, cut) if with_cut else (found, vectors)
 
-        ns_id = row[0]
+        positions: dict[bytes, list[int]] = {}
+        for i, h in enumerate(hashes):
+            positions.setdefault(h, []).append(i)
+        # Rows land in a full-size array as they arrive (a chunk's blobs at a time), not in a
+        # dict of every blob joined and converted afterwards (three copies of a large result).
+        full = out if out is not None else np.empty((len(hashes), width), dtype=np.float32)
         nbytes = width * _VECTOR_DTYPE.itemsize
-        unique = list(dict.fromkeys(hashes))
-        stored: dict[bytes, bytes] = {}
-        cut_of: dict[bytes, int | None] = {}
         conn = self._conn()
-        cut = "cut" if self._local.has_cut else "NULL"
-        for chunk in _chunks(unique, _LOOKUP_CHUNK):
+        column = "cut" if self._local.has_cut else "NULL"
+        for chunk in _chunks(list(positions), _LOOKUP_CHUNK):
             marks = ",".join("?" * len(chunk))
-            query = (f"SELECT text_hash, vector, {cut} FROM embeddings "
+            query = (f"SELECT text_hash, vector, {column} FROM embeddings "
                      f"WHERE ns_id = ? AND text_hash IN ({marks})")
-            for text_hash, blob, was_cut in conn.execute(query, (ns_id, *chunk)):
+            rows_at: list[int] = []
+            blobs: list[bytes] = []
+            for text_hash, blob, was_cut in conn.execute(query, (row[0], *chunk)):
                 if len(blob) != nbytes:
                     raise CacheFormatError(
                         f"damaged row in {self.path}: {len(blob)} bytes, {nbytes} expected "
                         f"for a {width}-d vector"
                     )
-                stored[text_hash] = blob
-                cut_of[text_hash] = was_cut
-        found[:] = [h in stored for h in hashes]
-        hit_hashes = [h for h, ok in zip(hashes, found, strict=True) if ok]
-        vectors = np.frombuffer(b"".join(stored[h] for h in hit_hashes), dtype=_VECTOR_DTYPE)
-        vectors = vectors.reshape(-1, width).astype(np.float32, copy=True)
-        self._count(int(found.sum()), len(hashes) - int(found.sum()))
-        if not with_cut:
-            return found, vectors
-        flags = np.fromiter((-1 if cut_of[h] is None else cut_of[h] for h in hit_hashes),
-                            np.int8, len(hit_hashes))
-        return found, vectors, flags
+                for i in positions[text_hash]:
+                    rows_at.append(i)
+                    blobs.append(blob)
+                    cut[i] = -1 if was_cut is None else was_cut
+            if rows_at:  # one conversion per chunk of a few hundred rows
+                full[rows_at] = np.frombuffer(b"".join(blobs), dtype=_VECTOR_DTYPE).reshape(-1, width)
+                found[rows_at] = True
+        n_found = int(found.sum())
+        self._count(n_found, len(hashes) - n_found)
+        vectors = full if out is not None else (full if n_found == len(hashes) else full[found])
+        return (found, vectors, cut) if with_cut else (found, vectors)
 
     def _count(self, hits: int, misses: int) -> None:
         with self._lock:

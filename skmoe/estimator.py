@@ -343,9 +343,8 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         encoder = encoder or self.get_encoder()
         if prompt is None:
             prompt = encoder.resolve_prompt(self.prompt_name, self.prompt)
-        out = np.empty((len(texts), encoder.embedding_dim), dtype=np.float32)
         if not texts:
-            return out
+            return np.empty((0, encoder.embedding_dim), dtype=np.float32)
         unique: dict[str, int] = {}
         slots = np.fromiter((unique.setdefault(t, len(unique)) for t in texts), np.int64, len(texts))
         todo = list(unique)
@@ -354,12 +353,12 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         cache = self._open_cache()
         namespace = self.cache_namespace(encoder, prompt) if cache is not None else None
         if cache is not None:
-            found, cached, cut = cache.lookup(namespace, todo, with_cut=True)
+            found, _, cut = cache.lookup(namespace, todo, with_cut=True, out=vectors)
             if found.any():
-                vectors[found] = cached
                 # A cached text was cut when it was computed: say so again, as a run would.
+                hits = np.flatnonzero(found)
                 Engine(encoder, max_length=self._effective_max_length(encoder)).warn_if_truncated(
-                    [todo[i] for i in np.flatnonzero(found)], prompt, cut=cut)
+                    [todo[i] for i in hits], prompt, cut=cut[hits])
             missing = np.flatnonzero(~found)
         if len(missing):
             if cache is not None:  # what `skmoe cache stats` shows for this namespace
@@ -380,8 +379,8 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
                         if cache is not None:
                             cache.put_many(namespace, [chunk[i] for i in done], batch_vectors,
                                            cut=cut[done])
-        out[:] = vectors[slots]
-        return out
+        # without duplicates the rows are in input order already: no copy of a large result
+        return vectors if len(todo) == len(texts) else vectors[slots]
 
     def _open_cache(self) -> Any:
         return get_cache(self.cache)

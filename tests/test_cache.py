@@ -456,7 +456,7 @@ def test_cut_flags_round_trip_and_default_to_unknown(tmp_path):
     cache.put_many("ns", ["d"], vecs[:1])  # no flag given: unknown
     found, got, cut = cache.lookup("ns", ["c", "x", "b", "d", "a"], with_cut=True)
     assert found.tolist() == [True, False, True, True, True]
-    assert got.shape == (4, 4) and cut.tolist() == [1, 0, -1, 1]
+    assert got.shape == (4, 4) and cut.tolist() == [1, -1, 0, -1, 1]  # per text; -1 unknown
     assert len(cache.lookup("ns", ["a"])) == 2  # the plain form is unchanged
     with pytest.raises(ValueError, match="cut must have 2 entries"):
         cache.put_many("ns", ["e", "f"], vecs[:2], cut=[True])
@@ -478,3 +478,17 @@ def test_a_file_from_before_the_cut_flag_gains_it_and_reads_unknown(tmp_path):
     cache.put_many("ns", ["new"], np.zeros((1, 2), np.float32), cut=[True])
     found, _, cut = cache.lookup("ns", ["old", "new"], with_cut=True)
     assert found.all() and cut.tolist() == [-1, 1]
+
+
+def test_lookup_writes_into_out_and_handles_duplicates(tmp_path):
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    vecs = np.arange(8, dtype=np.float32).reshape(2, 4)
+    cache.put_many("ns", ["a", "b"], vecs)
+    out = np.full((4, 4), -1.0, np.float32)
+    found, got = cache.lookup("ns", ["b", "z", "a", "b"], out=out)
+    assert got is out and found.tolist() == [True, False, True, True]
+    np.testing.assert_array_equal(out[[0, 2, 3]], vecs[[1, 0, 1]])
+    assert (out[1] == -1).all()  # a miss leaves its row alone
+    np.testing.assert_array_equal(cache.lookup("ns", ["b", "z", "a", "b"])[1], vecs[[1, 0, 1]])
+    with pytest.raises(ValueError, match=r"out has shape \(2, 4\), expected \(4, 4\)"):
+        cache.lookup("ns", ["b", "z", "a", "b"], out=out[:2])
