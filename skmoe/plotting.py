@@ -202,7 +202,7 @@ def plot_transfer(
     ax.set_xlabel("test language")
     ax.set_ylabel("train language")
     ax.set_title(title or f"cross-lingual transfer ({metric or 'score'})")
-    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.colorbar(im, ax=ax, shrink=0.8).set_label(metric or "score")
     fig.tight_layout()
     return _finish(fig, path)
 

@@ -99,6 +99,7 @@ def test_plot_transfer(tmp_path):
     _check_png(tmp_path / "transfer.png")
     img = fig.axes[0].images[0].get_array()
     np.testing.assert_allclose(np.diag(img), 0.905)
+    assert fig.axes[1].get_ylabel() == "accuracy"  # the colorbar says what its colors mean
     square = pd.DataFrame(np.eye(2), index=["a", "b"], columns=["a", "b"])
     assert isinstance(plot_transfer(square), Figure)
 
