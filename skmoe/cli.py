@@ -355,7 +355,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     data = load_sib200_sample(languages=args.languages)
     return _run_report(args, data, text="text", label="category", language="language",
-                       split="split", what="the bundled SIB-200 sample")
+                       split="split", ids="index_id", what="the bundled SIB-200 sample")
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -630,8 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--language-column", default="language", help="(default: language)")
     probe.add_argument("--split-column", help="column with 'train' / 'test' values (optional)")
     probe.add_argument("--id-column",
-                       help="without --split-column: the id a sentence shares with its "
-                            "translations (e.g. index_id); the hold-out takes whole ids")
+                       help="the id a sentence shares with its translations (e.g. index_id): "
+                            "adds bitext retrieval to the report and, without --split-column, "
+                            "the hold-out takes whole ids")
     probe.add_argument("--input-format", choices=INPUT_FORMATS[1:],
                        help="input format when the extension does not tell")
     _model_options(probe, prompt_default="classification")

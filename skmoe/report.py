@@ -35,7 +35,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .evaluation import probe_report, routing_stats, summarize, transfer_matrix, transfer_table
+from .evaluation import (
+    bitext_report,
+    probe_report,
+    routing_stats,
+    summarize,
+    transfer_matrix,
+    transfer_table,
+)
 from .evaluation.embeddings import EmbeddingSource
 
 #: Probe metrics reported per language.
@@ -77,7 +84,9 @@ def prepare_data(
     """Check the columns and split the rows into train and test.
 
     With ``split_column`` the rows marked ``train`` / ``test`` (case-insensitive) are used and
-    others ignored. Without it, ``test_fraction`` of the rows is held out, stratified by label:
+    others ignored. ``id_column`` (kept as column ``id``) pairs translations for the report's
+    bitext retrieval. Without a split column, ``test_fraction`` of the rows is held out,
+    stratified by label:
     with ``id_column`` (the id a sentence shares with its translations, e.g. SIB-200's
     ``index_id``) by id, so a held-out sentence is held out in every language and no test row
     is a translation of a training row; without it each language holds out the same positions
@@ -89,7 +98,7 @@ def prepare_data(
     needed = {"text": text_column, "label": label_column, "language": language_column}
     if split_column is not None:
         needed["split"] = split_column
-    if id_column is not None and split_column is None:
+    if id_column is not None:
         needed["id"] = id_column
     for role, name in needed.items():
         if name not in data.columns:
@@ -101,6 +110,16 @@ def prepare_data(
     })
     if df["label"].isna().any() or df["language"].isna().any():
         raise ReportError("missing values in the label or language column")
+    if id_column is not None:
+        df["id"] = data[id_column].to_numpy()
+        if df["id"].isna().any():
+            raise ReportError(f"missing id at row {int(df['id'].isna().to_numpy().argmax())} of "
+                              f"column {id_column!r}")
+        repeated = df[df.duplicated(["language", "id"])]
+        if len(repeated):
+            first = repeated.iloc[0]
+            raise ReportError(f"id {first['id']} repeats within language {first['language']!r} "
+                              f"(column {id_column!r}): ids must name one sentence per language")
     languages = list(pd.unique(df["language"]))
     if not languages:
         raise ReportError("no rows")
@@ -109,11 +128,7 @@ def prepare_data(
         train, test = df[split == "train"], df[split == "test"]
         note = f"the data's own split (column {split_column!r})"
     elif id_column is not None:
-        ids = data[id_column].to_numpy()
-        if pd.isna(ids).any():
-            raise ReportError(f"missing id at row {int(pd.isna(ids).argmax())} of column "
-                              f"{id_column!r}")
-        is_test = _holdout_ids(df, ids, test_fraction, random_state)
+        is_test = _holdout_ids(df, df["id"].to_numpy(), test_fraction, random_state)
         train, test = df[~is_test], df[is_test]
         note = (f"a seeded ({random_state}) stratified hold-out of {test_fraction:.0%} of the "
                 f"sentence ids (column {id_column!r}): the same sentences in every language")
@@ -218,6 +233,23 @@ def per_language_table(scores: pd.DataFrame, data: ReportData) -> pd.DataFrame:
     return out
 
 
+def bitext_table(vectors: np.ndarray, rows: pd.DataFrame, source: Any) -> pd.DataFrame:
+    """Bitext retrieval between ``source`` and every other language: one row per language with
+    the accuracy in both directions and chance (1/n). ``rows`` are aligned with ``vectors``
+    and have ``language`` and ``id`` columns."""
+    others = [g for g in pd.unique(rows["language"]) if g != source]
+    scores = bitext_report(vectors, rows["language"].to_numpy(), rows["id"].to_numpy(),
+                           pairs=[(source, g) for g in others])
+    acc = scores.set_index(["source_language", "target_language"])
+    return pd.DataFrame({
+        "language": others,
+        "n": [int(acc.loc[(source, g), "n"]) for g in others],
+        f"from_{source}": [float(acc.loc[(source, g), "accuracy"]) for g in others],
+        f"to_{source}": [float(acc.loc[(g, source), "accuracy"]) for g in others],
+        "chance": [1.0 / int(acc.loc[(source, g), "n"]) for g in others],
+    })
+
+
 def from_source_table(matrix: pd.DataFrame, per_language: pd.DataFrame, source: Any,
                       transfer_scores: pd.DataFrame) -> pd.DataFrame:
     """One row per test language: accuracy of the probe trained on ``source``, and the gap."""
@@ -290,8 +322,9 @@ def build_report(
         Column names; ``split_column=None`` holds out a seeded, stratified third of each
         language (see :func:`prepare_data`).
     id_column : str, optional
-        Without a split column: the id a sentence shares with its translations; the hold-out
-        then takes whole ids, so no test row translates a training row.
+        The id a sentence shares with its translations (SIB-200's ``index_id``). Adds a bitext
+        retrieval section (source language against every other), and without a split column
+        the hold-out takes whole ids, so no test row translates a training row.
     source_language : optional
         Language the transfer probes are read from (default: English when present, else the
         first language).
@@ -344,6 +377,8 @@ def build_report(
     do_routing = routing and encoder is not None and encoder.is_moe
     stages = ["probe per language", "transfer", "accuracy plot", "transfer heatmap"]
     stages += ["2-D map"] if umap is not False else []
+    do_bitext = "id" in rd.train.columns and len(rd.languages) > 1
+    stages += ["bitext retrieval"] if do_bitext else []
     stages += ["routing"] if do_routing else []
     stages += ["write report"]
     bar = tqdm(total=len(stages), desc="report", unit="step", disable=not progress)
@@ -402,6 +437,13 @@ def build_report(
             bar.update()
 
         routing_note = ""
+        bitext = None
+        if do_bitext:
+            step("bitext retrieval")
+            bitext = bitext_table(vectors, pd.concat([rd.train, rd.test]), rd.source_language)
+            _write_table(out, "bitext_retrieval", bitext)
+            bar.update()
+
         if do_routing:
             step("routing")
             stats = routing_stats(transformer, list(rd.test["text"]), g_test)
@@ -412,7 +454,7 @@ def build_report(
 
         step("write report")
         sections = _sections(rd, per_lang, matrix, from_src, shots, seeds, map_files,
-                             do_routing, encoder, map_note, routing_note)
+                             do_routing, encoder, map_note, routing_note, bitext)
         meta = _meta(transformer, encoder, rd, source, embed_seconds, from_cache,
                      time.perf_counter() - started)
         (out / "report.md").write_text(_markdown(title, meta, sections), encoding="utf-8")
@@ -528,7 +570,8 @@ def _meta(transformer: Any, encoder: Any, rd: ReportData, source: EmbeddingSourc
 def _sections(rd: ReportData, per_lang: pd.DataFrame, matrix: pd.DataFrame,
               from_src: pd.DataFrame, shots: int, seeds: int,
               map_images: list[tuple[str, str]], has_routing: bool,
-              encoder: Any, map_note: str, routing_note: str) -> list[_Section]:
+              encoder: Any, map_note: str, routing_note: str,
+              bitext: pd.DataFrame | None = None) -> list[_Section]:
     protocol = (f"For each language, {seeds} seeded draws of {shots} training examples per "
                 "label; a LogisticRegression(max_iter=100) head (the MTEB protocol) is fit on "
                 "their embeddings and scored on the language's test rows. Mean and standard "
@@ -573,6 +616,13 @@ def _sections(rd: ReportData, per_lang: pd.DataFrame, matrix: pd.DataFrame,
                  matrix, table_index=True,
                  images=[("transfer_heatmap.png", "Train language x test language accuracy")]),
     ]
+    if bitext is not None:
+        sections.append(_Section(
+            "Bitext retrieval",
+            f"Each sentence's translation looked up by cosine among the `n` sentences that "
+            f"{src} and the language share (train and test rows, paired by id): the share found "
+            "first, in both directions. Chance is 1/n. No training: this shows whether "
+            "translations land next to each other in the embedding space.", bitext))
     if map_images:
         sections.append(_Section(
             "Embedding map", f"{map_note} projection of the test texts' embeddings. Topics "

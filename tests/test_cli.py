@@ -121,7 +121,7 @@ def test_demo_end_to_end_on_a_local_moe(capsys, tmp_path, moe):
     assert "report:" in err and "embedding:" in err  # progress bars
     pngs = ["accuracy_by_language.png", "transfer_heatmap.png", "umap_map.png",
             "umap_languages.png", "routing_heatmap.png"]
-    tables = ["probe_per_language", "transfer_from_source", "transfer_matrix"]
+    tables = ["probe_per_language", "transfer_from_source", "transfer_matrix", "bitext_retrieval"]
     files = pngs + [f"{t}.{e}" for t in tables for e in ("csv", "md")] + [
         "routing.csv", "report.md", "index.html"]
     for name in files:
@@ -131,6 +131,7 @@ def test_demo_end_to_end_on_a_local_moe(capsys, tmp_path, moe):
         assert img.ndim == 3 and min(img.shape[:2]) > 100 and img.std() > 0, name
     assert list(pd.read_csv(out / "probe_per_language.csv")["language"]) == langs
     assert list(pd.read_csv(out / "transfer_from_source.csv")["test_language"]) == langs
+    assert pd.read_csv(out / "bitext_retrieval.csv")["n"].tolist() == [168]  # sample ids paired
     report = (out / "report.md").read_text()
     assert "UMAP (cosine)" in report and "336 distinct" in report and "(0 from the cache)" in report
 

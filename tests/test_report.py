@@ -140,8 +140,13 @@ def test_dense_model_real_signal_and_no_routing(tmp_path, minilm_path):
     data = load_sib200_sample(languages=["eng_Latn", "fra_Latn"]).drop(columns="split")
     transformer = MoEEmbeddingTransformer(str(minilm_path), prompt_name=None)
     index = build_report(transformer, data, tmp_path, label_column="category", split_column=None,
-                         shots=8, seeds=3, umap=PCA(2), progress=False)
+                         id_column="index_id", shots=8, seeds=3, umap=PCA(2), progress=False)
     assert index.is_file()
+    bitext = pd.read_csv(tmp_path / "bitext_retrieval.csv")
+    assert list(bitext.columns) == ["language", "n", "from_eng_Latn", "to_eng_Latn", "chance"]
+    assert bitext["language"].tolist() == ["fra_Latn"] and bitext["n"].tolist() == [168]
+    assert bitext["chance"][0] == pytest.approx(1 / 168)
+    assert "## Bitext retrieval" in (tmp_path / "report.md").read_text()
     assert not (tmp_path / "routing.csv").exists() and not (tmp_path / "routing_heatmap.png").exists()
     assert "Expert routing" not in index.read_text()
     per = pd.read_csv(tmp_path / "probe_per_language.csv").set_index("language")
@@ -185,6 +190,9 @@ def test_holdout_by_id_keeps_translations_together_whatever_the_row_order():
     assert counts.max() - counts.min() <= 1  # stratified by label
     with pytest.raises(ReportError, match="id column 'sid' not found"):
         prepare_data(shuffled, split_column=None, id_column="sid")
+    twice = shuffled.assign(index_id=shuffled["index_id"].where(shuffled["language"] != "zho_Hans", 1))
+    with pytest.raises(ReportError, match="id 1 repeats within language 'zho_Hans'"):
+        prepare_data(twice, split_column=None, id_column="index_id")
 
 
 def test_prepare_data_errors():
@@ -241,3 +249,16 @@ def test_transfer_text_gives_chance_and_names_languages_near_it():
     protocol = _sections(rd, pd.DataFrame(), pd.DataFrame(), from_src[:1], 8, 5, [], False, None,
                          "", "")[0].text
     assert "some languages lack labels in their training rows (fra_Latn: t3)" in protocol
+
+
+def test_bitext_table_directions_and_chance():
+    from skmoe.report import bitext_table
+
+    e = np.eye(3)
+    eng, fra = e, np.array([e[0], e[0] + 0.1 * e[1], e[2]])
+    rows = pd.DataFrame({"language": ["eng"] * 3 + ["fra"] * 3, "id": [7, 8, 9, 7, 8, 9]})
+    table = bitext_table(np.vstack([eng, fra]), rows, "eng")
+    # eng queries find their fra translation every time; fra row 8 lies nearer eng row 7
+    assert table.to_dict("records") == [{"language": "fra", "n": 3, "from_eng": 1.0,
+                                         "to_eng": pytest.approx(2 / 3),
+                                         "chance": pytest.approx(1 / 3)}]
