@@ -59,7 +59,8 @@ class RoutingStats:
         One row per (layer, group_a, group_b): ``js_divergence``, the Jensen-Shannon divergence
         (base 2, in [0, 1]) between the two groups' ``share`` distributions.
     tokens : pandas.Series
-        Tokens routed per group (prompt and special tokens included), per MoE layer.
+        Tokens counted per group (by default prompt and special tokens included; see
+        ``tokens=`` of :func:`routing_stats`), per MoE layer.
     top_k, num_experts : int
     prompt : str
         The prefix that was added to every text.
@@ -86,6 +87,24 @@ class RoutingStats:
         return out
 
 
+def _text_token_mask(encoder: SentenceEncoder, ids: list[list[int]],
+                     prefix: str) -> list[np.ndarray]:
+    """Per row, which tokens belong to the text itself: not the special tokens at both ends,
+    not the prompt's tokens after the first (checked row by row against the prompt's ids)."""
+    head = encoder.tokenizer(prefix.strip(), add_special_tokens=False)["input_ids"] if prefix.strip() else []
+    masks = []
+    for row in ids:
+        mask = np.ones(len(row), dtype=bool)
+        mask[0] = mask[-1] = False  # <s> ... </s>
+        if head:
+            if list(row[1 : 1 + len(head)]) != list(head):
+                raise ValueError(f"the prompt {prefix!r} does not tokenize the same at the start "
+                                 "of every text; use tokens='all'")
+            mask[1 : 1 + len(head)] = False
+        masks.append(mask)
+    return masks
+
+
 def routing_stats(
     model: Any,
     texts: Any,
@@ -94,6 +113,7 @@ def routing_stats(
     prompt_name: str | None = None,
     prompt: str | None = None,
     max_length: int | None = None,
+    tokens: str = "all",
     batch_size: int | None = None,
     max_tokens_per_batch: int | None = None,
 ) -> RoutingStats:
@@ -110,11 +130,14 @@ def routing_stats(
     prompt_name, prompt : str, optional
         The task prefix, resolved as by the encoder (``prompt`` wins). Default: the
         estimator's own setting, else the model's default prompt. Its tokens are routed too
-        and are counted, as are the special tokens (``<s>``, ``</s>``): every real token the
-        model sees.
+        and, with ``tokens="all"``, counted, as are the special tokens (``<s>``, ``</s>``).
     max_length : int, optional
         Token limit per text; longer texts are cut, as for their embeddings. Default: the
         estimator's ``max_length``, else the model's maximum length.
+    tokens : {"all", "text"}, default="all"
+        ``"all"`` counts every token the model routes; ``"text"`` leaves out the special
+        tokens at both ends and the prompt's tokens, which are the same in every language
+        (7-17% of the tokens of short sentences) and would blur differences between groups.
     batch_size, max_tokens_per_batch : int, optional
         Passed to :class:`skmoe.engine.Engine`.
 
@@ -139,14 +162,17 @@ def routing_stats(
     prefix = _prompt_of(model, encoder, prompt_name, prompt)
     if max_length is None and hasattr(model, "get_params"):
         max_length = model.get_params(deep=False).get("max_length")
+    if tokens not in ("all", "text"):
+        raise ValueError(f"tokens must be 'all' or 'text', got {tokens!r}")
     ids, _ = encoder.tokenize([prefix + t for t in texts], max_length)
     lengths = np.array([len(r) for r in ids], dtype=np.int64)
+    keep = _text_token_mask(encoder, ids, prefix) if tokens == "text" else None
     layers = cfg.moe_layers
     G, E, K = len(names), cfg.num_experts, cfg.moe_top_k
     count = {layer: np.zeros((G, E), dtype=np.int64) for layer in layers}
     weight = {layer: np.zeros((G, E)) for layer in layers}
     prob = {layer: np.zeros((G, E)) for layer in layers}
-    tokens = np.zeros(G, dtype=np.int64)
+    token_count = np.zeros(G, dtype=np.int64)
     engine = Engine(encoder, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch)
     with capture_routing(encoder) as records:
         for rows, _ in engine.iter_batches(ids):
@@ -154,29 +180,33 @@ def routing_stats(
             # failed call's partial records before them).
             batch_records = records[-len(layers):]
             token_group = np.repeat(code[rows], lengths[rows])
-            tokens += np.bincount(token_group, minlength=G)
+            routed = len(token_group)
+            kept = None if keep is None else np.concatenate([keep[r] for r in rows])
+            if kept is not None:
+                token_group = token_group[kept]
+            token_count += np.bincount(token_group, minlength=G)
             for rec in batch_records:
                 top_e = rec.top_experts.numpy()
-                if top_e.shape[0] != len(token_group):
+                if top_e.shape[0] != routed:
                     raise RuntimeError(
-                        f"layer {rec.layer}: router saw {top_e.shape[0]} tokens, expected "
-                        f"{len(token_group)}"
+                        f"layer {rec.layer}: router saw {top_e.shape[0]} tokens, expected {routed}"
                     )
+                top_w, probs = rec.top_weights.double().numpy(), rec.probs.double().numpy()
+                if kept is not None:
+                    top_e, top_w, probs = top_e[kept], top_w[kept], probs[kept]
                 flat = (np.repeat(token_group, K) * E + top_e.reshape(-1))
                 count[rec.layer] += np.bincount(flat, minlength=G * E).reshape(G, E)
                 weight[rec.layer] += np.bincount(
-                    flat, weights=rec.top_weights.double().numpy().reshape(-1),
-                    minlength=G * E).reshape(G, E)
-                probs = rec.probs.double().numpy()
+                    flat, weights=top_w.reshape(-1), minlength=G * E).reshape(G, E)
                 np.add.at(prob[rec.layer], token_group, probs)
             records.clear()
     rows_out = []
     for layer in layers:
         c, w, p = count[layer], weight[layer], prob[layer]
         with np.errstate(invalid="ignore", divide="ignore"):
-            share = c / (tokens[:, None] * K)
+            share = c / (token_count[:, None] * K)
             mean_w = np.where(c > 0, w / np.maximum(c, 1), np.nan)
-            mean_p = p / tokens[:, None]
+            mean_p = p / token_count[:, None]
         for gi, name in enumerate(names):
             for e in range(E):
                 rows_out.append({"layer": layer, "group": name, "expert": e,
@@ -186,12 +216,12 @@ def routing_stats(
     experts = pd.DataFrame.from_records(rows_out)
     div = []
     for layer in layers:
-        share = count[layer] / np.maximum(tokens[:, None] * K, 1)
+        share = count[layer] / np.maximum(token_count[:, None] * K, 1)
         for a, b in combinations(range(G), 2):
             js = float(jensenshannon(share[a], share[b], base=2) ** 2)
             div.append({"layer": layer, "group_a": names[a], "group_b": names[b],
                         "js_divergence": js})
     divergence = pd.DataFrame.from_records(
         div, columns=["layer", "group_a", "group_b", "js_divergence"])
-    return RoutingStats(experts, divergence, pd.Series(tokens, index=names, name="tokens"),
+    return RoutingStats(experts, divergence, pd.Series(token_count, index=names, name="tokens"),
                         K, E, prefix)

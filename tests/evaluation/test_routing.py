@@ -118,6 +118,25 @@ def test_routing_counts_the_tokens_the_embedding_used(moe, random_moe_xlmr_path)
     assert routing_stats(moe, [long_text]).tokens.iloc[0] > 60  # the model's own limit
 
 
+def test_text_tokens_leave_out_specials_and_the_prompt(moe):
+    texts, groups = TEXTS[:4], ["a", "a", "b", "b"]
+    every = routing_stats(moe, texts, groups, prompt="classification: ")
+    text = routing_stats(moe, texts, groups, prompt="classification: ", tokens="text")
+    n_prompt = len(moe.tokenizer("classification:", add_special_tokens=False)["input_ids"])
+    assert n_prompt >= 2
+    assert (every.tokens - text.tokens).tolist() == [2 * (2 + n_prompt)] * 2  # per text
+    # the same forward passes: text-token counts are a part of every count
+    both = every.experts.merge(text.experts, on=["layer", "group", "expert"])
+    assert (both.count_x >= both.count_y).all()
+    assert (text.experts.groupby(["layer", "group"])["count"].sum()
+            == text.tokens.reindex(text.experts.groupby(["layer", "group"]).size()
+                                   .index.get_level_values(1)).to_numpy() * 2).all()
+    no_prompt = routing_stats(moe, texts, groups, prompt="", tokens="text")
+    assert (no_prompt.tokens == every.tokens - 2 * (2 + n_prompt)).all()
+    with pytest.raises(ValueError, match="tokens must be 'all' or 'text'"):
+        routing_stats(moe, texts, tokens="words")
+
+
 def test_routing_input_edge_cases(moe):
     one = routing_stats(moe, TEXTS[:2])  # a single group: nothing to diverge from
     assert one.divergence_matrix().to_numpy().tolist() == [[0.0]]
