@@ -501,16 +501,18 @@ class EmbeddingCache:
             return
         dim = array.shape[1]
         conn = self._conn()
-        insert = ("INSERT OR IGNORE INTO embeddings (ns_id, text_hash, vector, cut) "
-                  "VALUES (?, ?, ?, ?)" if self._local.has_cut else
-                  "INSERT OR IGNORE INTO embeddings (ns_id, text_hash, vector) VALUES (?, ?, ?)")
+        # Files that could not gain the ``cut`` column (read-only upgrade) are written without it.
+        columns = "ns_id, text_hash, vector, cut" if self._local.has_cut else "ns_id, text_hash, vector"
+        width = 4 if self._local.has_cut else 3
+        insert = (f"INSERT OR IGNORE INTO embeddings ({columns}) "
+                  f"VALUES ({', '.join('?' * width)})")
         for start in range(0, len(hashes), _WRITE_CHUNK):
             stop = start + _WRITE_CHUNK
             conn.execute("BEGIN IMMEDIATE")
             try:
                 ns_id = self._namespace_id_for_write(conn, namespace, dim)
                 conn.executemany(insert, (
-                    (ns_id, h, row.tobytes(), c)[: 4 if self._local.has_cut else 3]
+                    (ns_id, h, row.tobytes(), c)[:width]
                     for h, row, c in zip(hashes[start:stop], array[start:stop],
                                          flags[start:stop], strict=True)
                 ))

@@ -342,7 +342,7 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         """Full-width, un-normalised float32 pooled vectors, through the cache when one is set."""
         encoder = encoder or self.get_encoder()
         if prompt is None:
-            prompt = encoder.resolve_prompt(self.prompt_name, self.prompt)
+            prompt = self._prompt(encoder)
         if not texts:
             return np.empty((0, encoder.embedding_dim), dtype=np.float32)
         unique: dict[str, int] = {}

@@ -84,12 +84,11 @@ def prepare_data(
     """Check the columns and split the rows into train and test.
 
     With ``split_column`` the rows marked ``train`` / ``test`` (case-insensitive) are used and
-    others ignored. ``id_column`` (kept as column ``id``) pairs translations for the report's
-    bitext retrieval. Without a split column, ``test_fraction`` of the rows is held out,
-    stratified by label:
-    with ``id_column`` (the id a sentence shares with its translations, e.g. SIB-200's
-    ``index_id``) by id, so a held-out sentence is held out in every language and no test row
-    is a translation of a training row; without it each language holds out the same positions
+    others ignored. ``id_column`` is the id a sentence shares with its translations (e.g.
+    SIB-200's ``index_id``; kept as column ``id``): it pairs translations for the report's bitext
+    retrieval. Without a split column, ``test_fraction`` of the rows is held out, stratified by
+    label: with ``id_column`` by id, so a held-out sentence is held out in every language and no
+    test row translates a training row; without it each language holds out the same positions
     with the same seed, which keeps translations together only when every language lists its
     sentences in the same order.
     """
@@ -241,12 +240,13 @@ def bitext_table(vectors: np.ndarray, rows: pd.DataFrame, source: Any) -> pd.Dat
     scores = bitext_report(vectors, rows["language"].to_numpy(), rows["id"].to_numpy(),
                            pairs=[(source, g) for g in others])
     acc = scores.set_index(["source_language", "target_language"])
+    n = np.array([int(acc.loc[(source, g), "n"]) for g in others])
     return pd.DataFrame({
         "language": others,
-        "n": [int(acc.loc[(source, g), "n"]) for g in others],
+        "n": n,
         f"from_{source}": [float(acc.loc[(source, g), "accuracy"]) for g in others],
         f"to_{source}": [float(acc.loc[(g, source), "accuracy"]) for g in others],
-        "chance": [1.0 / int(acc.loc[(source, g), "n"]) for g in others],
+        "chance": 1.0 / n,
     })
 
 
@@ -582,9 +582,9 @@ def _sections(rd: ReportData, per_lang: pd.DataFrame, matrix: pd.DataFrame,
                      f"so with {shots} per label those draws use all of them (no spread "
                      "between draws).")
     labels = list(pd.unique(rd.train["label"]))
-    lacking = {lang: [lab for lab in labels if lab not in set(part)]
-               for lang, part in rd.train.groupby("language", sort=False)["label"]}
-    lacking = {lang: missing for lang, missing in lacking.items() if missing}
+    have = rd.train.groupby("language", sort=False)["label"].agg(set)
+    lacking = {lang: missing for lang, got in have.items()
+               if (missing := [lab for lab in labels if lab not in got])}
     if lacking:  # their probes choose among fewer labels: scores are not comparable as they are
         protocol += " Note: some languages lack labels in their training rows (" + "; ".join(
             f"{lang}: {', '.join(map(str, missing))}" for lang, missing in lacking.items()

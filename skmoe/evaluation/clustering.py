@@ -11,6 +11,7 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.metrics import adjusted_mutual_info_score, v_measure_score
 from sklearn.utils import check_random_state
 
+from .._stack import external_stacklevel
 from .embeddings import EmbeddingSource, as_groups
 
 
@@ -86,5 +87,5 @@ def cluster_report(
     if degenerate:
         warnings.warn(f"{len(degenerate)} group(s) have a single label, so there is nothing to "
                       f"cluster; their scores are NaN: {', '.join(map(repr, degenerate[:10]))}",
-                      UserWarning, stacklevel=2)
+                      UserWarning, stacklevel=external_stacklevel())
     return pd.DataFrame.from_records(records)
