@@ -9,10 +9,10 @@ times ``embed_dask(...).compute()`` on the same texts, without a cache. A single
 Example::
 
     python benchmarks/bench_dask.py --model /path/to/me5-small-q4deq --prompt "query: " \
-        --n-texts 2000 --workers 1 2 --repeats 2
+        --sib200 PATH/sib-200/data/annotated --n-texts 2000 --workers 1 2 --repeats 2
 
 Texts: SIB-200 sentences (English, then Spanish, ... until ``--n-texts``) from ``--sib200``
-(default ``../shared/data/sib200``).
+(the full data set's ``data/annotated`` folder, required; ``tests/data/sib200`` is a sample).
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--npartitions", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--sib200", type=Path,
-                        default=Path(__file__).resolve().parents[2] / "shared" / "data" / "sib200")
+    parser.add_argument("--sib200", type=Path, required=True,
+                        help="the full SIB-200 data/annotated folder (tests/data/sib200 is a sample)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
 

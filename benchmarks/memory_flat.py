@@ -6,7 +6,7 @@ sentences (all 32 languages, train+dev+test: up to 32,128 distinct texts) with
 cheap: the random-weight MoE with the real 250,048-row vocabulary and the XLM-R tokenizer
 (the full model would take hours on 2 cores; memory per text does not depend on its width).
 
-    python benchmarks/memory_flat.py --model PATH --sizes 2000 20000
+    python benchmarks/memory_flat.py --model PATH --sib200 SIB200 --sizes 2000 20000
 
 Prints one JSON line per size and the ratio of the largest to the smallest peak.
 """
@@ -21,8 +21,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def corpus(sib200_dir: Path, n: int) -> list[str]:
@@ -78,7 +76,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="model folder (with tokenizer)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
-    ap.add_argument("--sib200", type=Path, default=SHARED / "data" / "sib200")
+    ap.add_argument("--sib200", type=Path, required=True,
+                    help="the full SIB-200 data/annotated folder (github.com/dadelani/sib-200); tests/data/sib200 is only a sample")
     ap.add_argument("--chunk-size", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

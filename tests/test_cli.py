@@ -371,11 +371,11 @@ def test_model_errors_exit_1(capsys, tmp_path):
 
 
 # -- info ----------------------------------------------------------------------------------------
-def test_info(capsys, moe, shared_dir):
+def test_info(capsys, moe, nomic_config_path):
     code, out, _ = run(capsys, "info", moe)
     assert code == 0
     assert "MoE layers" in out and "1, 3" in out and "revision           local" in out
-    code, out, _ = run(capsys, "info", shared_dir / "fixtures/nomic-moe-config/config.json")
+    code, out, _ = run(capsys, "info", nomic_config_path)
     assert code == 0 and "475,292,928" in out and "305,423,616" in out
     code, out, _ = run(capsys, "info", moe, "--json")
     info = json.loads(out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -12,9 +11,7 @@ from safetensors.torch import save_file
 from skmoe.encoder.config import NomicMoEConfig
 from skmoe.encoder.nomic_moe import NomicMoEModel, init_random_weights
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("SKMOE_SHARED", REPO.parent / "shared"))
-FIXTURE_CONFIG = SHARED / "fixtures" / "nomic-moe-tiny" / "config.json"
+FIXTURE_CONFIG = Path(__file__).resolve().parents[1] / "data" / "nomic-moe-tiny" / "config.json"
 
 # Other widths, depths, expert counts, top-k, MoE spacing, renormalisation and rotary settings.
 CONFIGS: dict[str, dict] = {

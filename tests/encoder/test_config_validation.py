@@ -75,8 +75,8 @@ def test_no_experts_means_dense():
     assert not cfg.is_moe and cfg.moe_layers == []
 
 
-def test_real_config(shared_dir):
-    cfg = NomicMoEConfig.from_file(shared_dir / "fixtures" / "nomic-moe-config" / "config.json")
+def test_real_config(nomic_config_path):
+    cfg = NomicMoEConfig.from_file(nomic_config_path)
     assert (cfg.n_embd, cfg.n_head, cfg.n_inner, cfg.n_layer) == (768, 12, 3072, 12)
     assert (cfg.num_experts, cfg.moe_top_k, cfg.vocab_size) == (8, 2, 250048)
     assert cfg.moe_layers == [1, 3, 5, 7, 9, 11]

@@ -15,8 +15,8 @@ TOTAL, ACTIVE = 475_292_928, 305_423_616
 
 
 @pytest.fixture(scope="module")
-def real_config(shared_dir):
-    return shared_dir / "fixtures" / "nomic-moe-config" / "config.json"
+def real_config(nomic_config_path):
+    return nomic_config_path
 
 
 def check_real(info):
