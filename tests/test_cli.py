@@ -94,6 +94,7 @@ def test_console_script_and_module():
     assert res.returncode == 0 and res.stdout.strip() == "skmoe 0.1.0"
 
 
+@pytest.mark.slow
 def test_demo_without_network_ends_with_the_clear_message(tmp_path):
     """The default model is not on this machine and there is no network: one clear line, exit 1,
     no traceback, no report folder, and never a substitute model."""
@@ -109,6 +110,7 @@ def test_demo_without_network_ends_with_the_clear_message(tmp_path):
 
 
 # -- the main job end to end ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_demo_end_to_end_on_a_local_moe(capsys, tmp_path, moe):
     """`skmoe demo --model PATH`: every report file exists and is non-empty, the PNGs decode,
     the tables have one row per language (real UMAP, routing heatmap since the model is MoE)."""

@@ -387,6 +387,7 @@ def test_token_budget_bounds_every_batch(moe):
     assert sum(b for b, _ in shapes) == 40
 
 
+@pytest.mark.slow
 def test_fp32_order_and_batch_invariance(moe):
     """The same text gives the same vector alone, in a batch of 64 mixed-length texts, in any order and
     with any batch size or token budget."""
@@ -402,6 +403,7 @@ def test_fp32_order_and_batch_invariance(moe):
     np.testing.assert_allclose(budget, full, atol=FP32_ATOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_fp32_batch_invariance_dense_e5(e5_path):
     """The dense path (padding + attention mask) of the real e5 model."""
     texts = mixed_texts(8, seed=5, max_words=30)
@@ -413,6 +415,7 @@ def test_fp32_batch_invariance_dense_e5(e5_path):
     np.testing.assert_allclose(small, full, atol=FP32_ATOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_other_precisions_stay_close_and_do_not_depend_on_batch_mates(fast_moe):
     """Each non-fp32 mode this machine runs (int8 on CPU; bf16/fp16 on GPU) on the MoE model.
 
@@ -485,6 +488,7 @@ def test_pipeline_fit_predict(moe):
     assert pipe.predict_proba(["an unseen review"]).shape == (1, 2)
 
 
+@pytest.mark.slow
 def test_grid_search_loads_the_model_once(fast_moe):
     """Every clone shares the registry's copy (n_jobs=1; process workers load once per worker)."""
     X = [t for t, _ in LABELLED]
@@ -669,6 +673,7 @@ assert sum(registry.LOAD_COUNTS.values()) == 1
 """
 
 
+@pytest.mark.slow
 def test_pickled_pipeline_predicts_identically_in_a_fresh_process(fast_moe, tmp_path):
     X = [t for t, _ in LABELLED]
     y = [label for _, label in LABELLED]

@@ -134,6 +134,7 @@ def test_each_distinct_text_is_encoded_once(moe_report):
     assert sorted(encoded) == sorted(set(data["text"]))
 
 
+@pytest.mark.slow
 def test_dense_model_real_signal_and_no_routing(tmp_path, minilm_path):
     """A real (English) model on English + French with a held-out split: no routing files, and
     the English probe is far above chance, so texts, labels and vectors are wired correctly."""

@@ -126,6 +126,7 @@ def test_routing_capture_is_off_by_default(enc, monkeypatch):
     assert len(records) == len(moes)
 
 
+@pytest.mark.slow
 def test_fast_tokenizer_path_matches_autotokenizer(enc, sib200_dir):
     """load_tokenizer's plain fast wrapper gives AutoTokenizer's ids (one sentence per language)."""
     from transformers import AutoTokenizer

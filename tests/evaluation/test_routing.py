@@ -39,6 +39,7 @@ def _by_hand(encoder, texts, groups, prefix):
     return out, tokens
 
 
+@pytest.mark.slow
 def test_counts_add_up_and_match_a_token_by_token_count(moe):
     stats = routing_stats(moe, TEXTS, GROUPS, prompt="search_query: ", batch_size=2)
     cfg = moe.moe_config

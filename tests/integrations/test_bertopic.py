@@ -57,6 +57,7 @@ def _topic_model(embedding_model) -> BERTopic:
     )
 
 
+@pytest.mark.slow
 def test_bertopic_uses_skmoe_embeddings_and_finds_topics(corpus, e5):
     docs, categories = corpus
     backend = SpyBackend(e5)
@@ -94,6 +95,7 @@ def test_select_backend_keeps_the_skmoe_backend(e5):
     assert select_backend(backend) is backend
 
 
+@pytest.mark.slow
 def test_pipeline_route_is_equivalent(corpus, e5):
     docs, _ = corpus
     wrapped = select_backend(make_pipeline(e5))

@@ -86,6 +86,7 @@ def test_adapter_satisfies_the_encoder_protocol(e5_path):
     assert meta.revision == encoder.transformer.get_encoder().source.fingerprint
 
 
+@pytest.mark.slow
 def test_mteb_evaluate_sib200_offline_and_reuses_the_cache(e5_path, sib200_dir, tmp_path):
     cache = tmp_path / "mteb.sqlite"
     transformer = MoEEmbeddingTransformer(str(e5_path), prompt="query: ", cache=str(cache))
