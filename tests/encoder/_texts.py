@@ -1,4 +1,4 @@
-"""Real sentences in several scripts from the shared SIB-200 sample (FLORES-200 translations)."""
+"""Real sentences in several scripts from the SIB-200 sample in tests/data (FLORES-200 translations)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Engine tests: small models, one intra-op thread (thread-pool overhead dominates tiny ops on a
-loaded 2-core machine), real multilingual text from the shared SIB-200 sample."""
+loaded 2-core machine), real multilingual text from the SIB-200 sample in tests/data."""
 
 from __future__ import annotations
 
