@@ -193,6 +193,9 @@ def open_connection(path: str, timeout: float) -> tuple[sqlite3.Connection, Layo
     read-only with ``Layout.writable`` False and the reason in ``Layout.write_error``; any other
     problem raises.
     """
+    if os.path.exists(path) and not os.path.isfile(path):  # a folder, /dev/null, a fifo...
+        # SQLite would open a device and create "<path>-journal" beside it: never get there.
+        raise CacheFormatError(f"{path} is not a regular file")
     try:
         conn = _connect_rw(path, timeout)
     except (sqlite3.OperationalError, OSError) as exc:

@@ -238,11 +238,15 @@ class EmbeddingCache:
 
     # -- faults -------------------------------------------------------------------------------
 
-    def _fault(self, side: str, exc: BaseException) -> None:
-        """Stop reading or writing (or both, for an unusable file) after one warning."""
+    def _fault(self, side: str, exc: BaseException, *, opening: bool = False) -> None:
+        """Stop reading or writing (or both, for an unusable file) after one warning.
+
+        ``opening``: the file could not be opened at all (nor read-only), so neither side works.
+        """
         if isinstance(exc, _BUGS) or not isinstance(exc, _FAULTS):
             raise exc
         what, fix, both = diagnose(exc, self.path)
+        both = both or opening
         with self._lock:
             sides = ("read", "write") if both else (side,)
             new = [s for s in sides if getattr(self, f"_{s}_fault") is None]
@@ -250,30 +254,39 @@ class EmbeddingCache:
                 setattr(self, f"_{s}_fault", what)
         if not new:
             return
-        stopped = "without the cache" if both else f"without {side}ing the cache"
-        from ._stack import external_stacklevel
+        stopped = {"read": "reading it", "write": "writing to it"}[side]
+        self._warn(f"embedding cache {self.path}: {what}; continuing without "
+                   f"{'the cache' if both else stopped}. Fix: {fix}.")
 
-        warnings.warn(f"embedding cache {self.path}: {what}; continuing {stopped}. Fix: {fix}.",
-                      CacheUnavailableWarning, stacklevel=external_stacklevel())
+    @staticmethod
+    def _warn(message: str) -> None:
+        try:
+            from ._stack import external_stacklevel
 
-    def _writer(self) -> sqlite3.Connection | None:
-        """This thread's connection for a write, or None (with one warning) when writes stopped."""
+            level = external_stacklevel()
+        except (ImportError, KeyError):  # loaded without the skmoe package (worker scripts)
+            level = 3
+        warnings.warn(message, CacheUnavailableWarning, stacklevel=level)
+
+    def _guarded_conn(self, side: str) -> sqlite3.Connection | None:
+        """This thread's connection, or None (with one warning) when ``side`` has stopped."""
         self._check_pid()
-        if self._write_fault is not None:
+        if getattr(self, f"_{side}_fault") is not None:
             return None
         try:
             conn = self._conn()
-            layout = self._layout
-            if layout is not None and not layout.writable:
-                raise layout.write_error or sqlite3.OperationalError("read-only file")
         except Exception as exc:
-            self._fault("write", exc)
+            self._fault(side, exc, opening=True)
+            return None
+        layout = self._layout
+        if side == "write" and layout is not None and not layout.writable:
+            self._fault("write", layout.write_error or sqlite3.OperationalError("read-only"))
             return None
         return conn
 
     def _write(self, work: Any) -> None:
         """Run ``work(conn)`` in a write transaction; a fault stops writing, with a warning."""
-        conn = self._writer()
+        conn = self._guarded_conn("write")
         if conn is None:
             return
         try:
@@ -396,8 +409,7 @@ class EmbeddingCache:
         if out is not None and dim is None and out.ndim == 2:
             dim = out.shape[1]  # the width out was made for: checked against the namespace
         row = None
-        self._check_pid()
-        if self._read_fault is None:
+        if self._guarded_conn("read") is not None:
             try:
                 row = self._namespace_row(namespace)
             except Exception as exc:
@@ -471,13 +483,10 @@ class EmbeddingCache:
             new = {(namespace, h) for h in damaged} - self._damaged
             self._damaged |= new
         if new:
-            from ._stack import external_stacklevel
-
-            warnings.warn(
+            self._warn(
                 f"embedding cache {self.path}: {len(set(damaged))} stored vector(s) of namespace "
                 f"{namespace[:12]}… are damaged (not {width} finite float32 values); they are "
-                f"recomputed and replaced. Run `skmoe cache check {self.path}` to scan the file.",
-                CacheUnavailableWarning, stacklevel=external_stacklevel())
+                f"recomputed and replaced. Run `skmoe cache check {self.path}` to scan the file.")
 
     def _count(self, hits: int, misses: int) -> None:
         with self._lock:
@@ -522,7 +531,7 @@ class EmbeddingCache:
         if cut is not None and len(cut) != len(hashes):
             raise ValueError(f"cut must have {len(hashes)} entries, got {len(cut)}")
         flags = [None] * len(hashes) if cut is None else [int(bool(c)) for c in cut]
-        if not hashes or self._writer() is None:
+        if not hashes or self._guarded_conn("write") is None:
             return
         dim = array.shape[1]
         # Files that could not gain the ``cut`` column (read at an older version) go without it.
@@ -634,7 +643,7 @@ class EmbeddingCache:
         :meth:`put_many`.
         """
         text = json.dumps(labels, sort_keys=True, ensure_ascii=False, default=_json_default)
-        if self._writer() is None or not self._file_layout().has_labels:
+        if self._guarded_conn("write") is None or not self._file_layout().has_labels:
             return
         self._write(lambda conn: conn.execute(
             "INSERT OR REPLACE INTO namespace_labels VALUES (?, ?)", (namespace, text)))
@@ -674,10 +683,9 @@ class EmbeddingCache:
         entries and namespaces: the counters stay usable while the work goes on uncached.
         """
         entries = n_namespaces = 0
-        self._check_pid()
-        if self._read_fault is None:
+        conn = self._guarded_conn("read")
+        if conn is not None:
             try:
-                conn = self._conn()
                 entries = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
                 n_namespaces = conn.execute("SELECT count(*) FROM namespaces").fetchone()[0]
             except Exception as exc:
