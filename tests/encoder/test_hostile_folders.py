@@ -197,6 +197,6 @@ def test_non_finite_outputs_raise_a_clear_error():
     bad = torch.ones(3, 4, dtype=torch.float16)
     bad[1, 2] = float("inf")
     with pytest.raises(NonFiniteOutputError, match=r"model 'x' produced non-finite vectors .* 1 of 3 "
-                                                   r"texts .* float16 .*dtype='float32'"):
+                                                   r"texts .* float16.*dtype='float32'"):
         check_finite_output(bad, "model 'x'")
     assert issubclass(NonFiniteOutputError, CheckpointError)  # the CLI's one-line model error
