@@ -18,8 +18,10 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["SCHEMA_VERSION", "CacheFormatError", "Layout", "diagnose", "open_connection",
-           "open_readonly"]
+import numpy as np
+
+__all__ = ["SCHEMA_VERSION", "CacheFormatError", "Layout", "check_file", "diagnose",
+           "open_connection", "open_readonly"]
 
 
 class CacheFormatError(RuntimeError):
@@ -238,3 +240,34 @@ def diagnose(exc: BaseException, path: str) -> tuple[str, str, bool]:
         return (f"another process held its lock too long ({exc})",
                 "retry, or raise EmbeddingCache(timeout=...)", False)
     return f"{type(exc).__name__}: {exc}", "delete the file or pass another cache path", False
+
+
+def check_file(path: str, timeout: float, vector_dtype: np.dtype) -> list[str]:
+    """The problems of a cache file, found without changing it (empty when it is sound)."""
+    try:
+        conn, _ = open_readonly(path, timeout)  # an older version is fine: writers migrate it
+    except Exception as exc:
+        what, fix, _ = diagnose(exc, path)
+        return [f"cannot be opened: {what}. Fix: {fix}"]
+    problems: list[str] = []
+    try:
+        integrity = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+        if integrity != ["ok"]:
+            problems.append("SQLite integrity check: " + "; ".join(integrity[:5]))
+        bad: dict[str, int] = {}
+        rows = conn.execute("SELECT n.namespace, n.dim, e.vector FROM embeddings e "
+                            "JOIN namespaces n ON n.id = e.ns_id")
+        for namespace, dim, blob in rows:
+            if (not isinstance(blob, bytes) or len(blob) != dim * vector_dtype.itemsize
+                    or not np.isfinite(np.frombuffer(blob, vector_dtype)).all()):
+                bad[namespace] = bad.get(namespace, 0) + 1
+        problems += [f"namespace {ns[:12]}: {n} damaged vector(s) (wrong size or not finite; "
+                     "they are recomputed on use)" for ns, n in bad.items()]
+    except sqlite3.DatabaseError as exc:
+        problems.append(f"the file is damaged ({exc})")
+    finally:
+        conn.close()
+    if problems:
+        problems.append(f"fix: `skmoe cache clear {path}` empties it (a file it cannot read is "
+                        "removed)")
+    return problems

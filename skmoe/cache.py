@@ -9,6 +9,11 @@ digest, prompt, max_length, pooling, compute dtype, cache-format version); build
 :func:`cache_namespace`. Texts are stored only as their sha256 digest, never in clear.
 
 WAL needs a local file system (shared memory for the WAL index); do not put the file on NFS.
+
+A cache problem never costs the caller's results: a damaged, read-only or full file, or a path
+that is a folder, gives one :class:`CacheUnavailableWarning` (file, problem, fix) and the work goes
+on without reading or writing it (see :mod:`skmoe._cache_file`); damaged rows are misses. The
+table layout and its migrations live in :mod:`skmoe._cache_db`.
 """
 
 from __future__ import annotations
@@ -17,15 +22,14 @@ import hashlib
 import json
 import os
 import sqlite3
-import threading
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._cache_db import CacheFormatError, Layout, diagnose, open_connection, open_readonly
+from ._cache_db import CacheFormatError, check_file
+from ._cache_file import CacheFile, CacheUnavailableWarning
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -51,15 +55,6 @@ _VECTOR_DTYPE = np.dtype("<f4")  # explicit little-endian: files move between ma
 
 class CacheDimensionError(ValueError):
     """A vector's width does not match the width recorded for its namespace."""
-
-
-class CacheUnavailableWarning(UserWarning):
-    """The cache file cannot be read or written; the work goes on without that side of it."""
-
-
-# Errors that mean "the file or its location is at fault", as opposed to a bug in the caller.
-_FAULTS = (sqlite3.OperationalError, sqlite3.DatabaseError, CacheFormatError, OSError)
-_BUGS = (sqlite3.ProgrammingError, sqlite3.InterfaceError)
 
 
 @dataclass(frozen=True)
@@ -145,7 +140,7 @@ def _chunks(seq: Sequence, size: int) -> Iterable[Sequence]:
         yield seq[start : start + size]
 
 
-class EmbeddingCache:
+class EmbeddingCache(CacheFile):
     """A persistent, process-safe store of embedding vectors keyed by namespace and text.
 
     Parameters
@@ -172,162 +167,6 @@ class EmbeddingCache:
     >>> found.tolist(), vectors.shape
     ([True, False], (1, 4))
     """
-
-    def __init__(self, path: str | os.PathLike, *, timeout: float = 60.0) -> None:
-        path = os.fspath(path)
-        if not path or path == ":memory:" or path.startswith("file:"):
-            raise ValueError(
-                "EmbeddingCache needs a file path (in-memory databases are per connection)"
-            )
-        self.path = os.path.abspath(os.path.expanduser(path))
-        self.timeout = float(timeout)
-        self._reset_process_state()
-
-    # -- process / thread local state -------------------------------------------------------
-
-    def _reset_process_state(self) -> None:
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._layout: Layout | None = None  # what the file offers, read at the first open
-        self._hits = 0
-        self._misses = 0
-        # A fault stops that side (reads or writes) for this object in this process, after one
-        # warning; the other side goes on. Damaged rows found by lookup, replaced by put_many.
-        self._read_fault: str | None = None
-        self._write_fault: str | None = None
-        self._damaged: set[tuple[str, bytes]] = set()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "timeout": self.timeout}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.path = state["path"]
-        self.timeout = state["timeout"]
-        self._reset_process_state()
-
-    def __deepcopy__(self, memo: dict) -> EmbeddingCache:
-        # A handle on a shared file: sklearn's clone (GridSearchCV, cross_val_score) deep-copies
-        # parameters, and a copy would count the clones' hits and misses where the user never
-        # looks. Every clone uses this same object instead.
-        return self
-
-    def _check_pid(self) -> None:
-        if os.getpid() != self._pid:
-            # Forked child: the parent's connections must not be used, nor closed here (SQLite
-            # forbids carrying a connection across fork). Abandon them and start afresh.
-            self._reset_process_state()
-
-    def _conn(self) -> sqlite3.Connection:
-        self._check_pid()
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn, layout = open_connection(self.path, self.timeout)
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-                if self._layout is None or layout.version > self._layout.version:
-                    self._layout = layout
-        return conn
-
-    def _file_layout(self) -> Layout:
-        self._conn()
-        assert self._layout is not None
-        return self._layout
-
-    # -- faults -------------------------------------------------------------------------------
-
-    def _fault(self, side: str, exc: BaseException, *, opening: bool = False) -> None:
-        """Stop reading or writing (or both, for an unusable file) after one warning.
-
-        ``opening``: the file could not be opened at all (nor read-only), so neither side works.
-        """
-        if isinstance(exc, _BUGS) or not isinstance(exc, _FAULTS):
-            raise exc
-        what, fix, both = diagnose(exc, self.path)
-        both = both or opening
-        with self._lock:
-            sides = ("read", "write") if both else (side,)
-            new = [s for s in sides if getattr(self, f"_{s}_fault") is None]
-            for s in new:
-                setattr(self, f"_{s}_fault", what)
-        if not new:
-            return
-        stopped = {"read": "reading it", "write": "writing to it"}[side]
-        self._warn(f"embedding cache {self.path}: {what}; continuing without "
-                   f"{'the cache' if both else stopped}. Fix: {fix}.")
-
-    @staticmethod
-    def _warn(message: str) -> None:
-        try:
-            from ._stack import external_stacklevel
-
-            level = external_stacklevel()
-        except (ImportError, KeyError):  # loaded without the skmoe package (worker scripts)
-            level = 3
-        warnings.warn(message, CacheUnavailableWarning, stacklevel=level)
-
-    def _guarded_conn(self, side: str) -> sqlite3.Connection | None:
-        """This thread's connection, or None (with one warning) when ``side`` has stopped."""
-        self._check_pid()
-        if getattr(self, f"_{side}_fault") is not None:
-            return None
-        try:
-            conn = self._conn()
-        except Exception as exc:
-            self._fault(side, exc, opening=True)
-            return None
-        layout = self._layout
-        if side == "write" and layout is not None and not layout.writable:
-            self._fault("write", layout.write_error or sqlite3.OperationalError("read-only"))
-            return None
-        return conn
-
-    def _write(self, work: Any) -> None:
-        """Run ``work(conn)`` in a write transaction; a fault stops writing, with a warning."""
-        conn = self._guarded_conn("write")
-        if conn is None:
-            return
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                work(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except CacheDimensionError:
-            raise
-        except Exception as exc:
-            self._fault("write", exc)
-
-    def close(self) -> None:
-        """Close this process's connections; the cache reopens lazily if used again.
-
-        Call it when no other thread is using the cache.
-        """
-        self._check_pid()
-        with self._lock:
-            connections, self._connections = self._connections, []
-            self._local = threading.local()
-        for conn in connections:
-            conn.close()
-
-    def __enter__(self) -> EmbeddingCache:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            if os.getpid() == self._pid:
-                for conn in self._connections:
-                    conn.close()
-        except Exception:  # interpreter shutdown: nothing useful to do
-            pass
 
     # -- identity -----------------------------------------------------------------------------
 
@@ -712,34 +551,7 @@ class EmbeddingCache:
         Opens its own read-only connection (no migration), runs SQLite's integrity check and
         reads every stored vector, counting those of the wrong size or not finite.
         """
-        try:
-            conn, layout = open_readonly(self.path, self.timeout)
-        except Exception as exc:
-            what, fix, _ = diagnose(exc, self.path)
-            return [f"cannot be opened: {what}. Fix: {fix}"]
-        del layout  # an older version is not a problem: the next writer migrates it
-        problems: list[str] = []
-        try:
-            integrity = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
-            if integrity != ["ok"]:
-                problems.append("SQLite integrity check: " + "; ".join(integrity[:5]))
-            bad: dict[str, int] = {}
-            rows = conn.execute("SELECT n.namespace, n.dim, e.vector FROM embeddings e "
-                                "JOIN namespaces n ON n.id = e.ns_id")
-            for namespace, dim, blob in rows:
-                if (not isinstance(blob, bytes) or len(blob) != dim * _VECTOR_DTYPE.itemsize
-                        or not np.isfinite(np.frombuffer(blob, _VECTOR_DTYPE)).all()):
-                    bad[namespace] = bad.get(namespace, 0) + 1
-            problems += [f"namespace {ns[:12]}: {n} damaged vector(s) (wrong size or not "
-                         "finite; they are recomputed on use)" for ns, n in bad.items()]
-        except sqlite3.DatabaseError as exc:
-            problems.append(f"the file is damaged ({exc})")
-        finally:
-            conn.close()
-        if problems:
-            problems.append(f"fix: `skmoe cache clear {self.path}` empties it (a file it cannot "
-                            "read is removed)")
-        return problems
+        return check_file(self.path, self.timeout, _VECTOR_DTYPE)
 
 
 def resolve_cache(cache: EmbeddingCache | str | os.PathLike | None) -> EmbeddingCache | None:

@@ -110,16 +110,16 @@ def test_unusable_path_warns_once_naming_it(tmp_path, kind):
 
 def _limit_pages(monkeypatch: pytest.MonkeyPatch, pages: int) -> None:
     """A real SQLITE_FULL: SQLite refuses to grow the file past ``pages`` pages."""
-    import skmoe.cache as cache_mod
+    import skmoe._cache_file as cache_file
 
-    real = cache_mod.open_connection
+    real = cache_file.open_connection
 
     def limited(path: str, timeout: float):
         conn, layout = real(path, timeout)
         conn.execute(f"PRAGMA max_page_count = {pages}")
         return conn, layout
 
-    monkeypatch.setattr(cache_mod, "open_connection", limited)
+    monkeypatch.setattr(cache_file, "open_connection", limited)
 
 
 def test_full_disk_stops_writing_once_and_reads_go_on(tmp_path, monkeypatch):
