@@ -294,3 +294,43 @@ def test_cli_check_on_a_sound_file_and_on_a_damaged_row(tmp_path, capsys):
     assert "1 damaged vector" in capsys.readouterr().out
     assert main(["cache", "clear", str(path)]) == 0  # a readable file is emptied, not removed
     assert path.exists() and len(EmbeddingCache(path)) == 0
+
+
+@pytest.mark.parametrize("damaged", ["truncated"], indirect=True)
+def test_transform_through_a_damaged_cache_gives_the_same_vectors(damaged, fast_moe):
+    from skmoe import MoEEmbeddingTransformer
+
+    expected = MoEEmbeddingTransformer(str(fast_moe), device="cpu").fit([]).transform(TEXTS)
+    est = MoEEmbeddingTransformer(str(fast_moe), device="cpu", cache=EmbeddingCache(damaged))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        got = est.fit([]).transform(TEXTS)
+        stats = est.cache_stats()
+    messages = cache_warnings(record)
+    assert len(messages) == 1 and str(damaged) in messages[0], messages
+    np.testing.assert_array_equal(got, expected)
+    assert stats.misses == len(TEXTS) and stats.entries == 0
+
+
+def test_an_old_file_in_a_read_only_location_is_read_at_its_version(tmp_path):
+    from test_cache import _file_in_version_1_format
+
+    folder = tmp_path / "ro-old"
+    folder.mkdir()
+    path = folder / "old.sqlite"
+    _file_in_version_1_format(path, with_cut=False)
+    with _read_only(folder) as ok:
+        if not ok:
+            pytest.skip("cannot make a folder read-only here (root without mount permission)")
+        cache = EmbeddingCache(path)
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            found, got, cut = cache.lookup("ns", ["old"], with_cut=True)
+        assert cache_warnings(record) == []
+        assert found.all() and cut.tolist() == [-1] and (got == 1).all()
+        with pytest.warns(CacheUnavailableWarning, match="cannot be written"):
+            cache.put_many("ns", ["new"], np.ones((1, 2), np.float32))
+        cache.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 1  # untouched
+    raw.close()
