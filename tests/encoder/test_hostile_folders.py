@@ -200,3 +200,38 @@ def test_non_finite_outputs_raise_a_clear_error():
                                                    r"texts .* float16.*dtype='float32'"):
         check_finite_output(bad, "model 'x'")
     assert issubclass(NonFiniteOutputError, CheckpointError)  # the CLI's one-line model error
+
+
+# -- the CLI: one line, no traceback ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["tokenizer-vocab", "tokenizer-truncated", "nan", "n_head"])
+def test_cli_reports_a_broken_folder_in_one_line(tmp_path, fast_moe, bert_tokenizer, capsys,
+                                                 damage):
+    from skmoe.cli import main
+
+    if damage == "tokenizer-vocab":
+        folder = make_random_moe(tmp_path / "m", tokenizer=bert_tokenizer, vocab_size=1024)
+        expect = "1,024 rows"
+    else:
+        folder = copy_of(fast_moe, tmp_path)
+        if damage == "tokenizer-truncated":
+            (folder / "tokenizer.json").write_text('{"version": "1.0", "trunc')
+            expect = "tokenizer.json cannot be loaded"
+        elif damage == "nan":
+            state = load_file(folder / "model.safetensors")
+            name = sorted(state)[-1]
+            state[name] = torch.full_like(state[name], float("nan"))
+            save_file(state, str(folder / "model.safetensors"))
+            expect = f"'{name}' holds"
+        else:
+            edit_config(folder, n_head=0)
+            expect = "'n_head' = 0"
+    src = tmp_path / "in.txt"
+    src.write_text("a text\n", encoding="utf-8")
+    code = main(["embed", str(src), "-o", str(tmp_path / "o.npy"), "--model", str(folder),
+                 "--no-cache", "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code in (1, 2) and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("skmoe: error: ")]
+    assert len(errors) == 1 and expect in errors[0] and str(folder) in errors[0], err
