@@ -50,7 +50,6 @@ class CacheFile:
         self.timeout = float(timeout)
         self._reset_process_state()
 
-
     # -- process / thread local state -------------------------------------------------------
 
     def _reset_process_state(self) -> None:

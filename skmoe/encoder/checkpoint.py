@@ -10,7 +10,7 @@ use this module; neither imports the other's errors.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +181,7 @@ def compare_with_header(
                               + " | ".join(problems))
 
 
-def check_finite_tensors(tensors: Iterator[tuple[str, torch.Tensor]], where: Path | str) -> None:
+def check_finite_tensors(tensors: Iterable[tuple[str, torch.Tensor]], where: Path | str) -> None:
     """One pass over the weights: the first tensor holding NaN or inf is named in the error."""
     for name, tensor in tensors:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):

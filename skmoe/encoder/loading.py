@@ -170,7 +170,7 @@ def read_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
             with safe_open(str(f), framework="pt") as fh:
                 for key in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
                     tensors[key] = fh.get_tensor(key)
-                    check_finite_tensors(iter([(key, tensors[key])]), f)
+                    check_finite_tensors([(key, tensors[key])], f)
         except CheckpointError:
             raise
         except Exception as exc:  # SafetensorError and friends: say which file
