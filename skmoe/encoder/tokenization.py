@@ -71,6 +71,10 @@ def load_tokenizer(folder: Path) -> Any | None:
 
 def tokenizer_id_bound(tokenizer: Any) -> int:
     """One more than the largest id the tokenizer can produce (added tokens included)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # fast tokenizers: no 250k-entry dict to build
+        added = backend.get_added_tokens_decoder()
+        return max(backend.get_vocab_size(with_added_tokens=False), max(added, default=-1) + 1)
     vocab = tokenizer.get_vocab()
     return max(vocab.values(), default=-1) + 1
 
