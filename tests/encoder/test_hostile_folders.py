@@ -235,3 +235,16 @@ def test_cli_reports_a_broken_folder_in_one_line(tmp_path, fast_moe, bert_tokeni
     assert code in (1, 2) and "Traceback" not in err, err
     errors = [line for line in err.splitlines() if line.startswith("skmoe: error: ")]
     assert len(errors) == 1 and expect in errors[0] and str(folder) in errors[0], err
+
+
+def test_model_info_applies_the_same_bounds(tmp_path, minilm_path):
+    from skmoe.encoder import model_info
+
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    raw = json.loads((minilm_path / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**raw, "num_hidden_layers": 100000}))
+    start = time.perf_counter()
+    with pytest.raises(UnsupportedConfigError, match="'num_hidden_layers' = 100000"):
+        model_info(folder)
+    assert time.perf_counter() - start < 10
