@@ -169,9 +169,11 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[lis
     ids: list[list[int]] = []
     for start in range(0, len(texts), TOKENIZE_SLICE):  # bounds what a call holds at once
         batch = texts[start : start + TOKENIZE_SLICE]
-        if own_cut:
-            batch = [_cut_long_text(tokenizer, t, max_length, chars) if len(t) > chars else t
-                     for t in batch]
+        long = [i for i, t in enumerate(batch) if len(t) > chars] if own_cut else []
+        if long:
+            cut = _cut_long_texts(tokenizer, [batch[i] for i in long], max_length, chars)
+            for i, text in zip(long, cut, strict=True):
+                batch[i] = text
         ids += tokenizer(batch, add_special_tokens=True, truncation=own_cut,
                          max_length=max_length + 1 if own_cut else None, verbose=False)["input_ids"]
     truncated = []
@@ -182,15 +184,28 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[lis
     return ids, truncated
 
 
-def _cut_long_text(tokenizer: Any, text: str, max_length: int, chars: int) -> str:
-    """A prefix of ``text`` that tokenizes to the same first ``max_length + 1`` tokens."""
+def _cut_long_texts(tokenizer: Any, texts: list[str], max_length: int, chars: int) -> list[str]:
+    """Prefixes of ``texts`` that tokenize to the same first ``max_length + 1`` tokens.
+
+    A prefix is kept once it holds ``CUT_GUARD_TOKENS`` content tokens beyond those; otherwise
+    it doubles, up to the whole text. One tokenizer call per round for all pending texts.
+    """
     need = max_length + 1 + CUT_GUARD_TOKENS
-    while chars < len(text):
-        prefix = text[:chars]
-        # content tokens only, at most `need` + 1 of them: the specials do not depend on the text
-        n = len(tokenizer(prefix, add_special_tokens=False, truncation=True, max_length=need + 1,
-                          verbose=False)["input_ids"])
-        if n > need:
-            return prefix
-        chars *= 2
-    return text
+    out = list(texts)
+    size = [chars] * len(texts)
+    pending = [i for i, t in enumerate(texts) if len(t) > chars]
+    while pending:
+        prefixes = [texts[i][: size[i]] for i in pending]
+        # content tokens only, at most need + 1 of them: the specials do not depend on the text
+        counts = [len(row) for row in tokenizer(prefixes, add_special_tokens=False, truncation=True,
+                                                max_length=need + 1, verbose=False)["input_ids"]]
+        still = []
+        for i, prefix, n in zip(pending, prefixes, counts, strict=True):
+            if n > need:
+                out[i] = prefix
+            else:
+                size[i] *= 2
+                if size[i] < len(texts[i]):
+                    still.append(i)
+        pending = still
+    return out
