@@ -134,6 +134,9 @@ def _connect_rw(path: str, timeout: float) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        if _version(conn) == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            # someone else's database: refuse before switching it to WAL or adding tables
+            raise CacheFormatError(f"{path} is an SQLite file but not a skmoe cache")
         # Only takes effect on a new, empty file. A 768-d row is ~3.1 kB: with the default
         # 4 kB pages each row fills a page (+45 % on disk); 16 kB pages pack five.
         conn.execute("PRAGMA page_size = 16384")

@@ -334,3 +334,20 @@ def test_an_old_file_in_a_read_only_location_is_read_at_its_version(tmp_path):
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == 1  # untouched
     raw.close()
+
+
+def test_cli_clear_never_removes_a_sound_sqlite_file_of_someone_else(tmp_path, capsys):
+    from skmoe.cli import main
+
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as raw:
+        raw.execute("CREATE TABLE mine (x)")
+    raw.close()
+    assert main(["cache", "clear", str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "not a skmoe cache" in err and "left as it is" in err and "Traceback" not in err
+    assert other.exists()
+    with sqlite3.connect(other) as raw:
+        assert raw.execute("SELECT name FROM sqlite_master").fetchall() == [("mine",)]
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # not switched to WAL
+    raw.close()
