@@ -9,6 +9,11 @@ digest, prompt, max_length, pooling, compute dtype, cache-format version); build
 :func:`cache_namespace`. Texts are stored only as their sha256 digest, never in clear.
 
 WAL needs a local file system (shared memory for the WAL index); do not put the file on NFS.
+
+A cache problem never costs the caller's results: a damaged, read-only or full file, or a path
+that is a folder, gives one :class:`CacheUnavailableWarning` (file, problem, fix) and the work goes
+on without reading or writing it (see :mod:`skmoe._cache_file`); damaged rows are misses. The
+table layout and its migrations live in :mod:`skmoe._cache_db`.
 """
 
 from __future__ import annotations
@@ -17,19 +22,21 @@ import hashlib
 import json
 import os
 import sqlite3
-import threading
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ._cache_db import CacheFormatError, check_file
+from ._cache_file import CacheFile, CacheUnavailableWarning
+
 __all__ = [
     "CACHE_FORMAT_VERSION",
     "CacheDimensionError",
     "CacheFormatError",
     "CacheStats",
+    "CacheUnavailableWarning",
     "EmbeddingCache",
     "cache_namespace",
     "resolve_cache",
@@ -39,39 +46,15 @@ __all__ = [
 #: namespace, so bumping it turns all old entries into misses instead of serving stale vectors.
 CACHE_FORMAT_VERSION = 1
 
-# Version of the table layout (stored as ``PRAGMA user_version``); independent of the above.
-_SCHEMA_VERSION = 1
 # Hashes per ``IN (...)`` lookup and rows per write transaction: keeps statements small (SQLite's
 # variable limit) and memory proportional to one chunk, and makes long writes commit progressively.
 _LOOKUP_CHUNK = 500
 _WRITE_CHUNK = 500
 _VECTOR_DTYPE = np.dtype("<f4")  # explicit little-endian: files move between machines
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS namespaces (
-    id INTEGER PRIMARY KEY,
-    namespace TEXT NOT NULL UNIQUE,
-    dim INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS embeddings (
-    ns_id INTEGER NOT NULL,
-    text_hash BLOB NOT NULL,
-    vector BLOB NOT NULL,
-    PRIMARY KEY (ns_id, text_hash)
-);
-"""
-# Added later to the same layout (files from before get it on open; their rows read as unknown):
-# whether the text was cut to the token limit when its vector was computed (1/0, NULL unknown),
-# so that a hit can warn about truncation without tokenizing the text again.
-_CUT_COLUMN = "ALTER TABLE embeddings ADD COLUMN cut INTEGER"
-
 
 class CacheDimensionError(ValueError):
     """A vector's width does not match the width recorded for its namespace."""
-
-
-class CacheFormatError(RuntimeError):
-    """The file was written by an incompatible skmoe cache layout, or a stored row is damaged."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +140,7 @@ def _chunks(seq: Sequence, size: int) -> Iterable[Sequence]:
         yield seq[start : start + size]
 
 
-class EmbeddingCache:
+class EmbeddingCache(CacheFile):
     """A persistent, process-safe store of embedding vectors keyed by namespace and text.
 
     Parameters
@@ -184,162 +167,6 @@ class EmbeddingCache:
     >>> found.tolist(), vectors.shape
     ([True, False], (1, 4))
     """
-
-    def __init__(self, path: str | os.PathLike, *, timeout: float = 60.0) -> None:
-        path = os.fspath(path)
-        if not path or path == ":memory:" or path.startswith("file:"):
-            raise ValueError(
-                "EmbeddingCache needs a file path (in-memory databases are per connection)"
-            )
-        self.path = os.path.abspath(os.path.expanduser(path))
-        self.timeout = float(timeout)
-        self._reset_process_state()
-
-    # -- process / thread local state -------------------------------------------------------
-
-    def _reset_process_state(self) -> None:
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._hits = 0
-        self._misses = 0
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "timeout": self.timeout}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.path = state["path"]
-        self.timeout = state["timeout"]
-        self._reset_process_state()
-
-    def __deepcopy__(self, memo: dict) -> EmbeddingCache:
-        # A handle on a shared file: sklearn's clone (GridSearchCV, cross_val_score) deep-copies
-        # parameters, and a copy would count the clones' hits and misses where the user never
-        # looks. Every clone uses this same object instead.
-        return self
-
-    def _check_pid(self) -> None:
-        if os.getpid() != self._pid:
-            # Forked child: the parent's connections must not be used, nor closed here (SQLite
-            # forbids carrying a connection across fork). Abandon them and start afresh.
-            self._reset_process_state()
-
-    def _conn(self) -> sqlite3.Connection:
-        self._check_pid()
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._open()
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
-
-    def _open(self) -> sqlite3.Connection:
-        parent = os.path.dirname(self.path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the write
-        # lock up front and waits under busy_timeout, instead of failing on a read->write upgrade.
-        # check_same_thread=False only so close() can close other threads' connections; each
-        # thread still uses its own.
-        conn = sqlite3.connect(
-            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            # Only takes effect on a new, empty file. A 768-d row is ~3.1 kB: with the default
-            # 4 kB pages each row fills a page (+45 % on disk); 16 kB pages pack five.
-            conn.execute("PRAGMA page_size = 16384")
-            deadline = time.monotonic() + self.timeout
-            while True:
-                # Switching a fresh file to WAL can report "locked" while another process creates
-                # the same file, even with busy_timeout set: retry until the timeout.
-                try:
-                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                    break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            if str(mode).lower() != "wal":
-                raise CacheFormatError(f"could not put {self.path} in WAL mode (got {mode!r})")
-            # In WAL mode, NORMAL fsyncs only at checkpoints; a COMMIT has still written its frames
-            # to the WAL file (the OS page cache) before returning, so a killed process loses no
-            # committed row. Only an OS crash or power loss may roll back the last commits, and
-            # never corrupts the file. FULL would fsync every commit for no gain in our threat model.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self._ensure_schema(conn)
-            self._local.has_cut = self._ensure_cut_column(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    @staticmethod
-    def _ensure_cut_column(conn: sqlite3.Connection) -> bool:
-        """Add the ``cut`` column to a file from before it; False where the file is read-only."""
-        if any(row[1] == "cut" for row in conn.execute("PRAGMA table_info(embeddings)")):
-            return True
-        try:
-            conn.execute(_CUT_COLUMN)
-        except sqlite3.OperationalError as exc:
-            return "duplicate column" in str(exc)  # another process added it just now
-        return True
-
-    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == _SCHEMA_VERSION:
-            return
-        if version != 0:
-            raise CacheFormatError(
-                f"{self.path} has cache schema version {version}, this skmoe reads "
-                f"{_SCHEMA_VERSION}; use another path or delete the file"
-            )
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Re-check inside the write lock: another process may have just created it.
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                has_tables = conn.execute(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-                ).fetchone()[0]
-                if has_tables:
-                    raise CacheFormatError(f"{self.path} is an SQLite file but not a skmoe cache")
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-    def close(self) -> None:
-        """Close this process's connections; the cache reopens lazily if used again.
-
-        Call it when no other thread is using the cache.
-        """
-        self._check_pid()
-        with self._lock:
-            connections, self._connections = self._connections, []
-            self._local = threading.local()
-        for conn in connections:
-            conn.close()
-
-    def __enter__(self) -> EmbeddingCache:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            if os.getpid() == self._pid:
-                for conn in self._connections:
-                    conn.close()
-        except Exception:  # interpreter shutdown: nothing useful to do
-            pass
 
     # -- identity -----------------------------------------------------------------------------
 
@@ -379,6 +206,11 @@ class EmbeddingCache:
     ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Find cached vectors for ``texts``.
 
+        A file that cannot be read (damaged, not a cache, a folder, ...) gives one
+        :class:`CacheUnavailableWarning` naming the file, the problem and the fix; from then on
+        every text is a miss for this object. A stored row that is damaged (wrong size, NaN or
+        inf) is a miss too, and the next :meth:`put_many` of that text replaces it.
+
         Parameters
         ----------
         namespace : str
@@ -391,8 +223,9 @@ class EmbeddingCache:
         with_cut : bool, default=False
             Also return whether each found text was truncated when it was embedded.
         out : ndarray of float32, shape (n_texts, dim), optional
-            Write each found text's vector straight into its row (others are left alone), and
-            return ``out`` itself as ``vectors``: no second copy of a large result.
+            Write each found text's vector straight into its row (others are left alone, except
+            rows read and then found damaged), and return ``out`` itself as ``vectors``: no
+            second copy of a large result.
 
         Returns
         -------
@@ -407,12 +240,19 @@ class EmbeddingCache:
             computed (1), was not (0), or is not known (-1: not found, or stored without the
             flag).
         """
+        if not isinstance(namespace, str) or not namespace:
+            raise TypeError("namespace must be a non-empty str (see cache_namespace)")
         hashes = [_text_hash(t) for t in texts]
         found = np.zeros(len(hashes), dtype=bool)
         cut = np.full(len(hashes), -1, dtype=np.int8)
         if out is not None and dim is None and out.ndim == 2:
             dim = out.shape[1]  # the width out was made for: checked against the namespace
-        row = self._namespace_row(namespace)
+        row = None
+        if self._guarded_conn("read") is not None:
+            try:
+                row = self._namespace_row(namespace)
+            except Exception as exc:
+                self._fault("read", exc)
         if row is not None and dim is not None and row[1] != dim:
             raise CacheDimensionError(
                 f"namespace {namespace[:12]}… stores {row[1]}-d vectors, {dim} expected"
@@ -420,20 +260,37 @@ class EmbeddingCache:
         width = row[1] if row is not None else (dim if dim is not None else 0)
         if out is not None and out.shape != (len(hashes), width):
             raise ValueError(f"out has shape {out.shape}, expected {(len(hashes), width)}")
-        if row is None or not hashes:
-            self._count(0, len(hashes))
-            vectors = out if out is not None else np.empty((0, width), dtype=np.float32)
-            return (found, vectors, cut) if with_cut else (found, vectors)
+        full = out if out is not None else np.empty((len(hashes), width), dtype=np.float32)
+        if row is not None and hashes:
+            try:
+                self._read_rows(namespace, row, hashes, full, found, cut)
+            except Exception as exc:
+                self._fault("read", exc)
+                found[:] = False
+                cut[:] = -1
+        n_found = int(found.sum())
+        self._count(n_found, len(hashes) - n_found)
+        if out is not None:
+            vectors = out
+        elif n_found == len(hashes):
+            vectors = full
+        else:
+            vectors = full[found]
+        return (found, vectors, cut) if with_cut else (found, vectors)
 
+    def _read_rows(self, namespace: str, row: tuple[int, int], hashes: list[bytes],
+                   full: np.ndarray, found: np.ndarray, cut: np.ndarray) -> None:
+        """Fill ``full``/``found``/``cut`` from the file; damaged rows stay misses."""
         positions: dict[bytes, list[int]] = {}
         for i, h in enumerate(hashes):
             positions.setdefault(h, []).append(i)
         # Rows land in a full-size array as they arrive (a chunk's blobs at a time), not in a
         # dict of every blob joined and converted afterwards (three copies of a large result).
-        full = out if out is not None else np.empty((len(hashes), width), dtype=np.float32)
+        width = row[1]
         nbytes = width * _VECTOR_DTYPE.itemsize
         conn = self._conn()
-        column = "cut" if self._local.has_cut else "NULL"
+        column = "cut" if self._file_layout().has_cut else "NULL"
+        damaged: list[bytes] = []
         for chunk in _chunks(list(positions), _LOOKUP_CHUNK):
             marks = ",".join("?" * len(chunk))
             query = (f"SELECT text_hash, vector, {column} FROM embeddings "
@@ -441,22 +298,34 @@ class EmbeddingCache:
             rows_at: list[int] = []
             blobs: list[bytes] = []
             for text_hash, blob, was_cut in conn.execute(query, (row[0], *chunk)):
-                if len(blob) != nbytes:
-                    raise CacheFormatError(
-                        f"damaged row in {self.path}: {len(blob)} bytes, {nbytes} expected "
-                        f"for a {width}-d vector"
-                    )
+                if not isinstance(blob, bytes) or len(blob) != nbytes:
+                    damaged.append(text_hash)
+                    continue
                 for i in positions[text_hash]:
                     rows_at.append(i)
                     blobs.append(blob)
                     cut[i] = -1 if was_cut is None else was_cut
             if rows_at:  # one conversion per chunk of a few hundred rows
-                full[rows_at] = np.frombuffer(b"".join(blobs), dtype=_VECTOR_DTYPE).reshape(-1, width)
-                found[rows_at] = True
-        n_found = int(found.sum())
-        self._count(n_found, len(hashes) - n_found)
-        vectors = full if out is not None else (full if n_found == len(hashes) else full[found])
-        return (found, vectors, cut) if with_cut else (found, vectors)
+                block = np.frombuffer(b"".join(blobs), dtype=_VECTOR_DTYPE).reshape(-1, width)
+                full[rows_at] = block
+                good = np.isfinite(block).all(axis=1)
+                at = np.asarray(rows_at)
+                found[at[good]] = True
+                if not good.all():
+                    cut[at[~good]] = -1
+                    damaged += [hashes[i] for i in at[~good]]
+        if damaged:
+            self._note_damaged(namespace, damaged, width)
+
+    def _note_damaged(self, namespace: str, damaged: list[bytes], width: int) -> None:
+        with self._lock:
+            new = {(namespace, h) for h in damaged} - self._damaged
+            self._damaged |= new
+        if new:
+            self._warn(
+                f"embedding cache {self.path}: {len(set(damaged))} stored vector(s) of namespace "
+                f"{namespace[:12]}… are damaged (not {width} finite float32 values); they are "
+                f"recomputed and replaced. Run `skmoe cache check {self.path}` to scan the file.")
 
     def _count(self, hits: int, misses: int) -> None:
         with self._lock:
@@ -467,14 +336,18 @@ class EmbeddingCache:
                  cut: Sequence[bool] | None = None) -> None:
         """Store vectors, committing every few hundred rows.
 
-        Rows committed before an interruption (even ``SIGKILL``) stay in the file.
+        Rows committed before an interruption (even ``SIGKILL``) stay in the file. A file that
+        cannot be written (read-only, full disk, damaged) gives one
+        :class:`CacheUnavailableWarning` naming the file, the problem and the fix, and this
+        object stops writing; the caller's vectors are not affected.
 
         Parameters
         ----------
         namespace : str
             Fingerprint from :func:`cache_namespace`.
         texts : sequence of str
-            One text per row of ``vectors``; existing entries are kept as they are.
+            One text per row of ``vectors``; existing entries are kept as they are (except
+            damaged ones found by :meth:`lookup`, which are replaced).
         vectors : array-like of shape (n_texts, dim)
             Full-width embeddings; stored as float32 and must be finite.
         cut : sequence of bool, optional
@@ -497,30 +370,35 @@ class EmbeddingCache:
         if cut is not None and len(cut) != len(hashes):
             raise ValueError(f"cut must have {len(hashes)} entries, got {len(cut)}")
         flags = [None] * len(hashes) if cut is None else [int(bool(c)) for c in cut]
-        if not hashes:
+        if not hashes or self._guarded_conn("write") is None:
             return
         dim = array.shape[1]
-        conn = self._conn()
-        # Files that could not gain the ``cut`` column (read-only upgrade) are written without it.
-        columns = "ns_id, text_hash, vector, cut" if self._local.has_cut else "ns_id, text_hash, vector"
-        width = 4 if self._local.has_cut else 3
+        # Files that could not gain the ``cut`` column (read at an older version) go without it.
+        width = 4 if self._file_layout().has_cut else 3
+        columns = "ns_id, text_hash, vector, cut"[: None if width == 4 else -5]
         insert = (f"INSERT OR IGNORE INTO embeddings ({columns}) "
                   f"VALUES ({', '.join('?' * width)})")
         for start in range(0, len(hashes), _WRITE_CHUNK):
             stop = start + _WRITE_CHUNK
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            part = hashes[start:stop]
+            replace = [h for h in part if (namespace, h) in self._damaged]
+
+            def work(conn: sqlite3.Connection, part: list[bytes] = part,
+                     replace: list[bytes] = replace, start: int = start, stop: int = stop) -> None:
                 ns_id = self._namespace_id_for_write(conn, namespace, dim)
+                conn.executemany("DELETE FROM embeddings WHERE ns_id = ? AND text_hash = ?",
+                                 ((ns_id, h) for h in replace))
                 conn.executemany(insert, (
                     (ns_id, h, row.tobytes(), c)[:width]
-                    for h, row, c in zip(hashes[start:stop], array[start:stop],
-                                         flags[start:stop], strict=True)
+                    for h, row, c in zip(part, array[start:stop], flags[start:stop], strict=True)
                 ))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+
+            self._write(work)
+            if self._write_fault is not None:
+                return
+            if replace:
+                with self._lock:
+                    self._damaged -= {(namespace, h) for h in replace}
 
     def _namespace_id_for_write(self, conn: sqlite3.Connection, namespace: str, dim: int) -> int:
         conn.execute(
@@ -538,7 +416,8 @@ class EmbeddingCache:
     def clear(self, namespace: str | None = None) -> int:
         """Delete the entries of one namespace, or all entries.
 
-        The file does not shrink until :meth:`vacuum`.
+        The file does not shrink until :meth:`vacuum`. Unlike :meth:`lookup` and
+        :meth:`put_many`, a fault raises (see :meth:`remove` for a damaged file).
 
         Returns
         -------
@@ -546,12 +425,14 @@ class EmbeddingCache:
             Number of vectors deleted.
         """
         conn = self._conn()
+        has_labels = self._file_layout().has_labels
         conn.execute("BEGIN IMMEDIATE")
         try:
             if namespace is None:
                 deleted = conn.execute("DELETE FROM embeddings").rowcount
                 conn.execute("DELETE FROM namespaces")
-                self._drop_labels(conn, None)
+                if has_labels:
+                    conn.execute("DELETE FROM namespace_labels")
             else:
                 row = conn.execute(
                     "SELECT id FROM namespaces WHERE namespace = ?", (namespace,)
@@ -562,22 +443,29 @@ class EmbeddingCache:
                         "DELETE FROM embeddings WHERE ns_id = ?", (row[0],)
                     ).rowcount
                     conn.execute("DELETE FROM namespaces WHERE id = ?", (row[0],))
-                self._drop_labels(conn, namespace)
+                if has_labels:
+                    conn.execute("DELETE FROM namespace_labels WHERE namespace = ?", (namespace,))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        with self._lock:
+            self._damaged = {d for d in self._damaged if namespace not in (None, d[0])}
         return deleted
 
-    @staticmethod
-    def _drop_labels(conn: sqlite3.Connection, namespace: str | None) -> None:
-        if not _has_labels_table(conn):
-            return
-        if namespace is None:
-            conn.execute("DELETE FROM namespace_labels")
-        else:
-            conn.execute("DELETE FROM namespace_labels WHERE namespace = ?", (namespace,))
+    def remove(self) -> None:
+        """Delete the cache file (and its write-ahead log), e.g. when it is damaged beyond use.
+
+        Closes this process's connections first; other processes should not be using it.
+        """
+        self.close()
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.remove(self.path + suffix)
+            except FileNotFoundError:
+                pass
+        self._reset_process_state()
 
     def vacuum(self) -> None:
         """Return free pages to the file system and truncate the write-ahead log."""
@@ -590,27 +478,19 @@ class EmbeddingCache:
 
         The namespace itself is a hash; the labels are what ``skmoe cache stats`` shows so that a
         user can tell the namespaces apart. They are information only (never part of a key); the
-        latest description wins.
+        latest description wins. A write fault warns once and stops writing, as in
+        :meth:`put_many`.
         """
         text = json.dumps(labels, sort_keys=True, ensure_ascii=False, default=_json_default)
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Added after the first release of the layout; created on first use, so older cache
-            # files keep working (they simply have no labels).
-            conn.execute("CREATE TABLE IF NOT EXISTS namespace_labels "
-                         "(namespace TEXT PRIMARY KEY, labels TEXT NOT NULL)")
-            conn.execute("INSERT OR REPLACE INTO namespace_labels VALUES (?, ?)", (namespace, text))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        if self._guarded_conn("write") is None or not self._file_layout().has_labels:
+            return
+        self._write(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO namespace_labels VALUES (?, ?)", (namespace, text)))
 
     def labels(self) -> dict[str, dict[str, Any]]:
         """The labels given by :meth:`describe` for each stored namespace that has them."""
         conn = self._conn()
-        if not _has_labels_table(conn):
+        if not self._file_layout().has_labels:
             return {}
         rows = conn.execute("SELECT l.namespace, l.labels FROM namespace_labels l "
                             "JOIN namespaces n ON n.namespace = l.namespace").fetchall()
@@ -632,13 +512,23 @@ class EmbeddingCache:
         return self._conn().execute("SELECT count(*) FROM embeddings").fetchone()[0]
 
     def _file_bytes(self) -> int:
-        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal")
+                   if os.path.isfile(p))
 
     def stats(self) -> CacheStats:
-        """Entries, namespaces, bytes on disk (database + WAL) and this object's hits/misses."""
-        conn = self._conn()
-        entries = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
-        n_namespaces = conn.execute("SELECT count(*) FROM namespaces").fetchone()[0]
+        """Entries, namespaces, bytes on disk (database + WAL) and this object's hits/misses.
+
+        On a file that cannot be read, warns once (as :meth:`lookup` does) and reports 0
+        entries and namespaces: the counters stay usable while the work goes on uncached.
+        """
+        entries = n_namespaces = 0
+        conn = self._guarded_conn("read")
+        if conn is not None:
+            try:
+                entries = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+                n_namespaces = conn.execute("SELECT count(*) FROM namespaces").fetchone()[0]
+            except Exception as exc:
+                self._fault("read", exc)
         with self._lock:
             hits, misses = self._hits, self._misses
         return CacheStats(
@@ -655,10 +545,13 @@ class EmbeddingCache:
         rows = self._conn().execute("PRAGMA integrity_check").fetchall()
         return "\n".join(str(r[0]) for r in rows)
 
+    def check(self) -> list[str]:
+        """Scan the file without changing it; the problems found (empty when it is sound).
 
-def _has_labels_table(conn: sqlite3.Connection) -> bool:
-    return bool(conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
-                             "name = 'namespace_labels'").fetchone()[0])
+        Opens its own read-only connection (no migration), runs SQLite's integrity check and
+        reads every stored vector, counting those of the wrong size or not finite.
+        """
+        return check_file(self.path, self.timeout, _VECTOR_DTYPE)
 
 
 def resolve_cache(cache: EmbeddingCache | str | os.PathLike | None) -> EmbeddingCache | None:

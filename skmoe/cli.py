@@ -451,8 +451,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    """``cache stats`` and ``cache clear`` on a cache file."""
-    from .cache import EmbeddingCache
+    """``cache stats``, ``cache check`` and ``cache clear`` on a cache file."""
+    from .cache import CacheFormatError, EmbeddingCache
 
     path = Path(args.path).expanduser() if args.path else default_cache_path()
     if not path.is_file():
@@ -460,23 +460,54 @@ def cmd_cache(args: argparse.Namespace) -> int:
         raise CLIError(f"no cache file at {path}{where}")
     _check_sqlite(path)
     cache = EmbeddingCache(str(path))
-    if args.cache_command == "stats":
-        stats = cache.stats()
-        print(f"path        {stats.path}")
-        print(f"entries     {stats.entries:,}")
-        print(f"namespaces  {stats.namespaces}")
-        print(f"size        {_human_bytes(stats.bytes)}")
-        labels = cache.labels()
-        for name, (dim, count) in cache.namespaces().items():
-            print(f"  {name[:12]}  {dim:>5}-d  {count:>9,} entries  {_describe(labels.get(name))}")
+    if args.cache_command == "check":
+        problems = cache.check()
+        for line in problems:
+            print(f"{path}: {line}")
+        if problems:
+            return EXIT_MODEL
+        print(f"{path}: ok")
         return 0
-    namespace = _pick_namespace(cache, args.namespace) if args.namespace else None
-    deleted = cache.clear(namespace)
-    cache.vacuum()
+    try:
+        if args.cache_command == "stats":
+            _print_stats(cache)
+            return 0
+        namespace = _pick_namespace(cache, args.namespace) if args.namespace else None
+        deleted = cache.clear(namespace)
+        cache.vacuum()
+    except (sqlite3.DatabaseError, CacheFormatError) as exc:
+        damaged = isinstance(exc, sqlite3.DatabaseError) and any(
+            k in str(exc).lower() for k in ("malformed", "not a database"))
+        if damaged and args.cache_command == "clear" and not args.namespace:
+            cache.remove()  # a file SQLite cannot read holds nothing to keep
+            print(f"removed the damaged cache file {path} ({_one_line(exc)})")
+            return 0
+        if damaged:
+            fix = (f"`skmoe cache clear {path}` (without --namespace) removes it" if
+                   args.cache_command == "clear" else
+                   f"see `skmoe cache check {path}`; `skmoe cache clear {path}` removes it")
+        elif isinstance(exc, CacheFormatError):
+            fix = "pass the path of an skmoe cache (this file is left as it is)"
+        else:
+            fix = "make the file and its folder writable, or retry when no other process holds it"
+        raise CLIError(f"cannot {args.cache_command} the cache {path}: {_one_line(exc)}; {fix}",
+                       EXIT_MODEL) from None
     what = f"namespace {namespace[:12]}" if namespace else "all namespaces"
     print(f"cleared {deleted:,} entries ({what}) from {path} "
           f"(now {_human_bytes(cache.stats().bytes)})")
     return 0
+
+
+def _print_stats(cache: Any) -> None:
+    entries = len(cache)  # strict: a damaged file raises here, not in stats()'s warning
+    stats = cache.stats()
+    print(f"path        {stats.path}")
+    print(f"entries     {entries:,}")
+    print(f"namespaces  {stats.namespaces}")
+    print(f"size        {_human_bytes(stats.bytes)}")
+    labels = cache.labels()
+    for name, (dim, count) in cache.namespaces().items():
+        print(f"  {name[:12]}  {dim:>5}-d  {count:>9,} entries  {_describe(labels.get(name))}")
 
 
 def _describe(labels: dict[str, Any] | None) -> str:
@@ -654,11 +685,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache = sub.add_parser(
         "cache", help="inspect or clear an embedding cache",
-        description="Inspect (stats) or empty (clear) an skmoe embedding cache file.",
+        description="Inspect (stats), verify (check) or empty (clear) an skmoe embedding "
+                    "cache file.",
     )
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     for name, text in (("stats", "entries, size on disk, and each namespace's model and prompt"),
-                       ("clear", "delete every entry (or one namespace's) and shrink the file")):
+                       ("check", "scan the file for damage without changing it (exit 1 if any)"),
+                       ("clear", "delete every entry (or one namespace's) and shrink the file; "
+                                 "a damaged file is removed")):
         p = cache_sub.add_parser(name, help=text, description=f"Cache {name}: {text}.")
         p.add_argument("path", nargs="?", metavar="PATH",
                        help="cache file (default: $SKMOE_CACHE or ~/.cache/skmoe/embeddings.sqlite)")

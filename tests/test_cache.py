@@ -179,14 +179,29 @@ def test_dimension_mismatch_is_detected(cache):
     assert cache.namespaces() == {ns: (8, 1), other: (16, 1)}
 
 
-def test_damaged_row_is_detected(cache):
+@pytest.mark.parametrize("blob", ["zeroblob(12)", "NAN_SAME_LENGTH", "INF_SAME_LENGTH"])
+def test_damaged_row_is_a_miss_with_a_warning_and_is_replaced(cache, blob):
     ns = cache_namespace(**NS_PARTS)
-    cache.put_many(ns, ["a"], np.ones((1, 8), np.float32))
+    cache.put_many(ns, ["a", "b"], np.ones((2, 8), np.float32))
+    bad = {"NAN_SAME_LENGTH": np.full(8, np.nan, "<f4").tobytes(),
+           "INF_SAME_LENGTH": np.r_[np.ones(7), np.inf].astype("<f4").tobytes()}.get(blob)
     with sqlite3.connect(cache.path) as raw:
-        raw.execute("UPDATE embeddings SET vector = zeroblob(12)")
+        if bad is None:
+            raw.execute(f"UPDATE embeddings SET vector = {blob} WHERE text_hash = ?",
+                        (cache_mod._text_hash("a"),))
+        else:
+            raw.execute("UPDATE embeddings SET vector = ? WHERE text_hash = ?",
+                        (bad, cache_mod._text_hash("a")))
     raw.close()
-    with pytest.raises(CacheFormatError, match="damaged"):
-        cache.lookup(ns, ["a"])
+    with pytest.warns(cache_mod.CacheUnavailableWarning, match=r"1 stored vector.*damaged"):
+        found, got = cache.lookup(ns, ["a", "b"])
+    assert found.tolist() == [False, True] and np.isfinite(got).all()
+    out = np.full((2, 8), 7.0, np.float32)
+    assert cache.lookup(ns, ["a", "b"], out=out)[0].tolist() == [False, True]
+    cache.put_many(ns, ["a"], np.full((1, 8), 2.0, np.float32))  # recomputed: replaces the row
+    found, got = EmbeddingCache(cache.path).lookup(ns, ["a", "b"])
+    assert found.all() and (got[0] == 2.0).all() and (got[1] == 1.0).all()
+    assert EmbeddingCache(cache.path).check() == []
 
 
 @pytest.mark.parametrize(
@@ -462,22 +477,72 @@ def test_cut_flags_round_trip_and_default_to_unknown(tmp_path):
         cache.put_many("ns", ["e", "f"], vecs[:2], cut=[True])
 
 
-def test_a_file_from_before_the_cut_flag_gains_it_and_reads_unknown(tmp_path):
-    from skmoe.cache import _SCHEMA, _text_hash
+def _file_in_version_1_format(path: Path, *, with_cut: bool, labels: bool = False) -> None:
+    """A cache file as skmoe wrote it before the migrations: user_version 1, ``cut`` added by
+    ALTER on open in some files and not in others, labels created on first describe."""
+    from skmoe.cache import _text_hash
 
-    path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path)
-    conn.executescript(_SCHEMA)
+    conn.execute("PRAGMA page_size = 16384")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(
+        "CREATE TABLE namespaces (id INTEGER PRIMARY KEY, namespace TEXT NOT NULL UNIQUE, "
+        "dim INTEGER NOT NULL);"
+        "CREATE TABLE embeddings (ns_id INTEGER NOT NULL, text_hash BLOB NOT NULL, "
+        "vector BLOB NOT NULL, PRIMARY KEY (ns_id, text_hash));")
+    if with_cut:
+        conn.execute("ALTER TABLE embeddings ADD COLUMN cut INTEGER")
+    if labels:
+        conn.execute("CREATE TABLE namespace_labels (namespace TEXT PRIMARY KEY, "
+                     "labels TEXT NOT NULL)")
+        conn.execute("INSERT INTO namespace_labels VALUES ('ns', '{\"model\": \"m\"}')")
     conn.execute("PRAGMA user_version = 1")
     conn.execute("INSERT INTO namespaces (namespace, dim) VALUES ('ns', 2)")
-    conn.execute("INSERT INTO embeddings VALUES (1, ?, ?)",
-                 (_text_hash("old"), np.ones(2, "<f4").tobytes()))
+    row = (1, _text_hash("old"), np.ones(2, "<f4").tobytes())
+    if with_cut:
+        conn.execute("INSERT INTO embeddings VALUES (?, ?, ?, 1)", row)
+    else:
+        conn.execute("INSERT INTO embeddings VALUES (?, ?, ?)", row)
     conn.commit()
     conn.close()
+
+
+@pytest.mark.parametrize("with_cut", [False, True])
+@pytest.mark.parametrize("labels", [False, True])
+def test_a_version_1_file_is_migrated_on_open(tmp_path, with_cut, labels):
+    from skmoe._cache_db import MIGRATIONS, SCHEMA_VERSION
+
+    path = tmp_path / "old.sqlite"
+    _file_in_version_1_format(path, with_cut=with_cut, labels=labels)
     cache = EmbeddingCache(path)
+    found, _, cut = cache.lookup("ns", ["old"], with_cut=True)  # opening migrates
+    assert found.all() and cut.tolist() == [1 if with_cut else -1]
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        columns = [r[1] for r in raw.execute("PRAGMA table_info(embeddings)")]
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    raw.close()
+    assert columns.count("cut") == 1 and "namespace_labels" in tables
+    assert [v for v, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
     cache.put_many("ns", ["new"], np.zeros((1, 2), np.float32), cut=[True])
-    found, _, cut = cache.lookup("ns", ["old", "new"], with_cut=True)
-    assert found.all() and cut.tolist() == [-1, 1]
+    cache.describe("ns", model="m2")
+    found, _, cut = EmbeddingCache(path).lookup("ns", ["old", "new"], with_cut=True)
+    assert found.all() and cut.tolist() == [1 if with_cut else -1, 1]
+    assert cache.labels() == {"ns": {"model": "m2"}}
+    assert EmbeddingCache(path).check() == []
+
+
+def test_a_new_file_gets_every_migration_once(tmp_path):
+    from skmoe._cache_db import SCHEMA_VERSION
+
+    cache = EmbeddingCache(tmp_path / "new.sqlite")
+    cache.put_many("ns", ["a"], np.ones((1, 2), np.float32), cut=[False])
+    cache.close()
+    EmbeddingCache(cache.path).put_many("ns", ["b"], np.ones((1, 2), np.float32))  # reopen: no-op
+    with sqlite3.connect(cache.path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    raw.close()
+    assert len(EmbeddingCache(cache.path)) == 2
 
 
 def test_lookup_writes_into_out_and_handles_duplicates(tmp_path):

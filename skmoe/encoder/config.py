@@ -47,6 +47,24 @@ _SUPPORTED: dict[str, tuple[Any, str]] = {
     ),
 }
 
+# Integer sizes: (smallest, largest) accepted. The upper bounds are far beyond any released
+# encoder and keep a typo (``n_layer: 100000``) from building modules for minutes, or a size from
+# asking for terabytes, before the checkpoint is compared with the config.
+_INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "vocab_size": (1, 1 << 24),
+    "n_embd": (1, 1 << 16),
+    "n_head": (1, 1024),
+    "n_layer": (1, 1024),
+    "n_inner": (1, 1 << 20),
+    "n_positions": (1, 1 << 20),
+    "type_vocab_size": (1, 1024),
+    "num_experts": (0, 1024),
+    "moe_top_k": (1, 1024),
+    "moe_every_n_layers": (0, 1024),
+    "pad_vocab_size_multiple": (0, 1 << 16),
+}
+_POSITIVE_FLOATS = ("layer_norm_epsilon", "rotary_emb_base")
+
 # What upstream (NomicBertConfig on top of GPT2Config) assumes when config.json omits a field.
 # Several differ from the released model's values, so an absent field must not silently take the
 # released value: it takes upstream's, and the checks above then accept or reject it.
@@ -136,7 +154,10 @@ class NomicMoEConfig:
         model's values). Raises :class:`UnsupportedConfigError` naming the first field whose
         value would make skmoe compute a different model than upstream.
         """
+        if not isinstance(raw, dict):
+            raise UnsupportedConfigError(f"config.json must be a JSON object, got {type(raw).__name__}")
         full = {**_UPSTREAM_DEFAULTS, **raw}
+        _check_numbers(full)
         for name, (ok, supported) in _SUPPORTED.items():
             if name in full and not ok(full[name]):
                 _unsupported(name, full[name], f"skmoe implements {name} = {supported}")
@@ -175,6 +196,22 @@ class NomicMoEConfig:
         out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"})
         out["model_type"] = "nomic_bert"
         return out
+
+
+def _check_numbers(full: dict[str, Any]) -> None:
+    """Sizes are integers in :data:`_INT_BOUNDS`, epsilons and bases positive numbers."""
+    for name, (low, high) in _INT_BOUNDS.items():
+        value = full.get(name)
+        if value is None and name in ("n_inner", "moe_top_k", "pad_vocab_size_multiple"):
+            continue  # optional: a default applies
+        if isinstance(value, bool) or not isinstance(value, int):
+            _unsupported(name, value, "it must be an integer")
+        if not low <= value <= high:
+            _unsupported(name, value, f"it must be between {low} and {high:,}")
+    for name in _POSITIVE_FLOATS:
+        value = full.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            _unsupported(name, value, "it must be a positive number")
 
 
 def _unsupported(name: str, value: Any, why: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .config import NomicMoEConfig, is_nomic_moe_config
+from .dense import check_dense_config
 from .loading import (
     CheckpointError,
     ModelNotAvailableError,
@@ -73,7 +74,12 @@ def model_info(
             raise ModelNotAvailableError(
                 f"Model {name!r} is neither a folder, a config.json file nor a hub id 'org/name'."
             )
-    info = _nomic_info(raw) if is_nomic_moe_config(raw) else _dense_info(raw)
+    if is_nomic_moe_config(raw):
+        info = _nomic_info(raw)
+    else:
+        # the same bounds as loading: a typo such as num_hidden_layers 100000 is refused at once
+        check_dense_config(folder if folder is not None else Path("."), raw)
+        info = _dense_info(raw)
     info["name"] = name
     info.update(weights=False, revision=None, fingerprint=None)
     if folder is not None:

@@ -8,7 +8,6 @@ side files; the resolved commit is recorded as the revision.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -19,8 +18,29 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from .config import NomicMoEConfig, is_nomic_moe_config
+from .checkpoint import (
+    CheckpointError,
+    ModelNotAvailableError,
+    check_finite_tensors,
+    compare_with_header,
+    read_headers,
+    read_json,
+)
+from .config import NomicMoEConfig, UnsupportedConfigError, is_nomic_moe_config
+from .dense import load_dense
 from .nomic_moe import NomicMoEModel
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "CheckpointError",
+    "ModelNotAvailableError",
+    "ModelSource",
+    "embedding_rows",
+    "install_fork_guard",
+    "load_backbone",
+    "read_json",
+    "resolve_model_path",
+]
 
 DEFAULT_MODEL = "nomic-ai/nomic-embed-text-v2-moe"
 
@@ -32,14 +52,6 @@ HUB_ALLOW_PATTERNS = [
     "*.txt",  # vocab.txt of BERT tokenizers
     "1_Pooling/*",
 ]
-
-
-class ModelNotAvailableError(OSError):
-    """The weights could not be found locally and could not be downloaded."""
-
-
-class CheckpointError(ValueError):
-    """The checkpoint's tensors do not match the architecture its config describes."""
 
 
 @dataclass(frozen=True)
@@ -124,18 +136,14 @@ def resolve_model_path(
     return folder_path, folder_path.name  # snapshots/<commit>
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
 def safetensors_files(folder: Path) -> list[Path]:
     """The checkpoint's safetensors files (one file or the shards of an index)."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(read_json(index)["weight_map"].values()))
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{index} has no valid 'weight_map' (tensor name -> shard file)")
+        shards = sorted(set(weight_map.values()))
         return [folder / s for s in shards]
     single = folder / "model.safetensors"
     if single.is_file():
@@ -155,11 +163,19 @@ def safetensors_files(folder: Path) -> list[Path]:
 
 
 def read_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint; the first one holding NaN/inf is refused by name."""
     tensors: dict[str, torch.Tensor] = {}
     for f in files:
-        with safe_open(str(f), framework="pt") as fh:
-            for key in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
-                tensors[key] = fh.get_tensor(key)
+        try:
+            with safe_open(str(f), framework="pt") as fh:
+                for key in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    tensors[key] = fh.get_tensor(key)
+                    check_finite_tensors([(key, tensors[key])], f)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # SafetensorError and friends: say which file
+            raise CheckpointError(f"{f} cannot be read as safetensors ({type(exc).__name__}: "
+                                  f"{exc})") from None
     return tensors
 
 
@@ -211,9 +227,11 @@ def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor]) -> Non
 
 
 def load_nomic_moe(folder: Path, raw_config: dict[str, Any], files: list[Path]) -> NomicMoEModel:
+    """The native MoE model: built on ``meta``, checked against the header, then filled."""
     cfg = NomicMoEConfig.from_dict(raw_config)
     with torch.device("meta"):
         model = NomicMoEModel(cfg)
+    compare_with_header(model.state_dict(), read_headers(files), folder)  # before any allocation
     tensors = read_safetensors(files)
     load_state_strict(model, {k: v.float() for k, v in tensors.items()})
     return model
@@ -260,13 +278,54 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def load_backbone(folder: Path) -> tuple[nn.Module, dict[str, Any], list[Path]]:
-    """Build the backbone module for ``folder``: native MoE for nomic_bert, else AutoModel."""
-    raw = read_json(folder / "config.json")
+    """Build the backbone module for ``folder``: native MoE for nomic_bert, else AutoModel.
+
+    Every file is checked before weights are allocated (see :mod:`.checkpoint`); a config
+    problem names ``config.json``. Loading an encoder also makes forked children safe to use it
+    (:func:`install_fork_guard`).
+    """
+    config_path = folder / "config.json"
+    raw = read_json(config_path)
     if raw is None:
         raise CheckpointError(f"{folder} has no config.json")
     files = safetensors_files(folder)
-    if is_nomic_moe_config(raw):
-        return load_nomic_moe(folder, raw, files), raw, files
-    from .dense import load_dense
+    install_fork_guard()
+    try:
+        if is_nomic_moe_config(raw):
+            return load_nomic_moe(folder, raw, files), raw, files
+        return load_dense(folder, raw, read_headers(files)), raw, files
+    except UnsupportedConfigError as exc:
+        if str(config_path) in str(exc):
+            raise
+        raise UnsupportedConfigError(f"{config_path}: {exc}") from None
 
-    return load_dense(folder, raw), raw, files
+
+def embedding_rows(backbone: nn.Module) -> int:
+    """Rows of the backbone's token embedding table: the ids a tokenizer may produce."""
+    inner = getattr(backbone, "model", None)  # DenseBackbone wraps a transformers model
+    if inner is not None and hasattr(inner, "get_input_embeddings"):
+        return int(inner.get_input_embeddings().num_embeddings)
+    return int(backbone.embeddings.word_embeddings.num_embeddings)
+
+
+_FORK_GUARD = False
+
+
+def _threads_in_forked_child() -> None:
+    # The parent's OpenMP (libgomp) thread pool does not exist in a forked child; a parallel
+    # region there waits forever at a barrier. One intra-op thread never enters one (this is
+    # what torch's DataLoader workers do). A child that wants more can set it again itself.
+    torch.set_num_threads(1)
+
+
+def install_fork_guard() -> None:
+    """Make processes forked from now on use one torch thread (idempotent, once per process).
+
+    Called when skmoe loads an encoder, not at import: a process that never runs a model keeps
+    fork untouched. Without it a ``multiprocessing`` fork pool deadlocks once the parent has
+    run the model.
+    """
+    global _FORK_GUARD
+    if not _FORK_GUARD and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_threads_in_forked_child)
+        _FORK_GUARD = True

@@ -13,6 +13,7 @@ from torch import nn
 from .config import NomicMoEConfig
 from .loading import (
     ModelSource,
+    embedding_rows,
     load_backbone,
     resolve_device,
     resolve_dtype,
@@ -22,6 +23,7 @@ from .loading import (
 from .nomic_moe import NomicMoEModel
 from .pooling import pool
 from .tokenization import (
+    check_tokenizer_fits,
     load_max_length,
     load_pooling,
     load_prompts,
@@ -172,6 +174,7 @@ def load_encoder(
     dev = resolve_device(device)
     backbone = backbone.to(device=dev, dtype=resolve_dtype(dtype, dev)).eval()
     tok = load_tokenizer(Path(tokenizer) if tokenizer else folder)
+    check_tokenizer_fits(tok, embedding_rows(backbone), Path(tokenizer) if tokenizer else folder)
     is_nomic = isinstance(backbone, NomicMoEModel)
     prompts, default_prompt = load_prompts(folder, is_nomic)
     source = ModelSource(

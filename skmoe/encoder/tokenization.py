@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .loading import read_json
+from .checkpoint import CheckpointError, read_json
 
 # The released model's prompt table (spec §5), used when a nomic checkpoint folder lacks
 # config_sentence_transformers.json. Lookup is case-insensitive; "document" = "passage".
@@ -40,24 +40,59 @@ _PLAIN_FAST_CLASSES = {
 
 
 def load_tokenizer(folder: Path) -> Any | None:
-    """``transformers`` fast tokenizer from ``folder``, or None when it ships no tokenizer."""
+    """``transformers`` fast tokenizer from ``folder``, or None when it ships no tokenizer.
+
+    A file the tokenizer libraries cannot read (truncated tokenizer.json, ...) is a
+    :class:`CheckpointError` naming it.
+    """
     if not any((folder / f).is_file() for f in TOKENIZER_FILES):
         return None
     cfg = read_json(folder / "tokenizer_config.json") or {}
-    if (folder / "tokenizer.json").is_file() and cfg.get("tokenizer_class") in _PLAIN_FAST_CLASSES:
-        from transformers import PreTrainedTokenizerFast
+    special = read_json(folder / "special_tokens_map.json") or {}
+    main = next((folder / f for f in TOKENIZER_FILES if (folder / f).is_file()), folder)
+    try:
+        if (folder / "tokenizer.json").is_file() and cfg.get("tokenizer_class") in _PLAIN_FAST_CLASSES:
+            from transformers import PreTrainedTokenizerFast
 
-        special = read_json(folder / "special_tokens_map.json") or {}
-        kwargs = {
-            k: v["content"] if isinstance(v, dict) else v
-            for k, v in {**cfg, **special}.items()
-            if k not in ("tokenizer_class", "added_tokens_decoder", "auto_map")
-            and (not isinstance(v, dict) or "content" in v)
-        }
-        return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), **kwargs)
-    from transformers import AutoTokenizer
+            kwargs = {
+                k: v["content"] if isinstance(v, dict) else v
+                for k, v in {**cfg, **special}.items()
+                if k not in ("tokenizer_class", "added_tokens_decoder", "auto_map")
+                and (not isinstance(v, dict) or "content" in v)
+            }
+            return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), **kwargs)
+        from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+    except Exception as exc:  # the tokenizers library raises a bare Exception ("EOF while parsing")
+        raise CheckpointError(f"{main} cannot be loaded as a tokenizer ({type(exc).__name__}: "
+                              f"{exc}); restore it from the model's source") from None
+
+
+def tokenizer_id_bound(tokenizer: Any) -> int:
+    """One more than the largest id the tokenizer can produce (added tokens included)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # fast tokenizers: no 250k-entry dict to build
+        added = backend.get_added_tokens_decoder()
+        return max(backend.get_vocab_size(with_added_tokens=False), max(added, default=-1) + 1)
+    vocab = tokenizer.get_vocab()
+    return max(vocab.values(), default=-1) + 1
+
+
+def check_tokenizer_fits(tokenizer: Any | None, rows: int, where: Path | str) -> None:
+    """Refuse a tokenizer whose ids would index past the model's embedding table.
+
+    Without this a mismatched tokenizer fails at embed time with ``IndexError: index out of
+    range in self`` (or, on GPU, a device-side assert), long after loading.
+    """
+    if tokenizer is None:
+        return
+    bound = tokenizer_id_bound(tokenizer)
+    if bound > rows:
+        raise CheckpointError(
+            f"the tokenizer in {where} produces ids up to {bound - 1:,} ({bound:,} tokens), but "
+            f"the model's embedding table has {rows:,} rows (vocab_size); this tokenizer belongs "
+            "to another model: use the model's own tokenizer files")
 
 
 def load_prompts(folder: Path, is_nomic: bool) -> tuple[dict[str, str], str | None]:
@@ -81,7 +116,9 @@ def lookup_prompt(prompts: dict[str, str], name: str) -> str | None:
 
 def load_pooling(folder: Path) -> str:
     """Pooling mode from the sentence-transformers side files (``mean`` when absent)."""
-    modules = read_json(folder / "modules.json") or []
+    modules = read_json(folder / "modules.json", kind=list) or []
+    if not all(isinstance(m, dict) and isinstance(m.get("type", ""), str) for m in modules):
+        raise CheckpointError(f"{folder / 'modules.json'} must be a list of objects with a 'type'")
     pool_dir = next((m.get("path") for m in modules if m.get("type", "").endswith("Pooling")), None)
     cfg = read_json(folder / (pool_dir or "1_Pooling") / "config.json") or {}
     if cfg.get("pooling_mode_cls_token"):
@@ -105,6 +142,13 @@ def load_max_length(folder: Path, tokenizer: Any | None, default: int = 512) -> 
 # call's encodings (token strings, offsets) all live until it returns; long documents made that
 # a GB for a few thousand texts in one call.
 TOKENIZE_SLICE = 256
+# A long text is cut to (max_length + 1 + CUT_GUARD_TOKENS) * CHARS_PER_TOKEN characters before it
+# is tokenized (a 20 MB text was tokenized in full, +2.9 GB and 23 s, to keep 512 tokens). The cut
+# is kept only when the prefix still has CUT_GUARD_TOKENS tokens beyond what is kept, so the cut
+# (which may split a word) is far from every kept token; otherwise the prefix doubles (texts of
+# whitespace runs or other characters that make no tokens end up tokenized in full, as before).
+CHARS_PER_TOKEN = 8
+CUT_GUARD_TOKENS = 32
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], list[int]]:
@@ -114,20 +158,54 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[lis
     own truncation does for a single sequence.
 
     The tokenizer itself cuts each row to ``max_length + 1`` tokens (a row of that length was
-    too long), so a long document never returns its thousands of token ids: they would be held
-    for a whole chunk of texts at once (measured: hundreds of MB for a few thousand long
-    documents). Tokenizers that truncate on the left are cut here instead.
+    too long), so a long document never returns its thousands of token ids; and a text much
+    longer than that is cut by characters first (see :data:`CHARS_PER_TOKEN`), with the same
+    ids kept and the same rows reported cut. Tokenizers that truncate on the left are cut here
+    instead, from the full text.
     """
     own_cut = getattr(tokenizer, "truncation_side", "right") == "right"
     texts = list(texts)
+    chars = (max_length + 1 + CUT_GUARD_TOKENS) * CHARS_PER_TOKEN
     ids: list[list[int]] = []
     for start in range(0, len(texts), TOKENIZE_SLICE):  # bounds what a call holds at once
-        ids += tokenizer(texts[start : start + TOKENIZE_SLICE], add_special_tokens=True,
-                         truncation=own_cut, max_length=max_length + 1 if own_cut else None,
-                         verbose=False)["input_ids"]
+        batch = texts[start : start + TOKENIZE_SLICE]
+        long = [i for i, t in enumerate(batch) if len(t) > chars] if own_cut else []
+        if long:
+            cut = _cut_long_texts(tokenizer, [batch[i] for i in long], max_length, chars)
+            for i, text in zip(long, cut, strict=True):
+                batch[i] = text
+        ids += tokenizer(batch, add_special_tokens=True, truncation=own_cut,
+                         max_length=max_length + 1 if own_cut else None, verbose=False)["input_ids"]
     truncated = []
     for i, row in enumerate(ids):
         if len(row) > max_length:
             ids[i] = row[: max_length - 1] + row[-1:]
             truncated.append(i)
     return ids, truncated
+
+
+def _cut_long_texts(tokenizer: Any, texts: list[str], max_length: int, chars: int) -> list[str]:
+    """Prefixes of ``texts`` that tokenize to the same first ``max_length + 1`` tokens.
+
+    A prefix is kept once it holds ``CUT_GUARD_TOKENS`` content tokens beyond those; otherwise
+    it doubles, up to the whole text. One tokenizer call per round for all pending texts.
+    """
+    need = max_length + 1 + CUT_GUARD_TOKENS
+    out = list(texts)
+    size = [chars] * len(texts)
+    pending = [i for i, t in enumerate(texts) if len(t) > chars]
+    while pending:
+        prefixes = [texts[i][: size[i]] for i in pending]
+        # content tokens only, at most need + 1 of them: the specials do not depend on the text
+        counts = [len(row) for row in tokenizer(prefixes, add_special_tokens=False, truncation=True,
+                                                max_length=need + 1, verbose=False)["input_ids"]]
+        still = []
+        for i, prefix, n in zip(pending, prefixes, counts, strict=True):
+            if n > need:
+                out[i] = prefix
+            else:
+                size[i] *= 2
+                if size[i] < len(texts[i]):
+                    still.append(i)
+        pending = still
+    return out

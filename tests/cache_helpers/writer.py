@@ -29,17 +29,16 @@ def row_vector(i: int, dim: int = DIM) -> np.ndarray:
 
 
 def load_cache_module():
-    """Import skmoe/cache.py by file: it needs only stdlib + numpy, while ``import skmoe`` pulls in
-    torch (~5 s per process on the test machine)."""
-    import importlib.util
+    """Import skmoe/cache.py without skmoe/__init__.py: the cache needs only stdlib + numpy (and
+    its sibling modules), while ``import skmoe`` pulls in torch (~5 s per process here)."""
+    import importlib
+    import types
     from pathlib import Path
 
-    source = Path(__file__).resolve().parents[2] / "skmoe" / "cache.py"
-    spec = importlib.util.spec_from_file_location("skmoe_cache_worker", source)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    package = types.ModuleType("skmoe_cache_worker")
+    package.__path__ = [str(Path(__file__).resolve().parents[2] / "skmoe")]
+    sys.modules[package.__name__] = package
+    return importlib.import_module("skmoe_cache_worker.cache")
 
 
 def main(argv: list[str]) -> None:

@@ -107,14 +107,18 @@ def test_sharded_index_loads(tiny_moe_path, tiny_state, tmp_path):
     assert sharded.source.fingerprint != single.source.fingerprint  # different files
 
 
-def test_folder_without_tokenizer(tiny_moe_path, minilm_path):
-    enc = load_encoder(tiny_moe_path, device="cpu")
+def test_folder_without_tokenizer(fast_moe, minilm_path, tmp_path):
+    weights = tmp_path / "weights-only"
+    weights.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(fast_moe / name, weights / name)
+    enc = load_encoder(weights, device="cpu")
     assert enc.tokenizer is None
-    assert forward(enc).shape == (2, 5, 64)  # ids in, states out: no tokenizer needed
+    assert forward(enc).shape == (2, 5, enc.embedding_dim)  # ids in, states out: no tokenizer
     with pytest.raises(RuntimeError, match="no tokenizer files; pass tokenizer=PATH"):
         enc.tokenize(["hello"])
     # tokenizer=PATH takes the tokenizer from another folder (a small BERT one here: fast to load)
-    with_tok = load_encoder(tiny_moe_path, device="cpu", tokenizer=minilm_path)
+    with_tok = load_encoder(weights, device="cpu", tokenizer=minilm_path)
     ids, truncated = with_tok.tokenize(["hello world"])
     assert ids == [[101, 7592, 2088, 102]] and truncated == []
 

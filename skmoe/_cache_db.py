@@ -1,0 +1,276 @@
+"""The cache file's layout and connections: one schema, ordered migrations, and fault diagnosis.
+
+The layout version is SQLite's ``PRAGMA user_version``. :data:`MIGRATIONS` lists, in order, the
+step that brings a file to each version; opening a file runs the steps it lacks inside one write
+transaction, so every process sees either the old layout or the new one. A file that cannot be
+written (read-only location) is read at the version it has, through a read-only connection.
+
+This module knows SQLite; :mod:`skmoe.cache` knows vectors and namespaces.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["SCHEMA_VERSION", "CacheFormatError", "Layout", "check_file", "diagnose",
+           "open_connection", "open_readonly"]
+
+
+class CacheFormatError(RuntimeError):
+    """The file was written by an incompatible skmoe cache layout, or a stored row is damaged."""
+
+
+def _v1_tables(conn: sqlite3.Connection) -> None:
+    """Version 1: namespaces (id, fingerprint, width) and vectors keyed by (namespace, sha256)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS namespaces (id INTEGER PRIMARY KEY, "
+                 "namespace TEXT NOT NULL UNIQUE, dim INTEGER NOT NULL)")
+    conn.execute("CREATE TABLE IF NOT EXISTS embeddings (ns_id INTEGER NOT NULL, "
+                 "text_hash BLOB NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (ns_id, text_hash))")
+
+
+def _v2_cut_flag(conn: sqlite3.Connection) -> None:
+    """Version 2: whether a text was cut to the token limit when embedded (1/0, NULL unknown).
+
+    Files of version 1 written by skmoe releases that added the column on open already have it.
+    """
+    if not _has_column(conn, "embeddings", "cut"):
+        conn.execute("ALTER TABLE embeddings ADD COLUMN cut INTEGER")
+
+
+def _v3_labels(conn: sqlite3.Connection) -> None:
+    """Version 3: human-readable labels of a namespace (what ``skmoe cache stats`` shows)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS namespace_labels "
+                 "(namespace TEXT PRIMARY KEY, labels TEXT NOT NULL)")
+
+
+#: (version reached, step), in order. Append a step to change the layout; never edit one.
+MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
+    (1, _v1_tables),
+    (2, _v2_cut_flag),
+    (3, _v3_labels),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What one open file offers: its version, optional parts, and whether it can be written."""
+
+    version: int
+    has_cut: bool
+    has_labels: bool
+    writable: bool
+    write_error: BaseException | None = None  # why not, for a read-only file
+
+
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
+
+
+def _has_table(conn: sqlite3.Connection, table: str) -> bool:
+    return bool(conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+                             "name = ?", (table,)).fetchone()[0])
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _layout(conn: sqlite3.Connection, path: str, *, writable: bool,
+            write_error: BaseException | None = None) -> Layout:
+    version = _version(conn)
+    if version > SCHEMA_VERSION:
+        raise CacheFormatError(
+            f"{path} has cache schema version {version}, this skmoe reads up to "
+            f"{SCHEMA_VERSION}; upgrade skmoe, use another path or delete the file")
+    if not _has_table(conn, "embeddings"):
+        if version or conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise CacheFormatError(f"{path} is an SQLite file but not a skmoe cache")
+        raise CacheFormatError(f"{path} is an empty file, not a skmoe cache")
+    return Layout(version, _has_column(conn, "embeddings", "cut"),
+                  _has_table(conn, "namespace_labels"), writable, write_error)
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Bring the file to :data:`SCHEMA_VERSION` (a new file: create it), in one transaction."""
+    version = _version(conn)
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        _layout(conn, path, writable=False)  # raises the error that says so
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(conn)  # re-check inside the write lock: another process may be done
+        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise CacheFormatError(f"{path} is an SQLite file but not a skmoe cache")
+        for target, step in MIGRATIONS:
+            if target > version:
+                step(conn)
+        if version < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _connect_rw(path: str, timeout: float) -> sqlite3.Connection:
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the write
+    # lock up front and waits under busy_timeout, instead of failing on a read->write upgrade.
+    # check_same_thread=False only so close() can close other threads' connections; each
+    # thread still uses its own.
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        if _version(conn) == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            # someone else's database: refuse before switching it to WAL or adding tables
+            raise CacheFormatError(f"{path} is an SQLite file but not a skmoe cache")
+        # Only takes effect on a new, empty file. A 768-d row is ~3.1 kB: with the default
+        # 4 kB pages each row fills a page (+45 % on disk); 16 kB pages pack five.
+        conn.execute("PRAGMA page_size = 16384")
+        deadline = time.monotonic() + timeout
+        while True:
+            # Switching a fresh file to WAL can report "locked" while another process creates
+            # the same file, even with busy_timeout set: retry until the timeout.
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        if str(mode).lower() != "wal":
+            raise CacheFormatError(f"could not put {path} in WAL mode (got {mode!r})")
+        # In WAL mode, NORMAL fsyncs only at checkpoints; a COMMIT has still written its frames
+        # to the WAL file (the OS page cache) before returning, so a killed process loses no
+        # committed row. Only an OS crash or power loss may roll back the last commits, and
+        # never corrupts the file. FULL would fsync every commit for no gain in our threat model.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def open_readonly(path: str, timeout: float = 60.0) -> tuple[sqlite3.Connection, Layout]:
+    """A connection that never writes (no migration): for a read-only location or a check.
+
+    ``mode=ro`` first; if even that cannot open (a WAL file in a read-only folder has no
+    shared-memory file and cannot make one), ``immutable=1``, which reads without locks.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, "no cache file", path)
+    uri = "file:" + urllib.parse.quote(path)
+    error: BaseException | None = None
+    for flags in ("mode=ro", "immutable=1"):
+        conn = sqlite3.connect(f"{uri}?{flags}", uri=True, timeout=timeout,
+                               isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            return conn, _layout(conn, path, writable=False)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            error = exc
+        except BaseException:
+            conn.close()
+            raise
+    assert error is not None
+    raise error
+
+
+def open_connection(path: str, timeout: float) -> tuple[sqlite3.Connection, Layout]:
+    """Open ``path`` for reading and writing (creating or migrating it), else for reading only.
+
+    A file that exists but cannot be written (read-only file, folder or file system) is opened
+    read-only with ``Layout.writable`` False and the reason in ``Layout.write_error``; any other
+    problem raises.
+    """
+    if os.path.exists(path) and not os.path.isfile(path):  # a folder, /dev/null, a fifo...
+        # SQLite would open a device and create "<path>-journal" beside it: never get there.
+        raise CacheFormatError(f"{path} is not a regular file")
+    try:
+        conn = _connect_rw(path, timeout)
+    except (sqlite3.OperationalError, OSError) as exc:
+        if not (os.path.isfile(path) and _cannot_write(exc)):
+            raise
+        try:
+            conn, layout = open_readonly(path, timeout)
+        except (sqlite3.Error, CacheFormatError, OSError):
+            raise exc from None
+        return conn, Layout(layout.version, layout.has_cut, layout.has_labels, False, exc)
+    return conn, _layout(conn, path, writable=True)
+
+
+def _cannot_write(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return True
+    text = str(exc).lower()
+    return any(k in text for k in ("readonly", "read-only", "unable to open", "permission"))
+
+
+def diagnose(exc: BaseException, path: str) -> tuple[str, str, bool]:
+    """``(what happened, how to fix it, whether the file is unusable for reads and writes)``."""
+    text = str(exc).lower()
+    clear = f"run `skmoe cache clear {path}` (it removes a damaged file) or delete the file"
+    if os.path.isdir(path):
+        return "the cache path is a folder", "pass a file path, e.g. .../embeddings.sqlite", True
+    if os.path.exists(path) and not os.path.isfile(path):
+        return "the cache path is not a regular file", "pass a path to a file", True
+    if isinstance(exc, CacheFormatError):
+        return str(exc), clear, True
+    if "malformed" in text or "not a database" in text or "disk i/o" in text:
+        return f"the file is damaged ({exc})", clear, True
+    if "full" in text or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        return (f"the disk is full ({exc})",
+                "free space on that disk or point the cache at another disk", False)
+    if _cannot_write(exc):
+        fix = "make the file and its folder writable, or pass another cache path"
+        return f"it cannot be written ({exc})", fix, not os.path.isfile(path)
+    if "locked" in text or "busy" in text:
+        return (f"another process held its lock too long ({exc})",
+                "retry, or raise EmbeddingCache(timeout=...)", False)
+    return f"{type(exc).__name__}: {exc}", "delete the file or pass another cache path", False
+
+
+def check_file(path: str, timeout: float, vector_dtype: np.dtype) -> list[str]:
+    """The problems of a cache file, found without changing it (empty when it is sound)."""
+    try:
+        conn, _ = open_readonly(path, timeout)  # an older version is fine: writers migrate it
+    except Exception as exc:
+        what, fix, _ = diagnose(exc, path)
+        return [f"cannot be opened: {what}. Fix: {fix}"]
+    problems: list[str] = []
+    try:
+        integrity = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+        if integrity != ["ok"]:
+            problems.append("SQLite integrity check: " + "; ".join(integrity[:5]))
+        bad: dict[str, int] = {}
+        rows = conn.execute("SELECT n.namespace, n.dim, e.vector FROM embeddings e "
+                            "JOIN namespaces n ON n.id = e.ns_id")
+        for namespace, dim, blob in rows:
+            if (not isinstance(blob, bytes) or len(blob) != dim * vector_dtype.itemsize
+                    or not np.isfinite(np.frombuffer(blob, vector_dtype)).all()):
+                bad[namespace] = bad.get(namespace, 0) + 1
+        problems += [f"namespace {ns[:12]}: {n} damaged vector(s) (wrong size or not finite; "
+                     "they are recomputed on use)" for ns, n in bad.items()]
+    except sqlite3.DatabaseError as exc:
+        problems.append(f"the file is damaged ({exc})")
+    finally:
+        conn.close()
+    if problems:
+        problems.append(f"fix: `skmoe cache clear {path}` empties it (a file it cannot read is "
+                        "removed)")
+    return problems
