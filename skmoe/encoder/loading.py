@@ -19,10 +19,9 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from .._defaults import DEFAULT_MODEL as DEFAULT_MODEL  # defined once, importable without torch
 from .config import NomicMoEConfig, is_nomic_moe_config
 from .nomic_moe import NomicMoEModel
-
-DEFAULT_MODEL = "nomic-ai/nomic-embed-text-v2-moe"
 
 # What a snapshot may bring: configs, weights as safetensors, tokenizer and ST side files.
 HUB_ALLOW_PATTERNS = [
