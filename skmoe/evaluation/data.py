@@ -54,7 +54,7 @@ def label_kinds(values: Any) -> dict[str, Any]:
         kind = ("str" if isinstance(v, str) else
                 "number" if isinstance(v, numbers.Number) and not isinstance(v, bool) else
                 type(v).__name__)
-        kinds.setdefault(kind, v)
+        kinds.setdefault(kind, v.item() if isinstance(v, np.generic) else v)
     return kinds
 
 
@@ -202,7 +202,7 @@ def _check_parts(train: pd.DataFrame, test: pd.DataFrame, languages: list[Any],
         raise DataError("the probe needs at least two labels")
     unseen = test[~test["label"].isin(set(train["label"]))]
     if len(unseen):
-        labels = list(pd.unique(unseen["label"]))
+        labels = pd.unique(unseen["label"]).tolist()
         raise DataError(
             f"test label(s) {', '.join(map(repr, labels))} (column {label_column!r}, "
             f"{len(unseen)} test rows, first in language {unseen['language'].iloc[0]!r}) never "

@@ -112,7 +112,7 @@ def _prepare(X, y, groups, X_test, y_test, groups_test, transformer) -> _Data:
 def _warn_unseen(y: np.ndarray, y_test: np.ndarray) -> None:
     unseen = ~np.isin(y_test, np.unique(y))
     if unseen.any():
-        labels = list(pd.unique(y_test[unseen]))
+        labels = pd.unique(y_test[unseen]).tolist()
         warnings.warn(
             f"test label(s) {', '.join(map(repr, labels))} ({int(unseen.sum())} of {len(y_test)} "
             f"test rows, first at row {int(np.argmax(unseen))} of y_test) never appear in y: no "
