@@ -420,6 +420,8 @@ def _maps(out: Path, X: np.ndarray, rd: _data.ReportData, reducer: Any, seed: in
     for rows, column, suffix in ((one, "label", "map"), (np.arange(len(test)), "language",
                                                          "languages")):
         part = test.iloc[rows]
+        if len(part) < 3:  # nothing to project
+            continue
         file = f"{stem}_{suffix}.png"
         what = (f"{len(part)} {rd.source_language} test texts" if column == "label"
                 else f"all {len(part)} test texts")
