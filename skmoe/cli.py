@@ -30,11 +30,13 @@ from .cli_common import (
     EXIT_INPUT,
     EXIT_INTERRUPTED,
     EXIT_MODEL,
+    MODEL_ERRORS,
     CLIError,
     add_model_options,
     cache_of,
     default_cache_path,
     load_model,
+    loaded_classes,
     make_transformer,
     model_error_types,
     say,
@@ -351,15 +353,17 @@ def user_error_code(exc: BaseException) -> int | None:
     errors, other operating-system errors (a full disk) and running out of memory. Anything
     else, a ``ValueError`` or ``KeyError`` raised inside the computation included, is a bug.
     """
-    from .encoder.sentence import UnknownPromptError
-    from .evaluation import DataError
-
     if isinstance(exc, CLIError):
         return exc.code
-    if isinstance(exc, (InputError, DataError, UnknownPromptError, FileNotFoundError,
-                        IsADirectoryError, NotADirectoryError, PermissionError)):
+    # The package's classes, looked up only where their module is loaded, so that classifying
+    # a simple input error does not import torch.
+    user = loaded_classes(("skmoe.evaluation.data", "DataError"),
+                           ("skmoe.encoder.sentence", "UnknownPromptError"))
+    if isinstance(exc, (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                        PermissionError, *user)):
         return EXIT_INPUT
-    if isinstance(exc, (*model_error_types(), sqlite3.DatabaseError, OSError, MemoryError)):
+    model = loaded_classes(*MODEL_ERRORS)
+    if isinstance(exc, (*model, sqlite3.DatabaseError, OSError, MemoryError)):
         return EXIT_MODEL
     return None
 

@@ -81,15 +81,27 @@ def make_transformer(args: argparse.Namespace, *, cache: Path | None, verbose: i
     )
 
 
-def model_error_types() -> tuple[type[BaseException], ...]:
-    """The package's errors meaning "this model or cache cannot be used" (exit 1, one line)."""
-    from .cache import CacheDimensionError, CacheFormatError
-    from .encoder.config import UnsupportedConfigError
-    from .encoder.loading import CheckpointError, ModelNotAvailableError
-    from .estimator import WeightsChangedError
+#: The package's errors meaning "this model or cache cannot be used" (exit 1, one line), as
+#: (module, class name), so the command line can name them without importing torch.
+MODEL_ERRORS = (("skmoe.cache", "CacheDimensionError"), ("skmoe.cache", "CacheFormatError"),
+                ("skmoe.encoder.config", "UnsupportedConfigError"),
+                ("skmoe.encoder.loading", "CheckpointError"),
+                ("skmoe.encoder.loading", "ModelNotAvailableError"),
+                ("skmoe.estimator", "WeightsChangedError"))
 
-    return (ModelNotAvailableError, CheckpointError, UnsupportedConfigError, WeightsChangedError,
-            CacheDimensionError, CacheFormatError)
+
+def model_error_types() -> tuple[type[BaseException], ...]:
+    """The classes of :data:`MODEL_ERRORS` (their modules imported)."""
+    import importlib
+
+    return tuple(getattr(importlib.import_module(module), name) for module, name in MODEL_ERRORS)
+
+
+def loaded_classes(*names: tuple[str, str]) -> tuple[type[BaseException], ...]:
+    """The classes among ``names`` whose module is already imported (an exception of a class
+    whose module was never imported cannot have been raised)."""
+    return tuple(getattr(sys.modules[module], name) for module, name in names
+                 if module in sys.modules)
 
 
 def load_model(transformer: Any, texts: Sequence[str] = ()) -> Any:
