@@ -221,6 +221,8 @@ def plot_routing(
     value: str = "share",
     layers: Sequence[int] | None = None,
     cmap: str = "magma",
+    vmin: float | None = None,
+    vmax: float | None = None,
     title: str | None = None,
     path: PathLike = None,
 ) -> Figure:
@@ -234,6 +236,9 @@ def plot_routing(
         Which column of ``stats.experts`` to colour by.
     layers : list of int, optional
         Default: every MoE layer.
+    vmin, vmax : float, optional
+        Ends of the colour scale shared by the panels (default: the data's range). With
+        ``vmin=0`` a small difference between shares looks small.
     """
     df = stats.experts
     if value not in df.columns:
@@ -248,8 +253,10 @@ def plot_routing(
             raise ValueError(f"layer {layer} has no routing statistics")
         mats.append(part.pivot(index="group", columns="expert", values=value)
                     .reindex(index=groups, columns=experts).to_numpy(dtype=float))
-    vmin = float(np.nanmin([np.nanmin(m) for m in mats]))
-    vmax = float(np.nanmax([np.nanmax(m) for m in mats]))
+    if vmin is None:
+        vmin = float(np.nanmin([np.nanmin(m) for m in mats]))
+    if vmax is None:
+        vmax = float(np.nanmax([np.nanmax(m) for m in mats]))
     ncols = min(len(layers), 3)
     nrows = int(np.ceil(len(layers) / ncols))
     fig = Figure(figsize=(1.5 + ncols * (0.45 * len(experts) + 1.5),

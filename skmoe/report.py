@@ -307,7 +307,7 @@ def build_report(
             step()
             stats = routing_stats(transformer, list(rd.test["text"]), g_test)
             stats.experts.to_csv(out / "routing.csv", index=False)
-            plotting.plot_routing(stats, path=out / "routing_heatmap.png")
+            plotting.plot_routing(stats, vmin=0.0, path=out / "routing_heatmap.png")
             res.routing = (encoder.moe_config, _routing_text(stats))
             bar.update()
 

@@ -141,7 +141,9 @@ def routing_section(res: ReportResults) -> Section:
         f"routed to each of the {cfg.num_experts} experts (top-{cfg.moe_top_k}) in every MoE "
         f"layer; routing.csv holds the numbers. {note}",
         images=[("routing_heatmap.png", "Expert share per language (rows) and expert "
-                 "(columns), one panel per MoE layer; the colour scale is shared by the panels")])
+                 "(columns), one panel per MoE layer; the colour scale, shared by the panels, "
+                 f"starts at 0 (a router without preference gives each expert "
+                 f"1/{cfg.num_experts} = {1 / cfg.num_experts:.3f})")])
 
 
 def _chance_share(values: Any) -> float:

@@ -120,6 +120,10 @@ def test_plot_routing(tmp_path):
     _check_png(tmp_path / "routing.png")
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 2 and panels[0].images[0].get_array().shape == (3, 8)
+    top = max(r["share"] for r in rows)
+    assert panels[1].images[0].get_clim() == (min(r["share"] for r in rows), top)
+    anchored = [ax for ax in plot_routing(stats, vmin=0.0).axes if ax.images]
+    assert all(ax.images[0].get_clim() == (0.0, top) for ax in anchored)  # shared, from 0
     with pytest.raises(ValueError):
         plot_routing(stats, value="nope")
 

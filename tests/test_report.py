@@ -304,6 +304,7 @@ def test_map_captions_say_what_the_maps_show(moe_report):
     assert "PCA of the 56 eng_Latn test texts only, one translation per sentence" in md
     assert "PCA of all 112 test texts (2 languages), coloured by language" in md
     assert "Topics that cluster across languages" not in md  # the old, unchecked claim
+    assert "starts at 0 (a router without preference gives each expert 1/8 = 0.125)" in md
 
 
 def test_map_caption_names_translation_blobs():
