@@ -393,19 +393,32 @@ class _PrecomputedMap:
         return self.xy
 
 
-def nearest_neighbour_shares(X: np.ndarray, rows: pd.DataFrame) -> dict[str, float]:
+def nearest_neighbour_shares(X: np.ndarray, rows: pd.DataFrame, max_queries: int = 2000,
+                             seed: int = 0) -> dict[str, float]:
     """For each row, its nearest other row by cosine: the share of rows whose neighbour has the
     same ``label``, the same ``language`` and (with an ``id`` column) the same id, i.e. is a
-    translation of the same sentence. What the clusters of a map of these rows are made of."""
+    translation of the same sentence. What the clusters of a map of these rows are made of.
+
+    With more than ``max_queries`` rows, a seeded sample of that many looks for its neighbour
+    among all rows (in blocks, so memory stays at a block times the rows); ``"queries"`` in the
+    result says how many rows were measured.
+    """
     Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    sim = Xn @ Xn.T
-    np.fill_diagonal(sim, -np.inf)
-    nn = sim.argmax(axis=1)
-    out = {}
+    n = len(Xn)
+    queries = (np.arange(n) if n <= max_queries
+               else np.sort(np.random.default_rng(seed).choice(n, max_queries, replace=False)))
+    nn = np.empty(len(queries), dtype=np.int64)
+    for start in range(0, len(queries), 512):
+        block = queries[start:start + 512]
+        sim = Xn[block] @ Xn.T
+        sim[np.arange(len(block)), block] = -np.inf  # not itself
+        nn[start:start + 512] = sim.argmax(axis=1)
+    out: dict[str, float] = {}
     for column in ("id", "label", "language"):
         if column in rows.columns:
             values = rows[column].to_numpy()
-            out[column] = float(np.mean(values == values[nn]))
+            out[column] = float(np.mean(values[queries] == values[nn]))
+    out["queries"] = float(len(queries))
     return out
 
 

@@ -157,15 +157,18 @@ def map_caption(name: str, column: str, rows: pd.DataFrame, source: Any,
     """What a map shows: which texts, coloured by what, and what its clusters are made of
     (``shares``: nearest-neighbour shares from :func:`skmoe.report.nearest_neighbour_shares`)."""
     label_share, label_chance = shares.get("label", np.nan), _chance_share(rows["label"])
+    sampled = shares.get("queries", len(rows)) < len(rows)
+    neighbour = (f"Each of a seeded sample of {int(shares['queries']):,} texts: its nearest "
+                 "neighbour" if sampled else "Each text's nearest neighbour")
     if column == "label":
         return (f"{name} of the {len(rows)} {source} test texts only, one translation per "
                 "sentence (so no cluster is a sentence and its translations), coloured by "
-                f"label. Each text's nearest neighbour has the same label for "
+                f"label. {neighbour} has the same label for "
                 f"{label_share:.0%} of them (a random neighbour: {label_chance:.0%}).")
     n_lang = rows["language"].nunique()
     lang_share, lang_chance = shares.get("language", np.nan), _chance_share(rows["language"])
     text = (f"{name} of all {len(rows)} test texts ({n_lang} languages), coloured by "
-            "language. Each text's nearest neighbour ")
+            f"language. {neighbour} ")
     found = []
     if "id" in shares:
         found.append(f"is a translation of the same sentence for {shares['id']:.0%}")

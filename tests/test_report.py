@@ -314,7 +314,11 @@ def test_map_caption_names_translation_blobs():
     rows = pd.DataFrame({"id": [1, 2, 3] * 2, "label": ["a", "b", "a"] * 2,
                          "language": ["eng"] * 3 + ["fra"] * 3})
     shares = nearest_neighbour_shares(X, rows)
-    assert shares == {"id": 1.0, "label": 1.0, "language": 0.0}
+    assert shares == {"id": 1.0, "label": 1.0, "language": 0.0, "queries": 6}
+    sample = nearest_neighbour_shares(X, rows, max_queries=4)  # 4 rows ask, all 6 answer
+    assert sample == {"id": 1.0, "label": 1.0, "language": 0.0, "queries": 4}
+    assert "Each of a seeded sample of 4 texts: its nearest neighbour is a translation" in (
+        map_caption("UMAP", "language", rows, "eng", sample))
     caption = map_caption("UMAP", "language", rows, "eng", shares)
     assert "is a translation of the same sentence for 100%" in caption
     assert "mostly one sentence in its translations, not topics" in caption
