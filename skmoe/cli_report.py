@@ -81,7 +81,7 @@ def run_report(args: argparse.Namespace, data: Any, *, text: str, label: str, la
                   if exc.column_role and path is not None else "")
         raise CLIError(f"{where}{exc}{option}") from None
     if path is not None:
-        warn_empty(list(data[text]), path, "row")
+        warn_empty(list(data[text]), path, "row", rows=list(data.index))
     transformer = make_transformer(args, cache=cache_of(args), verbose=0 if args.quiet else 1)
     load_model(transformer, list(data[text][:1]))
     say(f"report on {what}: {len(data):,} rows, "

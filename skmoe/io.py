@@ -131,12 +131,15 @@ def column_texts(frame: Any, column: str, path: Path) -> list[str]:
     return texts
 
 
-def warn_empty(texts: Sequence[str], path: Path, unit: str = "row") -> None:
+def warn_empty(texts: Sequence[str], path: Path, unit: str = "row",
+               rows: Sequence[Any] | None = None) -> None:
     """Warn when texts are empty or only spaces, naming how many and the first ``unit``
-    (``"line"``: 1-based, as an editor shows it; ``"row"``: 0-based data row)."""
+    (``"line"``: 1-based, as an editor shows it; ``"row"``: 0-based data row, or its label in
+    ``rows`` when given, e.g. the row numbers a filtered table keeps)."""
     blank = [i for i, t in enumerate(texts) if not t.strip()]
     if blank:  # kept (rows must match the input) but most likely missing data: say so
-        where = f"line {blank[0] + 1}" if unit == "line" else f"row {blank[0]}"
+        first = blank[0] if rows is None else rows[blank[0]]
+        where = f"line {blank[0] + 1}" if unit == "line" else f"row {first}"
         warnings.warn(f"{len(blank):,} empty text(s) in {path} (first at {where}) are embedded "
                       "as the empty string", UserWarning, stacklevel=external_stacklevel())
 

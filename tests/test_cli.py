@@ -499,6 +499,10 @@ def test_probe_table_mistakes_are_named_before_the_model_loads(capsys, tmp_path,
     path, options = _probe_table(tmp_path, category=(150, "weather"))  # a fra_Latn test row
     code, _, err = run(capsys, "probe", path, *options)
     assert_one_line_error(code, err, 2, "test label(s) 'weather'", "never appear in the training")
+    # a table filtered with --languages names rows as they are numbered in the file too
+    path, options = _probe_table(tmp_path, category=(150, ""))
+    code, _, err = run(capsys, "probe", path, *options, "--languages", "fra_Latn")
+    assert_one_line_error(code, err, 2, "missing label at row 66 (index 150) of column 'category'")
     js = tmp_path / "mixed.jsonl"
     rows = [{"text": f"t{i}", "label": "a" if i % 2 else 1, "language": "en"} for i in range(8)]
     js.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -511,6 +515,11 @@ def test_probe_warns_about_empty_texts_naming_the_row(capsys, tmp_path, moe):
     code, _, err = run(capsys, "probe", path, *options, "--model", moe, "--no-cache")
     assert code == 0, err
     assert f"warning: 1 empty text(s) in {path} (first at row 5)" in err
+    path, options = _probe_table(tmp_path, rows_per_topic=4, text=(60, ""))  # a fra_Latn row
+    code, _, err = run(capsys, "probe", path, *options, "--model", moe, "--no-cache",
+                       "--languages", "fra_Latn", "--source-language", "fra_Latn")
+    assert code == 0, err
+    assert f"warning: 1 empty text(s) in {path} (first at row 60)" in err
 
 
 def test_the_pca_map_is_gone(capsys, tmp_path):

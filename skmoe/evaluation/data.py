@@ -119,7 +119,7 @@ def prepare_data(
         "language": data[language_column].to_numpy(),
     })
     for role in ("label", "language"):
-        _check_present(df[role], role, needed[role])
+        _check_present(df[role], role, needed[role], data.index)
     try:
         check_label_types(df["label"], f"the labels (column {label_column!r})")
     except TypeError as exc:
@@ -127,7 +127,7 @@ def prepare_data(
     if id_column is not None:
         df["id"] = data[id_column].to_numpy()
         if df["id"].isna().any():
-            raise DataError(f"missing id at row {int(df['id'].isna().to_numpy().argmax())} of "
+            raise DataError(f"missing id at {_where(data.index, df['id'].isna().to_numpy())} of "
                             f"column {id_column!r}")
         repeated = df[df.duplicated(["language", "id"])]
         if len(repeated):
@@ -138,7 +138,7 @@ def prepare_data(
     if not languages:
         raise DataError("no rows")
     if split_column is not None:
-        train, test, note = _own_split(df, data[split_column], split_column)
+        train, test, note = _own_split(df, data[split_column], split_column, data.index)
     elif id_column is not None:
         is_test = _holdout_ids(df, df["id"].to_numpy(), test_fraction, random_state)
         train, test = df[~is_test], df[is_test]
@@ -160,29 +160,37 @@ def _texts(column: pd.Series, name: str) -> np.ndarray:
     from ..validation import validate_texts
 
     try:
-        return np.asarray(validate_texts(column.reset_index(drop=True)), dtype=object)
+        return np.asarray(validate_texts(column), dtype=object)
     except (TypeError, ValueError) as exc:
         raise DataError(f"column {name!r}: {exc}") from None
 
 
-def _check_present(values: pd.Series, role: str, column: str) -> None:
+def _where(index: pd.Index, mask: np.ndarray) -> str:
+    """Where the first true row of ``mask`` is: its position, and its index label when that
+    differs (a table filtered to some languages keeps the row numbers of its file)."""
+    pos = int(np.argmax(mask))
+    label = index[pos]
+    return f"row {pos}" if label == pos else f"row {pos} (index {label!r})"
+
+
+def _check_present(values: pd.Series, role: str, column: str, index: pd.Index) -> None:
     """No missing (None/NaN) or blank values: a CSV read without NA guessing gives ``""``."""
     blank = values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip())
     if blank.any():
-        raise DataError(f"missing {role} at row {int(blank.to_numpy().argmax())} of column "
+        raise DataError(f"missing {role} at {_where(index, blank.to_numpy())} of column "
                         f"{column!r}; fill or drop such rows first")
 
 
-def _own_split(df: pd.DataFrame, column: pd.Series, name: str
+def _own_split(df: pd.DataFrame, column: pd.Series, name: str, index: pd.Index
                ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     split = column.astype(str).str.strip().str.lower().to_numpy()
     known = {"train", "test", *UNUSED_SPLITS}
     unknown = [v for v in pd.unique(split) if v not in known]
     if unknown:
-        first = int(np.flatnonzero(split == unknown[0])[0])
+        first = _where(index, split == unknown[0])
         counts = ", ".join(f"{v!r} ({int((split == v).sum())} rows)" for v in unknown[:5])
         raise DataError(f"column {name!r} has split value(s) other than train / test: {counts}; "
-                        f"first at row {first}. Fix them, or drop those rows (values "
+                        f"first at {first}. Fix them, or drop those rows (values "
                         f"{', '.join(UNUSED_SPLITS)} are left out on purpose)")
     note = f"the data's own split (column {name!r})"
     unused = ~np.isin(split, ["train", "test"])
