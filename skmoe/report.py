@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import render
+from . import render, report_sections
 from .evaluation import (
     bitext_report,
     probe_report,
@@ -61,7 +61,8 @@ ReportError = _data.DataError
 
 #: Names that moved to lower layers: importable from here with a DeprecationWarning.
 _MOVED = {"prepare_data": (_data, "skmoe.evaluation"), "ReportData": (_data, "skmoe.evaluation"),
-          "ENGLISH": (_data, "skmoe.evaluation.data"), "markdown_table": (render, "skmoe.render")}
+          "ENGLISH": (_data, "skmoe.evaluation.data"), "markdown_table": (render, "skmoe.render"),
+          "NEAR_CHANCE": (report_sections, "skmoe.report_sections")}
 
 
 def __getattr__(name: str) -> Any:
