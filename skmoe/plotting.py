@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.markers import MarkerStyle
 
+from ._stack import external_stacklevel
 from .evaluation.probe import transfer_table
 from .evaluation.routing import RoutingStats
 
@@ -157,7 +158,8 @@ def _heatmap(ax: Any, values: np.ndarray, rows: Sequence[Any], cols: Sequence[An
         ax.set_xticks(np.arange(len(cols)), [str(c) for c in cols])
     ax.set_yticks(np.arange(len(rows)), [str(r) for r in rows])
     if annotate:
-        lo, hi = np.nanmin(values), np.nanmax(values)
+        lo = np.nanmin(values) if vmin is None else vmin
+        hi = np.nanmax(values) if vmax is None else vmax
         mid = (lo + hi) / 2
         for i in range(values.shape[0]):
             for j in range(values.shape[1]):
@@ -175,6 +177,8 @@ def plot_transfer(
     k: int | None = None,
     annotate: bool = True,
     cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
     title: str | None = None,
     path: PathLike = None,
 ) -> Figure:
@@ -189,6 +193,10 @@ def plot_transfer(
         Passed to ``transfer_table`` for tidy input.
     annotate : bool
         Write the value in each cell.
+    vmin, vmax : float, optional
+        Ends of the colour scale (default: the data's range). Anchor them at chance and 1.0
+        (as the report does) so that colours show the distance from chance, not small
+        differences between cells stretched over the whole scale.
     """
     tidy = "train_language" in scores.columns
     table = transfer_table(scores, metric, k) if tidy else scores
@@ -198,7 +206,7 @@ def plot_transfer(
     fig = Figure(figsize=(1.0 + 0.55 * values.shape[1], 1.0 + 0.45 * values.shape[0]))
     ax = fig.add_subplot()
     im = _heatmap(ax, values, list(table.index), list(table.columns), annotate, ".2f", cmap,
-                  None, None)
+                  vmin, vmax)
     ax.set_xlabel("test language")
     ax.set_ylabel("train language")
     ax.set_title(title or f"cross-lingual transfer ({metric or 'score'})")
@@ -213,6 +221,8 @@ def plot_routing(
     value: str = "share",
     layers: Sequence[int] | None = None,
     cmap: str = "magma",
+    vmin: float | None = None,
+    vmax: float | None = None,
     title: str | None = None,
     path: PathLike = None,
 ) -> Figure:
@@ -226,6 +236,9 @@ def plot_routing(
         Which column of ``stats.experts`` to colour by.
     layers : list of int, optional
         Default: every MoE layer.
+    vmin, vmax : float, optional
+        Ends of the colour scale shared by the panels (default: the data's range). With
+        ``vmin=0`` a small difference between shares looks small.
     """
     df = stats.experts
     if value not in df.columns:
@@ -240,8 +253,10 @@ def plot_routing(
             raise ValueError(f"layer {layer} has no routing statistics")
         mats.append(part.pivot(index="group", columns="expert", values=value)
                     .reindex(index=groups, columns=experts).to_numpy(dtype=float))
-    vmin = float(np.nanmin([np.nanmin(m) for m in mats]))
-    vmax = float(np.nanmax([np.nanmax(m) for m in mats]))
+    if vmin is None:
+        vmin = float(np.nanmin([np.nanmin(m) for m in mats]))
+    if vmax is None:
+        vmax = float(np.nanmax([np.nanmax(m) for m in mats]))
     ncols = min(len(layers), 3)
     nrows = int(np.ceil(len(layers) / ncols))
     fig = Figure(figsize=(1.5 + ncols * (0.45 * len(experts) + 1.5),
@@ -275,8 +290,10 @@ def plot_embedding_map(
 ) -> Figure:
     """2-D UMAP map (cosine metric, seeded) of embeddings coloured by a category.
 
-    Beyond 20 categories, colours repeat with a different marker shape, so each category has
-    its own (colour, marker) pair; the legend sits right of the map in columns of at most 20.
+    Colours follow the categories' sorted names (:func:`category_styles`), not the order
+    of the rows, so a label keeps its colour in every map of the same set of labels. Beyond 20
+    categories, colours repeat with a different marker shape, so each category has its own
+    (colour, marker) pair; the legend (sorted) sits right of the map in columns of at most 20.
 
     Parameters
     ----------
@@ -302,8 +319,8 @@ def plot_embedding_map(
         # A seed makes UMAP single-threaded, which it announces on every call.
         warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
         xy = np.asarray(reducer.fit_transform(X))
-    levels = list(pd.unique(cats))
-    colors, markers = _category_styles(len(levels))
+    levels = sorted(pd.unique(cats), key=_sort_key)
+    colors, markers = category_styles(levels)
     ncols = -(-len(levels) // _LEGEND_ROWS)
     longest = max((len(str(level)) for level in levels), default=0)
     # The map keeps its 6 x 6 in; the figure widens by the legend's estimated width.
@@ -337,8 +354,15 @@ _LEGEND_ROWS = 20
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-def _category_styles(n: int) -> tuple[np.ndarray, list[str]]:
-    """A colour (RGBA row) and a marker for each of ``n`` categories.
+def _sort_key(level: Any) -> tuple[str, str]:
+    return (type(level).__name__ if not isinstance(level, str) else "", str(level))
+
+
+def category_styles(levels: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
+    """A colour (RGBA row) and a marker for each category, assigned in sorted-name order.
+
+    The same set of categories gets the same colours whatever order ``levels`` (or the rows
+    of a map) come in, so a label has one colour across reports.
 
     Up to 10 categories get the ``tab10`` colours, up to 20 ``tab20``, all as circles. Beyond
     20, the ``tab20`` colours repeat with a different marker shape each round, so every
@@ -346,21 +370,25 @@ def _category_styles(n: int) -> tuple[np.ndarray, list[str]]:
 
     Parameters
     ----------
-    n : int
-        Number of categories.
+    levels : sequence
+        The distinct categories.
 
     Returns
     -------
     colors : ndarray of shape (n, 4)
+        In the order of ``levels``.
     markers : list of str
-        Matplotlib marker codes.
+        Matplotlib marker codes, in the order of ``levels``.
     """
+    rank = {level: i for i, level in enumerate(sorted(levels, key=_sort_key))}
+    n = len(rank)
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     if n > cmap.N * len(_MARKERS):
         warnings.warn(f"{n} categories: colour and marker pairs repeat beyond "
-                      f"{cmap.N * len(_MARKERS)}", UserWarning, stacklevel=3)
-    colors = np.array([cmap(i % cmap.N) for i in range(n)]).reshape(n, 4)
-    markers = [_MARKERS[(i // cmap.N) % len(_MARKERS)] for i in range(n)]
+                      f"{cmap.N * len(_MARKERS)}", UserWarning, stacklevel=external_stacklevel())
+    order = [rank[level] for level in levels]
+    colors = np.array([cmap(i % cmap.N) for i in order]).reshape(len(order), 4)
+    markers = [_MARKERS[(i // cmap.N) % len(_MARKERS)] for i in order]
     return colors, markers
 
 

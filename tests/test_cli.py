@@ -14,6 +14,7 @@ import pytest
 from matplotlib.image import imread
 
 import skmoe.cli as cli
+import skmoe.cli_report as cli_report
 import skmoe.estimator as estimator_module
 from skmoe import registry
 from skmoe.cli import main
@@ -151,7 +152,7 @@ def test_probe_on_a_user_table(capsys, tmp_path, moe, monkeypatch):
     assert code == 0, err
     per = pd.read_csv(out / "probe_per_language.csv")
     assert list(per["language"]) == ["spa_Latn", "rus_Cyrl"]
-    assert (per["n_test"] == 14).all()  # a stratified third held out
+    assert (per["test_rows"] == 14).all()  # a stratified third held out
     assert "of the sentence ids (column 'index_id')" in (out / "report.md").read_text()
     assert not (out / "umap_map.png").exists() and (out / "routing_heatmap.png").is_file()
     # the source language falls back to the first language when English is absent
@@ -168,7 +169,7 @@ def test_probe_on_a_user_table(capsys, tmp_path, moe, monkeypatch):
     def no_model(*args):
         raise AssertionError("the model was loaded before the data was checked")
 
-    monkeypatch.setattr(cli, "load_model", no_model)
+    monkeypatch.setattr(cli_report, "load_model", no_model)
     options = ["--text-column", "sentence", "--label-column", "topic", "--language-column",
                "lang", "--out", out, "--model", moe, "-q"]
     code, _, err = run(capsys, "probe", path, *options, "--source-language", "xx")
@@ -446,3 +447,90 @@ def test_an_unknown_prompt_name_names_the_cli_option(capsys, tmp_path, minilm_pa
                        "--no-cache", "-q")
     assert_one_line_error(code, err, 2, "Unknown prompt_name 'classification'", "--prompt PREFIX")
     assert "prompt=" not in err
+
+
+# -- user mistakes vs. bugs ----------------------------------------------------------------------
+def _probe_table(tmp_path, rows_per_topic=6, **changes):
+    data = load_sib200_sample(languages=["eng_Latn", "fra_Latn"])
+    data = data.groupby(["language", "split", "category"]).head(rows_per_topic).reset_index(drop=True)
+    for column, (row, value) in changes.items():
+        data.loc[row, column] = value
+    path = tmp_path / "t.csv"
+    data[["text", "category", "language", "split"]].to_csv(path, index=False)
+    return path, ["--label-column", "category", "--split-column", "split", "--out",
+                  tmp_path / "rep", "--map", "none", "--shots", 2, "--seeds", 2, "-q"]
+
+
+@pytest.mark.parametrize("exc", [ValueError("inner shapes differ"), KeyError("column_x")])
+def test_an_internal_error_is_a_bug_with_a_hint_not_a_user_mistake(capsys, tmp_path, moe,
+                                                                    monkeypatch, exc):
+    """A ValueError/KeyError raised inside the computation (here: the probe) is not the user's
+    mistake: exit 1, one line that says so and how to see the traceback."""
+    import skmoe.report as report
+
+    def broken(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(report, "probe_report", broken)
+    path, options = _probe_table(tmp_path)
+    code, _, err = run(capsys, "probe", path, *options, "--model", moe, "--no-cache")
+    assert_one_line_error(code, err, 1, "internal error, a bug in skmoe",
+                          type(exc).__name__, "rerun with --debug")
+    for debug in (["--debug"], []):  # the flag after the command, or the environment variable
+        if not debug:
+            monkeypatch.setenv("SKMOE_DEBUG", "1")
+        code, _, err = run(capsys, "probe", path, *options, "--model", moe, "--no-cache", *debug)
+        assert code == 1 and "Traceback (most recent call last)" in err and "in broken" in err
+        assert err.rstrip().splitlines()[-1].startswith("skmoe: error: internal error")
+        assert "rerun with --debug" not in err
+
+
+def test_debug_flag_before_the_command_and_user_mistakes_stay_exit_2(capsys, tmp_path):
+    code, _, err = run(capsys, "--debug", "embed", tmp_path / "nope.txt", "-o", tmp_path / "o.npy")
+    assert code == 2 and "Traceback" in err and "input file not found" in err.splitlines()[-1]
+
+
+def test_probe_table_mistakes_are_named_before_the_model_loads(capsys, tmp_path, monkeypatch):
+    def no_model(*args):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(cli_report, "load_model", no_model)
+    path, options = _probe_table(tmp_path, split=(3, "tset"))
+    code, _, err = run(capsys, "probe", path, *options)
+    assert_one_line_error(code, err, 2, "'tset' (1 rows); first at row 3", str(path))
+    path, options = _probe_table(tmp_path, category=(150, "weather"))  # a fra_Latn test row
+    code, _, err = run(capsys, "probe", path, *options)
+    assert_one_line_error(code, err, 2, "test label(s) 'weather'", "never appear in the training")
+    # a table filtered with --languages names rows as they are numbered in the file too
+    path, options = _probe_table(tmp_path, category=(150, ""))
+    code, _, err = run(capsys, "probe", path, *options, "--languages", "fra_Latn")
+    assert_one_line_error(code, err, 2, "missing label at row 66 (index 150) of column 'category'")
+    js = tmp_path / "mixed.jsonl"
+    rows = [{"text": f"t{i}", "label": "a" if i % 2 else 1, "language": "en"} for i in range(8)]
+    js.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    code, _, err = run(capsys, "probe", js, "--out", tmp_path / "rep")
+    assert_one_line_error(code, err, 2, "mix several kinds of value", "str ('a')", "number (1)")
+
+
+def test_probe_warns_about_empty_texts_naming_the_row(capsys, tmp_path, moe):
+    path, options = _probe_table(tmp_path, rows_per_topic=4, text=(5, " "))
+    code, _, err = run(capsys, "probe", path, *options, "--model", moe, "--no-cache")
+    assert code == 0, err
+    assert f"warning: 1 empty text(s) in {path} (first at row 5)" in err
+    path, options = _probe_table(tmp_path, rows_per_topic=4, text=(60, ""))  # a fra_Latn row
+    code, _, err = run(capsys, "probe", path, *options, "--model", moe, "--no-cache",
+                       "--languages", "fra_Latn", "--source-language", "fra_Latn")
+    assert code == 0, err
+    assert f"warning: 1 empty text(s) in {path} (first at row 60)" in err
+
+
+def test_the_pca_map_is_gone(capsys, tmp_path):
+    code, _, err = run(capsys, "demo", "--map", "pca", "--out", tmp_path / "r")
+    assert code == 2 and "invalid choice: 'pca'" in err
+
+
+def test_the_cli_names_the_packages_default_model():
+    from skmoe.encoder import DEFAULT_MODEL
+
+    assert cli.DEFAULT_MODEL is DEFAULT_MODEL
+    assert "DEFAULT_MODEL =" not in (REPO / "skmoe" / "cli.py").read_text()

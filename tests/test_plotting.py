@@ -120,6 +120,10 @@ def test_plot_routing(tmp_path):
     _check_png(tmp_path / "routing.png")
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 2 and panels[0].images[0].get_array().shape == (3, 8)
+    top = max(r["share"] for r in rows)
+    assert panels[1].images[0].get_clim() == (min(r["share"] for r in rows), top)
+    anchored = [ax for ax in plot_routing(stats, vmin=0.0).axes if ax.images]
+    assert all(ax.images[0].get_clim() == (0.0, top) for ax in anchored)  # shared, from 0
     with pytest.raises(ValueError):
         plot_routing(stats, value="nope")
 
@@ -153,7 +157,7 @@ def test_plot_embedding_map_32_categories_are_distinct(tmp_path):
     ax = fig.axes[0]
     legend = ax.get_legend()
     handles = legend.legend_handles
-    assert [t.get_text() for t in legend.get_texts()] == LANGS32
+    assert [t.get_text() for t in legend.get_texts()] == sorted(LANGS32)
     pairs = {(tuple(np.round(h.get_color(), 3)), h.get_marker()) for h in handles}
     assert len(pairs) == 32
     # the points: one collection, whose colour + marker shape identifies the category
@@ -174,3 +178,39 @@ def test_plot_embedding_map_default_title_names_the_reducer():
     fig = plot_embedding_map(X, np.repeat(["a", "b"], 6), reducer=PCA(2))
     assert fig.axes[0].get_title() == "PCA of the embeddings"
     assert len(fig.axes[0].collections[0].get_paths()) == 1  # <= 20 categories: all circles
+
+
+def test_plot_transfer_scale_can_be_anchored_at_chance_and_one():
+    square = pd.DataFrame([[0.72, 0.56], [0.6, 0.7]], index=["a", "b"], columns=["a", "b"])
+    assert plot_transfer(square).axes[0].images[0].get_clim() == (0.56, 0.72)  # the data's range
+    fig = plot_transfer(square, vmin=1 / 7, vmax=1.0)
+    assert fig.axes[0].images[0].get_clim() == (1 / 7, 1.0)
+    # annotations switch colour at the middle of the scale, not of the data
+    colours = {t.get_text(): t.get_color() for t in fig.axes[0].texts}
+    assert colours["0.72"] == "black" and colours["0.56"] == "white"
+
+
+def test_a_label_keeps_its_colour_whatever_the_order_of_the_rows():
+    """Colours follow sorted label names: two maps whose labels appear in different orders
+    (two reports) give each label the same colour, and the legend lists them sorted."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 4))
+    first = np.repeat(["sports", "health", "travel"], 4)
+    second = np.repeat(["travel", "sports", "health"], 4)
+
+    def colour_of(labels):
+        fig = plot_embedding_map(X, labels, reducer=PCA(2))
+        legend = fig.axes[0].get_legend()
+        names = [t.get_text() for t in legend.get_texts()]
+        assert names == sorted(names)
+        return {n: tuple(h.get_color()) for n, h in zip(names, legend.legend_handles, strict=True)}
+
+    assert colour_of(first) == colour_of(second)
+    # the points too: the dots of "travel" carry the legend's colour in both maps
+    for labels in (first, second):
+        fig = plot_embedding_map(X, labels, reducer=PCA(2), random_state=0)
+        order = np.random.default_rng(0).permutation(len(X))
+        faces = fig.axes[0].collections[0].get_facecolors()
+        travel = {tuple(np.round(f[:3], 3)) for f, lab in zip(faces, labels[order], strict=True)
+                  if lab == "travel"}  # RGB: the dots are drawn with alpha 0.8
+        assert travel == {tuple(np.round(colour_of(first)["travel"][:3], 3))}

@@ -9,16 +9,14 @@ from matplotlib.image import imread
 from sklearn.decomposition import PCA
 
 import skmoe.estimator as estimator_module
+import skmoe.plotting as plotting_module
 from skmoe.datasets import load_sib200_sample
 from skmoe.estimator import MoEEmbeddingTransformer
-from skmoe.report import (
-    ReportError,
-    _inline_html,
-    _map_names,
-    build_report,
-    markdown_table,
-    prepare_data,
-)
+from skmoe.evaluation import DataError, ReportData, prepare_data
+from skmoe.render import inline_html as _inline_html
+from skmoe.render import markdown_table
+from skmoe.report import ReportError, _map_names, build_report, nearest_neighbour_shares
+from skmoe.report_sections import ReportResults, map_caption, sections
 
 LANGS = ["eng_Latn", "zho_Hans"]
 TABLES = ["probe_per_language", "transfer_from_source", "transfer_matrix"]
@@ -43,11 +41,22 @@ def moe_report(tmp_path_factory, random_moe_xlmr_path):
     data = load_sib200_sample(languages=LANGS)
     transformer = MoEEmbeddingTransformer(str(random_moe_xlmr_path))
     _CountingEngine.texts = []
+    heatmaps = []
+    original = plotting_module.plot_transfer
+
+    def recording_plot_transfer(*args, **kwargs):
+        fig = original(*args, **kwargs)
+        heatmaps.append(fig.axes[0].images[0].get_clim())
+        return fig
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(estimator_module, "Engine", _CountingEngine)
+        mp.setattr(plotting_module, "plot_transfer", recording_plot_transfer)
         index = build_report(transformer, data, out, shots=4, seeds=3, umap=PCA(2),
                              progress=False)
-    return out, index, data, list(_CountingEngine.texts)
+    # the user's unfitted transformer is left as it was: the report fitted a clone
+    assert not hasattr(transformer, "model_fingerprint_")
+    return out, index, data, list(_CountingEngine.texts), heatmaps
 
 
 def _png_ok(path):
@@ -57,7 +66,7 @@ def _png_ok(path):
 
 
 def test_moe_report_writes_every_file(moe_report):
-    out, index, data, _ = moe_report
+    out, index, data, _, _ = moe_report
     assert index == out / "index.html"
     expected = [f"{t}.{ext}" for t in TABLES for ext in ("csv", "md")] + PLOTS + [
         "routing_heatmap.png", "routing.csv", "probe_scores.csv", "transfer_scores.csv",
@@ -76,7 +85,7 @@ def test_moe_report_writes_every_file(moe_report):
 
 
 def test_html_renders_the_markdown_inline_code(moe_report):
-    out, index, _, _ = moe_report
+    out, index, _, _, _ = moe_report
     html, md = index.read_text(), (out / "report.md").read_text()
     assert "`gap`" in md  # the Markdown keeps its backticks ...
     assert "`" not in html and "<code>gap</code>" in html  # ... the HTML renders them
@@ -95,10 +104,13 @@ def test_map_files_are_named_after_the_projection():
 
 
 def test_tables_have_one_row_per_language(moe_report):
-    out, _, _, _ = moe_report
+    out, _, _, _, _ = moe_report
     per = pd.read_csv(out / "probe_per_language.csv")
     assert list(per["language"]) == LANGS
-    assert (per["n_train"] == 112).all() and (per["n_test"] == 56).all() and (per["draws"] == 3).all()
+    assert list(per.columns[:5]) == ["language", "train_pool", "shots_per_label", "test_rows",
+                                     "draws"]
+    assert (per["train_pool"] == 112).all() and (per["shots_per_label"] == 4).all()
+    assert (per["test_rows"] == 56).all() and (per["draws"] == 3).all()
     assert per["accuracy"].between(0, 1).all() and per["f1_macro"].between(0, 1).all()
     src = pd.read_csv(out / "transfer_from_source.csv")
     assert list(src["test_language"]) == LANGS and set(src["train_language"]) == {"eng_Latn"}
@@ -114,7 +126,7 @@ def test_tables_have_one_row_per_language(moe_report):
 
 def test_numbers_hang_together(moe_report):
     """Transfer diagonal = in-language probe (same draws); source row = from-source table."""
-    out, _, _, _ = moe_report
+    out, _, _, _, _ = moe_report
     per = pd.read_csv(out / "probe_per_language.csv").set_index("language")
     matrix = pd.read_csv(out / "transfer_matrix.csv", index_col=0)
     src = pd.read_csv(out / "transfer_from_source.csv").set_index("test_language")
@@ -129,7 +141,7 @@ def test_numbers_hang_together(moe_report):
 
 
 def test_each_distinct_text_is_encoded_once(moe_report):
-    _, _, data, encoded = moe_report
+    _, _, data, encoded, _ = moe_report
     assert len(encoded) == data["text"].nunique()
     assert sorted(encoded) == sorted(set(data["text"]))
 
@@ -152,7 +164,7 @@ def test_dense_model_real_signal_and_no_routing(tmp_path, minilm_path):
     assert "Expert routing" not in index.read_text()
     per = pd.read_csv(tmp_path / "probe_per_language.csv").set_index("language")
     assert list(per.index) == ["eng_Latn", "fra_Latn"]
-    assert (per["n_test"] == 56).all()  # a third of 168 rows held out per language
+    assert (per["test_rows"] == 56).all()  # a third of 168 rows held out per language
     assert per.loc["eng_Latn", "accuracy"] > 0.45, per  # chance is 1/7
     for name in PLOTS:
         _png_ok(tmp_path / name)
@@ -223,32 +235,28 @@ def test_markdown_table():
 
 
 def test_markdown_metadata_of_a_multi_line_repr_stays_one_table_row():
-    from skmoe.report import _markdown
+    from skmoe.render import to_markdown
 
     meta = [("transformer", "Pipeline(steps=[('tfidf',\n      TfidfVectorizer()) | x])"), ("rows", "3")]
-    lines = _markdown("t", meta, []).splitlines()
+    lines = to_markdown("t", meta, []).splitlines()
     at = lines.index("|---|---|")
     assert lines[at + 1] == "| transformer | Pipeline(steps=[('tfidf', TfidfVectorizer()) \\| x]) |"
     assert lines[at + 2] == "| rows | 3 |"
 
 
 def test_transfer_text_gives_chance_and_names_languages_near_it():
-    from skmoe.report import ReportData, _sections
-
     labels = [f"t{i}" for i in range(7)] * 2
     test = pd.DataFrame({"text": "x", "label": labels, "language": "eng_Latn"})
     rd = ReportData(test, test, ["eng_Latn", "zho_Hans", "deu_Latn"], "eng_Latn", "note")
     from_src = pd.DataFrame({"test_language": ["eng_Latn", "zho_Hans", "deu_Latn"],
                              "accuracy": [0.8, 0.15, 0.7], "gap": [0.0, 0.004, 0.05]})
-    text = _sections(rd, pd.DataFrame(), pd.DataFrame(), from_src, 8, 5, [], False, None, "",
-                     "")[1].text
+    text = sections(ReportResults(rd, 8, 5, chance=1 / 7, from_source=from_src))[1].text
     assert "Chance (majority-class rate): 0.143" in text
     assert "closest to in-language: zho_Hans (gap +0.004); furthest: deu_Latn (gap +0.050)" in text
     assert "Near chance (transfer accuracy below chance + 0.1): zho_Hans: no transfer" in text
     train = pd.concat([test, test.assign(language="fra_Latn")[test.label != "t3"]])
     rd = ReportData(train, test, ["eng_Latn", "fra_Latn"], "eng_Latn", "note")
-    protocol = _sections(rd, pd.DataFrame(), pd.DataFrame(), from_src[:1], 8, 5, [], False, None,
-                         "", "")[0].text
+    protocol = sections(ReportResults(rd, 8, 5, chance=1 / 7, from_source=from_src[:1]))[0].text
     assert "some languages lack labels in their training rows (fra_Latn: t3)" in protocol
 
 
@@ -263,3 +271,106 @@ def test_bitext_table_directions_and_chance():
     assert table.to_dict("records") == [{"language": "fra", "n": 3, "from_eng": 1.0,
                                          "to_eng": pytest.approx(2 / 3),
                                          "chance": pytest.approx(1 / 3)}]
+
+
+# -- an honest report: captions, scales, spread --------------------------------------------------
+def test_heatmap_scale_runs_from_chance_to_one(moe_report):
+    out, _, _, _, heatmaps = moe_report
+    chance = 8 / 56  # 8 test rows of each of the 7 topics per language
+    assert heatmaps == [(pytest.approx(chance), 1.0)]
+    md = (out / "report.md").read_text()
+    assert f"from chance ({chance:.3f}, the majority-class rate) to 1.0" in md
+
+
+def test_every_mean_has_its_spread(moe_report):
+    out, _, _, _, _ = moe_report
+    src = pd.read_csv(out / "transfer_from_source.csv")
+    for mean in ("accuracy", "in_language_accuracy", "gap"):
+        assert f"{mean}_std" in src.columns and src[f"{mean}_std"].notna().all(), mean
+    std = pd.read_csv(out / "transfer_matrix_std.csv", index_col=0)
+    scores = pd.read_csv(out / "transfer_scores.csv")
+    cell = scores[(scores.train_language == "eng_Latn") & (scores.test_language == "zho_Hans")]
+    assert std.loc["eng_Latn", "zho_Hans"] == pytest.approx(cell["score"].std())
+    assert src.set_index("test_language").loc["zho_Hans", "accuracy_std"] == pytest.approx(
+        cell["score"].std())
+    matrix_md = (out / "transfer_matrix.md").read_text()
+    assert matrix_md.count(" ± ") == len(LANGS) ** 2
+    per = pd.read_csv(out / "probe_per_language.csv")
+    assert {"accuracy_std", "f1_macro_std"} <= set(per.columns)
+
+
+def test_map_captions_say_what_the_maps_show(moe_report):
+    out, _, _, _, _ = moe_report
+    md = (out / "report.md").read_text()
+    assert "PCA of the 56 eng_Latn test texts only, one translation per sentence" in md
+    assert "PCA of all 112 test texts (2 languages), coloured by language" in md
+    assert "Topics that cluster across languages" not in md  # the old, unchecked claim
+    assert "starts at 0 (a router without preference gives each expert 1/8 = 0.125)" in md
+
+
+def test_map_caption_names_translation_blobs():
+    # three sentences in two languages: each text's nearest neighbour is its translation
+    e = np.eye(3)
+    X = np.vstack([e, e + 0.01])
+    rows = pd.DataFrame({"id": [1, 2, 3] * 2, "label": ["a", "b", "a"] * 2,
+                         "language": ["eng"] * 3 + ["fra"] * 3})
+    shares = nearest_neighbour_shares(X, rows)
+    assert shares == {"id": 1.0, "label": 1.0, "language": 0.0, "queries": 6}
+    sample = nearest_neighbour_shares(X, rows, max_queries=4)  # 4 rows ask, all 6 answer
+    assert sample == {"id": 1.0, "label": 1.0, "language": 0.0, "queries": 4}
+    assert "Each of a seeded sample of 4 texts: its nearest neighbour is a translation" in (
+        map_caption("UMAP", "language", rows, "eng", sample))
+    caption = map_caption("UMAP", "language", rows, "eng", shares)
+    assert "is a translation of the same sentence for 100%" in caption
+    assert "mostly one sentence in its translations, not topics" in caption
+    apart = nearest_neighbour_shares(np.vstack([e[[0, 0, 0]], e[[1, 1, 1]]]) + 0.01 * np.eye(6, 3),
+                                     rows.drop(columns="id"))
+    assert apart["language"] == 1.0
+    assert "languages mostly sit in regions of their own" in map_caption(
+        "UMAP", "language", rows.drop(columns="id"), "eng", apart)
+
+
+def test_prepare_data_moved_with_a_deprecation_warning():
+    import skmoe.report as report
+
+    with pytest.warns(DeprecationWarning, match="skmoe.evaluation.prepare_data"):
+        moved = report.prepare_data
+    assert moved is prepare_data
+    assert ReportError is DataError
+
+
+# -- probe and report inputs (issue 19 item 6) -----------------------------------------------------
+def test_unknown_split_values_are_an_error_and_dev_rows_are_named():
+    data = load_sib200_sample(languages=["eng_Latn", "fra_Latn"])
+    typo = data.copy()
+    typo.loc[typo.index[[3, 9]], "split"] = "tset"
+    with pytest.raises(DataError, match=r"split value\(s\) other than train / test: 'tset' "
+                                        r"\(2 rows\); first at row 3"):
+        prepare_data(typo)
+    dev = data.copy()
+    dev.loc[dev.index[:10], "split"] = "dev"
+    rd = prepare_data(dev)
+    assert len(rd.train) + len(rd.test) == len(data) - 10
+    assert "10 rows marked dev not used" in rd.split_note
+
+
+def test_test_labels_never_seen_in_training_are_an_error():
+    data = load_sib200_sample(languages=["eng_Latn", "fra_Latn"])
+    odd = data.copy()
+    odd.loc[(odd.split == "test") & (odd.index % 50 == 0), "category"] = "weather"
+    n = int((odd.category == "weather").sum())
+    with pytest.raises(DataError, match=f"test label\\(s\\) 'weather' .*{n} test rows.*never "
+                                        "appear in the training rows"):
+        prepare_data(odd)
+
+
+def test_labels_mixing_int_and_str_are_a_clear_error():
+    data = load_sib200_sample(languages=["eng_Latn"]).astype({"index_id": object})
+    data["category"] = data["category"].astype(object)
+    data.loc[data.index[4], "category"] = 3
+    with pytest.raises(DataError, match=r"mix several kinds of value: str \('.*'\), number \(3\)"):
+        prepare_data(data)
+    blank = load_sib200_sample(languages=["eng_Latn"])
+    blank.loc[blank.index[7], "category"] = " "
+    with pytest.raises(DataError, match="missing label at row 7 of column 'category'"):
+        prepare_data(blank)

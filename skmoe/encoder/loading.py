@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from .._defaults import DEFAULT_MODEL  # defined once, importable without torch
 from .checkpoint import (
     CheckpointError,
     ModelNotAvailableError,
@@ -41,8 +42,6 @@ __all__ = [
     "read_json",
     "resolve_model_path",
 ]
-
-DEFAULT_MODEL = "nomic-ai/nomic-embed-text-v2-moe"
 
 # What a snapshot may bring: configs, weights as safetensors, tokenizer and ST side files.
 HUB_ALLOW_PATTERNS = [

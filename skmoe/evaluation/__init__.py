@@ -6,8 +6,10 @@ embeddings, and returns a tidy ``pandas.DataFrame``. Protocols follow MTEB and S
 
 from .bitext import bitext_accuracy, bitext_report
 from .clustering import cluster_report
+from .data import DataError, ReportData, check_label_types, prepare_data
 from .embeddings import EmbeddingSource, embed
 from .probe import (
+    UnseenLabelWarning,
     default_head,
     probe_report,
     summarize,
@@ -20,6 +22,11 @@ from .splits import FewShotSplit, FewShotWarning
 from .sts import paired_cosine, sts_report
 
 __all__ = [
+    "DataError",
+    "ReportData",
+    "UnseenLabelWarning",
+    "check_label_types",
+    "prepare_data",
     "EmbeddingSource",
     "FewShotSplit",
     "FewShotWarning",

@@ -26,10 +26,17 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import get_scorer
 
+from .._stack import external_stacklevel
+from .data import check_label_types
 from .embeddings import EmbeddingSource, as_groups, check_no_missing, concat_sources
 from .splits import FewShotSplit, FewShotWarning
 
 Scorer = Callable[[Any, np.ndarray, np.ndarray], float]
+
+
+class UnseenLabelWarning(UserWarning):
+    """Test rows carry a label that no training row has: no probe can predict them, so they
+    count as errors in every score."""
 
 
 def default_head() -> LogisticRegression:
@@ -81,6 +88,7 @@ def _prepare(X, y, groups, X_test, y_test, groups_test, transformer) -> _Data:
         raise ValueError(f"X has {n} rows but y has {len(y)}")
     check_no_missing(y, "y")
     g = as_groups(groups, n)
+    check_label_types(y, "y")
     if X_test is None:
         if y_test is not None or groups_test is not None:
             raise ValueError("y_test / groups_test given without X_test")
@@ -92,11 +100,24 @@ def _prepare(X, y, groups, X_test, y_test, groups_test, transformer) -> _Data:
     if len(y_test) != n_test:
         raise ValueError(f"X_test has {n_test} rows but y_test has {len(y_test)}")
     check_no_missing(y_test, "y_test")
+    check_label_types(np.concatenate([y.astype(object), y_test.astype(object)]), "y and y_test")
     if groups_test is None and groups is not None:
         raise ValueError("groups given for the training rows but not groups_test")
     gt = as_groups(groups_test, n_test, "groups_test")
+    _warn_unseen(y, y_test)
     source = concat_sources([X, X_test], transformer, fit_part=0)
     return _Data(source, np.concatenate([y, y_test]), np.concatenate([g, gt]), n)
+
+
+def _warn_unseen(y: np.ndarray, y_test: np.ndarray) -> None:
+    unseen = ~np.isin(y_test, np.unique(y))
+    if unseen.any():
+        labels = pd.unique(y_test[unseen]).tolist()
+        warnings.warn(
+            f"test label(s) {', '.join(map(repr, labels))} ({int(unseen.sum())} of {len(y_test)} "
+            f"test rows, first at row {int(np.argmax(unseen))} of y_test) never appear in y: no "
+            "probe can predict them, so they count as errors in every score",
+            UnseenLabelWarning, stacklevel=external_stacklevel())
 
 
 @dataclass
@@ -174,7 +195,7 @@ def _run(data: _Data, fits: list[_Fit], estimator: Any, metrics: Any) -> pd.Data
             f"{not_converged} of {len(fits)} probe fits hit max_iter before converging "
             "(expected with LogisticRegression(max_iter=100), the MTEB protocol)",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=external_stacklevel(),
         )
     return pd.DataFrame.from_records(records)
 

@@ -12,6 +12,8 @@ from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _num_samples, column_or_1d
 
+from .._stack import external_stacklevel
+
 
 class FewShotWarning(UserWarning):
     """A class has too few examples for the requested number per class."""
@@ -148,7 +150,7 @@ class FewShotSplit(BaseCrossValidator):
                 f"{len(short)} class(es) have {bound} n_per_class={self.n_per_class} examples: "
                 f"{consequence}: {listed}",
                 FewShotWarning,
-                stacklevel=3,
+                stacklevel=external_stacklevel(),
             )
 
     def _draws(self, y_idx: np.ndarray, counts: np.ndarray

@@ -259,3 +259,33 @@ def test_summarize_a_cluster_report_averages_the_bootstraps():
     out = summarize(report)
     assert list(out.columns) == ["group", "metric", "mean", "std", "n"]
     assert list(out.metric) == ["v_measure", "ami"] and set(out.n) == {3}
+
+
+def test_test_labels_never_seen_in_training_get_a_named_warning():
+    """A test label no training row has can never be predicted: scores drop with a warning
+    that names the label and how many rows carry it, pointing at the caller's line."""
+    from skmoe.evaluation import UnseenLabelWarning
+
+    Xtr, ytr, gtr, Xte, yte, gte = _data(groups=("A",))
+    yte = np.array([0, 0, 1, 2])
+    with pytest.warns(UnseenLabelWarning, match=r"test label\(s\) 2 \(1 of 4 test rows, first "
+                                                r"at row 3 of y_test\) never appear in y") as rec:
+        s = probe_report(Xtr, ytr, groups=gtr, X_test=Xte, y_test=yte, groups_test=gte,
+                         samples_per_label=2, n_experiments=1, metrics=["accuracy"])
+    assert rec[0].filename == __file__
+    assert s["score"].tolist() == [0.75]  # the row labelled 2 is always wrong
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnseenLabelWarning)  # none when every label is seen
+        probe_report(Xtr, ytr, groups=gtr, X_test=Xte, y_test=[0, 0, 1, 1], groups_test=gte,
+                     samples_per_label=2, n_experiments=1, metrics=["accuracy"])
+
+
+def test_labels_mixing_int_and_str_are_a_clear_type_error():
+    Xtr, ytr, gtr, Xte, yte, gte = _data(groups=("A",))
+    mixed = ytr.astype(object)
+    mixed[mixed == 1] = "one"
+    with pytest.raises(TypeError, match=r"y mix several kinds of value: number \(0\), "
+                                        r"str \('one'\); convert them to one kind"):
+        probe_report(Xtr, mixed, groups=gtr, samples_per_label=2, n_experiments=1)
+    with pytest.raises(TypeError, match="y and y_test mix several kinds"):
+        transfer_matrix(Xtr, ytr, gtr, X_test=Xte, y_test=yte.astype(str), languages_test=gte)

@@ -1,0 +1,176 @@
+"""What every ``skmoe`` command shares: its error type, progress messages, the model and cache
+options, and loading the model before any work starts."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._defaults import DEFAULT_MODEL
+from .io import one_line
+
+#: Exit codes: bad input or options (argparse's code), the model or cache unusable (also an
+#: internal error, with a hint to rerun with ``--debug``), interrupted.
+EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 2, 1, 130
+
+
+class CLIError(Exception):
+    """A user mistake found by the command line, reported as one line with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def say(message: str) -> None:
+    """Progress messages go to stderr, so stdout stays for results."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def default_cache_path() -> Path:
+    """``$SKMOE_CACHE``, else ``$XDG_CACHE_HOME/skmoe/embeddings.sqlite`` (``~/.cache`` default)."""
+    env = os.environ.get("SKMOE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "skmoe" / "embeddings.sqlite"
+
+
+def cache_of(args: argparse.Namespace) -> Path | None:
+    """The cache file the command uses (None with ``--no-cache``); its folder is created."""
+    if args.no_cache:
+        return None
+    path = Path(args.cache).expanduser() if args.cache else default_cache_path()
+    if path.is_dir():
+        raise CLIError(f"--cache must be a file, got a folder: {path}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"cannot create the cache folder {path.parent}: {exc.strerror}") from None
+    return path
+
+
+def make_transformer(args: argparse.Namespace, *, cache: Path | None, verbose: int = 0) -> Any:
+    """A ``MoEEmbeddingTransformer`` from the shared model options."""
+    from .estimator import MoEEmbeddingTransformer
+
+    return MoEEmbeddingTransformer(
+        args.model,
+        revision=args.revision,
+        prompt_name=args.prompt_name,
+        prompt=args.prompt,
+        max_length=args.max_length,
+        truncate_dim=args.truncate_dim,
+        batch_size=args.batch_size,
+        max_tokens_per_batch=args.max_tokens_per_batch,
+        device=args.device,
+        dtype=args.dtype,
+        output_dtype=getattr(args, "output_dtype", "float32"),
+        normalize=not getattr(args, "no_normalize", False),
+        cache=str(cache) if cache is not None else None,
+        verbose=verbose,
+        local_files_only=args.local_files_only,
+    )
+
+
+#: The package's errors meaning "this model or cache cannot be used" (exit 1, one line), as
+#: (module, class name), so the command line can name them without importing torch.
+MODEL_ERRORS = (("skmoe.cache", "CacheDimensionError"), ("skmoe.cache", "CacheFormatError"),
+                ("skmoe.encoder.config", "UnsupportedConfigError"),
+                ("skmoe.encoder.loading", "CheckpointError"),
+                ("skmoe.encoder.loading", "ModelNotAvailableError"),
+                ("skmoe.estimator", "WeightsChangedError"))
+
+
+def model_error_types() -> tuple[type[BaseException], ...]:
+    """The classes of :data:`MODEL_ERRORS` (their modules imported)."""
+    import importlib
+
+    return tuple(getattr(importlib.import_module(module), name) for module, name in MODEL_ERRORS)
+
+
+def loaded_classes(*names: tuple[str, str]) -> tuple[type[BaseException], ...]:
+    """The classes among ``names`` whose module is already imported (an exception of a class
+    whose module was never imported cannot have been raised)."""
+    return tuple(getattr(sys.modules[module], name) for module, name in names
+                 if module in sys.modules)
+
+
+def load_model(transformer: Any, texts: Sequence[str] = ()) -> Any:
+    """Load (and check) the model before any work starts, so a missing model fails first.
+
+    An unknown ``--device`` is a user mistake (exit 2). A model that cannot be set up with the
+    options given (a precision the device lacks, ``--truncate-dim`` above the model's width,
+    no tokenizer files) ends with exit 1 and the reason.
+    """
+    from .encoder.loading import resolve_device
+    from .encoder.sentence import UnknownPromptError
+
+    try:
+        resolve_device(transformer.device)
+    except ValueError as exc:
+        raise CLIError(one_line(exc)) from None
+    say(f"loading model {transformer.model} ...")
+    try:
+        transformer.fit(list(texts[:1]))
+    except UnknownPromptError as exc:  # the API's advice names prompt=; here it is an option
+        raise CLIError(str(UnknownPromptError(
+            exc.name, exc.model, exc.known,
+            how='--prompt PREFIX (e5 models: --prompt "query: "; --prompt "" for none)'))) from None
+    except model_error_types():
+        raise
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"cannot use {transformer.model} with these options: {one_line(exc)} "
+                       "(rerun with --debug for the traceback)", EXIT_MODEL) from exc
+    encoder = transformer.get_encoder()
+    kind = "MoE" if encoder.is_moe else "dense"
+    say(f"model: {encoder.source.name} ({kind}, {encoder.embedding_dim}-d, revision "
+        f"{encoder.source.revision}, prompt {transformer.prompt_!r})")
+    return encoder
+
+
+def positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def add_model_options(p: argparse.ArgumentParser, *, prompt_default: str | None) -> None:
+    """The model, cache and progress options of ``demo``, ``embed`` and ``probe``."""
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL, metavar="MODEL",
+                   help="hub id or local folder with config.json + model.safetensors "
+                        f"(default: {DEFAULT_MODEL}, ~1.9 GB from the Hugging Face hub on first use)")
+    g.add_argument("--revision", help="hub branch, tag or commit")
+    g.add_argument("--local-files-only", action="store_true",
+                   help="never download; use a local folder or the Hugging Face cache")
+    g.add_argument("--prompt-name", default=prompt_default,
+                   help="task prompt from the model's table: query, passage/document, "
+                        f"classification, clustering (default: {prompt_default})")
+    g.add_argument("--prompt", help='raw prefix, wins over --prompt-name (e5 models: "query: "; "" for none)')
+    g.add_argument("--max-length", type=positive_int, default=512, help="tokens per text (512)")
+    g.add_argument("--truncate-dim", type=positive_int, help="Matryoshka width (e.g. 256)")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    g.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "int8"),
+                   help="compute precision (default: float32 on CPU, bfloat16 on GPU)")
+    g.add_argument("--batch-size", type=positive_int, help="texts per forward pass")
+    g.add_argument("--max-tokens-per-batch", type=positive_int,
+                   help="padded tokens per forward pass")
+    c = p.add_argument_group("cache")
+    c.add_argument("--cache", metavar="PATH",
+                   help="SQLite embedding cache; reruns reuse it (default: $SKMOE_CACHE or "
+                        "~/.cache/skmoe/embeddings.sqlite)")
+    c.add_argument("--no-cache", action="store_true", help="do not read or write a cache")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -1,0 +1,162 @@
+"""Reading users' files: texts one per line, tables (CSV, TSV, Parquet, JSON lines), a column.
+
+Every problem is an :class:`InputError` whose message names the file (and the column or row);
+the command line prints it as one line. Empty texts are kept (rows must match the input) but
+warned about, naming the first line or row.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._stack import external_stacklevel
+
+INPUT_FORMATS = ("txt", "csv", "tsv", "parquet", "jsonl")
+_COMPRESSION = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+class InputError(ValueError):
+    """A user's file cannot be read as asked (missing, unreadable, bad format, no such column)."""
+
+
+def one_line(exc: BaseException | str) -> str:
+    """A message on one line (tracebacks and multi-line errors folded)."""
+    return re.sub(r"\s+", " ", str(exc)).strip()
+
+
+def listing(names: Sequence[str], limit: int = 12) -> str:
+    """``a, b, c`` (the first ``limit`` names, then how many in all)."""
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def input_format(path: Path, explicit: str | None = None) -> str:
+    """The format of an input file from ``explicit`` (``--input-format``) or its extension."""
+    if explicit:
+        return explicit
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSION:
+        suffixes = suffixes[:-1]
+    ext = suffixes[-1].lstrip(".") if suffixes else ""
+    ext = {"pq": "parquet", "ndjson": "jsonl", "text": "txt"}.get(ext, ext)
+    if ext not in INPUT_FORMATS:
+        raise InputError(
+            f"cannot tell the format of {path} from its extension; use one of "
+            f"{', '.join('.' + f for f in INPUT_FORMATS)} or pass --input-format"
+        )
+    return ext
+
+
+def check_readable(path: Path) -> None:
+    """Refuse a path that is missing, a folder, or not readable."""
+    if not path.exists():
+        raise InputError(f"input file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"input is a folder, not a file: {path}")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"input file is not readable (permission denied): {path}")
+
+
+def read_lines(path: Path) -> list[str]:
+    """One text per line (UTF-8); empty lines are kept as empty texts so rows match lines."""
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            data = fh.read()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if data.startswith("\ufeff"):  # a UTF-8 byte-order mark is not part of the first text
+        data = data[1:]
+    lines = data.split("\n")
+    if lines and lines[-1] == "":  # the newline that ends the last line
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def read_table(path: Path, fmt: str) -> Any:
+    """Read a CSV/TSV/Parquet/JSON-lines file into a DataFrame, with one-line errors.
+
+    CSV and TSV cells stay text: no NA guessing ("NA", "null" are words), no number parsing.
+    """
+    import pandas as pd
+
+    check_readable(path)
+    try:
+        if fmt in ("csv", "tsv"):
+            return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=str,
+                               keep_default_na=False, encoding="utf-8")
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+        if fmt == "jsonl":
+            return pd.read_json(path, lines=True, dtype=False)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path} is empty") from None
+    except pd.errors.ParserError as exc:
+        raise InputError(f"cannot parse {path} as {fmt.upper()}: {one_line(exc)}") from None
+    except (KeyError, ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputError(f"cannot read {path} as {fmt}: {one_line(exc)}") from None
+    raise InputError(f"unsupported table format {fmt!r}")
+
+
+def pick_column(frame: Any, column: str | None, path: Path, option: str = "--column") -> str:
+    """The text column: the one asked for, else ``text``, else the only column."""
+    names = [str(c) for c in frame.columns]
+    if column is not None:
+        if column not in names:
+            raise InputError(f"column {column!r} not found in {path}; columns: {listing(names)}")
+        return column
+    if "text" in names:
+        return "text"
+    if len(names) == 1:
+        return names[0]
+    raise InputError(f"{path} has several columns ({listing(names)}); choose one with {option}")
+
+
+def column_texts(frame: Any, column: str, path: Path) -> list[str]:
+    """A column as validated texts (errors name the file, the column and the row); empty
+    texts are warned about (:func:`warn_empty`)."""
+    from .validation import validate_texts
+
+    try:
+        texts = validate_texts(frame[column].reset_index(drop=True))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}, column {column!r}: {one_line(exc)}") from None
+    warn_empty(texts, path, "row")
+    return texts
+
+
+def warn_empty(texts: Sequence[str], path: Path, unit: str = "row",
+               rows: Sequence[Any] | None = None) -> None:
+    """Warn when texts are empty or only spaces, naming how many and the first ``unit``
+    (``"line"``: 1-based, as an editor shows it; ``"row"``: 0-based data row, or its label in
+    ``rows`` when given, e.g. the row numbers a filtered table keeps)."""
+    blank = [i for i, t in enumerate(texts) if not t.strip()]
+    if blank:  # kept (rows must match the input) but most likely missing data: say so
+        first = blank[0] if rows is None else rows[blank[0]]
+        where = f"line {blank[0] + 1}" if unit == "line" else f"row {first}"
+        warnings.warn(f"{len(blank):,} empty text(s) in {path} (first at {where}) are embedded "
+                      "as the empty string", UserWarning, stacklevel=external_stacklevel())
+
+
+def read_texts(path: Path, column: str | None = None, fmt: str | None = None) -> list[str]:
+    """The texts of an input file: lines of a .txt, or one column of a table."""
+    check_readable(path)
+    fmt = input_format(path, fmt)
+    if fmt == "txt":
+        if column is not None:
+            raise InputError(f"--column does not apply to a text file with one text per line: "
+                             f"{path}")
+        texts = read_lines(path)
+        warn_empty(texts, path, "line")
+    else:
+        frame = read_table(path, fmt)
+        texts = column_texts(frame, pick_column(frame, column, path), path)
+    if not texts:
+        raise InputError(f"no texts in {path}")
+    return texts
