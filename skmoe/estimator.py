@@ -27,6 +27,8 @@ from .postprocessing import (
     CALIBRATED_DTYPES,
     OUTPUT_DTYPES,
     calibration_ranges,
+    cosine_matrix,
+    cosine_rows,
     output_width,
     quantize,
     truncate_and_normalize,
@@ -314,15 +316,11 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
     # -- similarity ----------------------------------------------------------------------------
     def similarity(self, a: Any, b: Any = None) -> np.ndarray:
         """Cosine similarity matrix ``[len(a), len(b)]`` (``b`` defaults to ``a``)."""
-        from .similarity import cosine_matrix
-
         ea = self.embed(a)
         return cosine_matrix(ea, ea if b is None else self.embed(b))
 
     def similarity_pairwise(self, a: Any, b: Any) -> np.ndarray:
         """Row-aligned cosine similarity ``[n]`` of ``a[i]`` and ``b[i]``."""
-        from .similarity import cosine_rows
-
         return cosine_rows(self.embed(a), self.embed(b))
 
     def embed(self, X: Any) -> np.ndarray:
