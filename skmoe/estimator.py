@@ -188,10 +188,13 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         if self._open_cache() is not None:
             source = model_source(self.model, revision=self.revision,
                                   local_files_only=self.local_files_only)
-            self._check_source(source)
+            self._check_source(source)  # refuse changed files before loading anything
             facts = known_card(source.fingerprint)
             if facts is not None:
-                return ModelCard.from_facts(source, facts)
+                try:
+                    return ModelCard.from_facts(source, facts)
+                except (KeyError, TypeError):  # a card kept by another skmoe version: load
+                    pass
         return self.get_encoder()
 
     def _check_params(self, model: SentenceEncoder | ModelCard) -> None:
