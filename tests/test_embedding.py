@@ -130,3 +130,13 @@ def test_model_card_round_trips_through_its_facts(encoder):
     assert ModelCard.from_facts(encoder.source, card.facts()) == card
     assert card.resolve_prompt("query") == encoder.resolve_prompt("query")
     assert card.embedding_dim == encoder.embedding_dim and card.has_tokenizer
+
+
+def test_engine_streaming_methods_are_deprecated_but_work(encoder, tmp_path):
+    engine = Engine(encoder)
+    with pytest.warns(DeprecationWarning, match="skmoe.embedding"):
+        chunks = list(engine.iter_embed(["a", "b", "c"], chunk_size=2))
+    assert [start for start, _ in chunks] == [0, 2]
+    with pytest.warns(DeprecationWarning, match="skmoe.embedding"):
+        engine.embed_to(tmp_path / "v.npy", ["a", "b"])
+    assert np.load(tmp_path / "v.npy").shape == (2, encoder.embedding_dim)
