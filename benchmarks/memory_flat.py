@@ -1,8 +1,10 @@
-"""Peak RSS of streaming N texts to disk with the engine: does memory stay flat as N grows?
+"""Peak RSS of streaming N texts to disk as users do: does memory stay flat as N grows?
 
 Each size runs in a fresh subprocess (peak RSS is per process) that embeds N distinct SIB-200
-sentences (all 32 languages, train+dev+test: up to 32,128 distinct texts) with
-``Engine.embed_to`` into a ``.npy`` file and reports ``ru_maxrss``. A small model keeps this
+sentences (all 32 languages, train+dev+test: up to 32,128 distinct texts) through what
+``skmoe embed`` runs: ``MoEEmbeddingTransformer(cache=...).embed_to`` (the road in
+``skmoe.embedding``: cache lookup and writes, chunks, ``.npy`` through a memory map) and reports
+``ru_maxrss``. A small model keeps this
 cheap: the random-weight MoE with the real 250,048-row vocabulary and the XLM-R tokenizer
 (the full model would take hours on 2 cores; memory per text does not depend on its width).
 
@@ -41,22 +43,22 @@ def corpus(sib200_dir: Path, n: int) -> list[str]:
 def worker(model: str, sib200_dir: Path, n: int, chunk_size: int, threads: int) -> dict:
     import torch
 
-    from skmoe.encoder import load_encoder
-    from skmoe.engine import Engine
     from skmoe.engine.memory import peak_rss_bytes
+    from skmoe.estimator import MoEEmbeddingTransformer
 
     torch.set_num_threads(threads)
     texts = corpus(sib200_dir, n)
-    encoder = load_encoder(model, device="cpu")
-    engine = Engine(encoder)
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
+        est = MoEEmbeddingTransformer(model, device="cpu", cache=str(Path(tmp) / "cache.sqlite"),
+                                      verbose=0).fit(texts[:1])
+        t0 = time.perf_counter()
         out = Path(tmp) / "vectors.npy"
-        engine.embed_to(out, texts, "classification: ", chunk_size=chunk_size)
+        est.embed_to(texts, out, chunk_size=chunk_size)
         size = out.stat().st_size
+        misses = est.cache_stats().misses
     return {"texts": n, "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
             "seconds": round(time.perf_counter() - t0, 1), "npy_bytes": size,
-            "real_tokens": engine.stats.real_tokens, "chunk_size": chunk_size}
+            "computed": misses, "chunk_size": chunk_size}
 
 
 def measure(model: str, sizes: list[int], sib200_dir: Path, chunk_size: int = 2048,

@@ -5,8 +5,9 @@ workers on one host) and runs. The object holds only its path: connections are o
 per thread and process, and are never pickled, so the cache can travel inside a pickled estimator.
 
 The *namespace* is a fingerprint of everything that determines a vector (model revision, weights
-digest, prompt, max_length, pooling, compute dtype, cache-format version); build it with
-:func:`cache_namespace`. Texts are stored only as their sha256 digest, never in clear.
+digest, prompt, max_length, pooling, compute dtype, device type, cache-format version); build it
+with :func:`embedding_namespace` (the recipe every caller shares) or :func:`cache_namespace`.
+Texts are stored only as their sha256 digest, never in clear.
 
 WAL needs a local file system (shared memory for the WAL index); do not put the file on NFS.
 
@@ -39,6 +40,7 @@ __all__ = [
     "CacheUnavailableWarning",
     "EmbeddingCache",
     "cache_namespace",
+    "embedding_namespace",
     "resolve_cache",
 ]
 
@@ -126,6 +128,55 @@ def cache_namespace(**parts: Any) -> str:
         allow_nan=False,
     )
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def embedding_namespace(
+    *,
+    model_fingerprint: str,
+    revision: str,
+    prompt: str,
+    max_length: int,
+    pooling: str,
+    precision: str,
+    device_type: str,
+    model: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The namespace of the vectors one encoder setting computes, and its labels.
+
+    The one recipe for addressing the cache: the estimator, ``skmoe embed``, MTEB and Dask all
+    reach the same rows through it. Everything that changes a vector besides the text is a
+    part: the model's fingerprint (weights, tokenizer, parsed config; see
+    :func:`skmoe.encoder.loading.weights_fingerprint`), its revision, the prompt string, the
+    effective token limit, the pooling, the compute precision and the device type (kernels
+    differ between CPU and GPU in the last bits).
+
+    Parameters
+    ----------
+    model_fingerprint, revision : str
+        From the model's :class:`~skmoe.encoder.loading.ModelSource`.
+    prompt : str
+        The resolved prefix string (not a prompt name).
+    max_length : int
+        The token limit in effect (the smaller of the asked and the model's own).
+    pooling, precision, device_type : str
+        ``"mean"``/``"cls"``; canonical precision (``"float32"``, ``"int8"``...); ``"cpu"``,
+        ``"cuda"``...
+    model : str, optional
+        The name the user gave (labels only, never part of the key).
+
+    Returns
+    -------
+    namespace : str
+        :func:`cache_namespace` of the parts.
+    labels : dict
+        What ``skmoe cache stats`` shows for it (the parts, the model's name, a short
+        fingerprint).
+    """
+    parts = {"model_fingerprint": model_fingerprint, "revision": revision, "prompt": prompt,
+             "max_length": int(max_length), "pooling": pooling, "precision": precision,
+             "device_type": device_type}
+    labels = {**parts, "model": model, "model_fingerprint": model_fingerprint[:12]}
+    return cache_namespace(**parts), labels
 
 
 def _text_hash(text: str) -> bytes:

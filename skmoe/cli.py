@@ -54,7 +54,8 @@ from .io import (
     read_texts,
 )
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_REPORT_DIR", "CLIError", "EmbeddingWriter", "build_parser",
+__all__ = ["DEFAULT_MODEL", "DEFAULT_REPORT_DIR", "CLIError", "EmbeddingWriter",  # noqa: F822 (lazy, see __getattr__)
+           "build_parser",
            "cache_of", "column_texts", "default_cache_path", "input_format", "load_model",
            "main", "make_transformer", "pick_column", "read_lines", "read_table", "read_texts",
            "say"]
@@ -65,70 +66,18 @@ OUTPUT_FORMATS = ("npy", "parquet")
 EMBED_CHUNK = 1024
 
 
-# -- writing embeddings -------------------------------------------------------------------------
-class EmbeddingWriter:
-    """Write embeddings chunk by chunk to ``.npy`` or Parquet, atomically.
+# -- writing embeddings: skmoe.embedding owns it ------------------------------------------------
+def __getattr__(name: str) -> Any:
+    if name == "EmbeddingWriter":  # moved to skmoe.embedding (imported lazily: the CLI starts fast)
+        from .embedding import EmbeddingWriter
 
-    Rows go to ``OUTPUT.partial`` (a memory-mapped ``.npy``, or Parquet row groups) and the file
-    is renamed to ``OUTPUT`` only when every row is written: an interrupted run never leaves a
-    truncated file that looks complete.
-
-    ``.npy``: one array ``[n, width]`` in input order. Parquet: one row per text with columns
-    ``text`` (string) and ``embedding`` (fixed-size list of ``width`` numbers).
-    """
-
-    def __init__(self, path: Path, fmt: str, n_rows: int) -> None:
-        self.path, self.fmt, self.n_rows = path, fmt, n_rows
-        self.tmp = path.with_name(path.name + ".partial")
-        self._array: Any = None
-        self._parquet: Any = None
-        self._written = 0
-
-    def __enter__(self) -> EmbeddingWriter:
-        return self
-
-    def write(self, start: int, texts: Sequence[str], vectors: Any) -> None:
-        """Store rows ``start .. start + len(texts)``."""
-        import numpy as np
-
-        vectors = np.asarray(vectors)
-        if self.fmt == "npy":
-            if self._array is None:
-                self._array = np.lib.format.open_memmap(
-                    self.tmp, mode="w+", dtype=vectors.dtype, shape=(self.n_rows, vectors.shape[1])
-                )
-            self._array[start : start + len(texts)] = vectors
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            flat = pa.array(np.ascontiguousarray(vectors).reshape(-1))
-            table = pa.table({
-                "text": pa.array(list(texts), type=pa.string()),
-                "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
-            })
-            if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self.tmp, table.schema)
-            self._parquet.write_table(table)
-        self._written += len(texts)
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if self._array is not None:
-            self._array.flush()
-            del self._array
-        if self._parquet is not None:
-            self._parquet.close()
-        if exc_type is None and self._written == self.n_rows:
-            os.replace(self.tmp, self.path)
-        elif self.tmp.exists():
-            self.tmp.unlink()
+        return EmbeddingWriter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- commands -----------------------------------------------------------------------------------
 def cmd_embed(args: argparse.Namespace) -> int:
     """Embed a file of texts into .npy or Parquet, chunk by chunk through the cache."""
-    from tqdm.auto import tqdm
-
     src, dst = Path(args.input).expanduser(), Path(args.output).expanduser()
     fmt = args.format or _output_format(dst)
     implied = _OUTPUT_EXTENSIONS.get(dst.suffix.lower())
@@ -141,18 +90,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise CLIError(f"output is a folder, not a file: {dst}")
     texts = read_texts(src, args.column, args.input_format)
     cache = cache_of(args)
-    transformer = make_transformer(args, cache=cache)
+    transformer = make_transformer(args, cache=cache, verbose=0 if args.quiet else 2)
     load_model(transformer, texts)
     before = transformer.cache_stats()
     say(f"embedding {len(texts):,} texts from {src}"
         + (f" (cache: {cache})" if cache else " (no cache: an interruption loses the work)"))
-    with EmbeddingWriter(dst, fmt, len(texts)) as out, tqdm(
-        total=len(texts), unit="text", desc="embedding", disable=args.quiet
-    ) as bar:
-        for start in range(0, len(texts), EMBED_CHUNK):
-            chunk = texts[start : start + EMBED_CHUNK]
-            out.write(start, chunk, transformer.transform(chunk))
-            bar.update(len(chunk))
+    # the road (skmoe.embedding) streams chunk by chunk into dst.partial, renamed when complete
+    transformer.embed_to(texts, dst, format=fmt, chunk_size=EMBED_CHUNK)
     if cache is not None:  # counters are per process: report this command's share
         after = transformer.cache_stats()
         say(f"cache: {after.hits - before.hits:,} found, "
@@ -160,6 +104,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     print(f"wrote {len(texts):,} x {transformer.n_features_out_} "
           f"({transformer.output_dtype}) embeddings to {dst}")
     return 0
+
 
 
 _OUTPUT_EXTENSIONS = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet"}

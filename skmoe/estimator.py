@@ -1,7 +1,9 @@
 """``MoEEmbeddingTransformer``: the scikit-learn face of the encoder.
 
-texts -> validate -> cache lookup -> misses through the engine (chunked, written to the cache as
-they finish) -> input order -> Matryoshka truncation -> L2 normalisation -> output dtype.
+texts -> validate -> :class:`skmoe.embedding.Embedder` (cache lookup, misses through the engine
+written to the cache as they finish, input order) -> Matryoshka truncation -> L2 normalisation ->
+output dtype. The estimator decides the settings (prompt, token limit, namespace parts) and
+whether the model must be loaded: a fitted estimator whose texts are all cached never loads it.
 """
 
 from __future__ import annotations
@@ -9,29 +11,32 @@ from __future__ import annotations
 import numbers
 import os
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._stack import external_stacklevel
+from .cache import embedding_namespace
+from .embedding import CHUNK_SIZE, Embedder, ModelCard, resolve_prompt
 from .encoder import DEFAULT_MODEL, SentenceEncoder
-from .engine import Engine
+from .encoder.fingerprint import changed_parts, known_card, legacy_fingerprint, remember_card
+from .encoder.loading import ModelSource, safetensors_files
 from .postprocessing import (
     CALIBRATED_DTYPES,
     OUTPUT_DTYPES,
     calibration_ranges,
+    cosine_matrix,
+    cosine_rows,
     output_width,
     quantize,
     truncate_and_normalize,
 )
-from .registry import get_cache, get_encoder
+from .registry import get_cache, get_encoder, model_source, registry_key
 from .validation import validate_texts
 
-# Texts tokenized and planned together when encoding misses (bounds the memory of token ids).
-# Results reach the cache batch by batch, so an interrupted run keeps all finished batches.
-CHUNK_SIZE = 16384
+__all__ = ["CHUNK_SIZE", "MoEEmbeddingTransformer", "WeightsChangedError"]
 
 
 # What fit's recorded output (width, int8/uint8 ranges) depends on besides the prompt.
@@ -75,8 +80,10 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         int8/uint8 ranges are learned in ``fit`` (never on the transform batch).
     cache : str or EmbeddingCache, optional
         SQLite file (or cache object) of full-width vectors keyed by model, prompt and text.
-    verbose : int, default=0
-        1 shows a progress bar with rate and ETA.
+    verbose : int, default=1
+        Progress (a ``tqdm.auto`` bar with rate and ETA, notebook-aware): 1 shows it only once
+        a call has run for 2 seconds (``skmoe.embedding.PROGRESS_DELAY``), so short calls and
+        fully cached ones stay quiet; 2 shows it from the start; 0 (or False) never.
     local_files_only : bool, default=False
         Never download; use a local folder or the Hugging Face cache.
 
@@ -89,7 +96,9 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
     model_revision_ : str
         Resolved hub commit (``"local"`` for folders).
     model_fingerprint_ : str
-        Digest of config and weights, checked again when a pickled estimator loads the model.
+        Digest of the weights, tokenizer files and parsed configs
+        (:func:`skmoe.encoder.loading.weights_fingerprint`), checked again before any vector is
+        served or computed; a mismatch raises :class:`WeightsChangedError` naming what changed.
     prompt_ : str
         The prefix string applied to every text.
     quantization_ranges_ : ndarray of shape (2, n_features)
@@ -116,7 +125,7 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         dtype: str | None = None,
         output_dtype: str = "float32",
         cache: Any = None,
-        verbose: int = 0,
+        verbose: int = 1,
         local_files_only: bool = False,
     ) -> None:
         self.model = model
@@ -142,45 +151,68 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
             self.model, revision=self.revision, device=self.device, precision=self.dtype,
             local_files_only=self.local_files_only,
         )
-        fitted = getattr(self, "model_fingerprint_", None)
-        if fitted is None:
-            return encoder
-        if fitted != encoder.source.fingerprint:
-            raise WeightsChangedError(
-                f"The weights of {self.model!r} (fingerprint {encoder.source.fingerprint}, revision "
-                f"{encoder.source.revision}) differ from those this estimator was fitted with "
-                f"({fitted}, revision {self.model_revision_}). Pin revision= or refit."
-            )
-        if encoder.source.revision != self.model_revision_:
-            # Same weights under another name (e.g. the hub branch moved to a commit that changed
-            # only the README): results are unchanged, but say so.
-            warnings.warn(
-                f"{self.model!r} resolved to revision {encoder.source.revision}, fitted with "
-                f"{self.model_revision_}; the weights are identical (fingerprint {fitted}).",
-                UserWarning,
-                stacklevel=3,
-            )
+        self._check_source(encoder.source)
+        remember_card(encoder.source.fingerprint, ModelCard.of(encoder).facts())
         return encoder
 
-    def _check_params(self, encoder: SentenceEncoder) -> None:
+    def _check_source(self, source: ModelSource) -> None:
+        """Refuse other weights, tokenizer or config than fit saw; note a new revision name."""
+        fitted = getattr(self, "model_fingerprint_", None)
+        if fitted is None:
+            return
+        if fitted != source.fingerprint and not _legacy_match(fitted, source):
+            what = " and ".join(changed_parts(fitted, source.fingerprint))
+            raise WeightsChangedError(
+                f"The {what} of {self.model!r} (fingerprint {source.fingerprint}, revision "
+                f"{source.revision}) differ from those this estimator was fitted with "
+                f"({fitted}, revision {self.model_revision_}). Pin revision= or refit."
+            )
+        if source.revision != self.model_revision_:
+            # Same files under another name (e.g. the hub branch moved to a commit that changed
+            # only the README): results are unchanged, but say so.
+            warnings.warn(
+                f"{self.model!r} resolved to revision {source.revision}, fitted with "
+                f"{self.model_revision_}; the weights are identical (fingerprint {fitted}).",
+                UserWarning,
+                stacklevel=external_stacklevel(),
+            )
+
+    def _model(self) -> SentenceEncoder | ModelCard:
+        """The loaded encoder, or, when a cache may spare loading it, its card.
+
+        The card (width, token limit, pooling, prompt table) is what a process that loaded
+        these exact files recorded (:func:`skmoe.encoder.fingerprint.known_card`); the files are
+        fingerprinted from the per-file memo, so this reads no weights on a warm run. Without a
+        cache every text runs the model, so it is loaded at once.
+        """
+        if self._open_cache() is not None:
+            source = model_source(self.model, revision=self.revision,
+                                  local_files_only=self.local_files_only)
+            self._check_source(source)  # refuse changed files before loading anything
+            facts = known_card(source.fingerprint)
+            if facts is not None:
+                try:
+                    return ModelCard.from_facts(source, facts)
+                except (KeyError, TypeError):  # a card kept by another skmoe version: load
+                    pass
+        return self.get_encoder()
+
+    def _check_params(self, model: SentenceEncoder | ModelCard) -> None:
         if self.output_dtype not in OUTPUT_DTYPES:
             raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {self.output_dtype!r}")
-        _check_int("truncate_dim", self.truncate_dim, 1, encoder.embedding_dim, optional=True)
+        _check_int("truncate_dim", self.truncate_dim, 1, model.embedding_dim, optional=True)
         _check_int("max_length", self.max_length, 2)
         _check_int("batch_size", self.batch_size, 1, optional=True)
         _check_int("max_tokens_per_batch", self.max_tokens_per_batch, 1, optional=True)
-        if encoder.tokenizer is None:
+        if not ModelCard.of(model).has_tokenizer:
             raise ValueError(
-                f"Model {self.model!r} has no tokenizer files in {encoder.source.path} (tokenizer.json, "
+                f"Model {self.model!r} has no tokenizer files in {model.source.path} (tokenizer.json, "
                 "or tokenizer_config.json with a sentencepiece model); copy the model's tokenizer "
                 "files into that folder."
             )
 
-    def _prompt(self, encoder: SentenceEncoder) -> str:
-        return encoder.resolve_prompt(self.prompt_name, self.prompt)
-
-    def _effective_max_length(self, encoder: SentenceEncoder) -> int:
-        return min(int(self.max_length), encoder.max_length)
+    def _prompt(self, model: SentenceEncoder | ModelCard) -> str:
+        return resolve_prompt(model, self.prompt_name, self.prompt)
 
     # -- sklearn API ---------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> MoEEmbeddingTransformer:
@@ -211,48 +243,52 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         ndarray of shape (n_texts, n_features_out_)
         """
         texts = validate_texts(X)
-        encoder, floats = self._fit(texts)
+        model, floats = self._fit(texts)
         if floats is None:
-            floats = self._embed_float(texts, encoder, self.prompt_)
+            floats = self._embed_float(texts, model, self.prompt_)
         return self._output(floats)
 
-    def _fit(self, texts: list[str]) -> tuple[SentenceEncoder, np.ndarray | None]:
-        """Fit on validated texts; return the encoder and, when fitting needed them, the
-        texts' float embeddings (for ``fit_transform``)."""
+    def _fit(self, texts: list[str]) -> tuple[SentenceEncoder | ModelCard, np.ndarray | None]:
+        """Fit on validated texts; return the model (encoder or card) and, when fitting needed
+        them, the texts' float embeddings (for ``fit_transform``)."""
         for attr in ("model_fingerprint_", "model_revision_"):  # refit may change the model
             self.__dict__.pop(attr, None)
-        encoder = self.get_encoder()
-        self._check_params(encoder)
-        self.prompt_ = self._prompt(encoder)
-        self.embedding_dim_ = encoder.embedding_dim
+        model = self._model()
+        self._check_params(model)
+        self.prompt_ = self._prompt(model)
+        self.embedding_dim_ = model.embedding_dim
         dim = int(self.truncate_dim or self.embedding_dim_)
         self.n_features_out_ = output_width(dim, self.output_dtype)
-        self.model_revision_ = encoder.source.revision
-        self.model_fingerprint_ = encoder.source.fingerprint
+        self.model_revision_ = model.source.revision
+        self.model_fingerprint_ = model.source.fingerprint
         self.output_params_ = {k: getattr(self, k) for k in _OUTPUT_PARAMS}
         self.__dict__.pop("quantization_ranges_", None)
         if self.output_dtype not in CALIBRATED_DTYPES:
-            return encoder, None
-        floats = self._embed_float(texts, encoder, self.prompt_)
+            return model, None
+        floats = self._embed_float(texts, model, self.prompt_)
         self.quantization_ranges_ = calibration_ranges(floats)
-        return encoder, floats
+        return model, floats
 
     def transform(self, X: Any) -> np.ndarray:
-        """Embed ``X``: float32 C-contiguous ``[n, n_features_out_]`` (or the output dtype)."""
+        """Embed ``X``: float32 C-contiguous ``[n, n_features_out_]`` (or the output dtype).
+
+        When every text is in the cache, the model is neither loaded nor hashed (its files'
+        digests are memoised); it loads on the first text that must be computed.
+        """
         check_is_fitted(self)
         texts = validate_texts(X)
-        encoder = self.get_encoder()
-        self._check_params(encoder)
-        changed = self._changed_since_fit(encoder)
+        model = self._model()
+        self._check_params(model)
+        changed = self._changed_since_fit(model)
         if changed:
             raise ValueError(f"{'; '.join(changed)}; call fit again.")
-        return self._output(self._embed_float(texts, encoder, self.prompt_))
+        return self._output(self._embed_float(texts, model, self.prompt_))
 
-    def _changed_since_fit(self, encoder: SentenceEncoder) -> list[str]:
+    def _changed_since_fit(self, model: SentenceEncoder | ModelCard) -> list[str]:
         """The parameters whose change since fit invalidates what fit recorded: the prompt, the
         output width (truncate_dim, output_dtype) and, for int8/uint8 output, the vectors the
         ranges were learned on (normalize too)."""
-        prompt = self._prompt(encoder)
+        prompt = self._prompt(model)
         changed = [] if prompt == self.prompt_ else [
             f"prompt_name/prompt changed after fit (fitted with {self.prompt_!r}, now {prompt!r})"]
         fitted = getattr(self, "output_params_", {})  # absent in estimators pickled before
@@ -283,15 +319,11 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
     # -- similarity ----------------------------------------------------------------------------
     def similarity(self, a: Any, b: Any = None) -> np.ndarray:
         """Cosine similarity matrix ``[len(a), len(b)]`` (``b`` defaults to ``a``)."""
-        from .similarity import cosine_matrix
-
         ea = self.embed(a)
         return cosine_matrix(ea, ea if b is None else self.embed(b))
 
     def similarity_pairwise(self, a: Any, b: Any) -> np.ndarray:
         """Row-aligned cosine similarity ``[n]`` of ``a[i]`` and ``b[i]``."""
-        from .similarity import cosine_rows
-
         return cosine_rows(self.embed(a), self.embed(b))
 
     def embed(self, X: Any) -> np.ndarray:
@@ -301,86 +333,75 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         not apply.
         """
         texts = validate_texts(X)
-        encoder = self.get_encoder()
-        self._check_params(encoder)
-        return self._embed_float(texts, encoder, self._prompt(encoder))
+        model = self._model()
+        self._check_params(model)
+        return self._embed_float(texts, model, self._prompt(model))
+
+    def embed_to(self, X: Any, out: str | os.PathLike[str] | np.ndarray, *,
+                 format: str | None = None, chunk_size: int = 1024) -> Any:
+        """Stream ``transform(X)`` into ``out`` chunk by chunk; return ``out``.
+
+        ``out``: a writable array ``[n, n_features_out_]`` (e.g. ``np.lib.format.open_memmap``)
+        or a path, ``.npy`` or ``.parquet`` (or ``format=``), written to ``OUT.partial`` and
+        renamed when complete, so an interrupted run leaves no file that looks complete.
+        Memory stays flat however many texts there are; ``skmoe embed`` runs this.
+        """
+        check_is_fitted(self)
+        texts = validate_texts(X)
+        model = self._model()
+        self._check_params(model)
+        changed = self._changed_since_fit(model)
+        if changed:
+            raise ValueError(f"{'; '.join(changed)}; call fit again.")
+        return self._embedder(model, self.prompt_).embed_to(
+            out, texts, fmt=format, chunk_size=chunk_size,
+            transform=lambda full: self._output(self._postprocess(full)))
 
     # -- the work ------------------------------------------------------------------------------
-    def _embed_float(self, texts: list[str], encoder: SentenceEncoder, prompt: str) -> np.ndarray:
-        full = self.embed_full(texts, encoder, prompt)
+    def _embed_float(self, texts: list[str], model: SentenceEncoder | ModelCard,
+                     prompt: str) -> np.ndarray:
+        return self._postprocess(self._embedder(model, prompt).embed(texts))
+
+    def _postprocess(self, full: np.ndarray) -> np.ndarray:
         return truncate_and_normalize(full, self.truncate_dim, self.normalize)
 
-    def _namespace_parts(self, encoder: SentenceEncoder, prompt: str) -> dict[str, Any]:
-        """What the cached vectors depend on besides the text (model, prompt, length, precision)."""
-        from .engine.precision import precision_of
+    def _embedder(self, model: SentenceEncoder | ModelCard, prompt: str) -> Embedder:
+        """The road for these settings: cache, namespace, token limit; loads the model lazily."""
+        cache = self._open_cache()
+        namespace, labels = self._namespace(model, prompt) if cache is not None else (None, None)
+        encoder = model if isinstance(model, SentenceEncoder) else None
+        return Embedder(
+            self.get_encoder if encoder is None else (lambda: encoder),
+            dim=model.embedding_dim, prompt=prompt, max_length=self._effective_max_length(model),
+            cache=cache, namespace=namespace, labels=labels, batch_size=self.batch_size,
+            max_tokens_per_batch=self.max_tokens_per_batch, verbose=self.verbose,
+        )
 
-        return {
-            "model_fingerprint": encoder.source.fingerprint,
-            "revision": encoder.source.revision,
-            "prompt": prompt,
-            "max_length": self._effective_max_length(encoder),
-            "pooling": encoder.pooling,
-            # The mode the encoder runs in (canonical: dtype=None and "float32" on CPU share).
-            "precision": precision_of(encoder),
-        }
+    def _effective_max_length(self, model: SentenceEncoder | ModelCard) -> int:
+        return min(int(self.max_length), model.max_length)
+
+    def _namespace(self, model: SentenceEncoder | ModelCard, prompt: str) -> tuple[str, dict]:
+        """The cache namespace and its labels (recipe: :func:`skmoe.cache.embedding_namespace`)."""
+        import torch
+
+        _, _, device, precision = registry_key(self.model, self.revision, self.device, self.dtype)
+        return embedding_namespace(
+            model_fingerprint=model.source.fingerprint, revision=model.source.revision,
+            prompt=prompt, max_length=self._effective_max_length(model), pooling=model.pooling,
+            precision=precision, device_type=torch.device(device).type, model=str(self.model))
 
     def cache_namespace(self, encoder: SentenceEncoder, prompt: str) -> str:
-        """The cache namespace: a fingerprint of :meth:`_namespace_parts`."""
-        from .cache import cache_namespace
-
-        return cache_namespace(**self._namespace_parts(encoder, prompt))
-
-    def _namespace_labels(self, encoder: SentenceEncoder, prompt: str) -> dict[str, Any]:
-        """The namespace's parts as ``skmoe cache stats`` shows them, with the model's name."""
-        parts = self._namespace_parts(encoder, prompt)
-        return {**parts, "model": str(self.model),
-                "model_fingerprint": parts["model_fingerprint"][:12]}
+        """The cache namespace of ``encoder`` with ``prompt`` under these settings."""
+        return self._namespace(encoder, prompt)[0]
 
     def embed_full(
         self, texts: list[str], encoder: SentenceEncoder | None = None, prompt: str | None = None
     ) -> np.ndarray:
         """Full-width, un-normalised float32 pooled vectors, through the cache when one is set."""
-        encoder = encoder or self.get_encoder()
+        model = encoder if encoder is not None else self._model()
         if prompt is None:
-            prompt = self._prompt(encoder)
-        if not texts:
-            return np.empty((0, encoder.embedding_dim), dtype=np.float32)
-        unique: dict[str, int] = {}
-        slots = np.fromiter((unique.setdefault(t, len(unique)) for t in texts), np.int64, len(texts))
-        todo = list(unique)
-        vectors = np.empty((len(todo), encoder.embedding_dim), dtype=np.float32)
-        missing = np.arange(len(todo))
-        cache = self._open_cache()
-        namespace = self.cache_namespace(encoder, prompt) if cache is not None else None
-        if cache is not None:
-            found, _, cut = cache.lookup(namespace, todo, with_cut=True, out=vectors)
-            if found.any():
-                # A cached text was cut when it was computed: say so again, as a run would.
-                hits = np.flatnonzero(found)
-                Engine(encoder, max_length=self._effective_max_length(encoder)).warn_if_truncated(
-                    [todo[i] for i in hits], prompt, cut=cut[hits])
-            missing = np.flatnonzero(~found)
-        if len(missing):
-            if cache is not None:  # what `skmoe cache stats` shows for this namespace
-                cache.describe(namespace, **self._namespace_labels(encoder, prompt))
-            with self._progress(len(missing)) as tick:
-                engine = Engine(
-                    encoder, batch_size=self.batch_size,
-                    max_tokens_per_batch=self.max_tokens_per_batch, progress=tick,
-                    max_length=self._effective_max_length(encoder),
-                )
-                for start in range(0, len(missing), CHUNK_SIZE):
-                    rows = missing[start : start + CHUNK_SIZE]
-                    chunk = [todo[i] for i in rows]
-                    cut = np.zeros(len(chunk), dtype=bool)
-                    for done, batch_vectors in engine.iter_embed_batches(chunk, prompt,
-                                                                         cut_out=cut):
-                        vectors[rows[done]] = batch_vectors
-                        if cache is not None:
-                            cache.put_many(namespace, [chunk[i] for i in done], batch_vectors,
-                                           cut=cut[done])
-        # without duplicates the rows are in input order already: no copy of a large result
-        return vectors if len(todo) == len(texts) else vectors[slots]
+            prompt = self._prompt(model)
+        return self._embedder(model, prompt).embed(texts)
 
     def _open_cache(self) -> Any:
         return get_cache(self.cache)
@@ -390,8 +411,15 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         cache = self._open_cache()
         return None if cache is None else cache.stats()
 
-    def _progress(self, total: int) -> Any:
-        return _Progress(total, enabled=bool(self.verbose))
+
+def _legacy_match(fitted: str, source: ModelSource) -> bool:
+    """An estimator fitted (and pickled) with skmoe's first, sampled fingerprint: same files?"""
+    if len(fitted) != 16 or "-" in fitted:
+        return False
+    from pathlib import Path
+
+    folder = Path(source.path)
+    return legacy_fingerprint(folder, safetensors_files(folder)) == fitted
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None,
@@ -407,22 +435,3 @@ def _check_int(name: str, value: Any, low: int, high: int | None = None,
     if value < low or (high is not None and value > high):
         bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be {bounds}, got {value!r}")
-
-
-class _Progress:
-    """A tqdm bar (rate and ETA) when enabled, a no-op otherwise."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.bar = total, enabled, None
-
-    def __enter__(self) -> Callable[[int], None] | None:
-        if not self.enabled:
-            return None
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=self.total, unit="text", desc="embedding", smoothing=0.1)
-        return self.bar.update
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()

@@ -83,3 +83,24 @@ def quantize(x: np.ndarray, output_dtype: str, ranges: np.ndarray | None = None)
 
 def output_width(dim: int, output_dtype: str) -> int:
     return (dim + 7) // 8 if output_dtype in ("binary", "ubinary") else dim
+
+
+def l2_normalize(x: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Rows of ``x`` (as ``dtype``) scaled to unit L2 norm; a zero row stays zero (eps 1e-12).
+
+    The one L2 normalisation of the package: cosines (``skmoe.similarity``, bitext, STS) use it.
+    """
+    x = np.asarray(x, dtype=dtype)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def cosine_matrix(a: np.ndarray, b: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Cosine similarities ``[len(a), len(b)]`` of two embedding matrices."""
+    return l2_normalize(a, dtype) @ l2_normalize(b, dtype).T
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Row-aligned cosine similarities ``[n]``: ``cos(a[i], b[i])`` (0 for a zero row)."""
+    if len(a) != len(b):
+        raise ValueError(f"Row-aligned similarity needs as many rows in a as in b ({len(a)} != {len(b)}).")
+    return np.einsum("ij,ij->i", l2_normalize(a, dtype), l2_normalize(b, dtype))

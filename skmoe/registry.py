@@ -17,7 +17,13 @@ from pathlib import Path
 
 from .cache import EmbeddingCache, resolve_cache
 from .encoder import SentenceEncoder, load_encoder
-from .encoder.loading import resolve_device
+from .encoder.loading import (
+    ModelSource,
+    resolve_device,
+    resolve_model_path,
+    safetensors_files,
+    weights_fingerprint,
+)
 
 _LOCK = threading.Lock()
 _ENCODERS: dict[tuple, SentenceEncoder] = {}
@@ -64,6 +70,34 @@ def get_encoder(
         return encoder
 
 
+_RESOLVED: dict[tuple, tuple[str, str]] = {}  # (model, revision, local only) -> (folder, revision)
+
+
+def model_source(
+    model: str | os.PathLike[str], *, revision: str | None = None, local_files_only: bool = False
+) -> ModelSource:
+    """Where ``model`` is and its fingerprint, without loading (nor re-hashing) its weights.
+
+    A loaded encoder's own source wins (its weights are those a miss would run); otherwise the
+    folder is resolved once per process (a hub id is not looked up again) and fingerprinted from
+    the per-file memo (see :mod:`skmoe.encoder.fingerprint`), which reads nothing on a warm run.
+    """
+    name = registry_key(model, revision, "cpu", None)[0]
+    with _LOCK:
+        for key, encoder in _ENCODERS.items():
+            if key[0] == name and key[1] == revision:
+                return encoder.source
+        resolved = _RESOLVED.get((name, revision, local_files_only))
+    if resolved is None:
+        folder, rev = resolve_model_path(model, revision, local_files_only)
+        resolved = (str(folder), rev)
+        with _LOCK:
+            _RESOLVED[(name, revision, local_files_only)] = resolved
+    folder = Path(resolved[0])
+    return ModelSource(name=str(model), path=str(folder), revision=resolved[1],
+                       fingerprint=weights_fingerprint(folder, safetensors_files(folder)))
+
+
 _CACHES: dict[str, EmbeddingCache] = {}
 
 
@@ -89,10 +123,13 @@ def clear(model: str | os.PathLike[str] | None = None) -> None:
         if model is None:
             _ENCODERS.clear()
             _CACHES.clear()
+            _RESOLVED.clear()
             return
         name = registry_key(model, None, "cpu", None)[0]
         for key in [k for k in _ENCODERS if k[0] == name]:
             del _ENCODERS[key]
+        for key in [k for k in _RESOLVED if k[0] == name]:
+            del _RESOLVED[key]
 
 
 def loaded() -> list[tuple]:

@@ -8,26 +8,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from .postprocessing import cosine_matrix, cosine_rows
 from .validation import validate_texts
 
+__all__ = ["PAIR_FEATURES", "PairFeatures", "cosine_matrix", "cosine_rows", "split_pairs"]
+
 PAIR_FEATURES = ("cosine", "abs_diff", "product")
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarities ``[len(a), len(b)]`` of two embedding matrices."""
-    return _unit(a) @ _unit(b).T
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-aligned cosine similarities ``[n]``: ``cos(a[i], b[i])``."""
-    if len(a) != len(b):
-        raise ValueError(f"Row-aligned similarity needs as many rows in a as in b ({len(a)} != {len(b)}).")
-    return np.einsum("ij,ij->i", _unit(a), _unit(b))
 
 
 def split_pairs(X: Any) -> tuple[list[str], list[str]]:

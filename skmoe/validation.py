@@ -31,7 +31,8 @@ def validate_texts(X: Any) -> list[str]:
     """
     if isinstance(X, (str, bytes, bytearray)):
         raise TypeError(
-            f"Expected a collection of texts, got a single {type(X).__name__}; wrap it in a list: [text]."
+            f"Expected a collection of texts, got a single {type(X).__name__} (one raw text); wrap it "
+            "in a list: [text]."
         )
     if isinstance(X, (set, frozenset, dict)):
         # Unordered (or keyed) containers would give rows in an arbitrary order.

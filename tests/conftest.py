@@ -23,6 +23,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fingerprint_memo(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the on-disk fingerprint memo of this test session out of the user's ~/.cache."""
+    os.environ["SKMOE_FINGERPRINT_MEMO"] = str(tmp_path_factory.mktemp("memo") / "file-digests.json")
+
+
 @pytest.fixture(scope="session")
 def test_data_dir() -> Path:
     """``tests/data``: small checkpoints, configs and data samples committed with the tests."""

@@ -15,7 +15,7 @@ from matplotlib.image import imread
 
 import skmoe.cli as cli
 import skmoe.cli_report as cli_report
-import skmoe.estimator as estimator_module
+import skmoe.embedding as embedding_module
 from skmoe import registry
 from skmoe.cli import main
 from skmoe.datasets import load_sib200_sample
@@ -54,7 +54,7 @@ def assert_one_line_error(code, err, expected_code, *fragments):
         assert fragment in errors[0], errors[0]
 
 
-class _CountingEngine(estimator_module.Engine):
+class _CountingEngine(embedding_module.Engine):
     texts: list[str] = []
 
     def iter_embed_batches(self, texts, prompt="", **kwargs):
@@ -227,22 +227,22 @@ def test_embed_is_resumable_through_the_cache(capsys, tmp_path, moe, monkeypatch
     src, dst, cache = tmp_path / "in.txt", tmp_path / "out.npy", tmp_path / "c.sqlite"
     src.write_text("\n".join(texts), encoding="utf-8")
     monkeypatch.setattr(cli, "EMBED_CHUNK", 4)
-    real_transform = MoEEmbeddingTransformer.transform
+    real_embed = embedding_module.Embedder._embed
     calls = []
 
-    def interrupted(self, X):
+    def interrupted(self, X, tick):
         calls.append(len(X))
-        if len(calls) == 2:
+        if len(calls) == 2:  # after the first chunk
             raise KeyboardInterrupt
-        return real_transform(self, X)
+        return real_embed(self, X, tick)
 
-    monkeypatch.setattr(MoEEmbeddingTransformer, "transform", interrupted)
+    monkeypatch.setattr(embedding_module.Embedder, "_embed", interrupted)
     code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--cache", cache, "-q")
     assert code == 130 and "rerun to resume" in err
     assert not dst.exists() and not list(tmp_path.glob("*.partial"))
 
-    monkeypatch.setattr(MoEEmbeddingTransformer, "transform", real_transform)
-    monkeypatch.setattr(estimator_module, "Engine", _CountingEngine)
+    monkeypatch.setattr(embedding_module.Embedder, "_embed", real_embed)
+    monkeypatch.setattr(embedding_module, "Engine", _CountingEngine)
     _CountingEngine.texts = []
     code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--cache", cache, "-q")
     assert code == 0, err

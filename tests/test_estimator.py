@@ -30,6 +30,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import get_tags
 
+import skmoe.embedding as embedding_module
 import skmoe.estimator as estimator_module
 from skmoe import DEFAULT_MODEL, registry
 from skmoe.engine import Engine
@@ -103,7 +104,7 @@ def test_fit_returns_self_and_learns_no_data(moe):
     assert shapes == []  # float32 output: fit and feature names never run the model
     assert est.embedding_dim_ == est.n_features_out_ == 64
     assert est.prompt_ == "classification: "
-    assert est.model_revision_ == "local" and re.fullmatch(r"[0-9a-f]{16}", est.model_fingerprint_)
+    assert est.model_revision_ == "local" and re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]{8}-[0-9a-f]{8}", est.model_fingerprint_)
     assert list(names[:2]) == ["embedding_0", "embedding_1"] and len(names) == 64
     assert not hasattr(est, "quantization_ranges_")
     assert MoEEmbeddingTransformer(moe).fit([]).n_features_out_ == 64  # no data needed
@@ -450,7 +451,7 @@ def test_large_inputs_stream_in_chunks(moe, monkeypatch):
         sizes.append(len(chunk))
         return real_iter(self, chunk, prompt, **kwargs)
 
-    monkeypatch.setattr(estimator_module, "CHUNK_SIZE", 8)
+    monkeypatch.setattr(embedding_module, "CHUNK_SIZE", 8)
     monkeypatch.setattr(Engine, "iter_embed_batches", spy)
     np.testing.assert_allclose(est.transform(texts), ref, atol=FP32_ATOL, rtol=0)
     assert sizes == [8, 8, 8, 6]
@@ -458,13 +459,60 @@ def test_large_inputs_stream_in_chunks(moe, monkeypatch):
 
 def test_verbose_shows_a_progress_bar_with_rate_and_eta(moe, capsys):
     texts = mixed_texts(12, seed=4)
-    MoEEmbeddingTransformer(moe).fit([]).transform(texts)
-    assert capsys.readouterr().err == ""
-    MoEEmbeddingTransformer(moe, verbose=1).fit([]).transform(texts)
+    MoEEmbeddingTransformer(moe, verbose=2).fit([]).transform(texts)
     err = capsys.readouterr().err
     assert "embedding" in err and "12/12" in err
     assert re.search(r"\d\d:\d\d<\d\d:\d\d", err)  # elapsed<ETA
     assert re.search(r"(text/s|s/text)", err)  # rate
+
+
+def test_progress_by_default_only_when_the_call_runs_long(moe, capsys, monkeypatch):
+    texts = mixed_texts(12, seed=5)
+    MoEEmbeddingTransformer(moe).fit([]).transform(texts)  # default verbose=1, a short call
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(embedding_module, "PROGRESS_DELAY", 0.0)  # as if it ran long
+    MoEEmbeddingTransformer(moe).fit([]).transform(texts)
+    assert "12/12" in capsys.readouterr().err
+    for quiet in (0, False):
+        MoEEmbeddingTransformer(moe, verbose=quiet).fit([]).transform(texts)
+        assert capsys.readouterr().err == ""
+
+
+def test_progress_counts_input_rows_cached_and_duplicated(moe, tmp_path, capsys):
+    est = MoEEmbeddingTransformer(moe, cache=str(tmp_path / "c.sqlite"), verbose=2).fit([])
+    est.transform(["a", "b"])
+    capsys.readouterr()
+    est.transform(["a", "b", "c", "c", "a"])  # 3 rows found, 2 rows from one computed text
+    assert "5/5" in capsys.readouterr().err
+
+
+def test_fully_cached_transform_never_loads_the_model(moe, tmp_path, monkeypatch):
+    cache = str(tmp_path / "c.sqlite")
+    texts = mixed_texts(10, seed=6)
+    first = MoEEmbeddingTransformer(moe, cache=cache).fit_transform(texts)
+    registry.clear()  # a new process: nothing loaded, nothing resolved
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded although every text is cached")
+
+    monkeypatch.setattr(registry, "load_encoder", no_load)
+    est = MoEEmbeddingTransformer(moe, cache=cache)
+    np.testing.assert_array_equal(est.fit_transform(texts), first)
+    np.testing.assert_array_equal(est.transform(texts[::-1]), first[::-1])
+    monkeypatch.undo()
+    registry.clear()
+    assert np.isfinite(est.transform(texts + ["a text not cached yet"])).all()  # loads on a miss
+    assert len(registry.loaded()) == 1
+
+
+def test_lazy_and_loaded_paths_share_one_namespace(moe, tmp_path):
+    cache = str(tmp_path / "c.sqlite")
+    est = MoEEmbeddingTransformer(moe, cache=cache).fit(["x"])
+    encoder = est.get_encoder()
+    card = estimator_module.ModelCard.of(encoder)
+    assert est._namespace(card, est.prompt_) == est._namespace(encoder, est.prompt_)
+    lazy = est._model()
+    assert isinstance(lazy, estimator_module.ModelCard) and lazy == card
 
 
 # -- sklearn composition ---------------------------------------------------------------------------

@@ -98,3 +98,19 @@ def test_a_cache_object_is_shared_by_clones_not_copied(fast_moe, tmp_path):
     assert twin.cache is mine
     twin.fit(["a"]).transform(["a", "b"])
     assert mine.stats().misses == 2
+
+
+def test_model_source_names_and_fingerprints_without_loading(fast_moe, monkeypatch):
+    registry.clear()
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("model_source must not load the model")
+
+    with monkeypatch.context() as m:
+        m.setattr(registry, "load_encoder", no_load)
+        source = registry.model_source(fast_moe)
+    assert registry.loaded() == []
+    encoder = registry.get_encoder(fast_moe, device="cpu")
+    assert source == encoder.source
+    assert registry.model_source(fast_moe) is encoder.source  # a loaded encoder's own source
+    registry.clear()

@@ -7,7 +7,6 @@ side files; the resolved commit is recorded as the revision.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -60,7 +59,7 @@ class ModelSource:
     name: str  # what the user passed (hub id or folder)
     path: str  # resolved local folder
     revision: str  # resolved hub commit, or "local"
-    fingerprint: str  # digest of config + weights
+    fingerprint: str  # weights, tokenizer files, parsed config (see weights_fingerprint)
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]$")
@@ -179,26 +178,15 @@ def read_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
 
 
 def weights_fingerprint(folder: Path, files: list[Path]) -> str:
-    """Digest of config.json and the weights, cheap even for 2 GB.
+    """Digest of everything in ``folder`` that changes a vector: all weight bytes, the tokenizer
+    files and the parsed config.json, as ``"<weights 16>-<tokenizer 8>-<config 8>"`` hex.
 
-    Hashes each file's safetensors header (every tensor's name, dtype, shape and offsets)
-    plus 64 evenly spaced 64 KiB samples of the data: any re-training or re-quantization
-    changes sampled bytes, and no full 2 GB read is needed on every load.
+    Each file's digest is memoised by (path, size, mtime_ns, inode), in the process and on disk,
+    so only the first run after a file changes reads it; see :mod:`skmoe.encoder.fingerprint`.
     """
-    h = hashlib.sha256()
-    cfg = folder / "config.json"
-    if cfg.is_file():
-        h.update(cfg.read_bytes())
-    for f in files:
-        size = f.stat().st_size
-        with open(f, "rb") as fh:
-            header_len = int.from_bytes(fh.read(8), "little")
-            h.update(fh.read(header_len))
-            for i in range(64):
-                fh.seek((size * i) // 64)
-                h.update(fh.read(65536))
-        h.update(str(size).encode())
-    return h.hexdigest()[:16]
+    from .fingerprint import model_fingerprint
+
+    return str(model_fingerprint(folder, files))
 
 
 def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:

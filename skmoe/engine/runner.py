@@ -4,9 +4,9 @@ dedupe -> prompt -> tokenize -> token-length batches -> forward -> pool (fp32) -
 Outputs are full-width, un-normalised, float32 numpy rows: post-processing (Matryoshka,
 normalisation, output dtype) belongs to the estimator so that every variant shares cache entries.
 
-Long inputs can be streamed: :meth:`Engine.iter_embed` works through the texts chunk by chunk
-and :meth:`Engine.embed_to` writes each chunk to a ``.npy`` file as it is done, so memory stays
-flat however many texts there are.
+The road from texts to vectors (de-duplication, cache, chunking, progress, streaming to a file)
+is :mod:`skmoe.embedding`; :meth:`Engine.iter_embed_batches` is its entry point here.
+:meth:`Engine.iter_embed` and :meth:`Engine.embed_to` are deprecated in its favour.
 """
 
 from __future__ import annotations
@@ -53,6 +53,11 @@ def _utf8_size(text: str) -> int:
     if not unicodedata.is_normalized("NFKC", text):  # quick check; normal text passes
         size = max(size, len(unicodedata.normalize("NFKC", text).encode("utf-8")))
     return size
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated; use {new}, which also de-duplicates, caches, shows "
+                  "progress and writes Parquet", DeprecationWarning, stacklevel=3)
 
 
 class TruncationWarning(UserWarning):
@@ -160,9 +165,17 @@ class Engine:
         """Yield ``(start, vectors)`` for consecutive chunks of ``texts``, in input order.
 
         Only one chunk's ids and vectors are held at a time; batches are planned within a chunk.
+
+        .. deprecated:: use :meth:`skmoe.embedding.Embedder.iter_embed` (cache, progress).
         """
+        _deprecated("Engine.iter_embed", "skmoe.embedding.Embedder.iter_embed")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        for start in range(0, len(texts), chunk_size):
+            yield start, self.embed(texts[start : start + chunk_size], prompt)
+
+    def _iter_chunks(self, texts: Sequence[str], prompt: str, chunk_size: int
+                     ) -> Iterator[tuple[int, np.ndarray]]:
         for start in range(0, len(texts), chunk_size):
             yield start, self.embed(texts[start : start + chunk_size], prompt)
 
@@ -178,19 +191,23 @@ class Engine:
         ``out`` is a path (a float32 ``.npy`` file of shape ``[n, H]`` is written with plain
         sequential writes, so finished rows do not stay resident) or a writable array of that
         shape (e.g. an ``np.lib.format.open_memmap``).
+
+        .. deprecated:: use :meth:`skmoe.embedding.Embedder.embed_to` or
+           ``MoEEmbeddingTransformer.embed_to`` (cache, progress, Parquet, atomic files).
         """
+        _deprecated("Engine.embed_to", "skmoe.embedding.Embedder.embed_to")
         n, dim = len(texts), self.encoder.embedding_dim
         if isinstance(out, np.ndarray):
             if out.shape != (n, dim):
                 raise ValueError(f"out has shape {out.shape}, expected {(n, dim)}")
-            for start, vectors in self.iter_embed(texts, prompt, chunk_size):
+            for start, vectors in self._iter_chunks(texts, prompt, chunk_size):
                 out[start : start + len(vectors)] = vectors
             return out
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
                   "fortran_order": False, "shape": (n, dim)}
         with open(Path(out), "wb") as fh:
             np.lib.format.write_array_header_2_0(fh, header)
-            for _, vectors in self.iter_embed(texts, prompt, chunk_size):
+            for _, vectors in self._iter_chunks(texts, prompt, chunk_size):
                 fh.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
         return out
 

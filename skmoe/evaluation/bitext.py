@@ -9,13 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..postprocessing import l2_normalize
 from .embeddings import EmbeddingSource, as_groups
 
 
 def _unit(A: np.ndarray) -> np.ndarray:
-    A = np.asarray(A, dtype=np.float64)
-    norms = np.linalg.norm(A, axis=1, keepdims=True)
-    return np.divide(A, norms, out=np.zeros_like(A), where=norms > 0)
+    return l2_normalize(A, np.float64)
 
 
 def bitext_accuracy(source: np.ndarray, target: np.ndarray) -> float:

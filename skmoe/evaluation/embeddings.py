@@ -17,19 +17,13 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
+from ..validation import validate_texts
+
 
 def as_texts(X: Any) -> list[str]:
-    if isinstance(X, str):
-        raise TypeError("Iterable over raw text documents expected, string object received.")
-    if isinstance(X, pd.DataFrame):
-        if X.shape[1] != 1:
-            raise ValueError(f"a DataFrame of texts must have one column, got {X.shape[1]}")
-        X = X.iloc[:, 0]
-    texts = list(X)
-    for t in texts:
-        if not isinstance(t, str):
-            raise TypeError(f"texts must all be str; found {type(t).__name__}: {t!r}")
-    return texts
+    """``X`` as a list of ``str`` by the package's one rule (:func:`skmoe.validation.validate_texts`):
+    errors name the first bad row."""
+    return validate_texts(X)
 
 
 class EmbeddingSource:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
+from ..embedding import resolve_prompt
 from ..encoder import SentenceEncoder, capture_routing
 from ..engine import Engine
 from .embeddings import as_groups, as_texts
@@ -38,10 +39,8 @@ def _encoder_of(model: Any) -> SentenceEncoder:
 def _prompt_of(model: Any, encoder: SentenceEncoder, prompt_name: str | None,
                prompt: str | None) -> str:
     # An estimator's own prompt settings apply unless the caller overrides them.
-    if prompt_name is None and prompt is None and hasattr(model, "get_params"):
-        params = model.get_params(deep=False)
-        prompt_name, prompt = params.get("prompt_name"), params.get("prompt")
-    return encoder.resolve_prompt(prompt_name, prompt)
+    settings = model if hasattr(model, "get_params") else None
+    return resolve_prompt(encoder, prompt_name, prompt, settings_of=settings)
 
 
 @dataclass

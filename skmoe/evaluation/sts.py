@@ -10,6 +10,7 @@ import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
 from .._stack import external_stacklevel
+from ..postprocessing import cosine_rows
 from .embeddings import as_groups, concat_sources
 
 
@@ -19,9 +20,7 @@ def paired_cosine(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     B = np.asarray(B, dtype=np.float64)
     if A.shape != B.shape:
         raise ValueError(f"paired arrays differ in shape: {A.shape} vs {B.shape}")
-    norms = np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1)
-    dots = np.einsum("ij,ij->i", A, B)
-    return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+    return cosine_rows(A, B, np.float64)
 
 
 def sts_report(

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..embedding import resolve_prompt
 from ..postprocessing import truncate_and_normalize
 
 __all__ = ["DEFAULT_PROMPT_NAMES", "SkmoeMTEBEncoder", "as_mteb_encoder"]
@@ -113,10 +114,10 @@ class SkmoeMTEBEncoder:
             fitted = getattr(self.transformer, "prompt_", None)
             if fitted is not None:
                 return fitted
-            return encoder.resolve_prompt(self.transformer.prompt_name, self.transformer.prompt)
+            return resolve_prompt(encoder, settings_of=self.transformer)
         if key in raw:
             return raw[key]
-        return encoder.resolve_prompt(names[key])
+        return resolve_prompt(encoder, names[key])
 
     # -- EncoderProtocol -----------------------------------------------------------------------
     def encode(

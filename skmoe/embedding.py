@@ -1,0 +1,370 @@
+"""Texts -> full-width vectors: the one road every caller takes.
+
+The estimator, ``skmoe embed``, the MTEB adapter and the benchmarks build an :class:`Embedder`
+and call it; it owns, once each:
+
+- **de-duplication**: each distinct text of a call is looked up and computed once;
+- **the cache**: lookup by namespace (:func:`skmoe.cache.embedding_namespace`) and text, writes
+  batch by batch as the engine finishes them, so an interruption keeps all finished batches;
+- **truncation warnings for cache hits**, as a run would give them (from the stored ``cut``
+  flag; texts are tokenized only when the flag is unknown and the text could be too long);
+- **chunking** the misses into engine calls (``CHUNK_SIZE`` texts tokenized and planned at once);
+- **progress**: a ``tqdm.auto`` bar (notebook-aware) over the input rows;
+- **destinations**: an in-memory array, a caller's array (e.g. an ``open_memmap``), or a file
+  (``.npy`` written through a memory map, Parquet row groups), written atomically.
+
+The prompt arrives resolved (a string): :func:`resolve_prompt` is the one place a prompt name
+becomes a string. The model is loaded only on the first miss: a fully cached call never loads
+(nor hashes) the weights. The engine (``Engine.iter_embed_batches``) keeps tokenisation, batch
+planning and the forward.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._stack import external_stacklevel
+from .cache import EmbeddingCache, embedding_namespace
+from .encoder import SentenceEncoder
+from .encoder.loading import ModelSource
+from .engine import Engine
+from .engine.runner import _SPECIAL_TOKENS_MARGIN, TruncationWarning, _utf8_size
+
+__all__ = ["CHUNK_SIZE", "PROGRESS_DELAY", "Embedder", "EmbeddingWriter", "ModelCard",
+           "resolve_prompt"]
+
+#: Missing texts tokenized and planned together per engine call (bounds the memory of token ids).
+CHUNK_SIZE = 16384
+#: With ``verbose=1`` the bar appears only once a call has run this many seconds.
+PROGRESS_DELAY = 2.0
+
+
+def resolve_prompt(model: Any, prompt_name: str | None = None, prompt: str | None = None,
+                   *, settings_of: Any = None) -> str:
+    """The prompt string: ``prompt`` wins; else ``prompt_name`` looked up in the model's table.
+
+    ``model`` is a :class:`~skmoe.encoder.SentenceEncoder`; ``settings_of``, an estimator
+    whose own ``prompt_name``/``prompt`` apply when both arguments are None (routing statistics
+    and adapters follow the estimator they are given unless told otherwise).
+    """
+    if prompt_name is None and prompt is None and settings_of is not None:
+        params = settings_of.get_params(deep=False)
+        prompt_name, prompt = params.get("prompt_name"), params.get("prompt")
+    return model.resolve_prompt(prompt_name, prompt)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the road needs to know about a model, without its weights.
+
+    Read off a loaded encoder (:meth:`of`) and kept by fingerprint
+    (:func:`skmoe.encoder.fingerprint.remember_card`), so a later process whose texts are all
+    cached never loads the model. Duck-types the encoder where the road reads it.
+    """
+
+    source: ModelSource
+    embedding_dim: int
+    max_length: int
+    pooling: str
+    prompts: dict[str, str]
+    default_prompt_name: str | None
+    has_tokenizer: bool
+    is_moe: bool
+
+    # The encoder's own rule, applied to the recorded table (one implementation of it).
+    resolve_prompt = SentenceEncoder.resolve_prompt
+
+    @classmethod
+    def of(cls, model: SentenceEncoder | ModelCard) -> ModelCard:
+        if isinstance(model, ModelCard):
+            return model
+        return cls(model.source, int(model.embedding_dim), int(model.max_length), model.pooling,
+                   dict(model.prompts), model.default_prompt_name, model.tokenizer is not None,
+                   bool(model.is_moe))
+
+    def facts(self) -> dict[str, Any]:
+        """Everything but the source, JSON-able."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "source"}
+
+    @classmethod
+    def from_facts(cls, source: ModelSource, facts: Mapping[str, Any]) -> ModelCard:
+        return cls(source, **{name: facts[name] for name in cls.__dataclass_fields__
+                              if name != "source"})
+
+
+@dataclass
+class Embedder:
+    """Full-width, un-normalised float32 vectors of texts, through the cache, in input order.
+
+    Parameters
+    ----------
+    load : callable
+        Returns the :class:`~skmoe.encoder.SentenceEncoder`; called on the first miss only.
+    dim : int
+        Width of the model's vectors (known without loading it).
+    prompt : str
+        The resolved prefix.
+    max_length : int
+        The token limit in effect.
+    cache : EmbeddingCache, optional
+    namespace : str, optional
+        The cache namespace (required with a cache); ``labels`` describe it.
+    batch_size, max_tokens_per_batch : int, optional
+        Passed to the engine.
+    verbose : int
+        0: no progress bar; 1: a bar once a call runs longer than :data:`PROGRESS_DELAY`
+        seconds; 2: a bar from the start.
+    """
+
+    load: Callable[[], SentenceEncoder]
+    dim: int
+    prompt: str
+    max_length: int
+    cache: EmbeddingCache | None = None
+    namespace: str | None = None
+    labels: Mapping[str, Any] | None = None
+    batch_size: int | None = None
+    max_tokens_per_batch: int | None = None
+    verbose: int = 0
+    chunk_size: int | None = None  # default: CHUNK_SIZE
+    _engine: Engine | None = field(default=None, init=False, repr=False)
+    _described: bool = field(default=False, init=False, repr=False)
+
+    @classmethod
+    def for_encoder(cls, encoder: SentenceEncoder, prompt: str, *, max_length: int | None = None,
+                    cache: EmbeddingCache | None = None, model: str | None = None,
+                    **kwargs: Any) -> Embedder:
+        """An embedder around a loaded encoder, its namespace computed from the encoder."""
+        from .engine.precision import precision_of
+
+        limit = min(int(max_length or encoder.max_length), encoder.max_length)
+        namespace = labels = None
+        if cache is not None:
+            namespace, labels = embedding_namespace(
+                model_fingerprint=encoder.source.fingerprint, revision=encoder.source.revision,
+                prompt=prompt, max_length=limit, pooling=encoder.pooling,
+                precision=precision_of(encoder), device_type=encoder.device.type,
+                model=model or encoder.source.name)
+        return cls(lambda: encoder, dim=encoder.embedding_dim, prompt=prompt, max_length=limit,
+                   cache=cache, namespace=namespace, labels=labels, **kwargs)
+
+    # -- public --------------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The engine (loads the model on first use)."""
+        if self._engine is None:
+            self._engine = Engine(self.load(), batch_size=self.batch_size,
+                                  max_tokens_per_batch=self.max_tokens_per_batch,
+                                  max_length=self.max_length)
+        return self._engine
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors ``[len(texts), dim]`` in input order."""
+        with _progress(len(texts), self.verbose) as tick:
+            return self._embed(texts, tick)
+
+    def iter_embed(self, texts: Sequence[str], chunk_size: int = 1024
+                   ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start, vectors)`` for consecutive chunks of ``texts``, in input order; one
+        progress bar for the whole stream."""
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        with _progress(len(texts), self.verbose) as tick:
+            for start in range(0, len(texts), chunk_size):
+                yield start, self._embed(texts[start : start + chunk_size], tick)
+
+    def embed_to(self, out: str | os.PathLike[str] | np.ndarray, texts: Sequence[str], *,
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                 fmt: str | None = None, chunk_size: int = 1024) -> Any:
+        """Stream the vectors of ``texts`` (through ``transform``, e.g. truncation and
+        normalisation, if given) into ``out``; return ``out``.
+
+        ``out`` is a writable array of the right shape (e.g. ``np.lib.format.open_memmap``) or
+        a path: ``.npy`` (or ``fmt="npy"``) or ``.parquet`` (``fmt="parquet"``: columns
+        ``text`` and ``embedding``), written to ``OUT.partial`` and renamed when complete.
+        """
+        stream = self.iter_embed(texts, chunk_size)
+        if isinstance(out, np.ndarray):
+            for start, vectors in stream:
+                vectors = transform(vectors) if transform is not None else vectors
+                if out.shape[0] != len(texts) or out.shape[1:] != vectors.shape[1:]:
+                    raise ValueError(f"out has shape {out.shape}, expected "
+                                     f"{(len(texts), *vectors.shape[1:])}")
+                out[start : start + len(vectors)] = vectors
+            return out
+        path = Path(out)
+        with EmbeddingWriter(path, fmt or _format_of(path), len(texts)) as writer:
+            for start, vectors in stream:
+                vectors = transform(vectors) if transform is not None else vectors
+                writer.write(start, texts[start : start + len(vectors)], vectors)
+        return out
+
+    # -- the work ------------------------------------------------------------------------------
+    def _embed(self, texts: Sequence[str], tick: Callable[[int], None] | None) -> np.ndarray:
+        if not len(texts):
+            return np.empty((0, self.dim), dtype=np.float32)
+        unique: dict[str, int] = {}
+        slots = np.fromiter((unique.setdefault(t, len(unique)) for t in texts), np.int64, len(texts))
+        todo = list(unique)
+        rows_per_text = np.bincount(slots, minlength=len(todo)) if len(todo) < len(texts) else None
+        vectors = np.empty((len(todo), self.dim), dtype=np.float32)
+        missing = np.arange(len(todo))
+        if self.cache is not None:
+            if self.namespace is None:
+                raise ValueError("an Embedder with a cache needs its namespace")
+            found, _, cut = self.cache.lookup(self.namespace, todo, with_cut=True, out=vectors)
+            if found.any():
+                hits = np.flatnonzero(found)
+                self._warn_cut_hits([todo[i] for i in hits], cut[hits])
+                if tick is not None:
+                    tick(int(rows_per_text[hits].sum()) if rows_per_text is not None else len(hits))
+            missing = np.flatnonzero(~found)
+        if len(missing):
+            self._compute(todo, missing, vectors, rows_per_text, tick)
+        # without duplicates the rows are in input order already: no copy of a large result
+        return vectors if len(todo) == len(texts) else vectors[slots]
+
+    def _compute(self, todo: list[str], missing: np.ndarray, vectors: np.ndarray,
+                 rows_per_text: np.ndarray | None, tick: Callable[[int], None] | None) -> None:
+        """Run the engine on ``todo[missing]``, chunk by chunk, writing the cache per batch."""
+        engine, cache = self.engine, self.cache
+        if cache is not None and not self._described:  # what `skmoe cache stats` shows
+            cache.describe(self.namespace, **dict(self.labels or {}))
+            self._described = True
+        size = self.chunk_size or CHUNK_SIZE
+        for start in range(0, len(missing), size):
+            rows = missing[start : start + size]
+            chunk = [todo[i] for i in rows]
+            cut = np.zeros(len(chunk), dtype=bool)
+            for done, batch_vectors in engine.iter_embed_batches(chunk, self.prompt, cut_out=cut):
+                vectors[rows[done]] = batch_vectors
+                if cache is not None:
+                    cache.put_many(self.namespace, [chunk[i] for i in done], batch_vectors,
+                                   cut=cut[done])
+                if tick is not None:
+                    tick(int(rows_per_text[rows[done]].sum()) if rows_per_text is not None
+                         else len(done))
+
+    def _warn_cut_hits(self, texts: list[str], cut: np.ndarray) -> None:
+        """Warn about cached texts that were cut when computed, as computing them would.
+
+        ``cut``: 1 cut, 0 not, -1 unknown (rows from before the flag was stored). Only unknown
+        texts that could be too long need the tokenizer (and so the model).
+        """
+        cut = np.asarray(cut)
+        budget = self.max_length - _SPECIAL_TOKENS_MARGIN - _utf8_size(self.prompt)
+        unknown = [i for i in np.flatnonzero(cut < 0) if _utf8_size(texts[i]) > budget]
+        if unknown:
+            self.engine.warn_if_truncated(texts, self.prompt, cut=cut)
+            return
+        was_cut = np.flatnonzero(cut > 0)
+        if len(was_cut):
+            warnings.warn(
+                f"{len(was_cut)} text(s) exceed the maximum length ({self.max_length} tokens) "
+                f"and were truncated; first: {(self.prompt + texts[was_cut[0]])[:60]!r}",
+                TruncationWarning,
+                stacklevel=external_stacklevel(),
+            )
+
+
+class _progress:  # noqa: N801 - used like a function: ``with _progress(n, verbose) as tick``
+    """A ``tqdm.auto`` bar over ``total`` rows (rate and ETA), or nothing.
+
+    ``verbose`` 0: nothing; 1: the bar appears only once the call has run
+    :data:`PROGRESS_DELAY` seconds (short calls stay quiet); 2 or more: from the start.
+    """
+
+    def __init__(self, total: int, verbose: int) -> None:
+        self.total, self.verbose, self.bar = total, int(verbose or 0), None
+
+    def __enter__(self) -> Callable[[int], None] | None:
+        if self.verbose <= 0 or self.total == 0:
+            return None
+        from tqdm.auto import tqdm
+
+        delay = PROGRESS_DELAY if self.verbose == 1 else 0.0
+        self.bar = tqdm(total=self.total, unit="text", desc="embedding", smoothing=0.1,
+                        delay=delay)
+        return self.bar.update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# -- files -------------------------------------------------------------------------------------
+OUTPUT_EXTENSIONS = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _format_of(path: Path) -> str:
+    fmt = OUTPUT_EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot tell the output format of {path}; end it in .npy or .parquet "
+                         "or pass fmt=")
+    return fmt
+
+
+class EmbeddingWriter:
+    """Write embeddings chunk by chunk to ``.npy`` or Parquet, atomically.
+
+    Rows go to ``OUTPUT.partial`` (a memory-mapped ``.npy``, or Parquet row groups) and the file
+    is renamed to ``OUTPUT`` only when every row is written: an interrupted run never leaves a
+    truncated file that looks complete.
+
+    ``.npy``: one array ``[n, width]`` in input order. Parquet: one row per text with columns
+    ``text`` (string) and ``embedding`` (fixed-size list of ``width`` numbers).
+    """
+
+    def __init__(self, path: Path, fmt: str, n_rows: int) -> None:
+        if fmt not in ("npy", "parquet"):
+            raise ValueError(f"format must be 'npy' or 'parquet', got {fmt!r}")
+        self.path, self.fmt, self.n_rows = Path(path), fmt, n_rows
+        self.tmp = self.path.with_name(self.path.name + ".partial")
+        self._array: Any = None
+        self._parquet: Any = None
+        self._written = 0
+
+    def __enter__(self) -> EmbeddingWriter:
+        return self
+
+    def write(self, start: int, texts: Sequence[str], vectors: Any) -> None:
+        """Store rows ``start .. start + len(texts)``."""
+        vectors = np.asarray(vectors)
+        if self.fmt == "npy":
+            if self._array is None:
+                self._array = np.lib.format.open_memmap(
+                    self.tmp, mode="w+", dtype=vectors.dtype, shape=(self.n_rows, vectors.shape[1])
+                )
+            self._array[start : start + len(texts)] = vectors
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            flat = pa.array(np.ascontiguousarray(vectors).reshape(-1))
+            table = pa.table({
+                "text": pa.array(list(texts), type=pa.string()),
+                "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+            })
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self.tmp, table.schema)
+            self._parquet.write_table(table)
+        self._written += len(texts)
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if self._array is not None:
+            self._array.flush()
+            del self._array
+            self._array = None
+        if self._parquet is not None:
+            self._parquet.close()
+        if exc_type is None and self._written == self.n_rows and self.tmp.exists():
+            os.replace(self.tmp, self.path)
+        elif self.tmp.exists():
+            self.tmp.unlink()

@@ -1,0 +1,142 @@
+"""The road from texts to vectors (skmoe.embedding): dedupe, cache, hit warnings, destinations."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import skmoe.embedding as embedding_module
+from skmoe.cache import EmbeddingCache
+from skmoe.embedding import Embedder, EmbeddingWriter, ModelCard
+from skmoe.encoder import load_encoder
+from skmoe.engine import Engine, TruncationWarning
+
+
+@pytest.fixture(scope="module")
+def encoder(random_moe_xlmr_path: Path):
+    return load_encoder(random_moe_xlmr_path, device="cpu")
+
+
+def _counting(encoder, **kwargs) -> tuple[Embedder, list]:
+    loads: list[int] = []
+
+    def load():
+        loads.append(1)
+        return encoder
+
+    emb = Embedder.for_encoder(encoder, "query: ", **kwargs)
+    return Embedder(load, dim=emb.dim, prompt=emb.prompt, max_length=emb.max_length,
+                    cache=emb.cache, namespace=emb.namespace, labels=emb.labels), loads
+
+
+def test_vectors_equal_the_engine_in_input_order_with_each_text_computed_once(encoder, monkeypatch):
+    texts = ["b", "a", "b", "c", "a"]
+    seen: list[str] = []
+    real = Engine.iter_embed_batches
+
+    def spy(self, chunk, prompt="", **kwargs):
+        seen.extend(chunk)
+        return real(self, chunk, prompt, **kwargs)
+
+    monkeypatch.setattr(Engine, "iter_embed_batches", spy)
+    out = Embedder.for_encoder(encoder, "query: ").embed(texts)
+    assert sorted(seen) == ["a", "b", "c"]
+    ref = Engine(encoder).embed(texts, "query: ")
+    np.testing.assert_allclose(out, ref, atol=1e-6, rtol=0)  # batch-mates differ: 1e-7
+
+
+def test_a_fully_cached_call_never_loads_the_model(encoder, tmp_path):
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    first, loads = _counting(encoder, cache=cache)
+    vectors = first.embed(["x", "y"])
+    assert loads == [1]
+    again, loads = _counting(encoder, cache=cache)
+    np.testing.assert_array_equal(again.embed(["y", "x", "y"]), vectors[[1, 0, 1]])
+    assert loads == []
+
+
+def test_cached_hits_warn_about_truncation_without_loading(encoder, tmp_path):
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    long_text = "word " * 2000
+    emb, _ = _counting(encoder, cache=cache, max_length=16)
+    with pytest.warns(TruncationWarning, match=r"1 text\(s\) exceed the maximum length \(16 tokens\)"):
+        emb.embed([long_text, "short"])
+    again, loads = _counting(encoder, cache=cache, max_length=16)
+    with pytest.warns(TruncationWarning, match=r"1 text\(s\) exceed .*first: 'query: word word"):
+        again.embed(["short", long_text])
+    assert loads == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again.embed(["short"])  # nothing cut, nothing said
+
+
+@pytest.mark.parametrize("fmt", ["npy", "parquet"])
+def test_embed_to_a_file_streams_chunks_atomically(encoder, tmp_path, fmt):
+    texts = [f"text {i}" for i in range(11)] + ["text 3"]
+    emb = Embedder.for_encoder(encoder, "")
+    out = tmp_path / f"v.{fmt}"
+    assert emb.embed_to(out, texts, chunk_size=4) == out
+    ref = emb.embed(texts)
+    if fmt == "npy":
+        np.testing.assert_allclose(np.load(out), ref, atol=1e-6, rtol=0)
+    else:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(out)
+        assert table.column("text").to_pylist() == texts
+        vectors = np.asarray(table.column("embedding").to_pylist())
+        np.testing.assert_allclose(vectors, ref, atol=1e-6, rtol=0)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_embed_to_an_array_applies_the_transform_and_checks_the_shape(encoder):
+    texts = ["a", "b", "c"]
+    emb = Embedder.for_encoder(encoder, "")
+    out = np.zeros((3, 8), dtype=np.float32)
+    emb.embed_to(out, texts, transform=lambda v: v[:, :8], chunk_size=2)
+    np.testing.assert_allclose(out, emb.embed(texts)[:, :8], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="out has shape"):
+        emb.embed_to(np.zeros((2, 8), np.float32), texts, transform=lambda v: v[:, :8])
+
+
+def test_an_interrupted_write_leaves_no_file(tmp_path):
+    out = tmp_path / "v.npy"
+    with pytest.raises(KeyboardInterrupt), EmbeddingWriter(out, "npy", 4) as writer:
+        writer.write(0, ["a", "b"], np.ones((2, 3), np.float32))
+        raise KeyboardInterrupt
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_progress_bar_counts_rows_and_stays_quiet_when_asked(encoder, capsys, monkeypatch):
+    emb = Embedder.for_encoder(encoder, "", verbose=2)
+    emb.embed(["a", "b", "a"])
+    assert "3/3" in capsys.readouterr().err
+    emb.verbose = 1  # short call: the bar waits PROGRESS_DELAY seconds, so nothing shows
+    emb.embed(["c", "d"])
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(embedding_module, "PROGRESS_DELAY", 0.0)
+    emb.embed(["e", "f"])
+    assert "2/2" in capsys.readouterr().err
+    emb.verbose = 0
+    emb.embed(["g"])
+    assert capsys.readouterr().err == ""
+
+
+def test_model_card_round_trips_through_its_facts(encoder):
+    card = ModelCard.of(encoder)
+    assert ModelCard.from_facts(encoder.source, card.facts()) == card
+    assert card.resolve_prompt("query") == encoder.resolve_prompt("query")
+    assert card.embedding_dim == encoder.embedding_dim and card.has_tokenizer
+
+
+def test_engine_streaming_methods_are_deprecated_but_work(encoder, tmp_path):
+    engine = Engine(encoder)
+    with pytest.warns(DeprecationWarning, match="skmoe.embedding"):
+        chunks = list(engine.iter_embed(["a", "b", "c"], chunk_size=2))
+    assert [start for start, _ in chunks] == [0, 2]
+    with pytest.warns(DeprecationWarning, match="skmoe.embedding"):
+        engine.embed_to(tmp_path / "v.npy", ["a", "b"])
+    assert np.load(tmp_path / "v.npy").shape == (2, encoder.embedding_dim)
