@@ -8,7 +8,7 @@ import pytest
 from matplotlib.image import imread
 from sklearn.decomposition import PCA
 
-import skmoe.estimator as estimator_module
+import skmoe.embedding as embedding_module
 import skmoe.plotting as plotting_module
 from skmoe.datasets import load_sib200_sample
 from skmoe.estimator import MoEEmbeddingTransformer
@@ -24,7 +24,7 @@ TABLES = ["probe_per_language", "transfer_from_source", "transfer_matrix"]
 PLOTS = ["accuracy_by_language.png", "transfer_heatmap.png", "pca_map.png", "pca_languages.png"]
 
 
-class _CountingEngine(estimator_module.Engine):
+class _CountingEngine(embedding_module.Engine):
     """The estimator's engine, counting the texts it is asked to encode."""
 
     texts: list[str] = []
@@ -50,7 +50,7 @@ def moe_report(tmp_path_factory, random_moe_xlmr_path):
         return fig
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(estimator_module, "Engine", _CountingEngine)
+        mp.setattr(embedding_module, "Engine", _CountingEngine)
         mp.setattr(plotting_module, "plot_transfer", recording_plot_transfer)
         index = build_report(transformer, data, out, shots=4, seeds=3, umap=PCA(2),
                              progress=False)
