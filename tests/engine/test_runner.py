@@ -8,7 +8,7 @@ import torch
 from _engine_helpers import sib200_texts
 
 from skmoe.encoder import load_encoder
-from skmoe.encoder.nomic_moe import Attention
+from skmoe.encoder import packing
 from skmoe.engine import Engine, TokenRows, collate, plan_batches
 from skmoe.engine.batching import Batch, padding_fraction, split_batch
 
@@ -89,25 +89,24 @@ def test_dense_plan_keeps_padding_under_5_percent(encoder, sib200_dir):
     assert padding_fraction(standard, lengths) > 0.25
 
 
-def test_moe_model_computes_real_tokens_only(encoder, texts):
+def test_moe_model_computes_real_tokens_only(encoder, texts, monkeypatch):
     """Projections, MLPs, experts and (on CPU) attention see the real tokens, no padding."""
     rows_in = []
     hooks = [m.register_forward_hook(lambda m, i, o: rows_in.append(i[0].shape[0]))
              for name, m in encoder.named_modules() if name.endswith(("Wqkv", "fc1"))]
     attended = []  # tokens that went through attention, per call
-    real_attend = Attention._attend_runs
+    real_attend = packing._attend_runs
 
-    def attend_runs(self, qkv, runs):
+    def attend_runs(qkv, runs, n_head, head_dim):
         attended.append(sum(rows * length for _, rows, length in runs))
         assert attended[-1] == qkv.shape[0]  # runs cover the packed real tokens exactly
-        return real_attend(self, qkv, runs)
+        return real_attend(qkv, runs, n_head, head_dim)
 
+    monkeypatch.setattr(packing, "_attend_runs", attend_runs)
     try:
-        Attention._attend_runs = attend_runs
         engine = Engine(encoder, batch_size=128)
         engine.embed(texts)
     finally:
-        Attention._attend_runs = real_attend
         for h in hooks:
             h.remove()
     real = engine.stats.real_tokens
@@ -189,16 +188,17 @@ def test_progress_is_called_per_batch(encoder, texts):
 
 def test_oom_halves_the_batch_and_results_are_unchanged(encoder, texts, monkeypatch):
     want = Engine(encoder, batch_size=64).embed(texts)
-    real_forward = type(encoder).forward
+    real_forward = type(encoder).forward_packed
     seen = []
 
-    def forward(self, input_ids, attention_mask=None):
-        seen.append(len(input_ids))
-        if len(input_ids) > 20:  # a "GPU" that holds at most 20 rows
+    def forward_packed(self, input_ids, cu_seqlens, max_seqlen):
+        rows = len(cu_seqlens) - 1
+        seen.append(rows)
+        if rows > 20:  # a "GPU" that holds at most 20 rows
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_forward(self, input_ids, attention_mask)
+        return real_forward(self, input_ids, cu_seqlens, max_seqlen)
 
-    monkeypatch.setattr(type(encoder), "forward", forward)
+    monkeypatch.setattr(type(encoder), "forward_packed", forward_packed)
     engine = Engine(encoder, batch_size=64)
     got = engine.embed(texts)
     assert np.abs(got - want).max() < 1e-5
@@ -211,10 +211,10 @@ def test_oom_halves_the_batch_and_results_are_unchanged(encoder, texts, monkeypa
 
 
 def test_oom_on_a_single_row_is_raised(encoder, monkeypatch):
-    def forward(self, input_ids, attention_mask=None):
+    def forward_packed(self, input_ids, cu_seqlens, max_seqlen):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(type(encoder), "forward", forward)
+    monkeypatch.setattr(type(encoder), "forward_packed", forward_packed)
     with pytest.raises(torch.OutOfMemoryError):
         Engine(encoder).embed(["one text"])
 
