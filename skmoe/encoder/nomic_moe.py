@@ -258,8 +258,11 @@ def _grouped_mm_probe(device: torch.device, dtype: torch.dtype) -> bool:
 
 def grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
     """``torch._grouped_mm`` for these inputs: on CPU for float32/bfloat16/float16, on the meta
-    device (and CUDA's kernel) for bfloat16; other devices are probed once."""
+    device (and CUDA's kernel) for bfloat16; other devices are probed once. Under
+    ``torch.compile`` bfloat16 only (the op's fake kernel refuses other dtypes)."""
     if not hasattr(torch, "_grouped_mm"):
+        return False
+    if torch.compiler.is_compiling() and dtype != torch.bfloat16:
         return False
     if device.type == "cpu":
         return dtype in (torch.float32, torch.bfloat16, torch.float16)

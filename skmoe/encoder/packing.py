@@ -20,9 +20,9 @@ import torch.nn.functional as F
 
 def cu_seqlens_of(lengths: Sequence[int] | np.ndarray) -> torch.Tensor:
     """``[0, l0, l0+l1, ...]`` as an int32 CPU tensor (built on the host from known lengths)."""
-    cu = np.zeros(len(lengths) + 1, dtype=np.int32)
-    np.cumsum(np.asarray(lengths, dtype=np.int64), out=cu[1:], casting="unsafe")
-    return torch.from_numpy(cu)
+    cu = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(np.asarray(lengths, dtype=np.int64), out=cu[1:])
+    return torch.from_numpy(cu.astype(np.int32))
 
 
 def token_segments(cu_seqlens: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:

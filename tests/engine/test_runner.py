@@ -7,8 +7,7 @@ import pytest
 import torch
 from _engine_helpers import sib200_texts
 
-from skmoe.encoder import load_encoder
-from skmoe.encoder import packing
+from skmoe.encoder import load_encoder, packing
 from skmoe.engine import Engine, TokenRows, collate, plan_batches
 from skmoe.engine.batching import Batch, padding_fraction, split_batch
 
