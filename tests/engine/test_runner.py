@@ -9,7 +9,7 @@ from _engine_helpers import sib200_texts
 
 from skmoe.encoder import load_encoder, packing
 from skmoe.engine import Engine, TokenRows, collate, plan_batches
-from skmoe.engine.batching import Batch, padding_fraction, split_batch
+from skmoe.engine.batching import Batch, pack, padding_fraction, split_batch
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,32 @@ def test_token_rows_and_collate_match_the_list_path():
     b_ids, b_mask = collate(rows, batch, pad_id=1)
     assert torch.equal(a_ids, b_ids) and torch.equal(a_mask, b_mask)
     assert b_ids.dtype == torch.long and b_ids[1].tolist() == [0, 5, 6, 2, 1, 1]
+
+
+def test_pack_lays_the_batch_rows_back_to_back():
+    ids = [[0, 5, 6, 2], [0, 2], [0, 7, 8, 9, 10, 2], [0, 3, 2]]
+    batch = Batch(np.array([2, 0, 3]), 6)
+    flat, cu, max_len = pack(TokenRows(ids), batch)
+    assert flat.dtype == torch.long and cu.dtype == torch.int32 and max_len == 6
+    assert cu.tolist() == [0, 6, 10, 13]
+    assert flat.tolist() == ids[2] + ids[0] + ids[3]
+    padded, mask = collate(ids, batch, pad_id=1)
+    assert torch.equal(flat, padded[mask.bool()])  # the real tokens of the padded batch
+
+
+def test_engine_hands_the_model_packed_tokens(encoder, texts, monkeypatch):
+    calls = []
+    real = type(encoder).forward_packed
+
+    def forward_packed(self, input_ids, cu_seqlens, max_seqlen):
+        calls.append((input_ids.shape, cu_seqlens.dtype, max_seqlen, int(cu_seqlens[-1])))
+        return real(self, input_ids, cu_seqlens, max_seqlen)
+
+    monkeypatch.setattr(type(encoder), "forward_packed", forward_packed)
+    engine = Engine(encoder, batch_size=32)
+    engine.embed(texts[:40])
+    assert calls and all(cu == torch.int32 and shape == (total,) for shape, cu, _, total in calls)
+    assert sum(total for *_, total in calls) == engine.stats.real_tokens
 
 
 def test_dense_plan_keeps_padding_under_5_percent(encoder, sib200_dir):
