@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.compiler import is_compiling
 
 
 def cu_seqlens_of(lengths: Sequence[int] | np.ndarray) -> torch.Tensor:
@@ -139,6 +140,7 @@ class PackedBatch:
     sin: torch.Tensor
     backend: str
     runs: list[tuple[int, int, int]] | None = None
+    freqs: torch.Tensor | None = None  # CPU float32: cos + i sin, for the in-place complex rotary
     index: torch.Tensor | None = None  # padded: flat [B * max_seqlen] position of each token
     key_mask: torch.Tensor | None = None  # padded: bool [B, 1, 1, max_seqlen], True = real
 
@@ -152,6 +154,8 @@ class PackedBatch:
         seg, pos = token_segments(cu_seqlens, total)
         cos, sin = rotary(pos)
         batch = cls(cu_seqlens, int(max_seqlen), cos, sin, backend)
+        if cu_seqlens.device.type == "cpu" and dtype == torch.float32 and not is_compiling():
+            batch.freqs = torch.complex(cos, sin)
         if backend == "runs":
             if cu_seqlens.device.type != "cpu":
                 raise ValueError("attention='runs' reads the lengths on the host: CPU only")
