@@ -349,8 +349,10 @@ class MoE(nn.Module):
     def dispatch(self, x: torch.Tensor, top_w: torch.Tensor, top_e: torch.Tensor) -> torch.Tensor:
         """Group the T*K (token, expert) slots by expert, on the device: a stable ``argsort``
         orders them, ``scatter_add_`` counts each expert's slots and ``cumsum`` makes the group
-        offsets. The experts' outputs go back to (token, k) order by the inverse permutation and
-        are summed over k: no atomics, so a token's result is the same in any batch and run."""
+        offsets. The weighted expert outputs go back to their tokens by the inverse permutation
+        and are added to the bias one k at a time, in ascending expert order (the order of the
+        former ``index_add_`` combine, so results are unchanged bit for bit): no atomics, so a
+        token's result is the same in any run."""
         T, K = top_e.shape
         flat_e = top_e.reshape(-1)
         order = flat_e.argsort(stable=True)
@@ -358,11 +360,15 @@ class MoE(nn.Module):
         counts.scatter_add_(0, flat_e, torch.ones_like(flat_e))
         offsets = counts.cumsum(0).to(torch.int32)
         y = self.experts.grouped(x, order // K, offsets)
+        y.mul_(top_w.reshape(-1)[order].to(y.dtype).unsqueeze(1))
         inverse = torch.empty_like(order).scatter_(
             0, order, torch.arange(T * K, device=order.device))
-        y = y.index_select(0, inverse).view(T, K, -1)
-        y.mul_(top_w.to(y.dtype).unsqueeze(-1))
-        return y.sum(1).add_(self.experts.bias.to(y.dtype))
+        # each token's K slots, in sorted position order = ascending expert id
+        y = y.index_select(0, inverse.view(T, K).sort(dim=1).values.reshape(-1)).view(T, K, -1)
+        out = self.experts.bias.to(y.dtype).expand(T, -1).clone()
+        for k in range(K):
+            out.add_(y[:, k])
+        return out
 
 
 # --------------------------------------------------------------------------------------------
