@@ -57,6 +57,7 @@ from bench_common import (  # noqa: E402
 
 from skmoe.encoder import load_encoder  # noqa: E402
 from skmoe.engine import Engine, apply_precision  # noqa: E402
+from skmoe.engine.memory import reuse_freed_memory  # noqa: E402
 from skmoe.engine.precision import cpu_has_native_bf16, int8_weight_bits  # noqa: E402
 
 TEST_DATA = HERE.parent / "tests" / "data"  # the repo's test copies
@@ -80,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--modes", nargs="+", default=None,
                     help="default: float32 int8, plus bfloat16 where the CPU has native bf16")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep-malloc", action="store_true",
+                    help="leave glibc's malloc settings alone (default: opt in to "
+                         "skmoe.engine.memory.reuse_freed_memory, as SKMOE_TUNE_MALLOC=1 does)")
     ap.add_argument("--rss-texts", type=int, default=256)
     ap.add_argument("--quality-texts", type=int, default=256)
     ap.add_argument("--memory-sizes", type=int, nargs=2, default=[2000, 20000])
@@ -122,10 +126,9 @@ def run_mode(mode: str, enc, texts: list[str]) -> tuple[np.ndarray, int, int]:
         return vectors, sum(len(r) for r in ids), padded
     engine = Engine(enc)
     vectors = engine.embed(texts, PROMPT)
-    # The MoE model on CPU computes real tokens only (packed token-wise ops, attention per run of
-    # equal-length rows), whatever the batch layout's padding.
-    packed = enc.is_moe and getattr(enc.backbone, "attention", "auto") in ("auto", "packed")
-    computed = engine.stats.real_tokens if packed else engine.stats.padded_tokens
+    # The MoE model computes real tokens only (the engine hands it packed tokens; on CPU attention
+    # runs per run of equal-length rows), whatever the batch layout's padding.
+    computed = engine.stats.real_tokens if enc.is_moe else engine.stats.padded_tokens
     return vectors, engine.stats.real_tokens, computed
 
 
@@ -187,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
         rss_worker(mode, Path(folder), Path(corpus), args.threads)
         return
     torch.set_num_threads(args.threads)
+    if not args.keep_malloc:
+        reuse_freed_memory()  # process-wide and opt-in since issue 13; measured as users opt in
     t_start = time.perf_counter()
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     modes = args.modes or (["float32", "int8"] + (["bfloat16"] if cpu_has_native_bf16() else []))

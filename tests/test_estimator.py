@@ -61,28 +61,40 @@ def moe(random_moe_xlmr_path: Path) -> str:
 
 
 @contextmanager
-def forward_log(est: MoEEmbeddingTransformer):
-    """Record the ``input_ids`` shape of every forward pass of the shared encoder."""
-    shapes: list[tuple[int, int]] = []
-    handle = est.get_encoder().register_forward_hook(lambda m, args, out: shapes.append(tuple(args[0].shape)))
+def _packed_forward_wrapped(est: MoEEmbeddingTransformer, before):
+    """Call ``before(rows, longest row)`` ahead of every forward pass of the shared encoder (the
+    engine calls ``forward_packed``, which module hooks do not see)."""
+    enc = est.get_encoder()
+    real = enc.forward_packed
+
+    def packed(input_ids, cu_seqlens, max_seqlen):
+        before(len(cu_seqlens) - 1, max_seqlen)
+        return real(input_ids, cu_seqlens, max_seqlen)
+
+    enc.forward_packed = packed
     try:
-        yield shapes
+        yield
     finally:
-        handle.remove()
+        del enc.forward_packed
+
+
+@contextmanager
+def forward_log(est: MoEEmbeddingTransformer):
+    """Record (rows, longest row) of every forward pass of the shared encoder."""
+    shapes: list[tuple[int, int]] = []
+    with _packed_forward_wrapped(est, lambda rows, longest: shapes.append((rows, longest))):
+        yield shapes
 
 
 @contextmanager
 def model_forbidden(est: MoEEmbeddingTransformer):
     """Make any forward pass of the shared encoder fail."""
 
-    def boom(module, args):
+    def boom(rows, longest):
         raise AssertionError("the model ran")
 
-    handle = est.get_encoder().register_forward_pre_hook(boom)
-    try:
+    with _packed_forward_wrapped(est, boom):
         yield
-    finally:
-        handle.remove()
 
 
 # -- construction and fit --------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from .loading import (
     weights_fingerprint,
 )
 from .nomic_moe import NomicMoEModel
-from .pooling import pool
+from .packing import key_padding_mask, pad_index, to_padded
+from .pooling import pool, pool_packed
 from .tokenization import (
     check_tokenizer_fits,
     load_max_length,
@@ -47,9 +48,15 @@ class UnknownPromptError(ValueError):
 class SentenceEncoder(nn.Module):
     """A backbone plus what turns texts into vectors with it.
 
-    ``encoder(input_ids, attention_mask)`` returns the last hidden states ``[B, S, H]`` (zeros at
-    padded positions for the MoE model). :meth:`tokenize`, :meth:`pool` and :meth:`resolve_prompt`
-    are the other steps of the sentence-embedding recipe; the engine strings them together.
+    :meth:`forward_packed` ``(input_ids [T], cu_seqlens [B+1], max_seqlen)`` returns the last
+    hidden states of packed tokens ``[T, H]`` (the engine's entry point; dense transformers
+    backbones pad internally behind it); ``encoder(input_ids, attention_mask)`` those of a padded
+    batch ``[B, S, H]`` (zeros at padded positions for the MoE model). :meth:`tokenize`,
+    :meth:`pool_packed`/:meth:`pool` and :meth:`resolve_prompt` are the other steps of the
+    sentence-embedding recipe; the engine strings them together.
+
+    ``precision`` is the arithmetic mode the encoder runs in (``None``: plain floats of its
+    dtype); :func:`skmoe.engine.precision.apply_precision` sets it.
     """
 
     def __init__(
@@ -73,6 +80,7 @@ class SentenceEncoder(nn.Module):
         self.pooling = pooling
         self.max_length = max_length
         self.raw_config = config
+        self.precision: str | None = None
 
     # -- what the model is ----------------------------------------------------------------
     @property
@@ -101,6 +109,23 @@ class SentenceEncoder(nn.Module):
     ) -> torch.Tensor:
         return self.backbone(input_ids, attention_mask)
 
+    def forward_packed(
+        self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int
+    ) -> torch.Tensor:
+        """Hidden states ``[T, H]`` of packed tokens (text ``b``: ``cu_seqlens[b]:cu_seqlens[b+1]``).
+
+        Backbones without a packed entry point (the dense transformers encoders) get a
+        right-padded batch built on the device and their real tokens' states are gathered back.
+        """
+        packed = getattr(self.backbone, "forward_packed", None)
+        if packed is not None:
+            return packed(input_ids, cu_seqlens, max_seqlen)
+        index = pad_index(cu_seqlens, input_ids.shape[0], max_seqlen)
+        ids = to_padded(input_ids, cu_seqlens, max_seqlen, fill=self.pad_token_id, index=index)
+        mask = key_padding_mask(cu_seqlens, max_seqlen).to(input_ids.dtype)
+        hidden = self.backbone(ids, mask)
+        return hidden.reshape(-1, hidden.shape[-1]).index_select(0, index)
+
     def resolve_prompt(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
         """The prefix string: ``prompt`` wins; else ``prompt_name`` looked up in the table."""
         if prompt is not None:
@@ -127,6 +152,12 @@ class SentenceEncoder(nn.Module):
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return pool(hidden, attention_mask, self.pooling)
+
+    def pool_packed(
+        self, hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int
+    ) -> torch.Tensor:
+        """One fp32 vector per text from packed states ``[T, H]`` (see :func:`pool_packed`)."""
+        return pool_packed(hidden, cu_seqlens, max_seqlen, self.pooling)
 
     @property
     def pad_token_id(self) -> int:

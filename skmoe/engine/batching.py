@@ -1,4 +1,5 @@
-"""Batch planning: sort by token length, cut batches by row count and by a padded-token budget.
+"""Batch planning: sort by token length, cut batches by row count and by a padded-token budget;
+packing a batch's tokens back to back (:func:`pack`) for the model.
 
 Token ids are kept compactly (:class:`TokenRows`: one flat int32 array plus offsets) so that
 holding the ids of many thousands of texts costs 4 bytes a token, not a Python int each.
@@ -127,6 +128,19 @@ def collate(
         input_ids[j, : len(row)] = torch.as_tensor(row, dtype=torch.long)
         mask_t[j, : len(row)] = 1
     return input_ids, mask_t
+
+
+def pack(ids: TokenRows, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The batch's tokens back to back: ``(input_ids [T] int64, cu_seqlens [B+1] int32,
+    max_seqlen)``, built on the host from the lengths :class:`TokenRows` already holds."""
+    starts = ids.offsets[batch.rows]
+    lengths = ids.offsets[batch.rows + 1] - starts
+    cu = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=cu[1:])
+    # position t of the packed batch is token (t - cu[b]) of row b: gather in one vectorized step
+    within = np.arange(cu[-1], dtype=np.int64) - np.repeat(cu[:-1], lengths)
+    flat = ids.flat[np.repeat(starts, lengths) + within].astype(np.int64)
+    return torch.from_numpy(flat), torch.from_numpy(cu.astype(np.int32)), int(batch.max_len)
 
 
 def padding_fraction(batches: Sequence[Batch], lengths: Sequence[int]) -> float:

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..encoder import SentenceEncoder
-from ..encoder.nomic_moe import MLP, Block, MoE, Router
+from ..encoder.parts import GELU_ALIGN, ExpertWeightsSource, Part, gelu_
 from .memory import release_file_pages
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
@@ -114,8 +114,9 @@ def resolve_precision(precision: str | None, device: str | torch.device) -> str:
 
 
 def precision_of(encoder: SentenceEncoder) -> str:
-    """The mode an encoder runs in (set by :func:`apply_precision`, else read off its dtype)."""
-    mode = getattr(encoder, "precision", None)
+    """The mode an encoder runs in (its ``precision`` field, set by :func:`apply_precision`;
+    else read off its dtype)."""
+    mode = encoder.precision
     if mode is not None:
         return mode
     inverse = {v: k for k, v in _FLOAT_DTYPES.items()}
@@ -158,8 +159,8 @@ _ROUND_MAGIC = 1.5 * 2**23 + ZERO_POINT  # see quantize_rows
 # vary with every batch and every expert's share, so unbounded they grow the process by tens of
 # MB per thousand texts. Padding the row count to a multiple of ROW_ALIGN and cutting it into
 # tiles of at most ROW_TILE rows bounds the matmul shapes to ROW_TILE / ROW_ALIGN per weight
-# shape; GELU runs in slices of exactly ROW_ALIGN rows (one shape).
-ROW_ALIGN = 64
+# shape; GELU (:func:`~skmoe.encoder.parts.gelu_`) then runs in slices of two shapes only.
+ROW_ALIGN = GELU_ALIGN
 ROW_TILE = 2048
 
 
@@ -208,26 +209,6 @@ def _onednn_int8_mm(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tens
     )
 
 
-GELU_SLICE = 4 * ROW_ALIGN
-
-
-def _gelu_(h: torch.Tensor) -> torch.Tensor:
-    """Exact GELU of a ROW_ALIGN-padded ``h``, in place, by oneDNN in slices of two shapes.
-
-    Few slice shapes mean few cached primitives, and oneDNN gives every element the same result
-    wherever it sits (torch's own kernel computes the tail of each thread's range with a scalar
-    erf that differs in the last bit, which would make a row depend on its batch-mates).
-    """
-    n = h.shape[0]
-    start = 0
-    while start < n:
-        rows = GELU_SLICE if n - start >= GELU_SLICE else ROW_ALIGN
-        part = h[start : start + rows]
-        torch._C._nn.gelu(part, out=part)
-        start += rows
-    return h
-
-
 def _ffn_rows(
     q: torch.Tensor, s: torch.Tensor, up: tuple[torch.Tensor, torch.Tensor],
     down: tuple[torch.Tensor, torch.Tensor], up_bias: torch.Tensor | None = None,
@@ -249,7 +230,7 @@ def _ffn_rows(
         real = h[: stop - start].mul_(s[start:stop])
         if up_bias is not None:
             real.add_(up_bias)
-        qh, sh = quantize_rows(_gelu_(h), inplace=True)
+        qh, sh = quantize_rows(gelu_(h), inplace=True)
         acc = _onednn_int8_mm(qh, *down)[: stop - start]
         if down_bias is None:
             torch.mul(acc, sh[: stop - start], out=out[start:stop])
@@ -342,37 +323,37 @@ class Int8MLP(nn.Module):
 
 
 class Int8Experts(nn.Module):
-    """The MoE experts of :class:`~skmoe.encoder.nomic_moe.Experts`, each as two int8 matmuls."""
+    """The experts of one MoE layer, each as two int8 matmuls: an
+    :class:`~skmoe.encoder.parts.ExpertKernel` built from float experts
+    (:class:`~skmoe.encoder.parts.ExpertWeightsSource`)."""
 
-    def __init__(self, experts: nn.Module, bits: int) -> None:
+    def __init__(self, experts: ExpertWeightsSource, bits: int) -> None:
         super().__init__()
-        ffn = experts.ffn
-        w1, w2 = experts.mlp.w1.detach(), experts.mlp.w2.detach()
-        self.num_experts = w1.shape[0] // ffn
+        up, down = experts.expert_weights()  # [E, F, H] and [E, H, F], out x in
+        self.num_experts = up.shape[0]
         self.up: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.down: list[tuple[torch.Tensor, torch.Tensor]] = []
         for e in range(self.num_experts):
-            rows = slice(e * ffn, (e + 1) * ffn)
-            q1, s1 = quantize_weight(w1[rows], bits)  # [F, H]: up projection, out x in
-            q2, s2 = quantize_weight(w2[rows].t(), bits)  # [H, F]: w2 is stored in x out
+            q1, s1 = quantize_weight(up[e].detach(), bits)
+            q2, s2 = quantize_weight(down[e].detach(), bits)
             self.up.append((_pack(q1), s1))
             self.down.append((_pack(q2), s2))
         self.bias = nn.Parameter(experts.bias.detach().float().clone(), requires_grad=False)
 
-    def grouped(self, x: torch.Tensor, token_of: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """Same contract as ``Experts.grouped``."""
+    def grouped(self, x: torch.Tensor, token_of: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """See :class:`~skmoe.encoder.parts.ExpertKernel` (CPU: ``offsets`` read directly)."""
         q_x, s_x = quantize_rows(x.float())  # once per token, whichever experts read it
         y = torch.empty(len(token_of), x.shape[1], dtype=torch.float32)
         start = 0
-        for e, n in enumerate(counts):
+        for e, end in enumerate(offsets.tolist()):
+            n = end - start
             if n == 0:
                 continue
-            slots = token_of[start : start + n]
+            slots = token_of[start:end]
             q = _uint8_rows(n, x.shape[1], ROW_ALIGN)
             torch.index_select(q_x, 0, slots, out=q[:n])
-            _ffn_rows(q, s_x.index_select(0, slots), self.up[e], self.down[e],
-                      out=y[start : start + n])
-            start += n
+            _ffn_rows(q, s_x.index_select(0, slots), self.up[e], self.down[e], out=y[start:end])
+            start = end
         return y
 
     def extra_repr(self) -> str:
@@ -390,11 +371,9 @@ def _release(modules: list[nn.Module]) -> None:
 
 
 def _swap_linears(module: nn.Module, bits: int, replaced: list[nn.Module]) -> None:
-    """Replace every ``nn.Linear`` below ``module`` (routers excepted) by :class:`Int8Linear`;
-    the old layers are appended to ``replaced``."""
+    """Replace every ``nn.Linear`` below ``module`` by :class:`Int8Linear` (backbones that
+    declare no parts: the dense transformers encoders); the old layers go to ``replaced``."""
     for name, child in list(module.named_children()):
-        if isinstance(child, Router):
-            continue  # routing decisions stay fp32 (near-ties flip experts otherwise)
         if isinstance(child, nn.Linear):
             setattr(module, name, Int8Linear(child, bits))
             replaced.append(child)
@@ -402,27 +381,34 @@ def _swap_linears(module: nn.Module, bits: int, replaced: list[nn.Module]) -> No
             _swap_linears(child, bits, replaced)
 
 
+def _declared_parts(encoder: SentenceEncoder) -> list[Part] | None:
+    """The backbone's replaceable parts (:mod:`skmoe.encoder.parts`), or None if it declares none."""
+    declare = getattr(encoder.backbone, "replaceable_parts", None)
+    return declare() if callable(declare) else None
+
+
 def _to_int8(encoder: SentenceEncoder) -> None:
     bits = int8_weight_bits()
-    for module in list(encoder.modules()):
-        if isinstance(module, MoE):
-            old, module.experts = module.experts, Int8Experts(module.experts, bits)
-            _release([old])  # at once: the peak stays near one layer's fp32 weights
-        elif isinstance(module, Block) and isinstance(module.mlp, MLP):
-            old, module.mlp = module.mlp, Int8MLP(module.mlp, bits)
-            _release([old])
-    linears: list[nn.Module] = []
-    _swap_linears(encoder.backbone, bits, linears)
-    if not linears:
-        raise ValueError("int8: this model has no linear layers to quantize")
-    _release(linears)
+    parts = _declared_parts(encoder)
+    if parts is None:
+        linears: list[nn.Module] = []
+        _swap_linears(encoder.backbone, bits, linears)
+        if not linears:
+            raise ValueError("int8: this model has no linear layers to quantize")
+        _release(linears)
+        return
+    replacements = {"projection": Int8Linear, "feed_forward": Int8MLP, "experts": Int8Experts}
+    for part in parts:  # routers are not replaced: routing decisions stay fp32
+        if part.kind in replacements:
+            encoder.backbone.replace_part(part.name, replacements[part.kind](part.module, bits))
+            _release([part.module])  # at once: the peak stays near one layer's fp32 weights
 
 
 def _to_float(encoder: SentenceEncoder, dtype: torch.dtype) -> None:
     encoder.backbone.to(dtype)
-    for module in encoder.modules():
-        if isinstance(module, MoE):
-            module.router.float()  # spec: router logits and softmax in fp32
+    for part in _declared_parts(encoder) or []:
+        if part.kind == "router":
+            part.module.float()  # spec: router logits and softmax in fp32
 
 
 # --------------------------------------------------------------------------------------------

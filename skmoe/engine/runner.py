@@ -25,8 +25,8 @@ import torch
 
 from .._stack import external_stacklevel
 from ..encoder import SentenceEncoder
-from .batching import Batch, TokenRows, collate, plan_batches, split_batch
-from .memory import reuse_freed_memory
+from .batching import Batch, TokenRows, pack, plan_batches, split_batch
+from .memory import reuse_freed_memory_if_asked
 from .precision import precision_of
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class Engine:
     def __post_init__(self) -> None:
         self._token_cap: int | None = None  # lowered after an out-of-memory error
         if self.encoder.device.type == "cpu":
-            reuse_freed_memory()
+            reuse_freed_memory_if_asked()  # process-wide malloc tuning: only if SKMOE_TUNE_MALLOC
 
     def _defaults(self) -> tuple[int, int]:
         kind = "cuda" if self.encoder.device.type == "cuda" else "cpu"
@@ -301,16 +301,19 @@ class Engine:
 
     @torch.inference_mode()
     def _forward(self, ids: TokenRows, batch: Batch) -> np.ndarray:
-        input_ids, mask = collate(ids, batch, self.encoder.pad_token_id)
-        real = int(mask.sum())
+        """One forward pass on packed tokens: ids and ``cu_seqlens`` are built on the host from
+        the known lengths, copied once (pinned, non-blocking on CUDA); the only sync is the
+        copy of the pooled vectors back."""
+        input_ids, cu_seqlens, max_seqlen = pack(ids, batch)
+        real = len(input_ids)
         device = self.encoder.device
         if device.type == "cuda":
             input_ids = input_ids.pin_memory().to(device, non_blocking=True)
-            mask = mask.pin_memory().to(device, non_blocking=True)
+            cu_seqlens = cu_seqlens.pin_memory().to(device, non_blocking=True)
         elif device.type != "cpu":
-            input_ids, mask = input_ids.to(device), mask.to(device)
-        hidden = self.encoder(input_ids, mask)
-        pooled = self.encoder.pool(hidden, mask)
+            input_ids, cu_seqlens = input_ids.to(device), cu_seqlens.to(device)
+        hidden = self.encoder.forward_packed(input_ids, cu_seqlens, max_seqlen)
+        pooled = self.encoder.pool_packed(hidden, cu_seqlens, max_seqlen)
         del hidden  # the next batch must not find this one's activations still alive
         vectors = pooled.float().cpu().numpy()
         self.stats.forward_calls += 1

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from skmoe.engine import memory
 from skmoe.engine.memory import release_file_pages
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "memory_flat.py"
@@ -88,3 +89,22 @@ def test_release_file_pages_leaves_a_written_mapping_alone(mapped_tensor):
     t[100, 100] = 42.0  # a private copy of that page now differs from the file
     assert release_file_pages([t]) == 0
     assert t[100, 100] == 42.0
+
+
+def test_malloc_tuning_is_opt_in(monkeypatch, random_moe_xlmr_path):
+    """Constructing an Engine leaves the process's allocator alone unless SKMOE_TUNE_MALLOC asks."""
+    from skmoe.encoder import load_encoder
+    from skmoe.engine import Engine
+
+    calls = []
+    monkeypatch.setattr(memory, "reuse_freed_memory", lambda *a: calls.append(a) or True)
+    monkeypatch.setattr(memory, "_DONE", False)
+    enc = load_encoder(random_moe_xlmr_path, device="cpu")
+    monkeypatch.delenv(memory.OPT_IN_ENV, raising=False)
+    Engine(enc)
+    monkeypatch.setenv(memory.OPT_IN_ENV, "0")
+    Engine(enc)
+    assert calls == []
+    monkeypatch.setenv(memory.OPT_IN_ENV, "1")
+    Engine(enc)
+    assert len(calls) == 1

@@ -173,6 +173,24 @@ def test_int8_conversion_keeps_router_embeddings_and_norms_fp32(tiny_moe_path):
     assert enc.backbone.emb_ln.weight.dtype == torch.float32
 
 
+def test_int8_swaps_only_the_parts_the_model_declares(tiny_moe_path, monkeypatch):
+    """int8 goes through ``replaceable_parts``/``replace_part`` (skmoe.encoder.parts), never
+    through the model's private classes: every declared part but the routers is replaced."""
+    enc = load_encoder(tiny_moe_path, device="cpu", dtype="float32")
+    backbone = enc.backbone
+    declared = {p.name: p.kind for p in backbone.replaceable_parts()}
+    replaced = []
+    real = type(backbone).replace_part
+    monkeypatch.setattr(type(backbone), "replace_part",
+                        lambda self, name, module: replaced.append(name) or real(self, name, module))
+    apply_precision(enc, "int8")
+    assert sorted(replaced) == sorted(n for n, k in declared.items() if k != "router")
+    assert enc.precision == "int8"
+    import skmoe.engine.precision as precision_module
+
+    assert "nomic_moe" not in open(precision_module.__file__).read()
+
+
 @pytest.mark.parametrize("mode", ["bfloat16", "float16"])
 def test_half_modes_keep_router_in_fp32(tiny_moe_path, mode):
     enc = convert(tiny_moe_path, mode)

@@ -7,10 +7,9 @@ import pytest
 import torch
 from _engine_helpers import sib200_texts
 
-from skmoe.encoder import load_encoder
-from skmoe.encoder.nomic_moe import Attention
+from skmoe.encoder import load_encoder, packing
 from skmoe.engine import Engine, TokenRows, collate, plan_batches
-from skmoe.engine.batching import Batch, padding_fraction, split_batch
+from skmoe.engine.batching import Batch, pack, padding_fraction, split_batch
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +75,32 @@ def test_token_rows_and_collate_match_the_list_path():
     assert b_ids.dtype == torch.long and b_ids[1].tolist() == [0, 5, 6, 2, 1, 1]
 
 
+def test_pack_lays_the_batch_rows_back_to_back():
+    ids = [[0, 5, 6, 2], [0, 2], [0, 7, 8, 9, 10, 2], [0, 3, 2]]
+    batch = Batch(np.array([2, 0, 3]), 6)
+    flat, cu, max_len = pack(TokenRows(ids), batch)
+    assert flat.dtype == torch.long and cu.dtype == torch.int32 and max_len == 6
+    assert cu.tolist() == [0, 6, 10, 13]
+    assert flat.tolist() == ids[2] + ids[0] + ids[3]
+    padded, mask = collate(ids, batch, pad_id=1)
+    assert torch.equal(flat, padded[mask.bool()])  # the real tokens of the padded batch
+
+
+def test_engine_hands_the_model_packed_tokens(encoder, texts, monkeypatch):
+    calls = []
+    real = type(encoder).forward_packed
+
+    def forward_packed(self, input_ids, cu_seqlens, max_seqlen):
+        calls.append((input_ids.shape, cu_seqlens.dtype, max_seqlen, int(cu_seqlens[-1])))
+        return real(self, input_ids, cu_seqlens, max_seqlen)
+
+    monkeypatch.setattr(type(encoder), "forward_packed", forward_packed)
+    engine = Engine(encoder, batch_size=32)
+    engine.embed(texts[:40])
+    assert calls and all(cu == torch.int32 and shape == (total,) for shape, cu, _, total in calls)
+    assert sum(total for *_, total in calls) == engine.stats.real_tokens
+
+
 def test_dense_plan_keeps_padding_under_5_percent(encoder, sib200_dir):
     """Character-sorted fixed batches waste a third of the tokens on SIB-200 (mixed scripts)."""
     texts = sib200_texts(sib200_dir, 32)  # 1,024 texts
@@ -89,25 +114,24 @@ def test_dense_plan_keeps_padding_under_5_percent(encoder, sib200_dir):
     assert padding_fraction(standard, lengths) > 0.25
 
 
-def test_moe_model_computes_real_tokens_only(encoder, texts):
+def test_moe_model_computes_real_tokens_only(encoder, texts, monkeypatch):
     """Projections, MLPs, experts and (on CPU) attention see the real tokens, no padding."""
     rows_in = []
     hooks = [m.register_forward_hook(lambda m, i, o: rows_in.append(i[0].shape[0]))
              for name, m in encoder.named_modules() if name.endswith(("Wqkv", "fc1"))]
     attended = []  # tokens that went through attention, per call
-    real_attend = Attention._attend_runs
+    real_attend = packing._attend_runs
 
-    def attend_runs(self, qkv, runs):
+    def attend_runs(qkv, runs, n_head, head_dim):
         attended.append(sum(rows * length for _, rows, length in runs))
         assert attended[-1] == qkv.shape[0]  # runs cover the packed real tokens exactly
-        return real_attend(self, qkv, runs)
+        return real_attend(qkv, runs, n_head, head_dim)
 
+    monkeypatch.setattr(packing, "_attend_runs", attend_runs)
     try:
-        Attention._attend_runs = attend_runs
         engine = Engine(encoder, batch_size=128)
         engine.embed(texts)
     finally:
-        Attention._attend_runs = real_attend
         for h in hooks:
             h.remove()
     real = engine.stats.real_tokens
@@ -189,16 +213,17 @@ def test_progress_is_called_per_batch(encoder, texts):
 
 def test_oom_halves_the_batch_and_results_are_unchanged(encoder, texts, monkeypatch):
     want = Engine(encoder, batch_size=64).embed(texts)
-    real_forward = type(encoder).forward
+    real_forward = type(encoder).forward_packed
     seen = []
 
-    def forward(self, input_ids, attention_mask=None):
-        seen.append(len(input_ids))
-        if len(input_ids) > 20:  # a "GPU" that holds at most 20 rows
+    def forward_packed(self, input_ids, cu_seqlens, max_seqlen):
+        rows = len(cu_seqlens) - 1
+        seen.append(rows)
+        if rows > 20:  # a "GPU" that holds at most 20 rows
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_forward(self, input_ids, attention_mask)
+        return real_forward(self, input_ids, cu_seqlens, max_seqlen)
 
-    monkeypatch.setattr(type(encoder), "forward", forward)
+    monkeypatch.setattr(type(encoder), "forward_packed", forward_packed)
     engine = Engine(encoder, batch_size=64)
     got = engine.embed(texts)
     assert np.abs(got - want).max() < 1e-5
@@ -211,10 +236,10 @@ def test_oom_halves_the_batch_and_results_are_unchanged(encoder, texts, monkeypa
 
 
 def test_oom_on_a_single_row_is_raised(encoder, monkeypatch):
-    def forward(self, input_ids, attention_mask=None):
+    def forward_packed(self, input_ids, cu_seqlens, max_seqlen):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(type(encoder), "forward", forward)
+    monkeypatch.setattr(type(encoder), "forward_packed", forward_packed)
     with pytest.raises(torch.OutOfMemoryError):
         Engine(encoder).embed(["one text"])
 

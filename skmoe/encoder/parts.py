@@ -1,0 +1,103 @@
+"""The replaceable parts of the MoE encoder, declared: what a precision mode may swap, and the
+contract each replacement must keep. Plus the one exact-GELU helper every kernel uses.
+
+A precision mode (:mod:`skmoe.engine.precision`) asks the model for
+:meth:`~skmoe.encoder.nomic_moe.NomicMoEModel.replaceable_parts` and swaps them with
+:meth:`~skmoe.encoder.nomic_moe.NomicMoEModel.replace_part`; it never names the model's private
+classes, so renaming one cannot break a mode at run time. The kinds:
+
+``"projection"``
+    An ``nn.Linear`` (attention's ``Wqkv`` and ``out_proj``). A replacement maps ``[N, in]`` to
+    ``[N, out]``.
+``"feed_forward"``
+    A dense MLP with ``nn.Linear`` attributes ``fc1`` and ``fc2`` (``fc2(gelu(fc1(x)))``). A
+    replacement maps ``[N, H]`` to ``[N, H]``.
+``"experts"``
+    The experts of one MoE layer, an :class:`ExpertKernel`; they also offer
+    ``expert_weights()`` (see :class:`ExpertWeightsSource`) to build a replacement from.
+``"router"``
+    An ``nn.Linear`` whose logits decide routing: it stays float32 in every mode (near-ties flip
+    experts in low precision). Listed so that modes can keep it so, never to be replaced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PART_KINDS = ("projection", "feed_forward", "experts", "router")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One replaceable submodule: its dotted ``name`` under the model, its ``kind``, the module."""
+
+    name: str
+    kind: str
+    module: nn.Module
+
+
+@runtime_checkable
+class ExpertKernel(Protocol):
+    """What an MoE layer calls to run its experts.
+
+    ``grouped(x, token_of, offsets)``: ``x`` [T, H] are the layer's tokens; slot ``i`` of the
+    result is token ``token_of[i]`` run through its expert, unweighted and without the bias. Slots
+    are grouped by expert: expert ``e`` owns slots ``offsets[e-1]:offsets[e]`` (``offsets`` [E],
+    int32, on ``x``'s device, cumulative ends; an expert may own none). Returns ``[len(token_of),
+    H]``. ``bias`` [H] is the one output bias shared by all experts, added once per token.
+    """
+
+    bias: torch.Tensor
+
+    def grouped(self, x: torch.Tensor, token_of: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        ...
+
+
+@runtime_checkable
+class ExpertWeightsSource(Protocol):
+    """The float experts: ``expert_weights()`` -> ``(up [E, F, H], down [E, H, F])``, both as
+    ``out x in`` matrices (views of the stored weights), plus the shared ``bias`` [H]."""
+
+    bias: torch.Tensor
+
+    def expert_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# Exact GELU
+
+#: Rows per oneDNN GELU call on CPU: rows go through in slices of these two shapes only.
+GELU_ROWS = 256
+GELU_ALIGN = 64
+
+
+def gelu_(x: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU of a fresh 2-d ``x`` (a matmul's output), in place on CPU float32.
+
+    On CPU, ``F.gelu`` hands contiguous fp32 input to a oneDNN primitive that is JIT-compiled and
+    cached *per shape*: fed every batch's and every expert's row count, the cache grows the
+    process by tens of MB per thousand texts. So rows go through oneDNN in place in slices of
+    ``GELU_ROWS`` rows, then of ``GELU_ALIGN`` rows (two shapes), and the last ``< GELU_ALIGN``
+    rows (none when the caller pads to ``GELU_ALIGN``, as int8 does) through torch's own kernel
+    on a transposed view (not contiguous, so oneDNN is not used; it caches nothing). oneDNN gives
+    every element the same result wherever it sits. Elsewhere (GPU, other dtypes): ``F.gelu``.
+    """
+    if (x.device.type != "cpu" or x.dim() != 2 or x.dtype != torch.float32
+            or not x.is_contiguous() or torch.compiler.is_compiling()):
+        return F.gelu(x)
+    n, start = x.shape[0], 0
+    while n - start >= GELU_ALIGN:
+        rows = GELU_ROWS if n - start >= GELU_ROWS else GELU_ALIGN
+        part = x[start : start + rows]
+        torch._C._nn.gelu(part, out=part)
+        start += rows
+    if start < n:
+        tail = x[start:]
+        tail.copy_(F.gelu(tail.t()).t())
+    return x

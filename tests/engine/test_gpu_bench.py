@@ -1,0 +1,45 @@
+"""benchmarks/gpu_bench.py runs end to end in its dry-run mode on the CPU (tiny config, synthetic
+corpus), so that a session with a GPU can run it in one call."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_bench.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("gpu_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sampling_draws_every_language_equally_with_replacement():
+    bench = load_bench()
+    corpus = bench.synthetic_inputs(n_per_lang=3, langs=32)
+    texts, ids = bench.sample_by_language(corpus, 320)
+    assert len(texts) == len(ids) == 320
+    index = {tuple(r): i for i, r in enumerate(corpus["ids"])}
+    langs = [corpus["langs"][index[tuple(r)]] for r in ids]
+    assert set(np.unique(langs, return_counts=True)[1]) == {10}  # 32 languages x 10
+    assert len({tuple(r) for r in ids}) < 320  # drawn with replacement
+
+
+@pytest.mark.slow  # about 30 s on a loaded 2-core machine
+def test_dry_run_on_cpu_writes_the_table(tmp_path):
+    bench = load_bench()
+    lines = bench.main(["--device", "cpu", "--dry-run", "--texts", "24", "--standard-texts", "8",
+                        "--out", str(tmp_path), "--workdir", str(tmp_path / "work")])
+    table = "\n".join(lines)
+    assert "standard path bf16 (our re-implementation" in table
+    assert "ours bfloat16 (packed)" in table and "Attention kernel:" in table
+    assert "Batch invariance" in table and "Top ops" in table
+    result = json.loads((tmp_path / "gpu_results.json").read_text())
+    assert [r["texts"] for r in result["rows"]] == [8, 8, 24, 24]
+    assert all(r["cos_min"] > 0.99 for r in result["rows"])
