@@ -196,7 +196,7 @@ def make_transformer(args: argparse.Namespace, *, cache: Path | None, verbose: i
         device=args.device,
         dtype=args.dtype,
         output_dtype=getattr(args, "output_dtype", "float32"),
-        normalize=not getattr(args, "no_normalize", False),
+        normalize=False if getattr(args, "no_normalize", False) else "rms",
         cache=str(cache) if cache is not None else None,
         verbose=verbose,
         local_files_only=args.local_files_only,
