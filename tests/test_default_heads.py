@@ -44,9 +44,9 @@ def test_card_pipeline_with_default_heads_is_within_two_points_of_the_tuned_head
     assert gap <= 0.02, (card, tuned)
     # per language (56 test rows: one row is 1.8 points) within 2 rows
     assert all(tuned[lang] - card[lang] <= 2 / 56 + 1e-9 for lang in card), (card, tuned)
-    # the old default (unit length) is what this guards against: it underfits by far
+    # the old default (unit length) fails this test: LogisticRegression()'s C=1 underfits
     unit = _accuracies(df, truncate_and_normalize(raw, None, "l2"), LogisticRegression())
-    assert np.mean(list(tuned.values())) - np.mean(list(unit.values())) > 0.05
+    assert np.mean(list(tuned.values())) - np.mean(list(unit.values())) > 0.02, unit
 
 
 def test_card_pipeline_as_written(e5_path):
