@@ -61,11 +61,12 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
     truncate_dim : int, optional
         Matryoshka dimension: keep the first ``truncate_dim`` features (before normalising).
     normalize : {"rms", "l2"} or bool, default="rms"
-        Row normalisation after truncation. ``"rms"``: unit length times ``sqrt(d)``, so every
-        feature has unit root-mean-square and sklearn's default heads (``LogisticRegression()``,
-        ``LinearSVC()``, ``RidgeClassifier()``) are well conditioned; directions, cosine
-        similarities, neighbours and k-means partitions are those of ``"l2"``. ``"l2"`` or
-        ``True``: unit length (what ``sentence-transformers`` gives). ``False``: raw pooled vectors.
+        Row normalisation after truncation. ``"rms"``: unit length times ``sqrt(d)`` (unit
+        root-mean-square per feature), so ``LogisticRegression()`` with its default ``C=1`` does
+        not underfit; directions, cosine similarities, neighbours and k-means partitions are
+        those of ``"l2"``. ``"l2"`` or ``True``: unit length (as sentence-transformers gives;
+        better for ``LinearSVC()`` and ``RidgeClassifier()`` at their defaults, see the
+        evaluation results). ``False``: raw pooled vectors.
     batch_size : int, optional
         Maximum texts per forward pass (default per device).
     max_tokens_per_batch : int, optional
