@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -157,9 +158,12 @@ def main() -> None:  # noqa: PLR0915 - one linear script, section by section
     args.figures.mkdir(parents=True, exist_ok=True)
     e5_path = e5_folder(args.assets)
     models = {
+        # normalize="l2": the MTEB protocol (sentence-transformers' unit vectors), which the
+        # figures on that page are; evaluate_heads.py measures the "rms" default against it.
         "multilingual-e5-small": MoEEmbeddingTransformer(model=str(e5_path), prompt="query: ",
-                                                         device="cpu", cache=str(args.cache)),
-        "all-MiniLM-L6-v2": MoEEmbeddingTransformer(model=str(MINILM), prompt="",
+                                                         normalize="l2", device="cpu",
+                                                         cache=str(args.cache)),
+        "all-MiniLM-L6-v2": MoEEmbeddingTransformer(model=str(MINILM), prompt="", normalize="l2",
                                                     device="cpu", cache=str(args.cache)),
     }
     E5, MINI = "multilingual-e5-small", "all-MiniLM-L6-v2"
@@ -414,7 +418,12 @@ def main() -> None:  # noqa: PLR0915 - one linear script, section by section
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(header + out), encoding="utf-8")
+    # Sections other scripts write between <!-- NAME:start --> / <!-- NAME:end --> are kept.
+    old = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
+    kept = re.findall(r"<!-- (\w[\w-]*):start -->.*?<!-- \1:end -->", old, flags=re.S)
+    blocks = [re.search(rf"<!-- {k}:start -->.*?<!-- {k}:end -->", old, flags=re.S).group(0)
+              for k in kept]
+    args.out.write_text("\n".join(header + out + [""] + blocks) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
 
 

@@ -23,6 +23,8 @@ _EXPORTS = {
     "WeightsChangedError": "skmoe.estimator",
     "EmbeddingCache": "skmoe.cache",
     "cache_namespace": "skmoe.cache",
+    "LearnedPooling": "skmoe.learned_pooling",
+    "plot_token_weights": "skmoe.learned_pooling",
     "PairFeatures": "skmoe.similarity",
     "cosine_matrix": "skmoe.similarity",
     "cosine_rows": "skmoe.similarity",

@@ -62,6 +62,7 @@ def make_transformer(args: argparse.Namespace, *, cache: Path | None, verbose: i
     """A ``MoEEmbeddingTransformer`` from the shared model options."""
     from .estimator import MoEEmbeddingTransformer
 
+    normalize = getattr(args, "normalize", "rms")  # only `skmoe embed` offers --normalize
     return MoEEmbeddingTransformer(
         args.model,
         revision=args.revision,
@@ -74,7 +75,7 @@ def make_transformer(args: argparse.Namespace, *, cache: Path | None, verbose: i
         device=args.device,
         dtype=args.dtype,
         output_dtype=getattr(args, "output_dtype", "float32"),
-        normalize=not getattr(args, "no_normalize", False),
+        normalize=False if normalize == "none" else normalize,
         cache=str(cache) if cache is not None else None,
         verbose=verbose,
         local_files_only=args.local_files_only,

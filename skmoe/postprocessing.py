@@ -1,4 +1,4 @@
-"""After the cache: Matryoshka truncation, L2 normalisation and output quantization.
+"""After the cache: Matryoshka truncation, row normalisation (L2 or RMS) and output quantization.
 
 These run on full-width float32 vectors straight from the cache or the engine, so every variant
 (dimension, normalisation, dtype) shares cache entries.
@@ -16,13 +16,46 @@ OUTPUT_DTYPES = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 CALIBRATED_DTYPES = ("int8", "uint8")
 
 
-def truncate_and_normalize(x: np.ndarray, truncate_dim: int | None, normalize: bool) -> np.ndarray:
-    """Keep the first ``truncate_dim`` features, then L2-normalise (eps 1e-12) if asked."""
+#: Named row normalisations: ``"l2"`` unit length; ``"rms"`` unit length times ``sqrt(d)``, i.e.
+#: unit root-mean-square per feature (same directions, so cosine similarities, nearest
+#: neighbours and k-means partitions are those of ``"l2"``; linear heads with sklearn's default
+#: regularisation see features of order 1 instead of ``1/sqrt(d)``).
+NORMALIZE_MODES = ("rms", "l2")
+
+
+def normalize_mode(normalize: bool | str | None) -> str | None:
+    """Canonical form of a ``normalize`` parameter: ``"rms"``, ``"l2"`` or None (raw).
+
+    ``True`` means ``"l2"`` (unit length, as documented before ``"rms"`` existed); ``False`` and
+    ``None`` keep the raw pooled vectors.
+    """
+    if normalize is None or normalize is False:
+        return None
+    if normalize is True:
+        return "l2"
+    if isinstance(normalize, str) and normalize.lower() in NORMALIZE_MODES:
+        return normalize.lower()
+    raise ValueError(
+        f"normalize must be one of {NORMALIZE_MODES}, True (= 'l2') or False/None (raw vectors), "
+        f"got {normalize!r}"
+    )
+
+
+def truncate_and_normalize(
+    x: np.ndarray, truncate_dim: int | None, normalize: bool | str | None
+) -> np.ndarray:
+    """Keep the first ``truncate_dim`` features, then normalise each row as ``normalize`` says.
+
+    ``"l2"`` (or True): unit L2 norm (eps 1e-12). ``"rms"``: unit L2 norm times ``sqrt(d)`` for
+    the ``d`` features kept (unit root-mean-square per feature). False/None: unchanged.
+    """
+    mode = normalize_mode(normalize)
     if truncate_dim is not None:
         x = x[:, :truncate_dim]
-    if normalize:
+    if mode is not None:
         norms = np.linalg.norm(x, axis=1, keepdims=True)
-        x = x / np.maximum(norms, 1e-12)
+        scale = np.sqrt(x.shape[1]) if mode == "rms" else 1.0
+        x = x * (scale / np.maximum(norms, 1e-12))
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

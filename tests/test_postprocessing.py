@@ -8,6 +8,7 @@ import pytest
 from skmoe.postprocessing import (
     OUTPUT_DTYPES,
     calibration_ranges,
+    normalize_mode,
     output_width,
     quantize,
     truncate_and_normalize,
@@ -25,6 +26,29 @@ def test_truncate_then_normalize(emb):
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
     # Truncation happens before normalising: same direction as the first 8 raw features.
     np.testing.assert_allclose(out * np.linalg.norm(emb[:, :8], axis=1, keepdims=True), emb[:, :8], rtol=1e-5)
+
+
+def test_rms_is_l2_times_sqrt_of_the_kept_width(emb):
+    out = truncate_and_normalize(emb, 8, "rms")
+    np.testing.assert_allclose(np.sqrt((out**2).mean(axis=1)), 1.0, atol=1e-6)
+    np.testing.assert_allclose(out, np.sqrt(8) * truncate_and_normalize(emb, 8, "l2"), atol=1e-6)
+    np.testing.assert_array_equal(truncate_and_normalize(emb, None, True),
+                                  truncate_and_normalize(emb, None, "L2"))
+    # same directions: cosine geometry and neighbours unchanged
+    rms, l2 = truncate_and_normalize(emb, None, "rms"), truncate_and_normalize(emb, None, "l2")
+    np.testing.assert_allclose(rms @ rms.T / 20, l2 @ l2.T, atol=1e-5)
+
+
+@pytest.mark.parametrize(("value", "mode"), [
+    (True, "l2"), ("l2", "l2"), ("rms", "rms"), ("RMS", "rms"), (False, None), (None, None)])
+def test_normalize_modes(value, mode):
+    assert normalize_mode(value) == mode
+
+
+@pytest.mark.parametrize("value", ["max", 1, 0, "unit"])
+def test_unknown_normalize_is_named(emb, value):
+    with pytest.raises(ValueError, match="normalize must be one of .*'rms'.*'l2'"):
+        truncate_and_normalize(emb, None, value)
 
 
 def test_no_truncation_no_normalization_is_identity(emb):

@@ -1,0 +1,222 @@
+"""Training of :class:`~skmoe.learned_pooling.LearnedPooling` (torch, CPU or the encoder's device).
+
+A text's pooled vector is written ``mean + (weights - 1/L) @ states``: the float32 mean of its
+token states plus the learned deviation from uniform weights applied to the float16 states. At
+zero scores the deviation is exactly zero, so mean pooling is reproduced to float32 precision
+although the states are held in float16.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .learned_pooling import OBJECTIVES, normalize_rows
+from .postprocessing import normalize_mode
+
+_STATE_SAMPLE = 200_000  # tokens used to estimate the standardisation
+
+
+class Pooler(nn.Module):
+    """Attention pooling (scores zero-initialised) with the fitted standardisation."""
+
+    def __init__(self, dim: int, heads: int, center: np.ndarray, scale: np.ndarray) -> None:
+        super().__init__()
+        self.score = nn.Parameter(torch.zeros(dim, heads))
+        self.register_buffer("center", torch.as_tensor(center, dtype=torch.float32))
+        self.register_buffer("inv_scale", 1.0 / torch.as_tensor(scale, dtype=torch.float32))
+
+    @classmethod
+    def from_estimator(cls, est: Any) -> Pooler:
+        p = cls(est.attention_.shape[0], est.attention_.shape[1], est.state_mean_, est.state_scale_)
+        p.score.data = torch.as_tensor(est.attention_, dtype=torch.float32).clone()
+        return p
+
+    def weights(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Per-token weights ``[B, S]`` (zero at padding, each row sums to 1)."""
+        scores = ((h.float() - self.center) * self.inv_scale) @ self.score  # [B, S, heads]
+        scores = scores.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        return torch.softmax(scores, dim=1).mean(-1)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor, means: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.weights(h, mask)
+        uniform = mask.float() / mask.sum(1, keepdim=True).float()
+        pooled = means + torch.einsum("bs,bsd->bd", w - uniform, h.float())
+        return pooled, w
+
+
+def pad(states: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Padded float16 states ``[B, S, H]``, bool mask ``[B, S]`` and float32 means ``[B, H]``."""
+    h = nn.utils.rnn.pad_sequence([s for s, _ in states], batch_first=True)
+    lengths = torch.tensor([len(s) for s, _ in states])
+    mask = torch.arange(h.shape[1])[None, :] < lengths[:, None]
+    means = torch.from_numpy(np.stack([m for _, m in states]))
+    return h, mask, means
+
+
+def check_fit_params(est: Any, pairs: bool, y: Any) -> str:
+    """Validate the training parameters; return the objective to use."""
+    if est.objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {est.objective!r}")
+    normalize_mode(est.normalize)
+    for name, low in (("heads", 1), ("max_iter", 0), ("batch_size", 2), ("n_iter_no_change", 1)):
+        value = getattr(est, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    for name in ("learning_rate", "temperature"):
+        if not getattr(est, name) > 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(est, name)!r}")
+    for name in ("attention_penalty", "alpha"):
+        if not getattr(est, name) >= 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(est, name)!r}")
+    if not 0 <= est.validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {est.validation_fraction!r}")
+    objective = est.objective
+    if objective == "auto":
+        objective = ("cosine_mse" if y is not None else "infonce") if pairs else "cross_entropy"
+    if pairs != (objective in ("infonce", "cosine_mse")):
+        raise ValueError(f"objective={objective!r} needs "
+                         f"{'an (n, 2) array of text pairs' if not pairs else 'single texts'}")
+    if objective == "cross_entropy" and y is None:
+        raise ValueError("fit(texts, y) needs labels y for objective='cross_entropy' (or pass an "
+                         "(n, 2) array of (anchor, positive) pairs for InfoNCE)")
+    if objective == "cosine_mse" and y is None:
+        raise ValueError("objective='cosine_mse' needs similarity scores y, one per pair")
+    return objective
+
+
+def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y: Any,
+          objective: str) -> None:
+    """Fit ``est``'s pooling (and classifier) on the texts' token states."""
+    rng = np.random.default_rng(est.random_state)
+    torch.manual_seed(int(rng.integers(2**31)))
+    dim = states[0][0].shape[1] if states else est.embedding_dim_
+    flat = torch.cat([s for s, _ in states]) if states else torch.zeros(1, dim)
+    sample = flat[torch.from_numpy(rng.choice(len(flat), min(len(flat), _STATE_SAMPLE),
+                                              replace=False))].float()
+    est.state_mean_ = sample.mean(0).numpy()
+    est.state_scale_ = np.maximum(sample.std(0).numpy(), 1e-6).astype(np.float32)
+    pooler = Pooler(dim, est.heads, est.state_mean_, est.state_scale_)
+    index = {t: i for i, t in enumerate(texts)}
+    if pairs is not None:
+        rows = np.array([[index[a], index[b]] for a, b in pairs])
+        target = None if y is None else _scaled_scores(y, len(rows))
+    else:
+        from sklearn.preprocessing import LabelEncoder
+
+        labels = np.asarray(y)
+        if len(labels) != len(texts):
+            raise ValueError(f"y has {len(labels)} labels for {len(texts)} texts")
+        enc = LabelEncoder().fit(labels)
+        est.classes_ = enc.classes_
+        target = torch.from_numpy(enc.transform(labels).astype(np.int64))
+        rows = np.arange(len(texts))
+    classifier = nn.Linear(dim, len(est.classes_)) if objective == "cross_entropy" else None
+    train_idx, val_idx = _split(len(rows), est, None if classifier is None else target.numpy(), rng)
+    params = [{"params": pooler.parameters()}]
+    if classifier is not None:
+        nn.init.zeros_(classifier.weight)
+        nn.init.zeros_(classifier.bias)
+        params.append({"params": classifier.parameters(), "weight_decay": est.alpha})
+    opt = torch.optim.Adam(params, lr=est.learning_rate)
+
+    def loss_of(batch: np.ndarray) -> torch.Tensor:
+        if pairs is None:
+            h, mask, means = pad([states[i] for i in rows[batch]])
+        else:
+            h, mask, means = pad([states[i] for i in rows[batch].ravel()])
+        pooled, w = pooler(h, mask, means)
+        n_real = mask.sum(1).float()
+        kl = (w * torch.log(w.clamp(min=1e-12))).sum(1) + torch.log(n_real)
+        penalty = est.attention_penalty * kl.mean()
+        if objective == "cross_entropy":
+            logits = classifier(normalize_rows(pooled, est.normalize))
+            return nn.functional.cross_entropy(logits, target[batch]) + penalty
+        unit = nn.functional.normalize(pooled, dim=-1).reshape(len(batch), 2, -1)
+        if objective == "infonce":
+            sims = unit[:, 0] @ unit[:, 1].T / est.temperature
+            labels_ = torch.arange(len(batch))
+            loss = 0.5 * (nn.functional.cross_entropy(sims, labels_)
+                          + nn.functional.cross_entropy(sims.T, labels_))
+        else:
+            loss = nn.functional.mse_loss((unit[:, 0] * unit[:, 1]).sum(-1), target[batch])
+        return loss + penalty
+
+    def evaluate(idx: np.ndarray) -> float:
+        with torch.no_grad():
+            parts = [(loss_of(b).item(), len(b)) for b in _batches(idx, est.batch_size)]
+        return sum(v * n for v, n in parts) / max(sum(n for _, n in parts), 1)
+
+    est.loss_curve_, best, best_state, stale, epoch = [], np.inf, None, 0, 0
+    for epoch in range(1, est.max_iter + 1):  # noqa: B007 - epoch is n_iter_ below
+        total = 0.0
+        for batch in _batches(rng.permutation(train_idx), est.batch_size):
+            if len(batch) < 2 and objective == "infonce":
+                continue
+            opt.zero_grad()
+            loss = loss_of(batch)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(batch)
+        est.loss_curve_.append(total / max(len(train_idx), 1))
+        current = evaluate(val_idx) if len(val_idx) else est.loss_curve_[-1]
+        if current < best - 1e-6:
+            best, stale = current, 0
+            best_state = _snapshot(pooler, classifier)
+        else:
+            stale += 1
+            if stale >= est.n_iter_no_change:
+                break
+    if best_state is not None:
+        pooler.score.data, cls_state = best_state
+        if classifier is not None:
+            classifier.load_state_dict(cls_state)
+    est.n_iter_ = epoch if est.max_iter else 0
+    est.best_loss_ = float(best) if np.isfinite(best) else float("nan")
+    est.attention_ = pooler.score.detach().numpy().copy()
+    if classifier is not None:
+        est.coef_ = classifier.weight.detach().numpy().copy()
+        est.intercept_ = classifier.bias.detach().numpy().copy()
+
+
+def _snapshot(pooler: Pooler, classifier: nn.Module | None) -> tuple:
+    cls_state = None if classifier is None else {k: v.clone() for k, v in
+                                                 classifier.state_dict().items()}
+    return pooler.score.data.clone(), cls_state
+
+
+def _batches(idx: np.ndarray, size: int) -> list[np.ndarray]:
+    return [idx[i : i + size] for i in range(0, len(idx), size)]
+
+
+def _split(n: int, est: Any, labels: np.ndarray | None,
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Training and held-out rows (stratified by label when every class has 2 rows)."""
+    n_val = int(round(n * est.validation_fraction))
+    if n < 10 or n_val < 1 or est.max_iter == 0:
+        return np.arange(n), np.arange(0)
+    from sklearn.model_selection import train_test_split
+
+    stratify = None
+    if labels is not None:
+        counts = np.bincount(labels)
+        if counts.min() >= 2 and n_val >= len(counts):
+            stratify = labels
+    tr, va = train_test_split(np.arange(n), test_size=n_val, stratify=stratify,
+                              random_state=int(rng.integers(2**31)))
+    return np.sort(tr), np.sort(va)
+
+
+def _scaled_scores(y: Any, n: int) -> torch.Tensor:
+    scores = np.asarray(y, dtype=np.float64)
+    if scores.shape != (n,):
+        raise ValueError(f"scores must have shape ({n},) for {n} pairs, got {scores.shape}")
+    low, high = scores.min(), scores.max()
+    if not high > low:
+        raise ValueError("scores must not all be equal")
+    return torch.from_numpy(((scores - low) / (high - low)).astype(np.float32))

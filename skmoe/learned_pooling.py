@@ -1,0 +1,350 @@
+"""``LearnedPooling``: attention-weighted pooling over the frozen encoder's token states.
+
+Each head scores every token with a linear function of its (standardised) state; a text's
+weights are the heads' softmaxes averaged, and its vector is the weighted sum of its token states.
+Scores start at zero, so an untrained estimator is exactly mean pooling. ``fit(texts, y)`` trains
+the scores jointly with a linear softmax classifier (cross-entropy); ``fit(pairs)`` with an
+``(n, 2)`` array of (anchor, positive) texts trains them with InfoNCE over in-batch negatives, and
+``fit(pairs, scores)`` regresses the pairs' cosine on the scores. A penalty (KL divergence from
+uniform weights) keeps the attention near mean pooling unless the data says otherwise; early
+stopping watches the loss on a held-out part of the training data.
+
+Only the scores, the standardisation and the classifier are fitted (a few thousand floats): the
+encoder stays frozen and shared through :mod:`skmoe.registry`, token states come from
+:mod:`skmoe.token_states` (computed once per text per process).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .encoder import DEFAULT_MODEL, SentenceEncoder
+from .postprocessing import normalize_mode, truncate_and_normalize
+from .registry import get_encoder
+from .token_states import token_states, tokens
+from .validation import validate_texts
+
+OBJECTIVES = ("auto", "cross_entropy", "infonce", "cosine_mse")
+
+
+class LearnedPooling(TransformerMixin, BaseEstimator):
+    """Sentence vectors pooled with learned token attention over a frozen encoder.
+
+    Parameters
+    ----------
+    model : str or path, default="nomic-ai/nomic-embed-text-v2-moe"
+        As in :class:`~skmoe.MoEEmbeddingTransformer`.
+    revision : str, optional
+        Hub branch, tag or commit.
+    prompt_name : str or None, default="classification"
+        Key of the model's prompt table.
+    prompt : str, optional
+        A raw prefix; wins over ``prompt_name`` (``"query: "`` for e5).
+    max_length : int, default=512
+        Token limit per text (capped at the model's own limit).
+    normalize : {"rms", "l2"} or bool, default="rms"
+        Row normalisation of the pooled vectors, as in the transformer.
+    heads : int, default=1
+        Attention heads; a token's weight is the mean of the heads' softmax weights.
+    objective : {"auto", "cross_entropy", "infonce", "cosine_mse"}, default="auto"
+        ``auto``: cross-entropy for ``fit(texts, labels)``, InfoNCE for ``fit(pairs)``,
+        cosine regression for ``fit(pairs, scores)``.
+    max_iter : int, default=100
+        Maximum epochs; ``0`` leaves the pooling at mean pooling (nothing is trained).
+    learning_rate : float, default=3e-3
+        Adam step size.
+    batch_size : int, default=64
+        Texts (or pairs: in-batch negatives) per step.
+    attention_penalty : float, default=0.01
+        Weight of the mean KL divergence of each text's weights from uniform.
+    alpha : float, default=1e-4
+        L2 penalty (weight decay) of the classifier.
+    temperature : float, default=0.05
+        InfoNCE temperature (cosine similarities are divided by it).
+    validation_fraction : float, default=0.1
+        Share of the training rows held out for early stopping (none below 10 rows).
+    n_iter_no_change : int, default=5
+        Epochs without a better held-out loss before stopping; the best epoch's parameters
+        are kept.
+    random_state : int, optional
+        Seeds the held-out split, the batch order and torch's initialisation.
+    device : str, optional
+        ``"cpu"``, ``"cuda"``...; default CUDA when available.
+    dtype : str, optional
+        The encoder's compute precision, as in the transformer.
+    cache : ignored
+        Accepted for symmetry with the transformer; token states are memoised in-process
+        (see :mod:`skmoe.token_states` for why there is no persistent token-state cache).
+    batch_tokens : int, optional
+        Padded tokens per forward pass of the frozen encoder (default per device).
+    local_files_only : bool, default=False
+        Never download.
+
+    Attributes
+    ----------
+    attention_ : ndarray of shape (n_features, heads)
+        Token scores ``standardised_state @ attention_`` (zeros: mean pooling).
+    state_mean_, state_scale_ : ndarray of shape (n_features,)
+        Standardisation of token states before scoring.
+    classes_, coef_, intercept_ : ndarray
+        The jointly trained softmax classifier (cross-entropy objective only).
+    n_iter_ : int
+        Epochs run. ``best_loss_``: held-out (else training) loss of the kept epoch.
+    loss_curve_ : list of float
+        Training loss per epoch.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        revision: str | None = None,
+        prompt_name: str | None = "classification",
+        prompt: str | None = None,
+        max_length: int = 512,
+        normalize: bool | str = "rms",
+        heads: int = 1,
+        objective: str = "auto",
+        max_iter: int = 100,
+        learning_rate: float = 3e-3,
+        batch_size: int = 64,
+        attention_penalty: float = 0.01,
+        alpha: float = 1e-4,
+        temperature: float = 0.05,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 5,
+        random_state: int | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        cache: Any = None,
+        batch_tokens: int | None = None,
+        local_files_only: bool = False,
+    ) -> None:
+        self.model = model
+        self.revision = revision
+        self.prompt_name = prompt_name
+        self.prompt = prompt
+        self.max_length = max_length
+        self.normalize = normalize
+        self.heads = heads
+        self.objective = objective
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.attention_penalty = attention_penalty
+        self.alpha = alpha
+        self.temperature = temperature
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+        self.cache = cache
+        self.batch_tokens = batch_tokens
+        self.local_files_only = local_files_only
+
+    # -- the frozen encoder ------------------------------------------------------------------
+    def get_encoder(self) -> SentenceEncoder:
+        """The shared loaded encoder (the weights never live on the estimator)."""
+        encoder = get_encoder(self.model, revision=self.revision, device=self.device,
+                              precision=self.dtype, local_files_only=self.local_files_only)
+        fitted = getattr(self, "model_fingerprint_", None)
+        if fitted is not None and fitted != encoder.source.fingerprint:
+            from .estimator import WeightsChangedError
+
+            raise WeightsChangedError(
+                f"The weights of {self.model!r} ({encoder.source.fingerprint}) differ from those "
+                f"this LearnedPooling was fitted with ({fitted}); refit.")
+        return encoder
+
+    def _states(self, texts: list[str]) -> list[tuple[torch.Tensor, np.ndarray]]:
+        encoder = self.get_encoder()
+        prompt = encoder.resolve_prompt(self.prompt_name, self.prompt)
+        if getattr(self, "prompt_", prompt) != prompt:
+            raise ValueError(f"prompt_name/prompt changed after fit (fitted with {self.prompt_!r}, "
+                             f"now {prompt!r}); call fit again.")
+        self.prompt_ = prompt
+        return token_states(encoder, texts, prompt, self.max_length,
+                            max_tokens_per_batch=self.batch_tokens)
+
+    # -- sklearn API ---------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> LearnedPooling:
+        """Train the pooling.
+
+        Parameters
+        ----------
+        X : list of str, or array-like of shape (n, 2) of text pairs
+            Texts (with ``y`` labels) or (anchor, positive) pairs.
+        y : array-like of shape (n,), optional
+            Class labels for texts; for pairs, optional similarity scores.
+
+        Returns
+        -------
+        self
+        """
+        from ._learned_pooling_fit import check_fit_params, train
+
+        pairs = _as_pairs(X)
+        objective = check_fit_params(self, pairs is not None, y)
+        for attr in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
+            delattr(self, attr)
+        encoder = self.get_encoder()
+        self.model_fingerprint_ = encoder.source.fingerprint
+        texts = list(dict.fromkeys(pairs.ravel())) if pairs is not None else validate_texts(X)
+        states = self._states(texts)
+        self.embedding_dim_ = self.n_features_out_ = encoder.embedding_dim
+        self.objective_ = objective
+        train(self, texts, states, pairs, y, objective)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Pooled vectors ``[n, n_features_out_]``, normalised as ``normalize`` says."""
+        check_is_fitted(self, "attention_")
+        texts = validate_texts(X)
+        if not texts:
+            return np.empty((0, self.n_features_out_), dtype=np.float32)
+        pooled, _ = _pool_numpy(self, self._states(texts))
+        return truncate_and_normalize(pooled, None, self.normalize)
+
+    def similarity(self, a: Any, b: Any = None) -> np.ndarray:
+        """Cosine similarity matrix ``[len(a), len(b)]`` of the pooled vectors."""
+        from .similarity import cosine_matrix
+
+        ea = self.transform(a)
+        return cosine_matrix(ea, ea if b is None else self.transform(b))
+
+    def token_weights(self, X: Any) -> pd.DataFrame:
+        """Each text's tokens with their pooling weights (a text's weights sum to 1).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``text`` (row of ``X``), ``position``, ``token``, ``weight`` and
+            ``relative`` (weight times the text's token count: 1 = mean pooling's weight).
+        """
+        check_is_fitted(self, "attention_")
+        texts = validate_texts(X)
+        _, weights = _pool_numpy(self, self._states(texts))
+        toks = tokens(self.get_encoder(), texts, self.prompt_, self.max_length)
+        frames = [pd.DataFrame({"text": i, "position": np.arange(len(w)), "token": t,
+                                "weight": w, "relative": w * len(w)})
+                  for i, (t, w) in enumerate(zip(toks, weights, strict=True))]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=["text", "position", "token", "weight", "relative"])
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """``pooled_0 ... pooled_{d-1}``."""
+        check_is_fitted(self, "n_features_out_")
+        return np.asarray([f"pooled_{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    def __sklearn_tags__(self):  # noqa: D105
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []
+        return tags
+
+
+def _as_pairs(X: Any) -> np.ndarray | None:
+    """``X`` as an ``(n, 2)`` object array of text pairs, or None when it holds single texts."""
+    if isinstance(X, pd.DataFrame):
+        if X.shape[1] != 2:
+            return None
+        arr = X.to_numpy(dtype=object)
+    elif isinstance(X, (list, tuple, np.ndarray)) and len(X) and not isinstance(X[0], str):
+        arr = np.asarray(X, dtype=object)
+        if arr.ndim != 2:
+            return None
+    else:
+        return None
+    if arr.shape[1] != 2:
+        raise ValueError(f"pairs must have 2 columns (anchor, positive), got shape {arr.shape}")
+    for i, row in enumerate(arr):
+        for j in (0, 1):
+            if not isinstance(row[j], str):
+                raise TypeError(f"pair {i} column {j} is {type(row[j]).__name__}, not str: "
+                                f"{row[j]!r}")
+    return arr
+
+
+def _pool_numpy(est: LearnedPooling, states: list) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Pooled float32 vectors and each text's weights, with the fitted parameters."""
+    from ._learned_pooling_fit import Pooler, pad
+
+    pooler = Pooler.from_estimator(est)
+    out = np.empty((len(states), est.embedding_dim_), dtype=np.float32)
+    weights: list[np.ndarray] = []
+    step = 256
+    with torch.no_grad():
+        for start in range(0, len(states), step):
+            h, mask, means = pad(states[start : start + step])
+            pooled, w = pooler(h, mask, means)
+            out[start : start + len(pooled)] = pooled.numpy()
+            lengths = mask.sum(1).tolist()
+            weights += [w[i, :n].numpy().astype(np.float64) for i, n in enumerate(lengths)]
+    return out, weights
+
+
+def normalize_rows(x: torch.Tensor, normalize: Any) -> torch.Tensor:
+    """The transformer's row normalisation in torch (for training)."""
+    mode = normalize_mode(normalize)
+    if mode is None:
+        return x
+    unit = torch.nn.functional.normalize(x, dim=-1, eps=1e-12)
+    return unit * (x.shape[-1] ** 0.5) if mode == "rms" else unit
+
+
+def plot_token_weights(weights: pd.DataFrame, *, max_texts: int = 8, ax: Any = None) -> Any:
+    """Which tokens carry each sentence: tokens on a line per text, shaded by relative weight.
+
+    Parameters
+    ----------
+    weights : pandas.DataFrame
+        :meth:`LearnedPooling.token_weights`'s output.
+    max_texts : int, default=8
+        Texts shown (the first ones).
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Darker = more weight than mean pooling gives (``relative`` > 1), white = less.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib import colors
+
+    shown = weights[weights["text"].isin(sorted(weights["text"].unique())[:max_texts])]
+    texts = list(dict.fromkeys(shown["text"]))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(10, 0.6 + 0.45 * max(len(texts), 1)))
+    else:
+        fig = ax.figure
+    top = max(float(shown["relative"].max()) if len(shown) else 1.0, 2.0)
+    norm = colors.LogNorm(vmin=1.0, vmax=top)
+    cmap = plt.get_cmap("Reds")
+    width = 0.0
+    for row, t in enumerate(texts):
+        x = 0.0
+        for tok, rel in shown.loc[shown["text"] == t, ["token", "relative"]].itertuples(index=False):
+            shade = cmap(norm(max(rel, 1.0))) if rel > 1 else (1, 1, 1, 1)
+            ax.text(x, -row, str(tok), fontsize=9, family="monospace", va="center",
+                    bbox={"facecolor": shade, "edgecolor": "0.85", "pad": 1.5})
+            x += 0.9 * len(str(tok)) + 1.2
+        width = max(width, x)
+    ax.set_xlim(-0.5, max(width, 1.0))
+    ax.set_ylim(-len(texts) + 0.5, 0.5)
+    ax.set_yticks([-r for r in range(len(texts))], [f"text {t}" for t in texts])
+    ax.set_xticks([])
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax,
+                 label="weight / mean-pooling weight")
+    ax.set_title("Token weights of the learned pooling")
+    return fig

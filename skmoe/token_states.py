@@ -1,0 +1,149 @@
+"""Token states of the frozen encoder, once per text per process (for learned pooling).
+
+The one place that turns texts into per-token hidden states: the encoder's tokenizer and prompt
+as :class:`~skmoe.engine.Engine` applies them, batches from the engine's planner, and the
+encoder's ``forward(input_ids, attention_mask)``. When the shared texts -> vectors path can
+return token states, only :func:`_compute` changes.
+
+Each text gives ``(states, mean)``: its ``[L, H]`` last hidden states in float16 (compact: 2 bytes
+a value) and their mean over the ``L`` tokens computed in float32 from the float32 states, so
+that mean pooling reproduced from these entries is exact, not rounded to float16.
+
+An in-process memo keyed by the model's identity (fingerprint, device, precision), the prompt, the
+token limit and the text keeps every state computed, up to :data:`MEMO_MAX_BYTES` (oldest first
+out): clones fitted by ``GridSearchCV`` or ``cross_val_score`` reuse them.
+
+Whether a persistent (on-disk) token-state cache pays, in numbers: a token state costs
+``2 H`` bytes in float16 (1.5 KB for the 768-d MoE model, 768 B for e5-small), so a
+40-token sentence costs 61 KB (MoE; 31 KB e5-small) where its pooled float32 vector in the
+embedding cache costs 3 KB (1.5 KB): 20x more disk and I/O per text. Reading 61 KB from a local
+SSD (~1 GB/s) takes ~60 us, while computing the sentence takes ~40 ms per CPU core with
+e5-small (measured here: ~50 texts/s on 2 cores) and several times that with the MoE model, so
+reading would be ~1000x faster than recomputing - but a million texts take 61 GB (MoE), and
+learned pooling trains on labelled sets of thousands of texts, which take a minute or two to
+recompute. It pays only for repeated fits on the same large corpus in separate processes; the
+memo covers the common case (one process, many fits: grid search, cross-validation), so no
+persistent cache is built.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .encoder import SentenceEncoder
+from .engine.batching import TokenRows, collate, plan_batches
+from .engine.precision import precision_of
+from .engine.runner import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_TOKENS,
+    MAX_PADDING_DENSE,
+    TruncationWarning,
+)
+
+#: Bytes of token states the memo keeps (float16 states plus float32 means); oldest out first.
+MEMO_MAX_BYTES = 2 * 1024**3
+#: What this process computed: ``forward_calls`` and ``texts`` (tests count these).
+STATS: Counter = Counter()
+
+_LOCK = threading.Lock()
+_MEMO: OrderedDict[tuple, tuple[torch.Tensor, np.ndarray]] = OrderedDict()
+_MEMO_BYTES = 0
+
+
+def model_key(encoder: SentenceEncoder, prompt: str, max_length: int) -> tuple:
+    """What token states depend on besides the text."""
+    return (encoder.source.fingerprint, str(encoder.device), precision_of(encoder), prompt,
+            int(max_length))
+
+
+def token_states(
+    encoder: SentenceEncoder,
+    texts: Sequence[str],
+    prompt: str = "",
+    max_length: int | None = None,
+    *,
+    batch_size: int | None = None,
+    max_tokens_per_batch: int | None = None,
+) -> list[tuple[torch.Tensor, np.ndarray]]:
+    """``(float16 states [L, H], float32 mean [H])`` of ``prompt + text`` for every text, in order.
+
+    Texts are computed once: duplicates and texts memoised by an earlier call are not run again.
+    """
+    global _MEMO_BYTES
+    limit = min(int(max_length or encoder.max_length), encoder.max_length)
+    prefix = model_key(encoder, prompt, limit)
+    unique = list(dict.fromkeys(texts))
+    with _LOCK:
+        found = {t: _MEMO[(*prefix, t)] for t in unique if (*prefix, t) in _MEMO}
+        for t in found:
+            _MEMO.move_to_end((*prefix, t))
+    todo = [t for t in unique if t not in found]
+    if todo:
+        computed = _compute(encoder, todo, prompt, limit, batch_size, max_tokens_per_batch)
+        with _LOCK:
+            for t, entry in zip(todo, computed, strict=True):
+                found[t] = entry
+                key = (*prefix, t)
+                if key not in _MEMO:
+                    _MEMO[key] = entry
+                    _MEMO_BYTES += _nbytes(entry)
+            while _MEMO_BYTES > MEMO_MAX_BYTES and _MEMO:
+                _MEMO_BYTES -= _nbytes(_MEMO.popitem(last=False)[1])
+    return [found[t] for t in texts]
+
+
+def clear_memo() -> None:
+    """Forget every memoised token state."""
+    global _MEMO_BYTES
+    with _LOCK:
+        _MEMO.clear()
+        _MEMO_BYTES = 0
+
+
+def _nbytes(entry: tuple[torch.Tensor, np.ndarray]) -> int:
+    return entry[0].numel() * 2 + entry[1].nbytes
+
+
+def tokens(encoder: SentenceEncoder, texts: Sequence[str], prompt: str = "",
+           max_length: int | None = None) -> list[list[str]]:
+    """The tokens (as the tokenizer spells them) whose states :func:`token_states` gives."""
+    limit = min(int(max_length or encoder.max_length), encoder.max_length)
+    ids, _ = encoder.tokenize([prompt + t for t in texts], limit)
+    return [encoder.tokenizer.convert_ids_to_tokens(list(row)) for row in ids]
+
+
+@torch.inference_mode()
+def _compute(encoder: SentenceEncoder, texts: list[str], prompt: str, limit: int,
+             batch_size: int | None, max_tokens: int | None) -> list[tuple[torch.Tensor, np.ndarray]]:
+    """Tokenize like the engine, batch with its planner, run the frozen backbone."""
+    ids, cut = encoder.tokenize([prompt + t for t in texts], limit)
+    if cut:
+        warnings.warn(f"{len(cut)} text(s) exceed the maximum length ({limit} tokens) and were "
+                      f"truncated; first: {(prompt + texts[cut[0]])[:60]!r}", TruncationWarning,
+                      stacklevel=3)
+    rows = TokenRows(ids)
+    lengths = rows.lengths
+    kind = "cuda" if encoder.device.type == "cuda" else "cpu"
+    exact = not encoder.is_moe and precision_of(encoder) == "int8"
+    padding = None if encoder.is_moe or exact else MAX_PADDING_DENSE
+    out: list = [None] * len(texts)
+    for batch in plan_batches(lengths, batch_size or DEFAULT_BATCH_SIZE[kind],
+                              max_tokens or DEFAULT_MAX_TOKENS[kind], exact=exact,
+                              max_padding=padding):
+        input_ids, mask = collate(rows, batch, encoder.pad_token_id)
+        input_ids, mask = input_ids.to(encoder.device), mask.to(encoder.device)
+        hidden = encoder(input_ids, mask).float()
+        m = mask.to(hidden.dtype).unsqueeze(-1)
+        means = ((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)).cpu().numpy()
+        half = hidden.to(torch.float16).cpu()
+        for j, r in enumerate(batch.rows):
+            out[r] = (half[j, : int(lengths[r])].clone(), means[j].astype(np.float32))
+        STATS["forward_calls"] += 1
+        STATS["texts"] += len(batch.rows)
+    return out

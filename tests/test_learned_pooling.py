@@ -1,0 +1,124 @@
+"""LearnedPooling: mean pooling at start, training that finds the keyword, sklearn contracts."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+
+from skmoe import LearnedPooling, MoEEmbeddingTransformer, plot_token_weights
+from skmoe import token_states as ts
+
+FILLERS = ("the house river green table music window paper water light stone city road "
+           "morning small old new black white simple quiet").split()
+KEYWORDS = ("apple", "banana")
+
+
+def keyword_task(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Texts of 8 random fillers plus one keyword at a random place; the keyword is the label."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for _ in range(n):
+        words = list(rng.choice(FILLERS, size=8))
+        label = int(rng.integers(2))
+        words.insert(int(rng.integers(len(words) + 1)), KEYWORDS[label])
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, np.asarray(labels)
+
+
+@pytest.mark.parametrize("normalize", ["rms", "l2", False])
+def test_untrained_pooling_is_mean_pooling(fast_moe, normalize):
+    texts = ["a first text", "ein zweiter Text, etwas länger als der erste", "x", "a first text"]
+    pooled = LearnedPooling(fast_moe, max_iter=0, normalize=normalize, heads=3).fit(
+        texts, [0, 1, 0, 0])
+    want = MoEEmbeddingTransformer(fast_moe, normalize=normalize).fit([]).transform(texts)
+    np.testing.assert_allclose(pooled.transform(texts), want, atol=1e-5, rtol=0)
+    assert pooled.n_iter_ == 0 and not pooled.attention_.any()
+
+
+def test_untrained_pooling_is_mean_pooling_with_e5(e5_path):
+    texts = ["The cat sat on the mat.", "Paris is the capital of France.", "東京は日本の首都です。"]
+    pooled = LearnedPooling(e5_path, prompt="query: ", max_iter=0).fit(texts, ["a", "b", "a"])
+    want = MoEEmbeddingTransformer(e5_path, prompt="query: ").fit([]).transform(texts)
+    np.testing.assert_allclose(pooled.transform(texts), want, atol=1e-5, rtol=0)
+
+
+def test_training_puts_the_weight_on_the_deciding_keyword(fast_moe):
+    texts, y = keyword_task(240, seed=0)
+    est = LearnedPooling(fast_moe, max_iter=60, learning_rate=0.05, random_state=0).fit(texts, y)
+    test_texts, _ = keyword_task(40, seed=1)
+    weights = est.token_weights(test_texts)
+    on_keyword = weights[weights["token"].isin(KEYWORDS)]
+    assert len(on_keyword) == len(test_texts)  # one keyword token per text
+    # mean pooling gives it 1/11 (8 fillers, keyword, [CLS], [SEP]); trained: most of the weight
+    assert on_keyword["weight"].mean() > 0.5, on_keyword["weight"].describe()
+    assert np.allclose(weights.groupby("text")["weight"].sum(), 1.0, atol=1e-5)
+    untrained = clone(est).set_params(max_iter=0).fit(texts, y).token_weights(test_texts)
+    assert untrained[untrained["token"].isin(KEYWORDS)]["weight"].max() < 0.1
+
+
+def test_pairs_train_with_infonce_and_similarity_is_cosine(fast_moe):
+    rng = np.random.default_rng(0)
+    anchors = [" ".join(rng.choice(FILLERS, size=6)) + f" item{i}" for i in range(40)]
+    pairs = np.array([[a, a.upper()] for a in anchors], dtype=object)
+    est = LearnedPooling(fast_moe, max_iter=5, random_state=0).fit(pairs)
+    assert est.objective_ == "infonce" and est.n_iter_ >= 1 and not hasattr(est, "coef_")
+    assert np.isfinite(est.loss_curve_).all()
+    sim = est.similarity(anchors[:3], anchors[3:5])
+    u, v = est.transform(anchors[:3]), est.transform(anchors[3:5])
+    u, v = u / np.linalg.norm(u, axis=1, keepdims=True), v / np.linalg.norm(v, axis=1, keepdims=True)
+    np.testing.assert_allclose(sim, u @ v.T, atol=1e-5)
+    scored = LearnedPooling(fast_moe, max_iter=2).fit(pairs, np.linspace(0, 5, len(pairs)))
+    assert scored.objective_ == "cosine_mse"
+
+
+def test_clone_and_pickle_carry_parameters_not_weights(fast_moe):
+    texts, y = keyword_task(60, seed=2)
+    est = LearnedPooling(fast_moe, max_iter=3, random_state=0).fit(texts, y)
+    blob = pickle.dumps(est)
+    assert len(blob) < 50_000  # attention (64 x 1), standardisation, classifier: no encoder
+    back = pickle.loads(blob)
+    np.testing.assert_array_equal(back.transform(texts[:5]), est.transform(texts[:5]))
+    assert not hasattr(clone(est), "attention_")
+
+
+def test_grid_search_computes_token_states_once(fast_moe):
+    texts, y = keyword_task(80, seed=3)
+    ts.clear_memo()
+    before = ts.STATS["texts"]
+    search = GridSearchCV(
+        LearnedPooling(fast_moe, max_iter=2, random_state=0),
+        {"heads": [1, 2], "attention_penalty": [0.0, 0.1]}, cv=2,
+        scoring=lambda est, X, y_: float(est.transform(X).sum() * 0 + 1))
+    search.fit(texts, y)
+    # 4 settings x 2 folds + the refit, and transforms in scoring: each text ran once
+    assert ts.STATS["texts"] - before == len(set(texts))
+
+
+def test_token_weights_plot_is_a_figure(fast_moe):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    texts, y = keyword_task(20, seed=4)
+    est = LearnedPooling(fast_moe, max_iter=1).fit(texts, y)
+    weights = est.token_weights(texts[:3])
+    fig = plot_token_weights(weights)
+    assert fig.axes and len(fig.axes[0].texts) == len(weights)  # one box per token
+
+
+@pytest.mark.parametrize(("X", "y", "params", "match"), [
+    (["a", "b"], None, {}, "needs labels y"),
+    ([["a", "b"]], None, {"objective": "cross_entropy"}, "needs single texts"),
+    (["a", "b"], [0, 1], {"objective": "infonce"}, r"needs an \(n, 2\) array"),
+    (["a", "b"], [0, 1], {"objective": "triplet"}, "objective must be one of"),
+    (["a", "b"], [0, 1], {"heads": 0}, "heads must be an int >= 1"),
+    (["a", "b"], [0, 1], {"normalize": "max"}, "normalize must be one of"),
+    ([["a", "b", "c"]], None, {}, "pairs must have 2 columns"),
+])
+def test_bad_input_is_named(fast_moe, X, y, params, match):
+    with pytest.raises(ValueError, match=match):
+        LearnedPooling(fast_moe, **params).fit(X, y)
