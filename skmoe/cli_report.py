@@ -82,7 +82,7 @@ def run_report(args: argparse.Namespace, data: Any, *, text: str, label: str, la
         raise CLIError(f"{where}{exc}{option}") from None
     if path is not None:
         warn_empty(list(data[text]), path, "row", rows=list(data.index))
-    transformer = make_transformer(args, cache=cache_of(args), verbose=0 if args.quiet else 1)
+    transformer = make_transformer(args, cache=cache_of(args), verbose=0 if args.quiet else 2)
     load_model(transformer, list(data[text][:1]))
     say(f"report on {what}: {len(data):,} rows, "
         f"{count(data[language].nunique(), 'language')} -> {out}")

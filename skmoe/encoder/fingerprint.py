@@ -28,6 +28,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoint import read_json
+
 #: Files that define how a text becomes token ids (whichever of them a model ships).
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -87,8 +89,7 @@ def model_fingerprint(folder: Path, files: list[Path]) -> ModelFingerprint:
     for name in SIDE_CONFIGS:
         path = folder / name
         if path.is_file():
-            with open(path, encoding="utf-8") as fh:
-                parsed = json.load(fh)
+            parsed = read_json(path, kind=object)  # errors name the file
             canonical = json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
             config.update(f"{name}\0{canonical}\n".encode("ascii"))
     return ModelFingerprint(weights.hexdigest(), tokenizer.hexdigest(), config.hexdigest())

@@ -141,8 +141,7 @@ def test_moe_config_never_reaches_automodel(tiny_moe_path, tmp_path, monkeypatch
 
 
 def test_fingerprint_tracks_weights(tiny_moe_path, tiny_state, tmp_path):
-    same = checkpoint(tmp_path / "same", tiny_moe_path)
-    shutil.copy(tiny_moe_path / "model.safetensors", same)
+    same = shutil.copytree(tiny_moe_path, tmp_path / "same")  # weights, config and side files
     changed = dict(tiny_state)
     changed["emb_ln.bias"] = changed["emb_ln.bias"] + 1e-3
     other = checkpoint(tmp_path / "other", tiny_moe_path, changed)
