@@ -111,11 +111,12 @@ def _block_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if k == scores.shape[1]:
         cols = np.broadcast_to(np.arange(k), scores.shape)
         return cols, scores
-    t = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
+    cut = scores.shape[1] - k
+    t = np.partition(scores, cut, axis=1)[:, cut:cut + 1]  # the k-th largest of each row
     above = scores > t
     tied = scores == t
     need = k - above.sum(axis=1, keepdims=True)
-    keep = above | (tied & (np.cumsum(tied, axis=1) <= need))
+    keep = above | (tied & (np.cumsum(tied, axis=1, dtype=np.int32) <= need))
     cols = np.nonzero(keep)[1].reshape(len(scores), k)  # row-major: columns ascending per row
     return cols, np.take_along_axis(scores, cols, axis=1)
 
