@@ -34,6 +34,7 @@ from .postprocessing import (
     truncate_and_normalize,
 )
 from .registry import get_cache, get_encoder, model_source, registry_key
+from .search import CORPUS_BLOCK, QUERY_BLOCK, search_vectors
 from .validation import validate_texts
 
 __all__ = ["CHUNK_SIZE", "MoEEmbeddingTransformer", "WeightsChangedError"]
@@ -321,15 +322,63 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         tags.non_deterministic = False
         return tags
 
-    # -- similarity ----------------------------------------------------------------------------
-    def similarity(self, a: Any, b: Any = None) -> np.ndarray:
-        """Cosine similarity matrix ``[len(a), len(b)]`` (``b`` defaults to ``a``)."""
-        ea = self.embed(a)
-        return cosine_matrix(ea, ea if b is None else self.embed(b))
+    # -- similarity and search ------------------------------------------------------------------
+    def similarity(self, a: Any, b: Any = None, *, query_prompt_name: str | None = None,
+                   query_prompt: str | None = None, document_prompt_name: str | None = None,
+                   document_prompt: str | None = None) -> np.ndarray:
+        """Cosine similarity matrix ``[len(a), len(b)]`` of queries ``a`` and documents ``b``.
 
-    def similarity_pairwise(self, a: Any, b: Any) -> np.ndarray:
-        """Row-aligned cosine similarity ``[n]`` of ``a[i]`` and ``b[i]``."""
-        return cosine_rows(self.embed(a), self.embed(b))
+        ``b`` defaults to ``a``. Each side has its own prompt, resolved like the estimator's
+        ``prompt_name``/``prompt`` (raw prompt wins); a side given neither uses the estimator's
+        own prompt, so by default both sides share it. For retrieval with a model that has
+        them: ``query_prompt_name="query", document_prompt_name="document"``.
+        """
+        ea = self._embed_side(a, query_prompt_name, query_prompt)
+        if b is None and query_prompt_name is None and query_prompt is None and (
+                document_prompt_name is None and document_prompt is None):
+            return cosine_matrix(ea, ea)
+        eb = self._embed_side(a if b is None else b, document_prompt_name, document_prompt)
+        return cosine_matrix(ea, eb)
+
+    def similarity_pairwise(self, a: Any, b: Any, *, query_prompt_name: str | None = None,
+                            query_prompt: str | None = None,
+                            document_prompt_name: str | None = None,
+                            document_prompt: str | None = None) -> np.ndarray:
+        """Row-aligned cosine similarity ``[n]`` of ``a[i]`` and ``b[i]`` (prompts as in
+        :meth:`similarity`: ``a`` takes the query prompt, ``b`` the document prompt)."""
+        return cosine_rows(self._embed_side(a, query_prompt_name, query_prompt),
+                           self._embed_side(b, document_prompt_name, document_prompt))
+
+    def search(self, queries: Any, corpus: Any, top_k: int = 10, *,
+               query_prompt_name: str | None = "query", query_prompt: str | None = None,
+               document_prompt_name: str | None = "document", document_prompt: str | None = None,
+               query_block: int = QUERY_BLOCK, corpus_block: int = CORPUS_BLOCK,
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``top_k`` corpus texts most similar (cosine) to each query, best first.
+
+        Both sides are embedded through :meth:`embed`'s road (the cache applies, per prompt),
+        queries with the query prompt and the corpus with the document prompt (raw
+        ``query_prompt``/``document_prompt`` win; pass ``None`` for both of a side to use the
+        estimator's own prompt). Scoring is :func:`skmoe.search.search_vectors`: exact, in
+        bounded blocks; ties go to the lower corpus index.
+
+        Returns
+        -------
+        indices : ndarray of int64, shape (n_queries, min(top_k, n_corpus))
+        scores : ndarray of float32, same shape
+        """
+        q = self._embed_side(queries, query_prompt_name, query_prompt)
+        c = self._embed_side(corpus, document_prompt_name, document_prompt)
+        return search_vectors(q, c, top_k, query_block=query_block, corpus_block=corpus_block)
+
+    def _embed_side(self, X: Any, prompt_name: str | None, prompt: str | None) -> np.ndarray:
+        """:meth:`embed` with one side's prompt (the estimator's own when both are None)."""
+        texts = validate_texts(X)
+        model = self._model()
+        self._check_params(model)
+        if prompt_name is None and prompt is None:
+            return self._embed_float(texts, model, self._prompt(model))
+        return self._embed_float(texts, model, resolve_prompt(model, prompt_name, prompt))
 
     def embed(self, X: Any) -> np.ndarray:
         """Float32 embeddings (truncated and normalised as configured), fitting nothing.
@@ -337,10 +386,7 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         Follows the current parameters (prompt included), fitted or not; ``output_dtype`` does
         not apply.
         """
-        texts = validate_texts(X)
-        model = self._model()
-        self._check_params(model)
-        return self._embed_float(texts, model, self._prompt(model))
+        return self._embed_side(X, None, None)
 
     def embed_to(self, X: Any, out: str | os.PathLike[str] | np.ndarray, *,
                  format: str | None = None, chunk_size: int = 1024) -> Any:
