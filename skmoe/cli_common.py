@@ -62,7 +62,7 @@ def make_transformer(args: argparse.Namespace, *, cache: Path | None, verbose: i
     """A ``MoEEmbeddingTransformer`` from the shared model options."""
     from .estimator import MoEEmbeddingTransformer
 
-    normalize = getattr(args, "normalize", "rms")  # only `skmoe embed` offers --normalize
+    normalize = normalize_option(getattr(args, "normalize", None))  # only `skmoe embed` has it
     return MoEEmbeddingTransformer(
         args.model,
         revision=args.revision,
@@ -75,7 +75,7 @@ def make_transformer(args: argparse.Namespace, *, cache: Path | None, verbose: i
         device=args.device,
         dtype=args.dtype,
         output_dtype=getattr(args, "output_dtype", "float32"),
-        normalize=False if normalize == "none" else normalize,
+        normalize=normalize,
         cache=str(cache) if cache is not None else None,
         verbose=verbose,
         local_files_only=args.local_files_only,
@@ -175,3 +175,22 @@ def add_model_options(p: argparse.ArgumentParser, *, prompt_default: str | None)
                         "~/.cache/skmoe/embeddings.sqlite)")
     c.add_argument("--no-cache", action="store_true", help="do not read or write a cache")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def normalize_option(value: str | None) -> Any:
+    """``--normalize`` as the estimator's ``normalize``: a row length, l2, rms or none."""
+    from .postprocessing import DEFAULT_NORMALIZE, normalize_mode
+
+    if value is None:
+        return DEFAULT_NORMALIZE
+    if value == "none":
+        return False
+    try:
+        mode: Any = float(value)
+    except ValueError:
+        mode = value
+    try:
+        normalize_mode(mode)
+    except ValueError:
+        raise CLIError(f"--normalize takes a positive row length, l2, rms or none; got {value!r}") from None
+    return mode

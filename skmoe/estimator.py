@@ -25,6 +25,7 @@ from .encoder.fingerprint import changed_parts, known_card, legacy_fingerprint, 
 from .encoder.loading import ModelSource, safetensors_files
 from .postprocessing import (
     CALIBRATED_DTYPES,
+    DEFAULT_NORMALIZE,
     OUTPUT_DTYPES,
     calibration_ranges,
     cosine_matrix,
@@ -66,13 +67,14 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         with a warning.
     truncate_dim : int, optional
         Matryoshka dimension: keep the first ``truncate_dim`` features (before normalising).
-    normalize : {"rms", "l2"} or bool, default="rms"
-        Row normalisation after truncation. ``"rms"``: unit length times ``sqrt(d)`` (unit
-        root-mean-square per feature), so ``LogisticRegression()`` with its default ``C=1`` does
-        not underfit; directions, cosine similarities, neighbours and k-means partitions are
-        those of ``"l2"``. ``"l2"`` or ``True``: unit length (as sentence-transformers gives;
-        better for ``LinearSVC()`` and ``RidgeClassifier()`` at their defaults, see the
-        evaluation results). ``False``: raw pooled vectors.
+    normalize : float, {"l2", "rms"} or bool, default=2.0
+        Row normalisation after truncation; every mode keeps directions, so cosine
+        similarities, neighbours and k-means partitions do not depend on it. A number: rows of
+        that L2 length; the default 2.0 is the scale at which ``LogisticRegression()``,
+        ``LinearSVC()`` and ``RidgeClassifier()`` all do well with their default
+        regularisation (measured: docs/evaluation-results.md). ``"l2"`` or ``True``: unit
+        length (as sentence-transformers gives; dot product = cosine). ``"rms"``: unit length
+        times ``sqrt(d)``. ``False``: raw pooled vectors.
     batch_size : int, optional
         Maximum texts per forward pass (default per device).
     max_tokens_per_batch : int, optional
@@ -124,7 +126,7 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         prompt: str | None = None,
         max_length: int = 512,
         truncate_dim: int | None = None,
-        normalize: bool | str = "rms",
+        normalize: bool | str | float = DEFAULT_NORMALIZE,
         batch_size: int | None = None,
         max_tokens_per_batch: int | None = None,
         device: str | None = None,

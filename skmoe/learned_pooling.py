@@ -26,7 +26,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .encoder import DEFAULT_MODEL, SentenceEncoder
-from .postprocessing import normalize_mode, truncate_and_normalize
+from .postprocessing import DEFAULT_NORMALIZE, row_length, truncate_and_normalize
 from .registry import get_encoder
 from .token_states import token_states, tokens
 from .validation import validate_texts
@@ -49,7 +49,7 @@ class LearnedPooling(TransformerMixin, BaseEstimator):
         A raw prefix; wins over ``prompt_name`` (``"query: "`` for e5).
     max_length : int, default=512
         Token limit per text (capped at the model's own limit).
-    normalize : {"rms", "l2"} or bool, default="rms"
+    normalize : float, {"l2", "rms"} or bool, default=2.0
         Row normalisation of the pooled vectors, as in the transformer.
     heads : int, default=1
         Attention heads; a token's weight is the mean of the heads' softmax weights.
@@ -109,7 +109,7 @@ class LearnedPooling(TransformerMixin, BaseEstimator):
         prompt_name: str | None = "classification",
         prompt: str | None = None,
         max_length: int = 512,
-        normalize: bool | str = "rms",
+        normalize: bool | str | float = DEFAULT_NORMALIZE,
         heads: int = 1,
         objective: str = "auto",
         max_iter: int = 100,
@@ -294,11 +294,10 @@ def _pool_numpy(est: LearnedPooling, states: list) -> tuple[np.ndarray, list[np.
 
 def normalize_rows(x: torch.Tensor, normalize: Any) -> torch.Tensor:
     """The transformer's row normalisation in torch (for training)."""
-    mode = normalize_mode(normalize)
-    if mode is None:
+    length = row_length(normalize, x.shape[-1])
+    if length is None:
         return x
-    unit = torch.nn.functional.normalize(x, dim=-1, eps=1e-12)
-    return unit * (x.shape[-1] ** 0.5) if mode == "rms" else unit
+    return torch.nn.functional.normalize(x, dim=-1, eps=1e-12) * length
 
 
 def plot_token_weights(weights: pd.DataFrame, *, max_texts: int = 8, ax: Any = None) -> Any:

@@ -6,6 +6,7 @@ These run on full-width float32 vectors straight from the cache or the engine, s
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
@@ -17,17 +18,25 @@ CALIBRATED_DTYPES = ("int8", "uint8")
 
 
 #: Named row normalisations: ``"l2"`` unit length; ``"rms"`` unit length times ``sqrt(d)``, i.e.
-#: unit root-mean-square per feature (same directions, so cosine similarities, nearest
-#: neighbours and k-means partitions are those of ``"l2"``; linear heads with sklearn's default
-#: regularisation see features of order 1 instead of ``1/sqrt(d)``).
-NORMALIZE_MODES = ("rms", "l2")
+#: unit root-mean-square per feature. A positive number ``r`` scales unit rows to length ``r``.
+#: Every mode keeps the directions, so cosine similarities, nearest neighbours and k-means
+#: partitions are those of ``"l2"``; only the scale that linear heads' regularisation sees changes.
+NORMALIZE_MODES = ("l2", "rms")
+
+#: The estimators' default: rows of L2 length 2. Measured on SIB-200 (docs/evaluation-results.md)
+#: as the one scale at which LogisticRegression(), LinearSVC() and RidgeClassifier() all do well
+#: with their own default regularisation (length 1 starves LogisticRegression's C=1; sqrt(d)
+#: starves Ridge's alpha=1 and LinearSVC's C=1 the other way). A length, not a per-feature RMS,
+#: because the regularisation sees ||x||: the right value does not move with the width.
+DEFAULT_NORMALIZE = 2.0
 
 
-def normalize_mode(normalize: bool | str | None) -> str | None:
-    """Canonical form of a ``normalize`` parameter: ``"rms"``, ``"l2"`` or None (raw).
+def normalize_mode(normalize: bool | str | float | None) -> str | float | None:
+    """Canonical form of a ``normalize`` parameter: ``"rms"``, ``"l2"``, a length, or None (raw).
 
-    ``True`` means ``"l2"`` (unit length, as documented before ``"rms"`` existed); ``False`` and
-    ``None`` keep the raw pooled vectors.
+    ``True`` means ``"l2"`` (unit length, as documented before other modes existed); ``False`` and
+    ``None`` keep the raw pooled vectors; a positive finite number is the rows' L2 length
+    (``1.0`` is ``"l2"``).
     """
     if normalize is None or normalize is False:
         return None
@@ -35,27 +44,37 @@ def normalize_mode(normalize: bool | str | None) -> str | None:
         return "l2"
     if isinstance(normalize, str) and normalize.lower() in NORMALIZE_MODES:
         return normalize.lower()
+    if isinstance(normalize, numbers.Real) and np.isfinite(normalize) and normalize > 0:
+        return "l2" if normalize == 1 else float(normalize)
     raise ValueError(
-        f"normalize must be one of {NORMALIZE_MODES}, True (= 'l2') or False/None (raw vectors), "
-        f"got {normalize!r}"
+        f"normalize must be one of {NORMALIZE_MODES}, a positive row length such as 2.0, "
+        f"True (= 'l2') or False/None (raw vectors), got {normalize!r}"
     )
 
 
+def row_length(normalize: bool | str | float | None, width: int) -> float | None:
+    """The L2 length ``normalize`` gives rows of ``width`` features (None: rows stay raw)."""
+    mode = normalize_mode(normalize)
+    if mode is None:
+        return None
+    return float(np.sqrt(width)) if mode == "rms" else 1.0 if mode == "l2" else mode
+
+
 def truncate_and_normalize(
-    x: np.ndarray, truncate_dim: int | None, normalize: bool | str | None
+    x: np.ndarray, truncate_dim: int | None, normalize: bool | str | float | None
 ) -> np.ndarray:
     """Keep the first ``truncate_dim`` features, then normalise each row as ``normalize`` says.
 
     ``"l2"`` (or True): unit L2 norm (eps 1e-12). ``"rms"``: unit L2 norm times ``sqrt(d)`` for
-    the ``d`` features kept (unit root-mean-square per feature). False/None: unchanged.
+    the ``d`` features kept (unit root-mean-square per feature). A number ``r``: L2 norm ``r``.
+    False/None: unchanged.
     """
-    mode = normalize_mode(normalize)
     if truncate_dim is not None:
         x = x[:, :truncate_dim]
-    if mode is not None:
+    length = row_length(normalize, x.shape[1])
+    if length is not None:
         norms = np.linalg.norm(x, axis=1, keepdims=True)
-        scale = np.sqrt(x.shape[1]) if mode == "rms" else 1.0
-        x = x * (scale / np.maximum(norms, 1e-12))
+        x = x * (length / np.maximum(norms, 1e-12))
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

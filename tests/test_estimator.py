@@ -177,15 +177,17 @@ def test_bad_parameters_fail_in_fit_not_init(moe, params, match):
 
 
 # -- transform: input and output -------------------------------------------------------------------
-def test_output_is_float32_c_contiguous_unit_rms_rows(moe):
+def test_output_is_float32_c_contiguous_rows_of_length_two(moe):
     texts = ["a first text", "", "ein zweiter Text", "三番目"]
     out = MoEEmbeddingTransformer(moe).fit(texts).transform(texts)
     assert out.shape == (4, 64) and out.dtype == np.float32 and out.flags.c_contiguous
-    # default normalize="rms": unit root-mean-square per feature (norm sqrt(64)), "" included
-    np.testing.assert_allclose(np.sqrt((out**2).mean(axis=1)), 1.0, atol=1e-5)
+    # default normalize=2.0: rows of L2 length 2, "" included
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 2.0, atol=1e-5)
     unit = MoEEmbeddingTransformer(moe, normalize=True).fit([]).transform(texts)  # True = "l2"
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(unit * 8.0, out, atol=1e-5)
+    np.testing.assert_allclose(unit * 2.0, out, atol=1e-5)
+    rms = MoEEmbeddingTransformer(moe, normalize="rms").fit([]).transform(texts)
+    np.testing.assert_allclose(unit * 8.0, rms, atol=1e-5)  # unit RMS per feature: sqrt(64)
     out = unit
     assert np.abs(out[0] - out[1]).max() > 1e-3
     raw = MoEEmbeddingTransformer(moe, normalize=False).fit([]).transform(texts)
@@ -254,7 +256,7 @@ def test_params_changed_after_fit_need_a_refit(moe):
 
 
 @pytest.mark.parametrize(("change", "match"), [
-    ({"normalize": False}, "normalize changed after fit .*'rms'.*False"),  # ranges of unit vectors
+    ({"normalize": False}, "normalize changed after fit .*2.0.*False"),  # ranges of unit vectors
     ({"truncate_dim": 32}, "truncate_dim changed after fit"),  # ranges of 64 features
     ({"output_dtype": "uint8"}, "output_dtype changed after fit .*'int8'.*'uint8'"),
 ])
@@ -291,7 +293,7 @@ def test_truncate_dim_keeps_a_normalised_prefix(moe):
     est = MoEEmbeddingTransformer(moe, truncate_dim=16).fit([])
     out = est.transform(texts)
     assert out.shape == (2, 16) and len(est.get_feature_names_out()) == 16
-    np.testing.assert_allclose(out, 4.0 * full[:, :16] / np.linalg.norm(full[:, :16], axis=1, keepdims=True), atol=1e-5)  # rms: x sqrt(16)
+    np.testing.assert_allclose(out, 2.0 * full[:, :16] / np.linalg.norm(full[:, :16], axis=1, keepdims=True), atol=1e-5)  # length 2
 
 
 @pytest.mark.parametrize("dtype", ["int8", "uint8"])

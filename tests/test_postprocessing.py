@@ -39,13 +39,23 @@ def test_rms_is_l2_times_sqrt_of_the_kept_width(emb):
     np.testing.assert_allclose(rms @ rms.T / 20, l2 @ l2.T, atol=1e-5)
 
 
+def test_a_number_is_the_row_length_whatever_the_width(emb):
+    for dim in (8, None):
+        out = truncate_and_normalize(emb, dim, 2.0)
+        np.testing.assert_allclose(np.linalg.norm(out, axis=1), 2.0, atol=1e-5)
+        np.testing.assert_allclose(out, 2 * truncate_and_normalize(emb, dim, "l2"), atol=1e-6)
+    np.testing.assert_array_equal(truncate_and_normalize(emb, None, 1.0),
+                                  truncate_and_normalize(emb, None, "l2"))
+
+
 @pytest.mark.parametrize(("value", "mode"), [
-    (True, "l2"), ("l2", "l2"), ("rms", "rms"), ("RMS", "rms"), (False, None), (None, None)])
+    (True, "l2"), ("l2", "l2"), ("rms", "rms"), ("RMS", "rms"), (False, None), (None, None),
+    (2.0, 2.0), (2, 2.0), (1.0, "l2"), (np.float32(0.5), 0.5)])
 def test_normalize_modes(value, mode):
     assert normalize_mode(value) == mode
 
 
-@pytest.mark.parametrize("value", ["max", 1, 0, "unit"])
+@pytest.mark.parametrize("value", ["max", 0, -2.0, float("nan"), float("inf"), "unit"])
 def test_unknown_normalize_is_named(emb, value):
     with pytest.raises(ValueError, match="normalize must be one of .*'rms'.*'l2'"):
         truncate_and_normalize(emb, None, value)
