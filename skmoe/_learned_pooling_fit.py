@@ -15,8 +15,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .learned_pooling import OBJECTIVES, normalize_rows
-from .postprocessing import normalize_mode
+from .postprocessing import normalize_mode, row_length
+
+OBJECTIVES = ("auto", "cross_entropy", "infonce", "cosine_mse")
+
+
+def normalize_rows(x: torch.Tensor, normalize: Any) -> torch.Tensor:
+    """The transformer's row normalisation in torch (for training)."""
+    length = row_length(normalize, x.shape[-1])
+    if length is None:
+        return x
+    return torch.nn.functional.normalize(x, dim=-1, eps=1e-12) * length
+
 
 _STATE_SAMPLE = 200_000  # tokens used to estimate the standardisation
 

@@ -26,12 +26,10 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .encoder import DEFAULT_MODEL, SentenceEncoder
-from .postprocessing import DEFAULT_NORMALIZE, row_length, truncate_and_normalize
+from .postprocessing import DEFAULT_NORMALIZE, truncate_and_normalize
 from .registry import get_encoder
 from .token_states import token_states, tokens
 from .validation import validate_texts
-
-OBJECTIVES = ("auto", "cross_entropy", "infonce", "cosine_mse")
 
 
 class LearnedPooling(TransformerMixin, BaseEstimator):
@@ -290,14 +288,6 @@ def _pool_numpy(est: LearnedPooling, states: list) -> tuple[np.ndarray, list[np.
             lengths = mask.sum(1).tolist()
             weights += [w[i, :n].numpy().astype(np.float64) for i, n in enumerate(lengths)]
     return out, weights
-
-
-def normalize_rows(x: torch.Tensor, normalize: Any) -> torch.Tensor:
-    """The transformer's row normalisation in torch (for training)."""
-    length = row_length(normalize, x.shape[-1])
-    if length is None:
-        return x
-    return torch.nn.functional.normalize(x, dim=-1, eps=1e-12) * length
 
 
 def plot_token_weights(weights: pd.DataFrame, *, max_texts: int = 8, ax: Any = None) -> Any:
