@@ -25,6 +25,7 @@ import torch
 
 from .._stack import external_stacklevel
 from ..encoder import SentenceEncoder
+from ..encoder.checkpoint import check_finite_output
 from .batching import Batch, TokenRows, pack, plan_batches, split_batch
 from .memory import reuse_freed_memory_if_asked
 from .precision import precision_of
@@ -316,6 +317,8 @@ class Engine:
         pooled = self.encoder.pool_packed(hidden, cu_seqlens, max_seqlen)
         del hidden  # the next batch must not find this one's activations still alive
         vectors = pooled.float().cpu().numpy()
+        # on the host copy: no extra sync; batches finished before stay in the cache
+        check_finite_output(torch.from_numpy(vectors), self.encoder.source.name)
         self.stats.forward_calls += 1
         self.stats.real_tokens += real
         self.stats.padded_tokens += batch.padded_tokens
