@@ -3,8 +3,9 @@
 Each size runs in a fresh subprocess (peak RSS is per process) that embeds N distinct SIB-200
 sentences (all 32 languages, train+dev+test: up to 32,128 distinct texts) through what
 ``skmoe embed`` runs: ``MoEEmbeddingTransformer(cache=...).embed_to`` (the road in
-``skmoe.embedding``: cache lookup and writes, chunks, ``.npy`` through a memory map) and reports
-``ru_maxrss``. A small model keeps this
+``skmoe.embedding``: cache lookup and writes, chunks, ``.npy`` through a memory map), or with
+``--path transform`` through what a pipeline runs (one ``transform`` call with a cache), and
+reports ``ru_maxrss``. A small model keeps this
 cheap: the random-weight MoE with the real 250,048-row vocabulary and the XLM-R tokenizer
 (the full model would take hours on 2 cores; memory per text does not depend on its width).
 
@@ -40,7 +41,8 @@ def corpus(sib200_dir: Path, n: int) -> list[str]:
     return mixed[:n]
 
 
-def worker(model: str, sib200_dir: Path, n: int, chunk_size: int, threads: int) -> dict:
+def worker(model: str, sib200_dir: Path, n: int, chunk_size: int, threads: int,
+           path: str = "embed") -> dict:
     import torch
 
     from skmoe.engine.memory import peak_rss_bytes
@@ -52,23 +54,26 @@ def worker(model: str, sib200_dir: Path, n: int, chunk_size: int, threads: int) 
         est = MoEEmbeddingTransformer(model, device="cpu", cache=str(Path(tmp) / "cache.sqlite"),
                                       verbose=0).fit(texts[:1])
         t0 = time.perf_counter()
-        out = Path(tmp) / "vectors.npy"
-        est.embed_to(texts, out, chunk_size=chunk_size)
-        size = out.stat().st_size
+        if path == "embed":  # what `skmoe embed` runs: chunks streamed into a .npy memmap
+            out = Path(tmp) / "vectors.npy"
+            est.embed_to(texts, out, chunk_size=chunk_size)
+            size = out.stat().st_size
+        else:  # what a pipeline runs: one transform call holding the result in memory
+            size = est.transform(texts).nbytes
         misses = est.cache_stats().misses
     return {"texts": n, "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
             "seconds": round(time.perf_counter() - t0, 1), "npy_bytes": size,
-            "computed": misses, "chunk_size": chunk_size}
+            "computed": misses, "chunk_size": chunk_size, "path": path}
 
 
 def measure(model: str, sizes: list[int], sib200_dir: Path, chunk_size: int = 2048,
-            threads: int = 2) -> list[dict]:
+            threads: int = 2, path: str = "embed") -> list[dict]:
     """Run one subprocess per size; return their reports."""
     results = []
     for n in sizes:
         cmd = [sys.executable, __file__, "--worker", "--model", str(model), "--sizes", str(n),
                "--sib200", str(sib200_dir), "--chunk-size", str(chunk_size),
-               "--threads", str(threads)]
+               "--threads", str(threads), "--path", path]
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return results
@@ -82,13 +87,17 @@ def main() -> None:
                     help="the full SIB-200 data/annotated folder (github.com/dadelani/sib-200); tests/data/sib200 is only a sample")
     ap.add_argument("--chunk-size", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--path", choices=("embed", "transform"), default="embed",
+                    help="embed: MoEEmbeddingTransformer.embed_to a .npy (skmoe embed); transform: "
+                         "one transform call with a cache (a pipeline)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args.model, args.sib200, args.sizes[0], args.chunk_size,
-                                args.threads)))
+                                args.threads, args.path)))
         return
-    results = measure(args.model, args.sizes, args.sib200, args.chunk_size, args.threads)
+    results = measure(args.model, args.sizes, args.sib200, args.chunk_size, args.threads,
+                      args.path)
     for r in results:
         print(json.dumps(r))
     peaks = [r["peak_rss_mb"] for r in results]
