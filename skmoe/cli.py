@@ -143,9 +143,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
     """``cache stats``, ``cache check`` and ``cache clear`` on a cache file."""
     from .cache import CacheFormatError, EmbeddingCache
 
-    path = Path(args.path).expanduser() if args.path else default_cache_path()
+    if args.path and args.cache_path and Path(args.path) != Path(args.cache_path):
+        raise CLIError(f"two cache files given: {args.cache_path} (--cache) and {args.path}")
+    given = args.cache_path or args.path
+    path = Path(given).expanduser() if given else default_cache_path()
     if not path.is_file():
-        where = "" if args.path else " (the default; set another with PATH or $SKMOE_CACHE)"
+        where = "" if given else " (the default; set another with --cache PATH or $SKMOE_CACHE)"
         raise CLIError(f"no cache file at {path}{where}")
     _check_sqlite(path)
     cache = EmbeddingCache(str(path))
@@ -307,8 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("clear", "delete every entry (or one namespace's) and shrink the file; "
                                  "a damaged file is removed")):
         p = cache_sub.add_parser(name, help=text, description=f"Cache {name}: {text}.")
-        p.add_argument("path", nargs="?", metavar="PATH",
-                       help="cache file (default: $SKMOE_CACHE or ~/.cache/skmoe/embeddings.sqlite)")
+        p.add_argument("--cache", metavar="PATH", dest="cache_path",
+                       help="cache file, as in every other command (default: $SKMOE_CACHE or "
+                            "~/.cache/skmoe/embeddings.sqlite)")
+        p.add_argument("path", nargs="?", metavar="PATH", help="the same as --cache PATH")
         if name == "clear":
             p.add_argument("--namespace", metavar="PREFIX",
                            help="only the namespace whose id starts with PREFIX (ids: cache stats)")

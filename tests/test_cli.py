@@ -423,6 +423,11 @@ def test_cache_stats_and_clear(capsys, tmp_path, moe):
     assert code == 0 and f"cleared {distinct} entries (all namespaces)" in out
     code, out, _ = run(capsys, "cache", "stats", cache)
     assert code == 0 and "entries     0" in out
+    # --cache as in every other command (the positional path is kept as an alias)
+    code, out, _ = run(capsys, "cache", "stats", "--cache", cache)
+    assert code == 0 and "entries     0" in out
+    code, _, err = run(capsys, "cache", "stats", "--cache", cache, tmp_path / "other.sqlite")
+    assert_one_line_error(code, err, 2, "two cache files given")
 
 
 def test_cache_default_path_and_errors(capsys, tmp_path, monkeypatch):
