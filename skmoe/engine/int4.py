@@ -22,9 +22,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..encoder.parts import ExpertWeightsSource, Part, gelu_
+from ..encoder.parts import ExpertWeightsSource, Part
 from .memory import release_file_pages
 
 #: Input channels sharing one scale/offset. 32 is the kernel's smallest group (most accurate);
@@ -78,6 +79,18 @@ def dequantize_int4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) ->
     groups = scale.shape[1]
     w = (q.reshape(n, groups, -1).float() - 8) * scale.float()[..., None] + zero.float()[..., None]
     return w.reshape(n, k)
+
+
+def _gelu_bf16(h: torch.Tensor) -> torch.Tensor:
+    """Exact GELU of fp32 rows, as the bf16 contiguous input of the next int4 matmul.
+
+    Through torch's own kernel on a transposed view, never oneDNN's: oneDNN's GELU (what
+    :func:`~skmoe.encoder.parts.gelu_` uses for whole slices of rows) and torch's differ in the
+    last bit, so a row's result would depend on where its batch put it, and the bf16 rounding
+    that follows turns such a bit into a visible difference. One kernel for every row keeps a
+    text's vector independent of its batch-mates (and caches no per-shape primitive).
+    """
+    return F.gelu(h.t()).t().to(torch.bfloat16, memory_format=torch.contiguous_format)
 
 
 class _Int4Weight:
@@ -135,7 +148,9 @@ class Int4MLP(nn.Module):
         self.fc2 = Int4Linear(mlp.fc2, group_size, "fc2")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(gelu_(self.fc1(x)))
+        lead = x.shape[:-1]
+        h = _gelu_bf16(self.fc1(x.reshape(-1, self.fc1.in_features)))
+        return self.fc2(h).view(*lead, self.fc2.out_features)
 
 
 class Int4Experts(nn.Module):
@@ -158,7 +173,7 @@ class Int4Experts(nn.Module):
         start = 0
         for e, end in enumerate(offsets.tolist()):
             if end > start:
-                h = gelu_(self.up[e].mm(xs[start:end]))
+                h = _gelu_bf16(self.up[e].mm(xs[start:end]))
                 y[start:end] = self.down[e].mm(h)
             start = end
         return y

@@ -215,8 +215,8 @@ def test_defaults_per_device():
 
 def test_unknown_mode_names_the_supported_ones(tiny_moe_path):
     enc = load_encoder(tiny_moe_path, device="cpu")
-    with pytest.raises(ValueError, match="float32, bfloat16, float16, int8"):
-        apply_precision(enc, "int4")
+    with pytest.raises(ValueError, match="float32, bfloat16, float16, int8, int4"):
+        apply_precision(enc, "int3")
 
 
 def test_float16_on_cpu_is_refused(tiny_moe_path):
