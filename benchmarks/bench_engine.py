@@ -262,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         total = sum(seconds[m])
         flops = model_flops(cfg, lengths[rows])
         arith = "float32" if m in (BASELINE, "float32") else m
+        arith = "bfloat16" if arith == "int4" else arith  # bf16 activations x int4 weights
         peak = peaks.get(arith, (float("nan"), ""))[0]
         ratios = [(len(chunks[r]) if m != BASELINE else len(base_chunks[r])) / seconds[m][r]
                   / base_rate[r] for r in range(R)]
