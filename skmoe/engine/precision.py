@@ -26,7 +26,7 @@ depend on its batch-mates.
 
 Conversion is **in place**: :func:`apply_precision` changes the encoder it is given and returns
 that same object (a second copy of a 1.9 GB model would not fit everywhere). Float modes can be
-re-applied; int8 cannot be undone — load the model again for another mode.
+re-applied; int8 and int4 cannot be undone — load the model again for another mode.
 
 int8 conversion hands back the memory-mapped checkpoint pages of the fp32 weights it replaces
 (:func:`~skmoe.engine.memory.release_file_pages`), so the int8 model's footprint is about half
