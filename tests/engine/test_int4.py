@@ -209,3 +209,11 @@ def test_int4_conversion_hands_back_the_checkpoint_pages_it_replaced(tmp_path, m
     enc, released = resident_after_int4()
     assert replaced > 8 * 2**20
     assert kept - released > 0.8 * replaced, (kept, released, replaced)
+
+
+def test_row_alone_equals_row_in_batch_dense_int4(e5_path, sib_texts):
+    enc = apply_precision(load_encoder(e5_path, device="cpu"), "int4")
+    texts = sib_texts[:16]
+    together = Engine(enc, batch_size=64).embed(texts, "query: ")
+    alone = np.stack([Engine(enc).embed([t], "query: ")[0] for t in texts])
+    assert np.array_equal(alone, together)
