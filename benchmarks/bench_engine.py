@@ -79,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="texts for the (slow) standard path; default: all")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--modes", nargs="+", default=None,
-                    help="default: float32 int8, plus bfloat16 where the CPU has native bf16")
+                    help="default: float32 int8, plus bfloat16 where the CPU has native bf16 "
+                         "(int4 on request: --modes float32 int8 int4)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep-malloc", action="store_true",
                     help="leave glibc's malloc settings alone (default: opt in to "
@@ -261,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         total = sum(seconds[m])
         flops = model_flops(cfg, lengths[rows])
         arith = "float32" if m in (BASELINE, "float32") else m
+        arith = "bfloat16" if arith == "int4" else arith  # bf16 activations x int4 weights
         peak = peaks.get(arith, (float("nan"), ""))[0]
         ratios = [(len(chunks[r]) if m != BASELINE else len(base_chunks[r])) / seconds[m][r]
                   / base_rate[r] for r in range(R)]
@@ -281,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
         corpus_file.write_text(json.dumps({"texts": texts[: args.rss_texts]}))
         for row in table:
             out = subprocess.run(
-                [sys.executable, __file__, "--threads", str(args.threads), "--rss-worker",
+                [sys.executable, __file__, "--threads", str(args.threads), "--sib200",
+                 str(args.sib200), "--tokenizer", str(args.tokenizer), "--rss-worker",
                  row["mode"], str(folder), str(corpus_file)],
                 check=True, capture_output=True, text=True)
             row.update(json.loads(out.stdout.strip().splitlines()[-1]))

@@ -164,7 +164,7 @@ def add_model_options(p: argparse.ArgumentParser, *, prompt_default: str | None)
     g.add_argument("--max-length", type=positive_int, default=512, help="tokens per text (512)")
     g.add_argument("--truncate-dim", type=positive_int, help="Matryoshka width (e.g. 256)")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
-    g.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "int8"),
+    g.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "int8", "int4"),
                    help="compute precision (default: float32 on CPU, bfloat16 on GPU)")
     g.add_argument("--batch-size", type=positive_int, help="texts per forward pass")
     g.add_argument("--max-tokens-per-batch", type=positive_int,

@@ -83,7 +83,8 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available.
     dtype : str, optional
         Compute precision: ``"float32"`` (CPU default), ``"bfloat16"`` (GPU default),
-        ``"float16"``, ``"int8"`` (CPU, per-row activation scales).
+        ``"float16"``, ``"int8"`` (CPU, per-row activation scales), ``"int4"`` (CPU, group-wise
+        int4 weights, int8 word embeddings; smallest memory).
     output_dtype : {"float32", "float16", "int8", "uint8", "binary", "ubinary"}, default="float32"
         int8/uint8 ranges are learned in ``fit`` (never on the transform batch).
     cache : str or EmbeddingCache, optional

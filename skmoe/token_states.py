@@ -38,7 +38,7 @@ import torch
 
 from .encoder import SentenceEncoder
 from .engine.batching import TokenRows, collate, plan_batches
-from .engine.precision import precision_of
+from .engine.precision import QUANTIZED, precision_of
 from .engine.runner import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_TOKENS,
@@ -130,7 +130,7 @@ def _compute(encoder: SentenceEncoder, texts: list[str], prompt: str, limit: int
     rows = TokenRows(ids)
     lengths = rows.lengths
     kind = "cuda" if encoder.device.type == "cuda" else "cpu"
-    exact = not encoder.is_moe and precision_of(encoder) == "int8"
+    exact = not encoder.is_moe and precision_of(encoder) in QUANTIZED
     padding = None if encoder.is_moe or exact else MAX_PADDING_DENSE
     out: list = [None] * len(texts)
     for batch in plan_batches(lengths, batch_size or DEFAULT_BATCH_SIZE[kind],

@@ -40,7 +40,7 @@ FP32_ATOL = 1e-5
 # Alone vs in a batch, per component of unit vectors. int8 matmuls are exact and scaled per row,
 # so a row must not depend on its batch-mates beyond fp32 noise; bf16/fp16 kernels may change
 # their blocking with the batch shape, which moves components by a few 1e-3 at most.
-PRECISION_ATOL = {"int8": 1e-5, "bfloat16": 1e-2, "float16": 5e-3}
+PRECISION_ATOL = {"int8": 1e-5, "int4": 1e-5, "bfloat16": 1e-2, "float16": 5e-3}
 
 WORDS = (
     "the of and to in is that it was for on are with as they at be this from machine learning "

@@ -456,6 +456,13 @@ class NomicMoEModel(nn.Module):
         out = x.new_zeros(B * S, x.shape[-1])
         return out.index_copy_(0, index, x).view(B, S, -1)
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The token-embedding table (the transformers name; int4 stores it as int8 rows)."""
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, module: nn.Module) -> None:
+        self.embeddings.word_embeddings = module
+
     # -- what precision modes may replace (skmoe.encoder.parts) --------------------------------
     def replaceable_parts(self) -> list[Part]:
         """Every replaceable submodule with its kind; see :mod:`skmoe.encoder.parts`."""

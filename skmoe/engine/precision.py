@@ -13,6 +13,9 @@ int8       every projection (attention, dense MLP, experts) as int8 x int8 -> in
            matmuls: weights quantized once per output channel, activations per row
            (per token) at run time; the router, LayerNorms, attention scores, GELU,
            embeddings and pooling stay fp32
+int4       weight-only int4 with group-wise scales for the same matmuls (bf16           CPU
+           activations, torch's packed int4 kernel) and int8 rows for the word
+           embeddings; the rest as int8 (see :mod:`skmoe.engine.int4`)
 ========== ============================================================================ ==========
 
 Why per-row activation scales: torch's stock dynamic quantization picks one scale per *batch*, so
@@ -23,7 +26,7 @@ depend on its batch-mates.
 
 Conversion is **in place**: :func:`apply_precision` changes the encoder it is given and returns
 that same object (a second copy of a 1.9 GB model would not fit everywhere). Float modes can be
-re-applied; int8 cannot be undone — load the model again for another mode.
+re-applied; int8 and int4 cannot be undone — load the model again for another mode.
 
 int8 conversion hands back the memory-mapped checkpoint pages of the fp32 weights it replaces
 (:func:`~skmoe.engine.memory.release_file_pages`), so the int8 model's footprint is about half
@@ -41,9 +44,12 @@ from torch import nn
 
 from ..encoder import SentenceEncoder
 from ..encoder.parts import GELU_ALIGN, ExpertWeightsSource, Part, gelu_
+from .int4 import INT4_GROUP_SIZE, int4_available, to_int4
 from .memory import release_file_pages
 
-PRECISIONS = ("float32", "bfloat16", "float16", "int8")
+PRECISIONS = ("float32", "bfloat16", "float16", "int8", "int4")
+#: The modes that quantize weights: converting to them cannot be undone.
+QUANTIZED = ("int8", "int4")
 _ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 _FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -91,6 +97,8 @@ def supported_precisions(device: str | torch.device) -> tuple[str, ...]:
             modes.append("bfloat16")
         if int8_available():
             modes.append("int8")
+        if int4_available():
+            modes.append("int4")
         return tuple(modes)
     return ("float32",)
 
@@ -416,7 +424,8 @@ def _to_float(encoder: SentenceEncoder, dtype: torch.dtype) -> None:
 
 
 def apply_precision(
-    encoder: SentenceEncoder, precision: str | None, *, allow_slow: bool = False
+    encoder: SentenceEncoder, precision: str | None, *, allow_slow: bool = False,
+    group_size: int = INT4_GROUP_SIZE,
 ) -> SentenceEncoder:
     """Put ``encoder`` into a precision mode, **in place**, and return it.
 
@@ -424,13 +433,17 @@ def apply_precision(
     ----------
     encoder : SentenceEncoder
         A loaded encoder (normally fresh from ``load_encoder(..., dtype="float32")``).
-    precision : {"float32", "bfloat16", "float16", "int8"} or None
+    precision : {"float32", "bfloat16", "float16", "int8", "int4"} or None
         ``None`` or ``"auto"``: :func:`DEFAULT_PRECISION` of the encoder's device. Aliases
         ``fp32``, ``bf16``, ``fp16`` are accepted.
     allow_slow : bool, default=False
         Accept bfloat16 on a CPU without native bf16, and float16 on CPU: correct, but emulated
         and far slower than float32. Tests use it to check the numerics of the GPU modes on any
         machine.
+    group_size : int, default=32
+        int4 only: input channels sharing one scale (32, 64, 128 or 256; smaller is more
+        accurate). The cache namespace records the mode, not this: keep the default for cached
+        runs.
 
     Returns
     -------
@@ -440,9 +453,9 @@ def apply_precision(
     Raises
     ------
     ValueError
-        For an unknown mode, a mode this device does not run (int8 on GPU; float16 on CPU and
-        bfloat16 on a CPU without avx512_bf16/AMX, unless ``allow_slow``), or a conversion away
-        from int8 (load the model again instead).
+        For an unknown mode, a mode this device does not run (int8 and int4 on GPU; float16 on
+        CPU and bfloat16 on a CPU without avx512_bf16/AMX, unless ``allow_slow``), or a
+        conversion away from int8/int4 (load the model again instead).
     """
     device = encoder.device
     mode = resolve_precision(precision, device)
@@ -450,16 +463,20 @@ def apply_precision(
     if current == mode:
         encoder.precision = mode
         return encoder
-    if current == "int8":
+    if current in QUANTIZED:
         raise ValueError(
-            f"This encoder was quantized to int8; it cannot become {mode}. Load the model again."
+            f"This encoder was quantized to {current}; it cannot become {mode}. Load the model "
+            f"again."
         )
     supported = supported_precisions(device)
     if mode not in supported:
         emulated = mode in ("bfloat16", "float16") and device.type == "cpu"
         if not (emulated and allow_slow):
             why = ""
-            if mode == "bfloat16" and device.type == "cpu":
+            if mode in QUANTIZED and device.type != "cpu":
+                why = (f" {mode} is a CPU mode (its kernels are CPU ones); on {device.type} use "
+                       f"bfloat16 or float16.")
+            elif mode == "bfloat16" and device.type == "cpu":
                 why = (" This CPU lacks avx512_bf16/AMX, so bf16 matmuls would be emulated, far "
                        "slower than float32 (use int8 for speed).")
             raise ValueError(
@@ -468,10 +485,13 @@ def apply_precision(
             )
         warnings.warn(f"{mode} on this CPU is emulated and far slower than float32",
                       SlowPrecisionWarning, stacklevel=2)
-    if mode == "int8":
+    if mode in QUANTIZED:
         if current != "float32":
             encoder.backbone.float()
-        _to_int8(encoder)
+        if mode == "int8":
+            _to_int8(encoder)
+        else:
+            to_int4(encoder.backbone, _declared_parts(encoder), group_size)
     else:
         _to_float(encoder, _FLOAT_DTYPES[mode])
     encoder.precision = mode

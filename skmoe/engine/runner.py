@@ -28,7 +28,7 @@ from ..encoder import SentenceEncoder
 from ..encoder.checkpoint import check_finite_output
 from .batching import Batch, TokenRows, pack, plan_batches, split_batch
 from .memory import reuse_freed_memory_if_asked
-from .precision import precision_of
+from .precision import QUANTIZED, precision_of
 
 logger = logging.getLogger(__name__)
 
@@ -121,14 +121,14 @@ class Engine:
         return bs, mt
 
     def _exact_lengths(self) -> bool:
-        """Equal-length batches for int8 dense backbones.
+        """Equal-length batches for int8/int4 dense backbones.
 
         Their attention runs on the padded batch, so a row's fp32 attention output depends
         (at 1e-7) on its batch-mates; int8 rounding amplifies that to 1e-2. Without padding every
         op left is row-local or exact, and a text's vector is the same in any batch. The MoE
         model needs no such care: its CPU attention runs per row length already.
         """
-        return not self.encoder.is_moe and precision_of(self.encoder) == "int8"
+        return not self.encoder.is_moe and precision_of(self.encoder) in QUANTIZED
 
     # -- texts in, vectors out -------------------------------------------------------------
     def embed(self, texts: Sequence[str], prompt: str = "") -> np.ndarray:

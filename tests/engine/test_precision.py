@@ -89,7 +89,7 @@ def test_quality_on_real_small_model(e5_path, sib_texts, e5_fp32, mode):
 # texts. int8 is exact by construction (per-row scales, exact integer matmuls, attention per row
 # length); fp32 differs only by the matmul blocking; bf16/fp16 round each matmul output, so a
 # different accumulation order moves a value by up to one bf16/fp16 unit.
-ALONE_TOL = {"float32": 1e-5, "int8": 0.0, "bfloat16": 5e-3, "float16": 1e-3}
+ALONE_TOL = {"float32": 1e-5, "int8": 0.0, "int4": 0.0, "bfloat16": 5e-3, "float16": 1e-3}
 
 
 @pytest.mark.parametrize("mode", PRECISIONS)
@@ -215,8 +215,8 @@ def test_defaults_per_device():
 
 def test_unknown_mode_names_the_supported_ones(tiny_moe_path):
     enc = load_encoder(tiny_moe_path, device="cpu")
-    with pytest.raises(ValueError, match="float32, bfloat16, float16, int8"):
-        apply_precision(enc, "int4")
+    with pytest.raises(ValueError, match="float32, bfloat16, float16, int8, int4"):
+        apply_precision(enc, "int3")
 
 
 def test_float16_on_cpu_is_refused(tiny_moe_path):

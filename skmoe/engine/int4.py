@@ -1,0 +1,257 @@
+"""The int4 precision mode on CPU: weight-only int4 with group-wise scales, int8 embedding rows.
+
+What is replaced (through the model's declared parts, :mod:`skmoe.encoder.parts`, or every
+``nn.Linear`` of a backbone that declares none):
+
+- every projection, dense MLP and expert matmul: weights as 4-bit integers ``q`` in ``[0, 15]``
+  with, per output channel and per group of ``group_size`` consecutive input channels, a scale
+  and an offset: ``w ~= (q - 8) * scale + zero`` (asymmetric: the group's min and max are exact
+  up to rounding). The matmul is torch's packed int4 CPU kernel
+  ``aten._weight_int4pack_mm_for_cpu`` with bfloat16 activations and bfloat16 scales; biases,
+  GELU and the residual stream stay float32. Measured against fp32 GEMM, oneDNN int8 and
+  "dequantise a tile then GEMM" in docs/performance.md.
+- the word-embedding table: int8 rows with one fp32 scale per row (gather, then dequantise).
+
+The router, LayerNorms, attention scores, rotary and pooling stay float32. The kernel computes
+each row from that row alone (checked: a row alone equals the row in a batch, bit for bit), so a
+text's vector does not depend on its batch-mates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..encoder.parts import ExpertWeightsSource, Part
+from .memory import release_file_pages
+
+#: Input channels sharing one scale/offset. 32 is the kernel's smallest group (most accurate);
+#: the kernel accepts 32, 64, 128 and 256.
+INT4_GROUP_SIZE = 32
+INT4_GROUP_SIZES = (32, 64, 128, 256)
+#: The kernel packs output channels in tiles of 16.
+_N_ALIGN = 16
+
+
+def int4_available() -> bool:
+    """torch's packed int4 CPU matmul and its packing op exist in this torch."""
+    return hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and hasattr(
+        torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
+
+
+def check_int4_shape(shape: tuple[int, int], group_size: int, name: str = "weight") -> None:
+    """Refuse a ``[out, in]`` weight the kernel cannot take, naming it and the rule."""
+    if group_size not in INT4_GROUP_SIZES:
+        raise ValueError(f"int4 group size must be one of {INT4_GROUP_SIZES}, got {group_size}")
+    n, k = shape
+    if k % group_size or n % _N_ALIGN:
+        raise ValueError(
+            f"int4: {name} of shape [{n}, {k}] (out x in) cannot be packed: the input width must "
+            f"be a multiple of the group size {group_size} and the output width a multiple of "
+            f"{_N_ALIGN}")
+
+
+def quantize_int4(
+    w: torch.Tensor, group_size: int = INT4_GROUP_SIZE
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Group-wise asymmetric 4-bit quantization of ``w`` [out, in].
+
+    Returns ``(q, scale, zero)``: ``q`` int32 [out, in] in ``[0, 15]``, ``scale`` and ``zero``
+    bfloat16 [out, in / group_size], with ``w ~= (q - 8) * scale + zero`` (what the kernel
+    computes). The scales are rounded to bfloat16 *before* ``q`` is chosen, so ``q`` is the best
+    code for the scales the kernel will use.
+    """
+    n, k = w.shape
+    g = w.detach().float().reshape(n, k // group_size, group_size)
+    lo, hi = g.amin(-1), g.amax(-1)
+    scale = ((hi - lo) / 15).clamp_min(1e-8).to(torch.bfloat16)
+    zero = (lo + 8 * scale.float()).to(torch.bfloat16)
+    q = torch.round((g - zero.float()[..., None]) / scale.float()[..., None] + 8).clamp_(0, 15)
+    return q.reshape(n, k).to(torch.int32), scale, zero
+
+
+def dequantize_int4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """The float32 weight ``(q - 8) * scale + zero`` that :func:`quantize_int4` encodes."""
+    n, k = q.shape
+    groups = scale.shape[1]
+    w = (q.reshape(n, groups, -1).float() - 8) * scale.float()[..., None] + zero.float()[..., None]
+    return w.reshape(n, k)
+
+
+def _gelu_bf16(h: torch.Tensor) -> torch.Tensor:
+    """Exact GELU of fp32 rows, as the bf16 contiguous input of the next int4 matmul.
+
+    Through torch's own kernel on a transposed view, never oneDNN's: oneDNN's GELU (what
+    :func:`~skmoe.encoder.parts.gelu_` uses for whole slices of rows) and torch's differ in the
+    last bit, so a row's result would depend on where its batch put it, and the bf16 rounding
+    that follows turns such a bit into a visible difference. One kernel for every row keeps a
+    text's vector independent of its batch-mates (and caches no per-shape primitive).
+    """
+    return F.gelu(h.t()).t().to(torch.bfloat16, memory_format=torch.contiguous_format)
+
+
+class _Int4Weight:
+    """One packed int4 weight: ``mm(x)`` = ``x @ dequant(W).T`` (bf16 activations, fp32 out)."""
+
+    __slots__ = ("packed", "scale_zeros", "group_size", "out_features")
+
+    def __init__(self, w: torch.Tensor, group_size: int, name: str = "weight") -> None:
+        check_int4_shape(tuple(w.shape), group_size, name)
+        q, scale, zero = quantize_int4(w, group_size)
+        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        # the kernel's layout: [in / group, out, 2] holding (scale, zero)
+        self.scale_zeros = torch.stack([scale.t(), zero.t()], -1).contiguous()
+        self.group_size, self.out_features = group_size, w.shape[0]
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x.to(torch.bfloat16), self.packed, self.group_size, self.scale_zeros)
+        return y.float()
+
+    def nbytes(self) -> int:
+        return self.packed.nbytes + self.scale_zeros.nbytes
+
+
+class Int4Linear(nn.Module):
+    """Drop-in for ``nn.Linear``: int4 weights with group-wise scales, fp32 bias."""
+
+    def __init__(self, linear: nn.Linear, group_size: int = INT4_GROUP_SIZE,
+                 name: str = "linear") -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.group_size = group_size
+        self.weight4 = _Int4Weight(linear.weight, group_size, name)
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self.register_buffer("bias", bias, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        y = self.weight4.mm(x.reshape(-1, self.in_features))
+        if self.bias is not None:
+            y.add_(self.bias)
+        return y.view(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, int4, "
+                f"group_size={self.group_size}")
+
+
+class Int4MLP(nn.Module):
+    """The dense MLP (fc1 -> GELU -> fc2) of the MoE model's even layers, in int4."""
+
+    def __init__(self, mlp: nn.Module, group_size: int = INT4_GROUP_SIZE) -> None:
+        super().__init__()
+        self.fc1 = Int4Linear(mlp.fc1, group_size, "fc1")
+        self.fc2 = Int4Linear(mlp.fc2, group_size, "fc2")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        h = _gelu_bf16(self.fc1(x.reshape(-1, self.fc1.in_features)))
+        return self.fc2(h).view(*lead, self.fc2.out_features)
+
+
+class Int4Experts(nn.Module):
+    """The experts of one MoE layer in int4: an :class:`~skmoe.encoder.parts.ExpertKernel`
+    built from float experts (:class:`~skmoe.encoder.parts.ExpertWeightsSource`)."""
+
+    def __init__(self, experts: ExpertWeightsSource, group_size: int = INT4_GROUP_SIZE) -> None:
+        super().__init__()
+        up, down = experts.expert_weights()  # [E, F, H] and [E, H, F], out x in
+        self.num_experts, self.group_size = up.shape[0], group_size
+        self.up = [_Int4Weight(up[e], group_size, f"expert {e} up") for e in range(len(up))]
+        self.down = [_Int4Weight(down[e], group_size, f"expert {e} down")
+                     for e in range(len(down))]
+        self.bias = nn.Parameter(experts.bias.detach().float().clone(), requires_grad=False)
+
+    def grouped(self, x: torch.Tensor, token_of: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """See :class:`~skmoe.encoder.parts.ExpertKernel` (CPU: ``offsets`` read directly)."""
+        xs = x.index_select(0, token_of).to(torch.bfloat16)  # once per slot
+        y = torch.empty(len(token_of), x.shape[1], dtype=torch.float32)
+        start = 0
+        for e, end in enumerate(offsets.tolist()):
+            if end > start:
+                h = _gelu_bf16(self.up[e].mm(xs[start:end]))
+                y[start:end] = self.down[e].mm(h)
+            start = end
+        return y
+
+    def extra_repr(self) -> str:
+        return f"num_experts={self.num_experts}, int4, group_size={self.group_size}"
+
+
+class Int8RowEmbedding(nn.Module):
+    """Drop-in for a token ``nn.Embedding``: int8 rows, one fp32 scale per row; ``forward``
+    gathers the rows of ``ids`` and dequantises only those."""
+
+    def __init__(self, embedding: nn.Embedding) -> None:
+        super().__init__()
+        w = embedding.weight.detach()
+        self.num_embeddings, self.embedding_dim = w.shape
+        self.padding_idx = embedding.padding_idx
+        q = torch.empty(w.shape, dtype=torch.int8)
+        scale = torch.empty(w.shape[0], 1)
+        for start in range(0, len(w), 16384):  # in slices: no fp32 temporary of the whole table
+            rows = w[start : start + 16384].float()
+            s = rows.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127
+            q[start : start + 16384] = torch.round(rows / s).clamp_(-127, 127).to(torch.int8)
+            scale[start : start + 16384] = s
+        self.register_buffer("q", q, persistent=False)
+        self.register_buffer("scale", scale, persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1)
+        rows = self.q.index_select(0, flat).float().mul_(self.scale.index_select(0, flat))
+        return rows.view(*ids.shape, self.embedding_dim)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 rows"
+
+
+def word_embeddings(backbone: nn.Module) -> tuple[nn.Embedding, Callable[[nn.Module], None]] | None:
+    """The backbone's token-embedding table and its setter (``get_input_embeddings`` /
+    ``set_input_embeddings`` of the backbone, or of the transformers model it wraps), or None."""
+    for owner in (backbone, getattr(backbone, "model", None)):
+        get = getattr(owner, "get_input_embeddings", None)
+        put = getattr(owner, "set_input_embeddings", None)
+        if callable(get) and callable(put):
+            return get(), put
+    return None
+
+
+def _release(old: nn.Module) -> None:
+    """Hand back the checkpoint pages of a replaced module's weights (see
+    :func:`~skmoe.engine.memory.release_file_pages`)."""
+    release_file_pages([*old.parameters(), *old.buffers()])
+
+
+def to_int4(backbone: nn.Module, parts: list[Part] | None,
+            group_size: int = INT4_GROUP_SIZE) -> None:
+    """Convert ``backbone`` to int4 in place: its declared ``parts`` (every ``nn.Linear`` where
+    it declares none) and its word-embedding table; each replaced fp32 weight's pages are handed
+    back at once, so the peak stays near one layer's fp32 weights above the int4 model."""
+    if parts is None:
+        linears = [(n, m) for n, m in backbone.named_modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError("int4: this model has no linear layers to quantize")
+        for name, old in linears:
+            parent, _, attr = name.rpartition(".")
+            setattr(backbone.get_submodule(parent), attr, Int4Linear(old, group_size, name))
+            _release(old)
+    else:
+        make: dict[str, Callable[[Part], nn.Module]] = {
+            "projection": lambda p: Int4Linear(p.module, group_size, p.name),
+            "feed_forward": lambda p: Int4MLP(p.module, group_size),
+            "experts": lambda p: Int4Experts(p.module, group_size),
+        }
+        for part in parts:  # routers are not replaced: routing decisions stay fp32
+            if part.kind in make:
+                backbone.replace_part(part.name, make[part.kind](part))
+                _release(part.module)
+    table = word_embeddings(backbone)
+    if table is not None:
+        old, put = table
+        put(Int8RowEmbedding(old))
+        _release(old)
