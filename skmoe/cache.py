@@ -6,7 +6,8 @@ per thread and process, and are never pickled, so the cache can travel inside a 
 
 The *namespace* is a fingerprint of everything that determines a vector (model revision, weights
 digest, prompt, max_length, pooling, compute dtype, device type, cache-format version); build it
-with :func:`embedding_namespace` (the recipe every caller shares) or :func:`cache_namespace`.
+with :func:`embedding_namespace` (the recipe every caller shares) or :func:`cache_namespace`
+(both live in :mod:`skmoe._cache_namespace`).
 Texts are stored only as their sha256 digest, never in clear.
 
 WAL needs a local file system (shared memory for the WAL index); do not put the file on NFS.
@@ -31,6 +32,12 @@ import numpy as np
 
 from ._cache_db import CacheFormatError, check_file
 from ._cache_file import CacheFile, CacheUnavailableWarning
+from ._cache_namespace import (  # the namespace recipe, re-exported
+    CACHE_FORMAT_VERSION,
+    cache_namespace,
+    embedding_namespace,
+    json_default,
+)
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -43,10 +50,6 @@ __all__ = [
     "embedding_namespace",
     "resolve_cache",
 ]
-
-#: Version of what a cached vector *means* (pooling semantics, byte layout). It is hashed into every
-#: namespace, so bumping it turns all old entries into misses instead of serving stale vectors.
-CACHE_FORMAT_VERSION = 1
 
 # Hashes per ``IN (...)`` lookup and rows per write transaction: keeps statements small (SQLite's
 # variable limit) and memory proportional to one chunk, and makes long writes commit progressively.
@@ -84,99 +87,6 @@ class CacheStats:
     bytes: int
     hits: int
     misses: int
-
-
-def _json_default(obj: Any) -> Any:
-    # Only types with a stable, process-independent string form may enter a fingerprint.
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.dtype) or type(obj).__name__ == "dtype":  # numpy / torch dtypes
-        return str(obj)
-    raise TypeError(
-        f"cache_namespace parts must be JSON-like (str, int, float, bool, None, lists, dicts, "
-        f"paths or dtypes); got {type(obj).__name__}"
-    )
-
-
-def cache_namespace(**parts: Any) -> str:
-    """Fingerprint the things that determine an embedding, as a cache namespace.
-
-    Parameters
-    ----------
-    **parts
-        For example ``revision=..., weights=..., prompt=..., max_length=..., pooling=...,
-        dtype=...``. Values must be JSON-like (paths and numpy/torch dtypes are turned into
-        strings). Keyword order does not matter.
-
-    Returns
-    -------
-    str
-        A 64-character hex sha256 of the canonical JSON of ``parts`` plus
-        :data:`CACHE_FORMAT_VERSION`.
-    """
-    if "cache_format_version" in parts:
-        raise ValueError("'cache_format_version' is reserved; it is added automatically")
-    payload = {"cache_format_version": CACHE_FORMAT_VERSION, **parts}
-    canonical = json.dumps(
-        payload,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-        default=_json_default,
-        allow_nan=False,
-    )
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
-
-
-def embedding_namespace(
-    *,
-    model_fingerprint: str,
-    revision: str,
-    prompt: str,
-    max_length: int,
-    pooling: str,
-    precision: str,
-    device_type: str,
-    model: str | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """The namespace of the vectors one encoder setting computes, and its labels.
-
-    The one recipe for addressing the cache: the estimator, ``skmoe embed``, MTEB and Dask all
-    reach the same rows through it. Everything that changes a vector besides the text is a
-    part: the model's fingerprint (weights, tokenizer, parsed config; see
-    :func:`skmoe.encoder.loading.weights_fingerprint`), its revision, the prompt string, the
-    effective token limit, the pooling, the compute precision and the device type (kernels
-    differ between CPU and GPU in the last bits).
-
-    Parameters
-    ----------
-    model_fingerprint, revision : str
-        From the model's :class:`~skmoe.encoder.loading.ModelSource`.
-    prompt : str
-        The resolved prefix string (not a prompt name).
-    max_length : int
-        The token limit in effect (the smaller of the asked and the model's own).
-    pooling, precision, device_type : str
-        ``"mean"``/``"cls"``; canonical precision (``"float32"``, ``"int8"``...); ``"cpu"``,
-        ``"cuda"``...
-    model : str, optional
-        The name the user gave (labels only, never part of the key).
-
-    Returns
-    -------
-    namespace : str
-        :func:`cache_namespace` of the parts.
-    labels : dict
-        What ``skmoe cache stats`` shows for it (the parts, the model's name, a short
-        fingerprint).
-    """
-    parts = {"model_fingerprint": model_fingerprint, "revision": revision, "prompt": prompt,
-             "max_length": int(max_length), "pooling": pooling, "precision": precision,
-             "device_type": device_type}
-    labels = {**parts, "model": model, "model_fingerprint": model_fingerprint[:12]}
-    return cache_namespace(**parts), labels
 
 
 def _text_hash(text: str) -> bytes:
@@ -532,7 +442,7 @@ class EmbeddingCache(CacheFile):
         latest description wins. A write fault warns once and stops writing, as in
         :meth:`put_many`.
         """
-        text = json.dumps(labels, sort_keys=True, ensure_ascii=False, default=_json_default)
+        text = json.dumps(labels, sort_keys=True, ensure_ascii=False, default=json_default)
         if self._guarded_conn("write") is None or not self._file_layout().has_labels:
             return
         self._write(lambda conn: conn.execute(

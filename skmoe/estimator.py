@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._stack import external_stacklevel
+from ._text_features import TextFeaturesMixin
 from .cache import embedding_namespace
 from .embedding import CHUNK_SIZE, Embedder, ModelCard, resolve_prompt
 from .encoder import DEFAULT_MODEL, SentenceEncoder
@@ -49,7 +50,7 @@ class WeightsChangedError(RuntimeError):
     """The weights found at load time differ from those the estimator was fitted with."""
 
 
-class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
+class MoEEmbeddingTransformer(TextFeaturesMixin, TransformerMixin, BaseEstimator):
     """Sentence embeddings from nomic-embed-text-v2-moe (or any supported encoder) as features.
 
     Parameters
@@ -117,6 +118,8 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
         output width or (for int8/uint8 output) the vectors the ranges were learned on after
         fit makes ``transform`` ask for a refit.
     """
+
+    _feature_prefix = "embedding"
 
     def __init__(
         self,
@@ -311,19 +314,6 @@ class MoEEmbeddingTransformer(TransformerMixin, BaseEstimator):
     def _output(self, floats: np.ndarray) -> np.ndarray:
         ranges = getattr(self, "quantization_ranges_", None)
         return np.ascontiguousarray(quantize(floats, self.output_dtype, ranges))
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """``embedding_0 ... embedding_{d-1}`` (known after fit, without running the model)."""
-        check_is_fitted(self, "n_features_out_")
-        return np.asarray([f"embedding_{i}" for i in range(self.n_features_out_)], dtype=object)
-
-    def __sklearn_tags__(self):  # noqa: D105
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        tags.transformer_tags.preserves_dtype = []
-        tags.non_deterministic = False
-        return tags
 
     # -- similarity and search ------------------------------------------------------------------
     def similarity(self, a: Any, b: Any = None, *, query_prompt_name: str | None = None,

@@ -25,6 +25,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._text_features import TextFeaturesMixin
 from .encoder import DEFAULT_MODEL, SentenceEncoder
 from .postprocessing import DEFAULT_NORMALIZE, truncate_and_normalize
 from .registry import get_encoder
@@ -32,7 +33,7 @@ from .token_states import token_states, tokens
 from .validation import validate_texts
 
 
-class LearnedPooling(TransformerMixin, BaseEstimator):
+class LearnedPooling(TextFeaturesMixin, TransformerMixin, BaseEstimator):
     """Sentence vectors pooled with learned token attention over a frozen encoder.
 
     Parameters
@@ -98,6 +99,8 @@ class LearnedPooling(TransformerMixin, BaseEstimator):
     loss_curve_ : list of float
         Training loss per epoch.
     """
+
+    _feature_prefix = "pooled"
 
     def __init__(
         self,
@@ -236,18 +239,6 @@ class LearnedPooling(TransformerMixin, BaseEstimator):
                   for i, (t, w) in enumerate(zip(toks, weights, strict=True))]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=["text", "position", "token", "weight", "relative"])
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """``pooled_0 ... pooled_{d-1}``."""
-        check_is_fitted(self, "n_features_out_")
-        return np.asarray([f"pooled_{i}" for i in range(self.n_features_out_)], dtype=object)
-
-    def __sklearn_tags__(self):  # noqa: D105
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
-        tags.transformer_tags.preserves_dtype = []
-        return tags
 
 
 def _as_pairs(X: Any) -> np.ndarray | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import skmoe._cache_namespace as namespace_mod
 import skmoe.cache as cache_mod
 from skmoe.cache import (
     CACHE_FORMAT_VERSION,
@@ -71,7 +72,7 @@ def test_namespace_is_deterministic_and_sensitive_to_every_part(monkeypatch):
         ("dtype", "bfloat16"),
     ]:
         assert cache_namespace(**{**NS_PARTS, key: other}) != ns, key
-    monkeypatch.setattr(cache_mod, "CACHE_FORMAT_VERSION", CACHE_FORMAT_VERSION + 1)
+    monkeypatch.setattr(namespace_mod, "CACHE_FORMAT_VERSION", CACHE_FORMAT_VERSION + 1)
     assert cache_namespace(**NS_PARTS) != ns
 
 

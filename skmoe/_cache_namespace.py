@@ -1,0 +1,113 @@
+"""The cache's namespace recipe: a fingerprint of everything that determines a vector.
+
+:func:`embedding_namespace` is the one recipe every caller shares (the estimator, ``skmoe
+embed``, MTEB, Dask); :func:`cache_namespace` hashes any JSON-like parts. Both are re-exported
+by :mod:`skmoe.cache`. Needs only the standard library and numpy (the cache's test workers load
+the cache modules without ``skmoe``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+#: Version of what a cached vector *means* (pooling semantics, byte layout). It is hashed into every
+#: namespace, so bumping it turns all old entries into misses instead of serving stale vectors.
+CACHE_FORMAT_VERSION = 1
+
+
+def json_default(obj: Any) -> Any:
+    # Only types with a stable, process-independent string form may enter a fingerprint.
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.dtype) or type(obj).__name__ == "dtype":  # numpy / torch dtypes
+        return str(obj)
+    raise TypeError(
+        f"cache_namespace parts must be JSON-like (str, int, float, bool, None, lists, dicts, "
+        f"paths or dtypes); got {type(obj).__name__}"
+    )
+
+
+def cache_namespace(**parts: Any) -> str:
+    """Fingerprint the things that determine an embedding, as a cache namespace.
+
+    Parameters
+    ----------
+    **parts
+        For example ``revision=..., weights=..., prompt=..., max_length=..., pooling=...,
+        dtype=...``. Values must be JSON-like (paths and numpy/torch dtypes are turned into
+        strings). Keyword order does not matter.
+
+    Returns
+    -------
+    str
+        A 64-character hex sha256 of the canonical JSON of ``parts`` plus
+        :data:`CACHE_FORMAT_VERSION`.
+    """
+    if "cache_format_version" in parts:
+        raise ValueError("'cache_format_version' is reserved; it is added automatically")
+    payload = {"cache_format_version": CACHE_FORMAT_VERSION, **parts}
+    canonical = json.dumps(
+        payload,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        default=json_default,
+        allow_nan=False,
+    )
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def embedding_namespace(
+    *,
+    model_fingerprint: str,
+    revision: str,
+    prompt: str,
+    max_length: int,
+    pooling: str,
+    precision: str,
+    device_type: str,
+    model: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The namespace of the vectors one encoder setting computes, and its labels.
+
+    The one recipe for addressing the cache: the estimator, ``skmoe embed``, MTEB and Dask all
+    reach the same rows through it. Everything that changes a vector besides the text is a
+    part: the model's fingerprint (weights, tokenizer, parsed config; see
+    :func:`skmoe.encoder.loading.weights_fingerprint`), its revision, the prompt string, the
+    effective token limit, the pooling, the compute precision and the device type (kernels
+    differ between CPU and GPU in the last bits).
+
+    Parameters
+    ----------
+    model_fingerprint, revision : str
+        From the model's :class:`~skmoe.encoder.loading.ModelSource`.
+    prompt : str
+        The resolved prefix string (not a prompt name).
+    max_length : int
+        The token limit in effect (the smaller of the asked and the model's own).
+    pooling, precision, device_type : str
+        ``"mean"``/``"cls"``; canonical precision (``"float32"``, ``"int8"``...); ``"cpu"``,
+        ``"cuda"``...
+    model : str, optional
+        The name the user gave (labels only, never part of the key).
+
+    Returns
+    -------
+    namespace : str
+        :func:`cache_namespace` of the parts.
+    labels : dict
+        What ``skmoe cache stats`` shows for it (the parts, the model's name, a short
+        fingerprint).
+    """
+    parts = {"model_fingerprint": model_fingerprint, "revision": revision, "prompt": prompt,
+             "max_length": int(max_length), "pooling": pooling, "precision": precision,
+             "device_type": device_type}
+    labels = {**parts, "model": model, "model_fingerprint": model_fingerprint[:12]}
+    return cache_namespace(**parts), labels
