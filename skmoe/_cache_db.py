@@ -84,6 +84,16 @@ def _version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
+def _foreign(conn: sqlite3.Connection) -> bool:
+    """True for someone else's database: objects but no skmoe version. One statement, so one
+    snapshot: read apart, another thread's migration could commit between the two reads and
+    make a file it just created look foreign."""
+    version, objects = conn.execute(
+        "SELECT (SELECT user_version FROM pragma_user_version), "
+        "(SELECT count(*) FROM sqlite_master)").fetchone()
+    return int(version) == 0 and int(objects) > 0
+
+
 def _layout(conn: sqlite3.Connection, path: str, *, writable: bool,
             write_error: BaseException | None = None) -> Layout:
     version = _version(conn)
@@ -109,7 +119,7 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = _version(conn)  # re-check inside the write lock: another process may be done
-        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        if _foreign(conn):
             raise CacheFormatError(f"{path} is an SQLite file but not a skmoe cache")
         for target, step in MIGRATIONS:
             if target > version:
@@ -134,7 +144,7 @@ def _connect_rw(path: str, timeout: float) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        if _version(conn) == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        if _foreign(conn):
             # someone else's database: refuse before switching it to WAL or adding tables
             raise CacheFormatError(f"{path} is an SQLite file but not a skmoe cache")
         # Only takes effect on a new, empty file. A 768-d row is ~3.1 kB: with the default
