@@ -3,21 +3,15 @@ corpus), so that a session with a GPU can run it in one call."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_bench.py"
+from _engine_helpers import load_benchmark
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("gpu_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_bench")
 
 
 def test_sampling_draws_every_language_equally_with_replacement():

@@ -4,23 +4,18 @@ pages of replaced memory-mapped weights are handed back."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from _engine_helpers import load_benchmark
 
 from skmoe.engine import memory
 from skmoe.engine.memory import release_file_pages
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "memory_flat.py"
-
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("memory_flat", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("memory_flat")
 
 
 @pytest.mark.slow
