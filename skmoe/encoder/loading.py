@@ -83,11 +83,11 @@ def not_available(name: str, revision: str | None, offline: bool, exc: Exception
     return ModelNotAvailableError(
         f"Could not load model {name!r}{f' at revision {revision!r}' if revision else ''} "
         f"{where}: it is not in the Hugging Face cache and could not be downloaded "
-        f"({type(exc).__name__}).{folder_note} Provide the weights one of two ways: on a machine "
-        f"with network run `hf download {name}` (about 1.9 GB for the default model) and copy "
-        "the cache (HF_HOME) here, or pass a local folder that holds config.json and "
-        "model.safetensors (Python: model='/path/to/folder'; CLI: --model PATH). "
-        "skmoe never substitutes another model."
+        f"({type(exc).__name__}).{folder_note} Provide the weights: on a machine with network "
+        f"run `hf download {name} --local-dir FOLDER` (about 1.9 GB for the default model), "
+        "copy FOLDER here and pass it (Python: model='FOLDER'; CLI: --model FOLDER); any local "
+        "folder with config.json and model.safetensors works, and so does a copied Hugging Face "
+        "cache (HF_HOME). skmoe never substitutes another model."
     )
 
 

@@ -56,7 +56,7 @@ def test_hub_id_not_cached_offline_says_how_to_provide_weights(tmp_path):
     msg = str(err.value)
     assert "'nomic-ai/nomic-embed-text-v2-moe'" in msg
     assert "without network" in msg
-    assert "hf download nomic-ai/nomic-embed-text-v2-moe" in msg
+    assert "hf download nomic-ai/nomic-embed-text-v2-moe --local-dir FOLDER" in msg
     assert "local folder" in msg and "config.json" in msg and "model.safetensors" in msg
 
 
