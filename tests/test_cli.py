@@ -106,7 +106,7 @@ def test_demo_without_network_ends_with_the_clear_message(tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert_one_line_error(res.returncode, res.stderr, 1,
                           "Could not load model 'nomic-ai/nomic-embed-text-v2-moe'",
-                          "--model PATH", "never substitutes")
+                          "--model FOLDER", "never substitutes")
     assert not out.exists()
 
 
@@ -390,7 +390,7 @@ def test_info_errors(capsys, tmp_path):
     assert_one_line_error(code, err, 1, "missing")
     # HF_HUB_OFFLINE=1 in the tests: a hub id that is not cached fails at once, with the remedy
     code, _, err = run(capsys, "info", "nobody/no-such-model")
-    assert_one_line_error(code, err, 1, "nobody/no-such-model", "--model PATH")
+    assert_one_line_error(code, err, 1, "nobody/no-such-model", "--model FOLDER")
     notes = tmp_path / "notes.txt"
     notes.write_text("not json")
     code, _, err = run(capsys, "info", notes)
