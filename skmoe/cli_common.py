@@ -1,35 +1,33 @@
-"""What every ``skmoe`` command shares: its error type, progress messages, the model and cache
-options, and loading the model before any work starts."""
+"""What every ``skmoe`` command shares: the model and cache options, building the estimator
+and checking the model before any work starts (its error type, exit codes and progress
+messages live in :mod:`skmoe._cli_errors` and are re-exported here)."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._cli_errors import (
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_MODEL,
+    MODEL_ERRORS,
+    CLIError,
+    loaded_classes,
+    model_error_types,
+    options_errors,
+    say,
+)
 from ._defaults import DEFAULT_MODEL
 from .io import one_line
 
-#: Exit codes: bad input or options (argparse's code), the model or cache unusable (also an
-#: internal error, with a hint to rerun with ``--debug``), interrupted.
-EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 2, 1, 130
-
-
-class CLIError(Exception):
-    """A user mistake found by the command line, reported as one line with an exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_INPUT) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def say(message: str) -> None:
-    """Progress messages go to stderr, so stdout stays for results."""
-    print(message, file=sys.stderr, flush=True)
-
+__all__ = ["EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_MODEL", "MODEL_ERRORS", "CLIError",
+           "add_model_options", "cache_of", "count", "default_cache_path", "load_model",
+           "loaded_classes", "make_transformer", "model_error_types", "normalize_option",
+           "options_errors", "positive_int", "say"]
 
 def count(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
@@ -59,11 +57,16 @@ def cache_of(args: argparse.Namespace) -> Path | None:
 
 
 def make_transformer(args: argparse.Namespace, *, cache: Path | None, verbose: int = 0) -> Any:
-    """A ``MoEEmbeddingTransformer`` from the shared model options."""
-    from .estimator import MoEEmbeddingTransformer
+    """The command line's ``MoEEmbeddingTransformer`` from the shared model options.
+
+    It loads the weights only when a text must be computed (never on a fully cached run), says
+    so on stderr when it does, and turns a failure to load them with these options into a
+    one-line error (:class:`skmoe._cli_transformer.CommandLineTransformer`).
+    """
+    from ._cli_transformer import CommandLineTransformer
 
     normalize = normalize_option(getattr(args, "normalize", None))  # only `skmoe embed` has it
-    return MoEEmbeddingTransformer(
+    return CommandLineTransformer(
         args.model,
         revision=args.revision,
         prompt_name=args.prompt_name,
@@ -82,35 +85,17 @@ def make_transformer(args: argparse.Namespace, *, cache: Path | None, verbose: i
     )
 
 
-#: The package's errors meaning "this model or cache cannot be used" (exit 1, one line), as
-#: (module, class name), so the command line can name them without importing torch.
-MODEL_ERRORS = (("skmoe.cache", "CacheDimensionError"), ("skmoe.cache", "CacheFormatError"),
-                ("skmoe.encoder.config", "UnsupportedConfigError"),
-                ("skmoe.encoder.loading", "CheckpointError"),
-                ("skmoe.encoder.loading", "ModelNotAvailableError"),
-                ("skmoe.estimator", "WeightsChangedError"))
+def load_model(transformer: Any, texts: Sequence[str] = ()) -> None:
+    """Check the model and the options before any work starts, so that a missing model fails
+    first; load the weights only if the cache cannot spare them.
 
-
-def model_error_types() -> tuple[type[BaseException], ...]:
-    """The classes of :data:`MODEL_ERRORS` (their modules imported)."""
-    import importlib
-
-    return tuple(getattr(importlib.import_module(module), name) for module, name in MODEL_ERRORS)
-
-
-def loaded_classes(*names: tuple[str, str]) -> tuple[type[BaseException], ...]:
-    """The classes among ``names`` whose module is already imported (an exception of a class
-    whose module was never imported cannot have been raised)."""
-    return tuple(getattr(sys.modules[module], name) for module, name in names
-                 if module in sys.modules)
-
-
-def load_model(transformer: Any, texts: Sequence[str] = ()) -> Any:
-    """Load (and check) the model before any work starts, so a missing model fails first.
-
-    An unknown ``--device`` is a user mistake (exit 2). A model that cannot be set up with the
-    options given (a precision the device lacks, ``--truncate-dim`` above the model's width,
-    no tokenizer files) ends with exit 1 and the reason.
+    Fitting finds the model's files and fingerprint; with a cache and a model some process has
+    loaded before, it reads the model's facts (width, token limit, prompts) from their record
+    instead of the weights, which then load only at the first text not in the cache (a fully
+    cached ``skmoe embed`` never loads them). An unknown ``--device`` is a user mistake (exit 2).
+    A model that cannot be set up with the options given (a precision the device lacks,
+    ``--truncate-dim`` above the model's width, no tokenizer files) ends with exit 1 and the
+    reason, whenever the loading comes.
     """
     from .encoder.loading import resolve_device
     from .encoder.sentence import UnknownPromptError
@@ -119,23 +104,17 @@ def load_model(transformer: Any, texts: Sequence[str] = ()) -> Any:
         resolve_device(transformer.device)
     except ValueError as exc:
         raise CLIError(one_line(exc)) from None
-    say(f"loading model {transformer.model} ...")
     try:
-        transformer.fit(list(texts[:1]))
+        with options_errors(transformer.model):
+            transformer.fit(list(texts[:1]))
     except UnknownPromptError as exc:  # the API's advice names prompt=; here it is an option
         raise CLIError(str(UnknownPromptError(
             exc.name, exc.model, exc.known,
             how='--prompt PREFIX (e5 models: --prompt "query: "; --prompt "" for none)'))) from None
-    except model_error_types():
-        raise
-    except (ValueError, TypeError) as exc:
-        raise CLIError(f"cannot use {transformer.model} with these options: {one_line(exc)} "
-                       "(rerun with --debug for the traceback)", EXIT_MODEL) from exc
-    encoder = transformer.get_encoder()
-    kind = "MoE" if encoder.is_moe else "dense"
-    say(f"model: {encoder.source.name} ({kind}, {encoder.embedding_dim}-d, revision "
-        f"{encoder.source.revision}, prompt {transformer.prompt_!r})")
-    return encoder
+    where = ("" if getattr(transformer, "loaded", lambda: True)() else
+             "; weights not loaded: they load at the first text the cache lacks")
+    say(f"model: {transformer.model} ({transformer.embedding_dim_}-d, revision "
+        f"{transformer.model_revision_}, prompt {transformer.prompt_!r}){where}")
 
 
 def positive_int(value: str) -> int:

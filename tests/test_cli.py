@@ -257,6 +257,57 @@ def test_embed_is_resumable_through_the_cache(capsys, tmp_path, moe, monkeypatch
                                atol=1e-6)
 
 
+def test_a_fully_cached_embed_never_loads_the_model(capsys, tmp_path, moe, monkeypatch):
+    """A warm ``skmoe embed`` (a new process: nothing loaded) reads the cache only; a text the
+    cache lacks loads the weights, once."""
+    src, cache = tmp_path / "in.txt", tmp_path / "c.sqlite"
+    src.write_text("\n".join(TEXTS), encoding="utf-8")
+    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "cold.npy", "--model", moe,
+                       "--cache", cache, "-q")
+    assert code == 0, err
+    registry.clear()
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded although every text is cached")
+
+    monkeypatch.setattr(registry, "load_encoder", no_load)
+    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "warm.npy", "--model", moe,
+                       "--cache", cache, "-q")
+    assert code == 0, err
+    assert "loading model" not in err and "weights not loaded" in err
+    assert f"cache: {len(set(TEXTS))} found, 0 computed" in err  # one text twice
+    np.testing.assert_array_equal(np.load(tmp_path / "warm.npy"), np.load(tmp_path / "cold.npy"))
+    monkeypatch.undo()
+    monkeypatch.setenv("SKMOE_CACHE", str(tmp_path / "default-cache.sqlite"))
+    src.write_text("\n".join(TEXTS + ["a text not cached yet"]), encoding="utf-8")
+    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "more.npy", "--model", moe,
+                       "--cache", cache, "-q")
+    assert code == 0, err
+    assert err.count("loading model") == 1 and "1 computed" in err
+    np.testing.assert_array_equal(np.load(tmp_path / "more.npy")[:-1], np.load(tmp_path / "cold.npy"))
+
+
+def test_loading_the_model_late_with_options_it_refuses_is_one_line_exit_1(capsys, tmp_path, moe,
+                                                                           monkeypatch):
+    """Weights that load only at the first uncached text still fail as a model error, not a bug."""
+    src, cache = tmp_path / "in.txt", tmp_path / "c.sqlite"
+    src.write_text("hello\n", encoding="utf-8")
+    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "a.npy", "--model", moe,
+                       "--cache", cache, "-q")
+    assert code == 0, err
+    registry.clear()
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Precision 'int8' is not available on this device")
+
+    monkeypatch.setattr(registry, "load_encoder", refuse)
+    src.write_text("a text not cached\n", encoding="utf-8")
+    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "b.npy", "--model", moe,
+                       "--cache", cache, "-q")
+    assert_one_line_error(code, err, 1, "cannot use", "not available on this device", "--debug")
+    assert "internal error" not in err
+
+
 @pytest.mark.parametrize("case", ["missing", "folder", "column", "several_columns", "utf8_txt",
                                   "utf8_csv", "empty", "extension", "bad_parquet", "null_text",
                                   "numbers", "no_out_dir", "out_ext", "column_on_txt",
