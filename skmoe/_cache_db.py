@@ -75,38 +75,43 @@ def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
     return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
 
 
-def _has_table(conn: sqlite3.Connection, table: str) -> bool:
-    return bool(conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
-                             "name = ?", (table,)).fetchone()[0])
-
-
 def _version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+#: Everything :func:`_layout` reads, in one statement: version, objects, the embeddings table,
+#: its ``cut`` column, the labels table.
+_LAYOUT_QUERY = (
+    "SELECT (SELECT user_version FROM pragma_user_version), "
+    "(SELECT count(*) FROM sqlite_master), "
+    "(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'embeddings'), "
+    "(SELECT count(*) FROM pragma_table_info('embeddings') WHERE name = 'cut'), "
+    "(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'namespace_labels')")
 
 
 def _foreign(conn: sqlite3.Connection) -> bool:
     """True for someone else's database: objects but no skmoe version. One statement, so one
     snapshot: read apart, another thread's migration could commit between the two reads and
     make a file it just created look foreign."""
-    version, objects = conn.execute(
-        "SELECT (SELECT user_version FROM pragma_user_version), "
-        "(SELECT count(*) FROM sqlite_master)").fetchone()
+    version, objects = conn.execute(_LAYOUT_QUERY).fetchone()[:2]
     return int(version) == 0 and int(objects) > 0
 
 
 def _layout(conn: sqlite3.Connection, path: str, *, writable: bool,
             write_error: BaseException | None = None) -> Layout:
-    version = _version(conn)
+    """The file's layout, read in one statement, so from one snapshot: read apart, a migration
+    committed by another process between the reads could pair an old version with new tables."""
+    version, objects, embeddings, cut, labels = (
+        int(v) for v in conn.execute(_LAYOUT_QUERY).fetchone())
     if version > SCHEMA_VERSION:
         raise CacheFormatError(
             f"{path} has cache schema version {version}, this skmoe reads up to "
             f"{SCHEMA_VERSION}; upgrade skmoe, use another path or delete the file")
-    if not _has_table(conn, "embeddings"):
-        if version or conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+    if not embeddings:
+        if version or objects:
             raise CacheFormatError(f"{path} is an SQLite file but not a skmoe cache")
         raise CacheFormatError(f"{path} is an empty file, not a skmoe cache")
-    return Layout(version, _has_column(conn, "embeddings", "cut"),
-                  _has_table(conn, "namespace_labels"), writable, write_error)
+    return Layout(version, bool(cut), bool(labels), writable, write_error)
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:

@@ -558,3 +558,26 @@ def test_lookup_writes_into_out_and_handles_duplicates(tmp_path):
     np.testing.assert_array_equal(cache.lookup("ns", ["b", "z", "a", "b"])[1], vecs[[1, 0, 1]])
     with pytest.raises(ValueError, match=r"out has shape \(2, 4\), expected \(4, 4\)"):
         cache.lookup("ns", ["b", "z", "a", "b"], out=out[:2])
+
+
+@pytest.mark.parametrize("with_cut", [False, True])
+@pytest.mark.parametrize("labels", [False, True])
+def test_the_layout_is_read_in_one_statement(tmp_path, with_cut, labels):
+    """Version and tables come from one snapshot: one statement, whatever the file holds (read
+    apart, a migration committed between two reads could pair an old version with new tables)."""
+    from skmoe._cache_db import SCHEMA_VERSION, _layout, open_readonly
+
+    path = tmp_path / "old.sqlite"
+    _file_in_version_1_format(path, with_cut=with_cut, labels=labels)
+    conn, layout = open_readonly(str(path))
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    assert _layout(conn, str(path), writable=False) == layout
+    conn.close()
+    # (SQLite traces the table-valued pragmas inside the statement as "-- PRAGMA ...")
+    assert len([s for s in statements if not s.startswith("--")]) == 1, statements
+    assert (layout.version, layout.has_cut, layout.has_labels) == (1, with_cut, labels)
+    EmbeddingCache(path).lookup("ns", ["old"])  # opening for writing migrates
+    conn, layout = open_readonly(str(path))
+    conn.close()
+    assert (layout.version, layout.has_cut, layout.has_labels) == (SCHEMA_VERSION, True, True)
