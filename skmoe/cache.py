@@ -15,16 +15,16 @@ WAL needs a local file system (shared memory for the WAL index); do not put the 
 A cache problem never costs the caller's results: a damaged, read-only or full file, or a path
 that is a folder, gives one :class:`CacheUnavailableWarning` (file, problem, fix) and the work goes
 on without reading or writing it (see :mod:`skmoe._cache_file`); damaged rows are misses. The
-table layout and its migrations live in :mod:`skmoe._cache_db`.
+table layout and its migrations live in :mod:`skmoe._cache_db`; how a text and a vector become a
+row and back (key, blob format, chunked reads, checks before storing) in :mod:`skmoe._cache_rows`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,10 @@ from ._cache_namespace import (  # the namespace recipe, re-exported
     embedding_namespace,
     json_default,
 )
+from ._cache_rows import VECTOR_DTYPE as _VECTOR_DTYPE
+from ._cache_rows import WRITE_CHUNK as _WRITE_CHUNK
+from ._cache_rows import read_rows, rows_to_store
+from ._cache_rows import text_hash as _text_hash
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
@@ -50,13 +54,6 @@ __all__ = [
     "embedding_namespace",
     "resolve_cache",
 ]
-
-# Hashes per ``IN (...)`` lookup and rows per write transaction: keeps statements small (SQLite's
-# variable limit) and memory proportional to one chunk, and makes long writes commit progressively.
-_LOOKUP_CHUNK = 500
-_WRITE_CHUNK = 500
-_VECTOR_DTYPE = np.dtype("<f4")  # explicit little-endian: files move between machines
-
 
 class CacheDimensionError(ValueError):
     """A vector's width does not match the width recorded for its namespace."""
@@ -87,18 +84,6 @@ class CacheStats:
     bytes: int
     hits: int
     misses: int
-
-
-def _text_hash(text: str) -> bytes:
-    if not isinstance(text, str):
-        raise TypeError(f"texts must be str, got {type(text).__name__}")
-    # 'surrogatepass': a lone surrogate still gets a stable, distinct key instead of crashing.
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-
-
-def _chunks(seq: Sequence, size: int) -> Iterable[Sequence]:
-    for start in range(0, len(seq), size):
-        yield seq[start : start + size]
 
 
 class EmbeddingCache(CacheFile):
@@ -224,7 +209,10 @@ class EmbeddingCache(CacheFile):
         full = out if out is not None else np.empty((len(hashes), width), dtype=np.float32)
         if row is not None and hashes:
             try:
-                self._read_rows(namespace, row, hashes, full, found, cut)
+                damaged = read_rows(self._conn(), row, hashes, full, found, cut,
+                                    has_cut=self._file_layout().has_cut)
+                if damaged:
+                    self._note_damaged(namespace, damaged, row[1])
             except Exception as exc:
                 self._fault("read", exc)
                 found[:] = False
@@ -238,45 +226,6 @@ class EmbeddingCache(CacheFile):
         else:
             vectors = full[found]
         return (found, vectors, cut) if with_cut else (found, vectors)
-
-    def _read_rows(self, namespace: str, row: tuple[int, int], hashes: list[bytes],
-                   full: np.ndarray, found: np.ndarray, cut: np.ndarray) -> None:
-        """Fill ``full``/``found``/``cut`` from the file; damaged rows stay misses."""
-        positions: dict[bytes, list[int]] = {}
-        for i, h in enumerate(hashes):
-            positions.setdefault(h, []).append(i)
-        # Rows land in a full-size array as they arrive (a chunk's blobs at a time), not in a
-        # dict of every blob joined and converted afterwards (three copies of a large result).
-        width = row[1]
-        nbytes = width * _VECTOR_DTYPE.itemsize
-        conn = self._conn()
-        column = "cut" if self._file_layout().has_cut else "NULL"
-        damaged: list[bytes] = []
-        for chunk in _chunks(list(positions), _LOOKUP_CHUNK):
-            marks = ",".join("?" * len(chunk))
-            query = (f"SELECT text_hash, vector, {column} FROM embeddings "
-                     f"WHERE ns_id = ? AND text_hash IN ({marks})")
-            rows_at: list[int] = []
-            blobs: list[bytes] = []
-            for text_hash, blob, was_cut in conn.execute(query, (row[0], *chunk)):
-                if not isinstance(blob, bytes) or len(blob) != nbytes:
-                    damaged.append(text_hash)
-                    continue
-                for i in positions[text_hash]:
-                    rows_at.append(i)
-                    blobs.append(blob)
-                    cut[i] = -1 if was_cut is None else was_cut
-            if rows_at:  # one conversion per chunk of a few hundred rows
-                block = np.frombuffer(b"".join(blobs), dtype=_VECTOR_DTYPE).reshape(-1, width)
-                full[rows_at] = block
-                good = np.isfinite(block).all(axis=1)
-                at = np.asarray(rows_at)
-                found[at[good]] = True
-                if not good.all():
-                    cut[at[~good]] = -1
-                    damaged += [hashes[i] for i in at[~good]]
-        if damaged:
-            self._note_damaged(namespace, damaged, width)
 
     def _note_damaged(self, namespace: str, damaged: list[bytes], width: int) -> None:
         with self._lock:
@@ -318,19 +267,7 @@ class EmbeddingCache(CacheFile):
         if not isinstance(namespace, str) or not namespace:
             raise TypeError("namespace must be a non-empty str (see cache_namespace)")
         hashes = [_text_hash(t) for t in texts]
-        array = np.asarray(vectors)
-        if array.ndim != 2 or array.shape[0] != len(hashes):
-            raise ValueError(f"vectors must have shape ({len(hashes)}, dim), got {array.shape}")
-        if array.shape[1] == 0:
-            raise ValueError("vectors must have at least one column")
-        if not np.issubdtype(array.dtype, np.floating):
-            raise TypeError(f"vectors must be floating point, got {array.dtype}")
-        array = np.ascontiguousarray(array, dtype=_VECTOR_DTYPE)
-        if not np.isfinite(array).all():
-            raise ValueError("refusing to cache non-finite vectors (NaN/inf)")
-        if cut is not None and len(cut) != len(hashes):
-            raise ValueError(f"cut must have {len(hashes)} entries, got {len(cut)}")
-        flags = [None] * len(hashes) if cut is None else [int(bool(c)) for c in cut]
+        array, flags = rows_to_store(vectors, len(hashes), cut)
         if not hashes or self._guarded_conn("write") is None:
             return
         dim = array.shape[1]
