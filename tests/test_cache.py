@@ -225,18 +225,14 @@ def test_put_many_rejects_bad_vectors(cache, vectors, error):
 def test_rejects_foreign_files_and_in_memory_paths(tmp_path):
     with pytest.raises(ValueError, match="file path"):
         EmbeddingCache(":memory:")
-    foreign = tmp_path / "other.sqlite"
-    with sqlite3.connect(foreign) as raw:
-        raw.execute("CREATE TABLE t (x)")
-    raw.close()
-    with pytest.raises(CacheFormatError, match="not a skmoe cache"):
-        len(EmbeddingCache(foreign))
-    newer = tmp_path / "newer.sqlite"
-    with sqlite3.connect(newer) as raw:
-        raw.execute("PRAGMA user_version = 99")
-    raw.close()
-    with pytest.raises(CacheFormatError, match="schema version 99"):
-        len(EmbeddingCache(newer))
+    for name, sql, error in (("other", "CREATE TABLE t (x)", "not a skmoe cache"),
+                             ("newer", "PRAGMA user_version = 99", "schema version 99")):
+        path = tmp_path / f"{name}.sqlite"
+        with sqlite3.connect(path) as raw:
+            raw.execute(sql)
+        raw.close()
+        with pytest.raises(CacheFormatError, match=error):
+            len(EmbeddingCache(path))
 
 
 # -- management ---------------------------------------------------------------------------------

@@ -257,68 +257,87 @@ def test_embed_is_resumable_through_the_cache(capsys, tmp_path, moe, monkeypatch
                                atol=1e-6)
 
 
+def _embed_cached(capsys, src, out, moe, cache):
+    return run(capsys, "embed", src, "-o", out, "--model", moe, "--cache", cache, "-q")
+
+
+def _cached_then_a_new_process(capsys, tmp_path, moe, monkeypatch, texts, load):
+    """Embed ``texts`` into a fresh cache (to ``cold.npy``), then forget every loaded model (a new
+    process) and load weights through ``load`` from then on; returns the input and cache files."""
+    src, cache = tmp_path / "in.txt", tmp_path / "c.sqlite"
+    src.write_text("\n".join(texts), encoding="utf-8")
+    code, _, err = _embed_cached(capsys, src, tmp_path / "cold.npy", moe, cache)
+    assert code == 0, err
+    registry.clear()
+    monkeypatch.setattr(registry, "load_encoder", load)
+    return src, cache
+
+
 def test_a_fully_cached_embed_never_loads_the_model(capsys, tmp_path, moe, monkeypatch):
     """A warm ``skmoe embed`` (a new process: nothing loaded) reads the cache only; a text the
     cache lacks loads the weights, once."""
-    src, cache = tmp_path / "in.txt", tmp_path / "c.sqlite"
-    src.write_text("\n".join(TEXTS), encoding="utf-8")
-    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "cold.npy", "--model", moe,
-                       "--cache", cache, "-q")
-    assert code == 0, err
-    registry.clear()
-
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded although every text is cached")
 
-    monkeypatch.setattr(registry, "load_encoder", no_load)
-    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "warm.npy", "--model", moe,
-                       "--cache", cache, "-q")
+    real_load = registry.load_encoder
+    src, cache = _cached_then_a_new_process(capsys, tmp_path, moe, monkeypatch, TEXTS, no_load)
+    code, _, err = _embed_cached(capsys, src, tmp_path / "warm.npy", moe, cache)
     assert code == 0, err
     assert "loading model" not in err and "weights not loaded" in err
     assert f"cache: {len(set(TEXTS))} found, 0 computed" in err  # one text twice
-    np.testing.assert_array_equal(np.load(tmp_path / "warm.npy"), np.load(tmp_path / "cold.npy"))
-    monkeypatch.undo()
-    monkeypatch.setenv("SKMOE_CACHE", str(tmp_path / "default-cache.sqlite"))
+    cold = np.load(tmp_path / "cold.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "warm.npy"), cold)
+    monkeypatch.setattr(registry, "load_encoder", real_load)
     src.write_text("\n".join(TEXTS + ["a text not cached yet"]), encoding="utf-8")
-    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "more.npy", "--model", moe,
-                       "--cache", cache, "-q")
+    code, _, err = _embed_cached(capsys, src, tmp_path / "more.npy", moe, cache)
     assert code == 0, err
     assert err.count("loading model") == 1 and "1 computed" in err
-    np.testing.assert_array_equal(np.load(tmp_path / "more.npy")[:-1], np.load(tmp_path / "cold.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "more.npy")[:-1], cold)
 
 
 def test_loading_the_model_late_with_options_it_refuses_is_one_line_exit_1(capsys, tmp_path, moe,
                                                                            monkeypatch):
     """Weights that load only at the first uncached text still fail as a model error, not a bug."""
-    src, cache = tmp_path / "in.txt", tmp_path / "c.sqlite"
-    src.write_text("hello\n", encoding="utf-8")
-    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "a.npy", "--model", moe,
-                       "--cache", cache, "-q")
-    assert code == 0, err
-    registry.clear()
-
     def refuse(*args, **kwargs):
         raise ValueError("Precision 'int8' is not available on this device")
 
-    monkeypatch.setattr(registry, "load_encoder", refuse)
+    src, cache = _cached_then_a_new_process(capsys, tmp_path, moe, monkeypatch, ["hello"], refuse)
     src.write_text("a text not cached\n", encoding="utf-8")
-    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "b.npy", "--model", moe,
-                       "--cache", cache, "-q")
+    code, _, err = _embed_cached(capsys, src, tmp_path / "b.npy", moe, cache)
     assert_one_line_error(code, err, 1, "cannot use", "not available on this device", "--debug")
     assert "internal error" not in err
 
 
-@pytest.mark.parametrize("case", ["missing", "folder", "column", "several_columns", "utf8_txt",
-                                  "utf8_csv", "empty", "extension", "bad_parquet", "null_text",
-                                  "numbers", "no_out_dir", "out_ext", "column_on_txt",
-                                  "ragged_csv", "parquet_column", "device_unknown",
-                                  "device_absent", "format_mismatch"])
+#: Input files a user may get wrong: case -> (file name, content, what the error must say).
+BAD_INPUT_FILES = {
+    "utf8_txt": ("bad.txt", b"ok\n\xff\xfe broken\n", ["not valid UTF-8"]),
+    "utf8_csv": ("bad.csv", b"text\n\xe9t\xe9\n", ["not valid UTF-8"]),
+    "empty": ("empty.txt", b"", ["no texts in"]),
+    "extension": ("in.docx", b"x", ["cannot tell the format", "--input-format"]),
+    "bad_parquet": ("bad.parquet", b"this is not parquet", ["cannot read", "as parquet"]),
+    "null_text": ("in.jsonl", b'{"text": "a"}\n{"text": null}\n',
+                  ["column 'text'", "Missing text at row 1"]),
+    "numbers": ("in.jsonl", b'{"text": "a"}\n{"text": 3}\n', ["row 1", "int"]),
+    "ragged_csv": ("ragged.csv", b"text,label\nfine,1\ntoo,many,fields,here\n",
+                   ["cannot parse", "as CSV", "Expected 2 fields"]),
+}
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "column", "several_columns",
+                                  *BAD_INPUT_FILES, "no_out_dir", "out_ext", "column_on_txt",
+                                  "parquet_column", "device_unknown", "device_absent",
+                                  "format_mismatch"])
 def test_embed_user_mistakes(capsys, tmp_path, moe, case):
     """Each user mistake: exit 2, one line naming the problem, no traceback, no model load."""
     src, dst = tmp_path / "in.csv", tmp_path / "out.npy"
     pd.DataFrame({"id": [1, 2], "text": ["a", "b"], "other": ["c", "d"]}).to_csv(src, index=False)
     args, fragments = [src], []
-    if case == "missing":
+    if case in BAD_INPUT_FILES:
+        name, content, fragments = BAD_INPUT_FILES[case]
+        bad = tmp_path / name
+        bad.write_bytes(content)
+        args = [bad]
+    elif case == "missing":
         args, fragments = [tmp_path / "nope.txt"], ["input file not found", "nope.txt"]
     elif case == "folder":
         args, fragments = [tmp_path], ["is a folder"]
@@ -328,34 +347,6 @@ def test_embed_user_mistakes(capsys, tmp_path, moe, case):
         src2 = tmp_path / "two.csv"
         pd.DataFrame({"a": ["x"], "b": ["y"]}).to_csv(src2, index=False)
         args, fragments = [src2], ["several columns", "--column"]
-    elif case == "utf8_txt":
-        bad = tmp_path / "bad.txt"
-        bad.write_bytes(b"ok\n\xff\xfe broken\n")
-        args, fragments = [bad], ["not valid UTF-8"]
-    elif case == "utf8_csv":
-        bad = tmp_path / "bad.csv"
-        bad.write_bytes(b"text\n\xe9t\xe9\n")
-        args, fragments = [bad], ["not valid UTF-8"]
-    elif case == "empty":
-        empty = tmp_path / "empty.txt"
-        empty.write_text("")
-        args, fragments = [empty], ["no texts in"]
-    elif case == "extension":
-        other = tmp_path / "in.docx"
-        other.write_text("x")
-        args, fragments = [other], ["cannot tell the format", "--input-format"]
-    elif case == "bad_parquet":
-        bad = tmp_path / "bad.parquet"
-        bad.write_bytes(b"this is not parquet")
-        args, fragments = [bad], ["cannot read", "as parquet"]
-    elif case == "null_text":
-        js = tmp_path / "in.jsonl"
-        js.write_text('{"text": "a"}\n{"text": null}\n')
-        args, fragments = [js], ["column 'text'", "Missing text at row 1"]
-    elif case == "numbers":
-        js = tmp_path / "in.jsonl"
-        js.write_text('{"text": "a"}\n{"text": 3}\n')
-        args, fragments = [js], ["row 1", "int"]
     elif case == "no_out_dir":
         dst = tmp_path / "nowhere" / "out.npy"
         fragments = ["output folder does not exist"]
@@ -370,10 +361,6 @@ def test_embed_user_mistakes(capsys, tmp_path, moe, case):
         pq = tmp_path / "in.parquet"
         pd.DataFrame({"body": ["a"], "id": [1]}).to_parquet(pq)
         args, fragments = [pq, "--column", "text"], ["column 'text' not found", "body, id"]
-    elif case == "ragged_csv":
-        bad = tmp_path / "ragged.csv"
-        bad.write_text("text,label\nfine,1\ntoo,many,fields,here\n")
-        args, fragments = [bad], ["cannot parse", "as CSV", "Expected 2 fields"]
     elif case == "device_unknown":
         args, fragments = [src, "--column", "text", "--device", "foo"], ["Unknown device 'foo'"]
     elif case == "device_absent":  # no such GPU here, whether torch has CUDA or not
