@@ -38,7 +38,6 @@ from .cli_common import (
     load_model,
     loaded_classes,
     make_transformer,
-    model_error_types,
     say,
 )
 from .cli_report import DEFAULT_REPORT_DIR, add_report_commands
@@ -123,14 +122,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     """Config, total/active parameters, MoE layers and revision of a model (no weights loaded)."""
     import json
 
-    from .encoder.info import format_model_info, model_info
+    from .encoder.info import NotAConfigError, format_model_info, model_info
 
     try:
         info = model_info(args.model, revision=args.revision,
                           local_files_only=args.local_files_only)
-    except model_error_types():
-        raise
-    except ValueError as exc:  # MODEL is not a readable config: the user's argument
+    except NotAConfigError as exc:  # MODEL is not a readable config: the user's argument
         raise CLIError(one_line(exc)) from None
     if args.json:
         print(json.dumps(info, indent=2, default=str))

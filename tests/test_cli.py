@@ -577,3 +577,117 @@ def test_the_cli_names_the_packages_default_model():
 
     assert cli.DEFAULT_MODEL is DEFAULT_MODEL
     assert "DEFAULT_MODEL =" not in (REPO / "skmoe" / "cli.py").read_text()
+
+
+# -- every sub-command: exit 2 for a user mistake, exit 1 and a hint for a bug ------------------
+def _commands(parser=None, prefix=()):
+    """Every runnable command of the parser (``("cache", "stats")`` for nested ones)."""
+    import argparse
+
+    parser = parser or cli.build_parser()
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _commands(sub, (*prefix, name)) or [(*prefix, name)]
+    return found
+
+
+COMMANDS = _commands()
+
+
+def _a_cache_file(tmp_path):
+    from skmoe.cache import EmbeddingCache
+
+    path = tmp_path / "c.sqlite"
+    EmbeddingCache(path).put_many("ns", ["a"], np.ones((1, 2), np.float32))
+    return path
+
+
+#: A user mistake that reaches each command's own checks: (arguments, what the error says).
+USER_MISTAKES = {
+    ("demo",): lambda tmp: (["--out", tmp / "in.txt"], "--out must be a folder"),
+    ("probe",): lambda tmp: ([tmp / "nope.csv"], "input file not found"),
+    ("embed",): lambda tmp: ([tmp / "nope.txt", "-o", tmp / "o.npy"], "input file not found"),
+    ("info",): lambda tmp: ([tmp / "in.txt"], "is not a JSON model config"),
+    **{("cache", action): lambda tmp: ([tmp / "in.txt"], "is not an skmoe cache")
+       for action in ("stats", "check", "clear")},
+}
+
+
+def test_every_command_has_its_user_mistake_case():
+    assert set(USER_MISTAKES) <= set(COMMANDS)
+    assert {c[0] for c in COMMANDS} >= {"demo", "probe", "embed", "info", "cache"}
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_ends_a_user_mistake_with_exit_2(capsys, tmp_path, command):
+    """An unknown option (argparse) and, where the test knows one, a mistake the command itself
+    finds: exit 2, no traceback."""
+    code, _, err = run(capsys, *command, "--no-such-option")  # or a missing argument first
+    assert code == 2 and " error: " in err.splitlines()[-1] and "Traceback" not in err
+    if command in USER_MISTAKES:
+        (tmp_path / "in.txt").write_text("not what the command wants\n")
+        args, fragment = USER_MISTAKES[command](tmp_path)
+        code, _, err = run(capsys, *command, *args)
+        assert_one_line_error(code, err, 2, fragment)
+
+
+def _bug(*args, **kwargs):
+    raise ValueError("a bug deep inside")  # the type the commands are most tempted to catch
+
+
+#: Where a bug is planted in each command's own work (module, attribute), and the arguments that
+#: reach it with a valid input.
+BUGS = {
+    ("demo",): ("skmoe.report", "build_report", lambda tmp, moe: ["--model", moe, "--no-cache",
+                                                                  "--out", tmp / "r"]),
+    ("probe",): ("skmoe.report", "build_report",
+                 lambda tmp, moe: (lambda path, options: [path, *options, "--model", moe,
+                                                          "--no-cache"])(*_probe_table(tmp))),
+    ("embed",): ("skmoe.embedding", "Embedder.embed_to",
+                 lambda tmp, moe: [tmp / "in.txt", "-o", tmp / "o.npy", "--model", moe,
+                                   "--no-cache"]),
+    ("info",): ("skmoe.encoder.info", "model_info", lambda tmp, moe: [moe]),
+    ("cache", "stats"): ("skmoe.cache", "EmbeddingCache.stats",
+                         lambda tmp, moe: [_a_cache_file(tmp)]),
+    ("cache", "check"): ("skmoe.cache", "EmbeddingCache.check",
+                         lambda tmp, moe: [_a_cache_file(tmp)]),
+    ("cache", "clear"): ("skmoe.cache", "EmbeddingCache.clear",
+                         lambda tmp, moe: [_a_cache_file(tmp)]),
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_reports_a_bug_as_exit_1_with_the_debug_hint(capsys, tmp_path, moe,
+                                                                    monkeypatch, command):
+    """A ValueError raised inside a command's work is not the user's mistake: exit 1, one line
+    naming it a bug, and how to see the traceback. Commands the test does not know get the bug
+    in their entry point."""
+    import importlib
+
+    (tmp_path / "in.txt").write_text("hello\nworld\n")
+    if command in BUGS:
+        module, attribute, arguments = BUGS[command]
+        owner = importlib.import_module(module)
+        *path, name = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        monkeypatch.setattr(owner, name, _bug)
+        args = arguments(tmp_path, moe)
+    else:
+        real = cli.build_parser
+
+        def planted():
+            parser = real()
+            sub = parser._subparsers._group_actions[0].choices[command[0]]
+            for name in command[1:]:
+                sub = sub._subparsers._group_actions[0].choices[name]
+            sub.set_defaults(func=_bug)
+            return parser
+
+        monkeypatch.setattr(cli, "build_parser", planted)
+        args = []
+    code, _, err = run(capsys, *command, *args)
+    assert_one_line_error(code, err, 1, "internal error, a bug in skmoe", "ValueError",
+                          "a bug deep inside", "rerun with --debug")

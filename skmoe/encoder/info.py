@@ -27,6 +27,10 @@ from .loading import (
 from .nomic_moe import count_parameters
 
 
+class NotAConfigError(ValueError):
+    """The file given as the model is not a JSON model config."""
+
+
 def model_info(
     model: str | os.PathLike[str] | NomicMoEConfig,
     *,
@@ -129,9 +133,9 @@ def _read(path: Path) -> dict[str, Any]:
         with open(path, encoding="utf-8") as fh:
             raw = json.load(fh)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not a JSON model config ({exc})") from None
+        raise NotAConfigError(f"{path} is not a JSON model config ({exc})") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path} is not a JSON model config (a {type(raw).__name__}, not an object)")
+        raise NotAConfigError(f"{path} is not a JSON model config (a {type(raw).__name__}, not an object)")
     return raw
 
 
