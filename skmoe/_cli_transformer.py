@@ -31,9 +31,9 @@ class CommandLineTransformer(MoEEmbeddingTransformer):
         if not announced:
             kind = "MoE" if encoder.is_moe else "dense"
             say(f"loaded {encoder.source.name} ({kind}) in {time.perf_counter() - start:.1f} s")
-            self.__dict__["_cli_loaded"] = True
+            self._cli_loaded = True
         return encoder
 
     def loaded(self) -> bool:
         """Whether this object has loaded (or been handed) the weights."""
-        return bool(self.__dict__.get("_cli_loaded", False))
+        return getattr(self, "_cli_loaded", False)

@@ -29,6 +29,7 @@ __all__ = ["EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_MODEL", "MODEL_ERRORS", "CLIE
            "loaded_classes", "make_transformer", "model_error_types", "normalize_option",
            "options_errors", "positive_int", "say"]
 
+
 def count(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
@@ -111,7 +112,8 @@ def load_model(transformer: Any, texts: Sequence[str] = ()) -> None:
         raise CLIError(str(UnknownPromptError(
             exc.name, exc.model, exc.known,
             how='--prompt PREFIX (e5 models: --prompt "query: "; --prompt "" for none)'))) from None
-    where = ("" if getattr(transformer, "loaded", lambda: True)() else
+    loaded = getattr(transformer, "loaded", None)  # a CommandLineTransformer tells
+    where = ("" if loaded is None or loaded() else
              "; weights not loaded: they load at the first text the cache lacks")
     say(f"model: {transformer.model} ({transformer.embedding_dim_}-d, revision "
         f"{transformer.model_revision_}, prompt {transformer.prompt_!r}){where}")
