@@ -131,8 +131,8 @@ def test_dense_and_normalize_match_sentence_transformers(st_dense, texts):
         assert got.shape == expected.shape and est.n_features_out_ == est.embedding_dim_ == 256
         assert len(est.get_feature_names_out()) == 256
         assert cosines(got, expected).min() >= 0.9999
-    cut = MoEEmbeddingTransformer(st_dense, prompt=PROMPT, truncate_dim=64, device="cpu",
-                                  verbose=0).fit_transform(texts)
+    cut = MoEEmbeddingTransformer(st_dense, prompt=PROMPT, truncate_dim=64, normalize="l2",
+                                  device="cpu", verbose=0).fit_transform(texts)
     want = expected[:, :64] / np.linalg.norm(expected[:, :64], axis=1, keepdims=True)
     assert cut.shape == (len(texts), 64) and np.abs(cut - want).max() < 1e-4
 
