@@ -298,7 +298,8 @@ def _load_dense_weights(dense: DenseModule, sub: Path, entry: ModuleEntry) -> No
                 "safetensors only, because unpickling can run arbitrary code. Convert once with "
                 f"`safetensors.torch.save_file(torch.load(path, weights_only=True), "
                 f"'{file}')` from a trusted copy")
-        raise CheckpointError(f"{file} is missing: {entry.label()} has no weights")
+        raise CheckpointError(f"{file} is missing: {entry.label()} has no weights (skmoe reads "
+                              "a module's model.safetensors only, never pickled weights)")
     header = read_headers([file])
     expected = {k: tuple(v.shape) for k, v in dense.state_dict().items()}
     problems = [f"missing tensor {k!r} {shape}" for k, shape in expected.items() if k not in header]
