@@ -95,8 +95,12 @@ def read_modules(folder: Path) -> list[ModuleEntry] | None:
 def module_files(folder: Path) -> tuple[list[str], list[str]]:
     """Relative paths of the module files that change a vector, for the fingerprint:
     (weight files, config files) of every module after the Transformer. Never refuses a
-    module (loading does); a folder without ``modules.json`` has none."""
-    entries = read_modules(Path(folder)) or []
+    module (loading does); a folder without ``modules.json`` (or with a malformed one, which
+    loading refuses by name) has none."""
+    try:
+        entries = read_modules(Path(folder)) or []
+    except CheckpointError:
+        return [], []
     weights, configs = [], []
     for entry in entries:
         if not entry.path:

@@ -314,3 +314,30 @@ def test_estimator_reports_the_dense_width(moe):
     assert X.shape == (3, 24) and est.n_features_out_ == 24
     assert len(est.get_feature_names_out()) == 24
     assert np.allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)  # the model's Normalize
+
+
+def test_head_reads_nothing_back_to_the_host():
+    """The head runs inside the engine's forward: on the meta device any host read would fail."""
+    from skmoe.encoder.st_modules import DenseModule, NormalizeModule, SentenceHead
+
+    with torch.device("meta"):
+        head = SentenceHead([DenseModule(64, 32, True, "torch.nn.modules.activation.Tanh",
+                                         use_residual=True), NormalizeModule()], 64)
+        out = head(torch.empty(5, 64))
+    assert out.shape == (5, 32) and out.device.type == "meta"
+
+
+@pytest.mark.parametrize("out_f", [64, 24])
+def test_dense_residual_is_added(moe, out_f):
+    """sentence-transformers' ``use_residual``: the input (or its bias-free projection) is added."""
+    pooled = torch.from_numpy(embed(moe, SHORT))
+    shapes = {"linear.weight": (out_f, 64), "linear.bias": (out_f,)}
+    if out_f != 64:
+        shapes["residual.weight"] = (out_f, 64)
+    w = write_dense(moe / "2_Dense", 64, out_f, shapes=shapes)
+    cfg = json.loads((moe / "2_Dense" / "config.json").read_text())
+    (moe / "2_Dense" / "config.json").write_text(json.dumps({**cfg, "use_residual": True}))
+    write_modules(moe, [("Transformer", ""), ("Pooling", "1_Pooling"), ("Dense", "2_Dense")])
+    skip = pooled @ w["residual.weight"].t() if out_f != 64 else pooled
+    expected = torch.tanh(pooled @ w["linear.weight"].t() + w["linear.bias"]) + skip
+    assert np.allclose(embed(moe, SHORT), expected.numpy(), atol=1e-5)
