@@ -341,3 +341,15 @@ def test_dense_residual_is_added(moe, out_f):
     skip = pooled @ w["residual.weight"].t() if out_f != 64 else pooled
     expected = torch.tanh(pooled @ w["linear.weight"].t() + w["linear.bias"]) + skip
     assert np.allclose(embed(moe, SHORT), expected.numpy(), atol=1e-5)
+
+
+def test_normalize_module_of_a_real_model_is_applied(minilm_path, minilm_encoder):
+    """all-MiniLM-L6-v2 ends in Normalize: the encoder's own vectors are sentence-transformers'
+    unit vectors, with no normalisation added afterwards."""
+    from sentence_transformers import SentenceTransformer
+
+    assert minilm_encoder.modules_description == "mean pooling -> Normalize"
+    texts = ["A man is eating food.", "naïve café déjà vu", "Sentence embeddings map text."]
+    expected = SentenceTransformer(str(minilm_path), device="cpu").encode(texts)
+    ours = Engine(minilm_encoder).embed(texts)
+    assert np.abs(ours - expected).max() < 1e-5
