@@ -200,7 +200,7 @@ class LearnedPooling(TextFeaturesMixin, TransformerMixin, BaseEstimator):
         self.model_fingerprint_ = encoder.source.fingerprint
         texts = list(dict.fromkeys(pairs.ravel())) if pairs is not None else validate_texts(X)
         states = self._states(texts)
-        self.embedding_dim_ = self.n_features_out_ = encoder.embedding_dim
+        self.embedding_dim_ = self.n_features_out_ = encoder.hidden_size  # pools token states
         self.objective_ = objective
         train(self, texts, states, pairs, y, objective)
         return self

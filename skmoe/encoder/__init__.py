@@ -10,6 +10,7 @@ from .loading import (
 )
 from .nomic_moe import NomicMoEModel, RoutingRecord, capture_routing, count_parameters
 from .sentence import SentenceEncoder, load_encoder
+from .st_modules import UnsupportedModuleError
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -21,6 +22,7 @@ __all__ = [
     "RoutingRecord",
     "SentenceEncoder",
     "UnsupportedConfigError",
+    "UnsupportedModuleError",
     "capture_routing",
     "count_parameters",
     "format_model_info",

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import read_json
+from .st_modules import module_files
 
 #: Files that define how a text becomes token ids (whichever of them a model ships).
 TOKENIZER_FILES = (
@@ -77,16 +78,19 @@ def changed_parts(old: str, new: str) -> list[str]:
 def model_fingerprint(folder: Path, files: list[Path]) -> ModelFingerprint:
     """The fingerprint of the model in ``folder`` whose weights are ``files`` (safetensors)."""
     folder = Path(folder)
+    module_weights, module_configs = module_files(folder)  # sentence-transformers Dense etc.
     weights = hashlib.sha256()
     for f in sorted(files, key=lambda p: Path(p).name):
         weights.update(f"{Path(f).name}\0{file_sha256(Path(f))}\n".encode())
+    for name in module_weights:
+        weights.update(f"{name}\0{file_sha256(folder / name)}\n".encode())
     tokenizer = hashlib.sha256()
     for name in TOKENIZER_FILES:
         path = folder / name
         if path.is_file():
             tokenizer.update(f"{name}\0{file_sha256(path)}\n".encode())
     config = hashlib.sha256()
-    for name in SIDE_CONFIGS:
+    for name in dict.fromkeys((*SIDE_CONFIGS, *module_configs)):
         path = folder / name
         if path.is_file():
             parsed = read_json(path, kind=object)  # errors name the file

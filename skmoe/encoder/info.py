@@ -25,6 +25,7 @@ from .loading import (
     weights_fingerprint,
 )
 from .nomic_moe import count_parameters
+from .st_modules import describe_pipeline, read_pipeline
 
 
 class NotAConfigError(ValueError):
@@ -54,6 +55,9 @@ def model_info(
         ``name``, ``architecture``, ``model_type``, ``hidden_size``, ``layers``, ``heads``,
         ``ffn_size``, ``vocab_size``, ``experts``, ``top_k``, ``moe_every_n_layers``,
         ``moe_layers``, ``total_parameters``, ``active_parameters`` (per token),
+        ``embedding_dim`` (the width of the vectors: a sentence-transformers Dense module's
+        ``out_features`` when the folder has one), ``modules`` (the recipe after the
+        transformer, e.g. ``mean pooling -> Dense 768->768 Tanh``; None for a bare config),
         ``weights`` (whether weights are present), ``revision`` and ``fingerprint`` (None
         without weights).
     """
@@ -85,6 +89,13 @@ def model_info(
         check_dense_config(folder if folder is not None else Path("."), raw)
         info = _dense_info(raw)
     info["name"] = name
+    info.update(embedding_dim=info["hidden_size"], modules=None)
+    if folder is not None and (folder / "modules.json").is_file():
+        try:
+            width, recipe = describe_pipeline(read_pipeline(folder), info["hidden_size"])
+            info.update(embedding_dim=width, modules=recipe)
+        except CheckpointError as exc:  # UnsupportedModuleError included: say so, load refuses
+            info.update(embedding_dim=None, modules=f"not supported: {exc}")
     info.update(weights=False, revision=None, fingerprint=None)
     if folder is not None:
         try:
@@ -105,6 +116,8 @@ def format_model_info(info: dict[str, Any]) -> str:
         ("model", info.get("name")),
         ("architecture", info["architecture"]),
         ("hidden size", info["hidden_size"]),
+        *([("sentence modules", info["modules"]), ("embedding width", info["embedding_dim"])]
+          if info.get("modules") else []),
         ("layers", info["layers"]),
         ("attention heads", info["heads"]),
         ("FFN width", info["ffn_size"]),

@@ -1,4 +1,5 @@
-"""A loaded sentence encoder: backbone + tokenizer + prompts + pooling, and ``load_encoder``."""
+"""A loaded sentence encoder: backbone + tokenizer + prompts + pooling (+ the sentence-transformers
+Dense / Normalize modules after it), and ``load_encoder``."""
 
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ from .loading import (
 from .nomic_moe import NomicMoEModel
 from .packing import key_padding_mask, pad_index, to_padded
 from .pooling import pool, pool_packed
+from .st_modules import SentenceHead, load_head, read_pipeline
 from .tokenization import (
     check_tokenizer_fits,
     load_max_length,
-    load_pooling,
     load_prompts,
     load_tokenizer,
     lookup_prompt,
@@ -55,6 +56,11 @@ class SentenceEncoder(nn.Module):
     :meth:`pool_packed`/:meth:`pool` and :meth:`resolve_prompt` are the other steps of the
     sentence-embedding recipe; the engine strings them together.
 
+    ``head`` holds the sentence-transformers ``Dense`` / ``Normalize`` modules that follow
+    pooling in the model's ``modules.json`` (:mod:`.st_modules`); the pooled vectors go through
+    it in float32, so :attr:`embedding_dim` is its output width (``Dense.out_features``) and
+    :attr:`hidden_size` the width of the token states.
+
     ``precision`` is the arithmetic mode the encoder runs in (``None``: plain floats of its
     dtype); :func:`skmoe.engine.precision.apply_precision` sets it.
     """
@@ -70,6 +76,7 @@ class SentenceEncoder(nn.Module):
         pooling: str,
         max_length: int,
         config: dict[str, Any],
+        head: SentenceHead | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -80,6 +87,7 @@ class SentenceEncoder(nn.Module):
         self.pooling = pooling
         self.max_length = max_length
         self.raw_config = config
+        self.head = head
         self.precision: str | None = None
 
     # -- what the model is ----------------------------------------------------------------
@@ -93,7 +101,19 @@ class SentenceEncoder(nn.Module):
 
     @property
     def embedding_dim(self) -> int:
+        """Width of the vectors: the last Dense module's ``out_features``, else the hidden size."""
+        return int(self.head.out_features) if self.head is not None else self.hidden_size
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the token states (what pooling averages, before any Dense module)."""
         return int(self.backbone.hidden_size)
+
+    @property
+    def modules_description(self) -> str:
+        """The sentence recipe, e.g. ``mean pooling -> Dense 768->256 Tanh -> Normalize``."""
+        head = f" -> {self.head.describe()}" if self.head is not None else ""
+        return f"{self.pooling} pooling{head}"
 
     @property
     def device(self) -> torch.device:
@@ -151,13 +171,19 @@ class SentenceEncoder(nn.Module):
         return tokenize(self.tokenizer, texts, limit)
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return pool(hidden, attention_mask, self.pooling)
+        """One fp32 vector per text from padded states (pooling, then the head's modules)."""
+        return self.apply_head(pool(hidden, attention_mask, self.pooling))
 
     def pool_packed(
         self, hidden: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int
     ) -> torch.Tensor:
-        """One fp32 vector per text from packed states ``[T, H]`` (see :func:`pool_packed`)."""
-        return pool_packed(hidden, cu_seqlens, max_seqlen, self.pooling)
+        """One fp32 vector per text from packed states ``[T, H]`` (see :func:`pool_packed`),
+        through the head's Dense / Normalize modules when the model has them."""
+        return self.apply_head(pool_packed(hidden, cu_seqlens, max_seqlen, self.pooling))
+
+    def apply_head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The modules after pooling (Dense, Normalize) on pooled fp32 vectors ``[B, H]``."""
+        return pooled if self.head is None else self.head(pooled)
 
     @property
     def pad_token_id(self) -> int:
@@ -201,9 +227,13 @@ def load_encoder(
         last hidden states.
     """
     folder, resolved = resolve_model_path(model, revision, local_files_only, cache_dir)
+    pipeline = read_pipeline(folder)  # refuses modules skmoe cannot run, before any weights
     backbone, raw, files = load_backbone(folder)
     dev = resolve_device(device)
     backbone = backbone.to(device=dev, dtype=resolve_dtype(dtype, dev)).eval()
+    head = load_head(folder, pipeline, int(backbone.hidden_size))
+    if head is not None:
+        head = head.to(device=dev)  # float32 whatever the backbone's dtype
     tok = load_tokenizer(Path(tokenizer) if tokenizer else folder)
     check_tokenizer_fits(tok, embedding_rows(backbone), Path(tokenizer) if tokenizer else folder)
     is_nomic = isinstance(backbone, NomicMoEModel)
@@ -218,8 +248,9 @@ def load_encoder(
         tokenizer=tok,
         prompts=prompts,
         default_prompt_name=default_prompt,
-        pooling=load_pooling(folder),
+        pooling=pipeline.pooling,
         max_length=load_max_length(folder, tok),
         config=raw,
+        head=head,
     )
     return encoder.eval().requires_grad_(False)

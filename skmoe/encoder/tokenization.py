@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import CheckpointError, read_json
+from .st_modules import read_pipeline
 
 # The released model's prompt table (spec §5), used when a nomic checkpoint folder lacks
 # config_sentence_transformers.json. Lookup is case-insensitive; "document" = "passage".
@@ -115,17 +116,12 @@ def lookup_prompt(prompts: dict[str, str], name: str) -> str | None:
 
 
 def load_pooling(folder: Path) -> str:
-    """Pooling mode from the sentence-transformers side files (``mean`` when absent)."""
-    modules = read_json(folder / "modules.json", kind=list) or []
-    if not all(isinstance(m, dict) and isinstance(m.get("type", ""), str) for m in modules):
-        raise CheckpointError(f"{folder / 'modules.json'} must be a list of objects with a 'type'")
-    pool_dir = next((m.get("path") for m in modules if m.get("type", "").endswith("Pooling")), None)
-    cfg = read_json(folder / (pool_dir or "1_Pooling") / "config.json") or {}
-    if cfg.get("pooling_mode_cls_token"):
-        return "cls"
-    if cfg.get("pooling_mode_max_tokens"):
-        return "max"
-    return "mean"
+    """Pooling mode from the sentence-transformers side files (``mean`` when absent).
+
+    The whole module list is read and checked (:func:`.st_modules.read_pipeline`): a module or
+    pooling mode skmoe does not run is refused by name.
+    """
+    return read_pipeline(folder).pooling
 
 
 def load_max_length(folder: Path, tokenizer: Any | None, default: int = 512) -> int:
