@@ -275,6 +275,12 @@ def load_backbone(folder: Path) -> tuple[nn.Module, dict[str, Any], list[Path]]:
     raw = read_json(config_path)
     if raw is None:
         raise CheckpointError(f"{folder} has no config.json")
+    quantized = raw.get("quantization_config")
+    if isinstance(quantized, dict) and quantized.get("quant_method") == "skmoe":
+        raise CheckpointError(
+            f"{folder} is a pre-quantized folder ({quantized.get('precision')}, written by `skmoe "
+            "quantize`); this loader reads float checkpoints: load it with skmoe.load_encoder(...) "
+            "or MoEEmbeddingTransformer(model=...)")
     files = safetensors_files(folder)
     install_fork_guard()
     try:
