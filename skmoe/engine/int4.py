@@ -19,12 +19,15 @@ text's vector does not depend on its batch-mates.
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..encoder.pages import trim_heap
 from ..encoder.parts import ExpertWeightsSource, Part
 from .memory import release_file_pages
 
@@ -34,6 +37,9 @@ INT4_GROUP_SIZE = 32
 INT4_GROUP_SIZES = (32, 64, 128, 256)
 #: The kernel packs output channels in tiles of 16.
 _N_ALIGN = 16
+#: Rows per step of the MLPs and experts: their 4x-wide hidden rows live one tile at a time
+#: (each row is computed from that row alone, so tiling changes no bit).
+ROW_TILE = 1024
 
 
 def int4_available() -> bool:
@@ -242,8 +248,12 @@ class Int4MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        h = _gelu_bf16(self.fc1(x.reshape(-1, self.fc1.in_features)))
-        return self.fc2(h).view(*lead, self.fc2.out_features)
+        rows = x.reshape(-1, self.fc1.in_features)
+        out = torch.empty(len(rows), self.fc2.out_features, dtype=torch.float32)
+        for start in range(0, len(rows), ROW_TILE):  # the wide hidden rows one tile at a time
+            h = _gelu_bf16(self.fc1(rows[start : start + ROW_TILE]))
+            out[start : start + ROW_TILE] = self.fc2(h)
+        return out.view(*lead, self.fc2.out_features)
 
 
 class Int4Experts(nn.Module):
@@ -281,18 +291,49 @@ class Int4Experts(nn.Module):
 
     def grouped(self, x: torch.Tensor, token_of: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """See :class:`~skmoe.encoder.parts.ExpertKernel` (CPU: ``offsets`` read directly)."""
-        xs = x.index_select(0, token_of).to(torch.bfloat16)  # once per slot
+        xs = x.to(torch.bfloat16).index_select(0, token_of)  # once per slot
         y = torch.empty(len(token_of), x.shape[1], dtype=torch.float32)
         start = 0
         for e, end in enumerate(offsets.tolist()):
-            if end > start:
-                h = _gelu_bf16(self.up[e].mm(xs[start:end]))
-                y[start:end] = self.down[e].mm(h)
+            for lo in range(start, end, ROW_TILE):  # the wide hidden rows one tile at a time
+                hi = min(lo + ROW_TILE, end)
+                y[lo:hi] = self.down[e].mm(_gelu_bf16(self.up[e].mm(xs[lo:hi])))
             start = end
         return y
 
     def extra_repr(self) -> str:
         return f"num_experts={self.num_experts}, int4, group_size={self.group_size}"
+
+
+class FileRows:
+    """The rows of an int8 ``[V, D]`` table stored at ``offset`` in ``path``, read with ``pread``.
+
+    Why not the memory-mapped tensor: gathering a few thousand scattered rows from a mapping
+    makes the kernel map the cached pages around each one too ("fault-around", 64 kB a fault),
+    which put 177 MB of the 192 MB table in RSS for 64 texts (measured, full-size int4 folder).
+    Reading each needed row (``D`` bytes) costs a system call, a few milliseconds per batch. The
+    file stays open, so the rows are those of the file that was loaded and checked.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], offset: int, shape: tuple[int, int]) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self.fd)
+        self.offset, (self.rows, self.width) = offset, shape
+
+    def gather(self, ids: torch.Tensor) -> torch.Tensor:
+        """int8 ``[len(ids), D]``: row ``ids[i]`` of the table in row ``i``."""
+        if ids.numel() == 0:
+            return torch.empty(0, self.width, dtype=torch.int8)
+        unique, inverse = torch.unique(ids, return_inverse=True)
+        first, last = int(unique[0]), int(unique[-1])
+        if first < 0 or last >= self.rows:
+            raise IndexError(f"index {last if last >= self.rows else first} is out of range "
+                             f"for the embedding table of {self.rows} rows")
+        width, base = self.width, self.offset
+        data = b"".join(os.pread(self.fd, width, base + r * width) for r in unique.tolist())
+        if len(data) != len(unique) * width:
+            raise OSError("the model file was truncated after loading; load the model again")
+        return torch.frombuffer(bytearray(data), dtype=torch.int8).view(-1, width)[inverse]
 
 
 class Int8RowEmbedding(nn.Module):
@@ -315,24 +356,31 @@ class Int8RowEmbedding(nn.Module):
             s = rows.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127
             q[start : start + 16384] = torch.round(rows / s).clamp_(-127, 127).to(torch.int8)
             scale[start : start + 16384] = s
+            if w.is_contiguous() and not w.is_meta:  # the slice's mapped pages, once read
+                release_file_pages([w[start : start + 16384]])
         return {"qweight": q, "scales": scale}
 
     @classmethod
-    def from_portable(cls, tensors: dict[str, torch.Tensor],
-                      padding_idx: int | None = None) -> Int8RowEmbedding:
+    def from_portable(cls, tensors: dict[str, torch.Tensor], padding_idx: int | None = None,
+                      rows_file: FileRows | None = None) -> Int8RowEmbedding:
+        """The table from its portable tensors; with ``rows_file`` (the same rows in a file),
+        ``forward`` reads the rows it needs from the file instead of the mapped ``qweight``."""
         obj = _blank(cls)
         obj._build(tensors, padding_idx)
+        obj.rows_file = rows_file
         return obj
 
     def _build(self, t: dict[str, torch.Tensor], padding_idx: int | None) -> None:
         self.num_embeddings, self.embedding_dim = t["qweight"].shape
         self.padding_idx = padding_idx
+        self.rows_file: FileRows | None = None
         self.register_buffer("q", t["qweight"], persistent=False)
         self.register_buffer("scale", t["scales"].float(), persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         flat = ids.reshape(-1)
-        rows = self.q.index_select(0, flat).float().mul_(self.scale.index_select(0, flat))
+        q = self.q.index_select(0, flat) if self.rows_file is None else self.rows_file.gather(flat)
+        rows = q.float().mul_(self.scale.index_select(0, flat))
         return rows.view(*ids.shape, self.embedding_dim)
 
     def extra_repr(self) -> str:
@@ -352,8 +400,10 @@ def word_embeddings(backbone: nn.Module) -> tuple[nn.Embedding, Callable[[nn.Mod
 
 def _release(old: nn.Module) -> None:
     """Hand back the checkpoint pages of a replaced module's weights (see
-    :func:`~skmoe.engine.memory.release_file_pages`)."""
+    :func:`~skmoe.engine.memory.release_file_pages`) and the heap pages of the conversion's
+    temporaries (:func:`~skmoe.encoder.pages.trim_heap`)."""
     release_file_pages([*old.parameters(), *old.buffers()])
+    trim_heap()
 
 
 def to_int4(backbone: nn.Module, parts: list[Part] | None,

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from ..encoder import SentenceEncoder
+from ..encoder.pages import trim_heap
 from ..encoder.parts import Part
 from .int4 import INT4_GROUP_SIZE, int4_available, to_int4
 from .int8 import (  # noqa: F401 - re-exported: the int8 building blocks' old home
@@ -172,6 +173,7 @@ def _release(modules: list[nn.Module]) -> None:
     full model: 2.2 GB RSS after int8 conversion instead of 1.1 GB).
     """
     release_file_pages([t for m in modules for t in (*m.parameters(), *m.buffers())])
+    trim_heap()  # the conversion's temporaries (see trim_heap)
 
 
 def _swap_linears(module: nn.Module, bits: int, replaced: list[nn.Module]) -> None:
@@ -208,11 +210,50 @@ def _to_int8(encoder: SentenceEncoder) -> None:
             _release([part.module])  # at once: the peak stays near one layer's fp32 weights
 
 
+#: Converted bytes after which a float conversion hands the old tensors' pages back.
+_RELEASE_EVERY = 256 << 20
+
+
+def _converted(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in ``dtype``; a large contiguous tensor (the 0.77 GB fp32 word-embedding table) in
+    slices of rows, each slice's mapped pages handed back once copied."""
+    step = max(1, (32 << 20) // max(1, t[:1].nbytes)) if t.dim() else 0
+    if t.nbytes < _RELEASE_EVERY // 4 or not t.is_contiguous() or step == 0:
+        return t.to(dtype)
+    new = torch.empty(t.shape, dtype=dtype)
+    for start in range(0, len(t), step):
+        new[start : start + step] = t[start : start + step]
+        release_file_pages([t[start : start + step]])
+    return new
+
+
 def _to_float(encoder: SentenceEncoder, dtype: torch.dtype) -> None:
-    encoder.backbone.to(dtype)
-    for part in _declared_parts(encoder) or []:
-        if part.kind == "router":
-            part.module.float()  # spec: router logits and softmax in fp32
+    """Convert the backbone's float tensors to ``dtype`` (routers stay float32: the spec keeps
+    router logits and softmax in fp32), tensor by tensor, handing back the pages of the replaced
+    mapped weights every 256 MB: the peak is the new copy plus a slice of the old one, not both
+    whole copies (measured on the full model: 3.5 GB before, see docs/performance.md)."""
+    routers = {id(p.module) for p in _declared_parts(encoder) or [] if p.kind == "router"}
+    done: dict[int, torch.Tensor] = {}  # shared tensors stay shared
+    old: list[torch.Tensor] = []
+    for module in encoder.backbone.modules():
+        target = torch.float32 if id(module) in routers else dtype
+        for store in (module._parameters, module._buffers):
+            for name, t in list(store.items()):
+                if t is None or not t.is_floating_point() or t.dtype == target:
+                    continue
+                if id(t) not in done:
+                    new = _converted(t.detach(), target)
+                    done[id(t)] = (nn.Parameter(new, requires_grad=t.requires_grad)
+                                   if isinstance(t, nn.Parameter) else new)
+                    old.append(t)
+                store[name] = done[id(t)]
+                if sum(o.nbytes for o in old) >= _RELEASE_EVERY:
+                    release_file_pages(old)
+                    old.clear()
+                    trim_heap()
+    release_file_pages(old)
+    old.clear()
+    trim_heap()
 
 
 # --------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from ..encoder.loading import (
     weights_fingerprint,
 )
 from ..encoder.nomic_moe import NomicMoEModel
+from ..encoder.pages import trim_heap
 from ..encoder.sentence import SentenceEncoder
 from ..encoder.sentence import load_encoder as load_float_encoder
 from ..encoder.tokenization import (
@@ -67,7 +68,7 @@ from ..encoder.tokenization import (
     load_prompts,
     load_tokenizer,
 )
-from .int4 import INT4_GROUP_SIZE, Int4Experts, Int4Linear, Int4MLP, Int8RowEmbedding
+from .int4 import INT4_GROUP_SIZE, FileRows, Int4Experts, Int4Linear, Int4MLP, Int8RowEmbedding
 from .int4 import word_embeddings as find_word_embeddings
 from .int8 import Int8Experts, Int8Linear, Int8MLP, int8_weight_bits
 from .memory import release_file_pages
@@ -131,10 +132,11 @@ def _portable(unit: Unit, mode: str, group_size: int, bits: int) -> dict[str, to
     return Int8MLP.portable(m, bits) if unit.kind == "mlp" else Int8Experts.portable(m, bits)
 
 
-def _from_portable(unit: Unit, mode: str, group_size: int, t: dict[str, torch.Tensor]) -> nn.Module:
+def _from_portable(unit: Unit, mode: str, group_size: int, t: dict[str, torch.Tensor],
+                   rows_file: FileRows | None = None) -> nn.Module:
     """The quantized module for ``unit`` built from its stored tensors."""
     if unit.kind == "embedding":
-        return Int8RowEmbedding.from_portable(t, unit.module.padding_idx)
+        return Int8RowEmbedding.from_portable(t, unit.module.padding_idx, rows_file)
     if mode == "int4":
         cls4 = {"linear": Int4Linear, "mlp": Int4MLP, "experts": Int4Experts}[unit.kind]
         return cls4.from_portable(t, group_size)
@@ -320,6 +322,18 @@ def quantize_folder(
 # Reading
 
 
+def _rows_file(header: dict[str, tuple[str, tuple[int, ...], Path]], name: str) -> FileRows | None:
+    """The word-embedding rows of ``name``, read from its file (see :class:`FileRows`); None
+    where ``os.pread`` does not exist (the rows are then read from the mapping)."""
+    if not hasattr(os, "pread"):
+        return None
+    _, shape, file = header[name]
+    with open(file, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        start = json.loads(fh.read(n))[name]["data_offsets"][0]  # checked by read_headers
+    return FileRows(file, 8 + n + start, (shape[0], shape[1]))
+
+
 def _load_backbone(folder: Path, raw: dict[str, Any], q: dict[str, Any],
                    files: list[Path]) -> NomicMoEModel:
     """The quantized MoE backbone of ``folder``: checked against the header, then filled."""
@@ -348,16 +362,20 @@ def _load_backbone(folder: Path, raw: dict[str, Any], q: dict[str, Any],
                 exact.add(f"{unit.name}.{key}")
     rest = {k: v for k, v in backbone.state_dict().items() if not _owned_by(k, units)}
     expected.update(rest)
-    compare_with_header(expected, read_headers(files), folder, exact=exact)  # before any read
+    header = read_headers(files)
+    compare_with_header(expected, header, folder, exact=exact)  # before any read
     tensors = read_safetensors(files)  # floats checked finite; the integer codes are not read
     backbone.load_state_dict({k: tensors.pop(k).float() for k in rest}, strict=False, assign=True)
     for unit in units:
         prefix = unit.name + "."
         own = {k[len(prefix):]: tensors.pop(k) for k in list(tensors) if k.startswith(prefix)}
-        new = _from_portable(unit, mode, gs, own)
+        rows = _rows_file(header, unit.name + ".qweight") if unit.kind == "embedding" else None
+        new = _from_portable(unit, mode, gs, own, rows)
         _install(backbone, unit, new)
         if unit.kind != "embedding":  # the int8 table is used as stored; the rest was repacked
             release_file_pages(own.values())
+        del own, new
+        trim_heap()  # the unpacked codes' pages (see trim_heap)
     left = [n for n, t in [*backbone.named_parameters(), *backbone.named_buffers()] if t.is_meta]
     if left:  # a bug, not a damaged folder: every tensor was checked above
         raise CheckpointError(f"{folder}: tensor(s) not filled while loading: {left[:5]}")

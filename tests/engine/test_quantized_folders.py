@@ -172,3 +172,37 @@ def test_estimator_loads_the_folder_and_the_namespace_records_the_quantization(
     ns = {m._namespace(m.get_encoder(), "")[0] for m in (
         folder, memory, skmoe.MoEEmbeddingTransformer(model=str(g64)))}
     assert len(ns) == 3
+
+
+def test_loading_a_folder_never_quantizes_nor_reads_float_weights(folders, monkeypatch):
+    """The modules come from the stored codes: quantizing a real (non-meta) float matrix while
+    loading is an error here; only the meta model's shapes are computed."""
+    from skmoe.engine import int4, int8
+
+    def refuse(real):
+        def wrapped(w, *args, **kwargs):
+            assert w.is_meta, "a float weight was quantized while loading a quantized folder"
+            return real(w, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(int4, "quantize_int4", refuse(int4.quantize_int4))
+    monkeypatch.setattr(int8, "quantize_weight", refuse(int8.quantize_weight))
+    for mode in ("int4", "int8"):
+        enc = load_encoder(folders[mode])
+        kept = ("router", "token_type") + (("word_embeddings",) if mode == "int8" else ())
+        floats = [n for n, t in enc.backbone.state_dict().items() if t.dim() == 2
+                  and t.is_floating_point() and not any(k in n for k in kept)]
+        assert floats == [], floats  # no float matrix but those the mode keeps float32
+
+
+def test_file_rows_gather_the_stored_rows(folders):
+    from skmoe.engine.int4 import FileRows, Int8RowEmbedding
+
+    enc = load_encoder(folders["int4"])
+    table = next(m for m in enc.backbone.modules() if isinstance(m, Int8RowEmbedding))
+    assert isinstance(table.rows_file, FileRows)
+    ids = torch.tensor([5, 0, 5, table.num_embeddings - 1, 17])
+    assert torch.equal(table.rows_file.gather(ids), table.q.index_select(0, ids))
+    assert table.rows_file.gather(ids[:0]).shape == (0, table.embedding_dim)
+    with pytest.raises(IndexError, match="out of range"):
+        table.rows_file.gather(torch.tensor([table.num_embeddings]))
