@@ -206,3 +206,8 @@ def test_file_rows_gather_the_stored_rows(folders):
     assert table.rows_file.gather(ids[:0]).shape == (0, table.embedding_dim)
     with pytest.raises(IndexError, match="out of range"):
         table.rows_file.gather(torch.tensor([table.num_embeddings]))
+
+
+def test_dense_models_are_refused_clearly(minilm_path, tmp_path):
+    with pytest.raises(ValueError, match="MoE model .* only; quantize dense models at load"):
+        quantize_folder(minilm_path, tmp_path / "dense", "int8")
