@@ -37,3 +37,16 @@ def test_quantize_mistakes_are_one_line(fast_moe, tmp_path, capsys):
     assert err.startswith("skmoe: error: --output") and "not an empty folder" in err
     assert main(["quantize", str(fast_moe), "--dtype", "bf16", "-o", str(tmp_path / "x")]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_dtype_conflicting_with_the_folder_is_one_line(fast_moe, tmp_path, capsys):
+    out = tmp_path / "q8"
+    assert main(["quantize", str(fast_moe), "--dtype", "int8", "-o", str(out)]) == 0
+    texts = tmp_path / "texts.txt"
+    texts.write_text("one sentence\n")
+    code = main(["embed", str(texts), "-o", str(tmp_path / "v.npy"), "--model", str(out),
+                 "--dtype", "float32", "--no-cache", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "holds int8 weights" in err and "dtype='float32' conflicts" in err
+    assert "internal error" not in err

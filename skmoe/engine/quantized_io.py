@@ -89,6 +89,11 @@ _SCHEMES = {
 }
 
 
+class QuantizedFolderError(CheckpointError):
+    """A pre-quantized folder cannot run with these settings (a conflicting ``dtype``, a GPU, a
+    CPU whose int8 kernel cannot take its 8-bit weights)."""
+
+
 @dataclass(frozen=True)
 class Unit:
     """One module a quantized mode replaces: its dotted ``name`` in the backbone, its ``kind``
@@ -208,7 +213,7 @@ def check_requested(q: dict[str, Any], precision: str | None, where: str) -> Non
         return
     mode = resolve_precision(precision, "cpu")
     if mode != q["precision"]:
-        raise ValueError(
+        raise QuantizedFolderError(
             f"{where} holds {q['precision']} weights quantized by `skmoe quantize` "
             f"({folder_label(q)}); dtype={precision!r} conflicts with them: pass dtype=None "
             f"(or 'auto', or {q['precision']!r}) to use them, or load the original float model "
@@ -386,10 +391,10 @@ def _load_quantized(folder: Path, q: dict[str, Any], *, name: str, revision: str
                     device: torch.device, tokenizer: str | os.PathLike[str] | None) -> SentenceEncoder:
     mode = q["precision"]
     if device.type != "cpu":
-        raise ValueError(f"{folder} holds {mode} weights, a CPU mode (its kernels are CPU ones); "
+        raise QuantizedFolderError(f"{folder} holds {mode} weights, a CPU mode (its kernels are CPU ones); "
                          f"on {device.type} load the float model with bfloat16 or float16")
     if mode == "int8" and q["bits"] > int8_weight_bits():
-        raise ValueError(f"{folder} holds 8-bit int8 weights, but this CPU's int8 kernel sums "
+        raise QuantizedFolderError(f"{folder} holds 8-bit int8 weights, but this CPU's int8 kernel sums "
                          "them exactly only for 7-bit weights (no VNNI): run `skmoe quantize "
                          "--dtype int8` on this machine")
     raw = read_json(folder / "config.json")
