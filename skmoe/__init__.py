@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "DEFAULT_MODEL": "skmoe.encoder.loading",
-    "load_encoder": "skmoe.encoder.sentence",
+    "load_encoder": "skmoe.engine.quantized_io",  # float checkpoints and quantized folders
     "SentenceEncoder": "skmoe.encoder.sentence",
     "capture_routing": "skmoe.encoder.nomic_moe",
     "ModelNotAvailableError": "skmoe.encoder.loading",

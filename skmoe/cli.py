@@ -1,4 +1,5 @@
-"""The ``skmoe`` console script: ``demo``, ``embed``, ``probe``, ``info`` and ``cache``.
+"""The ``skmoe`` console script: ``demo``, ``embed``, ``probe``, ``info``, ``cache`` and
+``quantize`` (:mod:`skmoe.cli_quantize`).
 
 It parses, calls the layers below and prints; files are read through :mod:`skmoe.io`, the
 report's commands live in :mod:`skmoe.cli_report`. User mistakes (a bad path, a missing
@@ -40,6 +41,7 @@ from .cli_common import (
     make_transformer,
     say,
 )
+from .cli_quantize import add_quantize_command
 from .cli_report import DEFAULT_REPORT_DIR, add_report_commands
 from .io import (
     INPUT_FORMATS,
@@ -253,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     add_report_commands(sub)
+    add_quantize_command(sub)
 
     embed = sub.add_parser(
         "embed", help="embed a file of texts into .npy or Parquet",

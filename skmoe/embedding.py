@@ -142,7 +142,7 @@ class Embedder:
                     cache: EmbeddingCache | None = None, model: str | None = None,
                     **kwargs: Any) -> Embedder:
         """An embedder around a loaded encoder, its namespace computed from the encoder."""
-        from .engine.precision import precision_of
+        from .engine.precision import precision_label
 
         limit = min(int(max_length or encoder.max_length), encoder.max_length)
         namespace = labels = None
@@ -150,7 +150,7 @@ class Embedder:
             namespace, labels = embedding_namespace(
                 model_fingerprint=encoder.source.fingerprint, revision=encoder.source.revision,
                 prompt=prompt, max_length=limit, pooling=encoder.pooling,
-                precision=precision_of(encoder), device_type=encoder.device.type,
+                precision=precision_label(encoder), device_type=encoder.device.type,
                 model=model or encoder.source.name)
         return cls(lambda: encoder, dim=encoder.embedding_dim, prompt=prompt, max_length=limit,
                    cache=cache, namespace=namespace, labels=labels, **kwargs)

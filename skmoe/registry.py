@@ -35,13 +35,14 @@ def registry_key(
     model: str | os.PathLike[str], revision: str | None, device: str | None, precision: str | None
 ) -> tuple:
     """What determines the loaded weights: resolved folder or hub id, revision, device, precision."""
-    from .engine.precision import resolve_precision
+    from .engine.quantized_io import namespace_precision
 
     path = Path(model).expanduser()
     name = str(path.resolve()) if path.is_dir() else str(model)
     dev = resolve_device(device)
-    # Canonical precision, so that None, "auto", "fp32" and "float32" on CPU share one copy.
-    return (name, revision, str(dev), resolve_precision(precision, dev))
+    # Canonical precision, so that None, "auto", "fp32" and "float32" on CPU share one copy (a
+    # pre-quantized folder's own, with its method, bits and group size; a conflict is refused).
+    return (name, revision, str(dev), namespace_precision(model, precision, dev))
 
 
 def get_encoder(
@@ -58,13 +59,18 @@ def get_encoder(
         encoder = _ENCODERS.get(key)
         if encoder is None:
             from .engine.precision import DEFAULT_PRECISION, apply_precision
+            from .engine.quantized_io import load_encoder as load_quantized
+            from .engine.quantized_io import quantization_of
 
             dev = resolve_device(device)
-            encoder = load_encoder(
-                model, revision=revision, device=dev, dtype="float32",
-                local_files_only=local_files_only,
-            )
-            encoder = apply_precision(encoder, precision or DEFAULT_PRECISION(dev))
+            if quantization_of(model) is not None:  # a pre-quantized folder, as it is
+                encoder = load_quantized(model, device=dev, dtype=precision)
+            else:
+                encoder = load_encoder(
+                    model, revision=revision, device=dev, dtype="float32",
+                    local_files_only=local_files_only,
+                )
+                encoder = apply_precision(encoder, precision or DEFAULT_PRECISION(dev))
             _ENCODERS[key] = encoder
             LOAD_COUNTS[key] += 1
         return encoder

@@ -10,7 +10,7 @@ use this module; neither imports the other's errors.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,10 @@ __all__ = [
 _MAX_HEADER = 100_000_000
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 _INT_DTYPES = {"I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64"}
+#: safetensors' name of each torch dtype (for tensors whose stored dtype must match exactly).
+SAFETENSORS_DTYPE = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
+                     torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32",
+                     torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
 
 
 class ModelNotAvailableError(OSError):
@@ -135,6 +139,7 @@ def compare_with_header(
     *,
     strict: bool = True,
     rename: Mapping[str, str] | None = None,
+    exact: Collection[str] = (),
 ) -> None:
     """Refuse a checkpoint whose tensors do not fit the model (built on ``meta``).
 
@@ -151,6 +156,9 @@ def compare_with_header(
         to ``transformers``, which knows the renamed and optional ones.
     rename : mapping, optional
         Model name -> checkpoint name where they differ (a base-model prefix).
+    exact : collection of str
+        Names whose stored dtype must be exactly the expected tensor's (the integer codes and
+        scales of a pre-quantized folder); the others only need the same kind (float or integer).
     """
     rename = rename or {}
     problems: list[str] = []
@@ -162,7 +170,8 @@ def compare_with_header(
         dtype, shape, _ = stored
         if tuple(shape) != tuple(tensor.shape):
             wrong.append(f"{name}: checkpoint {tuple(shape)} vs model {tuple(tensor.shape)}")
-        elif not _dtype_fits(dtype, tensor.dtype):
+        elif not (dtype == SAFETENSORS_DTYPE.get(tensor.dtype) if name in exact
+                  else _dtype_fits(dtype, tensor.dtype)):
             dtypes.append(f"{name}: checkpoint {dtype} vs model {str(tensor.dtype).split('.')[-1]}")
     if strict:
         targets = {rename.get(n, n) for n in expected}

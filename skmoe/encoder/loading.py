@@ -29,6 +29,7 @@ from .checkpoint import (
 from .config import NomicMoEConfig, UnsupportedConfigError, is_nomic_moe_config
 from .dense import load_dense
 from .nomic_moe import NomicMoEModel
+from .pages import release_file_pages
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -160,20 +161,38 @@ def safetensors_files(folder: Path) -> list[Path]:
     raise CheckpointError(f"{folder} has no model.safetensors (nor a sharded index).")
 
 
+#: Scanned bytes after which the finite scan hands its pages back (see read_safetensors).
+_RELEASE_EVERY = 256 << 20
+
+
 def read_safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
-    """Every tensor of the checkpoint; the first one holding NaN/inf is refused by name."""
+    """Every tensor of the checkpoint; the first one holding NaN/inf is refused by name.
+
+    The tensors are views of the memory-mapped files. The finite scan reads every float weight,
+    and hands the pages it read back as it goes (:func:`~skmoe.encoder.pages.release_file_pages`,
+    every 256 MB), so loading does not leave the whole checkpoint resident: a weight that is
+    about to be converted (bfloat16, int8, int4) is read again only when converted, and a float32
+    one when first used (from the page cache, at memory speed).
+    """
     tensors: dict[str, torch.Tensor] = {}
+    scanned: list[torch.Tensor] = []
     for f in files:
         try:
             with safe_open(str(f), framework="pt") as fh:
                 for key in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
                     tensors[key] = fh.get_tensor(key)
                     check_finite_tensors([(key, tensors[key])], f)
+                    if tensors[key].is_floating_point():
+                        scanned.append(tensors[key])
+                        if sum(t.nbytes for t in scanned) >= _RELEASE_EVERY:
+                            release_file_pages(scanned)
+                            scanned.clear()
         except CheckpointError:
             raise
         except Exception as exc:  # SafetensorError and friends: say which file
             raise CheckpointError(f"{f} cannot be read as safetensors ({type(exc).__name__}: "
                                   f"{exc})") from None
+    release_file_pages(scanned)
     return tensors
 
 
@@ -275,6 +294,12 @@ def load_backbone(folder: Path) -> tuple[nn.Module, dict[str, Any], list[Path]]:
     raw = read_json(config_path)
     if raw is None:
         raise CheckpointError(f"{folder} has no config.json")
+    quantized = raw.get("quantization_config")
+    if isinstance(quantized, dict) and quantized.get("quant_method") == "skmoe":
+        raise CheckpointError(
+            f"{folder} is a pre-quantized folder ({quantized.get('precision')}, written by `skmoe "
+            "quantize`); this loader reads float checkpoints: load it with skmoe.load_encoder(...) "
+            "or MoEEmbeddingTransformer(model=...)")
     files = safetensors_files(folder)
     install_fork_guard()
     try:

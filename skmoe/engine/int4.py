@@ -19,12 +19,15 @@ text's vector does not depend on its batch-mates.
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..encoder.pages import trim_heap
 from ..encoder.parts import ExpertWeightsSource, Part
 from .memory import release_file_pages
 
@@ -34,6 +37,9 @@ INT4_GROUP_SIZE = 32
 INT4_GROUP_SIZES = (32, 64, 128, 256)
 #: The kernel packs output channels in tiles of 16.
 _N_ALIGN = 16
+#: Rows per step of the MLPs and experts: their 4x-wide hidden rows live one tile at a time
+#: (each row is computed from that row alone, so tiling changes no bit).
+ROW_TILE = 1024
 
 
 def int4_available() -> bool:
@@ -93,18 +99,62 @@ def _gelu_bf16(h: torch.Tensor) -> torch.Tensor:
     return F.gelu(h.t()).t().to(torch.bfloat16, memory_format=torch.contiguous_format)
 
 
+def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
+    """4-bit codes ``[..., k]`` (values 0..15) as bytes ``[..., k / 2]``: column ``2j`` in the low
+    nibble, ``2j + 1`` in the high one (the portable layout of pre-quantized folders)."""
+    return (q[..., 0::2] | (q[..., 1::2] << 4)).to(torch.uint8)
+
+
+def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
+    """The int32 codes ``[..., k]`` that :func:`pack_nibbles` stored in ``[..., k / 2]`` bytes."""
+    p = packed.to(torch.int32)
+    return torch.stack([p & 15, p >> 4], -1).reshape(*packed.shape[:-1], -1)
+
+
+def int4_codes(w: torch.Tensor, group_size: int, name: str = "weight") -> dict[str, torch.Tensor]:
+    """The portable int4 form of ``w`` ``[..., out, in]`` (one matrix per leading index):
+    ``qweight`` uint8 ``[..., out, in / 2]`` (:func:`pack_nibbles` of :func:`quantize_int4`'s
+    codes), ``scales`` and ``zeros`` bfloat16 ``[..., out, in / group_size]``."""
+    n, k = w.shape[-2:]
+    check_int4_shape((n, k), group_size, name)
+    lead = w.shape[:-2]
+    out: dict[str, list[torch.Tensor]] = {"qweight": [], "scales": [], "zeros": []}
+    for m in w.detach().reshape(-1, n, k):  # one matrix at a time: a small fp32 temporary
+        q, scale, zero = quantize_int4(m, group_size)
+        out["qweight"].append(pack_nibbles(q))
+        out["scales"].append(scale)
+        out["zeros"].append(zero)
+    return {key: torch.stack(v).reshape(*lead, *v[0].shape) for key, v in out.items()}
+
+
+def _bias(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    b = getattr(module, "bias", None)
+    return {} if b is None else {f"{prefix}bias": b.detach().float().clone()}
+
+
+def _blank(cls: type[nn.Module]) -> nn.Module:
+    """An instance of ``cls`` with only ``nn.Module`` set up (for ``from_portable``)."""
+    obj = cls.__new__(cls)
+    nn.Module.__init__(obj)
+    return obj
+
+
 class _Int4Weight:
-    """One packed int4 weight: ``mm(x)`` = ``x @ dequant(W).T`` (bf16 activations, fp32 out)."""
+    """One packed int4 weight: ``mm(x)`` = ``x @ dequant(W).T`` (bf16 activations, fp32 out).
+
+    Built from the portable codes (:func:`int4_codes`); the packed layout is the CPU kernel's own
+    (it may depend on the CPU), so it is made here, at load, and never stored.
+    """
 
     __slots__ = ("packed", "scale_zeros", "group_size", "out_features")
 
-    def __init__(self, w: torch.Tensor, group_size: int, name: str = "weight") -> None:
-        check_int4_shape(tuple(w.shape), group_size, name)
-        q, scale, zero = quantize_int4(w, group_size)
-        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+    def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                 group_size: int) -> None:
+        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+            unpack_nibbles(qweight).contiguous(), 1)
         # the kernel's layout: [in / group, out, 2] holding (scale, zero)
-        self.scale_zeros = torch.stack([scale.t(), zero.t()], -1).contiguous()
-        self.group_size, self.out_features = group_size, w.shape[0]
+        self.scale_zeros = torch.stack([scales.t(), zeros.t()], -1).contiguous()
+        self.group_size, self.out_features = group_size, qweight.shape[0]
 
     def mm(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(
@@ -115,17 +165,45 @@ class _Int4Weight:
         return self.packed.nbytes + self.scale_zeros.nbytes
 
 
+def _weights(t: dict[str, torch.Tensor], prefix: str, group_size: int) -> list[_Int4Weight]:
+    q, s, z = t[prefix + "qweight"], t[prefix + "scales"], t[prefix + "zeros"]
+    if q.dim() == 2:
+        return [_Int4Weight(q, s, z, group_size)]
+    return [_Int4Weight(q[e], s[e], z[e], group_size) for e in range(len(q))]
+
+
 class Int4Linear(nn.Module):
-    """Drop-in for ``nn.Linear``: int4 weights with group-wise scales, fp32 bias."""
+    """Drop-in for ``nn.Linear``: int4 weights with group-wise scales, fp32 bias.
+
+    Portable tensors (:meth:`portable`): ``qweight``, ``scales``, ``zeros`` (see
+    :func:`int4_codes`) and ``bias`` (float32) when the layer has one.
+    """
 
     def __init__(self, linear: nn.Linear, group_size: int = INT4_GROUP_SIZE,
                  name: str = "linear") -> None:
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self._build(self.portable(linear, group_size, name), group_size)
+
+    @staticmethod
+    def portable(linear: nn.Linear, group_size: int = INT4_GROUP_SIZE,
+                 name: str = "linear") -> dict[str, torch.Tensor]:
+        """The layer's portable int4 tensors, quantized from its float weight."""
+        return {**int4_codes(linear.weight, group_size, name), **_bias(linear)}
+
+    @classmethod
+    def from_portable(cls, tensors: dict[str, torch.Tensor],
+                      group_size: int = INT4_GROUP_SIZE) -> Int4Linear:
+        """The layer built from :meth:`portable`'s tensors (read from a folder)."""
+        obj = _blank(cls)
+        obj._build(tensors, group_size)
+        return obj
+
+    def _build(self, t: dict[str, torch.Tensor], group_size: int) -> None:
+        self.out_features, self.in_features = t["qweight"].shape[0], t["qweight"].shape[1] * 2
         self.group_size = group_size
-        self.weight4 = _Int4Weight(linear.weight, group_size, name)
-        bias = None if linear.bias is None else linear.bias.detach().float().clone()
-        self.register_buffer("bias", bias, persistent=False)
+        self.weight4 = _weights(t, "", group_size)[0]
+        bias = t.get("bias")
+        self.register_buffer("bias", None if bias is None else bias.float(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
@@ -139,42 +217,87 @@ class Int4Linear(nn.Module):
                 f"group_size={self.group_size}")
 
 
+def _sub(t: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)}
+
+
 class Int4MLP(nn.Module):
-    """The dense MLP (fc1 -> GELU -> fc2) of the MoE model's even layers, in int4."""
+    """The dense MLP (fc1 -> GELU -> fc2) of the MoE model's even layers, in int4.
+
+    Portable tensors: ``fc1.*`` and ``fc2.*`` as :class:`Int4Linear`'s."""
 
     def __init__(self, mlp: nn.Module, group_size: int = INT4_GROUP_SIZE) -> None:
         super().__init__()
         self.fc1 = Int4Linear(mlp.fc1, group_size, "fc1")
         self.fc2 = Int4Linear(mlp.fc2, group_size, "fc2")
 
+    @staticmethod
+    def portable(mlp: nn.Module, group_size: int = INT4_GROUP_SIZE,
+                 name: str = "mlp") -> dict[str, torch.Tensor]:
+        return {f"{fc}.{k}": v for fc in ("fc1", "fc2")
+                for k, v in Int4Linear.portable(getattr(mlp, fc), group_size,
+                                                f"{name}.{fc}").items()}
+
+    @classmethod
+    def from_portable(cls, tensors: dict[str, torch.Tensor],
+                      group_size: int = INT4_GROUP_SIZE) -> Int4MLP:
+        obj = _blank(cls)
+        obj.fc1 = Int4Linear.from_portable(_sub(tensors, "fc1."), group_size)
+        obj.fc2 = Int4Linear.from_portable(_sub(tensors, "fc2."), group_size)
+        return obj
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        h = _gelu_bf16(self.fc1(x.reshape(-1, self.fc1.in_features)))
-        return self.fc2(h).view(*lead, self.fc2.out_features)
+        rows = x.reshape(-1, self.fc1.in_features)
+        out = torch.empty(len(rows), self.fc2.out_features, dtype=torch.float32)
+        for start in range(0, len(rows), ROW_TILE):  # the wide hidden rows one tile at a time
+            h = _gelu_bf16(self.fc1(rows[start : start + ROW_TILE]))
+            out[start : start + ROW_TILE] = self.fc2(h)
+        return out.view(*lead, self.fc2.out_features)
 
 
 class Int4Experts(nn.Module):
     """The experts of one MoE layer in int4: an :class:`~skmoe.encoder.parts.ExpertKernel`
-    built from float experts (:class:`~skmoe.encoder.parts.ExpertWeightsSource`)."""
+    built from float experts (:class:`~skmoe.encoder.parts.ExpertWeightsSource`).
+
+    Portable tensors: ``up.*`` ``[E, F, ...]`` and ``down.*`` ``[E, H, ...]`` (as
+    :func:`int4_codes`, one matrix per expert) and the shared ``bias`` [H]."""
 
     def __init__(self, experts: ExpertWeightsSource, group_size: int = INT4_GROUP_SIZE) -> None:
         super().__init__()
+        self._build(self.portable(experts, group_size), group_size)
+
+    @staticmethod
+    def portable(experts: ExpertWeightsSource, group_size: int = INT4_GROUP_SIZE,
+                 name: str = "experts") -> dict[str, torch.Tensor]:
         up, down = experts.expert_weights()  # [E, F, H] and [E, H, F], out x in
-        self.num_experts, self.group_size = up.shape[0], group_size
-        self.up = [_Int4Weight(up[e], group_size, f"expert {e} up") for e in range(len(up))]
-        self.down = [_Int4Weight(down[e], group_size, f"expert {e} down")
-                     for e in range(len(down))]
-        self.bias = nn.Parameter(experts.bias.detach().float().clone(), requires_grad=False)
+        return {**{f"up.{k}": v for k, v in int4_codes(up, group_size, f"{name} up").items()},
+                **{f"down.{k}": v for k, v in int4_codes(down, group_size, f"{name} down").items()},
+                "bias": experts.bias.detach().float().clone()}
+
+    @classmethod
+    def from_portable(cls, tensors: dict[str, torch.Tensor],
+                      group_size: int = INT4_GROUP_SIZE) -> Int4Experts:
+        obj = _blank(cls)
+        obj._build(tensors, group_size)
+        return obj
+
+    def _build(self, t: dict[str, torch.Tensor], group_size: int) -> None:
+        self.group_size = group_size
+        self.up = _weights(t, "up.", group_size)
+        self.down = _weights(t, "down.", group_size)
+        self.num_experts = len(self.up)
+        self.bias = nn.Parameter(t["bias"].float(), requires_grad=False)
 
     def grouped(self, x: torch.Tensor, token_of: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """See :class:`~skmoe.encoder.parts.ExpertKernel` (CPU: ``offsets`` read directly)."""
-        xs = x.index_select(0, token_of).to(torch.bfloat16)  # once per slot
+        xs = x.to(torch.bfloat16).index_select(0, token_of)  # once per slot
         y = torch.empty(len(token_of), x.shape[1], dtype=torch.float32)
         start = 0
         for e, end in enumerate(offsets.tolist()):
-            if end > start:
-                h = _gelu_bf16(self.up[e].mm(xs[start:end]))
-                y[start:end] = self.down[e].mm(h)
+            for lo in range(start, end, ROW_TILE):  # the wide hidden rows one tile at a time
+                hi = min(lo + ROW_TILE, end)
+                y[lo:hi] = self.down[e].mm(_gelu_bf16(self.up[e].mm(xs[lo:hi])))
             start = end
         return y
 
@@ -182,28 +305,82 @@ class Int4Experts(nn.Module):
         return f"num_experts={self.num_experts}, int4, group_size={self.group_size}"
 
 
+class FileRows:
+    """The rows of an int8 ``[V, D]`` table stored at ``offset`` in ``path``, read with ``pread``.
+
+    Why not the memory-mapped tensor: gathering a few thousand scattered rows from a mapping
+    makes the kernel map the cached pages around each one too ("fault-around", 64 kB a fault),
+    which put 177 MB of the 192 MB table in RSS for 64 texts (measured, full-size int4 folder).
+    Reading each needed row (``D`` bytes) costs a system call, a few milliseconds per batch. The
+    file stays open, so the rows are those of the file that was loaded and checked.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], offset: int, shape: tuple[int, int]) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self.fd)
+        self.offset, (self.rows, self.width) = offset, shape
+
+    def gather(self, ids: torch.Tensor) -> torch.Tensor:
+        """int8 ``[len(ids), D]``: row ``ids[i]`` of the table in row ``i``."""
+        if ids.numel() == 0:
+            return torch.empty(0, self.width, dtype=torch.int8)
+        unique, inverse = torch.unique(ids, return_inverse=True)
+        first, last = int(unique[0]), int(unique[-1])
+        if first < 0 or last >= self.rows:
+            raise IndexError(f"index {last if last >= self.rows else first} is out of range "
+                             f"for the embedding table of {self.rows} rows")
+        width, base = self.width, self.offset
+        data = b"".join(os.pread(self.fd, width, base + r * width) for r in unique.tolist())
+        if len(data) != len(unique) * width:
+            raise OSError("the model file was truncated after loading; load the model again")
+        return torch.frombuffer(bytearray(data), dtype=torch.int8).view(-1, width)[inverse]
+
+
 class Int8RowEmbedding(nn.Module):
     """Drop-in for a token ``nn.Embedding``: int8 rows, one fp32 scale per row; ``forward``
-    gathers the rows of ``ids`` and dequantises only those."""
+    gathers the rows of ``ids`` and dequantises only those.
+
+    Portable tensors: ``qweight`` int8 [V, D] and ``scales`` float32 [V, 1]."""
 
     def __init__(self, embedding: nn.Embedding) -> None:
         super().__init__()
+        self._build(self.portable(embedding), embedding.padding_idx)
+
+    @staticmethod
+    def portable(embedding: nn.Embedding) -> dict[str, torch.Tensor]:
         w = embedding.weight.detach()
-        self.num_embeddings, self.embedding_dim = w.shape
-        self.padding_idx = embedding.padding_idx
-        q = torch.empty(w.shape, dtype=torch.int8)
-        scale = torch.empty(w.shape[0], 1)
+        q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+        scale = torch.empty(w.shape[0], 1, device=w.device)
         for start in range(0, len(w), 16384):  # in slices: no fp32 temporary of the whole table
             rows = w[start : start + 16384].float()
             s = rows.abs().amax(1, keepdim=True).clamp_min(1e-12) / 127
             q[start : start + 16384] = torch.round(rows / s).clamp_(-127, 127).to(torch.int8)
             scale[start : start + 16384] = s
-        self.register_buffer("q", q, persistent=False)
-        self.register_buffer("scale", scale, persistent=False)
+            if w.is_contiguous() and not w.is_meta:  # the slice's mapped pages, once read
+                release_file_pages([w[start : start + 16384]])
+        return {"qweight": q, "scales": scale}
+
+    @classmethod
+    def from_portable(cls, tensors: dict[str, torch.Tensor], padding_idx: int | None = None,
+                      rows_file: FileRows | None = None) -> Int8RowEmbedding:
+        """The table from its portable tensors; with ``rows_file`` (the same rows in a file),
+        ``forward`` reads the rows it needs from the file instead of the mapped ``qweight``."""
+        obj = _blank(cls)
+        obj._build(tensors, padding_idx)
+        obj.rows_file = rows_file
+        return obj
+
+    def _build(self, t: dict[str, torch.Tensor], padding_idx: int | None) -> None:
+        self.num_embeddings, self.embedding_dim = t["qweight"].shape
+        self.padding_idx = padding_idx
+        self.rows_file: FileRows | None = None
+        self.register_buffer("q", t["qweight"], persistent=False)
+        self.register_buffer("scale", t["scales"].float(), persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         flat = ids.reshape(-1)
-        rows = self.q.index_select(0, flat).float().mul_(self.scale.index_select(0, flat))
+        q = self.q.index_select(0, flat) if self.rows_file is None else self.rows_file.gather(flat)
+        rows = q.float().mul_(self.scale.index_select(0, flat))
         return rows.view(*ids.shape, self.embedding_dim)
 
     def extra_repr(self) -> str:
@@ -223,8 +400,10 @@ def word_embeddings(backbone: nn.Module) -> tuple[nn.Embedding, Callable[[nn.Mod
 
 def _release(old: nn.Module) -> None:
     """Hand back the checkpoint pages of a replaced module's weights (see
-    :func:`~skmoe.engine.memory.release_file_pages`)."""
+    :func:`~skmoe.engine.memory.release_file_pages`) and the heap pages of the conversion's
+    temporaries (:func:`~skmoe.encoder.pages.trim_heap`)."""
     release_file_pages([*old.parameters(), *old.buffers()])
+    trim_heap()
 
 
 def to_int4(backbone: nn.Module, parts: list[Part] | None,

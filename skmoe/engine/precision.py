@@ -26,7 +26,8 @@ depend on its batch-mates.
 
 Conversion is **in place**: :func:`apply_precision` changes the encoder it is given and returns
 that same object (a second copy of a 1.9 GB model would not fit everywhere). Float modes can be
-re-applied; int8 and int4 cannot be undone — load the model again for another mode.
+re-applied; int8 and int4 cannot be undone — load the model again for another mode. Pre-quantized folders
+(``skmoe quantize``, :mod:`skmoe.engine.quantized_io`) hold the int8/int4 tensors ready to load.
 
 int8 conversion hands back the memory-mapped checkpoint pages of the fp32 weights it replaces
 (:func:`~skmoe.engine.memory.release_file_pages`), so the int8 model's footprint is about half
@@ -43,8 +44,23 @@ import torch
 from torch import nn
 
 from ..encoder import SentenceEncoder
-from ..encoder.parts import GELU_ALIGN, ExpertWeightsSource, Part, gelu_
+from ..encoder.pages import trim_heap
+from ..encoder.parts import Part
 from .int4 import INT4_GROUP_SIZE, int4_available, to_int4
+from .int8 import (  # noqa: F401 - re-exported: the int8 building blocks' old home
+    ROW_ALIGN,
+    ROW_TILE,
+    ZERO_POINT,
+    Int8Experts,
+    Int8Linear,
+    Int8MLP,
+    _int8_mm,
+    _pack,
+    int8_codes,
+    int8_weight_bits,
+    quantize_rows,
+    quantize_weight,
+)
 from .memory import release_file_pages
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8", "int4")
@@ -131,241 +147,22 @@ def precision_of(encoder: SentenceEncoder) -> str:
     return inverse.get(encoder.dtype, str(encoder.dtype))
 
 
-# --------------------------------------------------------------------------------------------
-# int8 building blocks
+def precision_label(mode: str | SentenceEncoder, *, group_size: int | None = None,
+                    bits: int | None = None) -> str:
+    """The precision part of a cache namespace: the mode, and for the quantized modes the
+    method, bits and group size (``"int4/rtn-asym-g32"``, ``"int8/rtn-sym-w8"``).
 
-
-@functools.cache
-def int8_weight_bits() -> int:
-    """8-bit weights where the int8 kernel accumulates exactly, else 7-bit.
-
-    Without VNNI, x86 int8 kernels sum pairs of u8 x s8 products in int16 and saturate for
-    8-bit weights (measured here: errors of 10% of the result). 7-bit weights cannot saturate.
-    Decided by running the kernel on a worst case, not by reading CPU flags.
+    Given an encoder, its own label (:func:`apply_precision` and the quantized-folder loader
+    record it); given a mode, the label of converting to it here (int4 at ``group_size``, default
+    32; int8 at ``bits``, default this CPU's :func:`int8_weight_bits`).
     """
-    gen = torch.Generator().manual_seed(0)
-    w = torch.randint(-127, 128, (64, 512), dtype=torch.int8, generator=gen)
-    w[:, 0] = 127
-    # every activation at the end of the range whose product with its weight is largest
-    x = torch.where(w > 0, 255, 0).to(torch.uint8)
-    got = _int8_mm(x, _pack(w), torch.ones(64))
-    want = (x.double() - ZERO_POINT) @ w.double().t()
-    return 8 if torch.equal(got.double(), want) else 7
-
-
-def _pack(q_weight: torch.Tensor) -> torch.Tensor:
-    return torch.ops.onednn.qlinear_prepack(q_weight.contiguous(), None)
-
-
-# Activations are stored as uint8 with zero point 128: ``q = round(x / scale) + 128``. The values
-# are the symmetric int8 ones shifted; oneDNN's kernels without VNNI multiply u8 x s8, and fed s8
-# they shift it themselves, on every call (measured 10-25% slower for the model's shapes).
-ZERO_POINT = 128
-_ROUND_MAGIC = 1.5 * 2**23 + ZERO_POINT  # see quantize_rows
-
-# oneDNN builds (and caches, about 0.3 MB each) one primitive per distinct row count. Row counts
-# vary with every batch and every expert's share, so unbounded they grow the process by tens of
-# MB per thousand texts. Padding the row count to a multiple of ROW_ALIGN and cutting it into
-# tiles of at most ROW_TILE rows bounds the matmul shapes to ROW_TILE / ROW_ALIGN per weight
-# shape; GELU (:func:`~skmoe.encoder.parts.gelu_`) then runs in slices of two shapes only.
-ROW_ALIGN = GELU_ALIGN
-ROW_TILE = 2048
-
-
-def _int8_mm_padded(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
-    """``((q_x - 128) @ q_w.T) * w_scale`` in fp32 (the product summed exactly in int32), with
-    the row count padded up to a multiple of ROW_ALIGN: the extra rows are zeros.
-
-    ``q_x`` (uint8) may arrive padded already (as :func:`quantize_rows` with ``pad_to`` returns it).
-    """
-    M = q_x.shape[0]
-    if M % ROW_ALIGN:  # rows holding the value 0 give zero outputs and leave the real rows alone
-        q_x = torch.cat([q_x, q_x.new_full((-M % ROW_ALIGN, q_x.shape[1]), ZERO_POINT)])
-    if len(q_x) <= ROW_TILE:
-        return _onednn_int8_mm(q_x, packed, w_scale)
-    # Tiles write straight into their rows of one output: oneDNN's "sum" post-op adds the
-    # product into the (zeroed) destination in place, which costs a memset instead of a copy.
-    out = torch.zeros(len(q_x), w_scale.shape[0], dtype=torch.float32)
-    for start in range(0, len(q_x), ROW_TILE):
-        _onednn_int8_mm(q_x[start : start + ROW_TILE], packed, w_scale,
-                        into=out[start : start + ROW_TILE])
-    return out
-
-
-def _int8_mm(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
-    """``((q_x - 128) @ q_w.T) * w_scale`` in fp32, the product summed exactly in int32."""
-    return _int8_mm_padded(q_x, packed, w_scale)[: q_x.shape[0]]
-
-
-_ZERO_POINTS: dict[int, torch.Tensor] = {}
-
-
-def _onednn_int8_mm(q_x: torch.Tensor, packed: torch.Tensor, w_scale: torch.Tensor,
-                    into: torch.Tensor | None = None) -> torch.Tensor:
-    """One oneDNN int8 matmul; with ``into`` (contiguous rows), the result is added into it."""
-    n = w_scale.shape[0]
-    zp = _ZERO_POINTS.get(n)
-    if zp is None:
-        zp = _ZERO_POINTS[n] = torch.zeros(n, dtype=torch.long)
-    if into is not None:
-        return torch.ops.onednn.qlinear_pointwise.binary(
-            q_x, 1.0, ZERO_POINT, packed, w_scale, zp, into, None, 1.0, 0, torch.float32, 1.0, 0,
-            "sum", 1.0, "none", [], "",
-        )
-    return torch.ops.onednn.qlinear_pointwise(
-        q_x, 1.0, ZERO_POINT, packed, w_scale, zp, None, 1.0, 0, torch.float32, "none", [], ""
-    )
-
-
-def _ffn_rows(
-    q: torch.Tensor, s: torch.Tensor, up: tuple[torch.Tensor, torch.Tensor],
-    down: tuple[torch.Tensor, torch.Tensor], up_bias: torch.Tensor | None = None,
-    down_bias: torch.Tensor | None = None, out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """int8 feed-forward ``down(GELU(up(x)))`` of rows quantized by :func:`quantize_rows`.
-
-    ``q`` is ROW_ALIGN-padded, ``s`` has the real row count; ``up``/``down`` are
-    ``(packed weight, weight scale)``. Runs in tiles of at most ROW_TILE rows, each tile from
-    int8 input to its fp32 output rows, so the wide hidden activations of a tile stay in cache
-    and are never copied into one big buffer.
-    """
-    M = s.shape[0]
-    if out is None:
-        out = torch.empty(M, down[1].shape[0], dtype=torch.float32)
-    for start in range(0, M, ROW_TILE):
-        stop = min(start + ROW_TILE, M)
-        h = _onednn_int8_mm(q[start : start + ROW_TILE], *up)  # padded rows: zeros
-        real = h[: stop - start].mul_(s[start:stop])
-        if up_bias is not None:
-            real.add_(up_bias)
-        qh, sh = quantize_rows(gelu_(h), inplace=True)
-        acc = _onednn_int8_mm(qh, *down)[: stop - start]
-        if down_bias is None:
-            torch.mul(acc, sh[: stop - start], out=out[start:stop])
-        else:
-            torch.addcmul(down_bias, acc, sh[: stop - start], out=out[start:stop])
-    return out
-
-
-def quantize_weight(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-output-channel quantization of ``w`` [out, in] -> (int8 [out, in], scale [out])."""
-    qmax = 2 ** (bits - 1) - 1
-    w = w.detach().float()
-    scale = w.abs().amax(dim=1).clamp_min(1e-12) / qmax
-    q = torch.round(w / scale[:, None]).clamp_(-qmax, qmax).to(torch.int8)
-    return q, scale
-
-
-def _uint8_rows(M: int, K: int, pad_to: int) -> torch.Tensor:
-    """A uint8 ``[M', K]`` buffer, ``M'`` = ``M`` rounded up to a multiple of ``pad_to``, whose
-    padding rows hold the value 0 (the zero point); rows ``:M`` are left for the caller."""
-    q = torch.empty(M + (-M % pad_to), K, dtype=torch.uint8)
-    q[M:].fill_(ZERO_POINT)
-    return q
-
-
-def quantize_rows(
-    x: torch.Tensor, *, inplace: bool = False, pad_to: int = 1
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric 8-bit quantization with one scale per row, from that row alone.
-
-    Returns ``(uint8 [M', K], scale [M, 1])`` with ``x ~= (q[:M] - 128) * scale``, where ``M'``
-    is ``M`` rounded up to a multiple of ``pad_to`` (extra rows hold 128, the value 0).
-    ``inplace=True`` reuses ``x`` as scratch (it is overwritten).
-    """
-    high = x.amax(dim=1, keepdim=True)  # amax + amin: 10x faster than aminmax or abs().amax here
-    amax = torch.maximum(high, x.amin(dim=1, keepdim=True).neg_())
-    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-    M = x.shape[0]
-    q = _uint8_rows(M, x.shape[1], pad_to)
-    # Rounding by the float unit itself: x / scale lies in [-127, 127], and adding 1.5 * 2**23
-    # leaves no fraction bits, so the sum is round(x / scale) (half to even) and its bit pattern
-    # ends in that integer; with 128 added too, the pattern's low byte is the uint8 we want, and
-    # the int32 -> uint8 cast keeps exactly that byte. Two passes instead of scale, round, cast.
-    y = torch.mul(x, scale.reciprocal(), out=x if inplace else None).add_(_ROUND_MAGIC)
-    q[:M].copy_(y.view(torch.int32))
-    return q, scale
-
-
-class Int8Linear(nn.Module):
-    """Drop-in for ``nn.Linear``: int8 weights per output channel, int8 activations per row."""
-
-    def __init__(self, linear: nn.Linear, bits: int) -> None:
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        q, scale = quantize_weight(linear.weight, bits)
-        self.register_buffer("packed", _pack(q), persistent=False)
-        self.register_buffer("w_scale", scale, persistent=False)
-        bias = None if linear.bias is None else linear.bias.detach().float().clone()
-        self.register_buffer("bias", bias, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        q, s = quantize_rows(x.reshape(-1, self.in_features).float(), pad_to=ROW_ALIGN)
-        return self.from_quantized(q, s).view(*lead, self.out_features)
-
-    def from_quantized(self, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """The layer's output for rows quantized by :func:`quantize_rows` (``s`` has the real
-        row count; ``q`` may be padded)."""
-        acc = _int8_mm_padded(q, self.packed, self.w_scale)[: s.shape[0]]
-        # in place: writing into fresh memory costs ~1.6x a pass over memory already in use
-        return acc.mul_(s) if self.bias is None else torch.addcmul(self.bias, acc, s, out=acc)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
-
-
-class Int8MLP(nn.Module):
-    """The dense MLP (fc1 -> GELU -> fc2) of the MoE model's even layers, in int8."""
-
-    def __init__(self, mlp: nn.Module, bits: int) -> None:
-        super().__init__()
-        self.fc1 = Int8Linear(mlp.fc1, bits)
-        self.fc2 = Int8Linear(mlp.fc2, bits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, s = quantize_rows(x.float(), pad_to=ROW_ALIGN)
-        fc1, fc2 = self.fc1, self.fc2
-        return _ffn_rows(q, s, (fc1.packed, fc1.w_scale), (fc2.packed, fc2.w_scale), fc1.bias,
-                         fc2.bias)
-
-
-class Int8Experts(nn.Module):
-    """The experts of one MoE layer, each as two int8 matmuls: an
-    :class:`~skmoe.encoder.parts.ExpertKernel` built from float experts
-    (:class:`~skmoe.encoder.parts.ExpertWeightsSource`)."""
-
-    def __init__(self, experts: ExpertWeightsSource, bits: int) -> None:
-        super().__init__()
-        up, down = experts.expert_weights()  # [E, F, H] and [E, H, F], out x in
-        self.num_experts = up.shape[0]
-        self.up: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.down: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for e in range(self.num_experts):
-            q1, s1 = quantize_weight(up[e].detach(), bits)
-            q2, s2 = quantize_weight(down[e].detach(), bits)
-            self.up.append((_pack(q1), s1))
-            self.down.append((_pack(q2), s2))
-        self.bias = nn.Parameter(experts.bias.detach().float().clone(), requires_grad=False)
-
-    def grouped(self, x: torch.Tensor, token_of: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """See :class:`~skmoe.encoder.parts.ExpertKernel` (CPU: ``offsets`` read directly)."""
-        q_x, s_x = quantize_rows(x.float())  # once per token, whichever experts read it
-        y = torch.empty(len(token_of), x.shape[1], dtype=torch.float32)
-        start = 0
-        for e, end in enumerate(offsets.tolist()):
-            n = end - start
-            if n == 0:
-                continue
-            slots = token_of[start:end]
-            q = _uint8_rows(n, x.shape[1], ROW_ALIGN)
-            torch.index_select(q_x, 0, slots, out=q[:n])
-            _ffn_rows(q, s_x.index_select(0, slots), self.up[e], self.down[e], out=y[start:end])
-            start = end
-        return y
-
-    def extra_repr(self) -> str:
-        return f"num_experts={self.num_experts}, int8"
+    if not isinstance(mode, str):
+        return getattr(mode, "precision_detail", None) or precision_label(precision_of(mode))
+    if mode == "int4":
+        return f"int4/rtn-asym-g{group_size or INT4_GROUP_SIZE}"
+    if mode == "int8":
+        return f"int8/rtn-sym-w{bits or int8_weight_bits()}"
+    return mode
 
 
 def _release(modules: list[nn.Module]) -> None:
@@ -376,6 +173,7 @@ def _release(modules: list[nn.Module]) -> None:
     full model: 2.2 GB RSS after int8 conversion instead of 1.1 GB).
     """
     release_file_pages([t for m in modules for t in (*m.parameters(), *m.buffers())])
+    trim_heap()  # the conversion's temporaries (see trim_heap)
 
 
 def _swap_linears(module: nn.Module, bits: int, replaced: list[nn.Module]) -> None:
@@ -412,11 +210,50 @@ def _to_int8(encoder: SentenceEncoder) -> None:
             _release([part.module])  # at once: the peak stays near one layer's fp32 weights
 
 
+#: Converted bytes after which a float conversion hands the old tensors' pages back.
+_RELEASE_EVERY = 256 << 20
+
+
+def _converted(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in ``dtype``; a large contiguous tensor (the 0.77 GB fp32 word-embedding table) in
+    slices of rows, each slice's mapped pages handed back once copied."""
+    step = max(1, (32 << 20) // max(1, t[:1].nbytes)) if t.dim() else 0
+    if t.nbytes < _RELEASE_EVERY // 4 or not t.is_contiguous() or step == 0:
+        return t.to(dtype)
+    new = torch.empty(t.shape, dtype=dtype)
+    for start in range(0, len(t), step):
+        new[start : start + step] = t[start : start + step]
+        release_file_pages([t[start : start + step]])
+    return new
+
+
 def _to_float(encoder: SentenceEncoder, dtype: torch.dtype) -> None:
-    encoder.backbone.to(dtype)
-    for part in _declared_parts(encoder) or []:
-        if part.kind == "router":
-            part.module.float()  # spec: router logits and softmax in fp32
+    """Convert the backbone's float tensors to ``dtype`` (routers stay float32: the spec keeps
+    router logits and softmax in fp32), tensor by tensor, handing back the pages of the replaced
+    mapped weights every 256 MB: the peak is the new copy plus a slice of the old one, not both
+    whole copies (measured on the full model: 3.5 GB before, see docs/performance.md)."""
+    routers = {id(p.module) for p in _declared_parts(encoder) or [] if p.kind == "router"}
+    done: dict[int, torch.Tensor] = {}  # shared tensors stay shared
+    old: list[torch.Tensor] = []
+    for module in encoder.backbone.modules():
+        target = torch.float32 if id(module) in routers else dtype
+        for store in (module._parameters, module._buffers):
+            for name, t in list(store.items()):
+                if t is None or not t.is_floating_point() or t.dtype == target:
+                    continue
+                if id(t) not in done:
+                    new = _converted(t.detach(), target)
+                    done[id(t)] = (nn.Parameter(new, requires_grad=t.requires_grad)
+                                   if isinstance(t, nn.Parameter) else new)
+                    old.append(t)
+                store[name] = done[id(t)]
+                if sum(o.nbytes for o in old) >= _RELEASE_EVERY:
+                    release_file_pages(old)
+                    old.clear()
+                    trim_heap()
+    release_file_pages(old)
+    old.clear()
+    trim_heap()
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,8 +279,8 @@ def apply_precision(
         machine.
     group_size : int, default=32
         int4 only: input channels sharing one scale (32, 64, 128 or 256; smaller is more
-        accurate). The cache namespace records the mode, not this: keep the default for cached
-        runs.
+        accurate). Recorded in ``encoder.precision_detail`` (:func:`precision_label`), which
+        the cache namespace holds.
 
     Returns
     -------
@@ -495,4 +332,5 @@ def apply_precision(
     else:
         _to_float(encoder, _FLOAT_DTYPES[mode])
     encoder.precision = mode
+    encoder.precision_detail = precision_label(mode, group_size=group_size)  # see precision_label
     return encoder

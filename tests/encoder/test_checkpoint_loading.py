@@ -163,8 +163,14 @@ def test_bfloat16_keeps_router_in_fp32(tiny_moe_path):
 
 
 def test_bad_dtype_name(tiny_moe_path):
+    with pytest.raises(ValueError, match="dtype must be one of float32, .*int4.* got 'int3'"):
+        load_encoder(tiny_moe_path, dtype="int3")
+    # skmoe.load_encoder takes the quantized modes too (the float loader of skmoe.encoder not)
+    assert load_encoder(tiny_moe_path, dtype="int8").precision == "int8"
+    from skmoe.encoder import load_encoder as load_float
+
     with pytest.raises(ValueError, match="dtype must be one of"):
-        load_encoder(tiny_moe_path, dtype="int8")
+        load_float(tiny_moe_path, dtype="int8")
 
 
 @pytest.fixture(scope="module")

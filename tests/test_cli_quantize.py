@@ -1,0 +1,52 @@
+"""``skmoe quantize``: writes a folder that ``--model`` then loads; user mistakes are one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from skmoe.cli import main
+from skmoe.engine.int4 import int4_available
+
+pytestmark = pytest.mark.skipif(not int4_available(), reason="this torch lacks the int4 CPU kernel")
+
+
+def test_quantize_writes_a_folder_that_embed_loads(fast_moe, tmp_path, capsys):
+    out = tmp_path / "q4"
+    assert main(["quantize", str(fast_moe), "--dtype", "int4", "-o", str(out),
+                 "--group-size", "64"]) == 0
+    assert f"wrote int4 folder {out}" in capsys.readouterr().err
+    q = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert (q["precision"], q["group_size"]) == ("int4", 64)
+    assert (out / "tokenizer.json").is_file()
+    texts = tmp_path / "texts.txt"
+    texts.write_text("one sentence\nanother sentence\n")
+    vectors = tmp_path / "v.npy"
+    assert main(["embed", str(texts), "-o", str(vectors), "--model", str(out), "--no-cache",
+                 "-q"]) == 0
+    assert np.load(vectors).shape[0] == 2
+
+
+def test_quantize_mistakes_are_one_line(fast_moe, tmp_path, capsys):
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "f").write_text("x")
+    assert main(["quantize", str(fast_moe), "--dtype", "int8", "-o", str(tmp_path / "used")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("skmoe: error: --output") and "not an empty folder" in err
+    assert main(["quantize", str(fast_moe), "--dtype", "bf16", "-o", str(tmp_path / "x")]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_a_dtype_conflicting_with_the_folder_is_one_line(fast_moe, tmp_path, capsys):
+    out = tmp_path / "q8"
+    assert main(["quantize", str(fast_moe), "--dtype", "int8", "-o", str(out)]) == 0
+    texts = tmp_path / "texts.txt"
+    texts.write_text("one sentence\n")
+    code = main(["embed", str(texts), "-o", str(tmp_path / "v.npy"), "--model", str(out),
+                 "--dtype", "float32", "--no-cache", "-q"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "holds int8 weights" in err and "dtype='float32' conflicts" in err
+    assert "internal error" not in err
