@@ -31,14 +31,12 @@ def add_quantize_command(sub: Any) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from .engine.quantized_io import quantize_folder
+    from .engine.quantized_io import QuantizeRequestError, quantize_folder
 
     try:
         out = quantize_folder(args.model, args.output, args.dtype, group_size=args.group_size,
                               revision=args.revision, local_files_only=args.local_files_only)
-    except ValueError as exc:
-        if type(exc) is not ValueError:  # CheckpointError and friends: the model's problem
-            raise
+    except QuantizeRequestError as exc:  # the request's mistake; anything else is the model's or a bug
         raise CLIError(str(exc), EXIT_INPUT) from None
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     say(f"wrote {args.dtype} folder {out} ({size / 1e6:.1f} MB); load it with --model {out}")

@@ -649,6 +649,8 @@ BUGS = {
                  lambda tmp, moe: [tmp / "in.txt", "-o", tmp / "o.npy", "--model", moe,
                                    "--no-cache"]),
     ("info",): ("skmoe.encoder.info", "model_info", lambda tmp, moe: [moe]),
+    ("quantize",): ("skmoe.engine.quantized_io", "quantize_folder",
+                    lambda tmp, moe: [moe, "--dtype", "int8", "-o", tmp / "q"]),
     ("cache", "stats"): ("skmoe.cache", "EmbeddingCache.stats",
                          lambda tmp, moe: [_a_cache_file(tmp)]),
     ("cache", "check"): ("skmoe.cache", "EmbeddingCache.check",

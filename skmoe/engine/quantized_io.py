@@ -89,6 +89,11 @@ _SCHEMES = {
 }
 
 
+class QuantizeRequestError(ValueError):
+    """What ``quantize_folder`` was asked cannot be done (a float dtype, an output folder in use,
+    a folder already quantized, a dense model): the caller's mistake, not a bug."""
+
+
 class QuantizedFolderError(CheckpointError):
     """A pre-quantized folder cannot run with these settings (a conflicting ``dtype``, a GPU, a
     CPU whose int8 kernel cannot take its 8-bit weights)."""
@@ -281,17 +286,17 @@ def quantize_folder(
     """
     mode = resolve_precision(dtype, "cpu")
     if mode not in QUANTIZED:
-        raise ValueError(f"skmoe quantize writes int4 or int8 folders, got dtype={dtype!r}")
+        raise QuantizeRequestError(f"skmoe quantize writes int4 or int8 folders, got dtype={dtype!r}")
     out = Path(output).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"--output {out} exists and is not an empty folder; choose a new one")
+        raise QuantizeRequestError(f"--output {out} exists and is not an empty folder; choose a new one")
     if quantization_of(model) is not None:
-        raise ValueError(f"{model} is already quantized; quantize the float model instead")
+        raise QuantizeRequestError(f"{model} is already quantized; quantize the float model instead")
     encoder = load_float_encoder(model, revision=revision, device="cpu", dtype="float32",
                                  local_files_only=local_files_only)
     backbone = encoder.backbone
     if not isinstance(backbone, NomicMoEModel):
-        raise ValueError(f"{model}: skmoe quantize writes folders of the MoE model "
+        raise QuantizeRequestError(f"{model}: skmoe quantize writes folders of the MoE model "
                          "(nomic_bert) only; quantize dense models at load with dtype='int4'/'int8'")
     bits = 4 if mode == "int4" else int8_weight_bits()
     units = quantized_units(backbone, mode)
