@@ -330,10 +330,7 @@ class Engine:
         """Yield ``(row indices, pooled vectors)`` batch by batch (nothing kept on the device)."""
         ids = TokenRows(ids)
         lengths = ids.lengths
-        bs, mt = self._defaults()
-        exact = self._exact_lengths()
-        max_padding = None if self.encoder.is_moe or exact else MAX_PADDING_DENSE
-        pending = deque(plan_batches(lengths, bs, mt, exact=exact, max_padding=max_padding))
+        pending = deque(self.plan(lengths))
         while pending:
             batch = pending.popleft()
             if self._token_cap is not None and batch.padded_tokens > self._token_cap:
@@ -353,6 +350,14 @@ class Engine:
             if self.progress is not None:
                 self.progress(len(batch.rows))
             yield batch.rows, vectors
+
+    def plan(self, lengths: np.ndarray) -> list[Batch]:
+        """This engine's batches for rows of these token lengths (device defaults, padding
+        rules of the backbone and precision)."""
+        bs, mt = self._defaults()
+        exact = self._exact_lengths()
+        max_padding = None if self.encoder.is_moe or exact else MAX_PADDING_DENSE
+        return plan_batches(lengths, bs, mt, exact=exact, max_padding=max_padding)
 
     def _back_off(self, batch: Batch) -> None:
         """After an out-of-memory error: free the cache, halve the budget for what follows."""
