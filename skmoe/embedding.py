@@ -43,6 +43,7 @@ from .engine.windows import DEFAULT_CHUNK_OVERLAP, LONG_TEXT_MODES, check_long_t
 
 __all__ = ["CHUNK_SIZE", "DEFAULT_CHUNK_OVERLAP", "LONG_TEXT_MODES", "PROGRESS_DELAY", "Embedder",
            "EmbeddingWriter", "LongerThanTrainedWarning", "ModelCard", "check_long_text",
+           "check_token_limit",
            "resolve_prompt", "token_limit"]
 
 #: Missing texts tokenized and planned together per engine call (bounds the memory of token ids).
@@ -105,6 +106,19 @@ class ModelCard:
                               if name != "source"})
 
 
+def check_token_limit(model: SentenceEncoder | ModelCard, max_length: int) -> int:
+    """``max_length`` as an int, refused (``ValueError`` naming the limit) beyond the model's
+    positions."""
+    card = ModelCard.of(model)
+    limit = int(max_length)
+    if limit > card.max_positions:
+        raise ValueError(
+            f"max_length={limit} is beyond the {card.max_positions} positions of model "
+            f"{card.source.name!r}; use at most {card.max_positions} (long_text='chunk' embeds "
+            "longer texts as windows)")
+    return limit
+
+
 class LongerThanTrainedWarning(UserWarning):
     """``max_length`` is above the length the model was trained at (within its positions)."""
 
@@ -120,12 +134,7 @@ def token_limit(model: SentenceEncoder | ModelCard, max_length: int | None) -> i
     card = ModelCard.of(model)
     if max_length is None:
         return card.max_length
-    limit = int(max_length)
-    if limit > card.max_positions:
-        raise ValueError(
-            f"max_length={limit} is beyond the {card.max_positions} positions of model "
-            f"{card.source.name!r}; use at most {card.max_positions} (long_text='chunk' embeds "
-            "longer texts as windows)")
+    limit = check_token_limit(card, max_length)
     if limit > card.max_length:
         warnings.warn(
             f"max_length={limit} is above the {card.max_length} tokens model "

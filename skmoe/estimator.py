@@ -25,6 +25,7 @@ from .embedding import (
     Embedder,
     ModelCard,
     check_long_text,
+    check_token_limit,
     resolve_prompt,
 )
 from .encoder import DEFAULT_MODEL, SentenceEncoder
@@ -233,6 +234,8 @@ class MoEEmbeddingTransformer(TextFeaturesMixin, TransformerMixin, BaseEstimator
             raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {self.output_dtype!r}")
         _check_int("truncate_dim", self.truncate_dim, 1, model.embedding_dim, optional=True)
         _check_int("max_length", self.max_length, 2, optional=True)
+        if self.max_length is not None:
+            check_token_limit(model, self.max_length)
         check_long_text(self.long_text, self.chunk_overlap, self.max_length)
         _check_int("batch_size", self.batch_size, 1, optional=True)
         _check_int("max_tokens_per_batch", self.max_tokens_per_batch, 1, optional=True)

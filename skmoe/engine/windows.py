@@ -14,7 +14,7 @@ each text's windows, and moves on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,9 +134,10 @@ class TokenGroup:
 
 
 def iter_window_groups(tokenizer: Any, texts: Sequence[str], prompt: str, max_length: int,
-                       overlap: int, group_tokens: int = GROUP_TOKENS):
+                       overlap: int, group_tokens: int | None = None) -> Iterator[TokenGroup]:
     """Yield :class:`TokenGroup` s covering ``texts`` in order, each about ``group_tokens``
     window tokens (whole texts: a text's windows are never split across groups)."""
+    group_tokens = group_tokens or GROUP_TOKENS
     layout = Layout.of(tokenizer, prompt)
     rows: list[np.ndarray] = []
     owner: list[int] = []

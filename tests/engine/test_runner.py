@@ -262,9 +262,8 @@ def test_truncation_warning_names_the_callers_line(encoder, random_moe_xlmr_path
 
 
 def test_warn_if_truncated_tokenizes_only_texts_that_could_be_too_long(encoder, monkeypatch):
-    from skmoe.engine.runner import TruncationWarning
-
     import skmoe.engine.runner as runner_module
+    from skmoe.engine.runner import TruncationWarning
 
     seen = []
     real = runner_module.tokenize
