@@ -47,13 +47,16 @@ def documents(sib200_dir: Path, n: int, chars: int) -> list[str]:
 
 
 def worker(model: str, sib200_dir: Path, n: int, chars: int, max_length: int,
-           threads: int) -> dict:
+           threads: int, group_tokens: int | None = None) -> dict:
     import torch
 
+    import skmoe.engine.windows as windows
     from skmoe.engine.memory import peak_rss_bytes
     from skmoe.estimator import MoEEmbeddingTransformer
 
     torch.set_num_threads(threads)
+    if group_tokens:  # smaller groups show the bound on a corpus small enough for 2 cores
+        windows.GROUP_TOKENS = group_tokens
     est = MoEEmbeddingTransformer(model, device="cpu", max_length=max_length,
                                   long_text="chunk", verbose=0).fit(["warm up"])
     est.transform(["warm up " * 400])  # load everything a run loads before the baseline
@@ -65,6 +68,7 @@ def worker(model: str, sib200_dir: Path, n: int, chars: int, max_length: int,
         seconds = time.perf_counter() - t0
     peak = peak_rss_bytes()
     return {"documents": n, "chars": chars, "max_length": max_length,
+            "group_tokens": windows.GROUP_TOKENS,
             "peak_rss_mb": round(peak / 2**20, 1),
             "above_baseline_mb": round((peak - baseline) / 2**20, 1),
             "corpus_mb": round(sum(len(d) for d in docs) / 2**20, 1),
@@ -80,17 +84,21 @@ def main() -> None:
     ap.add_argument("--chars", type=int, default=20000)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--group-tokens", type=int,
+                    help="window tokens per group (default: skmoe.engine.windows.GROUP_TOKENS)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args.model, args.sib200, args.sizes[0], args.chars,
-                                args.max_length, args.threads)))
+                                args.max_length, args.threads, args.group_tokens)))
         return
     results = []
     for n in args.sizes:
         cmd = [sys.executable, __file__, "--worker", "--model", str(args.model), "--sizes", str(n),
                "--sib200", str(args.sib200), "--chars", str(args.chars),
                "--max-length", str(args.max_length), "--threads", str(args.threads)]
+        if args.group_tokens:
+            cmd += ["--group-tokens", str(args.group_tokens)]
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), flush=True)

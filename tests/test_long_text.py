@@ -285,5 +285,4 @@ def test_chunking_finds_documents_by_sentences_past_the_limit(e5_path, sib200_di
             vectors = est.set_params(long_text=mode).fit_transform(docs)
         asked = queries_est.embed(queries)
         recall[mode] = float(np.mean(cosine_matrix(asked, vectors).argmax(1) == truth))
-    print("RECALL", recall)
     assert recall["chunk"] >= 0.6 and recall["chunk"] >= recall["truncate"] + 0.4, recall
