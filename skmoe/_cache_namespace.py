@@ -74,6 +74,8 @@ def embedding_namespace(
     precision: str,
     device_type: str,
     model: str | None = None,
+    long_text: str = "truncate",
+    chunk_overlap: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The namespace of the vectors one encoder setting computes, and its labels.
 
@@ -97,6 +99,10 @@ def embedding_namespace(
         ``"cuda"``...
     model : str, optional
         The name the user gave (labels only, never part of the key).
+    long_text : {"truncate", "chunk"}, default="truncate"
+        How texts longer than ``max_length`` are embedded. ``"chunk"`` and its
+        ``chunk_overlap`` are parts of the key; ``"truncate"`` adds no part, so namespaces (and
+        caches) from before the option existed stay valid.
 
     Returns
     -------
@@ -109,5 +115,7 @@ def embedding_namespace(
     parts = {"model_fingerprint": model_fingerprint, "revision": revision, "prompt": prompt,
              "max_length": int(max_length), "pooling": pooling, "precision": precision,
              "device_type": device_type}
+    if long_text != "truncate":
+        parts.update(long_text=long_text, chunk_overlap=int(chunk_overlap or 0))
     labels = {**parts, "model": model, "model_fingerprint": model_fingerprint[:12]}
     return cache_namespace(**parts), labels

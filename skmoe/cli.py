@@ -92,6 +92,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     texts = read_texts(src, args.column, args.input_format)
     cache = cache_of(args)
     transformer = make_transformer(args, cache=cache, verbose=0 if args.quiet else 2)
+    transformer.set_params(long_text=args.long_text, chunk_overlap=args.chunk_overlap)
     load_model(transformer, texts)
     before = transformer.cache_stats()
     say(f"embedding {len(texts):,} texts from {src}"
@@ -109,6 +110,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 _OUTPUT_EXTENSIONS = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _tokens(value: str) -> int:
+    """A token count >= 0 (``--chunk-overlap``)."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of tokens >= 0, got {value!r}")
+    return n
 
 
 def _output_format(path: Path) -> str:
@@ -283,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "none (raw pooled vectors)")
     embed.add_argument("--no-normalize", dest="normalize", action="store_const", const="none",
                        help="same as --normalize none")
+    embed.add_argument("--long-text", choices=("truncate", "chunk"), default="truncate",
+                       help="texts longer than --max-length: cut them (truncate, the default) "
+                            "or embed overlapping windows and average them (chunk)")
+    embed.add_argument("--chunk-overlap", type=_tokens, default=64, metavar="N",
+                       help="tokens shared by consecutive windows with --long-text chunk (64)")
     add_model_options(embed, prompt_default="classification")
     embed.set_defaults(func=cmd_embed)
 

@@ -9,6 +9,9 @@ and call it; it owns, once each:
 - **truncation warnings for cache hits**, as a run would give them (from the stored ``cut``
   flag; texts are tokenized only when the flag is unknown and the text could be too long);
 - **chunking** the misses into engine calls (``CHUNK_SIZE`` texts tokenized and planned at once);
+- **the token limit** (:func:`token_limit`: up to the model's positions, one warning above the
+  length it was trained at) and **long texts** (``long_text="truncate"`` or ``"chunk"``: the
+  engine embeds windows and pools them, :mod:`skmoe.engine.windows`);
 - **progress**: a ``tqdm.auto`` bar (notebook-aware) over the input rows;
 - **destinations**: an in-memory array, a caller's array (e.g. an ``open_memmap``), or a file
   (``.npy`` written through a memory map, Parquet row groups), written atomically.
@@ -36,9 +39,12 @@ from .encoder import SentenceEncoder
 from .encoder.loading import ModelSource
 from .engine import Engine
 from .engine.runner import _SPECIAL_TOKENS_MARGIN, TruncationWarning, _utf8_size
+from .engine.windows import DEFAULT_CHUNK_OVERLAP, LONG_TEXT_MODES, check_long_text, position_limit
 
-__all__ = ["CHUNK_SIZE", "PROGRESS_DELAY", "Embedder", "EmbeddingWriter", "ModelCard",
-           "resolve_prompt"]
+__all__ = ["CHUNK_SIZE", "DEFAULT_CHUNK_OVERLAP", "LONG_TEXT_MODES", "PROGRESS_DELAY", "Embedder",
+           "EmbeddingWriter", "LongerThanTrainedWarning", "ModelCard", "check_long_text",
+           "check_token_limit",
+           "resolve_prompt", "token_limit"]
 
 #: Missing texts tokenized and planned together per engine call (bounds the memory of token ids).
 CHUNK_SIZE = 16384
@@ -77,6 +83,7 @@ class ModelCard:
     default_prompt_name: str | None
     has_tokenizer: bool
     is_moe: bool
+    max_positions: int
 
     # The encoder's own rule, applied to the recorded table (one implementation of it).
     resolve_prompt = SentenceEncoder.resolve_prompt
@@ -87,7 +94,7 @@ class ModelCard:
             return model
         return cls(model.source, int(model.embedding_dim), int(model.max_length), model.pooling,
                    dict(model.prompts), model.default_prompt_name, model.tokenizer is not None,
-                   bool(model.is_moe))
+                   bool(model.is_moe), position_limit(model))
 
     def facts(self) -> dict[str, Any]:
         """Everything but the source, JSON-able."""
@@ -97,6 +104,46 @@ class ModelCard:
     def from_facts(cls, source: ModelSource, facts: Mapping[str, Any]) -> ModelCard:
         return cls(source, **{name: facts[name] for name in cls.__dataclass_fields__
                               if name != "source"})
+
+
+def check_token_limit(model: SentenceEncoder | ModelCard, max_length: int) -> int:
+    """``max_length`` as an int, refused (``ValueError`` naming the limit) beyond the model's
+    positions."""
+    card = ModelCard.of(model)
+    limit = int(max_length)
+    if limit > card.max_positions:
+        raise ValueError(
+            f"max_length={limit} is beyond the {card.max_positions} positions of model "
+            f"{card.source.name!r}; use at most {card.max_positions} (long_text='chunk' embeds "
+            "longer texts as windows)")
+    return limit
+
+
+class LongerThanTrainedWarning(UserWarning):
+    """``max_length`` is above the length the model was trained at (within its positions)."""
+
+
+def token_limit(model: SentenceEncoder | ModelCard, max_length: int | None) -> int:
+    """The token limit in effect for ``max_length`` (None: the model's own limit).
+
+    Above the model's own limit (the length it was trained at: 512 for nomic-embed-text-v2-moe
+    and multilingual-e5) a limit is allowed up to the model's positions (2,048 for the MoE
+    model) with one :class:`LongerThanTrainedWarning`; beyond its positions it is a
+    ``ValueError`` naming them.
+    """
+    card = ModelCard.of(model)
+    if max_length is None:
+        return card.max_length
+    limit = check_token_limit(card, max_length)
+    if limit > card.max_length:
+        warnings.warn(
+            f"max_length={limit} is above the {card.max_length} tokens model "
+            f"{card.source.name!r} was trained at (it has positions up to "
+            f"{card.max_positions}); vectors of texts longer than {card.max_length} tokens may "
+            f"be worse. long_text='chunk' with max_length={card.max_length} keeps every window "
+            "within the trained length.", LongerThanTrainedWarning,
+            stacklevel=external_stacklevel())
+    return limit
 
 
 @dataclass
@@ -121,6 +168,13 @@ class Embedder:
     verbose : int
         0: no progress bar; 1: a bar once a call runs longer than :data:`PROGRESS_DELAY`
         seconds; 2: a bar from the start.
+    long_text : {"truncate", "chunk"}
+        Texts longer than ``max_length``: cut (with a warning), or embedded as windows of
+        ``max_length`` tokens (prompt and special tokens included) that overlap by
+        ``chunk_overlap`` tokens, whose mean-pooled vectors are averaged weighted by their
+        tokens (before any normalisation). Texts that fit give the same vectors in both modes.
+    chunk_overlap : int
+        Tokens shared by consecutive windows (chunk mode).
     """
 
     load: Callable[[], SentenceEncoder]
@@ -134,8 +188,35 @@ class Embedder:
     max_tokens_per_batch: int | None = None
     verbose: int = 0
     chunk_size: int | None = None  # default: CHUNK_SIZE
+    long_text: str = "truncate"
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
     _engine: Engine | None = field(default=None, init=False, repr=False)
     _described: bool = field(default=False, init=False, repr=False)
+
+    @classmethod
+    def configure(cls, model: SentenceEncoder | ModelCard, prompt: str, *,
+                  load: Callable[[], SentenceEncoder], max_length: int | None = None,
+                  long_text: str = "truncate", chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+                  cache: EmbeddingCache | None = None, precision: str = "float32",
+                  device_type: str = "cpu", name: str | None = None, **kwargs: Any) -> Embedder:
+        """The embedder for these settings: token limit (:func:`token_limit`), long-text mode
+        (checked), and with a cache its namespace (:func:`skmoe.cache.embedding_namespace`).
+
+        ``model`` is the loaded encoder or its :class:`ModelCard`; ``load`` returns the encoder
+        (called on the first miss only).
+        """
+        limit = token_limit(model, max_length)
+        check_long_text(long_text, chunk_overlap, limit)
+        namespace = labels = None
+        if cache is not None:
+            namespace, labels = embedding_namespace(
+                model_fingerprint=model.source.fingerprint, revision=model.source.revision,
+                prompt=prompt, max_length=limit, pooling=model.pooling, precision=precision,
+                device_type=device_type, model=name or model.source.name, long_text=long_text,
+                chunk_overlap=chunk_overlap)
+        return cls(load, dim=model.embedding_dim, prompt=prompt, max_length=limit, cache=cache,
+                   namespace=namespace, labels=labels, long_text=long_text,
+                   chunk_overlap=int(chunk_overlap), **kwargs)
 
     @classmethod
     def for_encoder(cls, encoder: SentenceEncoder, prompt: str, *, max_length: int | None = None,
@@ -144,16 +225,9 @@ class Embedder:
         """An embedder around a loaded encoder, its namespace computed from the encoder."""
         from .engine.precision import precision_label
 
-        limit = min(int(max_length or encoder.max_length), encoder.max_length)
-        namespace = labels = None
-        if cache is not None:
-            namespace, labels = embedding_namespace(
-                model_fingerprint=encoder.source.fingerprint, revision=encoder.source.revision,
-                prompt=prompt, max_length=limit, pooling=encoder.pooling,
-                precision=precision_label(encoder), device_type=encoder.device.type,
-                model=model or encoder.source.name)
-        return cls(lambda: encoder, dim=encoder.embedding_dim, prompt=prompt, max_length=limit,
-                   cache=cache, namespace=namespace, labels=labels, **kwargs)
+        return cls.configure(encoder, prompt, load=lambda: encoder, max_length=max_length,
+                             cache=cache, precision=precision_label(encoder),
+                             device_type=encoder.device.type, name=model, **kwargs)
 
     # -- public --------------------------------------------------------------------------------
     @property
@@ -222,7 +296,8 @@ class Embedder:
             found, _, cut = self.cache.lookup(self.namespace, todo, with_cut=True, out=vectors)
             if found.any():
                 hits = np.flatnonzero(found)
-                self._warn_cut_hits([todo[i] for i in hits], cut[hits])
+                if self.long_text == "truncate":  # windows cut nothing
+                    self._warn_cut_hits([todo[i] for i in hits], cut[hits])
                 if tick is not None:
                     tick(int(rows_per_text[hits].sum()) if rows_per_text is not None else len(hits))
             missing = np.flatnonzero(~found)
@@ -243,7 +318,9 @@ class Embedder:
             rows = missing[start : start + size]
             chunk = [todo[i] for i in rows]
             cut = np.zeros(len(chunk), dtype=bool)
-            for done, batch_vectors in engine.iter_embed_batches(chunk, self.prompt, cut_out=cut):
+            for done, batch_vectors in engine.iter_embed_batches(
+                    chunk, self.prompt, cut_out=cut, long_text=self.long_text,
+                    chunk_overlap=self.chunk_overlap):
                 vectors[rows[done]] = batch_vectors
                 if cache is not None:
                     cache.put_many(self.namespace, [chunk[i] for i in done], batch_vectors,

@@ -19,8 +19,15 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._stack import external_stacklevel
 from ._text_features import TextFeaturesMixin
-from .cache import embedding_namespace
-from .embedding import CHUNK_SIZE, Embedder, ModelCard, resolve_prompt
+from .embedding import (
+    CHUNK_SIZE,
+    DEFAULT_CHUNK_OVERLAP,
+    Embedder,
+    ModelCard,
+    check_long_text,
+    check_token_limit,
+    resolve_prompt,
+)
 from .encoder import DEFAULT_MODEL, SentenceEncoder
 from .encoder.fingerprint import changed_parts, known_card, legacy_fingerprint, remember_card
 from .encoder.loading import ModelSource, safetensors_files
@@ -63,9 +70,18 @@ class MoEEmbeddingTransformer(TextFeaturesMixin, TransformerMixin, BaseEstimator
         Key of the model's prompt table (case-insensitive; ``document`` = ``passage``).
     prompt : str, optional
         A raw prefix; wins over ``prompt_name``. Dense models such as e5 take ``"query: "``.
-    max_length : int, default=512
-        Token limit per text (capped at the model's own limit); longer texts are truncated
-        with a warning.
+    max_length : int, optional
+        Token limit per text, prompt and special tokens included; default the model's own
+        (512 for nomic-embed-text-v2-moe and multilingual-e5). Up to the model's positions
+        (2,048 for the MoE model) with a warning above its own limit; beyond, an error.
+    long_text : {"truncate", "chunk"}, default="truncate"
+        Texts longer than ``max_length``: ``"truncate"`` cuts them (with a warning);
+        ``"chunk"`` embeds windows of ``max_length`` tokens (each with the prompt and special
+        tokens) overlapping by ``chunk_overlap`` tokens and averages their mean-pooled
+        vectors, weighted by their tokens, before truncation and normalisation. Texts that
+        fit give the same vectors either way; the cache keeps the modes apart.
+    chunk_overlap : int, default=64
+        Tokens shared by consecutive windows (``"chunk"``); in ``[0, max_length)``.
     truncate_dim : int, optional
         Matryoshka dimension: keep the first ``truncate_dim`` features (before normalising).
     normalize : float, {"l2", "rms"} or bool, default=2.0
@@ -128,7 +144,9 @@ class MoEEmbeddingTransformer(TextFeaturesMixin, TransformerMixin, BaseEstimator
         revision: str | None = None,
         prompt_name: str | None = "classification",
         prompt: str | None = None,
-        max_length: int = 512,
+        max_length: int | None = None,
+        long_text: str = "truncate",
+        chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
         truncate_dim: int | None = None,
         normalize: bool | str | float = DEFAULT_NORMALIZE,
         batch_size: int | None = None,
@@ -145,6 +163,8 @@ class MoEEmbeddingTransformer(TextFeaturesMixin, TransformerMixin, BaseEstimator
         self.prompt_name = prompt_name
         self.prompt = prompt
         self.max_length = max_length
+        self.long_text = long_text
+        self.chunk_overlap = chunk_overlap
         self.truncate_dim = truncate_dim
         self.normalize = normalize
         self.batch_size = batch_size
@@ -213,7 +233,10 @@ class MoEEmbeddingTransformer(TextFeaturesMixin, TransformerMixin, BaseEstimator
         if self.output_dtype not in OUTPUT_DTYPES:
             raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {self.output_dtype!r}")
         _check_int("truncate_dim", self.truncate_dim, 1, model.embedding_dim, optional=True)
-        _check_int("max_length", self.max_length, 2)
+        _check_int("max_length", self.max_length, 2, optional=True)
+        if self.max_length is not None:
+            check_token_limit(model, self.max_length)
+        check_long_text(self.long_text, self.chunk_overlap, self.max_length)
         _check_int("batch_size", self.batch_size, 1, optional=True)
         _check_int("max_tokens_per_batch", self.max_tokens_per_batch, 1, optional=True)
         if not ModelCard.of(model).has_tokenizer:
@@ -409,34 +432,26 @@ class MoEEmbeddingTransformer(TextFeaturesMixin, TransformerMixin, BaseEstimator
     def _postprocess(self, full: np.ndarray) -> np.ndarray:
         return truncate_and_normalize(full, self.truncate_dim, self.normalize)
 
-    def _embedder(self, model: SentenceEncoder | ModelCard, prompt: str) -> Embedder:
-        """The road for these settings: cache, namespace, token limit; loads the model lazily."""
-        cache = self._open_cache()
-        namespace, labels = self._namespace(model, prompt) if cache is not None else (None, None)
-        encoder = model if isinstance(model, SentenceEncoder) else None
-        return Embedder(
-            self.get_encoder if encoder is None else (lambda: encoder),
-            dim=model.embedding_dim, prompt=prompt, max_length=self._effective_max_length(model),
-            cache=cache, namespace=namespace, labels=labels, batch_size=self.batch_size,
-            max_tokens_per_batch=self.max_tokens_per_batch, verbose=self.verbose,
-        )
-
-    def _effective_max_length(self, model: SentenceEncoder | ModelCard) -> int:
-        return min(int(self.max_length), model.max_length)
-
-    def _namespace(self, model: SentenceEncoder | ModelCard, prompt: str) -> tuple[str, dict]:
-        """The cache namespace and its labels (recipe: :func:`skmoe.cache.embedding_namespace`)."""
+    def _embedder(self, model: SentenceEncoder | ModelCard, prompt: str,
+                  cache: Any = False) -> Embedder:
+        """The road for these settings (:meth:`Embedder.configure`: token limit, long texts,
+        cache namespace); loads the model lazily."""
         import torch
 
         _, _, device, precision = registry_key(self.model, self.revision, self.device, self.dtype)
-        return embedding_namespace(
-            model_fingerprint=model.source.fingerprint, revision=model.source.revision,
-            prompt=prompt, max_length=self._effective_max_length(model), pooling=model.pooling,
-            precision=precision, device_type=torch.device(device).type, model=str(self.model))
+        encoder = model if isinstance(model, SentenceEncoder) else None
+        return Embedder.configure(
+            model, prompt, load=self.get_encoder if encoder is None else (lambda: encoder),
+            max_length=self.max_length, long_text=self.long_text,
+            chunk_overlap=self.chunk_overlap,
+            cache=self._open_cache() if cache is False else cache, precision=precision,
+            device_type=torch.device(device).type, name=str(self.model),
+            batch_size=self.batch_size, max_tokens_per_batch=self.max_tokens_per_batch,
+            verbose=self.verbose)
 
     def cache_namespace(self, encoder: SentenceEncoder, prompt: str) -> str:
         """The cache namespace of ``encoder`` with ``prompt`` under these settings."""
-        return self._namespace(encoder, prompt)[0]
+        return self._embedder(encoder, prompt, cache=True).namespace
 
     def embed_full(
         self, texts: list[str], encoder: SentenceEncoder | None = None, prompt: str | None = None

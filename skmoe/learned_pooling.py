@@ -46,8 +46,13 @@ class LearnedPooling(TextFeaturesMixin, TransformerMixin, BaseEstimator):
         Key of the model's prompt table.
     prompt : str, optional
         A raw prefix; wins over ``prompt_name`` (``"query: "`` for e5).
-    max_length : int, default=512
-        Token limit per text (capped at the model's own limit).
+    max_length : int, optional
+        Token limit per text, as in the transformer (default: the model's own).
+    long_text : {"truncate", "chunk"}, default="truncate"
+        As in the transformer; ``"chunk"`` pools over the states of all windows of a long
+        text, concatenated (:mod:`skmoe.token_states`).
+    chunk_overlap : int, default=64
+        Tokens shared by consecutive windows (``"chunk"``).
     normalize : float, {"l2", "rms"} or bool, default=2.0
         Row normalisation of the pooled vectors, as in the transformer.
     heads : int, default=1
@@ -109,7 +114,9 @@ class LearnedPooling(TextFeaturesMixin, TransformerMixin, BaseEstimator):
         revision: str | None = None,
         prompt_name: str | None = "classification",
         prompt: str | None = None,
-        max_length: int = 512,
+        max_length: int | None = None,
+        long_text: str = "truncate",
+        chunk_overlap: int = 64,
         normalize: bool | str | float = DEFAULT_NORMALIZE,
         heads: int = 1,
         objective: str = "auto",
@@ -133,6 +140,8 @@ class LearnedPooling(TextFeaturesMixin, TransformerMixin, BaseEstimator):
         self.prompt_name = prompt_name
         self.prompt = prompt
         self.max_length = max_length
+        self.long_text = long_text
+        self.chunk_overlap = chunk_overlap
         self.normalize = normalize
         self.heads = heads
         self.objective = objective
@@ -172,8 +181,8 @@ class LearnedPooling(TextFeaturesMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"prompt_name/prompt changed after fit (fitted with {self.prompt_!r}, "
                              f"now {prompt!r}); call fit again.")
         self.prompt_ = prompt
-        return token_states(encoder, texts, prompt, self.max_length,
-                            max_tokens_per_batch=self.batch_tokens)
+        return token_states(encoder, texts, prompt, self.max_length, long_text=self.long_text,
+                            chunk_overlap=self.chunk_overlap, max_tokens_per_batch=self.batch_tokens)
 
     # -- sklearn API ---------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> LearnedPooling:
@@ -233,7 +242,8 @@ class LearnedPooling(TextFeaturesMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self, "attention_")
         texts = validate_texts(X)
         _, weights = _pool_numpy(self, self._states(texts))
-        toks = tokens(self.get_encoder(), texts, self.prompt_, self.max_length)
+        toks = tokens(self.get_encoder(), texts, self.prompt_, self.max_length,
+                      long_text=self.long_text, chunk_overlap=self.chunk_overlap)
         frames = [pd.DataFrame({"text": i, "position": np.arange(len(w)), "token": t,
                                 "weight": w, "relative": w * len(w)})
                   for i, (t, w) in enumerate(zip(toks, weights, strict=True))]

@@ -1,9 +1,15 @@
 """Token states of the frozen encoder, once per text per process (for learned pooling).
 
-The one place that turns texts into per-token hidden states: the encoder's tokenizer and prompt
-as :class:`~skmoe.engine.Engine` applies them, batches from the engine's planner, and the
-encoder's ``forward(input_ids, attention_mask)``. When the shared texts -> vectors path can
-return token states, only :func:`_compute` changes.
+The one place that turns texts into per-token hidden states: the token rows
+:meth:`skmoe.engine.Engine.iter_windows` gives (prompt, token limit and ``long_text`` mode as
+the embedding road applies them), batches from the engine's planner, and the encoder's
+``forward(input_ids, attention_mask)``. When the shared texts -> vectors path can return token
+states, only :func:`_compute` changes.
+
+With ``long_text="chunk"`` a text longer than the limit is run as windows (each with the prompt
+and special tokens) and its states are **the windows' states concatenated, overlap tokens and
+each window's prompt and special tokens kept**: the mean over them is then the token-weighted
+mean of the windows' means, which is exactly how the embedding road pools a chunked text.
 
 Each text gives ``(states, mean)``: its ``[L, H]`` last hidden states in float16 (compact: 2 bytes
 a value) and their mean over the ``L`` tokens computed in float32 from the float32 states, so
@@ -29,22 +35,18 @@ persistent cache is built.
 from __future__ import annotations
 
 import threading
-import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from .embedding import token_limit
 from .encoder import SentenceEncoder
-from .engine.batching import TokenRows, collate, plan_batches
-from .engine.precision import QUANTIZED, precision_of
-from .engine.runner import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_TOKENS,
-    MAX_PADDING_DENSE,
-    TruncationWarning,
-)
+from .engine import Engine
+from .engine.batching import collate
+from .engine.precision import precision_of
+from .engine.windows import DEFAULT_CHUNK_OVERLAP
 
 #: Bytes of token states the memo keeps (float16 states plus float32 means); oldest out first.
 MEMO_MAX_BYTES = 2 * 1024**3
@@ -56,10 +58,12 @@ _MEMO: OrderedDict[tuple, tuple[torch.Tensor, np.ndarray]] = OrderedDict()
 _MEMO_BYTES = 0
 
 
-def model_key(encoder: SentenceEncoder, prompt: str, max_length: int) -> tuple:
+def model_key(encoder: SentenceEncoder, prompt: str, max_length: int,
+              long_text: str = "truncate", chunk_overlap: int = DEFAULT_CHUNK_OVERLAP) -> tuple:
     """What token states depend on besides the text."""
+    mode = (long_text, int(chunk_overlap)) if long_text == "chunk" else (long_text,)
     return (encoder.source.fingerprint, str(encoder.device), precision_of(encoder), prompt,
-            int(max_length))
+            int(max_length), *mode)
 
 
 def token_states(
@@ -68,16 +72,19 @@ def token_states(
     prompt: str = "",
     max_length: int | None = None,
     *,
+    long_text: str = "truncate",
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     batch_size: int | None = None,
     max_tokens_per_batch: int | None = None,
 ) -> list[tuple[torch.Tensor, np.ndarray]]:
     """``(float16 states [L, H], float32 mean [H])`` of ``prompt + text`` for every text, in order.
 
     Texts are computed once: duplicates and texts memoised by an earlier call are not run again.
+    ``long_text="chunk"``: the states of a long text's windows, concatenated (module docstring).
     """
     global _MEMO_BYTES
-    limit = min(int(max_length or encoder.max_length), encoder.max_length)
-    prefix = model_key(encoder, prompt, limit)
+    limit = token_limit(encoder, max_length)
+    prefix = model_key(encoder, prompt, limit, long_text, chunk_overlap)
     unique = list(dict.fromkeys(texts))
     with _LOCK:
         found = {t: _MEMO[(*prefix, t)] for t in unique if (*prefix, t) in _MEMO}
@@ -85,7 +92,9 @@ def token_states(
             _MEMO.move_to_end((*prefix, t))
     todo = [t for t in unique if t not in found]
     if todo:
-        computed = _compute(encoder, todo, prompt, limit, batch_size, max_tokens_per_batch)
+        engine = Engine(encoder, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+                        max_length=limit)
+        computed = _compute(engine, todo, prompt, long_text, chunk_overlap)
         with _LOCK:
             for t, entry in zip(todo, computed, strict=True):
                 found[t] = entry
@@ -111,39 +120,50 @@ def _nbytes(entry: tuple[torch.Tensor, np.ndarray]) -> int:
 
 
 def tokens(encoder: SentenceEncoder, texts: Sequence[str], prompt: str = "",
-           max_length: int | None = None) -> list[list[str]]:
+           max_length: int | None = None, *, long_text: str = "truncate",
+           chunk_overlap: int = DEFAULT_CHUNK_OVERLAP) -> list[list[str]]:
     """The tokens (as the tokenizer spells them) whose states :func:`token_states` gives."""
-    limit = min(int(max_length or encoder.max_length), encoder.max_length)
-    ids, _ = encoder.tokenize([prompt + t for t in texts], limit)
-    return [encoder.tokenizer.convert_ids_to_tokens(list(row)) for row in ids]
+    engine = Engine(encoder, max_length=token_limit(encoder, max_length))
+    out: list[list[str]] = [[] for _ in texts]
+    for group in engine.iter_windows(texts, prompt, long_text=long_text,
+                                     chunk_overlap=chunk_overlap):
+        for row, owner in zip(group.ids, group.owner, strict=True):
+            out[owner] += encoder.tokenizer.convert_ids_to_tokens(row.tolist())
+    return out
 
 
 @torch.inference_mode()
-def _compute(encoder: SentenceEncoder, texts: list[str], prompt: str, limit: int,
-             batch_size: int | None, max_tokens: int | None) -> list[tuple[torch.Tensor, np.ndarray]]:
-    """Tokenize like the engine, batch with its planner, run the frozen backbone."""
-    ids, cut = encoder.tokenize([prompt + t for t in texts], limit)
-    if cut:
-        warnings.warn(f"{len(cut)} text(s) exceed the maximum length ({limit} tokens) and were "
-                      f"truncated; first: {(prompt + texts[cut[0]])[:60]!r}", TruncationWarning,
-                      stacklevel=3)
-    rows = TokenRows(ids)
-    lengths = rows.lengths
-    kind = "cuda" if encoder.device.type == "cuda" else "cpu"
-    exact = not encoder.is_moe and precision_of(encoder) in QUANTIZED
-    padding = None if encoder.is_moe or exact else MAX_PADDING_DENSE
+def _compute(engine: Engine, texts: list[str], prompt: str, long_text: str,
+             chunk_overlap: int) -> list[tuple[torch.Tensor, np.ndarray]]:
+    """Token rows and batches from the engine, the frozen backbone's states per window, the
+    windows of a text joined."""
+    encoder = engine.encoder
     out: list = [None] * len(texts)
-    for batch in plan_batches(lengths, batch_size or DEFAULT_BATCH_SIZE[kind],
-                              max_tokens or DEFAULT_MAX_TOKENS[kind], exact=exact,
-                              max_padding=padding):
-        input_ids, mask = collate(rows, batch, encoder.pad_token_id)
-        input_ids, mask = input_ids.to(encoder.device), mask.to(encoder.device)
-        hidden = encoder(input_ids, mask).float()
-        m = mask.to(hidden.dtype).unsqueeze(-1)
-        means = ((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)).cpu().numpy()
-        half = hidden.to(torch.float16).cpu()
-        for j, r in enumerate(batch.rows):
-            out[r] = (half[j, : int(lengths[r])].clone(), means[j].astype(np.float32))
-        STATS["forward_calls"] += 1
-        STATS["texts"] += len(batch.rows)
+    for group in engine.iter_windows(texts, prompt, long_text=long_text,
+                                     chunk_overlap=chunk_overlap):
+        rows, lengths = group.ids, group.ids.lengths
+        windows: list = [None] * len(rows)
+        for batch in engine.plan(lengths):
+            input_ids, mask = collate(rows, batch, encoder.pad_token_id)
+            input_ids, mask = input_ids.to(encoder.device), mask.to(encoder.device)
+            hidden = encoder(input_ids, mask).float()
+            m = mask.to(hidden.dtype).unsqueeze(-1)
+            means = ((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)).cpu().numpy()
+            half = hidden.to(torch.float16).cpu()
+            for j, r in enumerate(batch.rows):
+                windows[r] = (half[j, : int(lengths[r])].clone(), means[j].astype(np.float32))
+            STATS["forward_calls"] += 1
+            STATS["texts"] += len(batch.rows)
+        # a text's windows are consecutive rows
+        owners, first, count = np.unique(group.owner, return_index=True, return_counts=True)
+        for text, f, n in zip(owners, first, count, strict=True):
+            out[text] = windows[f] if n == 1 else _join(windows[f : f + n], lengths[f : f + n])
     return out
+
+
+def _join(windows: list[tuple[torch.Tensor, np.ndarray]], lengths: np.ndarray
+          ) -> tuple[torch.Tensor, np.ndarray]:
+    """One text's windows: states concatenated, mean weighted by each window's tokens."""
+    weights = lengths.astype(np.float64)
+    mean = (np.stack([w[1] for w in windows]).astype(np.float64) * weights[:, None]).sum(0)
+    return torch.cat([w[0] for w in windows]), (mean / weights.sum()).astype(np.float32)

@@ -346,7 +346,7 @@ def test_changing_the_prompt_after_fit_asks_for_a_refit(moe):
     ("truncate_dim", True, TypeError, "truncate_dim must be an int or None, got True"),
     ("truncate_dim", 0, ValueError, r"truncate_dim must be in \[1, 64\], got 0"),
     ("truncate_dim", 65, ValueError, r"truncate_dim must be in \[1, 64\]"),
-    ("max_length", 64.5, TypeError, "max_length must be an int, got 64.5"),
+    ("max_length", 64.5, TypeError, "max_length must be an int or None, got 64.5"),
     ("max_length", 1, ValueError, "max_length must be >= 2"),
     ("batch_size", 0, ValueError, "batch_size must be >= 1, got 0"),
     ("batch_size", 8.0, TypeError, "batch_size must be an int or None"),
@@ -529,7 +529,7 @@ def test_lazy_and_loaded_paths_share_one_namespace(moe, tmp_path):
     est = MoEEmbeddingTransformer(moe, cache=cache).fit(["x"])
     encoder = est.get_encoder()
     card = estimator_module.ModelCard.of(encoder)
-    assert est._namespace(card, est.prompt_) == est._namespace(encoder, est.prompt_)
+    assert est._embedder(card, est.prompt_).namespace == est.cache_namespace(encoder, est.prompt_)
     lazy = est._model()
     assert isinstance(lazy, estimator_module.ModelCard) and lazy == card
 

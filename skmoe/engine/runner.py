@@ -26,9 +26,18 @@ import torch
 from .._stack import external_stacklevel
 from ..encoder import SentenceEncoder
 from ..encoder.checkpoint import check_finite_output
+from ..encoder.tokenization import tokenize
 from .batching import Batch, TokenRows, pack, plan_batches, split_batch
 from .memory import reuse_freed_memory_if_asked
 from .precision import QUANTIZED, precision_of
+from .windows import (
+    DEFAULT_CHUNK_OVERLAP,
+    TokenGroup,
+    WindowPool,
+    check_long_text,
+    iter_window_groups,
+    position_limit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +108,8 @@ class Engine:
     progress : callable, optional
         Called with the number of texts finished after each batch.
     max_length : int, optional
-        Token limit per text (default: the encoder's own limit).
+        Token limit per text (default: the encoder's own limit); at most the model's positions
+        (:func:`~skmoe.engine.windows.position_limit`).
     """
 
     encoder: SentenceEncoder
@@ -113,6 +123,16 @@ class Engine:
         self._token_cap: int | None = None  # lowered after an out-of-memory error
         if self.encoder.device.type == "cpu":
             reuse_freed_memory_if_asked()  # process-wide malloc tuning: only if SKMOE_TUNE_MALLOC
+
+    @property
+    def limit(self) -> int:
+        """The token limit in effect: ``max_length``, else the encoder's own limit."""
+        limit = int(self.max_length or self.encoder.max_length)
+        positions = position_limit(self.encoder)
+        if limit > positions:
+            raise ValueError(f"max_length={limit} is beyond the {positions} positions of "
+                             f"{self.encoder.source.name!r}; use at most {positions}")
+        return limit
 
     def _defaults(self) -> tuple[int, int]:
         kind = "cuda" if self.encoder.device.type == "cuda" else "cpu"
@@ -144,7 +164,8 @@ class Engine:
         return out[inverse.reshape(-1)]
 
     def iter_embed_batches(
-        self, texts: Sequence[str], prompt: str = "", *, cut_out: np.ndarray | None = None
+        self, texts: Sequence[str], prompt: str = "", *, cut_out: np.ndarray | None = None,
+        long_text: str = "truncate", chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(positions in texts, vectors)`` forward pass by forward pass.
 
@@ -152,13 +173,48 @@ class Engine:
         batch to its cache). Texts are not deduplicated: pass unique texts. ``cut_out``, a bool
         array of ``len(texts)``, is filled with which texts were truncated before the first
         batch is yielded (the cache stores it, so that a hit can warn without tokenizing).
+
+        ``long_text="chunk"``: a text longer than the limit is embedded as windows
+        (:mod:`skmoe.engine.windows`) whose mean-pooled vectors are averaged, weighted by their
+        tokens; its vector is yielded once its last window is done. Windows of all texts batch
+        together; texts that fit give exactly the vectors of ``"truncate"``.
         """
-        if len(texts):
-            ids, truncated = self._tokenize([prompt + t for t in texts])
+        if cut_out is not None:
+            cut_out[:] = False
+        for group in self.iter_windows(texts, prompt, long_text=long_text,
+                                       chunk_overlap=chunk_overlap):
             if cut_out is not None:
-                cut_out[:] = False
-                cut_out[truncated] = True
-            yield from self.iter_batches(ids)
+                cut_out[group.cut] = True
+            if group.single:
+                for rows, vectors in self.iter_batches(group.ids):
+                    yield group.owner[rows], vectors
+                continue
+            pool = WindowPool(group.owner, group.ids.lengths, self.encoder.embedding_dim)
+            for rows, vectors in self.iter_batches(group.ids):
+                done, pooled = pool.add(rows, vectors)
+                if len(done):
+                    yield done, pooled
+
+    def iter_windows(self, texts: Sequence[str], prompt: str = "", *,
+                     long_text: str = "truncate",
+                     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP) -> Iterator[TokenGroup]:
+        """The token rows the engine runs for ``prompt + text``, in groups of whole texts.
+
+        ``"truncate"``: one group, one row per text, cut to the limit (with a
+        :class:`TruncationWarning`). ``"chunk"``: rows are windows of the limit, groups of
+        about :data:`~skmoe.engine.windows.GROUP_TOKENS` tokens (memory stays flat however
+        many long texts there are). Token states and routing statistics read these rows too.
+        """
+        check_long_text(long_text, chunk_overlap, self.limit)
+        if not len(texts):
+            return
+        if long_text == "truncate":
+            ids, truncated = self._tokenize([prompt + t for t in texts])
+            yield TokenGroup(ids, np.arange(len(texts)), truncated)
+            return
+        self._check_tokenizer()
+        yield from iter_window_groups(self.encoder.tokenizer, texts, prompt, self.limit,
+                                      int(chunk_overlap))
 
     def iter_embed(
         self, texts: Sequence[str], prompt: str = "", chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -224,21 +280,30 @@ class Engine:
         make longer (U+FDFA: 3 bytes, 33 after NFKC), so the larger of the two sizes counts.
         """
         known = np.full(len(texts), -1) if cut is None else np.asarray(cut)
-        limit = min(self.max_length or self.encoder.max_length, self.encoder.max_length)
-        budget = limit - _SPECIAL_TOKENS_MARGIN - _utf8_size(prompt)
+        budget = self.limit - _SPECIAL_TOKENS_MARGIN - _utf8_size(prompt)
         was_cut = [prompt + t for t, c in zip(texts, known, strict=True) if c > 0]
         unknown = [prompt + t for t, c in zip(texts, known, strict=True)
                    if c < 0 and _utf8_size(t) > budget]
         if unknown:
-            was_cut += [unknown[i] for i in self.encoder.tokenize(unknown, self.max_length)[1]]
+            was_cut += [unknown[i] for i in self._token_ids(unknown)[1]]
         self._warn_cut(was_cut)
         return len(was_cut)
 
     def _tokenize(self, texts: list[str]) -> tuple[TokenRows, list[int]]:
         """Token rows of ``texts`` and the positions of those that were cut (with a warning)."""
-        ids, truncated = self.encoder.tokenize(texts, self.max_length)
+        ids, truncated = self._token_ids(texts)
         self._warn_cut([texts[i] for i in truncated])
         return TokenRows(ids), truncated
+
+    def _token_ids(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+        """Ids cut to the limit (which may pass the encoder's own, up to its positions)."""
+        self._check_tokenizer()
+        return tokenize(self.encoder.tokenizer, texts, self.limit)
+
+    def _check_tokenizer(self) -> None:
+        if self.encoder.tokenizer is None:
+            raise RuntimeError(f"{self.encoder.source.path} ships no tokenizer files; pass "
+                               "tokenizer=PATH to load_encoder")
 
     def _warn_cut(self, cut_texts: list[str]) -> None:
         if not cut_texts:
@@ -246,7 +311,7 @@ class Engine:
         self.stats.truncated += len(cut_texts)
         warnings.warn(
             f"{len(cut_texts)} text(s) exceed the maximum length "
-            f"({self.max_length or self.encoder.max_length} tokens) and were truncated; first: "
+            f"({self.limit} tokens) and were truncated; first: "
             f"{cut_texts[0][:60]!r}",
             TruncationWarning,
             stacklevel=external_stacklevel(),
@@ -265,10 +330,7 @@ class Engine:
         """Yield ``(row indices, pooled vectors)`` batch by batch (nothing kept on the device)."""
         ids = TokenRows(ids)
         lengths = ids.lengths
-        bs, mt = self._defaults()
-        exact = self._exact_lengths()
-        max_padding = None if self.encoder.is_moe or exact else MAX_PADDING_DENSE
-        pending = deque(plan_batches(lengths, bs, mt, exact=exact, max_padding=max_padding))
+        pending = deque(self.plan(lengths))
         while pending:
             batch = pending.popleft()
             if self._token_cap is not None and batch.padded_tokens > self._token_cap:
@@ -288,6 +350,14 @@ class Engine:
             if self.progress is not None:
                 self.progress(len(batch.rows))
             yield batch.rows, vectors
+
+    def plan(self, lengths: np.ndarray) -> list[Batch]:
+        """This engine's batches for rows of these token lengths (device defaults, padding
+        rules of the backbone and precision)."""
+        bs, mt = self._defaults()
+        exact = self._exact_lengths()
+        max_padding = None if self.encoder.is_moe or exact else MAX_PADDING_DENSE
+        return plan_batches(lengths, bs, mt, exact=exact, max_padding=max_padding)
 
     def _back_off(self, batch: Batch) -> None:
         """After an out-of-memory error: free the cache, halve the budget for what follows."""

@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
-from ..embedding import resolve_prompt
+from ..embedding import DEFAULT_CHUNK_OVERLAP, Embedder, resolve_prompt
 from ..encoder import SentenceEncoder, capture_routing
-from ..engine import Engine
 from .embeddings import as_groups, as_texts
 
 
@@ -86,7 +85,7 @@ class RoutingStats:
         return out
 
 
-def _text_token_mask(encoder: SentenceEncoder, ids: list[list[int]],
+def _text_token_mask(encoder: SentenceEncoder, ids: Any,
                      prefix: str) -> list[np.ndarray]:
     """Per row, which tokens belong to the text itself: not the special tokens at both ends,
     not the prompt's tokens after the first (checked row by row against the prompt's ids)."""
@@ -104,6 +103,32 @@ def _text_token_mask(encoder: SentenceEncoder, ids: list[list[int]],
     return masks
 
 
+def _count_batch(records: list, group_codes: np.ndarray, lengths: np.ndarray,
+                 kept: np.ndarray | None, token_count: np.ndarray, count: dict, weight: dict,
+                 prob: dict, G: int, E: int, K: int) -> None:
+    """Add one forward pass's router records: rows of groups ``group_codes``, ``lengths``
+    tokens each, the tokens ``kept`` counted (all when None). The records are the last ones of
+    the call (an OOM retry may leave a failed call's partial records before them)."""
+    token_group = np.repeat(group_codes, lengths)
+    routed = len(token_group)
+    if kept is not None:
+        token_group = token_group[kept]
+    token_count += np.bincount(token_group, minlength=G)
+    for rec in records:
+        top_e = rec.top_experts.numpy()
+        if top_e.shape[0] != routed:
+            raise RuntimeError(
+                f"layer {rec.layer}: router saw {top_e.shape[0]} tokens, expected {routed}")
+        top_w, probs = rec.top_weights.double().numpy(), rec.probs.double().numpy()
+        if kept is not None:
+            top_e, top_w, probs = top_e[kept], top_w[kept], probs[kept]
+        flat = (np.repeat(token_group, K) * E + top_e.reshape(-1))
+        count[rec.layer] += np.bincount(flat, minlength=G * E).reshape(G, E)
+        weight[rec.layer] += np.bincount(
+            flat, weights=top_w.reshape(-1), minlength=G * E).reshape(G, E)
+        np.add.at(prob[rec.layer], token_group, probs)
+
+
 def routing_stats(
     model: Any,
     texts: Any,
@@ -112,6 +137,8 @@ def routing_stats(
     prompt_name: str | None = None,
     prompt: str | None = None,
     max_length: int | None = None,
+    long_text: str | None = None,
+    chunk_overlap: int | None = None,
     tokens: str = "all",
     batch_size: int | None = None,
     max_tokens_per_batch: int | None = None,
@@ -133,12 +160,19 @@ def routing_stats(
     max_length : int, optional
         Token limit per text; longer texts are cut, as for their embeddings. Default: the
         estimator's ``max_length``, else the model's maximum length.
+    long_text : {"truncate", "chunk"}, optional
+        As for the embeddings (default: the estimator's setting, else ``"truncate"``).
+        ``"chunk"`` routes every window of a long text and counts all their tokens: overlap
+        tokens twice, and each window's prompt and special tokens (see ``tokens``).
+    chunk_overlap : int, optional
+        Tokens shared by consecutive windows (default: the estimator's, else 64).
     tokens : {"all", "text"}, default="all"
         ``"all"`` counts every token the model routes; ``"text"`` leaves out the special
         tokens at both ends and the prompt's tokens, which are the same in every language
         (7-17% of the tokens of short sentences) and would blur differences between groups.
     batch_size, max_tokens_per_batch : int, optional
-        Passed to :class:`skmoe.engine.Engine`.
+        Passed to the engine (:class:`skmoe.embedding.Embedder` configures it, as for the
+        embeddings).
 
     Returns
     -------
@@ -159,46 +193,37 @@ def routing_stats(
     names = list(pd.unique(g))
     code = pd.Categorical(g, categories=names).codes.astype(np.int64)
     prefix = _prompt_of(model, encoder, prompt_name, prompt)
-    if max_length is None and hasattr(model, "get_params"):
-        max_length = model.get_params(deep=False).get("max_length")
+    params = model.get_params(deep=False) if hasattr(model, "get_params") else {}
+    if max_length is None:
+        max_length = params.get("max_length")
+    if long_text is None:
+        long_text = params.get("long_text", "truncate")
+    if chunk_overlap is None:
+        chunk_overlap = params.get("chunk_overlap", DEFAULT_CHUNK_OVERLAP)
     if tokens not in ("all", "text"):
         raise ValueError(f"tokens must be 'all' or 'text', got {tokens!r}")
-    ids, _ = encoder.tokenize([prefix + t for t in texts], max_length)
-    lengths = np.array([len(r) for r in ids], dtype=np.int64)
-    keep = _text_token_mask(encoder, ids, prefix) if tokens == "text" else None
+    # the road's settings (token limit, long texts) and its engine; routing is no embedding,
+    # so the forward passes are read here rather than pooled
+    engine = Embedder.for_encoder(encoder, prefix, max_length=max_length, long_text=long_text,
+                                  chunk_overlap=chunk_overlap, batch_size=batch_size,
+                                  max_tokens_per_batch=max_tokens_per_batch).engine
     layers = cfg.moe_layers
     G, E, K = len(names), cfg.num_experts, cfg.moe_top_k
     count = {layer: np.zeros((G, E), dtype=np.int64) for layer in layers}
     weight = {layer: np.zeros((G, E)) for layer in layers}
     prob = {layer: np.zeros((G, E)) for layer in layers}
     token_count = np.zeros(G, dtype=np.int64)
-    engine = Engine(encoder, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch)
     with capture_routing(encoder) as records:
-        for rows, _ in engine.iter_batches(ids):
-            # The last len(layers) records belong to this batch (an OOM retry may leave a
-            # failed call's partial records before them).
-            batch_records = records[-len(layers):]
-            token_group = np.repeat(code[rows], lengths[rows])
-            routed = len(token_group)
-            kept = None if keep is None else np.concatenate([keep[r] for r in rows])
-            if kept is not None:
-                token_group = token_group[kept]
-            token_count += np.bincount(token_group, minlength=G)
-            for rec in batch_records:
-                top_e = rec.top_experts.numpy()
-                if top_e.shape[0] != routed:
-                    raise RuntimeError(
-                        f"layer {rec.layer}: router saw {top_e.shape[0]} tokens, expected {routed}"
-                    )
-                top_w, probs = rec.top_weights.double().numpy(), rec.probs.double().numpy()
-                if kept is not None:
-                    top_e, top_w, probs = top_e[kept], top_w[kept], probs[kept]
-                flat = (np.repeat(token_group, K) * E + top_e.reshape(-1))
-                count[rec.layer] += np.bincount(flat, minlength=G * E).reshape(G, E)
-                weight[rec.layer] += np.bincount(
-                    flat, weights=top_w.reshape(-1), minlength=G * E).reshape(G, E)
-                np.add.at(prob[rec.layer], token_group, probs)
-            records.clear()
+        for window_group in engine.iter_windows(texts, prefix, long_text=long_text,
+                                                chunk_overlap=chunk_overlap):
+            ids, lengths = window_group.ids, window_group.ids.lengths
+            owner = window_group.owner
+            keep = _text_token_mask(encoder, ids, prefix) if tokens == "text" else None
+            for rows, _ in engine.iter_batches(ids):
+                _count_batch(records[-len(layers):], code[owner[rows]], lengths[rows],
+                             None if keep is None else np.concatenate([keep[r] for r in rows]),
+                             token_count, count, weight, prob, G, E, K)
+                records.clear()
     rows_out = []
     for layer in layers:
         c, w, p = count[layer], weight[layer], prob[layer]

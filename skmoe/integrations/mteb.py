@@ -175,7 +175,7 @@ class SkmoeMTEBEncoder:
                 # The digest of config + weights: results of different weights never mix.
                 "revision": str(source.fingerprint),
                 "embed_dim": width,
-                "max_tokens": int(min(self.transformer.max_length, encoder.max_length)),
+                "max_tokens": int(self.transformer.max_length or encoder.max_length),
                 "similarity_fn_name": ScoringFunction.COSINE,
                 "framework": ["PyTorch"],
                 "open_weights": True,

@@ -262,16 +262,17 @@ def test_truncation_warning_names_the_callers_line(encoder, random_moe_xlmr_path
 
 
 def test_warn_if_truncated_tokenizes_only_texts_that_could_be_too_long(encoder, monkeypatch):
+    import skmoe.engine.runner as runner_module
     from skmoe.engine.runner import TruncationWarning
 
     seen = []
-    real = encoder.tokenize
+    real = runner_module.tokenize
 
-    def spy(texts, max_length=None):
+    def spy(tokenizer, texts, max_length):
         seen.append(list(texts))
-        return real(texts, max_length)
+        return real(tokenizer, texts, max_length)
 
-    monkeypatch.setattr(encoder, "tokenize", spy)
+    monkeypatch.setattr(runner_module, "tokenize", spy)
     engine = Engine(encoder, max_length=32)
     assert engine.warn_if_truncated(["short", "also short"], "query: ") == 0
     assert seen == []  # 32 tokens cannot come from so few bytes

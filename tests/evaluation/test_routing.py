@@ -111,11 +111,14 @@ def test_accepts_objects_with_get_encoder_and_their_prompt(moe, random_moe_xlmr_
 
 def test_routing_counts_the_tokens_the_embedding_used(moe, random_moe_xlmr_path):
     from skmoe import MoEEmbeddingTransformer
+    from skmoe.engine import TruncationWarning
 
     long_text = "word " * 60
     est = MoEEmbeddingTransformer(model=str(random_moe_xlmr_path), device="cpu", max_length=16)
-    assert routing_stats(est, [long_text]).tokens.iloc[0] == 16  # the estimator's limit
-    assert routing_stats(moe, [long_text], max_length=16).tokens.iloc[0] == 16
+    with pytest.warns(TruncationWarning, match="exceed the maximum length \\(16 tokens\\)"):
+        assert routing_stats(est, [long_text]).tokens.iloc[0] == 16  # the estimator's limit
+    with pytest.warns(TruncationWarning):  # cut as for the embeddings, and said so
+        assert routing_stats(moe, [long_text], max_length=16).tokens.iloc[0] == 16
     assert routing_stats(moe, [long_text]).tokens.iloc[0] > 60  # the model's own limit
 
 
