@@ -78,7 +78,7 @@ class ModelCard:
     source: ModelSource
     embedding_dim: int
     max_length: int
-    pooling: str
+    recipe: str
     prompts: dict[str, str]
     default_prompt_name: str | None
     has_tokenizer: bool
@@ -92,7 +92,7 @@ class ModelCard:
     def of(cls, model: SentenceEncoder | ModelCard) -> ModelCard:
         if isinstance(model, ModelCard):
             return model
-        return cls(model.source, int(model.embedding_dim), int(model.max_length), model.pooling,
+        return cls(model.source, int(model.embedding_dim), int(model.max_length), model.recipe,
                    dict(model.prompts), model.default_prompt_name, model.tokenizer is not None,
                    bool(model.is_moe), position_limit(model))
 
@@ -211,7 +211,7 @@ class Embedder:
         if cache is not None:
             namespace, labels = embedding_namespace(
                 model_fingerprint=model.source.fingerprint, revision=model.source.revision,
-                prompt=prompt, max_length=limit, pooling=model.pooling, precision=precision,
+                prompt=prompt, max_length=limit, pooling=model.recipe, precision=precision,
                 device_type=device_type, model=name or model.source.name, long_text=long_text,
                 chunk_overlap=chunk_overlap)
         return cls(load, dim=model.embedding_dim, prompt=prompt, max_length=limit, cache=cache,

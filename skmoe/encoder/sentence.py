@@ -116,6 +116,12 @@ class SentenceEncoder(nn.Module):
         return f"{self.pooling} pooling{head}"
 
     @property
+    def recipe(self) -> str:
+        """What a pooled vector means, for cache keys: the pooling mode alone when nothing follows
+        it (so those keys never change), else the whole recipe with the Dense/Normalize modules."""
+        return self.pooling if self.head is None else self.modules_description
+
+    @property
     def device(self) -> torch.device:
         return next(self.backbone.parameters()).device
 

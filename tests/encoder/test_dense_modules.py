@@ -353,3 +353,13 @@ def test_normalize_module_of_a_real_model_is_applied(minilm_path, minilm_encoder
     expected = SentenceTransformer(str(minilm_path), device="cpu").encode(texts)
     ours = Engine(minilm_encoder).embed(texts)
     assert np.abs(ours - expected).max() < 1e-5
+
+
+def test_the_cache_key_names_the_head_modules(moe):
+    """Vectors of a folder with Dense/Normalize modules mean something else than its pooled states:
+    the namespace's pooling part names the modules (entries cached by versions that ignored them
+    are not served), and stays plain ``mean`` for a folder without modules (its keys unchanged)."""
+    assert ModelCard.of(load_encoder(moe, device="cpu")).recipe == "mean"
+    write_modules(moe, [("Transformer", ""), ("Pooling", "1_Pooling"), ("Normalize", "2_Normalize")])
+    card = ModelCard.of(load_encoder(moe, device="cpu"))
+    assert card.recipe != "mean" and "Normalize" in card.recipe
