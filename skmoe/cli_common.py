@@ -142,7 +142,9 @@ def add_model_options(p: argparse.ArgumentParser, *, prompt_default: str | None)
                    help="task prompt from the model's table: query, passage/document, "
                         f"classification, clustering (default: {prompt_default})")
     g.add_argument("--prompt", help='raw prefix, wins over --prompt-name (e5 models: "query: "; "" for none)')
-    g.add_argument("--max-length", type=positive_int, default=512, help="tokens per text (512)")
+    g.add_argument("--max-length", type=positive_int, default=None,
+                   help="tokens per text (default: the length the model was trained at, 512 for "
+                        "nomic-embed-text-v2-moe; up to its positions, with a warning)")
     g.add_argument("--truncate-dim", type=positive_int, help="Matryoshka width (e.g. 256)")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     g.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "int8", "int4"),
