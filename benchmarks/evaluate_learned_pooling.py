@@ -373,6 +373,21 @@ def render(data: dict) -> str:
             lines.append(f"| {r['train']} | {r['objective']} | {r['pairs']} | {r['epochs']} | "
                          f"{m:.3f} | {lrn:.3f} | {lrn - m:+.3f} | {cell(lo)} | {cell(hi)} |")
         lines.append("")
+        for objective in dict.fromkeys(r["objective"] for r in sts):
+            rs = [r for r in sts if r["objective"] == objective]
+            per = [(k, v["learned"] - v["mean"], v["ci"]) for r in rs
+                   for k, v in r["tests"].items()]
+            d = np.array([x for _, x, _ in per])
+            better = sum(np.mean([v["learned"] - v["mean"] for v in r["tests"].values()]) > 0
+                         for r in rs)
+            lines.append(
+                f"`{objective}`: mean change of Spearman over all {len(per)} (training track, "
+                f"test track) cells {d.mean():+.3f}; the average over the other tracks improves "
+                f"for {better} of {len(rs)} training tracks; per cell, the interval lies above 0 "
+                f"in {sum(c[0] > 0 for _, _, c in per)} and below 0 in "
+                f"{sum(c[1] < 0 for _, _, c in per)} of {len(per)}; fits took "
+                f"{np.median([r['fit_s'] for r in rs]):.0f} s median.\n")
+        lines.append("")
     lines.append(END)
     return "\n".join(lines)
 

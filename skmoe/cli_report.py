@@ -122,8 +122,9 @@ def add_report_commands(sub: Any) -> None:
         "demo", help="the main job: a report folder from the bundled SIB-200 sample",
         description="Embed the bundled SIB-200 sample (8 languages, 7 topics) once, run the "
                     "per-language few-shot probe and the transfer from the source language to "
-                    "the others, and write tables (CSV + Markdown), plots (PNG) and "
-                    "index.html / report.md to --out.",
+                    "the others, compare learned attention pooling with mean pooling per "
+                    "language (--no-learned-pooling to skip), and write tables (CSV + "
+                    "Markdown), plots (PNG) and index.html / report.md to --out.",
     )
     add_model_options(demo, prompt_default="classification")
     _report_options(demo)
