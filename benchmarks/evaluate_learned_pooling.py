@@ -274,7 +274,7 @@ def render(data: dict) -> str:
     if langs:
         seeds = max(len(r["learned_seeds"]) for r in [*full.values(), *en2x.values()])
         lines += [
-            f"### SIB-200, full train split ({len(langs)} languages, {seeds} seeds)", "",
+            f"### SIB-200, full train split ({len(langs)} languages, up to {seeds} seeds)", "",
             "In-language: train split (701 rows) -> test split (204 rows) of the same language. "
             "English->X: pooling and head trained on the English train split, scored on X's "
             "test split. Learned accuracy is the mean over seeds; the interval is a paired "
@@ -322,8 +322,9 @@ def render(data: dict) -> str:
     few = [r for r in recs if r["part"] == "fewshot"]
     if few:
         ks = sorted({r["k"] for r in few})
-        draws = max(len(r["mean_draws"]) for r in few)
-        lines += [f"### SIB-200, few-shot in-language (k rows per label, {draws} draws)", "",
+        draws = sorted({len(r["mean_draws"]) for r in few})
+        lines += [f"### SIB-200, few-shot in-language (k rows per label, "
+                  f"{' or '.join(map(str, draws))} draws)", "",
                   "Each draw takes k rows per label from the train split; both sides see the "
                   "same draw. Accuracy mean over draws; interval: 95% t-interval over the draws "
                   "of the paired difference (points x 100).", "",

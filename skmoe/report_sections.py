@@ -165,7 +165,8 @@ def pooling_section(res: ReportResults) -> Section:
         f"rows. Mean difference {d.mean():+.3f} (from {d.min():+.3f} to {d.max():+.3f}); the "
         "interval is above 0 in " + (", ".join(map(str, gains)) if gains else "no language")
         + " and below 0 in " + (", ".join(map(str, losses)) if losses else "no language")
-        + f". This part took {comp.seconds:.1f} s (token states included).")
+        + f". This part took {comp.seconds:.1f} s, {comp.states_seconds:.1f} s of it the "
+        "encoder pass for the token states.")
     return Section("Learned pooling vs mean pooling", text, t,
                    images=[comp.image] if comp.image else [])
 
