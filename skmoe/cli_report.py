@@ -90,7 +90,8 @@ def run_report(args: argparse.Namespace, data: Any, *, text: str, label: str, la
         transformer, data, out,
         text_column=text, label_column=label, language_column=language, split_column=split,
         id_column=ids, source_language=args.source_language, shots=args.shots, seeds=args.seeds,
-        umap=args.map == "umap", progress=not args.quiet,
+        umap=args.map == "umap", learned_pooling=args.learned_pooling,
+        progress=not args.quiet,
     )
     print(f"report written to {index}")
     return 0
@@ -109,6 +110,10 @@ def _report_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--languages", nargs="+", metavar="LANG", help="only these languages")
     g.add_argument("--map", choices=("umap", "none"), default="umap",
                    help="2-D maps of the test texts: UMAP (default; the slowest step) or none")
+    g.add_argument("--learned-pooling", action=argparse.BooleanOptionalAction, default=False,
+                   help="add learned attention pooling vs mean pooling per language (a second "
+                        "encoder pass for token states, then small fits; default: on for demo, "
+                        "off for probe)")
 
 
 def add_report_commands(sub: Any) -> None:
@@ -117,12 +122,13 @@ def add_report_commands(sub: Any) -> None:
         "demo", help="the main job: a report folder from the bundled SIB-200 sample",
         description="Embed the bundled SIB-200 sample (8 languages, 7 topics) once, run the "
                     "per-language few-shot probe and the transfer from the source language to "
-                    "the others, and write tables (CSV + Markdown), plots (PNG) and "
-                    "index.html / report.md to --out.",
+                    "the others, compare learned attention pooling with mean pooling per "
+                    "language (--no-learned-pooling to skip), and write tables (CSV + "
+                    "Markdown), plots (PNG) and index.html / report.md to --out.",
     )
     add_model_options(demo, prompt_default="classification")
     _report_options(demo)
-    demo.set_defaults(func=cmd_demo, split_column="split")
+    demo.set_defaults(func=cmd_demo, split_column="split", learned_pooling=True)
 
     probe = sub.add_parser(
         "probe", help="the demo's report on your own labelled multilingual table",

@@ -312,8 +312,11 @@ def plot_token_weights(weights: pd.DataFrame, *, max_texts: int = 8, ax: Any = N
 
     shown = weights[weights["text"].isin(sorted(weights["text"].unique())[:max_texts])]
     texts = list(dict.fromkeys(shown["text"]))
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(10, 0.6 + 0.45 * max(len(texts), 1)))
+    if ax is None:  # wide enough for the longest line of tokens (about 0.1 inch per character)
+        chars = max((sum(len(str(t)) + 1.6 for t in shown.loc[shown["text"] == i, "token"])
+                     for i in texts), default=0.0)
+        fig, ax = plt.subplots(figsize=(min(max(8.0, 0.105 * chars + 2.0), 60.0),
+                                        0.6 + 0.45 * max(len(texts), 1)))
     else:
         fig = ax.figure
     top = max(float(shown["relative"].max()) if len(shown) else 1.0, 2.0)
@@ -326,7 +329,7 @@ def plot_token_weights(weights: pd.DataFrame, *, max_texts: int = 8, ax: Any = N
             shade = cmap(norm(max(rel, 1.0))) if rel > 1 else (1, 1, 1, 1)
             ax.text(x, -row, str(tok), fontsize=9, family="monospace", va="center",
                     bbox={"facecolor": shade, "edgecolor": "0.85", "pad": 1.5})
-            x += 0.9 * len(str(tok)) + 1.2
+            x += len(str(tok)) + 1.6
         width = max(width, x)
     ax.set_xlim(-0.5, max(width, 1.0))
     ax.set_ylim(-len(texts) + 0.5, 0.5)

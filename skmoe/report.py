@@ -26,6 +26,7 @@ The folder it writes::
                                    (named after the projection: pca_map.png, ... with PCA)
     bitext_retrieval.csv / .md     with an id column: translation retrieval per language
     routing.csv, routing_heatmap.png   expert shares per MoE layer and language (MoE only)
+    learned_pooling.csv / .md, token_weights.png   learned vs mean pooling (learned_pooling=True)
     report.md, index.html          all of the above together
 """
 
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import render, report_sections
+from . import render, report_pooling, report_sections
 from .evaluation import (
     bitext_report,
     probe_report,
@@ -152,6 +153,7 @@ def build_report(
     seeds: int = 5,
     umap: bool | Any = True,
     routing: bool = True,
+    learned_pooling: bool = False,
     progress: bool = True,
     random_state: int = 0,
     title: str = "skmoe report",
@@ -190,6 +192,9 @@ def build_report(
         ``pca_map.png``, ...
     routing : bool, default=True
         Measure and plot expert routing per language when the model is the native MoE.
+    learned_pooling : bool, default=False
+        Add learned vs mean pooling per language (:mod:`skmoe.report_pooling`; needs skmoe's
+        own transformer: a second encoder pass for the token states, then small fits).
     progress : bool, default=True
         Show a progress bar over the report's stages.
     random_state : int, default=0
@@ -240,6 +245,8 @@ def build_report(
     stages += ["2-D maps"] if umap is not False else []
     stages += ["bitext retrieval"] if do_bitext else []
     stages += ["routing"] if do_routing else []
+    pool_params = report_pooling.pooling_params(transformer) if learned_pooling else None
+    stages += ["learned pooling"] if pool_params is not None else []
     stages += ["write report"]
     bar = tqdm(total=len(stages), desc="report", unit="step", disable=not progress)
     stage = iter(stages)
@@ -310,6 +317,12 @@ def build_report(
             stats.experts.to_csv(out / "routing.csv", index=False)
             plotting.plot_routing(stats, vmin=0.0, path=out / "routing_heatmap.png")
             res.routing = (encoder.moe_config, _routing_text(stats))
+            bar.update()
+
+        if pool_params is not None:
+            step()
+            res.pooling = report_pooling.compare_pooling(pool_params, rd, out,
+                                                         random_state=random_state)
             bar.update()
 
         step()

@@ -38,6 +38,7 @@ class ReportResults:
     maps: list[tuple[str, str]] | None = None  # (file, caption)
     bitext: pd.DataFrame | None = None
     routing: tuple[Any, str] | None = None  # (MoE config, divergence sentence)
+    pooling: Any = None  # skmoe.report_pooling.PoolingComparison
 
 
 def sections(res: ReportResults) -> list[Section]:
@@ -52,6 +53,8 @@ def sections(res: ReportResults) -> list[Section]:
                            "embedding itself (cosine).", images=list(res.maps)))
     if res.routing is not None:
         out.append(routing_section(res))
+    if res.pooling is not None:
+        out.append(pooling_section(res))
     return out
 
 
@@ -144,6 +147,28 @@ def routing_section(res: ReportResults) -> Section:
                  "(columns), one panel per MoE layer; the colour scale, shared by the panels, "
                  f"starts at 0 (a router without preference gives each expert "
                  f"1/{cfg.num_experts} = {1 / cfg.num_experts:.3f})")])
+
+
+def pooling_section(res: ReportResults) -> Section:
+    """Learned vs mean pooling: the table and one sentence computed from it."""
+    comp = res.pooling
+    t = comp.table
+    d = t["difference"]
+    gains = t.loc[t["ci_low"] > 0, "language"].tolist()
+    losses = t.loc[t["ci_high"] < 0, "language"].tolist()
+    text = (
+        "`LearnedPooling` (attention over the frozen encoder's token states, trained with "
+        "cross-entropy on each language's `train_pool`, early stopping) against mean pooling of "
+        "the same token states; both followed by `LogisticRegression()` with sklearn's defaults "
+        "on the whole training pool (not the few-shot draws above), scored on `test_rows`. "
+        "`ci_low`/`ci_high`: paired bootstrap 95% interval of the difference over the test "
+        f"rows. Mean difference {d.mean():+.3f} (from {d.min():+.3f} to {d.max():+.3f}); the "
+        "interval is above 0 in " + (", ".join(map(str, gains)) if gains else "no language")
+        + " and below 0 in " + (", ".join(map(str, losses)) if losses else "no language")
+        + f". This part took {comp.seconds:.1f} s, {comp.states_seconds:.1f} s of it the "
+        "encoder pass for the token states.")
+    return Section("Learned pooling vs mean pooling", text, t,
+                   images=[comp.image] if comp.image else [])
 
 
 def _chance_share(values: Any) -> float:

@@ -53,7 +53,7 @@ def moe_report(tmp_path_factory, random_moe_xlmr_path):
         mp.setattr(embedding_module, "Engine", _CountingEngine)
         mp.setattr(plotting_module, "plot_transfer", recording_plot_transfer)
         index = build_report(transformer, data, out, shots=4, seeds=3, umap=PCA(2),
-                             progress=False)
+                             learned_pooling=True, progress=False)
     # the user's unfitted transformer is left as it was: the report fitted a clone
     assert not hasattr(transformer, "model_fingerprint_")
     return out, index, data, list(_CountingEngine.texts), heatmaps
@@ -274,6 +274,43 @@ def test_bitext_table_directions_and_chance():
 
 
 # -- an honest report: captions, scales, spread --------------------------------------------------
+def test_learned_pooling_section_comes_from_the_run(moe_report, random_moe_xlmr_path):
+    """Learned vs mean pooling per language: the table, its sentence and the token-weights
+    plot; the mean-pooling column agrees with LogisticRegression() on the transformer's own
+    vectors (mean pooling), computed here independently."""
+    from sklearn.linear_model import LogisticRegression
+
+    out, _, data, _, _ = moe_report
+    table = pd.read_csv(out / "learned_pooling.csv")
+    assert list(table["language"]) == LANGS
+    assert (table["train_rows"] == 112).all() and (table["test_rows"] == 56).all()
+    for col in ("mean_pooling", "learned_pooling"):
+        assert table[col].between(0, 1).all()
+        np.testing.assert_allclose(table[col] * 56, np.round(table[col] * 56), atol=1e-9)
+    np.testing.assert_allclose(table["difference"],
+                               table["learned_pooling"] - table["mean_pooling"], atol=1e-12)
+    assert np.isfinite(table[["ci_low", "ci_high"]]).all().all()
+    assert (table["ci_low"] <= table["difference"] + 1e-12).all()
+    assert (table["difference"] <= table["ci_high"] + 1e-12).all()
+    assert table["epochs"].between(1, 30).all()
+    emb = MoEEmbeddingTransformer(str(random_moe_xlmr_path)).fit([])
+    for lang, row in table.set_index("language").iterrows():
+        part = data[data.language == lang]
+        tr, te = part[part.split == "train"], part[part.split == "test"]
+        acc = LogisticRegression().fit(emb.transform(tr.text), tr.category).score(
+            emb.transform(te.text), te.category)
+        assert row["mean_pooling"] == pytest.approx(acc, abs=1 / 56 + 1e-9), lang
+    md = (out / "report.md").read_text()
+    assert "## Learned pooling vs mean pooling" in md
+    d = table["difference"]
+    assert f"Mean difference {d.mean():+.3f} (from {d.min():+.3f} to {d.max():+.3f})" in md
+    took = float(md.split("This part took ")[1].split(" s")[0])
+    states = float(md.split("This part took ")[1].split(" s, ")[1].split(" s of it")[0])
+    assert 0 < states <= took
+    _png_ok(out / "token_weights.png")
+    assert "(token_weights.png)" in md
+
+
 def test_heatmap_scale_runs_from_chance_to_one(moe_report):
     out, _, _, _, heatmaps = moe_report
     chance = 8 / 56  # 8 test rows of each of the 7 topics per language
