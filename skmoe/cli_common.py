@@ -147,8 +147,9 @@ def add_model_options(p: argparse.ArgumentParser, *, prompt_default: str | None)
                         "nomic-embed-text-v2-moe; up to its positions, with a warning)")
     g.add_argument("--truncate-dim", type=positive_int, help="Matryoshka width (e.g. 256)")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
-    g.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "int8", "int4"),
-                   help="compute precision (default: float32 on CPU, bfloat16 on GPU)")
+    g.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "int8", "int4", "int8wo", "fp8"),
+                   help="compute precision (default: float32 on CPU, bfloat16 on GPU; int8wo and "
+                        "fp8 are CUDA modes through torchao: pip install 'skmoe[torchao]')")
     g.add_argument("--batch-size", type=positive_int, help="texts per forward pass")
     g.add_argument("--max-tokens-per-batch", type=positive_int,
                    help="padded tokens per forward pass")

@@ -58,11 +58,12 @@ def get_encoder(
     with _LOCK:
         encoder = _ENCODERS.get(key)
         if encoder is None:
-            from .engine.precision import DEFAULT_PRECISION, apply_precision
+            from .engine.precision import DEFAULT_PRECISION, apply_precision, check_gpu_mode
             from .engine.quantized_io import load_encoder as load_quantized
             from .engine.quantized_io import quantization_of
 
             dev = resolve_device(device)
+            check_gpu_mode(precision, dev)  # int8wo/fp8 off CUDA: refused before loading
             if quantization_of(model) is not None:  # a pre-quantized folder, as it is
                 encoder = load_quantized(model, device=dev, dtype=precision)
             else:

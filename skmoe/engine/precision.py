@@ -16,6 +16,10 @@ int8       every projection (attention, dense MLP, experts) as int8 x int8 -> in
 int4       weight-only int4 with group-wise scales for the same matmuls (bf16           CPU
            activations, torch's packed int4 kernel) and int8 rows for the word
            embeddings; the rest as int8 (see :mod:`skmoe.engine.int4`)
+int8wo     torchao int8 weight-only for attention and dense MLP, bf16 elsewhere         CUDA
+           (experts stay bf16); optional ``skmoe[torchao]``, untested on GPU so far
+fp8        torchao float8 e4m3, per-row activation and weight scales, for the same      CUDA, cc
+           matmuls; bf16 elsewhere (see :mod:`skmoe.engine.torchao_modes`)              >= 8.9
 ========== ============================================================================ ==========
 
 Why per-row activation scales: torch's stock dynamic quantization picks one scale per *batch*, so
@@ -62,11 +66,24 @@ from .int8 import (  # noqa: F401 - re-exported: the int8 building blocks' old h
     quantize_weight,
 )
 from .memory import release_file_pages
+from .torchao_modes import (
+    TORCHAO_ALIASES,
+    TORCHAO_PRECISIONS,
+    linear_targets,
+    quantize_linears,
+    refusal,
+    torchao_modes_on,
+)
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8", "int4")
 #: The modes that quantize weights: converting to them cannot be undone.
 QUANTIZED = ("int8", "int4")
-_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+#: Every name :func:`resolve_precision` accepts: the modes above and the GPU (torchao) ones,
+#: ``int8wo`` and ``fp8`` (:mod:`skmoe.engine.torchao_modes`), which cannot be undone either.
+ALL_PRECISIONS = PRECISIONS + TORCHAO_PRECISIONS
+IRREVERSIBLE = QUANTIZED + TORCHAO_PRECISIONS
+_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16",
+            **TORCHAO_ALIASES}
 _FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -105,8 +122,11 @@ def supported_precisions(device: str | torch.device) -> tuple[str, ...]:
     """The modes :func:`apply_precision` accepts on ``device`` without ``allow_slow``."""
     dev = torch.device(device)
     if dev.type == "cuda":
-        return ("float32", "bfloat16", "float16") if torch.cuda.is_bf16_supported() else (
+        floats = ("float32", "bfloat16", "float16") if torch.cuda.is_bf16_supported() else (
             "float32", "float16")
+        # the torchao modes where torchao imports and a GPU is really there (fp8: cc >= 8.9)
+        extra = torchao_modes_on(dev) if torch.cuda.is_available() and "bfloat16" in floats else ()
+        return floats + extra
     if dev.type == "cpu":
         modes = ["float32"]
         if cpu_has_native_bf16():
@@ -129,12 +149,24 @@ def resolve_precision(precision: str | None, device: str | torch.device) -> str:
     if precision is None or precision == "auto":
         return DEFAULT_PRECISION(device)
     name = _ALIASES.get(str(precision).lower(), str(precision).lower())
-    if name not in PRECISIONS:
+    if name not in ALL_PRECISIONS:
         raise ValueError(
-            f"Unknown precision {precision!r}; supported modes: {', '.join(PRECISIONS)} "
+            f"Unknown precision {precision!r}; supported modes: {', '.join(ALL_PRECISIONS)} "
             f"(on {torch.device(device).type}: {', '.join(supported_precisions(device))})"
         )
     return name
+
+
+def check_gpu_mode(precision: str | None, device: str | torch.device) -> None:
+    """Raise ValueError if ``precision`` is a torchao mode (``int8wo``, ``fp8``) that cannot run
+    on ``device`` (not CUDA, torchao missing, fp8 below compute capability 8.9), naming the fix;
+    callers check before loading a model they would then have to convert."""
+    mode = resolve_precision(precision, device)
+    if mode in TORCHAO_PRECISIONS:
+        why = refusal(mode, device)
+        if why is not None:
+            raise ValueError(f"Precision {mode!r} is not available on {torch.device(device).type}: "
+                             f"{why}")
 
 
 def precision_of(encoder: SentenceEncoder) -> str:
@@ -162,6 +194,10 @@ def precision_label(mode: str | SentenceEncoder, *, group_size: int | None = Non
         return f"int4/rtn-asym-g{group_size or INT4_GROUP_SIZE}"
     if mode == "int8":
         return f"int8/rtn-sym-w{bits or int8_weight_bits()}"
+    if mode == "int8wo":
+        return "int8wo/torchao-w8-perchannel-bf16"
+    if mode == "fp8":
+        return "fp8/torchao-e4m3-perrow-bf16"
     return mode
 
 
@@ -270,9 +306,11 @@ def apply_precision(
     ----------
     encoder : SentenceEncoder
         A loaded encoder (normally fresh from ``load_encoder(..., dtype="float32")``).
-    precision : {"float32", "bfloat16", "float16", "int8", "int4"} or None
+    precision : {"float32", "bfloat16", "float16", "int8", "int4", "int8wo", "fp8"} or None
         ``None`` or ``"auto"``: :func:`DEFAULT_PRECISION` of the encoder's device. Aliases
-        ``fp32``, ``bf16``, ``fp16`` are accepted.
+        ``fp32``, ``bf16``, ``fp16``, ``int8-weight-only``, ``float8`` are accepted. ``int8wo``
+        and ``fp8`` are CUDA modes through torchao (``pip install 'skmoe[torchao]'``; fp8 needs
+        compute capability >= 8.9), not yet measured on a GPU by this project.
     allow_slow : bool, default=False
         Accept bfloat16 on a CPU without native bf16, and float16 on CPU: correct, but emulated
         and far slower than float32. Tests use it to check the numerics of the GPU modes on any
@@ -290,9 +328,10 @@ def apply_precision(
     Raises
     ------
     ValueError
-        For an unknown mode, a mode this device does not run (int8 and int4 on GPU; float16 on
-        CPU and bfloat16 on a CPU without avx512_bf16/AMX, unless ``allow_slow``), or a
-        conversion away from int8/int4 (load the model again instead).
+        For an unknown mode, a mode this device does not run (int8 and int4 on GPU; int8wo and
+        fp8 off CUDA, without torchao, or fp8 below compute capability 8.9; float16 on CPU and
+        bfloat16 on a CPU without avx512_bf16/AMX, unless ``allow_slow``), or a conversion away
+        from int8/int4/int8wo/fp8 (load the model again instead).
     """
     device = encoder.device
     mode = resolve_precision(precision, device)
@@ -300,11 +339,14 @@ def apply_precision(
     if current == mode:
         encoder.precision = mode
         return encoder
-    if current in QUANTIZED:
+    if current in IRREVERSIBLE:
         raise ValueError(
             f"This encoder was quantized to {current}; it cannot become {mode}. Load the model "
             f"again."
         )
+    if mode in TORCHAO_PRECISIONS:
+        check_gpu_mode(mode, device)
+        return to_torchao(encoder, mode)
     supported = supported_precisions(device)
     if mode not in supported:
         emulated = mode in ("bfloat16", "float16") and device.type == "cpu"
@@ -312,7 +354,7 @@ def apply_precision(
             why = ""
             if mode in QUANTIZED and device.type != "cpu":
                 why = (f" {mode} is a CPU mode (its kernels are CPU ones); on {device.type} use "
-                       f"bfloat16 or float16.")
+                       f"bfloat16 or float16 (or int8wo/fp8 through torchao).")
             elif mode == "bfloat16" and device.type == "cpu":
                 why = (" This CPU lacks avx512_bf16/AMX, so bf16 matmuls would be emulated, far "
                        "slower than float32 (use int8 for speed).")
@@ -333,4 +375,24 @@ def apply_precision(
         _to_float(encoder, _FLOAT_DTYPES[mode])
     encoder.precision = mode
     encoder.precision_detail = precision_label(mode, group_size=group_size)  # see precision_label
+    return encoder
+
+
+def to_torchao(encoder: SentenceEncoder, mode: str) -> SentenceEncoder:
+    """Convert ``encoder`` to a torchao mode (``"int8wo"``/``"fp8"``) in place, on whatever
+    device it is on: bfloat16 first (routers stay fp32), then torchao's ``quantize_`` on the
+    declared projections and dense MLPs (experts stay bf16; see :mod:`skmoe.engine.torchao_modes`).
+
+    :func:`apply_precision` calls this on CUDA only, after checking the device and torchao;
+    calling it directly skips those checks (the tests run ``int8wo`` on CPU this way).
+    """
+    if precision_of(encoder) != "bfloat16":
+        if precision_of(encoder) != "float32":
+            encoder.backbone.float()
+        _to_float(encoder, torch.bfloat16)
+    targets = linear_targets(encoder.backbone, _declared_parts(encoder))
+    if quantize_linears(targets, mode) == 0:
+        raise ValueError(f"{mode}: this model has no linear layers to quantize")
+    encoder.precision = mode
+    encoder.precision_detail = precision_label(mode)
     return encoder

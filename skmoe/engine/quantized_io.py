@@ -72,7 +72,14 @@ from .int4 import INT4_GROUP_SIZE, FileRows, Int4Experts, Int4Linear, Int4MLP, I
 from .int4 import word_embeddings as find_word_embeddings
 from .int8 import Int8Experts, Int8Linear, Int8MLP, int8_weight_bits
 from .memory import release_file_pages
-from .precision import PRECISIONS, QUANTIZED, apply_precision, precision_label, resolve_precision
+from .precision import (
+    ALL_PRECISIONS,
+    IRREVERSIBLE,
+    QUANTIZED,
+    apply_precision,
+    precision_label,
+    resolve_precision,
+)
 
 #: The key of config.json recording the quantization, and its ``quant_method`` value.
 CONFIG_KEY = "quantization_config"
@@ -452,11 +459,11 @@ def load_encoder(
         try:
             mode = resolve_precision(dtype, "cpu")
         except ValueError:
-            raise ValueError(f"dtype must be one of {', '.join(PRECISIONS)} (or fp32, bf16, "
+            raise ValueError(f"dtype must be one of {', '.join(ALL_PRECISIONS)} (or fp32, bf16, "
                              f"fp16) or 'auto', got {dtype!r}") from None
     load: Callable[..., SentenceEncoder] = load_float_encoder
     kwargs = dict(revision=revision, device=device, local_files_only=local_files_only,
                   tokenizer=tokenizer, cache_dir=cache_dir)
-    if mode in QUANTIZED:
+    if mode in IRREVERSIBLE:  # int8/int4, and the GPU's int8wo/fp8 (torchao)
         return apply_precision(load(model, dtype="float32", **kwargs), mode)
     return load(model, dtype=dtype, **kwargs)
