@@ -23,6 +23,9 @@ What it measures, in one process on one card, with CUDA events:
   per-expert ``where``/``index_add_`` loop), in bf16: the official code is not in this repository;
 * per row: texts/s, real tokens/s, model TFLOP/s on real tokens (spec §8), % of the measured bf16
   GEMM peak and of the datasheet bf16 dense peak, cosines to our fp32 vectors, peak memory;
+* the torchao modes ``int8wo`` and ``fp8`` (experts stay bf16) when torchao is installed
+  (``pip install 'skmoe[torchao]'``) and, for fp8, the card has compute capability >= 8.9; each
+  is skipped with its reason printed otherwise;
 * the attention kernel actually used, a profiler breakdown (top ops by device time), the latency of
   one short text, and batch invariance on the device (a text alone vs inside a batch);
 * writes ``gpu_results.md``/``.json`` to ``--out`` and appends the table to
@@ -342,6 +345,7 @@ def main(argv: list[str] | None = None) -> list[str]:
                        top_ops(engine, ids[:4096], device), "```"]
         enc = engine = None
         reset()
+    extras += torchao_rows(folder, device, ids, n, repeats, clock, ref, record, memory_gb, reset)
 
     when = dt.datetime.now().astimezone()
     lines = [
@@ -375,6 +379,42 @@ def main(argv: list[str] | None = None) -> list[str]:
     if not args.no_append and not args.dry_run:
         with open(args.results, "a", encoding="utf-8") as fh:
             fh.write("\n" + report)
+    return lines
+
+
+def torchao_rows(folder: Path, device: str, ids: list, n: int, repeats: int, clock, ref: np.ndarray,
+                 record: Callable, memory_gb: Callable, reset: Callable) -> list[str]:
+    """The torchao modes (int8wo, fp8; experts stay bf16) where torchao and the card allow,
+    each skipped with its printed reason otherwise. A CPU dry run puts int8wo through the
+    conversion path (:func:`skmoe.engine.precision.to_torchao`) when torchao imports."""
+    from skmoe.engine.precision import to_torchao
+    from skmoe.engine.torchao_modes import TORCHAO_PRECISIONS, refusal, torchao_available
+
+    lines: list[str] = []
+    for mode in TORCHAO_PRECISIONS:
+        why = refusal(mode, device)
+        dry_cpu = why is not None and not device.startswith("cuda") and mode == "int8wo" \
+            and torchao_available()
+        if why is not None and not dry_cpu:
+            lines.append(f"{mode} (torchao) skipped: {why}")
+            print(lines[-1], file=sys.stderr, flush=True)
+            continue
+        try:  # never tried on a GPU before: a failure is a finding, not the end of the run
+            enc = load_encoder(folder, device=device, dtype="float32")
+            enc = to_torchao(enc, mode) if dry_cpu else apply_precision(enc, mode)
+            engine = Engine(enc)
+            reset()
+            sec, vec = clock.median(lambda engine=engine: engine.embed_ids(ids), repeats)
+            label = "CPU conversion path, dry run" if dry_cpu else "eager, no torch.compile"
+            record(f"ours {mode} (torchao, experts bf16; {label})", sec, n, vec, ref, memory_gb())
+            mx, same = batch_invariance(engine, ids[:256])
+            lines.append(f"Batch invariance ({mode}, {min(32, n)} texts alone vs in a batch of "
+                         f"{min(256, n)}): max-abs {mx:.3g}, {same} bitwise equal")
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            lines.append(f"{mode} (torchao) FAILED: {type(exc).__name__}: {exc}")
+            print(lines[-1], file=sys.stderr, flush=True)
+        enc = engine = None
+        reset()
     return lines
 
 

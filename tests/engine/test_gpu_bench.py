@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from _engine_helpers import load_benchmark
 
+from skmoe.engine.torchao_modes import torchao_available
+
 
 def load_bench():
     return load_benchmark("gpu_bench")
@@ -34,6 +36,12 @@ def test_dry_run_on_cpu_writes_the_table(tmp_path):
     assert "standard path bf16 (our re-implementation" in table
     assert "ours bfloat16 (packed)" in table and "Attention kernel:" in table
     assert "Batch invariance" in table and "Top ops" in table
+    assert "fp8 (torchao) skipped: fp8 needs a CUDA GPU" in table and "FAILED" not in table
     result = json.loads((tmp_path / "gpu_results.json").read_text())
-    assert [r["texts"] for r in result["rows"]] == [8, 8, 24, 24]
+    # fp32 reference, standard path, bf16, fp16, and int8wo's conversion path where torchao imports
+    assert [r["texts"] for r in result["rows"]] == [8, 8, 24, 24] + [24] * torchao_available()
     assert all(r["cos_min"] > 0.99 for r in result["rows"])
+    if torchao_available():
+        assert "ours int8wo (torchao, experts bf16; CPU conversion path, dry run)" in table
+    else:
+        assert "int8wo (torchao) skipped: int8wo (torchao int8 weight-only) is a CUDA mode" in table
