@@ -82,8 +82,11 @@ def test_fp8_needs_compute_capability_89(monkeypatch):
     why = tm.refusal("fp8", "cuda")
     assert "compute capability >= 8.9" in why and "8.0" in why
     assert tm.refusal("int8wo", "cuda") is None
+    assert tm.torchao_modes_on("cuda") == ("int8wo",)
     monkeypatch.setattr(tm, "cuda_capability", lambda device: (9, 0))  # an H100/H200
     assert tm.refusal("fp8", "cuda") is None
+    assert tm.torchao_modes_on("cuda") == ("int8wo", "fp8")
+    assert tm.torchao_modes_on("cpu") == ()
 
 
 def test_registry_refuses_before_loading(fast_moe):
