@@ -255,8 +255,8 @@ def _converted(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``t`` in ``dtype``; a large contiguous tensor (the 0.77 GB fp32 word-embedding table) in
     slices of rows, each slice's mapped pages handed back once copied."""
     step = max(1, (32 << 20) // max(1, t[:1].nbytes)) if t.dim() else 0
-    if t.nbytes < _RELEASE_EVERY // 4 or not t.is_contiguous() or step == 0:
-        return t.to(dtype)
+    if t.nbytes < _RELEASE_EVERY // 4 or not t.is_contiguous() or step == 0 or t.device.type != "cpu":
+        return t.to(dtype)  # off CPU (GPU, meta) nothing is memory-mapped: a plain cast, in place
     new = torch.empty(t.shape, dtype=dtype)
     for start in range(0, len(t), step):
         new[start : start + step] = t[start : start + step]

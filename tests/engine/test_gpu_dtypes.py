@@ -150,3 +150,13 @@ def test_int8wo_whole_model_on_cpu(tiny_moe_path):
     assert not np.array_equal(got, ref) and cos.min() > 0.98, cos
     with pytest.raises(ValueError, match="Load the model again"):
         apply_precision(enc, "float32")
+
+
+def test_large_tensors_are_converted_on_their_own_device():
+    """bf16 conversion (also the first step of int8wo/fp8) slices big CPU tables to hand mapped
+    pages back; a big table on another device (GPU; meta here) must stay there."""
+    from skmoe.engine.precision import _RELEASE_EVERY, _converted
+
+    table = torch.empty(_RELEASE_EVERY // 4 // 4096 + 8, 1024, device="meta")  # > the slice limit
+    got = _converted(table, torch.bfloat16)
+    assert got.device.type == "meta" and got.dtype == torch.bfloat16 and got.shape == table.shape
