@@ -101,7 +101,9 @@ class MoEEmbeddingTransformer(TextFeaturesMixin, TransformerMixin, BaseEstimator
     dtype : str, optional
         Compute precision: ``"float32"`` (CPU default), ``"bfloat16"`` (GPU default),
         ``"float16"``, ``"int8"`` (CPU, per-row activation scales), ``"int4"`` (CPU, group-wise
-        int4 weights, int8 word embeddings; smallest memory).
+        int4 weights, int8 word embeddings; smallest memory), ``"int8wo"`` / ``"fp8"`` (CUDA
+        only, through the optional ``torchao``; not yet measured on a GPU). A pre-quantized
+        folder (``skmoe quantize``) runs in its own precision.
     output_dtype : {"float32", "float16", "int8", "uint8", "binary", "ubinary"}, default="float32"
         int8/uint8 ranges are learned in ``fit`` (never on the transform batch).
     cache : str or EmbeddingCache, optional

@@ -162,14 +162,14 @@ def test_estimator_loads_the_folder_and_the_namespace_records_the_quantization(
     memory = skmoe.MoEEmbeddingTransformer(model=str(fast_moe), dtype="int4").fit(texts)
     np.testing.assert_array_equal(folder.transform(texts), memory.transform(texts))
     enc = folder.get_encoder()
-    labels = [m._namespace(m.get_encoder(), "")[1]["precision"]
+    labels = [m._embedder(m.get_encoder(), "", cache=True).labels["precision"]
               for m in (folder, memory, skmoe.MoEEmbeddingTransformer(model=str(g64)),
                         skmoe.MoEEmbeddingTransformer(model=str(fast_moe)))]
     assert sorted(labels) == ["float32", "int4/rtn-asym-g32", "int4/rtn-asym-g32",
                                        "int4/rtn-asym-g64"]
     # the estimator's (load-free) label is the loaded encoder's own
-    assert folder._namespace(enc, "")[1]["precision"] == precision_label(enc)
-    ns = {m._namespace(m.get_encoder(), "")[0] for m in (
+    assert folder._embedder(enc, "", cache=True).labels["precision"] == precision_label(enc)
+    ns = {m.cache_namespace(m.get_encoder(), "") for m in (
         folder, memory, skmoe.MoEEmbeddingTransformer(model=str(g64)))}
     assert len(ns) == 3
 
