@@ -101,6 +101,8 @@ class LearnedPooling(TextFeaturesMixin, TransformerMixin, BaseEstimator):
         The jointly trained softmax classifier (cross-entropy objective only).
     n_iter_ : int
         Epochs run. ``best_loss_``: held-out (else training) loss of the kept epoch.
+    best_iter_ : int
+        The kept epoch (its parameters are restored at the end of ``fit``; ``0``: none).
     loss_curve_ : list of float
         Training loss per epoch.
     """

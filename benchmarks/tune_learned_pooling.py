@@ -1,0 +1,143 @@
+"""Choose ``LearnedPooling``'s training defaults on SIB-200's *dev* split (never its test split).
+
+Per language: token states are computed once (``skmoe.token_states`` memo, shared by every fit
+below); mean pooling is ``LearnedPooling(max_iter=0)``. Each setting of the grid
+(``max_iter`` x ``attention_penalty`` x ``learning_rate``, other parameters at their defaults)
+is fitted on the train split (701 rows) for each seed, and scored like the benchmark
+(benchmarks/evaluate_learned_pooling.py): ``LogisticRegression()`` at sklearn's defaults on the
+pooled vectors of the train split, accuracy on the dev split (99 rows).
+
+Results go to a JSON file after every (language, setting) (a rerun skips what is there).
+``--summary`` prints the per-setting mean dev accuracy minus mean pooling's, over the languages
+every setting has, and stops.
+
+Run::
+
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/tune_learned_pooling.py \\
+        --model /tmp/skmoe-assets2/me5-small-q4deq --sib200 DATA/sib200 --out /tmp/tune.json \\
+        --languages eng_Latn deu_Latn zho_Hans arb_Arab hin_Deva swh_Latn
+    python benchmarks/tune_learned_pooling.py --out /tmp/tune.json --summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, help="multilingual-e5-small folder")
+    p.add_argument("--sib200", type=Path, default=None, help="SIB-200 folder (with dev.tsv)")
+    p.add_argument("--languages", nargs="+", default=["eng_Latn"])
+    p.add_argument("--prompt", default="query: ")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--max-iter", type=int, nargs="+", default=[10, 30, 100])
+    p.add_argument("--attention-penalty", type=float, nargs="+", default=[0.01, 0.1])
+    p.add_argument("--learning-rate", type=float, nargs="+", default=[3e-3, 1e-3])
+    p.add_argument("--out", type=Path, required=True, help="JSON results (appended, resumable)")
+    p.add_argument("--summary", action="store_true", help="summarise --out and stop")
+    return p.parse_args(argv)
+
+
+def _save(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def run(args: argparse.Namespace) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from skmoe import LearnedPooling
+    from skmoe.datasets import load_sib200
+
+    data = json.loads(args.out.read_text()) if args.out.is_file() else {"records": [], "meta": {}}
+    done = {r["key"] for r in data["records"]}
+    data["meta"].update({"model": Path(args.model).name, "prompt": args.prompt,
+                         "platform": platform.platform(), "cpus": os.cpu_count(),
+                         "seeds": args.seeds, "split": "train -> dev"})
+
+    def dev_acc(pool: LearnedPooling, tr, dev) -> float:  # noqa: ANN001
+        clf = LogisticRegression().fit(pool.transform(tr.text), tr.category)
+        return float((clf.predict(pool.transform(dev.text)) == dev.category.to_numpy()).mean())
+
+    sib = load_sib200(args.sib200, languages=args.languages, splits=("train", "dev"))
+    grid = list(itertools.product(args.max_iter, args.attention_penalty, args.learning_rate))
+    for lang in args.languages:
+        tr = sib[(sib.language == lang) & (sib.split == "train")]
+        dev = sib[(sib.language == lang) & (sib.split == "dev")]
+        mean = LearnedPooling(str(args.model), prompt=args.prompt, max_iter=0)
+        t0 = time.time()
+        mean.fit(list(tr.text), list(tr.category)).transform(list(dev.text))  # states, once
+        if f"{lang}/mean" not in done:
+            rec = {"key": f"{lang}/mean", "language": lang, "setting": "mean",
+                   "dev": dev_acc(mean, tr, dev), "states_s": round(time.time() - t0, 1)}
+            data["records"].append(rec)
+            done.add(rec["key"])
+            _save(args.out, data)
+            print(json.dumps(rec), flush=True)
+        for max_iter, penalty, lr in grid:
+            setting = f"max_iter={max_iter},penalty={penalty:g},lr={lr:g}"
+            key = f"{lang}/{setting}"
+            if key in done:
+                continue
+            accs, epochs, fit_s = [], [], []
+            for seed in args.seeds:
+                t = time.time()
+                pool = LearnedPooling(str(args.model), prompt=args.prompt, max_iter=max_iter,
+                                      attention_penalty=penalty, learning_rate=lr,
+                                      random_state=seed).fit(list(tr.text), list(tr.category))
+                fit_s.append(round(time.time() - t, 1))
+                epochs.append(pool.n_iter_)
+                accs.append(dev_acc(pool, tr, dev))
+            rec = {"key": key, "language": lang, "setting": setting, "max_iter": max_iter,
+                   "attention_penalty": penalty, "learning_rate": lr,
+                   "dev": float(np.mean(accs)), "dev_seeds": accs, "epochs": epochs,
+                   "fit_s": fit_s}
+            data["records"].append(rec)
+            done.add(key)
+            _save(args.out, data)
+            print(json.dumps(rec), flush=True)
+
+
+def summary(data: dict) -> str:
+    """Per setting: mean dev accuracy minus mean pooling's, over the languages all settings have."""
+    by: dict[str, dict[str, float]] = {}
+    for r in data["records"]:
+        by.setdefault(r["setting"], {})[r["language"]] = r["dev"]
+    langs = sorted(set.intersection(*(set(v) for v in by.values()))) if by else []
+    if not langs or "mean" not in by:
+        return "no complete language yet"
+    base = np.array([by["mean"][lang] for lang in langs])
+    lines = [f"languages ({len(langs)}): {' '.join(langs)}; dev rows 99 each",
+             f"{'setting':40s} {'dev acc':>8s} {'vs mean':>8s} {'wins':>5s}"]
+    rows = []
+    for setting, accs in by.items():
+        a = np.array([accs[lang] for lang in langs])
+        rows.append((float((a - base).mean()), setting, float(a.mean()), int((a > base).sum())))
+    for diff, setting, acc, wins in sorted(rows, reverse=True):
+        lines.append(f"{setting:40s} {acc:8.4f} {100 * diff:+8.2f} {wins:5d}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.summary:
+        print(summary(json.loads(args.out.read_text())))
+        return
+    if args.model is None or args.sib200 is None:
+        raise SystemExit("--model and --sib200 are required (or --summary)")
+    run(args)
+    print(summary(json.loads(args.out.read_text())))
+
+
+if __name__ == "__main__":
+    main()
