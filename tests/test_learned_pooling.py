@@ -49,7 +49,8 @@ def test_untrained_pooling_is_mean_pooling_with_e5(e5_path):
 
 def test_training_puts_the_weight_on_the_deciding_keyword(fast_moe):
     texts, y = keyword_task(240, seed=0)
-    est = LearnedPooling(fast_moe, max_iter=60, learning_rate=0.05, random_state=0).fit(texts, y)
+    est = LearnedPooling(fast_moe, max_iter=60, learning_rate=0.05, attention_penalty=0.01,
+                         random_state=0).fit(texts, y)
     test_texts, _ = keyword_task(40, seed=1)
     weights = est.token_weights(test_texts)
     on_keyword = weights[weights["token"].isin(KEYWORDS)]
