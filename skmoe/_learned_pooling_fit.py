@@ -162,7 +162,7 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
             parts = [(loss_of(b).item(), len(b)) for b in _batches(idx, est.batch_size)]
         return sum(v * n for v, n in parts) / max(sum(n for _, n in parts), 1)
 
-    est.loss_curve_, best, best_state, stale, epoch = [], np.inf, None, 0, 0
+    est.loss_curve_, best, best_state, stale, epoch, best_epoch = [], np.inf, None, 0, 0, 0
     for epoch in range(1, est.max_iter + 1):  # noqa: B007 - epoch is n_iter_ below
         total = 0.0
         for batch in _batches(rng.permutation(train_idx), est.batch_size):
@@ -176,7 +176,7 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
         est.loss_curve_.append(total / max(len(train_idx), 1))
         current = evaluate(val_idx) if len(val_idx) else est.loss_curve_[-1]
         if current < best - 1e-6:
-            best, stale = current, 0
+            best, stale, best_epoch = current, 0, epoch
             best_state = _snapshot(pooler, classifier)
         else:
             stale += 1
@@ -187,6 +187,7 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
         if classifier is not None:
             classifier.load_state_dict(cls_state)
     est.n_iter_ = epoch if est.max_iter else 0
+    est.best_iter_ = best_epoch
     est.best_loss_ = float(best) if np.isfinite(best) else float("nan")
     est.attention_ = pooler.score.detach().numpy().copy()
     if classifier is not None:

@@ -60,13 +60,13 @@ class LearnedPooling(TextFeaturesMixin, TransformerMixin, BaseEstimator):
     objective : {"auto", "cross_entropy", "infonce", "cosine_mse"}, default="auto"
         ``auto``: cross-entropy for ``fit(texts, labels)``, InfoNCE for ``fit(pairs)``,
         cosine regression for ``fit(pairs, scores)``.
-    max_iter : int, default=100
+    max_iter : int, default=10
         Maximum epochs; ``0`` leaves the pooling at mean pooling (nothing is trained).
-    learning_rate : float, default=3e-3
+    learning_rate : float, default=1e-3
         Adam step size.
     batch_size : int, default=64
         Texts (or pairs: in-batch negatives) per step.
-    attention_penalty : float, default=0.01
+    attention_penalty : float, default=0.1
         Weight of the mean KL divergence of each text's weights from uniform.
     alpha : float, default=1e-4
         L2 penalty (weight decay) of the classifier.
@@ -101,6 +101,8 @@ class LearnedPooling(TextFeaturesMixin, TransformerMixin, BaseEstimator):
         The jointly trained softmax classifier (cross-entropy objective only).
     n_iter_ : int
         Epochs run. ``best_loss_``: held-out (else training) loss of the kept epoch.
+    best_iter_ : int
+        The kept epoch (its parameters are restored at the end of ``fit``; ``0``: none).
     loss_curve_ : list of float
         Training loss per epoch.
     """
@@ -120,10 +122,10 @@ class LearnedPooling(TextFeaturesMixin, TransformerMixin, BaseEstimator):
         normalize: bool | str | float = DEFAULT_NORMALIZE,
         heads: int = 1,
         objective: str = "auto",
-        max_iter: int = 100,
-        learning_rate: float = 3e-3,
+        max_iter: int = 10,
+        learning_rate: float = 1e-3,
         batch_size: int = 64,
-        attention_penalty: float = 0.01,
+        attention_penalty: float = 0.1,
         alpha: float = 1e-4,
         temperature: float = 0.05,
         validation_fraction: float = 0.1,

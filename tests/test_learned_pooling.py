@@ -49,7 +49,8 @@ def test_untrained_pooling_is_mean_pooling_with_e5(e5_path):
 
 def test_training_puts_the_weight_on_the_deciding_keyword(fast_moe):
     texts, y = keyword_task(240, seed=0)
-    est = LearnedPooling(fast_moe, max_iter=60, learning_rate=0.05, random_state=0).fit(texts, y)
+    est = LearnedPooling(fast_moe, max_iter=60, learning_rate=0.05, attention_penalty=0.01,
+                         random_state=0).fit(texts, y)
     test_texts, _ = keyword_task(40, seed=1)
     weights = est.token_weights(test_texts)
     on_keyword = weights[weights["token"].isin(KEYWORDS)]
@@ -122,3 +123,19 @@ def test_token_weights_plot_is_a_figure(fast_moe):
 def test_bad_input_is_named(fast_moe, X, y, params, match):
     with pytest.raises(ValueError, match=match):
         LearnedPooling(fast_moe, **params).fit(X, y)
+
+
+def test_early_stopping_restores_the_best_epoch(fast_moe):
+    # random labels and a high learning rate: the held-out loss bottoms out before the end
+    texts, _ = keyword_task(60, seed=2)
+    y = np.random.default_rng(0).integers(2, size=len(texts))
+    params = dict(learning_rate=0.3, validation_fraction=0.3, random_state=0)
+    long = LearnedPooling(fast_moe, max_iter=25, n_iter_no_change=25, **params).fit(texts, y)
+    assert 1 <= long.best_iter_ < long.n_iter_ == 25, (long.best_iter_, long.n_iter_)
+    # the same run stopped at the kept epoch: identical parameters, so they were restored
+    short = LearnedPooling(fast_moe, max_iter=long.best_iter_, n_iter_no_change=25,
+                           **params).fit(texts, y)
+    assert short.n_iter_ == short.best_iter_ == long.best_iter_
+    np.testing.assert_array_equal(long.attention_, short.attention_)
+    np.testing.assert_array_equal(long.coef_, short.coef_)
+    assert long.best_loss_ == short.best_loss_
