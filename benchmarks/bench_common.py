@@ -293,3 +293,16 @@ def cpu_description() -> str:
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def splice_docs(doc: Path, block: str, start: str, end: str, *, after: str | None = None) -> None:
+    """Put ``block`` (which begins with ``start`` and ends with ``end``) into ``doc``: in place of
+    the block there, else after the line ``after`` (else at the end)."""
+    text = doc.read_text(encoding="utf-8")
+    if start in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    elif after is not None and after in text:
+        text = text.replace(after, after + "\n\n" + block, 1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.write_text(text, encoding="utf-8")

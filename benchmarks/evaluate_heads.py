@@ -28,6 +28,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import sys
 import time
 import warnings
 from collections import Counter
@@ -35,6 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common beside this file
+from bench_common import splice_docs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {"l2": "l2", "len2": 2.0, "rms": "rms", "raw": None}
@@ -163,13 +167,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     md = render(args, res, summary, worst, langs, t_embed, time.time() - t0, not_converged,
                 len(sts))
     if args.write_docs:
-        doc = REPO / "docs" / "evaluation-results.md"
-        text = doc.read_text(encoding="utf-8")
-        if START in text:
-            text = text[: text.index(START)] + md + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + md + "\n"
-        doc.write_text(text, encoding="utf-8")
+        splice_docs(REPO / "docs" / "evaluation-results.md", md, START, END)
     else:
         print(md)
     return res

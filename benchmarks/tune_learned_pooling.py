@@ -26,10 +26,14 @@ import itertools
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common beside this file
+from bench_common import splice_docs  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -224,15 +228,7 @@ def render(dev: dict, old: dict, new: dict) -> str:
 
 
 def write_docs(dev: dict, old: dict, new: dict) -> None:
-    text = DOCS.read_text()
-    block = render(dev, old, new)
-    if START in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        anchor = "<!-- learned-pooling:end -->"
-        text = text.replace(anchor, anchor + "\n\n" + block, 1)
-    DOCS.write_text(text)
+    splice_docs(DOCS, render(dev, old, new), START, END, after="<!-- learned-pooling:end -->")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -49,7 +49,7 @@ def test_fp32_patch_reproduces_the_model(bench, xlmr_tokenizer_path, sib200_dir)
     logits the patched model gives the unpatched model's vectors bit for bit."""
     config, overrides, scales = bench.MODELS["tiny-sharp"]
     enc = bench.build_encoder(config, overrides, scales, xlmr_tokenizer_path)
-    texts = bench.sib200_texts(sib200_dir, 6)
+    texts = bench.sib200_corpus(sib200_dir, 6, split="test")
     plain = Engine(enc).embed(texts)
     sink: list = []
     with bench.patched_routers(enc, "fp32", sink, ["bf16"]):
