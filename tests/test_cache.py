@@ -391,11 +391,11 @@ def test_forked_child_reopens(cache):
     assert cache.integrity_check() == "ok"
 
 
-def _start_writer(path, ns, start, stop, batch, go=None) -> subprocess.Popen:
+def _start_writer(path, ns, start, stop, batch, go=None, ready=None) -> subprocess.Popen:
     args = [sys.executable, str(WRITER), str(path), ns, str(start), str(stop), str(batch)]
-    return subprocess.Popen(
-        args + ([str(go)] if go else []), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    args += [str(go)] if go else []
+    args += [str(ready)] if ready else []
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _assert_rows(c: EmbeddingCache, ns: str, indices) -> None:
@@ -411,11 +411,18 @@ def test_two_processes_write_concurrently_without_losing_rows(tmp_path):
     path, go = tmp_path / "shared.sqlite", tmp_path / "go"
     ns = cache_namespace(**NS_PARTS)
     # Fresh file: both processes also race to create the schema and switch it to WAL.
+    ready = [tmp_path / "ready-0", tmp_path / "ready-1"]
     procs = [
-        _start_writer(path, ns, 0, 2000, 10, go),  # rows 0..1999
-        _start_writer(path, ns, 1000, 3000, 7, go),  # rows 1000..2999: 1000 overlap
+        _start_writer(path, ns, 0, 2000, 10, go, ready[0]),  # rows 0..1999
+        _start_writer(path, ns, 1000, 3000, 7, go, ready[1]),  # rows 1000..2999: 1000 overlap
     ]
-    time.sleep(0.3)
+    # The signal only once both have imported and wait for it: on a loaded machine a fixed pause
+    # let one writer finish before the other had started (seen in CI).
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in ready):
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        assert time.monotonic() < deadline, "writers did not start"
+        time.sleep(0.01)
     go.touch()
     windows = []
     for p in procs:

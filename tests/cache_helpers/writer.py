@@ -1,10 +1,11 @@
 """Subprocess worker for tests/test_cache.py: writes deterministic rows into an EmbeddingCache.
 
-Usage: python writer.py PATH NAMESPACE START STOP BATCH [GO_FILE]
+Usage: python writer.py PATH NAMESPACE START STOP BATCH [GO_FILE [READY_FILE]]
 
 Writes texts ``row-{i}`` for i in [START, STOP) (STOP = -1: forever) in transactions of BATCH rows,
 printing the number of rows committed so far and the wall time after each commit (flushed). If GO_FILE is given, waits
-until it exists first, so two workers start writing at the same moment.
+until it exists first, so two workers start writing at the same moment; READY_FILE is created once
+the imports are done, so the test can give the signal only when every worker is waiting for it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main(argv: list[str]) -> None:
     EmbeddingCache = load_cache_module().EmbeddingCache
     path, namespace, start, stop, batch = argv[:5]
     start, stop, batch = int(start), int(stop), int(batch)
+    if len(argv) > 6:
+        open(argv[6], "w").close()
     if len(argv) > 5:
         while not os.path.exists(argv[5]):
             time.sleep(0.001)
