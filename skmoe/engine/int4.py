@@ -29,6 +29,7 @@ from torch import nn
 
 from ..encoder.pages import trim_heap
 from ..encoder.parts import ExpertWeightsSource, Part
+from .int8 import _bias, _blank, _built, _sub
 from .memory import release_file_pages
 
 #: Input channels sharing one scale/offset. 32 is the kernel's smallest group (most accurate);
@@ -127,18 +128,6 @@ def int4_codes(w: torch.Tensor, group_size: int, name: str = "weight") -> dict[s
     return {key: torch.stack(v).reshape(*lead, *v[0].shape) for key, v in out.items()}
 
 
-def _bias(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    b = getattr(module, "bias", None)
-    return {} if b is None else {f"{prefix}bias": b.detach().float().clone()}
-
-
-def _blank(cls: type[nn.Module]) -> nn.Module:
-    """An instance of ``cls`` with only ``nn.Module`` set up (for ``from_portable``)."""
-    obj = cls.__new__(cls)
-    nn.Module.__init__(obj)
-    return obj
-
-
 class _Int4Weight:
     """One packed int4 weight: ``mm(x)`` = ``x @ dequant(W).T`` (bf16 activations, fp32 out).
 
@@ -194,9 +183,7 @@ class Int4Linear(nn.Module):
     def from_portable(cls, tensors: dict[str, torch.Tensor],
                       group_size: int = INT4_GROUP_SIZE) -> Int4Linear:
         """The layer built from :meth:`portable`'s tensors (read from a folder)."""
-        obj = _blank(cls)
-        obj._build(tensors, group_size)
-        return obj
+        return _built(cls, tensors, group_size)
 
     def _build(self, t: dict[str, torch.Tensor], group_size: int) -> None:
         self.out_features, self.in_features = t["qweight"].shape[0], t["qweight"].shape[1] * 2
@@ -215,10 +202,6 @@ class Int4Linear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, int4, "
                 f"group_size={self.group_size}")
-
-
-def _sub(t: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in t.items() if k.startswith(prefix)}
 
 
 class Int4MLP(nn.Module):
@@ -278,9 +261,7 @@ class Int4Experts(nn.Module):
     @classmethod
     def from_portable(cls, tensors: dict[str, torch.Tensor],
                       group_size: int = INT4_GROUP_SIZE) -> Int4Experts:
-        obj = _blank(cls)
-        obj._build(tensors, group_size)
-        return obj
+        return _built(cls, tensors, group_size)
 
     def _build(self, t: dict[str, torch.Tensor], group_size: int) -> None:
         self.group_size = group_size

@@ -179,14 +179,23 @@ def int8_codes(w: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
             "scales": torch.stack([s for _, s in pairs]).reshape(*lead, n)}
 
 
+# -- shared with int4.py: building layers from a folder's portable tensors ---------------------
 def _bias(module: nn.Module) -> dict[str, torch.Tensor]:
     b = getattr(module, "bias", None)
     return {} if b is None else {"bias": b.detach().float().clone()}
 
 
 def _blank(cls: type[nn.Module]) -> nn.Module:
+    """An instance of ``cls`` with only ``nn.Module`` set up (for ``from_portable``)."""
     obj = cls.__new__(cls)
     nn.Module.__init__(obj)
+    return obj
+
+
+def _built(cls: type[nn.Module], *args: object) -> nn.Module:
+    """``cls`` built by its ``_build(*args)`` from portable tensors, without quantizing anything."""
+    obj = _blank(cls)
+    obj._build(*args)
     return obj
 
 
@@ -210,9 +219,7 @@ class Int8Linear(nn.Module):
 
     @classmethod
     def from_portable(cls, tensors: dict[str, torch.Tensor]) -> Int8Linear:
-        obj = _blank(cls)
-        obj._build(tensors)
-        return obj
+        return _built(cls, tensors)
 
     def _build(self, t: dict[str, torch.Tensor]) -> None:
         self.out_features, self.in_features = t["qweight"].shape
@@ -287,9 +294,7 @@ class Int8Experts(nn.Module):
 
     @classmethod
     def from_portable(cls, tensors: dict[str, torch.Tensor]) -> Int8Experts:
-        obj = _blank(cls)
-        obj._build(tensors)
-        return obj
+        return _built(cls, tensors)
 
     def _build(self, t: dict[str, torch.Tensor]) -> None:
         self.num_experts = len(t["up.qweight"])
