@@ -8,7 +8,8 @@ and call it; it owns, once each:
   batch by batch as the engine finishes them, so an interruption keeps all finished batches;
 - **truncation warnings for cache hits**, as a run would give them (from the stored ``cut``
   flag; texts are tokenized only when the flag is unknown and the text could be too long);
-- **chunking** the misses into engine calls (``CHUNK_SIZE`` texts tokenized and planned at once);
+- **chunking** the misses into engine calls (``CHUNK_SIZE`` texts tokenized and planned at once;
+  the engine tokenizes the next chunk in a worker thread while the current one runs);
 - **the token limit** (:func:`token_limit`: up to the model's positions, one warning above the
   length it was trained at) and **long texts** (``long_text="truncate"`` or ``"chunk"``: the
   engine embeds windows and pools them, :mod:`skmoe.engine.windows`);
@@ -18,7 +19,7 @@ and call it; it owns, once each:
 
 The prompt arrives resolved (a string): :func:`resolve_prompt` is the one place a prompt name
 becomes a string. The model is loaded only on the first miss: a fully cached call never loads
-(nor hashes) the weights. The engine (``Engine.iter_embed_batches``) keeps tokenisation, batch
+(nor hashes) the weights. The engine (``Engine.iter_embed_chunks``) keeps tokenisation, batch
 planning and the forward.
 """
 
@@ -314,20 +315,17 @@ class Embedder:
             cache.describe(self.namespace, **dict(self.labels or {}))
             self._described = True
         size = self.chunk_size or CHUNK_SIZE
-        for start in range(0, len(missing), size):
-            rows = missing[start : start + size]
-            chunk = [todo[i] for i in rows]
-            cut = np.zeros(len(chunk), dtype=bool)
-            for done, batch_vectors in engine.iter_embed_batches(
-                    chunk, self.prompt, cut_out=cut, long_text=self.long_text,
-                    chunk_overlap=self.chunk_overlap):
-                vectors[rows[done]] = batch_vectors
-                if cache is not None:
-                    cache.put_many(self.namespace, [chunk[i] for i in done], batch_vectors,
-                                   cut=cut[done])
-                if tick is not None:
-                    tick(int(rows_per_text[rows[done]].sum()) if rows_per_text is not None
-                         else len(done))
+        starts = range(0, len(missing), size)
+        # chunks are built lazily: the engine tokenizes the next one in a worker thread
+        chunks = ([todo[i] for i in missing[start : start + size]] for start in starts)
+        for number, done, batch_vectors, cut in engine.iter_embed_chunks(
+                chunks, self.prompt, long_text=self.long_text, chunk_overlap=self.chunk_overlap):
+            rows = missing[starts[number] : starts[number] + size][done]
+            vectors[rows] = batch_vectors
+            if cache is not None:
+                cache.put_many(self.namespace, [todo[i] for i in rows], batch_vectors, cut=cut)
+            if tick is not None:
+                tick(int(rows_per_text[rows].sum()) if rows_per_text is not None else len(done))
 
     def _warn_cut_hits(self, texts: list[str], cut: np.ndarray) -> None:
         """Warn about cached texts that were cut when computed, as computing them would.

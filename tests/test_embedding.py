@@ -35,13 +35,12 @@ def _counting(encoder, **kwargs) -> tuple[Embedder, list]:
 def test_vectors_equal_the_engine_in_input_order_with_each_text_computed_once(encoder, monkeypatch):
     texts = ["b", "a", "b", "c", "a"]
     seen: list[str] = []
-    real = Engine.iter_embed_batches
+    real = Engine.iter_embed_chunks
 
-    def spy(self, chunk, prompt="", **kwargs):
-        seen.extend(chunk)
-        return real(self, chunk, prompt, **kwargs)
+    def spy(self, chunks, prompt="", **kwargs):
+        return real(self, (seen.extend(c) or c for c in chunks), prompt, **kwargs)
 
-    monkeypatch.setattr(Engine, "iter_embed_batches", spy)
+    monkeypatch.setattr(Engine, "iter_embed_chunks", spy)
     out = Embedder.for_encoder(encoder, "query: ").embed(texts)
     assert sorted(seen) == ["a", "b", "c"]
     ref = Engine(encoder).embed(texts, "query: ")

@@ -464,14 +464,13 @@ def test_large_inputs_stream_in_chunks(moe, monkeypatch):
     est = MoEEmbeddingTransformer(moe).fit([])
     ref = est.transform(texts)
     sizes: list[int] = []
-    real_iter = Engine.iter_embed_batches
+    real_iter = Engine.iter_embed_chunks
 
-    def spy(self, chunk, prompt="", **kwargs):
-        sizes.append(len(chunk))
-        return real_iter(self, chunk, prompt, **kwargs)
+    def spy(self, chunks, prompt="", **kwargs):
+        return real_iter(self, (sizes.append(len(c)) or c for c in chunks), prompt, **kwargs)
 
     monkeypatch.setattr(embedding_module, "CHUNK_SIZE", 8)
-    monkeypatch.setattr(Engine, "iter_embed_batches", spy)
+    monkeypatch.setattr(Engine, "iter_embed_chunks", spy)
     np.testing.assert_allclose(est.transform(texts), ref, atol=FP32_ATOL, rtol=0)
     assert sizes == [8, 8, 8, 6]
 
@@ -698,21 +697,22 @@ def test_interrupted_run_keeps_finished_batches(moe, tmp_path, monkeypatch):
     cache = str(tmp_path / "emb.sqlite")
     texts = mixed_texts(20, seed=10)
     est = MoEEmbeddingTransformer(moe, cache=cache, batch_size=5).fit([])
-    real_forward = Engine._forward
+    real_launch = Engine._launch
     calls = []
 
     def flaky(self, ids, batch):
         calls.append(len(batch.rows))
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_forward(self, ids, batch)
+        return real_launch(self, ids, batch)
 
-    monkeypatch.setattr(Engine, "_forward", flaky)
+    monkeypatch.setattr(Engine, "_launch", flaky)
     with pytest.raises(KeyboardInterrupt):
         est.transform(texts)
     assert calls == [5, 5, 5]
-    assert est.cache_stats().entries == 10  # the two finished batches
-    monkeypatch.setattr(Engine, "_forward", real_forward)
+    # the two finished batches, the second one still in flight when the interrupt came
+    assert est.cache_stats().entries == 10
+    monkeypatch.setattr(Engine, "_launch", real_launch)
     with forward_log(est) as shapes:
         est.transform(texts)
     assert sum(b for b, _ in shapes) == 10  # only the texts not yet cached

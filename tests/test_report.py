@@ -29,9 +29,9 @@ class _CountingEngine(embedding_module.Engine):
 
     texts: list[str] = []
 
-    def iter_embed_batches(self, texts, prompt="", **kwargs):
-        type(self).texts.extend(texts)
-        return super().iter_embed_batches(texts, prompt, **kwargs)
+    def iter_embed_chunks(self, chunks, prompt="", **kwargs):
+        seen = type(self).texts
+        return super().iter_embed_chunks((seen.extend(c) or c for c in chunks), prompt, **kwargs)
 
 
 @pytest.fixture(scope="module")

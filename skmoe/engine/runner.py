@@ -5,7 +5,8 @@ Outputs are full-width, un-normalised, float32 numpy rows: post-processing (Matr
 normalisation, output dtype) belongs to the estimator so that every variant shares cache entries.
 
 The road from texts to vectors (de-duplication, cache, chunking, progress, streaming to a file)
-is :mod:`skmoe.embedding`; :meth:`Engine.iter_embed_batches` is its entry point here.
+is :mod:`skmoe.embedding`; :meth:`Engine.iter_embed_chunks` is its entry point here (the next chunk tokenized in a worker
+thread while the current one runs; batches pipelined one deep).
 :meth:`Engine.iter_embed` and :meth:`Engine.embed_to` are deprecated in its favour.
 """
 
@@ -16,7 +17,7 @@ import os
 import unicodedata
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ..encoder.tokenization import tokenize
 from .batching import Batch, TokenRows, pack, plan_batches, split_batch
 from .memory import reuse_freed_memory_if_asked
 from .precision import QUANTIZED, precision_of
+from .prefetch import prefetched
 from .windows import (
     DEFAULT_CHUNK_OVERLAP,
     TokenGroup,
@@ -181,19 +183,56 @@ class Engine:
         """
         if cut_out is not None:
             cut_out[:] = False
-        for group in self.iter_windows(texts, prompt, long_text=long_text,
-                                       chunk_overlap=chunk_overlap):
+        for _, done, vectors, cut in self.iter_embed_chunks(
+                [texts], prompt, long_text=long_text, chunk_overlap=chunk_overlap,
+                prefetch=False):
             if cut_out is not None:
-                cut_out[group.cut] = True
-            if group.single:
-                for rows, vectors in self.iter_batches(group.ids):
-                    yield group.owner[rows], vectors
-                continue
-            pool = WindowPool(group.owner, group.ids.lengths, self.encoder.embedding_dim)
+                cut_out[done] = cut
+            yield done, vectors
+
+    def iter_embed_chunks(
+        self, chunks: Iterable[Sequence[str]], prompt: str = "", *,
+        long_text: str = "truncate", chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+        prefetch: bool = True,
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield ``(chunk number, positions in that chunk, vectors, truncated flags of those
+        positions)`` forward pass by forward pass, over consecutive chunks of texts.
+
+        With ``prefetch`` the next group of token rows (the next chunk's, or in chunk mode the
+        next group of windows) is tokenized in a worker thread while the current one runs
+        (:func:`~skmoe.engine.prefetch.prefetched`); truncation warnings are still given here,
+        in the caller's thread, when a group's first batch is run.
+        """
+        check_long_text(long_text, chunk_overlap, self.limit)
+        groups = self._chunk_groups(chunks, prompt, long_text, int(chunk_overlap))
+        current, cut = -1, np.zeros(0, dtype=bool)
+        for number, chunk, group in prefetched(groups) if prefetch else groups:
+            if number != current:
+                current, cut = number, np.zeros(len(chunk), dtype=bool)
+            cut[group.cut] = True
+            self._warn_cut([prompt + chunk[i] for i in group.cut])
+            for done, vectors in self._embed_group(group):
+                yield number, done, vectors, cut[done]
+
+    def _chunk_groups(self, chunks: Iterable[Sequence[str]], prompt: str, long_text: str,
+                      chunk_overlap: int) -> Iterator[tuple[int, Sequence[str], TokenGroup]]:
+        """``(chunk number, chunk, token group)`` for every group of every chunk (no warnings:
+        this may run in a worker thread)."""
+        for number, chunk in enumerate(chunks):
+            for group in self._groups(chunk, prompt, long_text, chunk_overlap):
+                yield number, chunk, group
+
+    def _embed_group(self, group: TokenGroup) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(positions of finished texts, their vectors)`` for one group's token rows."""
+        if group.single:
             for rows, vectors in self.iter_batches(group.ids):
-                done, pooled = pool.add(rows, vectors)
-                if len(done):
-                    yield done, pooled
+                yield group.owner[rows], vectors
+            return
+        pool = WindowPool(group.owner, group.ids.lengths, self.encoder.embedding_dim)
+        for rows, vectors in self.iter_batches(group.ids):
+            done, pooled = pool.add(rows, vectors)
+            if len(done):
+                yield done, pooled
 
     def iter_windows(self, texts: Sequence[str], prompt: str = "", *,
                      long_text: str = "truncate",
@@ -206,15 +245,22 @@ class Engine:
         many long texts there are). Token states and routing statistics read these rows too.
         """
         check_long_text(long_text, chunk_overlap, self.limit)
+        for group in self._groups(texts, prompt, long_text, int(chunk_overlap)):
+            self._warn_cut([prompt + texts[i] for i in group.cut])
+            yield group
+
+    def _groups(self, texts: Sequence[str], prompt: str, long_text: str,
+                chunk_overlap: int) -> Iterator[TokenGroup]:
+        """:meth:`iter_windows` without the warnings."""
         if not len(texts):
             return
         if long_text == "truncate":
-            ids, truncated = self._tokenize([prompt + t for t in texts])
-            yield TokenGroup(ids, np.arange(len(texts)), truncated)
+            ids, truncated = self._token_ids([prompt + t for t in texts])
+            yield TokenGroup(TokenRows(ids), np.arange(len(texts)), truncated)
             return
         self._check_tokenizer()
         yield from iter_window_groups(self.encoder.tokenizer, texts, prompt, self.limit,
-                                      int(chunk_overlap))
+                                      chunk_overlap)
 
     def iter_embed(
         self, texts: Sequence[str], prompt: str = "", chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -327,17 +373,23 @@ class Engine:
         return out
 
     def iter_batches(self, ids: Sequence[Sequence[int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(row indices, pooled vectors)`` batch by batch (nothing kept on the device)."""
+        """Yield ``(row indices, pooled vectors)`` batch by batch (nothing kept on the device).
+
+        Pipelined one batch deep: batch ``k + 1`` is launched before the vectors of batch ``k``
+        are read back, so on an accelerator the host waits on a batch's copy (the one sync per
+        batch) while the next batch already runs. On the CPU every batch is done when launched.
+        """
         ids = TokenRows(ids)
         lengths = ids.lengths
         pending = deque(self.plan(lengths))
+        in_flight: deque[tuple[Batch, _Launched]] = deque()
         while pending:
             batch = pending.popleft()
             if self._token_cap is not None and batch.padded_tokens > self._token_cap:
                 pending.extendleft(reversed(split_batch(batch, lengths, self._token_cap)))
                 batch = pending.popleft()
             try:
-                vectors = self._forward(ids, batch)
+                launched = self._launch(ids, batch)
             except torch.OutOfMemoryError:
                 if len(batch.rows) == 1:
                     raise
@@ -346,10 +398,15 @@ class Engine:
                 halves = [batch.rows[:half], batch.rows[half:]]
                 pending.extendleft(reversed([Batch(r, int(lengths[r].max())) for r in halves]))
                 continue
-            self.stats.texts += len(batch.rows)
-            if self.progress is not None:
-                self.progress(len(batch.rows))
-            yield batch.rows, vectors
+            except BaseException:  # an interrupt or a failure: hand over what is done first
+                while in_flight:
+                    yield self._finish(*in_flight.popleft())
+                raise
+            if in_flight:
+                yield self._finish(*in_flight.popleft())
+            in_flight.append((batch, launched))
+        while in_flight:
+            yield self._finish(*in_flight.popleft())
 
     def plan(self, lengths: np.ndarray) -> list[Batch]:
         """This engine's batches for rows of these token lengths (device defaults, padding
@@ -371,12 +428,12 @@ class Engine:
             torch.cuda.empty_cache()
 
     @torch.inference_mode()
-    def _forward(self, ids: TokenRows, batch: Batch) -> np.ndarray:
-        """One forward pass on packed tokens: ids and ``cu_seqlens`` are built on the host from
-        the known lengths, copied once (pinned, non-blocking on CUDA); the only sync is the
-        copy of the pooled vectors back."""
+    def _launch(self, ids: TokenRows, batch: Batch) -> _Launched:
+        """Start one forward pass on packed tokens: ids and ``cu_seqlens`` are built on the host
+        from the known lengths and copied once (pinned, non-blocking on CUDA); the pooled
+        vectors start their copy back into pinned host memory. Nothing here waits for the
+        device."""
         input_ids, cu_seqlens, max_seqlen = pack(ids, batch)
-        real = len(input_ids)
         device = self.encoder.device
         if device.type == "cuda":
             input_ids = input_ids.pin_memory().to(device, non_blocking=True)
@@ -384,13 +441,38 @@ class Engine:
         elif device.type != "cpu":
             input_ids, cu_seqlens = input_ids.to(device), cu_seqlens.to(device)
         hidden = self.encoder.forward_packed(input_ids, cu_seqlens, max_seqlen)
-        pooled = self.encoder.pool_packed(hidden, cu_seqlens, max_seqlen)
+        pooled = self.encoder.pool_packed(hidden, cu_seqlens, max_seqlen).float()
         del hidden  # the next batch must not find this one's activations still alive
-        vectors = pooled.float().cpu().numpy()
+        if device.type != "cuda":
+            return _Launched(pooled.cpu(), None, len(input_ids))
+        host = torch.empty(pooled.shape, dtype=pooled.dtype, pin_memory=True)
+        host.copy_(pooled, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return _Launched(host, done, len(input_ids))
+
+    def _finish(self, batch: Batch, launched: _Launched) -> tuple[np.ndarray, np.ndarray]:
+        """Wait for a launched batch's vectors (the one sync per batch), check them, count."""
+        if launched.done is not None:
+            launched.done.synchronize()
+        vectors = launched.host.numpy()
         # on the host copy: no extra sync; batches finished before stay in the cache
-        check_finite_output(torch.from_numpy(vectors), self.encoder.source.name)
+        check_finite_output(launched.host, self.encoder.source.name)
         self.stats.forward_calls += 1
-        self.stats.real_tokens += real
+        self.stats.real_tokens += launched.tokens
         self.stats.padded_tokens += batch.padded_tokens
         self.stats.batch_sizes.append(len(batch.rows))
-        return vectors
+        self.stats.texts += len(batch.rows)
+        if self.progress is not None:
+            self.progress(len(batch.rows))
+        return batch.rows, vectors
+
+
+@dataclass
+class _Launched:
+    """A batch whose pooled vectors are on their way to ``host``; ``done`` is the CUDA event
+    recorded after the copy (None where the copy was synchronous)."""
+
+    host: torch.Tensor
+    done: torch.cuda.Event | None
+    tokens: int
