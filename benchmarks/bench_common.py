@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -211,6 +212,16 @@ def standard_embed(model: NomicMoEModel, texts: Sequence[str], ids: Sequence[Seq
         hidden = standard_forward(model, input_ids, mask, wqkv)
         out[rows] = mean_pool(hidden, mask).cpu().numpy()
     return out, padded
+
+
+def forward_ids(engine: Any, ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """Our engine's pooled vectors of pre-tokenised rows, in input order: batch planning and the
+    forward alone (``Engine.iter_batches``), without the tokenising, de-duplication and cache of
+    the text road (:class:`skmoe.embedding.Embedder`)."""
+    out = np.empty((len(ids), engine.encoder.embedding_dim), dtype=np.float32)
+    for rows, vectors in engine.iter_batches(ids):
+        out[rows] = vectors
+    return out
 
 
 # --------------------------------------------------------------------------------------------

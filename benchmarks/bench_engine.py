@@ -55,8 +55,9 @@ from bench_common import (  # noqa: E402
     vm_hwm_mb,
 )
 
+from skmoe.embedding import Embedder  # noqa: E402
 from skmoe.encoder import load_encoder  # noqa: E402
-from skmoe.engine import Engine, apply_precision  # noqa: E402
+from skmoe.engine import apply_precision  # noqa: E402
 from skmoe.engine.memory import reuse_freed_memory  # noqa: E402
 from skmoe.engine.precision import cpu_has_native_bf16, int8_weight_bits  # noqa: E402
 
@@ -125,12 +126,13 @@ def run_mode(mode: str, enc, texts: list[str]) -> tuple[np.ndarray, int, int]:
         ids, _ = enc.tokenize([PROMPT + t for t in texts])
         vectors, padded = standard_embed(enc.backbone, texts, ids, enc.pad_token_id, 32)
         return vectors, sum(len(r) for r in ids), padded
-    engine = Engine(enc)
-    vectors = engine.embed(texts, PROMPT)
+    embedder = Embedder.for_encoder(enc, PROMPT)  # the road users run (no cache here)
+    vectors = embedder.embed(texts)
+    stats = embedder.engine.stats
     # The MoE model computes real tokens only (the engine hands it packed tokens; on CPU attention
     # runs per run of equal-length rows), whatever the batch layout's padding.
-    computed = engine.stats.real_tokens if enc.is_moe else engine.stats.padded_tokens
-    return vectors, engine.stats.real_tokens, computed
+    computed = stats.real_tokens if enc.is_moe else stats.padded_tokens
+    return vectors, stats.real_tokens, computed
 
 
 def rss_worker(mode: str, folder: Path, corpus: Path, threads: int) -> None:
@@ -156,7 +158,7 @@ def quality_table(args: argparse.Namespace, modes: list[str]) -> list[dict]:
     e5 = args.workdir / "assets" / "me5-small-q4deq"
     build_test_assets(args.workdir / "assets")
     texts = sib200_corpus(args.sib200, args.quality_texts, split="test")
-    ref = Engine(load_encoder(e5, device="cpu")).embed(texts, "query: ")
+    ref = Embedder.for_encoder(load_encoder(e5, device="cpu"), "query: ").embed(texts)
     fixture = TEST_DATA / "nomic-moe-tiny"
     npz = np.load(fixture / "reference_outputs.npz")
     ids, mask = (torch.from_numpy(npz[k]).long() for k in ("input_ids", "attention_mask"))
@@ -171,8 +173,8 @@ def quality_table(args: argparse.Namespace, modes: list[str]) -> list[dict]:
     for mode in modes:
         if mode == "float32":
             continue
-        c = cosine_rows(Engine(apply_precision(load_encoder(e5, device="cpu"), mode))
-                        .embed(texts, "query: "), ref)
+        c = cosine_rows(Embedder.for_encoder(apply_precision(load_encoder(e5, device="cpu"), mode),
+                                             "query: ").embed(texts), ref)
         f = cosine_rows(fixture_vectors(apply_precision(load_encoder(fixture, device="cpu"), mode)),
                         fx_ref)
         rows.append({"mode": mode, "e5_mean": float(c.mean()), "e5_min": float(c.min()),
@@ -361,7 +363,8 @@ def render(args, table, peaks, quality, memory, n_params, lengths, n_base, elaps
                              f"{q['fx_mean']:.6f} | {q['fx_min']:.6f} |")
     if memory:
         a, b = memory[0], memory[-1]
-        lines += ["", f"Memory, streaming to disk with `Engine.embed_to` (small random MoE, real "
+        lines += ["", "Memory, streaming to disk as `skmoe embed` does "
+                      f"(`MoEEmbeddingTransformer(cache=...).embed_to`, memory_flat.py; small random MoE, real "
                       f"XLM-R vocabulary and tokenizer, fresh process each): peak RSS "
                       f"{a['peak_rss_mb']:.0f} MB after {a['texts']} texts, {b['peak_rss_mb']:.0f} "
                       f"MB after {b['texts']} texts: ratio {b['peak_rss_mb'] / a['peak_rss_mb']:.3f}."]

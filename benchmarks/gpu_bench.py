@@ -59,6 +59,7 @@ from bench_common import (  # noqa: E402
     PROMPT,
     build_random_checkpoint,
     cosine_rows,
+    forward_ids,
     model_flops,
     standard_embed,
 )
@@ -208,21 +209,21 @@ def top_ops(engine: Engine, ids: list[list[int]], device: str, k: int = 15) -> s
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     with profile(activities=activities) as prof:
-        engine.embed_ids(ids)
+        forward_ids(engine, ids)
     key = "cuda_time_total" if device.startswith("cuda") else "cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=k)
 
 
 def one_text_latency_ms(clock: Clock, engine: Engine, row: list[int], repeats: int = 20) -> float:
-    sec, _ = clock.median(lambda: engine.embed_ids([row]), repeats)
+    sec, _ = clock.median(lambda: forward_ids(engine, [row]), repeats)
     return 1e3 * sec
 
 
 def batch_invariance(engine: Engine, ids: list[list[int]], alone: int = 32) -> tuple[float, int]:
     """(max-abs difference, texts bitwise equal) between texts inside one batch and alone."""
-    together = engine.embed_ids(ids)
+    together = forward_ids(engine, ids)
     alone = min(alone, len(ids))
-    single = np.stack([engine.embed_ids([ids[i]])[0] for i in range(alone)])
+    single = np.stack([forward_ids(engine, [ids[i]])[0] for i in range(alone)])
     diff = np.abs(together[:alone] - single)
     return float(diff.max()), int((diff.max(axis=1) == 0).sum())
 
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     fp32_cfg = fp32.moe_config
     pad_id = int(config.get("pad_token_id", 1))
     reset()
-    sec, ref = clock.time(lambda: Engine(fp32).embed_ids(ids[:n_std]))
+    sec, ref = clock.time(lambda: forward_ids(Engine(fp32), ids[:n_std]))
     record("ours float32 (reference vectors)", sec, n_std, ref, None, memory_gb())
     fp32.backbone.to(torch.bfloat16)  # the official code's bf16: everything cast, router too
     reset()
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> list[str]:
                               allow_slow=not device.startswith("cuda"))
         engine = Engine(enc)
         reset()
-        sec, vec = clock.median(lambda engine=engine: engine.embed_ids(ids), repeats)
+        sec, vec = clock.median(lambda engine=engine: forward_ids(engine, ids), repeats)
         record(f"ours {mode} (packed)", sec, n, vec, ref, memory_gb())
         if mode == "bfloat16":
             extras.append(f"Attention kernel: {attention_used(enc)}")
@@ -404,7 +405,7 @@ def torchao_rows(folder: Path, device: str, ids: list, n: int, repeats: int, clo
             enc = to_torchao(enc, mode) if dry_cpu else apply_precision(enc, mode)
             engine = Engine(enc)
             reset()
-            sec, vec = clock.median(lambda engine=engine: engine.embed_ids(ids), repeats)
+            sec, vec = clock.median(lambda engine=engine: forward_ids(engine, ids), repeats)
             label = "CPU conversion path, dry run" if dry_cpu else "eager, no torch.compile"
             record(f"ours {mode} (torchao, experts bf16; {label})", sec, n, vec, ref, memory_gb())
             mx, same = batch_invariance(engine, ids[:256])

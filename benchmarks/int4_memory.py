@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from bench_common import reset_peak_rss, sib200_corpus, vm_hwm_mb
 
+from skmoe.embedding import Embedder
 from skmoe.encoder import load_encoder
-from skmoe.engine import Engine
 from skmoe.engine.precision import apply_precision
 
 
@@ -35,7 +35,7 @@ after_conv = vm_hwm_mb()
 rss_conv = rss_mb()
 reset_peak_rss()
 t = time.time()
-v = Engine(enc).embed(texts, "search_query: ")
+v = Embedder.for_encoder(enc, "search_query: ").embed(texts)
 if len(sys.argv) > 5:
     np.save(sys.argv[5], v)
 print(json.dumps({"mode": mode, "load+convert_s": round(load_s, 1), "embed_s": round(time.time() - t, 1),

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from skmoe.embedding import Embedder
 from skmoe.encoder import load_encoder
-from skmoe.engine import Engine
 from skmoe.engine.precision import apply_precision
 
 torch.set_num_threads(2)
@@ -32,7 +32,7 @@ for mode in ["float32", "int8", "int4"]:
     if mode != "float32":
         apply_precision(enc, mode)
     t = time.time()
-    vecs[mode] = Engine(enc).embed(texts, "query: ")
+    vecs[mode] = Embedder.for_encoder(enc, "query: ").embed(texts)
     print(mode, f"{len(texts)} texts in {time.time() - t:.0f}s", flush=True)
     del enc
 out = {}

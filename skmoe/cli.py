@@ -33,6 +33,7 @@ from .cli_common import (
     EXIT_MODEL,
     MODEL_ERRORS,
     CLIError,
+    add_command,
     add_model_options,
     cache_of,
     default_cache_path,
@@ -78,7 +79,10 @@ def __getattr__(name: str) -> Any:
 
 # -- commands -----------------------------------------------------------------------------------
 def cmd_embed(args: argparse.Namespace) -> int:
-    """Embed a file of texts into .npy or Parquet, chunk by chunk through the cache."""
+    """Embed INPUT (.txt one text per line; .csv/.tsv/.parquet/.jsonl with --column) and write
+    OUTPUT: .npy (float array [n, dim], input order) or .parquet (columns 'text' and
+    'embedding', a fixed-size list per row). Vectors go to the cache chunk by chunk, so rerunning
+    an interrupted command only computes what is missing."""
     src, dst = Path(args.input).expanduser(), Path(args.output).expanduser()
     fmt = args.format or _output_format(dst)
     implied = _OUTPUT_EXTENSIONS.get(dst.suffix.lower())
@@ -133,7 +137,9 @@ def _output_format(path: Path) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """Config, total/active parameters, MoE layers and revision of a model (no weights loaded)."""
+    """Describe MODEL (hub id, folder or config.json) from its config alone: sizes, experts, MoE
+    layers, total and active parameters; revision and weights fingerprint when the weights are
+    present. Loads no weights."""
     import json
 
     from .encoder.info import NotAConfigError, format_model_info, model_info
@@ -151,7 +157,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    """``cache stats``, ``cache check`` and ``cache clear`` on a cache file."""
+    """Inspect (stats), verify (check) or empty (clear) an skmoe embedding cache file."""
     from .cache import CacheFormatError, EmbeddingCache
 
     if args.path and args.cache_path and Path(args.path) != Path(args.cache_path):
@@ -269,14 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_commands(sub)
     add_quantize_command(sub)
 
-    embed = sub.add_parser(
-        "embed", help="embed a file of texts into .npy or Parquet",
-        description="Embed INPUT (.txt one text per line; .csv/.tsv/.parquet/.jsonl with "
-                    "--column) and write OUTPUT: .npy (float array [n, dim], input order) or "
-                    ".parquet (columns 'text' and 'embedding', a fixed-size list per row). "
-                    "Vectors go to the cache chunk by chunk, so rerunning an interrupted "
-                    "command only computes what is missing.",
-    )
+    embed = add_command(sub, "embed", cmd_embed, help="embed a file of texts into .npy or Parquet")
     embed.add_argument("input", metavar="INPUT", help="input file")
     embed.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                        help="output file (.npy or .parquet)")
@@ -301,26 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--chunk-overlap", type=_tokens, default=64, metavar="N",
                        help="tokens shared by consecutive windows with --long-text chunk (64)")
     add_model_options(embed, prompt_default="classification")
-    embed.set_defaults(func=cmd_embed)
 
-    info = sub.add_parser(
-        "info", help="config, total/active parameters, MoE layers and revision of a model",
-        description="Describe MODEL (hub id, folder or config.json) from its config alone: "
-                    "sizes, experts, MoE layers, total and active parameters; revision and "
-                    "weights fingerprint when the weights are present. Loads no weights.",
-    )
+    info = add_command(sub, "info", cmd_info,
+                       help="config, total/active parameters, MoE layers and revision of a model")
     info.add_argument("model", nargs="?", default=DEFAULT_MODEL, metavar="MODEL",
                       help=f"hub id, folder or config.json (default: {DEFAULT_MODEL})")
     info.add_argument("--revision", help="hub branch, tag or commit")
     info.add_argument("--local-files-only", action="store_true", help="never download")
     info.add_argument("--json", action="store_true", help="print JSON")
-    info.set_defaults(func=cmd_info)
 
-    cache = sub.add_parser(
-        "cache", help="inspect or clear an embedding cache",
-        description="Inspect (stats), verify (check) or empty (clear) an skmoe embedding "
-                    "cache file.",
-    )
+    cache = add_command(sub, "cache", cmd_cache, help="inspect or clear an embedding cache")
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     for name, text in (("stats", "entries, size on disk, and each namespace's model and prompt"),
                        ("check", "scan the file for damage without changing it (exit 1 if any)"),
@@ -334,7 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "clear":
             p.add_argument("--namespace", metavar="PREFIX",
                            help="only the namespace whose id starts with PREFIX (ids: cache stats)")
-        p.set_defaults(func=cmd_cache)
     _add_debug_everywhere(parser)
     return parser
 

@@ -5,8 +5,9 @@ messages live in :mod:`skmoe._cli_errors` and are re-exported here)."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,16 @@ def positive_int(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
     return n
+
+
+def add_command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], *, help: str,
+                **defaults: Any) -> argparse.ArgumentParser:
+    """The sub-command ``name``, run by ``func``: ``help`` is its line in ``skmoe --help``, and
+    ``func``'s docstring is its description in ``skmoe NAME --help`` (written once, for readers
+    of the code and of the command line alike)."""
+    p = sub.add_parser(name, help=help, description=inspect.cleandoc(func.__doc__ or ""))
+    p.set_defaults(func=func, **defaults)
+    return p
 
 
 def add_model_options(p: argparse.ArgumentParser, *, prompt_default: str | None) -> None:

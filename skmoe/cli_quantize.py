@@ -7,18 +7,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .cli_common import EXIT_INPUT, CLIError, say
+from .cli_common import EXIT_INPUT, CLIError, add_command, say
 
 
 def add_quantize_command(sub: Any) -> None:
     """The ``quantize`` sub-parser."""
-    p = sub.add_parser(
-        "quantize", help="write a pre-quantized (int4/int8) folder of a model",
-        description="Quantize MODEL (hub id or folder of the float MoE model) and write DIR: "
-                    "model.safetensors with the quantized weights and scales, config.json "
-                    "recording the quantization, and the tokenizer and side files. Pass DIR as "
-                    "--model (or model=DIR in Python) to load it directly, without the float "
-                    "weights.")
+    p = add_command(sub, "quantize", cmd_quantize,
+                    help="write a pre-quantized (int4/int8) folder of a model")
     p.add_argument("model", metavar="MODEL", help="hub id or folder of the float model")
     p.add_argument("--dtype", required=True, choices=("int4", "int8"), help="precision mode")
     p.add_argument("-o", "--output", required=True, metavar="DIR",
@@ -27,10 +22,13 @@ def add_quantize_command(sub: Any) -> None:
                    help="int4: input channels per scale (default 32, the most accurate)")
     p.add_argument("--revision", help="hub branch, tag or commit")
     p.add_argument("--local-files-only", action="store_true", help="never download")
-    p.set_defaults(func=cmd_quantize)
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    """Quantize MODEL (hub id or folder of the float MoE model) and write DIR:
+    model.safetensors with the quantized weights and scales, config.json recording the
+    quantization, and the tokenizer and side files. Pass DIR as --model (or model=DIR in
+    Python) to load it directly, without the float weights."""
     from .engine.quantized_io import QuantizeRequestError, quantize_folder
 
     try:

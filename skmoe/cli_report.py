@@ -13,6 +13,7 @@ from typing import Any
 
 from .cli_common import (
     CLIError,
+    add_command,
     add_model_options,
     cache_of,
     count,
@@ -27,7 +28,10 @@ DEFAULT_REPORT_DIR = "skmoe-report"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the bundled SIB-200 sample."""
+    """Embed the bundled SIB-200 sample (8 languages, 7 topics) once, run the per-language
+    few-shot probe and the transfer from the source language to the others, compare learned
+    attention pooling with mean pooling per language (--no-learned-pooling to skip), and write
+    tables (CSV + Markdown), plots (PNG) and index.html / report.md to --out."""
     from .datasets import load_sib200_sample
 
     try:
@@ -39,7 +43,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    """The main job's report on a user table with text, label and language columns."""
+    """The report of `skmoe demo` on INPUT (.csv/.tsv/.parquet/.jsonl) with text, label and
+    language columns. With --split-column (values 'train' and 'test'; 'dev'/'validation' rows
+    are left out, any other value is an error) the split is yours; otherwise a seeded third,
+    stratified by label, is held out as the test set: of the sentence ids with --id-column, else
+    of each language's rows by position."""
     path = Path(args.input).expanduser()
     fmt = input_format(path, args.input_format)
     if fmt == "txt":
@@ -118,27 +126,13 @@ def _report_options(p: argparse.ArgumentParser) -> None:
 
 def add_report_commands(sub: Any) -> None:
     """The ``demo`` and ``probe`` sub-parsers."""
-    demo = sub.add_parser(
-        "demo", help="the main job: a report folder from the bundled SIB-200 sample",
-        description="Embed the bundled SIB-200 sample (8 languages, 7 topics) once, run the "
-                    "per-language few-shot probe and the transfer from the source language to "
-                    "the others, compare learned attention pooling with mean pooling per "
-                    "language (--no-learned-pooling to skip), and write tables (CSV + "
-                    "Markdown), plots (PNG) and index.html / report.md to --out.",
-    )
+    demo = add_command(sub, "demo", cmd_demo, split_column="split", learned_pooling=True,
+                       help="the main job: a report folder from the bundled SIB-200 sample")
     add_model_options(demo, prompt_default="classification")
     _report_options(demo)
-    demo.set_defaults(func=cmd_demo, split_column="split", learned_pooling=True)
 
-    probe = sub.add_parser(
-        "probe", help="the demo's report on your own labelled multilingual table",
-        description="The report of `skmoe demo` on INPUT (.csv/.tsv/.parquet/.jsonl) with "
-                    "text, label and language columns. With --split-column (values 'train' and "
-                    "'test'; 'dev'/'validation' rows are left out, any other value is an error) "
-                    "the split is yours; otherwise a seeded third, stratified by label, "
-                    "is held out as the test set: of the sentence ids with --id-column, else of "
-                    "each language's rows by position.",
-    )
+    probe = add_command(sub, "probe", cmd_probe,
+                        help="the demo's report on your own labelled multilingual table")
     probe.add_argument("input", metavar="INPUT", help="input table")
     probe.add_argument("--text-column", default="text", help="(default: text)")
     probe.add_argument("--label-column", default="label", help="(default: label)")
@@ -152,4 +146,3 @@ def add_report_commands(sub: Any) -> None:
                        help="input format when the extension does not tell")
     add_model_options(probe, prompt_default="classification")
     _report_options(probe)
-    probe.set_defaults(func=cmd_probe)

@@ -11,24 +11,25 @@ from __future__ import annotations
 import numbers
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._encoder_params import EncoderParams
 from ._stack import external_stacklevel
 from ._text_features import TextFeaturesMixin
 from .embedding import (
     CHUNK_SIZE,
-    DEFAULT_CHUNK_OVERLAP,
     Embedder,
     ModelCard,
     check_long_text,
     check_token_limit,
     resolve_prompt,
 )
-from .encoder import DEFAULT_MODEL, SentenceEncoder
+from .encoder import SentenceEncoder
 from .encoder.fingerprint import changed_parts, known_card, legacy_fingerprint, remember_card
 from .encoder.loading import ModelSource, safetensors_files
 from .postprocessing import (
@@ -57,7 +58,8 @@ class WeightsChangedError(RuntimeError):
     """The weights found at load time differ from those the estimator was fitted with."""
 
 
-class MoEEmbeddingTransformer(TextFeaturesMixin, TransformerMixin, BaseEstimator):
+@dataclass(eq=False, repr=False, kw_only=True)
+class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEstimator):
     """Sentence embeddings from nomic-embed-text-v2-moe (or any supported encoder) as features.
 
     Parameters
@@ -139,44 +141,17 @@ class MoEEmbeddingTransformer(TextFeaturesMixin, TransformerMixin, BaseEstimator
 
     _feature_prefix = "embedding"
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str] = DEFAULT_MODEL,
-        *,
-        revision: str | None = None,
-        prompt_name: str | None = "classification",
-        prompt: str | None = None,
-        max_length: int | None = None,
-        long_text: str = "truncate",
-        chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
-        truncate_dim: int | None = None,
-        normalize: bool | str | float = DEFAULT_NORMALIZE,
-        batch_size: int | None = None,
-        max_tokens_per_batch: int | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        output_dtype: str = "float32",
-        cache: Any = None,
-        verbose: int = 1,
-        local_files_only: bool = False,
-    ) -> None:
-        self.model = model
-        self.revision = revision
-        self.prompt_name = prompt_name
-        self.prompt = prompt
-        self.max_length = max_length
-        self.long_text = long_text
-        self.chunk_overlap = chunk_overlap
-        self.truncate_dim = truncate_dim
-        self.normalize = normalize
-        self.batch_size = batch_size
-        self.max_tokens_per_batch = max_tokens_per_batch
-        self.device = device
-        self.dtype = dtype
-        self.output_dtype = output_dtype
-        self.cache = cache
-        self.verbose = verbose
-        self.local_files_only = local_files_only
+    # model, revision, prompt_name, prompt, max_length, long_text, chunk_overlap: EncoderParams
+    truncate_dim: int | None = None
+    normalize: bool | str | float = DEFAULT_NORMALIZE
+    batch_size: int | None = None
+    max_tokens_per_batch: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    output_dtype: str = "float32"
+    cache: Any = None
+    verbose: int = 1
+    local_files_only: bool = False
 
     # -- model access (never stored on self) ---------------------------------------------------
     def get_encoder(self) -> SentenceEncoder:
@@ -270,10 +245,7 @@ class MoEEmbeddingTransformer(TextFeaturesMixin, TransformerMixin, BaseEstimator
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
         """``fit(X).transform(X)``, running the model once (int8/uint8 ranges included).
 
-        Parameters
-        ----------
-        X : list of str, pandas Series or one-column DataFrame
-        y : ignored
+        ``X`` and ``y`` as in :meth:`fit`.
 
         Returns
         -------
@@ -312,6 +284,12 @@ class MoEEmbeddingTransformer(TextFeaturesMixin, TransformerMixin, BaseEstimator
         When every text is in the cache, the model is neither loaded nor hashed (its files'
         digests are memoised); it loads on the first text that must be computed.
         """
+        texts, model = self._as_fitted(X)
+        return self._output(self._embed_float(texts, model, self.prompt_))
+
+    def _as_fitted(self, X: Any) -> tuple[list[str], SentenceEncoder | ModelCard]:
+        """The validated texts and the model (encoder or card) for a fitted estimator whose
+        parameters still give what fit recorded; otherwise an error that asks for a refit."""
         check_is_fitted(self)
         texts = validate_texts(X)
         model = self._model()
@@ -319,7 +297,7 @@ class MoEEmbeddingTransformer(TextFeaturesMixin, TransformerMixin, BaseEstimator
         changed = self._changed_since_fit(model)
         if changed:
             raise ValueError(f"{'; '.join(changed)}; call fit again.")
-        return self._output(self._embed_float(texts, model, self.prompt_))
+        return texts, model
 
     def _changed_since_fit(self, model: SentenceEncoder | ModelCard) -> list[str]:
         """The parameters whose change since fit invalidates what fit recorded: the prompt, the
@@ -415,13 +393,7 @@ class MoEEmbeddingTransformer(TextFeaturesMixin, TransformerMixin, BaseEstimator
         renamed when complete, so an interrupted run leaves no file that looks complete.
         Memory stays flat however many texts there are; ``skmoe embed`` runs this.
         """
-        check_is_fitted(self)
-        texts = validate_texts(X)
-        model = self._model()
-        self._check_params(model)
-        changed = self._changed_since_fit(model)
-        if changed:
-            raise ValueError(f"{'; '.join(changed)}; call fit again.")
+        texts, model = self._as_fitted(X)
         return self._embedder(model, self.prompt_).embed_to(
             out, texts, fmt=format, chunk_size=chunk_size,
             transform=lambda full: self._output(self._postprocess(full)))

@@ -16,7 +16,7 @@ encoder stays frozen and shared through :mod:`skmoe.registry`, token states come
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,15 +25,17 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._encoder_params import EncoderParams
 from ._text_features import TextFeaturesMixin
-from .encoder import DEFAULT_MODEL, SentenceEncoder
+from .encoder import SentenceEncoder
 from .postprocessing import DEFAULT_NORMALIZE, truncate_and_normalize
 from .registry import get_encoder
 from .token_states import token_states, tokens
 from .validation import validate_texts
 
 
-class LearnedPooling(TextFeaturesMixin, TransformerMixin, BaseEstimator):
+@dataclass(eq=False, repr=False, kw_only=True)
+class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEstimator):
     """Sentence vectors pooled with learned token attention over a frozen encoder.
 
     Parameters
@@ -109,58 +111,24 @@ class LearnedPooling(TextFeaturesMixin, TransformerMixin, BaseEstimator):
 
     _feature_prefix = "pooled"
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str] = DEFAULT_MODEL,
-        *,
-        revision: str | None = None,
-        prompt_name: str | None = "classification",
-        prompt: str | None = None,
-        max_length: int | None = None,
-        long_text: str = "truncate",
-        chunk_overlap: int = 64,
-        normalize: bool | str | float = DEFAULT_NORMALIZE,
-        heads: int = 1,
-        objective: str = "auto",
-        max_iter: int = 10,
-        learning_rate: float = 1e-3,
-        batch_size: int = 64,
-        attention_penalty: float = 0.1,
-        alpha: float = 1e-4,
-        temperature: float = 0.05,
-        validation_fraction: float = 0.1,
-        n_iter_no_change: int = 5,
-        random_state: int | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        cache: Any = None,
-        batch_tokens: int | None = None,
-        local_files_only: bool = False,
-    ) -> None:
-        self.model = model
-        self.revision = revision
-        self.prompt_name = prompt_name
-        self.prompt = prompt
-        self.max_length = max_length
-        self.long_text = long_text
-        self.chunk_overlap = chunk_overlap
-        self.normalize = normalize
-        self.heads = heads
-        self.objective = objective
-        self.max_iter = max_iter
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.attention_penalty = attention_penalty
-        self.alpha = alpha
-        self.temperature = temperature
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.random_state = random_state
-        self.device = device
-        self.dtype = dtype
-        self.cache = cache
-        self.batch_tokens = batch_tokens
-        self.local_files_only = local_files_only
+    # model, revision, prompt_name, prompt, max_length, long_text, chunk_overlap: EncoderParams
+    normalize: bool | str | float = DEFAULT_NORMALIZE
+    heads: int = 1
+    objective: str = "auto"
+    max_iter: int = 10
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    attention_penalty: float = 0.1
+    alpha: float = 1e-4
+    temperature: float = 0.05
+    validation_fraction: float = 0.1
+    n_iter_no_change: int = 5
+    random_state: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    cache: Any = None
+    batch_tokens: int | None = None
+    local_files_only: bool = False
 
     # -- the frozen encoder ------------------------------------------------------------------
     def get_encoder(self) -> SentenceEncoder:

@@ -72,6 +72,23 @@ def test_help_everywhere(capsys, argv):
     assert out.startswith("usage: skmoe")
 
 
+def test_each_command_is_described_by_its_function(capsys):
+    """``skmoe NAME --help`` shows the docstring of the function that runs NAME."""
+    import inspect
+    import re
+
+    from skmoe.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == {"demo", "probe", "quantize", "embed", "info", "cache"}
+    for name, parser in sub.choices.items():
+        func = parser.get_default("func")
+        assert func.__name__ == f"cmd_{name}"
+        code, out, _ = run(capsys, name, "--help")
+        text = re.sub(r"\s+", "", inspect.getdoc(func))  # argparse re-wraps (also at hyphens)
+        assert code == 0 and text and text in re.sub(r"\s+", "", out), name
+
+
 def test_no_command_prints_help_and_fails(capsys):
     code, _, err = run(capsys)
     assert code == 2 and "usage: skmoe" in err

@@ -106,6 +106,32 @@ def test_init_stores_parameters_only():
     assert sum(registry.LOAD_COUNTS.values()) == loads  # nothing loaded
 
 
+def test_shared_parameters_are_declared_once_with_the_public_signature():
+    """Both estimators take EncoderParams' parameters first, model positional and the rest
+    keyword-only, with sklearn's repr and identity equality (the dataclass adds neither)."""
+    import dataclasses
+    import inspect
+
+    from skmoe import LearnedPooling
+    from skmoe._encoder_params import EncoderParams
+
+    shared = ["model", "revision", "prompt_name", "prompt", "max_length", "long_text",
+              "chunk_overlap"]
+    assert [f.name for f in dataclasses.fields(EncoderParams)] == shared
+    for cls, own in [(MoEEmbeddingTransformer, ["truncate_dim", "normalize", "batch_size"]),
+                     (LearnedPooling, ["normalize", "heads", "objective"])]:
+        params = list(inspect.signature(cls).parameters.values())
+        assert [p.name for p in params[: len(shared) + 3]] == shared + own
+        assert params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:])
+        assert sorted(p.name for p in params) == sorted(cls().get_params(deep=False))
+        assert repr(cls()) == f"{cls.__name__}()" and repr(cls("m")) == f"{cls.__name__}(model='m')"
+        assert cls() != cls() and len({cls(), cls()}) == 2
+        with pytest.raises(TypeError):
+            cls("m", None)  # revision is keyword-only
+    assert MoEEmbeddingTransformer().chunk_overlap == LearnedPooling().chunk_overlap == 64
+
+
 def test_fit_returns_self_and_learns_no_data(moe):
     est = MoEEmbeddingTransformer(moe)
     with pytest.raises(NotFittedError):

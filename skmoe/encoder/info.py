@@ -25,7 +25,13 @@ from .loading import (
     weights_fingerprint,
 )
 from .nomic_moe import count_parameters
-from .st_modules import describe_pipeline, read_pipeline
+from .st_modules import (
+    DenseModule,
+    SentencePipeline,
+    describe_pipeline,
+    read_modules,
+    read_pipeline,
+)
 
 
 class NotAConfigError(ValueError):
@@ -54,7 +60,8 @@ def model_info(
     dict
         ``name``, ``architecture``, ``model_type``, ``hidden_size``, ``layers``, ``heads``,
         ``ffn_size``, ``vocab_size``, ``experts``, ``top_k``, ``moe_every_n_layers``,
-        ``moe_layers``, ``total_parameters``, ``active_parameters`` (per token),
+        ``moe_layers``, ``total_parameters``, ``active_parameters`` (per token; both include
+        the parameters of sentence-transformers Dense modules after pooling),
         ``embedding_dim`` (the width of the vectors: a sentence-transformers Dense module's
         ``out_features`` when the folder has one), ``modules`` (the recipe after the
         transformer, e.g. ``mean pooling -> Dense 768->768 Tanh``; None for a bare config),
@@ -92,8 +99,12 @@ def model_info(
     info.update(embedding_dim=info["hidden_size"], modules=None)
     if folder is not None and (folder / "modules.json").is_file():
         try:
-            width, recipe = describe_pipeline(read_pipeline(folder), info["hidden_size"])
-            info.update(embedding_dim=width, modules=recipe)
+            pipeline = read_pipeline(folder)
+            width, recipe = describe_pipeline(pipeline, info["hidden_size"])
+            head = _head_parameters(pipeline)
+            info.update(embedding_dim=width, modules=recipe,
+                        total_parameters=info["total_parameters"] + head,
+                        active_parameters=info["active_parameters"] + head)
         except CheckpointError as exc:  # UnsupportedModuleError included: say so, load refuses
             info.update(embedding_dim=None, modules=f"not supported: {exc}")
     info.update(weights=False, revision=None, fingerprint=None)
@@ -152,21 +163,53 @@ def _read(path: Path) -> dict[str, Any]:
     return raw
 
 
+def _head_parameters(pipeline: SentencePipeline) -> int:
+    """Parameters of the Dense modules after pooling, built on the meta device as loading
+    builds them (:func:`skmoe.encoder.st_modules.load_head`)."""
+    with torch.device("meta"):
+        dense = [DenseModule(cfg["in_features"], cfg["out_features"], cfg["bias"],
+                             cfg["activation"], cfg["use_residual"])
+                 for entry, cfg in pipeline.head if entry.kind == "Dense"]
+    return sum(p.numel() for module in dense for p in module.parameters())
+
+
 def _hub_config_folder(
     name: str, revision: str | None, local_files_only: bool, cache_dir: str | os.PathLike[str] | None
 ) -> tuple[Path, str]:
-    """Fetch only ``config.json`` of a hub id; return its snapshot folder and commit."""
+    """Fetch the small files of a hub id that :func:`model_info` reads (``config.json`` and,
+    when the model has them, ``modules.json`` and its modules' ``config.json``; never weights);
+    return the snapshot folder and commit."""
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
     from huggingface_hub.utils import HfHubHTTPError
 
     offline = hub_offline(local_files_only)
+
+    def fetch(filename: str, rev: str | None) -> str:
+        return hf_hub_download(name, filename, revision=rev, cache_dir=cache_dir,
+                               local_files_only=offline)
+
     try:
-        cfg = hf_hub_download(
-            name, "config.json", revision=revision, cache_dir=cache_dir, local_files_only=offline
-        )
+        cfg = fetch("config.json", revision)
     except (OSError, HfHubHTTPError, ValueError) as exc:
         raise not_available(name, revision, offline, exc) from exc
     folder = Path(cfg).parent
+
+    def optional(filename: str) -> bool:  # absent, or not cached when offline: no such module
+        try:
+            fetch(filename, folder.name)
+        except (OSError, HfHubHTTPError, ValueError, EntryNotFoundError):
+            return False
+        return True
+
+    if optional("modules.json"):
+        try:
+            entries = read_modules(folder) or []
+        except CheckpointError:  # model_info's read_pipeline names the problem
+            entries = []
+        for entry in entries:
+            if entry.path:
+                optional(f"{entry.path}/config.json")
     return folder, folder.name
 
 
