@@ -28,6 +28,10 @@ What it measures, in one process on one card, with CUDA events:
   is skipped with its reason printed otherwise;
 * the attention kernel actually used, a profiler breakdown (top ops by device time), the latency of
   one short text, and batch invariance on the device (a text alone vs inside a batch);
+* host syncs per batch, ``torch.compile`` of the layers, and texts -> vectors with tokenization
+  included, the next chunk tokenized in a worker thread or not (``gpu_road.py``; the road rows
+  need the XLM-R tokenizer in ``--tokenizer-dir``, default ``benchmarks/gpu_inputs/tokenizer``,
+  git-ignored: copy it there and carry it);
 * writes ``gpu_results.md``/``.json`` to ``--out`` and appends the table to
   ``benchmarks/RESULTS.md`` (unless ``--no-append``).
 
@@ -63,6 +67,7 @@ from bench_common import (  # noqa: E402
     model_flops,
     standard_embed,
 )
+from gpu_road import compile_lines, road_lines, sync_lines  # noqa: E402
 
 from skmoe.encoder import load_encoder  # noqa: E402
 from skmoe.encoder.packing import _varlen_kernel, attention_backend  # noqa: E402
@@ -247,6 +252,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dry-run", action="store_true",
                     help="tiny config, synthetic corpus, small sizes: checks the script, not speed")
+    ap.add_argument("--tokenizer-dir", type=Path, default=HERE / "gpu_inputs" / "tokenizer",
+                    help="XLM-R tokenizer files for the texts -> vectors rows (git-ignored; "
+                         "carry it to the GPU machine)")
+    ap.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
+                    help="time bf16 under torch.compile, last (auto: on CUDA only; inductor "
+                         "compiles for minutes on a small CPU)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path("."))
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
@@ -342,11 +353,19 @@ def main(argv: list[str] | None = None) -> list[str]:
             mx, same = batch_invariance(engine, ids[:256])
             extras.append(f"Batch invariance (bf16, {min(32, n)} texts alone vs in a batch of "
                           f"{min(256, n)}): max-abs {mx:.3g}, {same} bitwise equal")
+            extras += sync_lines(engine, ids[:4096], device)
             extras += ["", "Top ops (bf16, 4096 texts):", "```",
                        top_ops(engine, ids[:4096], device), "```"]
         enc = engine = None
         reset()
     extras += torchao_rows(folder, device, ids, n, repeats, clock, ref, record, memory_gb, reset)
+    extras += road_lines(config, folder, args.tokenizer_dir, device, texts,
+                         corpus.get("prompt", PROMPT), clock, repeats)
+    reset()
+    if args.compile == "yes" or (args.compile == "auto" and device.startswith("cuda")):
+        extras += compile_lines(folder, device, ids, clock, repeats, ref, cosine_rows)
+    else:
+        extras.append(f"torch.compile row skipped (--compile {args.compile} on {device})")
 
     when = dt.datetime.now().astimezone()
     lines = [

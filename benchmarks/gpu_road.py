@@ -1,0 +1,125 @@
+"""The parts of ``gpu_bench.py`` that run texts (not pre-tokenised ids) or change the model.
+
+* **the road, texts -> vectors** in bf16 with tokenization included, the next chunk tokenized in
+  a worker thread (``prefetch=True``, the default) against the serial order, and the tokenizer
+  alone on the same texts (what the overlap can hide);
+* **host syncs per batch**, counted by ``torch.cuda.set_sync_debug_mode("warn")`` over one pass;
+* **``torch.compile``** of the layers (``NomicMoEModel.compile_layers``, dynamic token counts):
+  the time of the first pass (compilation) and the steady speed.
+
+Each piece reports a failure as a line of the table instead of ending the run: none of it has
+run on a GPU before.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from bench_common import build_random_checkpoint, forward_ids
+
+from skmoe.encoder import load_encoder
+from skmoe.engine import Engine, apply_precision
+
+#: Texts per engine call on the road (the next one is tokenized while this one runs).
+ROAD_CHUNK = 8192
+
+
+def _log(line: str) -> str:
+    print(line, file=sys.stderr, flush=True)
+    return line
+
+
+def road_lines(config: dict, folder: Path, tokenizer: Path | None, device: str,
+               texts: list[str], prompt: str, clock, repeats: int) -> list[str]:
+    """Texts/s of texts -> vectors in bf16 with and without prefetching, and of tokenizing
+    alone; skipped (with the reason) without a tokenizer folder. The tokenizer files are copied
+    into the checkpoint ``folder``; a config whose vocabulary is smaller than the tokenizer's
+    (the dry run's) gets a checkpoint of its own beside it."""
+    if tokenizer is None or not (Path(tokenizer) / "tokenizer.json").is_file():
+        return [_log(f"Road rows skipped: no tokenizer folder at {tokenizer} (copy the XLM-R "
+                     "tokenizer there and carry it)")]
+    try:
+        from skmoe.encoder.tokenization import load_tokenizer
+
+        tok = load_tokenizer(Path(tokenizer))
+        if int(config["vocab_size"]) < len(tok):
+            folder = build_random_checkpoint(dict(config, vocab_size=len(tok)),
+                                             folder.parent / "road-moe")
+        for f in Path(tokenizer).iterdir():
+            if f.is_file():
+                shutil.copy(f, folder / f.name)
+        enc = apply_precision(load_encoder(folder, device=device, dtype="float32"), "bfloat16",
+                              allow_slow=not device.startswith("cuda"))
+        chunks = [texts[i : i + ROAD_CHUNK] for i in range(0, len(texts), ROAD_CHUNK)]
+
+        def run(prefetch: bool) -> int:
+            engine = Engine(enc)
+            return sum(len(done) for _, done, _, _ in
+                       engine.iter_embed_chunks(chunks, prompt, prefetch=prefetch))
+
+        run(True)  # warm-up
+        lines = []
+        for prefetch in (False, True):
+            sec, count = clock.median(lambda prefetch=prefetch: run(prefetch), repeats)
+            lines.append(_log(f"Texts -> vectors, bf16, tokenizing included (chunks of "
+                              f"{ROAD_CHUNK}), prefetch={prefetch}: {count / sec:.0f} texts/s "
+                              f"({count} texts, {sec:.2f} s, median of {repeats})"))
+        start = time.perf_counter()
+        for chunk in chunks:
+            enc.tokenize([prompt + t for t in chunk])
+        sec = time.perf_counter() - start
+        lines.append(_log(f"Tokenizing alone (host, same texts): {len(texts) / sec:.0f} texts/s"))
+        return lines
+    except Exception as exc:  # noqa: BLE001 - a finding, reported in the table
+        return [_log(f"Road rows FAILED: {type(exc).__name__}: {exc}")]
+
+
+def sync_lines(engine: Engine, ids: list[list[int]], device: str) -> list[str]:
+    """Synchronizing operations per batch over one pass (CUDA only)."""
+    if not device.startswith("cuda"):
+        return [_log("Host syncs per batch: not counted (CUDA only)")]
+    try:
+        engine.stats.forward_calls = 0
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                forward_ids(engine, ids)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+        where = sorted({f"{Path(w.filename).name}:{w.lineno}" for w in syncs})
+        batches = max(1, engine.stats.forward_calls)
+        return [_log(f"Host syncs flagged by torch.cuda.set_sync_debug_mode over {batches} "
+                     f"batches: {len(syncs)} ({len(syncs) / batches:.2f} per batch) at "
+                     f"{', '.join(where[:8]) or 'nowhere'}")]
+    except Exception as exc:  # noqa: BLE001
+        return [_log(f"Sync count FAILED: {type(exc).__name__}: {exc}")]
+
+
+def compile_lines(folder: Path, device: str, ids: list[list[int]], clock, repeats: int,
+                  ref: np.ndarray | None, cosine: Callable) -> list[str]:
+    """bf16 with every layer under ``torch.compile(dynamic=True)``: first pass and steady
+    speed, cosine to the fp32 reference."""
+    try:
+        enc = apply_precision(load_encoder(folder, device=device, dtype="float32"), "bfloat16",
+                              allow_slow=not device.startswith("cuda"))
+        enc.backbone.compile_layers()
+        engine = Engine(enc)
+        start = time.perf_counter()
+        forward_ids(engine, ids[:512])
+        first = time.perf_counter() - start
+        sec, vec = clock.median(lambda: forward_ids(engine, ids), repeats)
+        cos = cosine(vec[: len(ref)], ref[: len(vec)]) if ref is not None else np.ones(1)
+        return [_log(f"bf16 + torch.compile (dynamic): {len(ids) / sec:.0f} texts/s, first "
+                     f"pass of 512 texts {first:.1f} s (compilation), cos mean "
+                     f"{float(cos.mean()):.5f}")]
+    except Exception as exc:  # noqa: BLE001
+        return [_log(f"torch.compile row FAILED: {type(exc).__name__}: {exc}")]
