@@ -28,14 +28,18 @@ def test_sampling_draws_every_language_equally_with_replacement():
 
 
 @pytest.mark.slow  # about 30 s on a loaded 2-core machine
-def test_dry_run_on_cpu_writes_the_table(tmp_path):
+def test_dry_run_on_cpu_writes_the_table(tmp_path, xlmr_tokenizer_path):
     bench = load_bench()
     lines = bench.main(["--device", "cpu", "--dry-run", "--texts", "24", "--standard-texts", "8",
-                        "--out", str(tmp_path), "--workdir", str(tmp_path / "work")])
+                        "--out", str(tmp_path), "--workdir", str(tmp_path / "work"),
+                        "--tokenizer-dir", str(xlmr_tokenizer_path)])
     table = "\n".join(lines)
     assert "standard path bf16 (our re-implementation" in table
     assert "ours bfloat16 (packed)" in table and "Attention kernel:" in table
     assert "Batch invariance" in table and "Top ops" in table
+    assert "Texts -> vectors, bf16, tokenizing included" in table  # the road rows ran
+    assert "prefetch=False" in table and "prefetch=True" in table
+    assert "torch.compile row skipped (--compile auto on cpu)" in table
     assert "fp8 (torchao) skipped: fp8 needs a CUDA GPU" in table and "FAILED" not in table
     result = json.loads((tmp_path / "gpu_results.json").read_text())
     # fp32 reference, standard path, bf16, fp16, and int8wo's conversion path where torchao imports
