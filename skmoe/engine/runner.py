@@ -372,12 +372,15 @@ class Engine:
             out[rows] = vectors
         return out
 
-    def iter_batches(self, ids: Sequence[Sequence[int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_batches(self, ids: Sequence[Sequence[int]], *, pipelined: bool = True
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(row indices, pooled vectors)`` batch by batch (nothing kept on the device).
 
-        Pipelined one batch deep: batch ``k + 1`` is launched before the vectors of batch ``k``
-        are read back, so on an accelerator the host waits on a batch's copy (the one sync per
-        batch) while the next batch already runs. On the CPU every batch is done when launched.
+        ``pipelined``: batch ``k + 1`` is launched before the vectors of batch ``k`` are read
+        back, so on an accelerator the host waits on a batch's copy (the one sync per batch)
+        while the next batch already runs. On the CPU every batch is done when launched.
+        Callers that read what a forward pass leaves behind (routing records) when its batch
+        is yielded pass ``pipelined=False``.
         """
         ids = TokenRows(ids)
         lengths = ids.lengths
@@ -405,6 +408,8 @@ class Engine:
             if in_flight:
                 yield self._finish(*in_flight.popleft())
             in_flight.append((batch, launched))
+            if not pipelined:
+                yield self._finish(*in_flight.popleft())
         while in_flight:
             yield self._finish(*in_flight.popleft())
 

@@ -219,7 +219,7 @@ def routing_stats(
             ids, lengths = window_group.ids, window_group.ids.lengths
             owner = window_group.owner
             keep = _text_token_mask(encoder, ids, prefix) if tokens == "text" else None
-            for rows, _ in engine.iter_batches(ids):
+            for rows, _ in engine.iter_batches(ids, pipelined=False):  # records: this batch's
                 _count_batch(records[-len(layers):], code[owner[rows]], lengths[rows],
                              None if keep is None else np.concatenate([keep[r] for r in rows]),
                              token_count, count, weight, prob, G, E, K)

@@ -161,6 +161,10 @@ def test_batches_are_pipelined_one_deep(encoder, texts, monkeypatch):
         expected += [second, first.replace("launch", "finish")]
     expected.append(launches[-1].replace("launch", "finish"))
     assert events == expected
+    events.clear()
+    list(engine.iter_batches(encoder.tokenize(texts[:32])[0], pipelined=False))
+    assert events == [e for launch in launches  # routing reads each batch's records at once
+                      for e in (launch, launch.replace("launch", "finish"))]
 
 
 def test_truncation_is_warned_in_the_callers_thread_at_the_callers_line(encoder):
