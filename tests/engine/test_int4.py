@@ -156,7 +156,8 @@ def test_int4_quality_on_parity_fixture(tiny_moe_path):
     enc = apply_precision(load_encoder(tiny_moe_path, device="cpu"), "int4")
     low = _fixture_embeddings(enc, tiny_moe_path)
     cos = cosines(low, fp32)
-    # random tiny weights (64 wide: two groups per row) are the hard case; measured 0.981 / 0.953
+    # random tiny weights (64 wide: two groups per row) are the hard case; measured 0.981 / 0.939
+    # (mse rounding; min/max rounding: 0.981 / 0.953)
     assert cos.mean() >= 0.97 and cos.min() >= 0.93, cos
     assert not np.array_equal(low, fp32)
     names = {type(m).__name__ for m in enc.backbone.modules()}
@@ -171,7 +172,8 @@ def test_int4_quality_on_real_small_model(e5_path, sib_texts):
     fp32 = Engine(load_encoder(e5_path, device="cpu")).embed(texts, "query: ")
     low = Engine(apply_precision(load_encoder(e5_path, device="cpu"), "int4")).embed(texts, "query: ")
     cos = cosines(low, fp32)
-    assert cos.mean() >= 0.99 and cos.min() >= 0.98, (cos.mean(), cos.min())
+    # mse rounding; min/max rounding gave a mean of 0.9916 on the 5430 texts of int4_sib200.py
+    assert cos.mean() >= 0.995 and cos.min() >= 0.99, (cos.mean(), cos.min())
 
 
 def test_int4_through_the_estimator(fast_moe):
