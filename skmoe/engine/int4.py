@@ -91,7 +91,8 @@ def _search(x: torch.Tensor, lo: torch.Tensor,
     xl = x - lo  # centred sums do not change with the shift
     sxl = xl.sum(1, keepdim=True)
     gain = torch.full_like(lo, -1.0)  # Sqx**2 / Sqq of the best grid so far (larger is better)
-    scale, zero = (width / 15).clamp_min(1e-8), lo.clone()
+    scale = (width / 15).clamp_min(1e-8)
+    zero = lo + 8 * scale  # the min/max grid where no fit is better
     q = torch.empty_like(x)
     for d in _SEARCH_STEPS:
         torch.mul(xl, (15 + d) / width, out=q).round_().clamp_(0, 15)

@@ -325,7 +325,8 @@ def apply_precision(
         int4 only: how each group's scale and offset are chosen
         (:func:`~skmoe.engine.int4.quantize_int4`): ``"mse"`` searches the grid with the least
         squared error, ``"rtn"`` takes the group's min and max (the method before 2026-12-03,
-        1.5 points lower on SIB-200 with multilingual-e5-small). Recorded like ``group_size``.
+        2.4 points lower on SIB-200 with multilingual-e5-small, docs/performance.md). Recorded
+        like ``group_size``.
 
     Returns
     -------
