@@ -2,7 +2,8 @@
 
 A folder holds ``model.safetensors`` with the **portable** quantized tensors, ``config.json``
 (the model's own, plus a ``quantization_config`` entry recording the method, the bits, the group
-size, the quantized modules and the format version) and the tokenizer and sentence-transformers
+size, the int4 ``rounding`` (absent in older folders: ``rtn``), the quantized modules and the
+format version) and the tokenizer and sentence-transformers
 side files, copied. The CPU kernels' packed layouts depend on the CPU, so they are made at load
 and never stored. Per quantized module ``NAME`` (the same modules :func:`apply_precision
 <skmoe.engine.precision.apply_precision>` converts):
