@@ -50,7 +50,7 @@ from torch import nn
 from ..encoder import SentenceEncoder
 from ..encoder.pages import trim_heap
 from ..encoder.parts import Part
-from .int4 import INT4_GROUP_SIZE, int4_available, to_int4
+from .int4 import INT4_GROUP_SIZE, INT4_ROUNDING, INT4_ROUNDINGS, int4_available, to_int4
 from .int8 import (  # noqa: F401 - re-exported: the int8 building blocks' old home
     ROW_ALIGN,
     ROW_TILE,
@@ -181,18 +181,19 @@ def precision_of(encoder: SentenceEncoder) -> str:
 
 
 def precision_label(mode: str | SentenceEncoder, *, group_size: int | None = None,
-                    bits: int | None = None) -> str:
+                    bits: int | None = None, rounding: str | None = None) -> str:
     """The precision part of a cache namespace: the mode, and for the quantized modes the
-    method, bits and group size (``"int4/rtn-asym-g32"``, ``"int8/rtn-sym-w8"``).
+    method, bits and group size (``"int4/mse-asym-g32"``, ``"int8/rtn-sym-w8"``).
 
     Given an encoder, its own label (:func:`apply_precision` and the quantized-folder loader
     record it); given a mode, the label of converting to it here (int4 at ``group_size``, default
-    32; int8 at ``bits``, default this CPU's :func:`int8_weight_bits`).
+    32, with ``rounding``, default :data:`~skmoe.engine.int4.INT4_ROUNDING`; int8 at ``bits``,
+    default this CPU's :func:`int8_weight_bits`).
     """
     if not isinstance(mode, str):
         return getattr(mode, "precision_detail", None) or precision_label(precision_of(mode))
     if mode == "int4":
-        return f"int4/rtn-asym-g{group_size or INT4_GROUP_SIZE}"
+        return f"int4/{rounding or INT4_ROUNDING}-asym-g{group_size or INT4_GROUP_SIZE}"
     if mode == "int8":
         return f"int8/rtn-sym-w{bits or int8_weight_bits()}"
     if mode == "int8wo":
@@ -299,7 +300,7 @@ def _to_float(encoder: SentenceEncoder, dtype: torch.dtype) -> None:
 
 def apply_precision(
     encoder: SentenceEncoder, precision: str | None, *, allow_slow: bool = False,
-    group_size: int = INT4_GROUP_SIZE,
+    group_size: int = INT4_GROUP_SIZE, rounding: str = INT4_ROUNDING,
 ) -> SentenceEncoder:
     """Put ``encoder`` into a precision mode, **in place**, and return it.
 
@@ -320,6 +321,12 @@ def apply_precision(
         int4 only: input channels sharing one scale (32, 64, 128 or 256; smaller is more
         accurate). Recorded in ``encoder.precision_detail`` (:func:`precision_label`), which
         the cache namespace holds.
+    rounding : {"mse", "rtn"}, default="mse"
+        int4 only: how each group's scale and offset are chosen
+        (:func:`~skmoe.engine.int4.quantize_int4`): ``"mse"`` searches the grid with the least
+        squared error, ``"rtn"`` takes the group's min and max (the method before 2026-12-03,
+        2.4 points lower on SIB-200 with multilingual-e5-small, docs/performance.md). Recorded
+        like ``group_size``.
 
     Returns
     -------
@@ -336,6 +343,8 @@ def apply_precision(
     """
     device = encoder.device
     mode = resolve_precision(precision, device)
+    if mode == "int4" and rounding not in INT4_ROUNDINGS:
+        raise ValueError(f"int4 rounding must be one of {INT4_ROUNDINGS}, got {rounding!r}")
     current = precision_of(encoder)
     if current == mode:
         encoder.precision = mode
@@ -371,11 +380,12 @@ def apply_precision(
         if mode == "int8":
             _to_int8(encoder)
         else:
-            to_int4(encoder.backbone, _declared_parts(encoder), group_size)
+            to_int4(encoder.backbone, _declared_parts(encoder), group_size, rounding=rounding)
     else:
         _to_float(encoder, _FLOAT_DTYPES[mode])
     encoder.precision = mode
-    encoder.precision_detail = precision_label(mode, group_size=group_size)  # see precision_label
+    encoder.precision_detail = precision_label(  # see precision_label
+        mode, group_size=group_size, rounding=rounding)
     return encoder
 
 

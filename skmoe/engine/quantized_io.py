@@ -2,7 +2,8 @@
 
 A folder holds ``model.safetensors`` with the **portable** quantized tensors, ``config.json``
 (the model's own, plus a ``quantization_config`` entry recording the method, the bits, the group
-size, the quantized modules and the format version) and the tokenizer and sentence-transformers
+size, the int4 ``rounding`` (absent in older folders: ``rtn``), the quantized modules and the
+format version) and the tokenizer and sentence-transformers
 side files, copied. The CPU kernels' packed layouts depend on the CPU, so they are made at load
 and never stored. Per quantized module ``NAME`` (the same modules :func:`apply_precision
 <skmoe.engine.precision.apply_precision>` converts):
@@ -68,7 +69,16 @@ from ..encoder.tokenization import (
     load_prompts,
     load_tokenizer,
 )
-from .int4 import INT4_GROUP_SIZE, FileRows, Int4Experts, Int4Linear, Int4MLP, Int8RowEmbedding
+from .int4 import (
+    INT4_GROUP_SIZE,
+    INT4_ROUNDING,
+    INT4_ROUNDINGS,
+    FileRows,
+    Int4Experts,
+    Int4Linear,
+    Int4MLP,
+    Int8RowEmbedding,
+)
 from .int4 import word_embeddings as find_word_embeddings
 from .int8 import Int8Experts, Int8Linear, Int8MLP, int8_weight_bits
 from .memory import release_file_pages
@@ -90,7 +100,8 @@ FORMAT_VERSION = 1
 _SCHEMES = {
     "int4": "weight-only, asymmetric per group of input channels: w = (q - 8) * scale + zero, "
             "q in 0..15 nibble-packed (low nibble = even column), bf16 scale and zero; "
-            "activations bf16 at run time",
+            "activations bf16 at run time; scale and zero per 'rounding' (rtn: the group's "
+            "min/max; mse: least-squared-error grid search)",
     "int8": "symmetric per output channel: w = q * scale, fp32 scale; activations int8 per row "
             "at run time",
 }
@@ -133,17 +144,18 @@ def quantized_units(backbone: nn.Module, mode: str) -> list[Unit]:
     return units
 
 
-def _portable(unit: Unit, mode: str, group_size: int, bits: int) -> dict[str, torch.Tensor]:
+def _portable(unit: Unit, mode: str, group_size: int, bits: int,
+              rounding: str = INT4_ROUNDING) -> dict[str, torch.Tensor]:
     """The unit's portable tensors, quantized from its float weights."""
     m = unit.module
     if unit.kind == "embedding":
         return Int8RowEmbedding.portable(m)
     if mode == "int4":
         if unit.kind == "linear":
-            return Int4Linear.portable(m, group_size, unit.name)
+            return Int4Linear.portable(m, group_size, unit.name, rounding=rounding)
         if unit.kind == "mlp":
-            return Int4MLP.portable(m, group_size, unit.name)
-        return Int4Experts.portable(m, group_size, unit.name)
+            return Int4MLP.portable(m, group_size, unit.name, rounding=rounding)
+        return Int4Experts.portable(m, group_size, unit.name, rounding=rounding)
     if unit.kind == "linear":
         return Int8Linear.portable(m, bits)
     return Int8MLP.portable(m, bits) if unit.kind == "mlp" else Int8Experts.portable(m, bits)
@@ -206,6 +218,9 @@ def quantization_of(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     if mode == "int4" and (bits != 4 or gs not in (32, 64, 128, 256)):
         raise CheckpointError(f"{where}: int4 needs bits 4 and a group size of 32, 64, 128 or "
                               f"256, got bits {bits!r}, group_size {gs!r}")
+    if mode == "int4" and q.get("rounding", "rtn") not in INT4_ROUNDINGS:
+        raise CheckpointError(f"{where}: int4 rounding must be one of {INT4_ROUNDINGS}, got "
+                              f"{q.get('rounding')!r}")
     if mode == "int8" and bits not in (7, 8):
         raise CheckpointError(f"{where}: int8 weights have 7 or 8 bits, got {bits!r}")
     return q
@@ -213,7 +228,14 @@ def quantization_of(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 def folder_label(q: dict[str, Any]) -> str:
     """The precision label (cache namespace part) of a folder's quantization."""
-    return precision_label(q["precision"], group_size=q.get("group_size"), bits=q.get("bits"))
+    return precision_label(q["precision"], group_size=q.get("group_size"), bits=q.get("bits"),
+                           rounding=_rounding(q))
+
+
+def _rounding(q: dict[str, Any]) -> str | None:
+    """How an int4 folder's scales were chosen: its recorded ``rounding``; ``"rtn"`` for folders
+    written before the key existed (same layout, min/max scales); None for int8."""
+    return q.get("rounding", "rtn") if q["precision"] == "int4" else None
 
 
 def check_requested(q: dict[str, Any], precision: str | None, where: str) -> None:
@@ -268,7 +290,7 @@ def _side_files(src: Path, dst: Path) -> list[str]:
 def quantize_folder(
     model: str | os.PathLike[str], output: str | os.PathLike[str], dtype: str = "int4", *,
     group_size: int = INT4_GROUP_SIZE, revision: str | None = None,
-    local_files_only: bool = False,
+    local_files_only: bool = False, rounding: str = INT4_ROUNDING,
 ) -> Path:
     """Write the pre-quantized folder of a float MoE checkpoint.
 
@@ -282,6 +304,9 @@ def quantize_folder(
         The mode (see :mod:`skmoe.engine.precision`).
     group_size : int, default=32
         int4 only: input channels sharing one scale and offset (32, 64, 128 or 256).
+    rounding : {"mse", "rtn"}, default="mse"
+        int4 only: how each group's scale and offset are chosen (see
+        :func:`~skmoe.engine.int4.quantize_int4`); recorded in the folder's config.
     revision, local_files_only
         As in :func:`~skmoe.encoder.load_encoder`.
 
@@ -294,6 +319,8 @@ def quantize_folder(
     mode = resolve_precision(dtype, "cpu")
     if mode not in QUANTIZED:
         raise QuantizeRequestError(f"skmoe quantize writes int4 or int8 folders, got dtype={dtype!r}")
+    if mode == "int4" and rounding not in INT4_ROUNDINGS:
+        raise QuantizeRequestError(f"int4 rounding must be one of {INT4_ROUNDINGS}, got {rounding!r}")
     out = Path(output).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise QuantizeRequestError(f"--output {out} exists and is not an empty folder; choose a new one")
@@ -309,7 +336,7 @@ def quantize_folder(
     units = quantized_units(backbone, mode)
     tensors: dict[str, torch.Tensor] = {}
     for unit in units:
-        for key, value in _portable(unit, mode, group_size, bits).items():
+        for key, value in _portable(unit, mode, group_size, bits, rounding).items():
             tensors[f"{unit.name}.{key}"] = value.contiguous()
         release_file_pages([*unit.module.parameters(), *unit.module.buffers()])
     for key, value in backbone.state_dict().items():
@@ -323,7 +350,8 @@ def quantize_folder(
     raw[CONFIG_KEY] = {
         "quant_method": QUANT_METHOD, "format_version": FORMAT_VERSION,
         "skmoe_version": __version__, "precision": mode, "bits": bits,
-        "group_size": group_size if mode == "int4" else None, "scheme": _SCHEMES[mode],
+        "group_size": group_size if mode == "int4" else None,
+        "rounding": rounding if mode == "int4" else None, "scheme": _SCHEMES[mode],
         "embedding": "int8 rows, symmetric, fp32 scale per row" if mode == "int4" else "float32",
         "float32": "routers, LayerNorms, biases, token-type row",
         "modules": [[u.name, u.kind] for u in units],

@@ -41,7 +41,7 @@ def _reference(x: torch.Tensor, w: torch.Tensor, group_size: int) -> torch.Tenso
 @pytest.mark.parametrize("group_size", [32, 64, 128])
 def test_quantize_int4_round_trip(group_size):
     w = torch.randn(48, 256) * 0.05
-    q, scale, zero = quantize_int4(w, group_size)
+    q, scale, zero = quantize_int4(w, group_size, "rtn")
     assert q.min() >= 0 and q.max() <= 15 and scale.shape == (48, 256 // group_size)
     err = (dequantize_int4(q, scale, zero) - w).abs()
     step = scale.float().repeat_interleave(group_size, 1)
@@ -49,6 +49,35 @@ def test_quantize_int4_round_trip(group_size):
     slack = zero.float().abs().repeat_interleave(group_size, 1) * 2**-8
     assert (err <= step / 2 + slack + 1e-6).all()
     assert err.max() > 0  # really quantized
+
+
+def _group_errors(w, q, scale, zero, group_size):
+    return (dequantize_int4(q, scale, zero) - w).pow(2).reshape(-1, group_size).sum(1)
+
+
+@pytest.mark.parametrize("group_size", [32, 128])
+@pytest.mark.parametrize("dist", ["normal", "student_t3", "constant_rows"])
+def test_mse_rounding_never_loses_to_min_max_and_gives_nearest_codes(group_size, dist):
+    torch.manual_seed(1)
+    w = {"normal": lambda: torch.randn(64, 256) * 0.05,
+         "student_t3": lambda: torch.distributions.StudentT(3.0).sample((64, 256)) * 0.02,
+         "constant_rows": lambda: torch.randn(64, 1).expand(64, 256).contiguous()}[dist]()
+    q, scale, zero = quantize_int4(w, group_size)  # the default: "mse"
+    q0, s0, z0 = quantize_int4(w, group_size, "rtn")
+    assert q.dtype == torch.int32 and q.min() >= 0 and q.max() <= 15
+    assert scale.dtype == zero.dtype == torch.bfloat16 and (scale.float() > 0).all()
+    got = _group_errors(w, q, scale, zero, group_size)
+    rtn = _group_errors(w, q0, s0, z0, group_size)
+    assert (got <= rtn).all()  # per group, never worse than min/max
+    if dist != "constant_rows":  # a real search: clearly less error overall
+        assert got.sum() < 0.9 * rtn.sum(), (got.sum() / rtn.sum()).item()
+    # each code is the nearest level of its group's (bf16) grid
+    levels = (torch.arange(16.0) - 8)[:, None, None] * scale.float().repeat_interleave(
+        group_size, 1) + zero.float().repeat_interleave(group_size, 1)
+    best = (levels - w).abs().amin(0)
+    assert torch.allclose((dequantize_int4(q, scale, zero) - w).abs(), best, atol=1e-7)
+    with pytest.raises(ValueError, match="rounding must be one of"):
+        quantize_int4(w, group_size, "nearest")
 
 
 @pytest.mark.parametrize("group_size", [32, 64])
@@ -127,7 +156,8 @@ def test_int4_quality_on_parity_fixture(tiny_moe_path):
     enc = apply_precision(load_encoder(tiny_moe_path, device="cpu"), "int4")
     low = _fixture_embeddings(enc, tiny_moe_path)
     cos = cosines(low, fp32)
-    # random tiny weights (64 wide: two groups per row) are the hard case; measured 0.981 / 0.953
+    # random tiny weights (64 wide: two groups per row) are the hard case; measured 0.981 / 0.939
+    # (mse rounding; min/max rounding: 0.981 / 0.953)
     assert cos.mean() >= 0.97 and cos.min() >= 0.93, cos
     assert not np.array_equal(low, fp32)
     names = {type(m).__name__ for m in enc.backbone.modules()}
@@ -142,7 +172,8 @@ def test_int4_quality_on_real_small_model(e5_path, sib_texts):
     fp32 = Engine(load_encoder(e5_path, device="cpu")).embed(texts, "query: ")
     low = Engine(apply_precision(load_encoder(e5_path, device="cpu"), "int4")).embed(texts, "query: ")
     cos = cosines(low, fp32)
-    assert cos.mean() >= 0.99 and cos.min() >= 0.98, (cos.mean(), cos.min())
+    # mse rounding; min/max rounding gave a mean of 0.9916 on the 5430 texts of int4_sib200.py
+    assert cos.mean() >= 0.995 and cos.min() >= 0.99, (cos.mean(), cos.min())
 
 
 def test_int4_through_the_estimator(fast_moe):

@@ -58,6 +58,7 @@ def test_folder_round_trip_is_bitwise_the_in_memory_model(folders, tiny_moe_path
 def test_folder_records_the_quantization_and_stores_portable_tensors(folders, tiny_moe_path):
     q = quantization_of(folders["int4"])
     assert (q["precision"], q["bits"], q["group_size"], q["format_version"]) == ("int4", 4, 32, 1)
+    assert q["rounding"] == "mse"
     assert [WQKV, "linear"] in q["modules"]
     assert any(kind == "experts" for _, kind in q["modules"])
     assert any(kind == "embedding" for _, kind in q["modules"])
@@ -128,6 +129,25 @@ def test_recorded_modules_and_version_are_checked(folders, tmp_path):
         load_encoder(bad)
 
 
+def test_folder_without_rounding_loads_as_min_max_and_unknown_rounding_is_refused(
+        folders, tmp_path):
+    """Folders written before the ``rounding`` key (same layout, min/max scales) still load, under
+    their own cache label; a rounding this skmoe does not know is refused, naming it."""
+    old = tmp_path / "old"
+    shutil.copytree(folders["int4"], old)
+    raw = json.loads((old / "config.json").read_text())
+    del raw["quantization_config"]["rounding"]
+    (old / "config.json").write_text(json.dumps(raw))
+    enc, new = load_encoder(old), load_encoder(folders["int4"])
+    assert precision_label(enc) == "int4/rtn-asym-g32" != precision_label(new)
+    assert skmoe.MoEEmbeddingTransformer(model=str(old))._embedder(
+        enc, "", cache=True).labels["precision"] == "int4/rtn-asym-g32"
+    raw["quantization_config"]["rounding"] = "gptq"
+    (old / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="int4 rounding must be one of .*'gptq'"):
+        load_encoder(old)
+
+
 def test_dtype_follows_the_folder_and_a_conflict_is_refused(folders):
     assert load_encoder(folders["int8"], dtype="auto").precision == "int8"
     assert load_encoder(folders["int8"], dtype="int8").precision == "int8"
@@ -165,8 +185,8 @@ def test_estimator_loads_the_folder_and_the_namespace_records_the_quantization(
     labels = [m._embedder(m.get_encoder(), "", cache=True).labels["precision"]
               for m in (folder, memory, skmoe.MoEEmbeddingTransformer(model=str(g64)),
                         skmoe.MoEEmbeddingTransformer(model=str(fast_moe)))]
-    assert sorted(labels) == ["float32", "int4/rtn-asym-g32", "int4/rtn-asym-g32",
-                                       "int4/rtn-asym-g64"]
+    assert sorted(labels) == ["float32", "int4/mse-asym-g32", "int4/mse-asym-g32",
+                                       "int4/mse-asym-g64"]
     # the estimator's (load-free) label is the loaded encoder's own
     assert folder._embedder(enc, "", cache=True).labels["precision"] == precision_label(enc)
     ns = {m.cache_namespace(m.get_encoder(), "") for m in (
