@@ -66,6 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shot-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--parts", nargs="+", default=["full", "en2x", "fewshot", "sts"])
     p.add_argument("--sts-train", nargs="*", default=None, help="default: every track")
+    p.add_argument("--sts-objectives", nargs="+", default=["infonce", "cosine", "cosent"],
+                   choices=["infonce", "cosine", "cosent"],
+                   help="cosine: fit(pairs, scores) with the default (cosine_mse); cosent: "
+                        "objective='cosent'")
     p.add_argument("--max-iter", type=int, default=None)
     p.add_argument("--attention-penalty", type=float, default=None)
     p.add_argument("--out", type=Path, required=True, help="JSON results (appended, resumable)")
@@ -106,6 +110,36 @@ def spearman_ci(gold: np.ndarray, a: np.ndarray, b: np.ndarray, n: int = 1000,
     return float(np.nanquantile(out, 0.025)), float(np.nanquantile(out, 0.975))
 
 
+def centring_cv(mean, tr: pd.DataFrame, lang: str) -> dict:
+    """5-fold CV accuracy on the train split only (the test split is not used) of
+    ``LogisticRegression()`` on the default output, on the output centred on the training
+    fold's mean and rescaled to the default length, and of StandardScaler + LR (a check of one
+    candidate fix for the card's pipeline, see the Portuguese section of the docs)."""
+    from sklearn.base import BaseEstimator, TransformerMixin
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    class Centre(BaseEstimator, TransformerMixin):
+        def fit(self, x: np.ndarray, y: object = None) -> Centre:
+            self.mu_ = x.mean(0)
+            return self
+
+        def transform(self, x: np.ndarray) -> np.ndarray:
+            x = x - self.mu_
+            return 2.0 * x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    x, y = mean.transform(tr.text), tr.category.to_numpy()
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    heads = {"card": LogisticRegression(), "centred": make_pipeline(Centre(), LogisticRegression()),
+             "scaler": make_pipeline(StandardScaler(), LogisticRegression())}
+    out = {name: float(cross_val_score(h, x, y, cv=cv).mean()) for name, h in heads.items()}
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return {"key": f"centre/{lang}", "part": "centre", "language": lang, **out,
+            "spread": float(unit.var(0).sum())}
+
+
 class Results:
     """The JSON file of results: one record per unit, written after every unit."""
 
@@ -137,8 +171,8 @@ def run(args: argparse.Namespace) -> None:
                                ("attention_penalty", args.attention_penalty)) if v is not None}
     res.data["meta"]["learned_params"] = extra
 
-    def pooling(max_iter: int | None = None, seed: int = 0) -> LearnedPooling:
-        kw = dict(extra, **({} if max_iter is None else {"max_iter": max_iter}))
+    def pooling(max_iter: int | None = None, seed: int = 0, **more: object) -> LearnedPooling:
+        kw = dict(extra, **({} if max_iter is None else {"max_iter": max_iter}), **more)
         return LearnedPooling(str(args.model), prompt=args.prompt, random_state=seed, **kw)
 
     def head_correct(pool: LearnedPooling, tr: pd.DataFrame, te: pd.DataFrame) -> np.ndarray:
@@ -167,11 +201,17 @@ def run(args: argparse.Namespace) -> None:
         for lang in args.languages:
             tr = sib[(sib.language == lang) & (sib.split == "train")]
             te = sib[(sib.language == lang) & (sib.split == "test")]
+            need_train = ("full" in args.parts and f"full/{lang}" not in res.done) or (
+                "fewshot" in args.parts
+                and any(f"fewshot/{lang}/{k}" not in res.done for k in args.shots))
             t0 = time.time()
-            mean.transform(pd.concat([tr.text, te.text]))  # token states, once per text
+            # token states, once per text (the train split only where a part needs it)
+            mean.transform(pd.concat([tr.text, te.text]) if need_train else te.text)
             states_s = time.time() - t0
-            ok_mean = head_correct(mean, tr, te)
+            if need_train and f"centre/{lang}" not in res.done:
+                res.add(centring_cv(mean, tr, lang))
             if "full" in args.parts and f"full/{lang}" not in res.done:
+                ok_mean = head_correct(mean, tr, te)
                 oks, epochs, fit_s = [], [], []
                 for seed in args.seeds:
                     pool, s = fitted(tr.text, tr.category, seed)
@@ -234,14 +274,15 @@ def run(args: argparse.Namespace) -> None:
         base = {t: cosines(mean, g) for t, g in sts.groupby("track", sort=False)}
         for train in args.sts_train or tracks:
             g = sts[sts.track == train]
-            for objective in ("infonce", "cosine"):
+            for objective in args.sts_objectives:
                 key = f"sts/{train}/{objective}"
                 if key in res.done:
                     continue
                 pos = g[g.score >= POSITIVE] if objective == "infonce" else g
                 pairs = pos[["sentence1", "sentence2"]].to_numpy(dtype=object)
                 t = time.time()
-                pool = pooling().fit(pairs, None if objective == "infonce" else pos.score.to_numpy())
+                pool = pooling(**({"objective": "cosent"} if objective == "cosent" else {})).fit(
+                    pairs, None if objective == "infonce" else pos.score.to_numpy())
                 fit_s = time.time() - t
                 per = {}
                 for test, h in sts.groupby("track", sort=False):

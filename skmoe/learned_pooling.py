@@ -57,9 +57,11 @@ class LearnedPooling(TextFeaturesMixin, TransformerMixin, BaseEstimator):
         Row normalisation of the pooled vectors, as in the transformer.
     heads : int, default=1
         Attention heads; a token's weight is the mean of the heads' softmax weights.
-    objective : {"auto", "cross_entropy", "infonce", "cosine_mse"}, default="auto"
+    objective : {"auto", "cross_entropy", "infonce", "cosine_mse", "cosent"}, default="auto"
         ``auto``: cross-entropy for ``fit(texts, labels)``, InfoNCE for ``fit(pairs)``,
-        cosine regression for ``fit(pairs, scores)``.
+        cosine regression for ``fit(pairs, scores)``. ``cosent`` (pairs with scores): a
+        ranking loss that asks only that better-scored pairs get higher cosines (scale-free;
+        ``temperature`` divides the cosine differences).
     max_iter : int, default=10
         Maximum epochs; ``0`` leaves the pooling at mean pooling (nothing is trained).
     learning_rate : float, default=1e-3
