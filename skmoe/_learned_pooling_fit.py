@@ -89,7 +89,7 @@ def check_fit_params(est: Any, pairs: bool, y: Any) -> str:
         raise ValueError(f"validation_fraction must be in [0, 1), got {est.validation_fraction!r}")
     objective = est.objective
     if objective == "auto":
-        objective = ("cosine_mse" if y is not None else "infonce") if pairs else "cross_entropy"
+        objective = ("cosent" if y is not None else "infonce") if pairs else "cross_entropy"
     if pairs != (objective in ("infonce", *_SCORED)):
         raise ValueError(f"objective={objective!r} needs "
                          f"{'an (n, 2) array of text pairs' if not pairs else 'single texts'}")

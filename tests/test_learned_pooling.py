@@ -74,7 +74,10 @@ def test_pairs_train_with_infonce_and_similarity_is_cosine(fast_moe):
     u, v = u / np.linalg.norm(u, axis=1, keepdims=True), v / np.linalg.norm(v, axis=1, keepdims=True)
     np.testing.assert_allclose(sim, u @ v.T, atol=1e-5)
     scored = LearnedPooling(fast_moe, max_iter=2).fit(pairs, np.linspace(0, 5, len(pairs)))
-    assert scored.objective_ == "cosine_mse"
+    assert scored.objective_ == "cosent"  # the default for scored pairs
+    regressed = LearnedPooling(fast_moe, max_iter=2, objective="cosine_mse").fit(
+        pairs, np.linspace(0, 5, len(pairs)))
+    assert regressed.objective_ == "cosine_mse" and np.isfinite(regressed.loss_curve_).all()
     with pytest.raises(ValueError, match="cosent.*needs similarity scores"):
         LearnedPooling(fast_moe, objective="cosent").fit(pairs)
 
