@@ -366,7 +366,7 @@ def render(data: dict) -> str:
         if fit_s:
             ran = f"{min(eps)}" if min(eps) == max(eps) else f"{min(eps)}-{max(eps)}"
             lines += ["", f"Cost: a full-train fit ran {ran} epochs (early stopping within "
-                      "`max_iter`) in {np.median(fit_s):.0f} s median ({min(fit_s):.0f}-"
+                      f"`max_iter`) in {np.median(fit_s):.0f} s median ({min(fit_s):.0f}-"
                       f"{max(fit_s):.0f} s) on the token states already in memory; the token "
                       "states of a language's 905 texts took "
                       f"{np.median([r['states_s'] for r in full.values()]):.0f} s median.", ""]
