@@ -17,7 +17,8 @@ from torch import nn
 
 from .postprocessing import normalize_mode, row_length
 
-OBJECTIVES = ("auto", "cross_entropy", "infonce", "cosine_mse")
+OBJECTIVES = ("auto", "cross_entropy", "infonce", "cosine_mse", "cosent")
+_SCORED = ("cosine_mse", "cosent")  # pair objectives that need scores
 
 
 def normalize_rows(x: torch.Tensor, normalize: Any) -> torch.Tensor:
@@ -88,15 +89,15 @@ def check_fit_params(est: Any, pairs: bool, y: Any) -> str:
         raise ValueError(f"validation_fraction must be in [0, 1), got {est.validation_fraction!r}")
     objective = est.objective
     if objective == "auto":
-        objective = ("cosine_mse" if y is not None else "infonce") if pairs else "cross_entropy"
-    if pairs != (objective in ("infonce", "cosine_mse")):
+        objective = ("cosent" if y is not None else "infonce") if pairs else "cross_entropy"
+    if pairs != (objective in ("infonce", *_SCORED)):
         raise ValueError(f"objective={objective!r} needs "
                          f"{'an (n, 2) array of text pairs' if not pairs else 'single texts'}")
     if objective == "cross_entropy" and y is None:
         raise ValueError("fit(texts, y) needs labels y for objective='cross_entropy' (or pass an "
                          "(n, 2) array of (anchor, positive) pairs for InfoNCE)")
-    if objective == "cosine_mse" and y is None:
-        raise ValueError("objective='cosine_mse' needs similarity scores y, one per pair")
+    if objective in _SCORED and y is None:
+        raise ValueError(f"objective={objective!r} needs similarity scores y, one per pair")
     return objective
 
 
@@ -153,6 +154,8 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
             labels_ = torch.arange(len(batch))
             loss = 0.5 * (nn.functional.cross_entropy(sims, labels_)
                           + nn.functional.cross_entropy(sims.T, labels_))
+        elif objective == "cosent":
+            loss = cosent_loss((unit[:, 0] * unit[:, 1]).sum(-1), target[batch], est.temperature)
         else:
             loss = nn.functional.mse_loss((unit[:, 0] * unit[:, 1]).sum(-1), target[batch])
         return loss + penalty
@@ -193,6 +196,20 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
     if classifier is not None:
         est.coef_ = classifier.weight.detach().numpy().copy()
         est.intercept_ = classifier.bias.detach().numpy().copy()
+
+
+def cosent_loss(cos: torch.Tensor, scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """CoSENT: ``log(1 + sum over pairs i, j with scores[i] > scores[j] of
+    exp((cos[j] - cos[i]) / temperature))``.
+
+    Only the order of the scores matters (scale-free): it asks every better-scored pair to
+    have the higher cosine, not a cosine equal to the rescaled score. Zero (no gradient) when
+    the batch holds no two different scores.
+    """
+    diff = (cos[None, :] - cos[:, None]) / temperature  # [i, j]: cos_j - cos_i
+    ordered = scores[:, None] > scores[None, :]
+    terms = torch.cat([torch.zeros(1, dtype=diff.dtype), diff[ordered]])
+    return torch.logsumexp(terms, dim=0)
 
 
 def _snapshot(pooler: Pooler, classifier: nn.Module | None) -> tuple:

@@ -59,9 +59,12 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         Row normalisation of the pooled vectors, as in the transformer.
     heads : int, default=1
         Attention heads; a token's weight is the mean of the heads' softmax weights.
-    objective : {"auto", "cross_entropy", "infonce", "cosine_mse"}, default="auto"
+    objective : {"auto", "cross_entropy", "infonce", "cosine_mse", "cosent"}, default="auto"
         ``auto``: cross-entropy for ``fit(texts, labels)``, InfoNCE for ``fit(pairs)``,
-        cosine regression for ``fit(pairs, scores)``.
+        ``cosent`` for ``fit(pairs, scores)``: a ranking loss that asks only that
+        better-scored pairs get higher cosines (scale-free; ``temperature`` divides the cosine
+        differences). ``cosine_mse`` regresses the cosine on the scores rescaled to 0-1 (it
+        measured worse on STS17, docs/evaluation-results.md).
     max_iter : int, default=10
         Maximum epochs; ``0`` leaves the pooling at mean pooling (nothing is trained).
     learning_rate : float, default=1e-3

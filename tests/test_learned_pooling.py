@@ -74,7 +74,12 @@ def test_pairs_train_with_infonce_and_similarity_is_cosine(fast_moe):
     u, v = u / np.linalg.norm(u, axis=1, keepdims=True), v / np.linalg.norm(v, axis=1, keepdims=True)
     np.testing.assert_allclose(sim, u @ v.T, atol=1e-5)
     scored = LearnedPooling(fast_moe, max_iter=2).fit(pairs, np.linspace(0, 5, len(pairs)))
-    assert scored.objective_ == "cosine_mse"
+    assert scored.objective_ == "cosent"  # the default for scored pairs
+    regressed = LearnedPooling(fast_moe, max_iter=2, objective="cosine_mse").fit(
+        pairs, np.linspace(0, 5, len(pairs)))
+    assert regressed.objective_ == "cosine_mse" and np.isfinite(regressed.loss_curve_).all()
+    with pytest.raises(ValueError, match="cosent.*needs similarity scores"):
+        LearnedPooling(fast_moe, objective="cosent").fit(pairs)
 
 
 def test_clone_and_pickle_carry_parameters_not_weights(fast_moe):
@@ -139,3 +144,43 @@ def test_early_stopping_restores_the_best_epoch(fast_moe):
     np.testing.assert_array_equal(long.attention_, short.attention_)
     np.testing.assert_array_equal(long.coef_, short.coef_)
     assert long.best_loss_ == short.best_loss_
+
+
+def test_cosent_loss_depends_only_on_the_order_of_the_scores():
+    import torch
+
+    from skmoe._learned_pooling_fit import cosent_loss
+
+    cos = torch.tensor([0.9, 0.1, 0.6, 0.35])
+    scores = torch.tensor([4.0, 0.5, 2.0, 1.0])
+    loss = cosent_loss(cos, scores, 0.05)
+    torch.testing.assert_close(cosent_loss(cos, scores**3 + 7, 0.05), loss)  # same order
+    assert loss < 0.05  # every better-scored pair already has the higher cosine
+    assert cosent_loss(cos, -scores, 0.05) > 10  # reversed order: large
+    assert cosent_loss(cos, torch.ones(4), 0.05) == 0  # no ordered pair: nothing to learn
+
+
+def test_cosent_pairs_learn_to_rank_by_score(fast_moe):
+    rng = np.random.default_rng(4)
+
+    def pairs_of(n: int) -> tuple[np.ndarray, np.ndarray]:
+        texts, y = keyword_task(2 * n, seed=int(rng.integers(1000)))
+        return np.array(list(zip(texts[::2], texts[1::2], strict=True)), dtype=object), (
+            y[::2] == y[1::2]).astype(float) * 5  # same keyword: similar
+
+    pairs, scores = pairs_of(150)
+    held, held_scores = pairs_of(60)
+    est = LearnedPooling(fast_moe, objective="cosent", max_iter=40, learning_rate=0.05,
+                         attention_penalty=0.01, random_state=0).fit(pairs, scores)
+    assert est.objective_ == "cosent" and est.n_iter_ >= 1
+    same = LearnedPooling(fast_moe, objective="cosent", max_iter=40, learning_rate=0.05,
+                          attention_penalty=0.01, random_state=0).fit(pairs, scores**2 + 1)
+    np.testing.assert_array_equal(same.attention_, est.attention_)  # order only
+
+    def auc(model: LearnedPooling) -> float:
+        cos = np.array([model.similarity([a], [b])[0, 0] for a, b in held])
+        pos, neg = cos[held_scores > 0], cos[held_scores == 0]
+        return float((pos[:, None] > neg[None, :]).mean())
+
+    untrained = clone(est).set_params(max_iter=0).fit(pairs, scores)
+    assert auc(est) > auc(untrained) + 0.2, (auc(est), auc(untrained))
