@@ -33,7 +33,10 @@ What it measures, in one process on one card, with CUDA events:
   need the XLM-R tokenizer in ``--tokenizer-dir``, default ``benchmarks/gpu_inputs/tokenizer``,
   git-ignored: copy it there and carry it);
 * writes ``gpu_results.md``/``.json`` to ``--out`` and appends the table to
-  ``benchmarks/RESULTS.md`` (unless ``--no-append``).
+  ``benchmarks/RESULTS.md`` (unless ``--no-append``); ``gpu_partial.json`` in ``--out`` holds
+  what is measured so far after every row, and the optional sections (torchao, texts -> vectors,
+  compile) are skipped once ``--budget-s`` (default 420 s) is spent, so a run cut off by the
+  device's 10-minute limit still brings rows back.
 
 ``--dry-run`` runs every piece on a tiny config and a synthetic corpus (``--device cpu`` works):
 numbers meaningless, for checking the script without a GPU.
@@ -258,6 +261,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--compile", choices=("auto", "yes", "no"), default="auto",
                     help="time bf16 under torch.compile, last (auto: on CUDA only; inductor "
                          "compiles for minutes on a small CPU)")
+    ap.add_argument("--budget-s", type=float, default=420.0,
+                    help="after this many seconds the optional sections still to come (torchao, "
+                         "texts -> vectors, compile) are skipped, each with a line saying so: "
+                         "the device call has a 10-minute limit")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path("."))
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
@@ -267,6 +274,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[str]:
     args = parse_args(argv)
+    started = time.monotonic()
     if args.export is not None:
         if not (args.sib200 and args.tokenizer and args.config):
             raise SystemExit("--export needs --sib200, --tokenizer and --config")
@@ -304,6 +312,23 @@ def main(argv: list[str] | None = None) -> list[str]:
     log("GEMM peaks:", {k: f"{v[0] / 1e12:.1f} TFLOP/s" for k, v in peaks.items()})
 
     rows: list[dict] = []
+    extras: list[str] = []
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save_partial() -> None:
+        """What is measured so far, in --out: a run cut off by the device's time limit still
+        brings its rows back."""
+        (args.out / "gpu_partial.json").write_text(json.dumps(
+            {"card": card, "peaks": {k: v[0] for k, v in peaks.items()}, "rows": rows,
+             "extras": extras, "seconds": time.monotonic() - started}, indent=1))
+
+    def within_budget(section: str) -> bool:
+        spent = time.monotonic() - started
+        if spent <= args.budget_s:
+            return True
+        extras.append(f"{section} skipped: {spent:.0f} s spent, past --budget-s {args.budget_s:.0f}")
+        log(extras[-1])
+        return False
 
     def record(name: str, sec: float, count: int, vectors: np.ndarray, ref: np.ndarray | None,
                mem: float) -> None:
@@ -315,6 +340,7 @@ def main(argv: list[str] | None = None) -> list[str]:
                      "pct_datasheet": None if sheet is None else 100 * flops / sec / (sheet * 1e12),
                      "cos_mean": float(cos.mean()), "cos_min": float(cos.min()), "mem_gb": mem})
         log(json.dumps(rows[-1]))
+        save_partial()
 
     def memory_gb() -> float:
         return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
@@ -337,7 +363,6 @@ def main(argv: list[str] | None = None) -> list[str]:
     record("standard path bf16 (our re-implementation: char-sorted padded batches of 32, "
            "per-expert loop)", sec, n_std, vec, ref, memory_gb())
     fp32 = None
-    extras: list[str] = []
     for mode in ("bfloat16", "float16"):
         enc = apply_precision(load_encoder(folder, device=device, dtype="float32"), mode,
                               allow_slow=not device.startswith("cuda"))
@@ -358,14 +383,21 @@ def main(argv: list[str] | None = None) -> list[str]:
                        top_ops(engine, ids[:4096], device), "```"]
         enc = engine = None
         reset()
-    extras += torchao_rows(folder, device, ids, n, repeats, clock, ref, record, memory_gb, reset)
-    extras += road_lines(config, folder, args.tokenizer_dir, device, texts,
-                         corpus.get("prompt", PROMPT), clock, repeats)
-    reset()
-    if args.compile == "yes" or (args.compile == "auto" and device.startswith("cuda")):
-        extras += compile_lines(folder, device, ids, clock, repeats, ref, cosine_rows)
-    else:
+    save_partial()
+    if within_budget("torchao rows"):
+        extras += torchao_rows(folder, device, ids, n, repeats, clock, ref, record, memory_gb,
+                               reset)
+        save_partial()
+    if within_budget("Texts -> vectors rows"):
+        extras += road_lines(config, folder, args.tokenizer_dir, device, texts,
+                             corpus.get("prompt", PROMPT), clock, repeats)
+        reset()
+        save_partial()
+    if not (args.compile == "yes" or (args.compile == "auto" and device.startswith("cuda"))):
         extras.append(f"torch.compile row skipped (--compile {args.compile} on {device})")
+    elif within_budget("torch.compile row"):
+        extras += compile_lines(folder, device, ids, clock, repeats, ref, cosine_rows)
+        save_partial()
 
     when = dt.datetime.now().astimezone()
     lines = [
@@ -392,7 +424,6 @@ def main(argv: list[str] | None = None) -> list[str]:
     lines += ["", *extras, ""]
     report = "\n".join(lines)
     print(report)
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_results.md").write_text(report)
     (args.out / "gpu_results.json").write_text(json.dumps(
         {"peaks": {k: v[0] for k, v in peaks.items()}, "rows": rows, "extras": extras}, indent=1))

@@ -41,6 +41,8 @@ def test_dry_run_on_cpu_writes_the_table(tmp_path, xlmr_tokenizer_path):
     assert "prefetch=False" in table and "prefetch=True" in table
     assert "torch.compile row skipped (--compile auto on cpu)" in table
     assert "fp8 (torchao) skipped: fp8 needs a CUDA GPU" in table and "FAILED" not in table
+    partial = json.loads((tmp_path / "gpu_partial.json").read_text())  # kept as rows come
+    assert len(partial["rows"]) >= 4 and any("Texts -> vectors" in e for e in partial["extras"])
     result = json.loads((tmp_path / "gpu_results.json").read_text())
     # fp32 reference, standard path, bf16, fp16, and int8wo's conversion path where torchao imports
     assert [r["texts"] for r in result["rows"]] == [8, 8, 24, 24] + [24] * torchao_available()
@@ -49,3 +51,14 @@ def test_dry_run_on_cpu_writes_the_table(tmp_path, xlmr_tokenizer_path):
         assert "ours int8wo (torchao, experts bf16; CPU conversion path, dry run)" in table
     else:
         assert "int8wo (torchao) skipped: int8wo (torchao int8 weight-only) is a CUDA mode" in table
+
+
+@pytest.mark.slow
+def test_past_the_time_budget_the_optional_sections_are_skipped_and_said(tmp_path):
+    lines = load_bench().main(["--device", "cpu", "--dry-run", "--texts", "16",
+                               "--standard-texts", "8", "--budget-s", "0", "--no-append",
+                               "--out", str(tmp_path), "--workdir", str(tmp_path / "work")])
+    table = "\n".join(lines)
+    assert "ours bfloat16 (packed)" in table  # the main rows always run
+    assert "torchao rows skipped:" in table and "past --budget-s 0" in table
+    assert "Texts -> vectors rows skipped:" in table
