@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-from _engine_helpers import sib200_texts
 
 from skmoe.cache import EmbeddingCache
 from skmoe.embedding import Embedder
@@ -23,9 +22,9 @@ def encoder(random_moe_xlmr_path):
     return load_encoder(random_moe_xlmr_path, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def texts(sib200_dir):
-    return sib200_texts(sib200_dir, 2)  # 64 texts, 32 languages
+@pytest.fixture
+def texts(sib_texts):
+    return sib_texts  # 64 texts, 32 languages (tests/engine/conftest.py)
 
 
 # -- prefetched ---------------------------------------------------------------------------------
