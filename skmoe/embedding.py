@@ -40,7 +40,13 @@ from .encoder import SentenceEncoder
 from .encoder.loading import ModelSource
 from .engine import Engine
 from .engine.runner import _SPECIAL_TOKENS_MARGIN, TruncationWarning, _utf8_size
-from .engine.windows import DEFAULT_CHUNK_OVERLAP, LONG_TEXT_MODES, check_long_text, position_limit
+from .engine.windows import (
+    DEFAULT_CHUNK_OVERLAP,
+    LONG_TEXT_MODES,
+    check_long_text,
+    check_positions,
+    position_limit,
+)
 
 __all__ = ["CHUNK_SIZE", "DEFAULT_CHUNK_OVERLAP", "LONG_TEXT_MODES", "PROGRESS_DELAY", "Embedder",
            "EmbeddingWriter", "LongerThanTrainedWarning", "ModelCard", "check_long_text",
@@ -111,13 +117,7 @@ def check_token_limit(model: SentenceEncoder | ModelCard, max_length: int) -> in
     """``max_length`` as an int, refused (``ValueError`` naming the limit) beyond the model's
     positions."""
     card = ModelCard.of(model)
-    limit = int(max_length)
-    if limit > card.max_positions:
-        raise ValueError(
-            f"max_length={limit} is beyond the {card.max_positions} positions of model "
-            f"{card.source.name!r}; use at most {card.max_positions} (long_text='chunk' embeds "
-            "longer texts as windows)")
-    return limit
+    return check_positions(max_length, card.max_positions, card.source.name)
 
 
 class LongerThanTrainedWarning(UserWarning):

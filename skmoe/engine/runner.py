@@ -37,6 +37,7 @@ from .windows import (
     TokenGroup,
     WindowPool,
     check_long_text,
+    check_positions,
     iter_window_groups,
     position_limit,
 )
@@ -129,12 +130,8 @@ class Engine:
     @property
     def limit(self) -> int:
         """The token limit in effect: ``max_length``, else the encoder's own limit."""
-        limit = int(self.max_length or self.encoder.max_length)
-        positions = position_limit(self.encoder)
-        if limit > positions:
-            raise ValueError(f"max_length={limit} is beyond the {positions} positions of "
-                             f"{self.encoder.source.name!r}; use at most {positions}")
-        return limit
+        return check_positions(self.max_length or self.encoder.max_length,
+                               position_limit(self.encoder), self.encoder.source.name)
 
     def _defaults(self) -> tuple[int, int]:
         kind = "cuda" if self.encoder.device.type == "cuda" else "cpu"
@@ -393,15 +390,15 @@ class Engine:
                 batch = pending.popleft()
             try:
                 launched = self._launch(ids, batch)
-            except torch.OutOfMemoryError:
-                if len(batch.rows) == 1:
-                    raise
-                self._back_off(batch)
-                half = len(batch.rows) // 2
-                halves = [batch.rows[:half], batch.rows[half:]]
-                pending.extendleft(reversed([Batch(r, int(lengths[r].max())) for r in halves]))
-                continue
-            except BaseException:  # an interrupt or a failure: hand over what is done first
+            except BaseException as error:
+                if isinstance(error, torch.OutOfMemoryError) and len(batch.rows) > 1:
+                    self._back_off(batch)
+                    half = len(batch.rows) // 2
+                    halves = [batch.rows[:half], batch.rows[half:]]
+                    pending.extendleft(reversed([Batch(r, int(lengths[r].max()))
+                                                 for r in halves]))
+                    continue
+                # an interrupt, a failure, an OOM on one row: hand over what is done first
                 while in_flight:
                     yield self._finish(*in_flight.popleft())
                 raise

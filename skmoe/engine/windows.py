@@ -47,6 +47,17 @@ def check_long_text(long_text: Any, chunk_overlap: Any, max_length: int | None =
         raise ValueError(f"chunk_overlap must be >= 0{upper}, got {chunk_overlap!r}")
 
 
+def check_positions(max_length: int, positions: int, model: str) -> int:
+    """``max_length`` as an int, refused (``ValueError`` naming the limit) beyond the model's
+    ``positions``."""
+    limit = int(max_length)
+    if limit > positions:
+        raise ValueError(
+            f"max_length={limit} is beyond the {positions} positions of model {model!r}; use at "
+            f"most {positions} (long_text='chunk' embeds longer texts as windows)")
+    return limit
+
+
 def position_limit(encoder: Any) -> int:
     """The most tokens ``encoder`` has positions for: ``n_positions`` of the MoE model (2,048);
     ``max_position_embeddings`` of a dense model, less the offset RoBERTa-style position ids

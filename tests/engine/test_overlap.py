@@ -191,3 +191,23 @@ def test_a_tokenizer_error_in_a_later_chunk_keeps_the_chunks_before_it(encoder, 
         embedder.embed(list(texts[:16]) + ["BROKEN text"])
     found, _ = cache.lookup(embedder.namespace, list(texts[:16]))
     assert found.all()  # both chunks before the failing one were computed and kept
+
+
+def test_an_oom_on_a_single_row_still_hands_over_the_batch_in_flight(encoder, texts, monkeypatch):
+    import torch
+
+    engine = Engine(encoder, batch_size=1)
+    real_launch, launches = engine._launch, []
+
+    def launch(ids, batch):
+        launches.append(len(batch.rows))
+        if len(launches) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_launch(ids, batch)
+
+    monkeypatch.setattr(engine, "_launch", launch)
+    got = []
+    with pytest.raises(torch.OutOfMemoryError):
+        for rows, _ in engine.iter_batches(encoder.tokenize(texts[:3])[0]):
+            got.append(rows)
+    assert launches == [1, 1] and len(got) == 1  # the first batch was in flight: not lost
