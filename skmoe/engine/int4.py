@@ -58,6 +58,13 @@ def int4_available() -> bool:
         torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
 
 
+def check_int4_rounding(rounding: str, error: type[ValueError] = ValueError) -> str:
+    """``rounding`` if it is one of :data:`INT4_ROUNDINGS`, else ``error`` naming them."""
+    if rounding not in INT4_ROUNDINGS:
+        raise error(f"int4 rounding must be one of {INT4_ROUNDINGS}, got {rounding!r}")
+    return rounding
+
+
 def check_int4_shape(shape: tuple[int, int], group_size: int, name: str = "weight") -> None:
     """Refuse a ``[out, in]`` weight the kernel cannot take, naming it and the rule."""
     if group_size not in INT4_GROUP_SIZES:
@@ -126,8 +133,7 @@ def quantize_int4(
     llama.cpp's ``make_qkx2_quants``, unweighted); never worse than ``"rtn"`` per group, and about
     20% less squared error on Gaussian weights (measured, docs/performance.md).
     """
-    if rounding not in INT4_ROUNDINGS:
-        raise ValueError(f"int4 rounding must be one of {INT4_ROUNDINGS}, got {rounding!r}")
+    check_int4_rounding(rounding)
     n, k = w.shape
     x = w.detach().float().reshape(-1, group_size)
     lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)

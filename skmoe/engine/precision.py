@@ -50,7 +50,13 @@ from torch import nn
 from ..encoder import SentenceEncoder
 from ..encoder.pages import trim_heap
 from ..encoder.parts import Part
-from .int4 import INT4_GROUP_SIZE, INT4_ROUNDING, INT4_ROUNDINGS, int4_available, to_int4
+from .int4 import (
+    INT4_GROUP_SIZE,
+    INT4_ROUNDING,
+    check_int4_rounding,
+    int4_available,
+    to_int4,
+)
 from .int8 import (  # noqa: F401 - re-exported: the int8 building blocks' old home
     ROW_ALIGN,
     ROW_TILE,
@@ -343,8 +349,8 @@ def apply_precision(
     """
     device = encoder.device
     mode = resolve_precision(precision, device)
-    if mode == "int4" and rounding not in INT4_ROUNDINGS:
-        raise ValueError(f"int4 rounding must be one of {INT4_ROUNDINGS}, got {rounding!r}")
+    if mode == "int4":
+        check_int4_rounding(rounding)  # before any conversion work
     current = precision_of(encoder)
     if current == mode:
         encoder.precision = mode

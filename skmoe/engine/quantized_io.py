@@ -78,6 +78,7 @@ from .int4 import (
     Int4Linear,
     Int4MLP,
     Int8RowEmbedding,
+    check_int4_rounding,
 )
 from .int4 import word_embeddings as find_word_embeddings
 from .int8 import Int8Experts, Int8Linear, Int8MLP, int8_weight_bits
@@ -319,8 +320,8 @@ def quantize_folder(
     mode = resolve_precision(dtype, "cpu")
     if mode not in QUANTIZED:
         raise QuantizeRequestError(f"skmoe quantize writes int4 or int8 folders, got dtype={dtype!r}")
-    if mode == "int4" and rounding not in INT4_ROUNDINGS:
-        raise QuantizeRequestError(f"int4 rounding must be one of {INT4_ROUNDINGS}, got {rounding!r}")
+    if mode == "int4":
+        check_int4_rounding(rounding, QuantizeRequestError)
     out = Path(output).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise QuantizeRequestError(f"--output {out} exists and is not an empty folder; choose a new one")
