@@ -201,20 +201,18 @@ class Embedder:
                   cache: EmbeddingCache | None = None, precision: str = "float32",
                   device_type: str = "cpu", name: str | None = None, **kwargs: Any) -> Embedder:
         """The embedder for these settings: token limit (:func:`token_limit`), long-text mode
-        (checked), and with a cache its namespace (:func:`skmoe.cache.embedding_namespace`).
+        (checked), and its cache namespace (:func:`skmoe.cache.embedding_namespace`).
 
         ``model`` is the loaded encoder or its :class:`ModelCard`; ``load`` returns the encoder
         (called on the first miss only).
         """
         limit = token_limit(model, max_length)
         check_long_text(long_text, chunk_overlap, limit)
-        namespace = labels = None
-        if cache is not None:
-            namespace, labels = embedding_namespace(
-                model_fingerprint=model.source.fingerprint, revision=model.source.revision,
-                prompt=prompt, max_length=limit, pooling=model.recipe, precision=precision,
-                device_type=device_type, model=name or model.source.name, long_text=long_text,
-                chunk_overlap=chunk_overlap)
+        namespace, labels = embedding_namespace(  # cheap: the fingerprint is known
+            model_fingerprint=model.source.fingerprint, revision=model.source.revision,
+            prompt=prompt, max_length=limit, pooling=model.recipe, precision=precision,
+            device_type=device_type, model=name or model.source.name, long_text=long_text,
+            chunk_overlap=chunk_overlap)
         return cls(load, dim=model.embedding_dim, prompt=prompt, max_length=limit, cache=cache,
                    namespace=namespace, labels=labels, long_text=long_text,
                    chunk_overlap=int(chunk_overlap), **kwargs)

@@ -406,8 +406,8 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
     def _postprocess(self, full: np.ndarray) -> np.ndarray:
         return truncate_and_normalize(full, self.truncate_dim, self.normalize)
 
-    def _embedder(self, model: SentenceEncoder | ModelCard, prompt: str,
-                  cache: Any = False) -> Embedder:
+    def _embedder(self, model: SentenceEncoder | ModelCard, prompt: str, *,
+                  open_cache: bool = True) -> Embedder:
         """The road for these settings (:meth:`Embedder.configure`: token limit, long texts,
         cache namespace); loads the model lazily."""
         import torch
@@ -418,14 +418,14 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
             model, prompt, load=self.get_encoder if encoder is None else (lambda: encoder),
             max_length=self.max_length, long_text=self.long_text,
             chunk_overlap=self.chunk_overlap,
-            cache=self._open_cache() if cache is False else cache, precision=precision,
+            cache=self._open_cache() if open_cache else None, precision=precision,
             device_type=torch.device(device).type, name=str(self.model),
             batch_size=self.batch_size, max_tokens_per_batch=self.max_tokens_per_batch,
             verbose=self.verbose)
 
     def cache_namespace(self, encoder: SentenceEncoder, prompt: str) -> str:
         """The cache namespace of ``encoder`` with ``prompt`` under these settings."""
-        return self._embedder(encoder, prompt, cache=True).namespace
+        return self._embedder(encoder, prompt, open_cache=False).namespace
 
     def embed_full(
         self, texts: list[str], encoder: SentenceEncoder | None = None, prompt: str | None = None
