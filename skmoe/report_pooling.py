@@ -11,18 +11,21 @@ The token states are computed once per text (``skmoe.token_states``) and shared 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ._encoder_params import EncoderParams
 from .evaluation.data import ReportData
 
-#: ``MoEEmbeddingTransformer`` parameters that ``LearnedPooling`` takes with the same meaning.
-SHARED_PARAMS = ("model", "revision", "prompt_name", "prompt", "max_length", "normalize",
-                 "device", "dtype", "local_files_only")
+#: ``MoEEmbeddingTransformer`` parameters that ``LearnedPooling`` takes with the same meaning:
+#: those both declare through :class:`~skmoe._encoder_params.EncoderParams` (model, prompt, token
+#: limit, long-text mode) and the output and placement ones.
+SHARED_PARAMS = (*(f.name for f in fields(EncoderParams)), "normalize", "device", "dtype",
+                 "local_files_only")
 #: Bootstrap resamples of the paired interval.
 N_BOOTSTRAP = 1000
 

@@ -411,3 +411,15 @@ def test_labels_mixing_int_and_str_are_a_clear_error():
     blank.loc[blank.index[7], "category"] = " "
     with pytest.raises(DataError, match="missing label at row 7 of column 'category'"):
         prepare_data(blank)
+
+
+def test_learned_pooling_section_mirrors_every_shared_setting_of_the_transformer():
+    from skmoe import LearnedPooling
+    from skmoe.report_pooling import pooling_params
+
+    est = MoEEmbeddingTransformer("some/model", prompt="query: ", max_length=128,
+                                  long_text="chunk", chunk_overlap=16, normalize=True)
+    params = pooling_params(est)
+    assert params["long_text"] == "chunk" and params["chunk_overlap"] == 16
+    assert params["max_length"] == 128 and params["prompt"] == "query: "
+    LearnedPooling(**params)  # every one is a LearnedPooling parameter
