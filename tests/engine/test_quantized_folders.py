@@ -141,7 +141,7 @@ def test_folder_without_rounding_loads_as_min_max_and_unknown_rounding_is_refuse
     enc, new = load_encoder(old), load_encoder(folders["int4"])
     assert precision_label(enc) == "int4/rtn-asym-g32" != precision_label(new)
     assert skmoe.MoEEmbeddingTransformer(model=str(old))._embedder(
-        enc, "", cache=True).labels["precision"] == "int4/rtn-asym-g32"
+        enc, "", open_cache=False).labels["precision"] == "int4/rtn-asym-g32"
     raw["quantization_config"]["rounding"] = "gptq"
     (old / "config.json").write_text(json.dumps(raw))
     with pytest.raises(CheckpointError, match="int4 rounding must be one of .*'gptq'"):
@@ -182,13 +182,13 @@ def test_estimator_loads_the_folder_and_the_namespace_records_the_quantization(
     memory = skmoe.MoEEmbeddingTransformer(model=str(fast_moe), dtype="int4").fit(texts)
     np.testing.assert_array_equal(folder.transform(texts), memory.transform(texts))
     enc = folder.get_encoder()
-    labels = [m._embedder(m.get_encoder(), "", cache=True).labels["precision"]
+    labels = [m._embedder(m.get_encoder(), "", open_cache=False).labels["precision"]
               for m in (folder, memory, skmoe.MoEEmbeddingTransformer(model=str(g64)),
                         skmoe.MoEEmbeddingTransformer(model=str(fast_moe)))]
     assert sorted(labels) == ["float32", "int4/mse-asym-g32", "int4/mse-asym-g32",
                                        "int4/mse-asym-g64"]
     # the estimator's (load-free) label is the loaded encoder's own
-    assert folder._embedder(enc, "", cache=True).labels["precision"] == precision_label(enc)
+    assert folder._embedder(enc, "", open_cache=False).labels["precision"] == precision_label(enc)
     ns = {m.cache_namespace(m.get_encoder(), "") for m in (
         folder, memory, skmoe.MoEEmbeddingTransformer(model=str(g64)))}
     assert len(ns) == 3
