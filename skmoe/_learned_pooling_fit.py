@@ -15,18 +15,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .postprocessing import normalize_mode, row_length
+from .postprocessing import normalize_mode
 
 OBJECTIVES = ("auto", "cross_entropy", "infonce", "cosine_mse", "cosent")
 _SCORED = ("cosine_mse", "cosent")  # pair objectives that need scores
 
 
-def normalize_rows(x: torch.Tensor, normalize: Any) -> torch.Tensor:
-    """The transformer's row normalisation in torch (for training)."""
-    length = row_length(normalize, x.shape[-1])
-    if length is None:
-        return x
-    return torch.nn.functional.normalize(x, dim=-1, eps=1e-12) * length
+#: The length of the pooled rows the jointly trained classifier sees: the scale its defaults
+#: (``learning_rate``, ``alpha``) were tuned at, whatever ``normalize`` gives ``transform``.
+TRAIN_ROW_LENGTH = 2.0
 
 
 _STATE_SAMPLE = 200_000  # tokens used to estimate the standardisation
@@ -146,7 +143,7 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
         kl = (w * torch.log(w.clamp(min=1e-12))).sum(1) + torch.log(n_real)
         penalty = est.attention_penalty * kl.mean()
         if objective == "cross_entropy":
-            logits = classifier(normalize_rows(pooled, est.normalize))
+            logits = classifier(nn.functional.normalize(pooled, dim=-1) * TRAIN_ROW_LENGTH)
             return nn.functional.cross_entropy(logits, target[batch]) + penalty
         unit = nn.functional.normalize(pooled, dim=-1).reshape(len(batch), 2, -1)
         if objective == "infonce":

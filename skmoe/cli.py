@@ -287,9 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--output-dtype", default="float32",
                        choices=("float32", "float16", "binary", "ubinary"),
                        help="stored precision (binary: sign bits packed 8 per byte)")
-    embed.add_argument("--normalize", default="2.0", type=str.lower,
+    embed.add_argument("--normalize", default=None, type=str.lower,
                        help="row normalisation, as the estimator's normalize: a row length "
-                            "(default 2.0: linear heads work with their default regularisation), "
+                            "(default 2.0: on these uncentred vectors linear heads work with "
+                            "their default regularisation), "
                             "l2 (unit length: dot product = cosine), rms (length sqrt(dim)) or "
                             "none (raw pooled vectors)")
     embed.add_argument("--no-normalize", dest="normalize", action="store_const", const="none",

@@ -66,8 +66,12 @@ def make_transformer(args: argparse.Namespace, *, cache: Path | None, verbose: i
     one-line error (:class:`skmoe._cli_transformer.CommandLineTransformer`).
     """
     from ._cli_transformer import CommandLineTransformer
+    from .postprocessing import DEFAULT_NORMALIZE
 
-    normalize = normalize_option(getattr(args, "normalize", None))  # only `skmoe embed` has it
+    # only `skmoe embed` has --normalize (its file is never centred); the others fit the
+    # transformer on training texts, so they take the estimator's centred default
+    normalize = (normalize_option(args.normalize) if hasattr(args, "normalize")
+                 else DEFAULT_NORMALIZE)
     return CommandLineTransformer(
         args.model,
         revision=args.revision,
@@ -174,10 +178,10 @@ def add_model_options(p: argparse.ArgumentParser, *, prompt_default: str | None)
 
 def normalize_option(value: str | None) -> Any:
     """``--normalize`` as the estimator's ``normalize``: a row length, l2, rms or none."""
-    from .postprocessing import DEFAULT_NORMALIZE, normalize_mode
+    from .postprocessing import UNCENTRED_NORMALIZE, normalize_mode
 
-    if value is None:
-        return DEFAULT_NORMALIZE
+    if value is None:  # the file is not centred (no training texts): the uncentred best length
+        return UNCENTRED_NORMALIZE
     if value == "none":
         return False
     try:

@@ -75,8 +75,9 @@ def _embed_bag_partition(texts: Any, transformer: Any, cache: Any) -> np.ndarray
 
 
 def _fit_copy(transformer: Any) -> Any:
-    # Float output learns nothing from the data in fit: it only records the model's identity
-    # and width, so any text will do.
+    # An unfitted transformer is fitted on one text: that records the model's identity and
+    # width and learns no centre (it takes 2 texts), so rows come out uncentred, as from
+    # ``fit([])``. Fit it on training texts first to have the corpus centred on them.
     return copy.deepcopy(transformer).fit([""])
 
 

@@ -34,11 +34,14 @@ from .encoder.fingerprint import changed_parts, known_card, legacy_fingerprint, 
 from .encoder.loading import ModelSource, safetensors_files
 from .postprocessing import (
     CALIBRATED_DTYPES,
+    DEFAULT_CENTER,
     DEFAULT_NORMALIZE,
+    MIN_CENTER_ROWS,
     OUTPUT_DTYPES,
     calibration_ranges,
     cosine_matrix,
     cosine_rows,
+    fit_center,
     output_width,
     quantize,
     truncate_and_normalize,
@@ -50,8 +53,8 @@ from .validation import validate_texts
 __all__ = ["CHUNK_SIZE", "MoEEmbeddingTransformer", "WeightsChangedError"]
 
 
-# What fit's recorded output (width, int8/uint8 ranges) depends on besides the prompt.
-_OUTPUT_PARAMS = ("truncate_dim", "normalize", "output_dtype")
+# What fit's recorded output (width, centre, int8/uint8 ranges) depends on besides the prompt.
+_OUTPUT_PARAMS = ("truncate_dim", "normalize", "center", "output_dtype")
 
 
 class WeightsChangedError(RuntimeError):
@@ -86,14 +89,27 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
         Tokens shared by consecutive windows (``"chunk"``); in ``[0, max_length)``.
     truncate_dim : int, optional
         Matryoshka dimension: keep the first ``truncate_dim`` features (before normalising).
-    normalize : float, {"l2", "rms"} or bool, default=2.0
-        Row normalisation after truncation; every mode keeps directions, so cosine
-        similarities, neighbours and k-means partitions do not depend on it. A number: rows of
-        that L2 length; the default 2.0 is the scale at which ``LogisticRegression()``,
-        ``LinearSVC()`` and ``RidgeClassifier()`` all do well with their default
-        regularisation (measured: docs/evaluation-results.md). ``"l2"`` or ``True``: unit
-        length (as sentence-transformers gives; dot product = cosine). ``"rms"``: unit length
-        times ``sqrt(d)``. ``False``: raw pooled vectors.
+    normalize : float, {"l2", "rms"} or bool, default=1.25
+        Row normalisation after truncation (and centring); every mode keeps directions, so
+        cosine similarities, neighbours and k-means partitions do not depend on it. A number:
+        rows of that L2 length; the default 1.25 is the scale at which
+        ``LogisticRegression()``, ``LinearSVC()`` and ``RidgeClassifier()`` all do well with
+        their default regularisation on centred rows (with ``center=False``, 2.0 is; measured:
+        docs/evaluation-results.md). ``"l2"`` or ``True``: unit length (as
+        sentence-transformers gives; dot product = cosine). ``"rms"``: unit length times
+        ``sqrt(d)``. ``False``: raw pooled vectors (centred unit vectors with ``center``).
+    center : bool, default=True
+        Learn in ``fit`` the mean direction of the training texts (the mean of their unit
+        vectors, after truncation) and subtract it in ``transform`` before ``normalize``
+        rescales the rows. Every text of a model carries a common offset; removing it spreads
+        the classes apart, so ``LogisticRegression()`` with its default ``C`` no longer
+        underfits languages whose vectors sit close together (measured on SIB-200:
+        docs/evaluation-results.md), and k-means, UMAP, nearest neighbours and STS cosines
+        gain a little.
+        ``fit`` then embeds its texts (``fit_transform`` runs the model once); fitted on fewer
+        than 2 texts (``fit([])``) it learns no centre and ``transform`` gives the model's own
+        directions. :meth:`embed`, :meth:`similarity` and :meth:`search` never centre: they
+        give the model's cosine geometry.
     batch_size : int, optional
         Maximum texts per forward pass (default per device).
     max_tokens_per_batch : int, optional
@@ -131,12 +147,14 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
         served or computed; a mismatch raises :class:`WeightsChangedError` naming what changed.
     prompt_ : str
         The prefix string applied to every text.
+    center_ : ndarray of shape (n_features,) or None
+        The mean unit vector of the fit texts (``center=True``, at least 2 texts), else None.
     quantization_ranges_ : ndarray of shape (2, n_features)
         Only for int8/uint8 output.
     output_params_ : dict
-        ``truncate_dim``, ``normalize`` and ``output_dtype`` as fitted: changing the prompt, the
-        output width or (for int8/uint8 output) the vectors the ranges were learned on after
-        fit makes ``transform`` ask for a refit.
+        ``truncate_dim``, ``normalize``, ``center`` and ``output_dtype`` as fitted: changing
+        the prompt, the output width, ``center`` or (for int8/uint8 output) the vectors the
+        ranges were learned on after fit makes ``transform`` ask for a refit.
     """
 
     _feature_prefix = "embedding"
@@ -144,6 +162,7 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
     # model, revision, prompt_name, prompt, max_length, long_text, chunk_overlap: EncoderParams
     truncate_dim: int | None = None
     normalize: bool | str | float = DEFAULT_NORMALIZE
+    center: bool = DEFAULT_CENTER
     batch_size: int | None = None
     max_tokens_per_batch: int | None = None
     device: str | None = None
@@ -228,7 +247,8 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
 
     # -- sklearn API ---------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> MoEEmbeddingTransformer:
-        """Record the model's identity and output width; learn int8/uint8 ranges if asked.
+        """Record the model's identity and output width; learn the centre (``center=True``)
+        and int8/uint8 ranges if asked.
 
         Parameters
         ----------
@@ -254,7 +274,7 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
         texts = validate_texts(X)
         model, floats = self._fit(texts)
         if floats is None:
-            floats = self._embed_float(texts, model, self.prompt_)
+            floats = self._postprocess(self._embedder(model, self.prompt_).embed(texts))
         return self._output(floats)
 
     def _fit(self, texts: list[str]) -> tuple[SentenceEncoder | ModelCard, np.ndarray | None]:
@@ -272,10 +292,17 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
         self.model_fingerprint_ = model.source.fingerprint
         self.output_params_ = {k: getattr(self, k) for k in _OUTPUT_PARAMS}
         self.__dict__.pop("quantization_ranges_", None)
-        if self.output_dtype not in CALIBRATED_DTYPES:
+        self.center_ = None
+        calibrated = self.output_dtype in CALIBRATED_DTYPES
+        centred = bool(self.center) and len(texts) >= MIN_CENTER_ROWS
+        if not (calibrated or centred):
             return model, None
-        floats = self._embed_float(texts, model, self.prompt_)
-        self.quantization_ranges_ = calibration_ranges(floats)
+        full = self._embedder(model, self.prompt_).embed(texts)
+        if centred:
+            self.center_ = fit_center(full, self.truncate_dim)
+        floats = self._postprocess(full)
+        if calibrated:
+            self.quantization_ranges_ = calibration_ranges(floats)
         return model, floats
 
     def transform(self, X: Any) -> np.ndarray:
@@ -285,7 +312,7 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
         digests are memoised); it loads on the first text that must be computed.
         """
         texts, model = self._as_fitted(X)
-        return self._output(self._embed_float(texts, model, self.prompt_))
+        return self._output(self._postprocess(self._embedder(model, self.prompt_).embed(texts)))
 
     def _as_fitted(self, X: Any) -> tuple[list[str], SentenceEncoder | ModelCard]:
         """The validated texts and the model (encoder or card) for a fitted estimator whose
@@ -401,10 +428,15 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
     # -- the work ------------------------------------------------------------------------------
     def _embed_float(self, texts: list[str], model: SentenceEncoder | ModelCard,
                      prompt: str) -> np.ndarray:
-        return self._postprocess(self._embedder(model, prompt).embed(texts))
+        """Truncated and normalised, never centred (:meth:`embed`, similarity, search)."""
+        full = self._embedder(model, prompt).embed(texts)
+        return truncate_and_normalize(full, self.truncate_dim, self.normalize)
 
     def _postprocess(self, full: np.ndarray) -> np.ndarray:
-        return truncate_and_normalize(full, self.truncate_dim, self.normalize)
+        """``transform``'s floats: truncated, centred on ``center_`` (when fit learned one),
+        normalised."""
+        return truncate_and_normalize(full, self.truncate_dim, self.normalize,
+                                      getattr(self, "center_", None))
 
     def _embedder(self, model: SentenceEncoder | ModelCard, prompt: str, *,
                   open_cache: bool = True) -> Embedder:

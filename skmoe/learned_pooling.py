@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._encoder_params import EncoderParams
 from ._text_features import TextFeaturesMixin
 from .encoder import SentenceEncoder
-from .postprocessing import DEFAULT_NORMALIZE, truncate_and_normalize
+from .postprocessing import DEFAULT_CENTER, DEFAULT_NORMALIZE, fit_center, truncate_and_normalize
 from .registry import get_encoder
 from .token_states import token_states, tokens
 from .validation import validate_texts
@@ -55,8 +55,13 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         text, concatenated (:mod:`skmoe.token_states`).
     chunk_overlap : int, default=64
         Tokens shared by consecutive windows (``"chunk"``).
-    normalize : float, {"l2", "rms"} or bool, default=2.0
-        Row normalisation of the pooled vectors, as in the transformer.
+    normalize : float, {"l2", "rms"} or bool, default=1.25
+        Row normalisation of ``transform``'s pooled vectors, as in the transformer.
+    center : bool, default=True
+        As in the transformer: ``fit`` learns the mean unit vector of its texts' pooled
+        vectors, ``transform`` subtracts it before ``normalize`` (set to False after fit:
+        ``transform`` stops centring). :meth:`similarity` and the training objectives use the
+        uncentred pooled vectors.
     heads : int, default=1
         Attention heads; a token's weight is the mean of the heads' softmax weights.
     objective : {"auto", "cross_entropy", "infonce", "cosine_mse", "cosent"}, default="auto"
@@ -103,7 +108,10 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
     state_mean_, state_scale_ : ndarray of shape (n_features,)
         Standardisation of token states before scoring.
     classes_, coef_, intercept_ : ndarray
-        The jointly trained softmax classifier (cross-entropy objective only).
+        The jointly trained softmax classifier (cross-entropy objective only), over pooled
+        vectors scaled to length ``TRAIN_ROW_LENGTH`` (2.0), uncentred.
+    center_ : ndarray of shape (n_features,) or None
+        The mean unit vector of the fit texts' pooled vectors (``center=True``), else None.
     n_iter_ : int
         Epochs run. ``best_loss_``: held-out (else training) loss of the kept epoch.
     best_iter_ : int
@@ -116,6 +124,7 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
 
     # model, revision, prompt_name, prompt, max_length, long_text, chunk_overlap: EncoderParams
     normalize: bool | str | float = DEFAULT_NORMALIZE
+    center: bool = DEFAULT_CENTER
     heads: int = 1
     objective: str = "auto"
     max_iter: int = 10
@@ -185,23 +194,29 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         self.embedding_dim_ = self.n_features_out_ = encoder.hidden_size  # pools token states
         self.objective_ = objective
         train(self, texts, states, pairs, y, objective)
+        self.center_ = (fit_center(_pool_numpy(self, states)[0], None)
+                        if self.center else None)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
-        """Pooled vectors ``[n, n_features_out_]``, normalised as ``normalize`` says."""
+        """Pooled vectors ``[n, n_features_out_]``, centred and normalised as ``center`` and
+        ``normalize`` say."""
+        center = getattr(self, "center_", None) if self.center else None
+        return truncate_and_normalize(self._pooled(X), None, self.normalize, center)
+
+    def similarity(self, a: Any, b: Any = None) -> np.ndarray:
+        """Cosine similarity matrix ``[len(a), len(b)]`` of the (uncentred) pooled vectors."""
+        from .postprocessing import cosine_matrix
+
+        ea = self._pooled(a)
+        return cosine_matrix(ea, ea if b is None else self._pooled(b))
+
+    def _pooled(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "attention_")
         texts = validate_texts(X)
         if not texts:
             return np.empty((0, self.n_features_out_), dtype=np.float32)
-        pooled, _ = _pool_numpy(self, self._states(texts))
-        return truncate_and_normalize(pooled, None, self.normalize)
-
-    def similarity(self, a: Any, b: Any = None) -> np.ndarray:
-        """Cosine similarity matrix ``[len(a), len(b)]`` of the pooled vectors."""
-        from .similarity import cosine_matrix
-
-        ea = self.transform(a)
-        return cosine_matrix(ea, ea if b is None else self.transform(b))
+        return _pool_numpy(self, self._states(texts))[0]
 
     def token_weights(self, X: Any) -> pd.DataFrame:
         """Each text's tokens with their pooling weights (a text's weights sum to 1).

@@ -45,7 +45,10 @@ class PairFeatures(TransformerMixin, BaseEstimator):
 
     Each pair ``(a, b)`` becomes the concatenation of the requested features of their embeddings
     ``u`` and ``v``: ``cosine`` (1 column), ``abs_diff`` ``|u - v|`` and ``product`` ``u * v``
-    (``d`` columns each) — the classic SBERT pair head input.
+    (``d`` columns each) — the classic SBERT pair head input. ``u`` and ``v`` are the fitted
+    embedder's ``transform`` output: for the default ``MoEEmbeddingTransformer`` fitted on the
+    training pairs' texts, centred on their mean (so ``cosine`` is the centred cosine, not
+    :meth:`MoEEmbeddingTransformer.similarity`'s).
 
     Parameters
     ----------

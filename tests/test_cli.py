@@ -20,6 +20,7 @@ from skmoe import registry
 from skmoe.cli import main
 from skmoe.datasets import load_sib200_sample
 from skmoe.estimator import MoEEmbeddingTransformer
+from skmoe.postprocessing import UNCENTRED_NORMALIZE  # `skmoe embed` writes uncentred rows
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["The cat sat on the mat.", "Le chat est sur le tapis.", "", "猫在垫子上。",
@@ -208,7 +209,7 @@ def test_embed_txt_to_npy_matches_the_estimator(capsys, tmp_path, moe):
     assert f"wrote {len(TEXTS)} x 64" in stdout
     assert "warning: 1 empty text(s) in" in err and "(first at line 3)" in err
     got = np.load(dst)
-    want = MoEEmbeddingTransformer(moe).fit([]).transform(TEXTS)
+    want = MoEEmbeddingTransformer(moe, normalize=UNCENTRED_NORMALIZE).fit([]).transform(TEXTS)
     assert got.shape == (len(TEXTS), 64) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=1e-6)
     assert not list(tmp_path.glob("*.partial"))
@@ -233,7 +234,7 @@ def test_embed_tables_to_parquet(capsys, tmp_path, moe, fmt):
     assert list(table.columns) == ["text", "embedding"]
     assert list(table["text"]) == TEXTS  # "" stays an empty text, not a missing value
     vectors = np.stack(table["embedding"].to_numpy())
-    want = MoEEmbeddingTransformer(moe, truncate_dim=32).fit([]).transform(TEXTS)
+    want = MoEEmbeddingTransformer(moe, truncate_dim=32, normalize=UNCENTRED_NORMALIZE).fit([]).transform(TEXTS)
     np.testing.assert_allclose(vectors, want, atol=1e-6)
 
 
@@ -270,7 +271,7 @@ def test_embed_is_resumable_through_the_cache(capsys, tmp_path, moe, monkeypatch
     code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--cache", cache, "-q")
     assert code == 0 and _CountingEngine.texts == []
     assert "cache: 10 found, 0 computed" in err
-    np.testing.assert_allclose(np.load(dst), MoEEmbeddingTransformer(moe).fit([]).transform(texts),
+    np.testing.assert_allclose(np.load(dst), MoEEmbeddingTransformer(moe, normalize=UNCENTRED_NORMALIZE).fit([]).transform(texts),
                                atol=1e-6)
 
 
@@ -400,7 +401,7 @@ def test_embed_binary_output(capsys, tmp_path, moe):
     assert code == 0, err
     bits = np.load(dst)
     assert bits.shape == (len(TEXTS), 8) and bits.dtype == np.uint8  # 64 signs, 8 per byte
-    floats = MoEEmbeddingTransformer(moe).fit([]).transform(TEXTS)
+    floats = MoEEmbeddingTransformer(moe, normalize=UNCENTRED_NORMALIZE).fit([]).transform(TEXTS)
     np.testing.assert_array_equal(np.unpackbits(bits, axis=1).astype(bool), floats > 0)
 
 

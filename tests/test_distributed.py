@@ -142,7 +142,8 @@ def test_per_worker_cache(client, moe, texts, reference, tmp_path):
     # not seen is a miss there. Every row is either a hit or a miss, and nothing changed.
     new_hits = sum(after[a][1] - before[a][1] for a in after)
     assert new_hits > 0
-    pd.testing.assert_frame_equal(first, second)
+    # a partition computed again on the other worker may differ by fp32 rounding (1e-9 seen)
+    pd.testing.assert_frame_equal(first, second, check_exact=False, rtol=1e-5, atol=1e-6)
     expected = reference[ddf.compute()["label"].to_numpy()]
     np.testing.assert_allclose(second.to_numpy(), expected, atol=1e-5, rtol=0)
 

@@ -118,8 +118,8 @@ def test_shared_parameters_are_declared_once_with_the_public_signature():
     shared = ["model", "revision", "prompt_name", "prompt", "max_length", "long_text",
               "chunk_overlap"]
     assert [f.name for f in dataclasses.fields(EncoderParams)] == shared
-    for cls, own in [(MoEEmbeddingTransformer, ["truncate_dim", "normalize", "batch_size"]),
-                     (LearnedPooling, ["normalize", "heads", "objective"])]:
+    for cls, own in [(MoEEmbeddingTransformer, ["truncate_dim", "normalize", "center"]),
+                     (LearnedPooling, ["normalize", "center", "heads"])]:
         params = list(inspect.signature(cls).parameters.values())
         assert [p.name for p in params[: len(shared) + 3]] == shared + own
         assert params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -132,8 +132,8 @@ def test_shared_parameters_are_declared_once_with_the_public_signature():
     assert MoEEmbeddingTransformer().chunk_overlap == LearnedPooling().chunk_overlap == 64
 
 
-def test_fit_returns_self_and_learns_no_data(moe):
-    est = MoEEmbeddingTransformer(moe)
+def test_fit_returns_self_and_learns_no_data_without_centring(moe):
+    est = MoEEmbeddingTransformer(moe, center=False)
     with pytest.raises(NotFittedError):
         est.transform(["x"])
     with forward_log(est) as shapes:
@@ -144,8 +144,11 @@ def test_fit_returns_self_and_learns_no_data(moe):
     assert est.prompt_ == "classification: "
     assert est.model_revision_ == "local" and re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]{8}-[0-9a-f]{8}", est.model_fingerprint_)
     assert list(names[:2]) == ["embedding_0", "embedding_1"] and len(names) == 64
-    assert not hasattr(est, "quantization_ranges_")
-    assert MoEEmbeddingTransformer(moe).fit([]).n_features_out_ == 64  # no data needed
+    assert not hasattr(est, "quantization_ranges_") and est.center_ is None
+    empty = MoEEmbeddingTransformer(moe)
+    with forward_log(empty) as shapes:  # the default (center=True) on no texts: nothing to learn
+        assert empty.fit([]).n_features_out_ == 64
+    assert shapes == [] and empty.center_ is None
 
 
 def test_feature_names_need_fit(moe):
@@ -203,15 +206,17 @@ def test_bad_parameters_fail_in_fit_not_init(moe, params, match):
 
 
 # -- transform: input and output -------------------------------------------------------------------
-def test_output_is_float32_c_contiguous_rows_of_length_two(moe):
+def test_output_is_float32_c_contiguous_rows_of_the_default_length(moe):
     texts = ["a first text", "", "ein zweiter Text", "三番目"]
-    out = MoEEmbeddingTransformer(moe).fit(texts).transform(texts)
+    out = MoEEmbeddingTransformer(moe).fit([]).transform(texts)  # fit([]): no centre
     assert out.shape == (4, 64) and out.dtype == np.float32 and out.flags.c_contiguous
-    # default normalize=2.0: rows of L2 length 2, "" included
-    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 2.0, atol=1e-5)
+    # default normalize=1.25: rows of L2 length 1.25, "" included
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.25, atol=1e-5)
     unit = MoEEmbeddingTransformer(moe, normalize=True).fit([]).transform(texts)  # True = "l2"
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(unit * 2.0, out, atol=1e-5)
+    np.testing.assert_allclose(unit * 1.25, out, atol=1e-5)
+    two = MoEEmbeddingTransformer(moe, normalize=2.0).fit([]).transform(texts)
+    np.testing.assert_allclose(unit * 2.0, two, atol=1e-5)
     rms = MoEEmbeddingTransformer(moe, normalize="rms").fit([]).transform(texts)
     np.testing.assert_allclose(unit * 8.0, rms, atol=1e-5)  # unit RMS per feature: sqrt(64)
     out = unit
@@ -282,7 +287,7 @@ def test_params_changed_after_fit_need_a_refit(moe):
 
 
 @pytest.mark.parametrize(("change", "match"), [
-    ({"normalize": False}, "normalize changed after fit .*2.0.*False"),  # ranges of unit vectors
+    ({"normalize": False}, "normalize changed after fit .*1.25.*False"),  # ranges of unit vectors
     ({"truncate_dim": 32}, "truncate_dim changed after fit"),  # ranges of 64 features
     ({"output_dtype": "uint8"}, "output_dtype changed after fit .*'int8'.*'uint8'"),
 ])
@@ -319,7 +324,7 @@ def test_truncate_dim_keeps_a_normalised_prefix(moe):
     est = MoEEmbeddingTransformer(moe, truncate_dim=16).fit([])
     out = est.transform(texts)
     assert out.shape == (2, 16) and len(est.get_feature_names_out()) == 16
-    np.testing.assert_allclose(out, 2.0 * full[:, :16] / np.linalg.norm(full[:, :16], axis=1, keepdims=True), atol=1e-5)  # length 2
+    np.testing.assert_allclose(out, 1.25 * full[:, :16] / np.linalg.norm(full[:, :16], axis=1, keepdims=True), atol=1e-5)  # length 1.25
 
 
 @pytest.mark.parametrize("dtype", ["int8", "uint8"])
@@ -328,7 +333,8 @@ def test_int8_ranges_come_from_fit_never_from_the_transform_batch(moe, dtype):
     with pytest.warns(UserWarning, match="learned from only 20 texts"):
         est = MoEEmbeddingTransformer(moe, output_dtype=dtype, device="cpu").fit(train)
     assert est.quantization_ranges_.shape == (2, 64)
-    floats = MoEEmbeddingTransformer(moe, device="cpu").fit([]).transform(train)
+    # the ranges of fit's float output (centred on the same texts)
+    floats = MoEEmbeddingTransformer(moe, device="cpu").fit(train).transform(train)
     np.testing.assert_allclose(est.quantization_ranges_, [floats.min(0), floats.max(0)], atol=1e-6)
     new = ["an unseen text", "und noch einer", "x"]
     batch = est.transform(new)

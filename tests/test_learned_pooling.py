@@ -35,16 +35,22 @@ def test_untrained_pooling_is_mean_pooling(fast_moe, normalize):
     texts = ["a first text", "ein zweiter Text, etwas länger als der erste", "x", "a first text"]
     pooled = LearnedPooling(fast_moe, max_iter=0, normalize=normalize, heads=3).fit(
         texts, [0, 1, 0, 0])
-    want = MoEEmbeddingTransformer(fast_moe, normalize=normalize).fit([]).transform(texts)
+    # both centred on the fit texts' mean unit vector (the default center=True)
+    want = MoEEmbeddingTransformer(fast_moe, normalize=normalize).fit(texts).transform(texts)
     np.testing.assert_allclose(pooled.transform(texts), want, atol=1e-5, rtol=0)
     assert pooled.n_iter_ == 0 and not pooled.attention_.any()
+    np.testing.assert_allclose(pooled.center_, MoEEmbeddingTransformer(fast_moe).fit(texts).center_,
+                               atol=1e-6)
 
 
 def test_untrained_pooling_is_mean_pooling_with_e5(e5_path):
     texts = ["The cat sat on the mat.", "Paris is the capital of France.", "東京は日本の首都です。"]
     pooled = LearnedPooling(e5_path, prompt="query: ", max_iter=0).fit(texts, ["a", "b", "a"])
-    want = MoEEmbeddingTransformer(e5_path, prompt="query: ").fit([]).transform(texts)
+    want = MoEEmbeddingTransformer(e5_path, prompt="query: ").fit(texts).transform(texts)
     np.testing.assert_allclose(pooled.transform(texts), want, atol=1e-5, rtol=0)
+    plain = LearnedPooling(e5_path, prompt="query: ", max_iter=0, center=False).fit(texts, [0, 1, 0])
+    want = MoEEmbeddingTransformer(e5_path, prompt="query: ", center=False).fit([]).transform(texts)
+    np.testing.assert_allclose(plain.transform(texts), want, atol=1e-5, rtol=0)
 
 
 def test_training_puts_the_weight_on_the_deciding_keyword(fast_moe):
@@ -70,6 +76,9 @@ def test_pairs_train_with_infonce_and_similarity_is_cosine(fast_moe):
     assert est.objective_ == "infonce" and est.n_iter_ >= 1 and not hasattr(est, "coef_")
     assert np.isfinite(est.loss_curve_).all()
     sim = est.similarity(anchors[:3], anchors[3:5])
+    # the cosine of the pooled vectors as trained: uncentred (center only shapes transform)
+    assert est.center_ is not None
+    est.set_params(center=False)
     u, v = est.transform(anchors[:3]), est.transform(anchors[3:5])
     u, v = u / np.linalg.norm(u, axis=1, keepdims=True), v / np.linalg.norm(v, axis=1, keepdims=True)
     np.testing.assert_allclose(sim, u @ v.T, atol=1e-5)

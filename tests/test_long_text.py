@@ -77,13 +77,13 @@ def test_pool_is_the_token_weighted_mean_and_keeps_single_windows_bit_for_bit():
 
 # -- the road ------------------------------------------------------------------------------------
 def test_texts_that_fit_give_bit_identical_vectors_in_both_modes(moe):
-    truncated = MoEEmbeddingTransformer(moe, verbose=0).fit_transform(SHORT)
-    chunked = MoEEmbeddingTransformer(moe, verbose=0, long_text="chunk").fit_transform(SHORT)
+    truncated = MoEEmbeddingTransformer(moe, center=False, verbose=0).fit_transform(SHORT)
+    chunked = MoEEmbeddingTransformer(moe, center=False, verbose=0, long_text="chunk").fit_transform(SHORT)
     assert np.array_equal(truncated, chunked)
 
 
 def test_a_long_text_is_the_token_weighted_mean_of_its_windows(moe, encoder):
-    est = MoEEmbeddingTransformer(moe, verbose=0, max_length=32, long_text="chunk",
+    est = MoEEmbeddingTransformer(moe, center=False, verbose=0, max_length=32, long_text="chunk",
                                   chunk_overlap=8, normalize=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error", TruncationWarning)  # chunk mode cuts nothing
@@ -103,7 +103,7 @@ def test_a_long_text_is_the_token_weighted_mean_of_its_windows(moe, encoder):
 
 def test_windows_stream_in_groups_with_the_same_vectors(moe, monkeypatch):
     texts = [LONG, *SHORT, LONG[::-1], LONG[:300]]
-    est = MoEEmbeddingTransformer(moe, verbose=0, max_length=24, long_text="chunk",
+    est = MoEEmbeddingTransformer(moe, center=False, verbose=0, max_length=24, long_text="chunk",
                                   chunk_overlap=4)
     whole = est.fit_transform(texts)
     groups = []
@@ -131,9 +131,9 @@ def test_the_cache_keeps_the_modes_apart_and_truncate_namespaces_unchanged(moe, 
     assert len({truncate, chunk, other}) == 3 and labels["long_text"] == "chunk"
     cache = str(tmp_path / "c.sqlite")
     with pytest.warns(TruncationWarning):
-        cut = MoEEmbeddingTransformer(moe, cache=cache, max_length=32, verbose=0).fit_transform(
+        cut = MoEEmbeddingTransformer(moe, center=False, cache=cache, max_length=32, verbose=0).fit_transform(
             [LONG, SHORT[0]])
-    chunked_est = MoEEmbeddingTransformer(moe, cache=cache, max_length=32, long_text="chunk",
+    chunked_est = MoEEmbeddingTransformer(moe, center=False, cache=cache, max_length=32, long_text="chunk",
                                           chunk_overlap=8, verbose=0)
     chunked = chunked_est.fit_transform([LONG, SHORT[0]])
     assert not np.allclose(cut[0], chunked[0], atol=1e-3)  # no collision in the cache
@@ -153,17 +153,17 @@ def test_the_cache_keeps_the_modes_apart_and_truncate_namespaces_unchanged(moe, 
     ({"max_length": 4096}, ValueError, r"max_length=4096 is beyond the 2048 positions"),
 ])
 def test_bad_long_text_settings_are_refused_in_fit(moe, params, error, match):
-    est = MoEEmbeddingTransformer(moe, verbose=0, **params)
+    est = MoEEmbeddingTransformer(moe, center=False, verbose=0, **params)
     with pytest.raises(error, match=match):
         est.fit(SHORT)
 
 
 def test_truncate_mode_ignores_the_overlap_bound(moe):
-    MoEEmbeddingTransformer(moe, verbose=0, max_length=16).fit(SHORT)  # overlap 64 > 16: fine
+    MoEEmbeddingTransformer(moe, center=False, verbose=0, max_length=16).fit(SHORT)  # overlap 64 > 16: fine
 
 
 def test_max_length_above_the_trained_length_warns_once_up_to_the_positions(moe):
-    est = MoEEmbeddingTransformer(moe, verbose=0, max_length=1024)
+    est = MoEEmbeddingTransformer(moe, center=False, verbose=0, max_length=1024)
     with pytest.warns(LongerThanTrainedWarning) as caught:
         out = est.fit_transform([LONG])  # about 600 tokens: more than 512, not cut
     above = [w for w in caught if issubclass(w.category, LongerThanTrainedWarning)]
@@ -173,7 +173,7 @@ def test_max_length_above_the_trained_length_warns_once_up_to_the_positions(moe)
     assert out.shape == (1, 64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        MoEEmbeddingTransformer(moe, verbose=0).fit_transform([SHORT[0]])  # default: silent
+        MoEEmbeddingTransformer(moe, center=False, verbose=0).fit_transform([SHORT[0]])  # default: silent
 
 
 def test_a_dense_model_refuses_more_than_its_positions(e5_path):
@@ -198,7 +198,7 @@ def test_token_states_of_a_chunked_text_are_its_windows_states_concatenated(moe,
         (cut_states, _), = token_states(encoder, [LONG], prompt, 32)
     assert cut_states.shape[0] == 32
     assert short_states.shape[0] == len(encoder.tokenizer(prompt + SHORT[0])["input_ids"])
-    est = MoEEmbeddingTransformer(moe, verbose=0, max_length=32, long_text="chunk",
+    est = MoEEmbeddingTransformer(moe, center=False, verbose=0, max_length=32, long_text="chunk",
                                   chunk_overlap=8, normalize=False)
     np.testing.assert_allclose(mean, est.fit_transform([LONG])[0], rtol=1e-4, atol=1e-5)
 
@@ -223,7 +223,7 @@ def test_routing_counts_every_windows_tokens(moe, encoder):
     stats = routing_stats(encoder, [LONG, SHORT[0]], ["long", "short"], prompt=prompt,
                           max_length=32, long_text="chunk", chunk_overlap=8)
     assert stats.tokens["long"] == sum(len(r) for r in rows)
-    est = MoEEmbeddingTransformer(moe, max_length=32, long_text="chunk", chunk_overlap=8)
+    est = MoEEmbeddingTransformer(moe, center=False, max_length=32, long_text="chunk", chunk_overlap=8)
     assert routing_stats(est, [LONG]).tokens.iloc[0] == sum(len(r) for r in rows)
     text_only = routing_stats(encoder, [LONG], prompt=prompt, max_length=32,
                               long_text="chunk", chunk_overlap=8, tokens="text")
@@ -240,7 +240,8 @@ def test_skmoe_embed_long_text_chunk(capsys, tmp_path, moe):
     code = main(["embed", str(src), "-o", str(dst), "--model", moe, "--no-cache", "-q",
                  "--max-length", "32", "--long-text", "chunk", "--chunk-overlap", "8"])
     assert code == 0, capsys.readouterr().err
-    want = MoEEmbeddingTransformer(moe, max_length=32, long_text="chunk", chunk_overlap=8,
+    want = MoEEmbeddingTransformer(moe, center=False, normalize=2.0, max_length=32,  # embed's
+                                   long_text="chunk", chunk_overlap=8,
                                    verbose=0).fit_transform([LONG, SHORT[0]])
     np.testing.assert_allclose(np.load(dst), want, atol=1e-6)
     code = main(["embed", str(src), "-o", str(dst), "--model", moe, "--no-cache", "-q",

@@ -88,7 +88,8 @@ def test_pair_features_layout(moe, container):
     assert out.shape == (4, 1 + 64 + 64) == (4, pf.n_features_out_) and out.dtype == np.float32
     a, b = [p[0] for p in PAIRS], [p[1] for p in PAIRS]
     u, v = pf.embedder_.transform(a), pf.embedder_.transform(b)
-    np.testing.assert_allclose(out[:, 0], est.similarity_pairwise(a, b), atol=1e-5)
+    np.testing.assert_allclose(out[:, 0], cosine_rows(u, v), atol=1e-5)  # of transform's rows
+    assert pf.embedder_.center_ is not None  # centred on the training pairs' texts
     np.testing.assert_allclose(out[:, 1:65], np.abs(u - v), atol=1e-6)
     np.testing.assert_allclose(out[:, 65:], u * v, atol=1e-5)
     names = pf.get_feature_names_out()

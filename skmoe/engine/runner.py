@@ -83,11 +83,11 @@ class EngineStats:
 
     texts: int = 0
     forward_calls: int = 0
+    batch_sizes: list[int] = field(default_factory=list)  # texts per forward call
     real_tokens: int = 0
     padded_tokens: int = 0
     truncated: int = 0
     oom_retries: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
 
     @property
     def padding_fraction(self) -> float:

@@ -72,8 +72,8 @@ class EmbeddingSource:
             if not hasattr(transformer, "transform"):
                 raise TypeError(f"transformer must have a transform method, got {transformer!r}")
             texts = as_texts(X)
-            self.transformer = _fitted(transformer, texts if fit_texts is None
-                                       else as_texts(fit_texts))
+            fit_on = texts if fit_texts is None else as_texts(fit_texts)
+            self.transformer, fit_out = _fitted(transformer, fit_on)
             codes, uniques = pd.factorize(pd.Series(texts, dtype=object), sort=False)
             self._codes = np.asarray(codes, dtype=np.int64)
             self._unique: list[str] = list(uniques)
@@ -81,6 +81,9 @@ class EmbeddingSource:
             self._done = np.zeros(len(self._unique), dtype=bool)
             self._matrix = None
             self._n = len(texts)
+            if fit_out is not None:  # fitting encoded these texts: keep their rows
+                where = pd.Index(self._unique).get_indexer(pd.Index(fit_on, dtype=object))
+                self._store(where[where >= 0], self._checked(fit_out, len(fit_on))[where >= 0])
 
     def __len__(self) -> int:
         return self._n
@@ -101,17 +104,26 @@ class EmbeddingSource:
             return
         out = self.transformer.transform([self._unique[c] for c in todo])
         self.n_transform_calls_ += 1
+        self._store(todo, self._checked(out, len(todo)))
+
+    @staticmethod
+    def _checked(out: Any, n: int) -> np.ndarray:
         out = out.toarray() if sp.issparse(out) else np.asarray(out)
-        if out.ndim != 2 or out.shape[0] != len(todo):
+        if out.ndim != 2 or out.shape[0] != n:
             raise ValueError(
-                f"transformer returned shape {out.shape} for {len(todo)} texts; expected "
-                f"({len(todo)}, n_features)"
+                f"transformer returned shape {out.shape} for {n} texts; expected "
+                f"({n}, n_features)"
             )
+        return out
+
+    def _store(self, codes: np.ndarray, out: np.ndarray) -> None:
+        """Keep the rows ``out`` of the distinct texts ``codes`` (each code once)."""
+        codes, first = np.unique(codes, return_index=True)
         if self._vectors is None:
             self._vectors = np.zeros((len(self._unique), out.shape[1]), dtype=out.dtype)
-        self._vectors[todo] = out
-        self._done[todo] = True
-        self.n_encoded_ += len(todo)
+        self._vectors[codes] = out[first]
+        self.n_encoded_ += int((~self._done[codes]).sum())
+        self._done[codes] = True
 
     def get(self, rows: Any = None) -> np.ndarray:
         """Embeddings of ``rows`` (all rows when ``None``), encoding what is missing first."""
@@ -124,17 +136,22 @@ class EmbeddingSource:
         return self._vectors[self._codes[rows]]
 
 
-def _fitted(transformer: Any, texts: list[str]) -> Any:
-    """``transformer`` if it is fitted (or cannot be), else a clone fitted on ``texts``."""
+def _fitted(transformer: Any, texts: list[str]) -> tuple[Any, Any]:
+    """``(transformer, None)`` if it is fitted (or cannot be), else a clone fitted on ``texts``
+    with its ``fit_transform`` output for them (fitting may encode them, e.g. to learn the
+    centre: the rows are kept instead of encoding the texts again)."""
     if not hasattr(transformer, "fit"):
-        return transformer
+        return transformer, None
     try:
         check_is_fitted(transformer)
     except NotFittedError:
-        return clone(transformer).fit(texts)
+        est = clone(transformer)
+        if hasattr(est, "fit_transform"):
+            return est, est.fit_transform(texts)
+        return est.fit(texts), None
     except TypeError:  # not a scikit-learn estimator: use as is
-        return transformer
-    return transformer
+        return transformer, None
+    return transformer, None
 
 
 def embed(X: Any, transformer: Any | None = None) -> np.ndarray:

@@ -126,13 +126,13 @@ def test_dense_and_normalize_match_sentence_transformers(st_dense, texts):
     # the estimator: the model's vector first, then its own postprocessing, as for any model
     for normalize in (False, "l2"):
         est = MoEEmbeddingTransformer(st_dense, prompt=PROMPT, normalize=normalize,
-                                      device="cpu", verbose=0)
+                                      center=False, device="cpu", verbose=0)
         got = est.fit_transform(texts)
         assert got.shape == expected.shape and est.n_features_out_ == est.embedding_dim_ == 256
         assert len(est.get_feature_names_out()) == 256
         assert cosines(got, expected).min() >= 0.9999
     cut = MoEEmbeddingTransformer(st_dense, prompt=PROMPT, truncate_dim=64, normalize="l2",
-                                  device="cpu", verbose=0).fit_transform(texts)
+                                  center=False, device="cpu", verbose=0).fit_transform(texts)
     want = expected[:, :64] / np.linalg.norm(expected[:, :64], axis=1, keepdims=True)
     assert cut.shape == (len(texts), 64) and np.abs(cut - want).max() < 1e-4
 
@@ -156,8 +156,8 @@ def test_dense_without_normalize_matches_sentence_transformers(st_dense, texts, 
     assert ours.shape == (len(texts), 256)
     assert cosines(ours, expected).min() >= 0.9999
     assert np.allclose(np.linalg.norm(ours, axis=1), norms, rtol=1e-4)
-    raw = MoEEmbeddingTransformer(folder, prompt=PROMPT, normalize=False, device="cpu",
-                                  verbose=0).fit_transform(texts)
+    raw = MoEEmbeddingTransformer(folder, prompt=PROMPT, normalize=False, center=False,
+                                  device="cpu", verbose=0).fit_transform(texts)
     assert np.allclose(raw, ours, atol=1e-5)
     assert load_encoder(st_dense).source.fingerprint != enc.source.fingerprint
 
@@ -309,7 +309,7 @@ def test_estimator_reports_the_dense_width(moe):
     write_dense(moe / "2_Dense", 64, 24)
     write_modules(moe, [("Transformer", ""), ("Pooling", "1_Pooling"), ("Dense", "2_Dense"),
                         ("Normalize", "3_Normalize")])
-    est = MoEEmbeddingTransformer(moe, normalize=False, device="cpu", verbose=0)
+    est = MoEEmbeddingTransformer(moe, normalize=False, center=False, device="cpu", verbose=0)
     X = est.fit_transform(SHORT)
     assert X.shape == (3, 24) and est.n_features_out_ == 24
     assert len(est.get_feature_names_out()) == 24
