@@ -24,8 +24,8 @@ from .evaluation.data import ReportData
 #: ``MoEEmbeddingTransformer`` parameters that ``LearnedPooling`` takes with the same meaning:
 #: those both declare through :class:`~skmoe._encoder_params.EncoderParams` (model, prompt, token
 #: limit, long-text mode) and the output and placement ones.
-SHARED_PARAMS = (*(f.name for f in fields(EncoderParams)), "normalize", "device", "dtype",
-                 "local_files_only")
+SHARED_PARAMS = (*(f.name for f in fields(EncoderParams)), "normalize", "center", "device",
+                 "dtype", "local_files_only")
 #: Bootstrap resamples of the paired interval.
 N_BOOTSTRAP = 1000
 

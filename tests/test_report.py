@@ -418,8 +418,10 @@ def test_learned_pooling_section_mirrors_every_shared_setting_of_the_transformer
     from skmoe.report_pooling import pooling_params
 
     est = MoEEmbeddingTransformer("some/model", prompt="query: ", max_length=128,
-                                  long_text="chunk", chunk_overlap=16, normalize=True)
+                                  long_text="chunk", chunk_overlap=16, normalize=True,
+                                  center=False)
     params = pooling_params(est)
     assert params["long_text"] == "chunk" and params["chunk_overlap"] == 16
+    assert params["normalize"] is True and params["center"] is False
     assert params["max_length"] == 128 and params["prompt"] == "query: "
     LearnedPooling(**params)  # every one is a LearnedPooling parameter
