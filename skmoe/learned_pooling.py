@@ -59,9 +59,9 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         Row normalisation of ``transform``'s pooled vectors, as in the transformer.
     center : bool, default=True
         As in the transformer: ``fit`` learns the mean unit vector of its texts' pooled
-        vectors, ``transform`` subtracts it before ``normalize`` (set to False after fit:
-        ``transform`` stops centring). :meth:`similarity` and the training objectives use the
-        uncentred pooled vectors.
+        vectors, ``transform`` subtracts it before ``normalize``. The centre is learned whatever
+        ``center`` says, so it may be switched after fit either way without refitting.
+        :meth:`similarity` and the training objectives use the uncentred pooled vectors.
     heads : int, default=1
         Attention heads; a token's weight is the mean of the heads' softmax weights.
     objective : {"auto", "cross_entropy", "infonce", "cosine_mse", "cosent"}, default="auto"
@@ -111,7 +111,8 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         The jointly trained softmax classifier (cross-entropy objective only), over pooled
         vectors scaled to length ``TRAIN_ROW_LENGTH`` (2.0), uncentred.
     center_ : ndarray of shape (n_features,) or None
-        The mean unit vector of the fit texts' pooled vectors (``center=True``), else None.
+        The mean unit vector of the fit texts' pooled vectors (None from fewer than 2 texts);
+        ``transform`` subtracts it when ``center=True``.
     n_iter_ : int
         Epochs run. ``best_loss_``: held-out (else training) loss of the kept epoch.
     best_iter_ : int
@@ -194,14 +195,13 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         self.embedding_dim_ = self.n_features_out_ = encoder.hidden_size  # pools token states
         self.objective_ = objective
         train(self, texts, states, pairs, y, objective)
-        self.center_ = (fit_center(_pool_numpy(self, states)[0], None)
-                        if self.center else None)
+        self.center_ = fit_center(_pool_numpy(self, states)[0], None)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
         """Pooled vectors ``[n, n_features_out_]``, centred and normalised as ``center`` and
         ``normalize`` say."""
-        center = getattr(self, "center_", None) if self.center else None
+        center = getattr(self, "center_", None) if self.center else None  # absent: pickled before
         return truncate_and_normalize(self._pooled(X), None, self.normalize, center)
 
     def similarity(self, a: Any, b: Any = None) -> np.ndarray:

@@ -139,3 +139,10 @@ def test_engine_streaming_methods_are_deprecated_but_work(encoder, tmp_path):
     with pytest.warns(DeprecationWarning, match="skmoe.embedding"):
         engine.embed_to(tmp_path / "v.npy", ["a", "b"])
     assert np.load(tmp_path / "v.npy").shape == (2, encoder.embedding_dim)
+    cut = np.ones(3, dtype=bool)
+    with pytest.warns(DeprecationWarning, match="skmoe.embedding"):
+        batches = list(engine.iter_embed_batches(["a", "b", "c"], cut_out=cut))
+    done = np.concatenate([rows for rows, _ in batches])
+    vectors = np.concatenate([v for _, v in batches])[np.argsort(done)]
+    assert sorted(done) == [0, 1, 2] and not cut.any()
+    np.testing.assert_allclose(vectors, engine.embed(["a", "b", "c"]), rtol=0, atol=1e-6)

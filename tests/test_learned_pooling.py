@@ -43,6 +43,19 @@ def test_untrained_pooling_is_mean_pooling(fast_moe, normalize):
                                atol=1e-6)
 
 
+def test_center_can_be_switched_after_fit_either_way(fast_moe):
+    texts = ["a first text", "ein zweiter Text, etwas länger als der erste", "x", "noch einer"]
+    labels = [0, 1, 0, 1]
+    on = LearnedPooling(fast_moe, max_iter=0).fit(texts, labels)
+    off = LearnedPooling(fast_moe, max_iter=0, center=False).fit(texts, labels)
+    np.testing.assert_allclose(off.center_, on.center_, atol=1e-7)  # learned either way
+    assert not np.allclose(off.transform(texts), on.transform(texts), atol=1e-3)
+    np.testing.assert_allclose(off.set_params(center=True).transform(texts), on.transform(texts),
+                               atol=1e-6)
+    np.testing.assert_allclose(on.set_params(center=False).transform(texts),
+                               off.set_params(center=False).transform(texts), atol=1e-6)
+
+
 def test_untrained_pooling_is_mean_pooling_with_e5(e5_path):
     texts = ["The cat sat on the mat.", "Paris is the capital of France.", "東京は日本の首都です。"]
     pooled = LearnedPooling(e5_path, prompt="query: ", max_iter=0).fit(texts, ["a", "b", "a"])

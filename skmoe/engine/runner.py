@@ -177,7 +177,11 @@ class Engine:
         (:mod:`skmoe.engine.windows`) whose mean-pooled vectors are averaged, weighted by their
         tokens; its vector is yielded once its last window is done. Windows of all texts batch
         together; texts that fit give exactly the vectors of ``"truncate"``.
+
+        .. deprecated:: use :meth:`skmoe.embedding.Embedder.iter_embed` (cache, progress), or
+           :meth:`iter_embed_chunks` for the engine alone.
         """
+        _deprecated("Engine.iter_embed_batches", "skmoe.embedding.Embedder.iter_embed")
         if cut_out is not None:
             cut_out[:] = False
         for _, done, vectors, cut in self.iter_embed_chunks(
