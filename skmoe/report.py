@@ -52,6 +52,7 @@ from .evaluation import (
 )
 from .evaluation import data as _data
 from .evaluation.embeddings import EmbeddingSource
+from .postprocessing import l2_normalize
 from .report_sections import ReportResults, map_caption, sections
 
 #: Probe metrics reported per language.
@@ -417,7 +418,7 @@ def nearest_neighbour_shares(X: np.ndarray, rows: pd.DataFrame, max_queries: int
     among all rows (in blocks, so memory stays at a block times the rows); ``"queries"`` in the
     result says how many rows were measured.
     """
-    Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    Xn = l2_normalize(X, X.dtype)
     n = len(Xn)
     queries = (np.arange(n) if n <= max_queries
                else np.sort(np.random.default_rng(seed).choice(n, max_queries, replace=False)))

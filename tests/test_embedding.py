@@ -136,8 +136,9 @@ def test_engine_streaming_methods_are_deprecated_but_work(encoder, tmp_path):
     with pytest.warns(DeprecationWarning, match="skmoe.embedding"):
         chunks = list(engine.iter_embed(["a", "b", "c"], chunk_size=2))
     assert [start for start, _ in chunks] == [0, 2]
-    with pytest.warns(DeprecationWarning, match="skmoe.embedding"):
+    with pytest.warns(DeprecationWarning, match="skmoe.embedding") as caught:
         engine.embed_to(tmp_path / "v.npy", ["a", "b"])
+    assert caught[0].filename == __file__  # the caller's line
     assert np.load(tmp_path / "v.npy").shape == (2, encoder.embedding_dim)
     cut = np.ones(3, dtype=bool)
     with pytest.warns(DeprecationWarning, match="skmoe.embedding"):

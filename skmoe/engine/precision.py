@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._stack import external_stacklevel
 from ..encoder import SentenceEncoder
 from ..encoder.pages import trim_heap
 from ..encoder.parts import Part
@@ -379,7 +380,7 @@ def apply_precision(
                 f"{', '.join(supported)}.{why}"
             )
         warnings.warn(f"{mode} on this CPU is emulated and far slower than float32",
-                      SlowPrecisionWarning, stacklevel=2)
+                      SlowPrecisionWarning, stacklevel=external_stacklevel())
     if mode in QUANTIZED:
         if current != "float32":
             encoder.backbone.float()

@@ -70,7 +70,7 @@ def _utf8_size(text: str) -> int:
 
 def _deprecated(old: str, new: str) -> None:
     warnings.warn(f"{old} is deprecated; use {new}, which also de-duplicates, caches, shows "
-                  "progress and writes Parquet", DeprecationWarning, stacklevel=3)
+                  "progress and writes Parquet", DeprecationWarning, stacklevel=external_stacklevel())
 
 
 class TruncationWarning(UserWarning):

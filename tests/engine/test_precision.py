@@ -43,8 +43,10 @@ def convert(path, mode):
     enc = load_encoder(path, device="cpu", dtype="float32")
     if mode in supported_precisions("cpu"):
         return apply_precision(enc, mode)
-    with pytest.warns(SlowPrecisionWarning, match="emulated"):
-        return apply_precision(enc, mode, allow_slow=True)
+    with pytest.warns(SlowPrecisionWarning, match="emulated") as caught:
+        enc = apply_precision(enc, mode, allow_slow=True)
+    assert caught[0].filename == __file__  # points at the caller's line, not at skmoe
+    return enc
 
 
 def fixture_embeddings(enc, tiny_moe_path):
