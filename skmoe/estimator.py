@@ -274,7 +274,7 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
         texts = validate_texts(X)
         model, floats = self._fit(texts)
         if floats is None:
-            floats = self._postprocess(self._embedder(model, self.prompt_).embed(texts))
+            floats = self._transform_floats(texts, model)
         return self._output(floats)
 
     def _fit(self, texts: list[str]) -> tuple[SentenceEncoder | ModelCard, np.ndarray | None]:
@@ -312,7 +312,7 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
         digests are memoised); it loads on the first text that must be computed.
         """
         texts, model = self._as_fitted(X)
-        return self._output(self._postprocess(self._embedder(model, self.prompt_).embed(texts)))
+        return self._output(self._transform_floats(texts, model))
 
     def _as_fitted(self, X: Any) -> tuple[list[str], SentenceEncoder | ModelCard]:
         """The validated texts and the model (encoder or card) for a fitted estimator whose
@@ -431,6 +431,10 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
         """Truncated and normalised, never centred (:meth:`embed`, similarity, search)."""
         full = self._embedder(model, prompt).embed(texts)
         return truncate_and_normalize(full, self.truncate_dim, self.normalize)
+
+    def _transform_floats(self, texts: list[str], model: SentenceEncoder | ModelCard) -> np.ndarray:
+        """``transform``'s floats for ``texts`` (fit's prompt, centred, normalised)."""
+        return self._postprocess(self._embedder(model, self.prompt_).embed(texts))
 
     def _postprocess(self, full: np.ndarray) -> np.ndarray:
         """``transform``'s floats: truncated, centred on ``center_`` (when fit learned one),

@@ -28,7 +28,13 @@ from sklearn.utils.validation import check_is_fitted
 from ._encoder_params import EncoderParams
 from ._text_features import TextFeaturesMixin
 from .encoder import SentenceEncoder
-from .postprocessing import DEFAULT_CENTER, DEFAULT_NORMALIZE, fit_center, truncate_and_normalize
+from .postprocessing import (
+    DEFAULT_CENTER,
+    DEFAULT_NORMALIZE,
+    cosine_matrix,
+    fit_center,
+    truncate_and_normalize,
+)
 from .registry import get_encoder
 from .token_states import token_states, tokens
 from .validation import validate_texts
@@ -206,8 +212,6 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
 
     def similarity(self, a: Any, b: Any = None) -> np.ndarray:
         """Cosine similarity matrix ``[len(a), len(b)]`` of the (uncentred) pooled vectors."""
-        from .postprocessing import cosine_matrix
-
         ea = self._pooled(a)
         return cosine_matrix(ea, ea if b is None else self._pooled(b))
 
