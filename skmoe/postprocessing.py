@@ -96,7 +96,8 @@ def truncate_and_normalize(
     length = row_length(normalize, x.shape[1])
     if length is not None:
         norms = np.linalg.norm(x, axis=1, keepdims=True)
-        x = x * (length / np.maximum(norms, 1e-12))
+        # divided by norm / length: unit rows (length 1) are exactly x / norm, as ever
+        x = x / (np.maximum(norms, 1e-12) / length)
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

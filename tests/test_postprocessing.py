@@ -48,6 +48,14 @@ def test_a_number_is_the_row_length_whatever_the_width(emb):
                                   truncate_and_normalize(emb, None, "l2"))
 
 
+def test_unit_rows_are_divided_by_their_norm(emb):
+    """Unit rows are ``x / norm`` exactly, the vectors users got before the output modes (a
+    multiplication by ``1 / norm`` differs in the last bit)."""
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    np.testing.assert_array_equal(truncate_and_normalize(emb, None, True), emb / norms)
+    assert not np.array_equal(emb / norms, emb * (1.0 / norms))
+
+
 @pytest.mark.parametrize(("value", "mode"), [
     (True, "l2"), ("l2", "l2"), ("rms", "rms"), ("RMS", "rms"), (False, None), (None, None),
     (2.0, 2.0), (2, 2.0), (1.0, "l2"), (np.float32(0.5), 0.5)])

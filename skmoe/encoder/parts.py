@@ -72,28 +72,31 @@ class ExpertWeightsSource(Protocol):
 # --------------------------------------------------------------------------------------------
 # Exact GELU
 
-#: Rows per oneDNN GELU call on CPU: rows go through in slices of these two shapes only.
+#: Rows per oneDNN GELU call on CPU: whole slices of ``GELU_ROWS`` rows, then (for callers that
+#: pad their rows to it, as int8 does) slices of ``GELU_ALIGN`` rows: two shapes at most.
 GELU_ROWS = 256
 GELU_ALIGN = 64
 
 
-def gelu_(x: torch.Tensor) -> torch.Tensor:
+def gelu_(x: torch.Tensor, align: int = GELU_ROWS) -> torch.Tensor:
     """Exact (erf) GELU of a fresh 2-d ``x`` (a matmul's output), in place on CPU float32.
 
     On CPU, ``F.gelu`` hands contiguous fp32 input to a oneDNN primitive that is JIT-compiled and
     cached *per shape*: fed every batch's and every expert's row count, the cache grows the
     process by tens of MB per thousand texts. So rows go through oneDNN in place in slices of
-    ``GELU_ROWS`` rows, then of ``GELU_ALIGN`` rows (two shapes), and the last ``< GELU_ALIGN``
-    rows (none when the caller pads to ``GELU_ALIGN``, as int8 does) through torch's own kernel
-    on a transposed view (not contiguous, so oneDNN is not used; it caches nothing). oneDNN gives
-    every element the same result wherever it sits. Elsewhere (GPU, other dtypes): ``F.gelu``.
+    ``GELU_ROWS`` rows, then, with ``align=GELU_ALIGN``, of ``GELU_ALIGN`` rows (two shapes), and
+    the last ``< align`` rows through torch's own kernel on a transposed view (not contiguous,
+    so oneDNN is not used; it caches nothing). The float paths keep ``align=GELU_ROWS``, the
+    slicing their vectors were first computed with (one oneDNN shape); int8 pads its rows to
+    ``GELU_ALIGN`` and passes it, so its rows never reach torch's kernel. Elsewhere (GPU, other
+    dtypes): ``F.gelu``.
     """
     if (x.device.type != "cpu" or x.dim() != 2 or x.dtype != torch.float32
             or not x.is_contiguous() or torch.compiler.is_compiling()):
         return F.gelu(x)
     n, start = x.shape[0], 0
-    while n - start >= GELU_ALIGN:
-        rows = GELU_ROWS if n - start >= GELU_ROWS else GELU_ALIGN
+    while n - start >= align:
+        rows = GELU_ROWS if n - start >= GELU_ROWS else align
         part = x[start : start + rows]
         torch._C._nn.gelu(part, out=part)
         start += rows

@@ -120,7 +120,7 @@ def _ffn_rows(
         real = h[: stop - start].mul_(s[start:stop])
         if up_bias is not None:
             real.add_(up_bias)
-        qh, sh = quantize_rows(gelu_(h), inplace=True)
+        qh, sh = quantize_rows(gelu_(h, GELU_ALIGN), inplace=True)
         acc = _onednn_int8_mm(qh, *down)[: stop - start]
         if down_bias is None:
             torch.mul(acc, sh[: stop - start], out=out[start:stop])

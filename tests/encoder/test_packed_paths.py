@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from skmoe import load_encoder
-from skmoe.encoder import nomic_moe, packing
+from skmoe.encoder import nomic_moe, packing, parts
 from skmoe.encoder.nomic_moe import MoE
 from skmoe.encoder.packing import cu_seqlens_of, pack_padded
 from skmoe.encoder.parts import ExpertKernel, ExpertWeightsSource
@@ -65,18 +65,19 @@ def to_bf16(model):
     return model
 
 
-@pytest.fixture
-def loop_experts(monkeypatch):
-    """Force the experts' fallback (a loop over experts) instead of the grouped GEMM."""
-    monkeypatch.setattr(nomic_moe, "grouped_mm_supported", lambda device, dtype: False)
+def experts_as(kind, monkeypatch):
+    """Run the experts as one grouped GEMM (what accelerators run) or as a loop over experts
+    (the CPU's default), whatever this device would choose."""
+    if kind == "grouped":
+        assert nomic_moe.grouped_mm_supported(torch.device("cpu"), torch.float32)
+    monkeypatch.setattr(nomic_moe, "grouped_experts", lambda device, dtype: kind == "grouped")
 
 
 @pytest.mark.parametrize("attention", ["runs", "padded"])
 @pytest.mark.parametrize("experts", ["grouped", "loop"])
 def test_every_cpu_path_equals_the_official_fp32_outputs(encoder, packed, attention, experts,
-                                                         request):
-    if experts == "loop":
-        request.getfixturevalue("loop_experts")
+                                                         monkeypatch):
+    experts_as(experts, monkeypatch)
     got = run(encoder.backbone, packed, attention).numpy()
     assert np.abs(got - packed[3]).max() <= 1e-5
 
@@ -84,9 +85,8 @@ def test_every_cpu_path_equals_the_official_fp32_outputs(encoder, packed, attent
 @pytest.mark.parametrize("attention", ["runs", "padded"])
 @pytest.mark.parametrize("experts", ["grouped", "loop"])
 def test_every_cpu_path_in_bf16_is_close_to_fp32(encoder, reference, packed, attention, experts,
-                                                 request):
-    if experts == "loop":
-        request.getfixturevalue("loop_experts")
+                                                 monkeypatch):
+    experts_as(experts, monkeypatch)
     got = run(to_bf16(encoder.backbone), packed, attention)
     assert got.dtype == torch.bfloat16
     pooled = encoder.pool_packed(got, packed[1], packed[2])
@@ -151,9 +151,8 @@ def expected_moe(moe, x, top_w, top_e):
 
 @pytest.mark.parametrize("experts", ["grouped", "loop"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_dispatch_with_empty_and_full_experts(encoder, experts, dtype, request):
-    if experts == "loop":
-        request.getfixturevalue("loop_experts")
+def test_dispatch_with_empty_and_full_experts(encoder, experts, dtype, monkeypatch):
+    experts_as(experts, monkeypatch)
     moe = next(m for m in encoder.modules() if isinstance(m, MoE))
     moe = copy.deepcopy(moe).to(dtype)
     gen = torch.Generator().manual_seed(0)
@@ -184,6 +183,65 @@ def test_combine_is_deterministic_and_row_local(encoder):
     # in another batch or order: the GEMMs' blocking changes with the rows, at float rounding
     assert (shuffled - full[perm]).abs().max() <= 1e-5  # measured: 1.7e-6
     assert (alone - full).abs().max() <= 1e-5
+
+
+def onednn_gelu(rows):
+    out = rows.clone()
+    torch._C._nn.gelu(out, out=out)  # contiguous float32 on CPU: oneDNN's kernel
+    return out
+
+
+def torch_gelu(rows):
+    return torch.nn.functional.gelu(rows.t()).t()  # a transposed view: torch's own kernel
+
+
+def first_rule_gelu(rows):
+    """The float paths' GELU since 2026-11-27: whole 256-row slices by oneDNN, the rest by
+    torch's kernel."""
+    whole = len(rows) - len(rows) % 256
+    return torch.cat([onednn_gelu(rows[a : a + 256]) for a in range(0, whole, 256)]
+                     + [torch_gelu(rows[whole:])])
+
+
+@pytest.mark.parametrize("n", [600, 200, 256])
+def test_float_gelu_slices_rows_as_the_vectors_were_first_computed(n):
+    """The GELU's kernel choice decides last bits (the two kernels disagree on most elements),
+    so the float paths' slicing is pinned."""
+    x = torch.randn(n, 96, generator=torch.Generator().manual_seed(0)) * 3
+    assert not torch.equal(onednn_gelu(x), torch_gelu(x))
+    assert torch.equal(parts.gelu_(x.clone()), first_rule_gelu(x))
+
+
+def test_int8_gelu_runs_only_through_onednn():
+    """int8 pads its rows to GELU_ALIGN and passes it: 256-row then 64-row slices, all oneDNN
+    (a row's result then does not depend on its batch-mates)."""
+    x = torch.randn(448, 96, generator=torch.Generator().manual_seed(0)) * 3
+    want = torch.cat([onednn_gelu(x[:256])] + [onednn_gelu(x[a : a + 64]) for a in (256, 320, 384)])
+    assert torch.equal(parts.gelu_(x.clone(), parts.GELU_ALIGN), want)
+
+
+def test_cpu_experts_run_each_expert_on_its_own_rows(encoder):
+    """On CPU each expert's up-projection, GELU and down-projection see that expert's rows
+    alone (as the engine always computed them); the grouped GEMM over all experts' rows would
+    slice the GELU across experts and change last bits (checked below)."""
+    moe = next(m for m in encoder.modules() if isinstance(m, MoE))
+    gen = torch.Generator().manual_seed(3)
+    counts = [300, 0, 70, 513, 256, 1, 129, 40]
+    offsets = torch.tensor(counts).cumsum(0).to(torch.int32)
+    x = torch.randn(sum(counts), moe.experts.bias.shape[0], generator=gen)
+    token_of = torch.arange(sum(counts))
+    up, down = moe.experts.expert_weights()
+    want, start = [], 0
+    for e, n in enumerate(counts):
+        want.append(first_rule_gelu(x[start : start + n] @ up[e].t()) @ down[e].t())
+        start += n
+    with torch.inference_mode():
+        got = moe.experts.grouped(x, token_of, offsets)
+        assert torch.equal(got, torch.cat(want))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(nomic_moe, "grouped_experts", lambda device, dtype: True)
+            grouped = moe.experts.grouped(x, token_of, offsets)
+    assert not torch.equal(grouped, got) and (grouped - got).abs().max() <= 1e-5
 
 
 def test_experts_keep_the_declared_contracts(encoder):
