@@ -27,6 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._encoder_params import EncoderParams
 from ._text_features import TextFeaturesMixin
+from .embedding import resolve_prompt
 from .encoder import SentenceEncoder
 from .postprocessing import (
     DEFAULT_CENTER,
@@ -165,7 +166,7 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
 
     def _states(self, texts: list[str]) -> list[tuple[torch.Tensor, np.ndarray]]:
         encoder = self.get_encoder()
-        prompt = encoder.resolve_prompt(self.prompt_name, self.prompt)
+        prompt = resolve_prompt(encoder, self.prompt_name, self.prompt)
         if getattr(self, "prompt_", prompt) != prompt:
             raise ValueError(f"prompt_name/prompt changed after fit (fitted with {self.prompt_!r}, "
                              f"now {prompt!r}); call fit again.")
