@@ -11,7 +11,9 @@ tree, each in its own process with the same interpreter. It compares, bit for bi
 - ``transform``: ``MoEEmbeddingTransformer(...).fit_transform`` of SIB-200 sample texts (the
   road users run: tokenizer, batching, engine, pooling, normalisation) with a random-weight
   MoE (XLM-R vocabulary) and with the real multilingual-e5-small (dense path), as unit vectors
-  without centring in a tree that has the later defaults (``center=False, normalize=True``).
+  without centring in a tree that has the later defaults (``center=False, normalize=True``);
+- ``skmoe embed``: the same texts through the command line to a ``.npy`` file (random MoE,
+  ``--normalize l2`` in a tree whose default row length is another).
 
 Both in float32 and int8. Bits depend on the CPU's kernels, so the answer holds for this machine;
 ``lscpu`` flags are printed with it. Usage::
@@ -40,6 +42,7 @@ EMBED = r"""
 import json, sys
 import numpy as np, torch
 from skmoe import MoEEmbeddingTransformer
+from skmoe.cli import main as cli_main
 from skmoe.encoder import load_encoder
 from skmoe.engine.precision import apply_precision
 
@@ -65,6 +68,15 @@ for mode in ("float32", "int8"):
         est = MoEEmbeddingTransformer(folder, dtype=mode, device="cpu", local_files_only=True,
                                       verbose=0, **prompt, **same_output)
         res[f"transform {name} {mode}"] = np.asarray(est.fit_transform(texts))
+    # skmoe embed to a .npy file (unit rows asked for where the default is another length)
+    lines = out + ".txt"
+    with open(lines, "w", encoding="utf-8") as f:
+        f.write("\n".join(texts) + "\n")
+    unit = ["--normalize", "l2"] if same_output else []
+    code = cli_main(["embed", lines, "-o", out + ".npy", "--model", model, "--local-files-only",
+                     "--device", "cpu", "--dtype", mode, "--no-cache", "-q", *unit])
+    assert code == 0, code
+    res[f"skmoe embed MoE {mode}"] = np.load(out + ".npy")
 np.savez(out, **res)
 """
 
