@@ -16,7 +16,7 @@ tree, each in its own process with the same interpreter. It compares, bit for bi
   ``--normalize l2`` in a tree whose default row length is another).
 
 Both in float32 and int8. Bits depend on the CPU's kernels, so the answer holds for this machine;
-``lscpu`` flags are printed with it. Usage::
+the CPU and its ISA flags are printed with it. Usage::
 
     python benchmarks/same_vectors.py --base b6e9408 [--texts 512]
 
@@ -34,6 +34,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from bench_common import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,17 +97,6 @@ def run_tree(tree: Path, args: list[str]) -> None:
     subprocess.run([sys.executable, "-c", EMBED, *args], cwd=tree, env=env, check=True)
 
 
-def cpu_flags() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return "lscpu not available"
-    flags = next((ln.split(":", 1)[1].split() for ln in out.splitlines()
-                  if ln.startswith("Flags")), [])
-    wanted = sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
-    return " ".join(wanted) or "no AVX flags"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the commit to compare with (e.g. b6e9408)")
@@ -138,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         before, after = np.load(tmp / "base.npz"), np.load(tmp / "head.npz")
         head = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
                               capture_output=True, text=True).stdout.strip()
-        print(f"base {args.base} vs this tree ({head}); CPU flags: {cpu_flags()}")
+        print(f"base {args.base} vs this tree ({head}); {cpu_description()}")
         print("| array | shape | bit for bit | max abs difference |")
         print("|---|---|---|---|")
         same = True
