@@ -6,6 +6,7 @@ measures what that costs against ``torch._grouped_mm`` at the real model's sizes
 both kernels would run the same one. Usage::
 
     python benchmarks/expert_kernels.py [--tokens 512 2048] [--rounds 7] [--threads 2]
+        [--dtype float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -40,19 +41,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     E, H, F = 8, 768, 3072
-    up = torch.randn(E, F, H, generator=gen) * 0.02  # out x in, as Experts.expert_weights
-    down = torch.randn(E, H, F, generator=gen) * 0.02
-    print(f"{cpu_description()}; {args.threads} threads")
+    dtype = getattr(torch, args.dtype)
+    up = (torch.randn(E, F, H, generator=gen) * 0.02).to(dtype)  # out x in, as expert_weights
+    down = (torch.randn(E, H, F, generator=gen) * 0.02).to(dtype)
+    print(f"{cpu_description()}; {args.threads} threads, {args.dtype}")
     print("| tokens | rows (top-2) | grouped ms | loop ms | loop / grouped | equal |")
     print("|---|---|---|---|---|---|")
     for tokens in args.tokens:
         counts = torch.full((E,), tokens * 2 // E)
         offsets = counts.cumsum(0).to(torch.int32)
-        xs = torch.randn(int(counts.sum()), H, generator=gen)
+        xs = torch.randn(int(counts.sum()), H, generator=gen).to(dtype)
 
         times: dict[str, list[float]] = {"grouped": [], "loop": []}
         with torch.inference_mode():
