@@ -68,10 +68,10 @@ def make_transformer(args: argparse.Namespace, *, cache: Path | None, verbose: i
     from ._cli_transformer import CommandLineTransformer
     from .postprocessing import DEFAULT_NORMALIZE
 
-    # only `skmoe embed` has --normalize (its file is never centred); the others fit the
-    # transformer on training texts, so they take the estimator's centred default
-    normalize = (normalize_option(args.normalize) if hasattr(args, "normalize")
-                 else DEFAULT_NORMALIZE)
+    # only `skmoe embed` has --normalize; its file is never centred (it fits on no training
+    # texts); the others fit the transformer on training texts: the estimator's centred default
+    embed_file = hasattr(args, "normalize")
+    normalize = normalize_option(args.normalize) if embed_file else DEFAULT_NORMALIZE
     return CommandLineTransformer(
         args.model,
         revision=args.revision,
@@ -85,6 +85,7 @@ def make_transformer(args: argparse.Namespace, *, cache: Path | None, verbose: i
         dtype=args.dtype,
         output_dtype=getattr(args, "output_dtype", "float32"),
         normalize=normalize,
+        center=not embed_file,
         cache=str(cache) if cache is not None else None,
         verbose=verbose,
         local_files_only=args.local_files_only,

@@ -215,6 +215,24 @@ def test_embed_txt_to_npy_matches_the_estimator(capsys, tmp_path, moe):
     assert not list(tmp_path.glob("*.partial"))
 
 
+def test_embed_never_centres_its_file(capsys, tmp_path, moe, monkeypatch):
+    """The file is uncentred by the option, not because the command happens to fit on fewer
+    texts than the centre needs: let one text teach a centre and the file stays the same."""
+    import skmoe.estimator
+    import skmoe.postprocessing
+
+    for module in (skmoe.estimator, skmoe.postprocessing):
+        monkeypatch.setattr(module, "MIN_CENTER_ROWS", 1)
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    dst = tmp_path / "out.npy"
+    code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--no-cache", "-q",
+                       "--normalize", "l2")
+    assert code == 0, err
+    want = MoEEmbeddingTransformer(moe, normalize="l2", center=False).fit([]).transform(TEXTS)
+    np.testing.assert_allclose(np.load(dst), want, atol=1e-6)
+
+
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
 def test_embed_tables_to_parquet(capsys, tmp_path, moe, fmt):
     frame = pd.DataFrame({"id": range(len(TEXTS)), "body": TEXTS})
