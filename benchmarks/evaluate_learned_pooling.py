@@ -72,6 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "objective='cosent' (the default for scored pairs)")
     p.add_argument("--max-iter", type=int, default=None)
     p.add_argument("--attention-penalty", type=float, default=None)
+    p.add_argument("--eval-split", default="test", choices=("test", "dev"),
+                   help="SIB-200 split scored (dev: to choose settings without the test split)")
+    p.add_argument("--set", nargs="*", default=[], metavar="PARAM=VALUE",
+                   help="other LearnedPooling parameters (numbers), e.g. validation_fraction=0")
     p.add_argument("--out", type=Path, required=True, help="JSON results (appended, resumable)")
     p.add_argument("--write-docs", action="store_true",
                    help="render --out into docs/evaluation-results.md and stop")
@@ -139,6 +143,9 @@ def run(args: argparse.Namespace) -> None:
         "cpus": os.cpu_count(), "date": str(dt.date.today())})
     extra = {k: v for k, v in (("max_iter", args.max_iter),
                                ("attention_penalty", args.attention_penalty)) if v is not None}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        extra[name] = json.loads(value)
     res.data["meta"]["learned_params"] = extra
 
     def pooling(max_iter: int | None = None, seed: int = 0, **more: object) -> LearnedPooling:
@@ -169,7 +176,8 @@ def run(args: argparse.Namespace) -> None:
 
     mean = None
     if args.sib200 is not None:
-        sib = load_sib200(args.sib200, languages=list(dict.fromkeys(["eng_Latn", *args.languages])))
+        sib = load_sib200(args.sib200, languages=list(dict.fromkeys(["eng_Latn", *args.languages])),
+                          splits=("train", args.eval_split))
         eng_tr = sib[(sib.language == "eng_Latn") & (sib.split == "train")]
         # max_iter=0 is mean pooling whatever it is fitted on: fit it on a few rows unless the
         # English train split is needed anyway (full, en2x)
@@ -179,7 +187,7 @@ def run(args: argparse.Namespace) -> None:
         eng_pools: dict[int, LearnedPooling] = {}
         for lang in args.languages:
             tr = sib[(sib.language == lang) & (sib.split == "train")]
-            te = sib[(sib.language == lang) & (sib.split == "test")]
+            te = sib[(sib.language == lang) & (sib.split == args.eval_split)]
             need_train = ("full" in args.parts and f"full/{lang}" not in res.done) or (
                 "fewshot" in args.parts
                 and any(f"fewshot/{lang}/{k}" not in res.done for k in args.shots))
@@ -288,9 +296,10 @@ def render(data: dict) -> str:
         "pooling is `LearnedPooling(max_iter=0)` (equal to the transformer's mean pooling to "
         "1e-5); learned is `LearnedPooling(prompt=\"query: \", random_state=seed)` with its "
         f"defaults{' and ' + str(meta['learned_params']) if meta.get('learned_params') else ''} "
-        "(1 head, cross-entropy with a jointly trained softmax head, `max_iter=10`, "
-        "`learning_rate=1e-3`, `attention_penalty=0.1`, early stopping on 10% of the training "
-        "rows). Both feed the card's head, `LogisticRegression()` with sklearn's "
+        "(1 head, cross-entropy with a jointly trained softmax head, `max_iter=\"auto\"`: "
+        "10 epochs with early stopping on 10% of the training rows where that holds out 50 "
+        "rows or more (the full train split), else 50 epochs on every row (few-shot), and 10 "
+        "for pairs; `learning_rate=1e-3`, `attention_penalty=0.1`). Both feed the card's head, `LogisticRegression()` with sklearn's "
         "defaults, on the default output (`center=True, normalize=1.25`: each side centred on its training rows). Differences are learned minus mean, "
         "in accuracy points x 100 where marked.", ""]
     full = {r["language"]: r for r in recs if r["part"] == "full"}

@@ -28,6 +28,16 @@ TRAIN_ROW_LENGTH = 2.0
 
 _STATE_SAMPLE = 200_000  # tokens used to estimate the standardisation
 
+#: Fewer held-out rows than this give a loss too noisy to stop on (at 8 texts per label, 6
+#: held-out rows stopped training after the first epochs and the pooling learned nothing):
+#: then every row trains and there is no early stopping.
+MIN_VALIDATION_ROWS = 50
+#: ``max_iter="auto"``: epochs with early stopping on a held-out split, and for pairs.
+AUTO_EPOCHS = 10
+#: ``max_iter="auto"``: epochs for labelled texts too few for a held-out split (a batch of 64
+#: is then at most 8 steps an epoch; measured on SIB-200 few-shot, docs/evaluation-results.md).
+AUTO_EPOCHS_SMALL = 50
+
 
 class Pooler(nn.Module):
     """Attention pooling (scores zero-initialised) with the fitted standardisation."""
@@ -74,8 +84,11 @@ def check_fit_params(est: Any, pairs: bool, y: Any) -> str:
     normalize_mode(est.normalize)
     for name, low in (("heads", 1), ("max_iter", 0), ("batch_size", 2), ("n_iter_no_change", 1)):
         value = getattr(est, name)
+        if name == "max_iter" and value == "auto":
+            continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+            also = " or 'auto'" if name == "max_iter" else ""
+            raise ValueError(f"{name} must be an int >= {low}{also}, got {value!r}")
     for name in ("learning_rate", "temperature"):
         if not getattr(est, name) > 0:
             raise ValueError(f"{name} must be > 0, got {getattr(est, name)!r}")
@@ -126,6 +139,7 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
         rows = np.arange(len(texts))
     classifier = nn.Linear(dim, len(est.classes_)) if objective == "cross_entropy" else None
     train_idx, val_idx = _split(len(rows), est, None if classifier is None else target.numpy(), rng)
+    epochs = _epochs(est.max_iter, classifier is not None, len(val_idx))
     params = [{"params": pooler.parameters()}]
     if classifier is not None:
         nn.init.zeros_(classifier.weight)
@@ -163,7 +177,7 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
         return sum(v * n for v, n in parts) / max(sum(n for _, n in parts), 1)
 
     est.loss_curve_, best, best_state, stale, epoch, best_epoch = [], np.inf, None, 0, 0, 0
-    for epoch in range(1, est.max_iter + 1):  # noqa: B007 - epoch is n_iter_ below
+    for epoch in range(1, epochs + 1):  # noqa: B007 - epoch is n_iter_ below
         total = 0.0
         for batch in _batches(rng.permutation(train_idx), est.batch_size):
             if len(batch) < 2 and objective == "infonce":
@@ -186,7 +200,7 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
         pooler.score.data, cls_state = best_state
         if classifier is not None:
             classifier.load_state_dict(cls_state)
-    est.n_iter_ = epoch if est.max_iter else 0
+    est.n_iter_ = epoch if epochs else 0
     est.best_iter_ = best_epoch
     est.best_loss_ = float(best) if np.isfinite(best) else float("nan")
     est.attention_ = pooler.score.detach().numpy().copy()
@@ -219,11 +233,20 @@ def _batches(idx: np.ndarray, size: int) -> list[np.ndarray]:
     return [idx[i : i + size] for i in range(0, len(idx), size)]
 
 
+def _epochs(max_iter: int | str, labelled: bool, n_val: int) -> int:
+    """Epochs to run: ``max_iter``, or for ``"auto"`` :data:`AUTO_EPOCHS_SMALL` for labelled
+    texts without a held-out split and :data:`AUTO_EPOCHS` otherwise."""
+    if max_iter != "auto":
+        return int(max_iter)
+    return AUTO_EPOCHS_SMALL if labelled and n_val == 0 else AUTO_EPOCHS
+
+
 def _split(n: int, est: Any, labels: np.ndarray | None,
            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Training and held-out rows (stratified by label when every class has 2 rows)."""
+    """Training and held-out rows (stratified by label when every class has 2 rows); no
+    held-out rows when fewer than :data:`MIN_VALIDATION_ROWS` would be held out."""
     n_val = int(round(n * est.validation_fraction))
-    if n < 10 or n_val < 1 or est.max_iter == 0:
+    if n_val < MIN_VALIDATION_ROWS or est.max_iter == 0:
         return np.arange(n), np.arange(0)
     from sklearn.model_selection import train_test_split
 

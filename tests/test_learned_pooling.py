@@ -11,6 +11,7 @@ from sklearn.model_selection import GridSearchCV
 
 from skmoe import LearnedPooling, MoEEmbeddingTransformer, plot_token_weights
 from skmoe import token_states as ts
+from skmoe._learned_pooling_fit import AUTO_EPOCHS, AUTO_EPOCHS_SMALL, MIN_VALIDATION_ROWS
 
 FILLERS = ("the house river green table music window paper water light stone city road "
            "morning small old new black white simple quiet").split()
@@ -144,6 +145,7 @@ def test_token_weights_plot_is_a_figure(fast_moe):
     (["a", "b"], [0, 1], {"objective": "infonce"}, r"needs an \(n, 2\) array"),
     (["a", "b"], [0, 1], {"objective": "triplet"}, "objective must be one of"),
     (["a", "b"], [0, 1], {"heads": 0}, "heads must be an int >= 1"),
+    (["a", "b"], [0, 1], {"max_iter": "many"}, "max_iter must be an int >= 0 or 'auto'"),
     (["a", "b"], [0, 1], {"normalize": "max"}, "normalize must be one of"),
     ([["a", "b", "c"]], None, {}, "pairs must have 2 columns"),
 ])
@@ -154,7 +156,7 @@ def test_bad_input_is_named(fast_moe, X, y, params, match):
 
 def test_early_stopping_restores_the_best_epoch(fast_moe):
     # random labels and a high learning rate: the held-out loss bottoms out before the end
-    texts, _ = keyword_task(60, seed=2)
+    texts, _ = keyword_task(170, seed=2)  # 51 held-out rows: early stopping is on
     y = np.random.default_rng(0).integers(2, size=len(texts))
     params = dict(learning_rate=0.3, validation_fraction=0.3, random_state=0)
     long = LearnedPooling(fast_moe, max_iter=25, n_iter_no_change=25, **params).fit(texts, y)
@@ -206,3 +208,16 @@ def test_cosent_pairs_learn_to_rank_by_score(fast_moe):
 
     untrained = clone(est).set_params(max_iter=0).fit(pairs, scores)
     assert auc(est) > auc(untrained) + 0.2, (auc(est), auc(untrained))
+
+
+def test_auto_epochs_train_small_labelled_sets_longer(fast_moe):
+    """``max_iter="auto"``: a labelled set too small for a held-out split (fewer than 50 rows
+    held out) trains on every row for up to 50 epochs; a larger one, and pairs, for up to 10."""
+    texts, y = keyword_task(56, seed=4)  # 8 per label x 7 labels in size
+    small = LearnedPooling(fast_moe, random_state=0).fit(texts, y)
+    assert AUTO_EPOCHS < small.n_iter_ <= AUTO_EPOCHS_SMALL
+    pairs = np.array([[a, b] for a, b in zip(texts[::2], texts[1::2], strict=True)])
+    assert LearnedPooling(fast_moe, random_state=0).fit(pairs).n_iter_ <= AUTO_EPOCHS
+    many, y_many = keyword_task(10 * MIN_VALIDATION_ROWS, seed=5)
+    large = LearnedPooling(fast_moe, random_state=0).fit(many, y_many)
+    assert 1 <= large.best_iter_ <= large.n_iter_ <= AUTO_EPOCHS
