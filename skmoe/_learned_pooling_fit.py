@@ -29,8 +29,8 @@ TRAIN_ROW_LENGTH = 2.0
 _STATE_SAMPLE = 200_000  # tokens used to estimate the standardisation
 
 #: Fewer held-out rows than this give a loss too noisy to stop on (at 8 texts per label, 6
-#: held-out rows stopped training after the first epochs and the pooling learned nothing):
-#: then every row trains and there is no early stopping.
+#: held-out rows kept the first epoch, a single optimizer step, in every fit checked): then
+#: every row trains and there is no early stopping.
 MIN_VALIDATION_ROWS = 50
 #: ``max_iter="auto"``: epochs with early stopping on a held-out split, and for pairs.
 AUTO_EPOCHS = 10
