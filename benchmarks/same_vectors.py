@@ -8,7 +8,8 @@ tree, each in its own process with the same interpreter. It compares, bit for bi
 - ``fixture``: the bundled tiny checkpoint on its reference token ids, through the encoder
   (``enc.pool(enc(ids, mask), mask)``), as the 6 reference rows and tiled 20x (120 rows in one
   call, so matmuls and GELU see more than 256 rows);
-- ``transform``: ``MoEEmbeddingTransformer(...).fit_transform`` of SIB-200 sample texts (the
+- ``transform``: ``MoEEmbeddingTransformer(...).fit_transform`` of bundled SIB-200 sample
+  test-split texts, languages interleaved (the
   road users run: tokenizer, batching, engine, pooling, normalisation) with a random-weight
   MoE (XLM-R vocabulary) and with the real multilingual-e5-small (dense path), as unit vectors
   without centring in a tree that has the later defaults (``center=False, normalize=True``);
@@ -34,7 +35,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_common import cpu_description
+from bench_common import cpu_description, sib200_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,16 +83,6 @@ np.savez(out, **res)
 """
 
 
-def sib200_texts(n: int) -> list[str]:
-    """``n`` training texts spread evenly over the bundled SIB-200 sample (32 languages)."""
-    import pandas as pd
-
-    folder = ROOT / "tests" / "data" / "sib200"
-    texts = [t for d in sorted(folder.iterdir()) if (d / "train.tsv").exists()
-             for t in pd.read_csv(d / "train.tsv", sep="\t")["text"]]
-    return [texts[i] for i in np.linspace(0, len(texts) - 1, min(n, len(texts))).astype(int)]
-
-
 def run_tree(tree: Path, args: list[str]) -> None:
     env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-c", EMBED, *args], cwd=tree, env=env, check=True)
@@ -113,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         model = make_random_moe(tmp / "moe", tokenizer=assets / "xlmr-tokenizer",
                                 vocab_size=250048)
         texts_file = tmp / "texts.json"
-        texts_file.write_text(json.dumps(sib200_texts(args.texts)), encoding="utf-8")
+        texts_file.write_text(json.dumps(sib200_corpus(ROOT / "tests" / "data" / "sib200", args.texts, split="test")), encoding="utf-8")
         base = tmp / "base"
         subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(base), args.base],
                        cwd=ROOT, check=True)

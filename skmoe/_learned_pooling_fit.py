@@ -77,18 +77,20 @@ def pad(states: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return h, mask, means
 
 
+def _is_int_at_least(value: Any, low: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= low
+
+
 def check_fit_params(est: Any, pairs: bool, y: Any) -> str:
     """Validate the training parameters; return the objective to use."""
     if est.objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {est.objective!r}")
     normalize_mode(est.normalize)
-    for name, low in (("heads", 1), ("max_iter", 0), ("batch_size", 2), ("n_iter_no_change", 1)):
-        value = getattr(est, name)
-        if name == "max_iter" and value == "auto":
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            also = " or 'auto'" if name == "max_iter" else ""
-            raise ValueError(f"{name} must be an int >= {low}{also}, got {value!r}")
+    for name, low in (("heads", 1), ("batch_size", 2), ("n_iter_no_change", 1)):
+        if not _is_int_at_least(getattr(est, name), low):
+            raise ValueError(f"{name} must be an int >= {low}, got {getattr(est, name)!r}")
+    if est.max_iter != "auto" and not _is_int_at_least(est.max_iter, 0):
+        raise ValueError(f"max_iter must be an int >= 0 or 'auto', got {est.max_iter!r}")
     for name in ("learning_rate", "temperature"):
         if not getattr(est, name) > 0:
             raise ValueError(f"{name} must be > 0, got {getattr(est, name)!r}")

@@ -68,8 +68,9 @@ def make_transformer(args: argparse.Namespace, *, cache: Path | None, verbose: i
     from ._cli_transformer import CommandLineTransformer
     from .postprocessing import DEFAULT_NORMALIZE
 
-    # only `skmoe embed` has --normalize; its file is never centred (it fits on no training
-    # texts); the others fit the transformer on training texts: the estimator's centred default
+    # only `skmoe embed` has --normalize; its file is never centred (center=False: it fits on
+    # one text only to check the model); the others fit on training texts and keep the
+    # estimator's centred default
     embed_file = hasattr(args, "normalize")
     normalize = normalize_option(args.normalize) if embed_file else DEFAULT_NORMALIZE
     return CommandLineTransformer(

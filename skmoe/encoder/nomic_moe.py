@@ -214,9 +214,8 @@ def grouped_experts(device: torch.device, dtype: torch.dtype) -> bool:
     accelerators and under ``torch.compile`` where :func:`grouped_mm_supported`. On CPU a loop
     over experts instead: reading the offsets costs nothing there, it runs as fast (loop /
     grouped 0.93-1.04 from 256 to 4,096 tokens at the real sizes, fp32 and bf16:
-    benchmarks/expert_kernels.py),
-    and each expert's GELU slices its own rows, as the engine always has, so CPU vectors stay
-    the same bit for bit."""
+    benchmarks/expert_kernels.py), and each expert's GELU slices its own rows, as the engine
+    always has, so CPU vectors stay the same bit for bit."""
     if device.type == "cpu" and not torch.compiler.is_compiling():
         return False
     return grouped_mm_supported(device, dtype)
