@@ -206,7 +206,8 @@ def attention_used(enc) -> str:
     if backend == "varlen":
         kernel = _varlen_kernel()
         name = getattr(kernel, "func", kernel)
-        return f"varlen ({name.__module__}.{name.__name__}, num_splits=1)"
+        bound = ", ".join(f"{k}={v}" for k, v in getattr(kernel, "keywords", {}).items())
+        return f"varlen ({name.__module__}.{name.__name__}{', ' + bound if bound else ''})"
     if backend == "padded":
         return "padded SDPA on a device-built [B, S] layout (torch picks the SDPA kernel)"
     return "runs of equal-length texts (CPU path)"

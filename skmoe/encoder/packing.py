@@ -10,6 +10,7 @@ shapes or host integers the caller already knows.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -84,7 +85,10 @@ def _varlen_kernel() -> Callable[..., torch.Tensor] | None:
     try:
         from torch.nn.attention.varlen import varlen_attn
 
-        return functools.partial(varlen_attn, num_splits=1)  # one split: batch-invariant
+        # one split makes it batch-invariant; torch < 2.13 has no ``num_splits`` (one split there)
+        if "num_splits" in inspect.signature(varlen_attn).parameters:
+            return functools.partial(varlen_attn, num_splits=1)
+        return varlen_attn
     except ImportError:
         pass
     try:  # pragma: no cover - optional package

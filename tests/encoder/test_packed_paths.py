@@ -286,6 +286,29 @@ def test_forward_packed_on_meta_in_bf16_completes(encoder, attention):
     assert hidden.dtype == torch.bfloat16 and pooled.shape == (len(lengths), 64)
 
 
+def test_varlen_kernel_asks_for_one_split_only_where_torch_has_the_option(monkeypatch):
+    """torch 2.13's ``varlen_attn`` takes ``num_splits`` (1: batch-invariant); torch 2.11's does
+    not, and passing it crashed the first GPU run (TypeError): there it is called as it is."""
+    from torch.nn.attention import varlen
+
+    calls = []
+
+    def old(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None):
+        calls.append("old")
+        return q
+
+    def new(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, num_splits=None):
+        calls.append(num_splits)
+        return q
+
+    for fake, seen in ((old, "old"), (new, 1)):
+        monkeypatch.setattr(varlen, "varlen_attn", fake)
+        q = torch.zeros(5, 2, 4)
+        cu = cu_seqlens_of([3, 2])
+        assert packing._varlen_kernel()(q, q, q, cu, cu, 3, 3) is q
+        assert calls[-1] == seen
+
+
 def test_runs_attention_is_refused_off_the_cpu(encoder):
     model = to_bf16(encoder.backbone).to("meta")
     model.attention = "runs"
