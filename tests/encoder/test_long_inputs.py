@@ -64,13 +64,13 @@ def test_cut_before_tokenizing_keeps_the_same_ids_and_flags(tokenizer, max_lengt
 @pytest.mark.parametrize("script", ["english", "russian", "chinese", "thai", "url"])
 def test_a_long_text_never_reaches_the_tokenizer_whole(tokenizer, script, monkeypatch):
     calls: list[int] = []
-    real = type(tokenizer).__call__
+    real = tokenization.encode_ids
 
-    def spy(self, text, *args, **kwargs):
-        calls.append(max(map(len, [text] if isinstance(text, str) else text)))
-        return real(self, text, *args, **kwargs)
+    def spy(tok, texts, *args, **kwargs):
+        calls.append(max(map(len, texts)))
+        return real(tok, texts, *args, **kwargs)
 
-    monkeypatch.setattr(type(tokenizer), "__call__", spy)
+    monkeypatch.setattr(tokenization, "encode_ids", spy)
     text = SAMPLES[script] * (200_000 // len(SAMPLES[script]))
     ids, cut = tokenize(tokenizer, [text], 512)
     assert cut == [0] and len(ids[0]) == 512
@@ -112,3 +112,27 @@ def test_a_20_mb_text_embeds_within_200_mb(fast_moe, tmp_path):
     assert result["grown_mb"] < 200, result
     assert result["same"], result  # the same 512 tokens as a text cut to 2,000 sentences
     assert result["seconds"] < 20, result
+
+
+def test_tokenizer_calls_are_bounded_by_texts_and_characters(tokenizer, monkeypatch):
+    """Short texts go TOKENIZE_SLICE at a time; long ones (after the character cut) about
+    TOKENIZE_CHARS characters at a time, so a call's encodings stay bounded either way."""
+    calls: list[tuple[int, int]] = []
+    real = tokenization.encode_ids
+
+    def spy(tok, texts, *args, **kwargs):
+        if kwargs.get("add_special_tokens", True):
+            calls.append((len(texts), sum(map(len, texts))))
+        return real(tok, texts, *args, **kwargs)
+
+    monkeypatch.setattr(tokenization, "encode_ids", spy)
+    short = ["a short text"] * (2 * tokenization.TOKENIZE_SLICE + 5)
+    assert tokenize(tokenizer, short, 512)[0] == reference(tokenizer, short, 512)[0]
+    assert [n for n, _ in calls] == [tokenization.TOKENIZE_SLICE] * 2 + [5]
+    calls.clear()
+    monkeypatch.setattr(tokenization, "TOKENIZE_CHARS", 20_000)
+    long = [SAMPLES["english"] * 300] * 30  # 20k characters each, cut to ~4.4k before the call
+    ids, cut = tokenize(tokenizer, long, 512)
+    assert (ids, cut) == reference(tokenizer, long, 512)
+    assert sum(n for n, _ in calls) == 30 and len(calls) > 1
+    assert all(chars <= 20_000 for _, chars in calls)
