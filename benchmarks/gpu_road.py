@@ -1,14 +1,16 @@
 """The parts of ``gpu_bench.py`` that run texts (not pre-tokenised ids) or change the model.
 
-* **the road, texts -> vectors** in bf16 with tokenization included, the next chunk tokenized in
-  a worker thread (``prefetch=True``, the default) against the serial order, and the tokenizer
-  alone on the same texts (what the overlap can hide);
+* **the road, texts -> vectors** in bf16 with tokenization included, through
+  :class:`skmoe.embedding.Embedder` (what ``transform`` and ``skmoe embed`` run; no cache) on the
+  distinct texts: as it is (a small first chunk, then chunks of ``CHUNK_SIZE``, the next one
+  tokenized in a worker thread), with the first chunk full-size (as before 2026-12-04), and the
+  tokenizer alone on the same texts (what the overlap can hide);
 * **host syncs per batch**, counted by ``torch.cuda.set_sync_debug_mode("warn")`` over one pass;
 * **``torch.compile``** of the layers (``NomicMoEModel.compile_layers``, dynamic token counts):
   the time of the first pass (compilation) and the steady speed.
 
-Each piece reports a failure as a line of the table instead of ending the run: none of it has
-run on a GPU before.
+Each piece reports a failure as a line of the table instead of ending the run (they first ran on
+a GPU on 2026-12-04).
 """
 
 from __future__ import annotations
@@ -27,9 +29,6 @@ from bench_common import build_random_checkpoint, forward_ids
 from skmoe.encoder import load_encoder
 from skmoe.engine import Engine, apply_precision
 
-#: Texts per engine call on the road (the next one is tokenized while this one runs).
-ROAD_CHUNK = 8192
-
 
 def _log(line: str) -> str:
     print(line, file=sys.stderr, flush=True)
@@ -38,14 +37,15 @@ def _log(line: str) -> str:
 
 def road_lines(config: dict, folder: Path, tokenizer: Path | None, device: str,
                texts: list[str], prompt: str, clock, repeats: int) -> list[str]:
-    """Texts/s of texts -> vectors in bf16 with and without prefetching, and of tokenizing
-    alone; skipped (with the reason) without a tokenizer folder. The tokenizer files are copied
-    into the checkpoint ``folder``; a config whose vocabulary is smaller than the tokenizer's
-    (the dry run's) gets a checkpoint of its own beside it."""
+    """Texts/s of texts -> vectors in bf16 through the road, with the first chunk small (as it
+    is) and full-size, and of tokenizing alone; skipped (with the reason) without a tokenizer
+    folder. The tokenizer files are copied into the checkpoint ``folder``; a config whose
+    vocabulary is smaller than the tokenizer's (the dry run's) gets a checkpoint of its own."""
     if tokenizer is None or not (Path(tokenizer) / "tokenizer.json").is_file():
         return [_log(f"Road rows skipped: no tokenizer folder at {tokenizer} (copy the XLM-R "
                      "tokenizer there and carry it)")]
     try:
+        from skmoe import embedding
         from skmoe.encoder.tokenization import load_tokenizer
 
         tok = load_tokenizer(Path(tokenizer))
@@ -57,25 +57,28 @@ def road_lines(config: dict, folder: Path, tokenizer: Path | None, device: str,
                 shutil.copy(f, folder / f.name)
         enc = apply_precision(load_encoder(folder, device=device, dtype="float32"), "bfloat16",
                               allow_slow=not device.startswith("cuda"))
-        chunks = [texts[i : i + ROAD_CHUNK] for i in range(0, len(texts), ROAD_CHUNK)]
+        distinct = list(dict.fromkeys(texts))  # the road computes each text once
 
-        def run(prefetch: bool) -> int:
-            engine = Engine(enc)
-            return sum(len(done) for _, done, _, _ in
-                       engine.iter_embed_chunks(chunks, prompt, prefetch=prefetch))
+        def run() -> int:
+            return len(embedding.Embedder.for_encoder(enc, prompt).embed(distinct))
 
-        run(True)  # warm-up
+        first = embedding.FIRST_CHUNK
         lines = []
-        for prefetch in (False, True):
-            sec, count = clock.median(lambda prefetch=prefetch: run(prefetch), repeats)
-            lines.append(_log(f"Texts -> vectors, bf16, tokenizing included (chunks of "
-                              f"{ROAD_CHUNK}), prefetch={prefetch}: {count / sec:.0f} texts/s "
-                              f"({count} texts, {sec:.2f} s, median of {repeats})"))
+        for label, first_chunk in (("first chunk small (as it is)", first),
+                                   ("first chunk full-size (before)", embedding.CHUNK_SIZE)):
+            embedding.FIRST_CHUNK = first_chunk
+            try:
+                run()  # warm-up
+                sec, count = clock.median(run, repeats)
+            finally:
+                embedding.FIRST_CHUNK = first
+            lines.append(_log(f"Texts -> vectors, bf16, tokenizing included (Embedder, chunks "
+                              f"of {embedding.CHUNK_SIZE}, {label}): {count / sec:.0f} texts/s "
+                              f"({count} distinct texts, {sec:.2f} s, median of {repeats})"))
         start = time.perf_counter()
-        for chunk in chunks:
-            enc.tokenize([prompt + t for t in chunk])
+        enc.tokenize([prompt + t for t in distinct])
         sec = time.perf_counter() - start
-        lines.append(_log(f"Tokenizing alone (host, same texts): {len(texts) / sec:.0f} texts/s"))
+        lines.append(_log(f"Tokenizing alone (host, same texts): {len(distinct) / sec:.0f} texts/s"))
         return lines
     except Exception as exc:  # noqa: BLE001 - a finding, reported in the table
         return [_log(f"Road rows FAILED: {type(exc).__name__}: {exc}")]

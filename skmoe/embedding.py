@@ -8,7 +8,8 @@ and call it; it owns, once each:
   batch by batch as the engine finishes them, so an interruption keeps all finished batches;
 - **truncation warnings for cache hits**, as a run would give them (from the stored ``cut``
   flag; texts are tokenized only when the flag is unknown and the text could be too long);
-- **chunking** the misses into engine calls (``CHUNK_SIZE`` texts tokenized and planned at once;
+- **chunking** the misses into engine calls (``CHUNK_SIZE`` texts tokenized and planned at once,
+  the first one at most ``FIRST_CHUNK``;
   the engine tokenizes the next chunk in a worker thread while the current one runs);
 - **the token limit** (:func:`token_limit`: up to the model's positions, one warning above the
   length it was trained at) and **long texts** (``long_text="truncate"`` or ``"chunk"``: the
@@ -29,6 +30,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,9 @@ __all__ = ["CHUNK_SIZE", "DEFAULT_CHUNK_OVERLAP", "LONG_TEXT_MODES", "PROGRESS_D
 
 #: Missing texts tokenized and planned together per engine call (bounds the memory of token ids).
 CHUNK_SIZE = 16384
+#: The first chunk is at most this many texts: nothing overlaps its tokenization, so a small one
+#: gets the device started sooner while the next (full) chunk is tokenized in the worker thread.
+FIRST_CHUNK = 1024
 #: With ``verbose=1`` the bar appears only once a call has run this many seconds.
 PROGRESS_DELAY = 2.0
 
@@ -313,12 +318,12 @@ class Embedder:
             cache.describe(self.namespace, **dict(self.labels or {}))
             self._described = True
         size = self.chunk_size or CHUNK_SIZE
-        starts = range(0, len(missing), size)
+        bounds = [0, *range(min(size, FIRST_CHUNK), len(missing), size), len(missing)]
         # chunks are built lazily: the engine tokenizes the next one in a worker thread
-        chunks = ([todo[i] for i in missing[start : start + size]] for start in starts)
+        chunks = ([todo[i] for i in missing[a:b]] for a, b in pairwise(bounds))
         for number, done, batch_vectors, cut in engine.iter_embed_chunks(
                 chunks, self.prompt, long_text=self.long_text, chunk_overlap=self.chunk_overlap):
-            rows = missing[starts[number] : starts[number] + size][done]
+            rows = missing[bounds[number] : bounds[number + 1]][done]
             vectors[rows] = batch_vectors
             if cache is not None:
                 cache.put_many(self.namespace, [todo[i] for i in rows], batch_vectors, cut=cut)

@@ -47,6 +47,32 @@ def test_vectors_equal_the_engine_in_input_order_with_each_text_computed_once(en
     np.testing.assert_allclose(out, ref, atol=1e-6, rtol=0)  # batch-mates differ: 1e-7
 
 
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_the_first_chunk_is_small_and_every_row_lands_in_its_place(encoder, monkeypatch,
+                                                                    tmp_path, chunk_size):
+    """The first engine chunk holds at most FIRST_CHUNK texts (the device starts while the next
+    is tokenized), the others CHUNK_SIZE (or chunk_size); rows go back where they belong, also
+    around cached hits."""
+    monkeypatch.setattr(embedding_module, "CHUNK_SIZE", 5)
+    monkeypatch.setattr(embedding_module, "FIRST_CHUNK", 3)
+    sizes: list[int] = []
+    real = Engine.iter_embed_chunks
+
+    def spy(self, chunks, prompt="", **kwargs):
+        return real(self, (sizes.append(len(c)) or c for c in chunks), prompt, **kwargs)
+
+    monkeypatch.setattr(Engine, "iter_embed_chunks", spy)
+    texts = [f"text number {i}" for i in range(14)]
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    emb = Embedder.for_encoder(encoder, "query: ", cache=cache, chunk_size=chunk_size)
+    emb.embed(texts[4:6])  # two hits in the middle
+    sizes.clear()
+    out = emb.embed(texts)
+    assert sizes == ([3, 5, 4] if chunk_size is None else [2] * 6)
+    ref = Engine(encoder).embed(texts, "query: ")
+    np.testing.assert_allclose(out, ref, atol=1e-6, rtol=0)
+
+
 def test_a_fully_cached_call_never_loads_the_model(encoder, tmp_path):
     cache = EmbeddingCache(tmp_path / "c.sqlite")
     first, loads = _counting(encoder, cache=cache)

@@ -38,7 +38,7 @@ def test_dry_run_on_cpu_writes_the_table(tmp_path, xlmr_tokenizer_path):
     assert "ours bfloat16 (packed)" in table and "Attention kernel:" in table
     assert "Batch invariance" in table and "Top ops" in table
     assert "Texts -> vectors, bf16, tokenizing included" in table  # the road rows ran
-    assert "prefetch=False" in table and "prefetch=True" in table
+    assert "first chunk small (as it is)" in table and "first chunk full-size" in table
     assert "torch.compile row skipped (--compile auto on cpu)" in table
     assert "fp8 (torchao) skipped: fp8 needs a CUDA GPU" in table and "FAILED" not in table
     partial = json.loads((tmp_path / "gpu_partial.json").read_text())  # kept as rows come
