@@ -47,14 +47,25 @@ def test_vectors_equal_the_engine_in_input_order_with_each_text_computed_once(en
     np.testing.assert_allclose(out, ref, atol=1e-6, rtol=0)  # batch-mates differ: 1e-7
 
 
-@pytest.mark.parametrize("chunk_size", [None, 2])
-def test_the_first_chunk_is_small_and_every_row_lands_in_its_place(encoder, monkeypatch,
-                                                                    tmp_path, chunk_size):
-    """The first engine chunk holds at most FIRST_CHUNK texts (the device starts while the next
-    is tokenized), the others CHUNK_SIZE (or chunk_size); rows go back where they belong, also
-    around cached hits."""
+def test_chunk_bounds_start_small_off_the_cpu(monkeypatch):
+    monkeypatch.setattr(embedding_module, "FIRST_CHUNK", 3)
+    bounds = embedding_module.chunk_bounds
+    assert bounds(12, 5, "cpu") == [0, 5, 10, 12]
+    assert bounds(12, 5, "cuda") == [0, 3, 8, 12]
+    assert bounds(3, 5, "cuda") == [0, 3] and bounds(2, 5, "cuda") == [0, 2]
+    assert bounds(12, 2, "cuda") == [0, 2, 4, 6, 8, 10, 12]  # chunk_size below FIRST_CHUNK
+    assert bounds(0, 5, "cuda") == [0]
+
+
+@pytest.mark.parametrize("device_type", ["cpu", "cuda"])
+def test_every_row_lands_in_its_place_across_chunks(encoder, monkeypatch, tmp_path, device_type):
+    """Rows of every chunk go back where they belong, also around cached hits, whatever the
+    chunk boundaries (the accelerator's small first chunk forced on the CPU encoder)."""
     monkeypatch.setattr(embedding_module, "CHUNK_SIZE", 5)
     monkeypatch.setattr(embedding_module, "FIRST_CHUNK", 3)
+    real_bounds = embedding_module.chunk_bounds
+    monkeypatch.setattr(embedding_module, "chunk_bounds",
+                        lambda n, size, _: real_bounds(n, size, device_type))
     sizes: list[int] = []
     real = Engine.iter_embed_chunks
 
@@ -63,14 +74,12 @@ def test_the_first_chunk_is_small_and_every_row_lands_in_its_place(encoder, monk
 
     monkeypatch.setattr(Engine, "iter_embed_chunks", spy)
     texts = [f"text number {i}" for i in range(14)]
-    cache = EmbeddingCache(tmp_path / "c.sqlite")
-    emb = Embedder.for_encoder(encoder, "query: ", cache=cache, chunk_size=chunk_size)
+    emb = Embedder.for_encoder(encoder, "query: ", cache=EmbeddingCache(tmp_path / "c.sqlite"))
     emb.embed(texts[4:6])  # two hits in the middle
     sizes.clear()
     out = emb.embed(texts)
-    assert sizes == ([3, 5, 4] if chunk_size is None else [2] * 6)
-    ref = Engine(encoder).embed(texts, "query: ")
-    np.testing.assert_allclose(out, ref, atol=1e-6, rtol=0)
+    assert sizes == ([5, 5, 2] if device_type == "cpu" else [3, 5, 4])
+    np.testing.assert_allclose(out, Engine(encoder).embed(texts, "query: "), atol=1e-6, rtol=0)
 
 
 def test_a_fully_cached_call_never_loads_the_model(encoder, tmp_path):
