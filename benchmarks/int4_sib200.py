@@ -15,12 +15,11 @@ import csv
 import hashlib
 import json
 import os
-import platform
-import subprocess
 import time
 
 import numpy as np
 import torch
+from bench_common import cpu_description
 from sklearn.linear_model import LogisticRegression
 
 from skmoe.embedding import Embedder
@@ -46,11 +45,7 @@ def read(lang, split):
 data = {lang: (read(lang, "train"), read(lang, "test")) for lang in langs}
 texts = [t for lang in langs for s in data[lang] for t in s[0]]
 model = args.model
-cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if platform.system() == "Linux" else ""
-name = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), platform.processor())
-flags = next((line.split(":", 1)[1].split() for line in cpu.splitlines() if line.startswith("Flags")), [])
-print("cpu:", name, "|", " ".join(f for f in flags if f.startswith(("avx512_bf16", "avx512_vnni", "avx2", "amx"))),
-      f"| torch {torch.__version__}, {args.threads} threads", flush=True)
+print("cpu:", cpu_description(), f"| {args.threads} threads", flush=True)
 key = hashlib.sha256(os.path.abspath(model).encode()).hexdigest()[:12]
 modes = ["float32"] + [m for m in args.modes if m != "float32"]
 vecs = {}

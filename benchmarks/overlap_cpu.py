@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
-from bench_common import sib200_corpus
+from bench_common import cpu_description, sib200_corpus
 
 from skmoe.encoder import load_encoder
 from skmoe.engine import Engine
@@ -56,9 +55,7 @@ def main() -> None:
         times["prefetch"].append(run(True))
         times["tokenize"].append(tokenize_only())
     med = {k: statistics.median(v) for k, v in times.items()}
-    flags = subprocess.run(["bash", "-c", "lscpu | grep -o -E 'avx512[a-z_0-9]*|avx2|amx[a-z_]*'"
-                            " | sort -u | tr '\\n' ' '"], capture_output=True, text=True).stdout
-    print(f"CPU flags: {flags.strip()}")
+    print(f"CPU: {cpu_description()}")
     print(f"{len(texts)} texts, chunks of {args.chunk}, {args.rounds} rounds (medians)")
     print("| run | seconds (median) | texts/s | vs serial |")
     print("|---|---|---|---|")

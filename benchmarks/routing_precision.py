@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 import types
@@ -65,7 +63,7 @@ from skmoe.encoder.tokenization import load_tokenizer
 from skmoe.engine import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common beside this file
-from bench_common import sib200_corpus  # noqa: E402
+from bench_common import cpu_description, sib200_corpus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = ROOT / "tests" / "data"
@@ -213,22 +211,8 @@ def measure(encoder: SentenceEncoder, texts: Sequence[str],
 # -- inputs, machine, output ---------------------------------------------------------------------
 
 def machine() -> str:
-    """The CPU model and its vector/bf16 flags (from lscpu), torch's version and threads."""
-    model, flags = platform.processor() or "?", ""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "Model name":
-                model = value.strip()
-            elif key.strip() == "Flags":
-                wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16",
-                          "amx_bf16", "amx_int8")
-                flags = " ".join(f for f in value.split() if f in wanted)
-    except OSError:
-        pass
-    return (f"{model}; flags: {flags or 'none of avx2/avx512*/amx'}; torch {torch.__version__}, "
-            f"{torch.get_num_threads()} thread(s)")
+    """The CPU model, its vector/bf16 flags and torch's version, and torch's threads."""
+    return f"{cpu_description()}; {torch.get_num_threads()} thread(s)"
 
 
 def markdown(results: dict) -> str:

@@ -395,7 +395,8 @@ class Engine:
             try:
                 launched = self._launch(ids, batch)
             except BaseException as error:
-                if isinstance(error, torch.OutOfMemoryError) and len(batch.rows) > 1:
+                # torch.cuda's name: torch.OutOfMemoryError (the same class) is torch >= 2.5 only
+                if isinstance(error, torch.cuda.OutOfMemoryError) and len(batch.rows) > 1:
                     self._back_off(batch)
                     half = len(batch.rows) // 2
                     halves = [batch.rows[:half], batch.rows[half:]]
