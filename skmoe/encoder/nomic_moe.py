@@ -182,30 +182,42 @@ class ExpertWeights(nn.Module):
         self.w2 = nn.Parameter(torch.empty(rows, cfg.n_embd))
 
 
-@functools.cache
+#: ``torch._grouped_mm`` probed per (device, dtype) in eager mode; read, never probed, while
+#: compiling (dynamo would trace the probe into every graph).
+_GROUPED_MM_PROBED: dict[tuple[torch.device, torch.dtype], bool] = {}
+
+
 def _grouped_mm_probe(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether ``torch._grouped_mm`` runs for ``dtype`` on an accelerator (tried once, tiny)."""
-    try:
-        x = torch.zeros(16, 16, device=device, dtype=dtype)
-        w = torch.zeros(2, 16, 16, device=device, dtype=dtype)
-        torch._grouped_mm(x, w, offs=torch.tensor([8, 16], device=device, dtype=torch.int32))
-    except (RuntimeError, NotImplementedError, TypeError):
-        return False
-    return True
+    key = (device, dtype)
+    if key not in _GROUPED_MM_PROBED:
+        try:
+            x = torch.zeros(16, 16, device=device, dtype=dtype)
+            w = torch.zeros(2, 16, 16, device=device, dtype=dtype)
+            torch._grouped_mm(x, w, offs=torch.tensor([8, 16], device=device, dtype=torch.int32))
+            _GROUPED_MM_PROBED[key] = True
+        except (RuntimeError, NotImplementedError, TypeError):
+            _GROUPED_MM_PROBED[key] = False
+    return _GROUPED_MM_PROBED[key]
 
 
 def grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
     """``torch._grouped_mm`` for these inputs: on CPU for float32/bfloat16/float16, on the meta
-    device (and CUDA's kernel) for bfloat16; other devices are probed once. Under
-    ``torch.compile`` bfloat16 only (the op's fake kernel refuses other dtypes)."""
+    device (and CUDA's kernel) for bfloat16; other devices are probed once, eagerly. Under
+    ``torch.compile`` bfloat16 only (the op's fake kernel refuses other dtypes), and the probe's
+    eager answer is read (:meth:`NomicMoEModel.compile_layers` probes before compiling; unprobed
+    counts as supported)."""
     if not hasattr(torch, "_grouped_mm"):
         return False
-    if torch.compiler.is_compiling() and dtype != torch.bfloat16:
+    compiling = torch.compiler.is_compiling()
+    if compiling and dtype != torch.bfloat16:
         return False
     if device.type == "cpu":
         return dtype in (torch.float32, torch.bfloat16, torch.float16)
     if device.type == "meta":
         return dtype == torch.bfloat16
+    if compiling:
+        return _GROUPED_MM_PROBED.get((device, dtype), True)
     return _grouped_mm_probe(device, dtype)
 
 
@@ -432,6 +444,8 @@ class NomicMoEModel(nn.Module):
         """Compile every block with ``torch.compile`` (``dynamic=True`` by default: token counts
         vary per batch); ``options`` go to ``torch.compile``. Returns the model."""
         options.setdefault("dynamic", True)
+        weight = self.emb_ln.weight
+        grouped_mm_supported(weight.device, weight.dtype)  # probed eagerly, read while compiling
         for layer in self.encoder.layers:
             layer.compile(**options)
         return self

@@ -309,6 +309,23 @@ def test_varlen_kernel_asks_for_one_split_only_where_torch_has_the_option(monkey
         assert calls[-1] == seen
 
 
+def test_grouped_mm_probe_is_read_not_traced_while_compiling(monkeypatch):
+    """Dynamo traced the (cached) probe into every compiled layer on the H200; while compiling
+    the eager answer is read instead, and an unprobed device counts as supported in bf16."""
+    cuda = torch.device("cuda", 0)  # a device object needs no GPU
+
+    def probe(*args):
+        raise AssertionError("probed while compiling")
+
+    monkeypatch.setattr(nomic_moe, "_grouped_mm_probe", probe)
+    monkeypatch.setattr(nomic_moe, "_GROUPED_MM_PROBED", {})
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert nomic_moe.grouped_mm_supported(cuda, torch.bfloat16)
+    assert not nomic_moe.grouped_mm_supported(cuda, torch.float16)
+    nomic_moe._GROUPED_MM_PROBED[(cuda, torch.bfloat16)] = False  # an eager probe said no
+    assert not nomic_moe.grouped_mm_supported(cuda, torch.bfloat16)
+
+
 def test_runs_attention_is_refused_off_the_cpu(encoder):
     model = to_bf16(encoder.backbone).to("meta")
     model.attention = "runs"
