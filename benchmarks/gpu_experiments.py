@@ -7,13 +7,15 @@ would gain from each candidate change, each against a baseline measured in the s
   2,048 texts instead of 256; and the serial order (prefetch off) for reference;
 * **the forward** (pre-tokenized ids, bf16): eager as it is; the in-place rotary compiled on its
   own (``torch.compile`` of ``apply_rotary_pairs_``: what one fused rotary kernel would gain);
-* **batch invariance** (a text alone vs inside a batch of 256) as it is and with cuBLAS's
-  reduced-precision bf16 reductions switched off.
+  ``compile_layers`` in torch's default mode and in ``max-autotune-no-cudagraphs``;
+* **batch invariance** (a text alone vs inside a batch of 256) as it is, with cuBLAS's
+  reduced-precision bf16 reductions switched off, and with the dense projections in fp32.
 
 Usage (the tokenizer folder as for ``gpu_bench.py``)::
 
     python benchmarks/gpu_experiments.py --out $OUT [--texts 32768] [--device cuda]
-    python benchmarks/gpu_experiments.py --dry-run --device cpu    # checks the script
+    python benchmarks/gpu_experiments.py --dry-run --device cpu    # checks the script (~8 min:
+                                                                   # compiling on a CPU is slow)
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ def forward_rows(folder: Path, ids: list[list[int]], device: str, repeats: int) 
     finally:
         nomic_moe.apply_rotary_pairs_ = original
     log(lines[-1])
+    lines += compiled_rows(folder, ids, device, repeats, eager)
     lines.append("")
     for reduced in (True, False):
         if device.startswith("cuda"):
@@ -147,6 +150,50 @@ def forward_rows(folder: Path, ids: list[list[int]], device: str, repeats: int) 
         worst, equal = batch_invariance(engine, ids[:256])
         lines.append(f"Batch invariance (bf16, allow_bf16_reduced_precision_reduction={reduced}): "
                      f"max-abs {worst:.3g}, {equal} of 32 bitwise equal")
+        log(lines[-1])
+    with fp32_projections():
+        worst, equal = batch_invariance(engine, ids[:256])
+    lines.append(f"Batch invariance (bf16, the nn.Linear projections computed in fp32): max-abs "
+                 f"{worst:.3g}, {equal} of 32 bitwise equal (equal rows here point at the bf16 "
+                 "GEMMs' kernel choice by row count)")
+    log(lines[-1])
+    return lines
+
+
+class fp32_projections:  # noqa: N801 - used as a context manager
+    """Every ``nn.Linear`` in fp32 (inputs and weights upcast, output back to the input dtype)."""
+
+    def __enter__(self) -> None:
+        self.original = torch.nn.Linear.forward
+
+        def forward(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+            bias = None if module.bias is None else module.bias.float()
+            return torch.nn.functional.linear(x.float(), module.weight.float(), bias).to(x.dtype)
+
+        torch.nn.Linear.forward = forward
+
+    def __exit__(self, *exc: object) -> None:
+        torch.nn.Linear.forward = self.original
+
+
+def compiled_rows(folder: Path, ids: list[list[int]], device: str, repeats: int,
+                  eager: np.ndarray) -> list[str]:
+    """``compile_layers`` with torch's default mode and with max-autotune (no CUDA graphs)."""
+    lines = []
+    for mode in ("default", "max-autotune-no-cudagraphs"):
+        try:
+            enc = encoder(folder, device)
+            enc.backbone.compile_layers(mode=mode)
+            engine = Engine(enc)
+            start = time.perf_counter()
+            forward_ids(engine, ids[:512])
+            first = time.perf_counter() - start
+            out = forward_ids(engine, ids)
+            sec = timed(lambda engine=engine: forward_ids(engine, ids), repeats, device)
+            lines.append(f"| compile_layers(mode={mode!r}) (first pass {first:.1f} s) | "
+                         f"{len(ids) / sec:,.0f} | {float(np.abs(out - eager).max()):.3g} |")
+        except Exception as exc:  # noqa: BLE001 - a finding
+            lines.append(f"| compile_layers(mode={mode!r}) | FAILED: {type(exc).__name__}: {exc} | |")
         log(lines[-1])
     return lines
 
