@@ -55,6 +55,8 @@ __all__ = ["CHUNK_SIZE", "DEFAULT_CHUNK_OVERLAP", "LONG_TEXT_MODES", "PROGRESS_D
            "check_token_limit",
            "resolve_prompt", "token_limit"]
 
+#: With ``verbose=1`` the bar appears only once a call has run this many seconds.
+PROGRESS_DELAY = 2.0
 #: Missing texts tokenized and planned together per engine call (bounds the memory of token ids).
 CHUNK_SIZE = 16384
 #: On an accelerator the first chunk is at most this many texts: nothing overlaps its
@@ -70,8 +72,6 @@ def chunk_bounds(n: int, size: int, device_type: str) -> list[int]:
     :data:`FIRST_CHUNK` off the CPU."""
     first = size if device_type == "cpu" else min(size, FIRST_CHUNK)
     return [0, *range(first, n, size), n] if n else [0]
-#: With ``verbose=1`` the bar appears only once a call has run this many seconds.
-PROGRESS_DELAY = 2.0
 
 
 def resolve_prompt(model: Any, prompt_name: str | None = None, prompt: str | None = None,
