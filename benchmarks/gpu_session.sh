@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything a session lent a GPU runs, in one device call (under 10 minutes):
 #   1. tests/test_device_paths.py on CUDA (what users run: transform with a cache, long texts,
-#      LearnedPooling, routing statistics, PairFeatures, `skmoe embed`), at most 2 minutes;
+#      LearnedPooling, routing statistics, PairFeatures, `skmoe embed`, and the torchao modes
+#      through the estimator when a torchao wheel is carried), at most 2 minutes;
 #   2. benchmarks/gpu_bench.py (speed, MFU, profile, torchao modes, the road, torch.compile).
 # Before the call, on this machine (.assets is git-ignored; the tests and the bench's road rows
 # both take the XLM-R tokenizer from it):

@@ -87,3 +87,19 @@ def test_skmoe_embed_writes_a_file(device, random_moe_xlmr_path, reference, tmp_
     assert main(["embed", str(src), "-o", str(out), "--model", str(random_moe_xlmr_path),
                  "--device", device, "--no-cache", "--normalize", "l2"]) == 0
     assert cosines(np.load(out), reference).min() > 0.99
+
+
+@pytest.mark.parametrize("dtype", ["int8wo", "fp8"])
+def test_torchao_modes_through_the_estimator(device, dtype, random_moe_xlmr_path, reference):
+    """On CUDA with torchao (and, for fp8, compute capability >= 8.9) the GPU quantized modes
+    run through ``transform``; everywhere else they are refused with the reason."""
+    from skmoe.engine.precision import refusal
+
+    est = MoEEmbeddingTransformer(str(random_moe_xlmr_path), device=device, dtype=dtype,
+                                  center=False, normalize="l2")
+    why = refusal(dtype, torch.device(device))
+    if why is not None:
+        with pytest.raises(ValueError, match=f"'{dtype}' is not available on {device}"):
+            est.fit_transform(TEXTS)
+        return
+    assert cosines(est.fit_transform(TEXTS), reference).min() > 0.98
