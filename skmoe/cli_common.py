@@ -84,6 +84,7 @@ def make_transformer(args: argparse.Namespace, *, cache: Path | None, verbose: i
         max_tokens_per_batch=args.max_tokens_per_batch,
         device=args.device,
         dtype=args.dtype,
+        compile=args.compile,
         output_dtype=getattr(args, "output_dtype", "float32"),
         normalize=normalize,
         center=not embed_file,
@@ -167,6 +168,9 @@ def add_model_options(p: argparse.ArgumentParser, *, prompt_default: str | None)
     g.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "int8", "int4", "int8wo", "fp8"),
                    help="compute precision (default: float32 on CPU, bfloat16 on GPU; int8wo and "
                         "fp8 are CUDA modes through torchao: pip install 'skmoe[torchao]')")
+    g.add_argument("--compile", action="store_true",
+                   help="run the MoE encoder's layers under torch.compile (GPUs: +10%% on an "
+                        "H200, ~13 s to compile)")
     g.add_argument("--batch-size", type=positive_int, help="texts per forward pass")
     g.add_argument("--max-tokens-per-batch", type=positive_int,
                    help="padded tokens per forward pass")

@@ -729,3 +729,13 @@ def test_every_command_reports_a_bug_as_exit_1_with_the_debug_hint(capsys, tmp_p
     code, _, err = run(capsys, *command, *args)
     assert_one_line_error(code, err, 1, "internal error, a bug in skmoe", "ValueError",
                           "a bug deep inside", "rerun with --debug")
+
+
+def test_compile_is_a_gpu_option_refused_on_cpu_in_one_line(capsys, tmp_path, tiny_moe_path):
+    (tmp_path / "in.txt").write_text("hello\nworld\n")
+    code = main(["embed", str(tmp_path / "in.txt"), "-o", str(tmp_path / "o.npy"), "--model",
+                 str(tiny_moe_path), "--no-cache", "--device", "cpu", "--compile"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "compile=True is for GPUs" in err and "Traceback" not in err
+    assert not (tmp_path / "o.npy").exists()

@@ -103,3 +103,13 @@ def test_torchao_modes_through_the_estimator(device, dtype, random_moe_xlmr_path
             est.fit_transform(TEXTS)
         return
     assert cosines(est.fit_transform(TEXTS), reference).min() > 0.98
+
+
+def test_compile_on_gpus_and_refused_on_cpu(device, random_moe_xlmr_path, reference):
+    est = MoEEmbeddingTransformer(str(random_moe_xlmr_path), device=device, compile=True,
+                                  center=False, normalize="l2")
+    if device == "cpu":
+        with pytest.raises(ValueError, match="compile=True is for GPUs"):
+            est.fit_transform(TEXTS)
+        return
+    assert cosines(est.fit_transform(TEXTS), reference).min() > 0.99

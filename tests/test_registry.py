@@ -114,3 +114,11 @@ def test_model_source_names_and_fingerprints_without_loading(fast_moe, monkeypat
     assert source == encoder.source
     assert registry.model_source(fast_moe) is encoder.source  # a loaded encoder's own source
     registry.clear()
+
+
+def test_compile_is_refused_on_cpu_before_loading(tiny_moe_path):
+    before = sum(registry.LOAD_COUNTS.values())
+    with pytest.raises(ValueError, match="compile=True is for GPUs"):
+        registry.get_encoder(tiny_moe_path, device="cpu", compile=True)
+    assert sum(registry.LOAD_COUNTS.values()) == before
+    assert not any(key[-1] == "compiled" for key in registry.loaded())  # none left behind
