@@ -214,6 +214,16 @@ def standard_embed(model: NomicMoEModel, texts: Sequence[str], ids: Sequence[Seq
     return out, padded
 
 
+def encoder_in(folder: Path, device: str, mode: str = "bfloat16") -> Any:
+    """The checkpoint in ``folder`` loaded on ``device`` and converted to precision ``mode`` (a
+    low-precision float mode the CPU would only emulate is allowed: dry runs check scripts)."""
+    from skmoe.encoder import load_encoder
+    from skmoe.engine import apply_precision
+
+    return apply_precision(load_encoder(folder, device=device, dtype="float32"), mode,
+                           allow_slow=not device.startswith("cuda"))
+
+
 def forward_ids(engine: Any, ids: Sequence[Sequence[int]]) -> np.ndarray:
     """Our engine's pooled vectors of pre-tokenised rows, in input order: batch planning and the
     forward alone (``Engine.iter_batches``), without the tokenising, de-duplication and cache of

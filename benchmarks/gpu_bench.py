@@ -66,6 +66,7 @@ from bench_common import (  # noqa: E402
     PROMPT,
     build_random_checkpoint,
     cosine_rows,
+    encoder_in,
     forward_ids,
     model_flops,
     standard_embed,
@@ -365,8 +366,7 @@ def main(argv: list[str] | None = None) -> list[str]:
            "per-expert loop)", sec, n_std, vec, ref, memory_gb())
     fp32 = None
     for mode in ("bfloat16", "float16"):
-        enc = apply_precision(load_encoder(folder, device=device, dtype="float32"), mode,
-                              allow_slow=not device.startswith("cuda"))
+        enc = encoder_in(folder, device, mode)
         engine = Engine(enc)
         reset()
         sec, vec = clock.median(lambda engine=engine: forward_ids(engine, ids), repeats)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,11 +35,11 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_common import PROMPT, build_random_checkpoint, forward_ids  # noqa: E402
-from gpu_bench import TINY_CONFIG, batch_invariance, sample_by_language  # noqa: E402
+from bench_common import PROMPT, build_random_checkpoint, encoder_in, forward_ids  # noqa: E402
+from gpu_bench import TINY_CONFIG, Clock, batch_invariance, sample_by_language  # noqa: E402
 
-from skmoe.encoder import load_encoder, tokenization  # noqa: E402
-from skmoe.engine import Engine, apply_precision  # noqa: E402
+from skmoe.encoder import tokenization  # noqa: E402
+from skmoe.engine import Engine  # noqa: E402
 
 ROAD_VARIANTS = {  # name: (environment, chunk, tokenize slice, prefetch)
     "default (chunks 8192, slices 256, all threads)": ({}, 8192, 256, True),
@@ -56,34 +55,11 @@ def log(*args: object) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
-def encoder(folder: Path, device: str):
-    return apply_precision(load_encoder(folder, device=device, dtype="float32"), "bfloat16",
-                           allow_slow=not device.startswith("cuda"))
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(fn, repeats: int, device: str) -> float:
-    """Median seconds of ``repeats`` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def road_child(args: argparse.Namespace) -> None:
     """One road variant (this process's environment is the variant's): prints one JSON line."""
     texts = json.loads(Path(args.texts_file).read_text())
     tokenization.TOKENIZE_SLICE = args.slice
-    enc = encoder(Path(args.folder), args.device)
+    enc = encoder_in(Path(args.folder), args.device)
     chunks = [texts[i : i + args.chunk] for i in range(0, len(texts), args.chunk)]
 
     def run() -> None:
@@ -91,7 +67,7 @@ def road_child(args: argparse.Namespace) -> None:
         for _ in engine.iter_embed_chunks(chunks, PROMPT, prefetch=args.prefetch):
             pass
 
-    sec = timed(run, args.repeats, args.device)
+    sec = Clock(args.device).median(run, args.repeats)[0]
     print(json.dumps({"texts_per_s": len(texts) / sec, "seconds": sec}))
 
 
@@ -119,12 +95,12 @@ def road_rows(folder: Path, texts: list[str], device: str, repeats: int, work: P
 def forward_rows(folder: Path, ids: list[list[int]], device: str, repeats: int) -> list[str]:
     from skmoe.encoder import nomic_moe
 
-    enc = encoder(folder, device)
+    enc = encoder_in(folder, device)
     engine = Engine(enc)
     lines = [f"Forward alone, bf16, {len(ids)} pre-tokenized texts, median of {repeats}:", "",
              "| variant | texts/s | max-abs vs eager |", "|---|---|---|"]
     eager = forward_ids(engine, ids)
-    sec = timed(lambda: forward_ids(engine, ids), repeats, device)
+    sec = Clock(device).median(lambda: forward_ids(engine, ids), repeats)[0]
     lines.append(f"| eager (as it is) | {len(ids) / sec:,.0f} | 0 |")
     log(lines[-1])
     original = nomic_moe.apply_rotary_pairs_
@@ -134,7 +110,7 @@ def forward_rows(folder: Path, ids: list[list[int]], device: str, repeats: int) 
         out = forward_ids(engine, ids[:256])
         first = time.perf_counter() - start
         out = forward_ids(engine, ids)
-        sec = timed(lambda: forward_ids(engine, ids), repeats, device)
+        sec = Clock(device).median(lambda: forward_ids(engine, ids), repeats)[0]
         lines.append(f"| rotary compiled alone (first pass {first:.1f} s) | {len(ids) / sec:,.0f} "
                      f"| {float(np.abs(out - eager).max()):.3g} |")
     except Exception as exc:  # noqa: BLE001 - a finding
@@ -182,14 +158,14 @@ def compiled_rows(folder: Path, ids: list[list[int]], device: str, repeats: int,
     lines = []
     for mode in ("default", "max-autotune-no-cudagraphs"):
         try:
-            enc = encoder(folder, device)
+            enc = encoder_in(folder, device)
             enc.backbone.compile_layers(mode=mode)
             engine = Engine(enc)
             start = time.perf_counter()
             forward_ids(engine, ids[:512])
             first = time.perf_counter() - start
             out = forward_ids(engine, ids)
-            sec = timed(lambda engine=engine: forward_ids(engine, ids), repeats, device)
+            sec = Clock(device).median(lambda engine=engine: forward_ids(engine, ids), repeats)[0]
             lines.append(f"| compile_layers(mode={mode!r}) (first pass {first:.1f} s) | "
                          f"{len(ids) / sec:,.0f} | {float(np.abs(out - eager).max()):.3g} |")
         except Exception as exc:  # noqa: BLE001 - a finding

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import build_random_checkpoint, forward_ids
+from bench_common import build_random_checkpoint, encoder_in, forward_ids
 
-from skmoe.encoder import load_encoder
-from skmoe.engine import Engine, apply_precision
+from skmoe.engine import Engine
 
 
 def _log(line: str) -> str:
@@ -55,8 +54,7 @@ def road_lines(config: dict, folder: Path, tokenizer: Path | None, device: str,
         for f in Path(tokenizer).iterdir():
             if f.is_file():
                 shutil.copy(f, folder / f.name)
-        enc = apply_precision(load_encoder(folder, device=device, dtype="float32"), "bfloat16",
-                              allow_slow=not device.startswith("cuda"))
+        enc = encoder_in(folder, device)
         distinct = list(dict.fromkeys(texts))  # the road computes each text once
 
         def run() -> int:
@@ -112,8 +110,7 @@ def compile_lines(folder: Path, device: str, ids: list[list[int]], clock, repeat
     """bf16 with every layer under ``torch.compile(dynamic=True)``: first pass and steady
     speed, cosine to the fp32 reference."""
     try:
-        enc = apply_precision(load_encoder(folder, device=device, dtype="float32"), "bfloat16",
-                              allow_slow=not device.startswith("cuda"))
+        enc = encoder_in(folder, device)
         enc.backbone.compile_layers()
         engine = Engine(enc)
         start = time.perf_counter()

@@ -16,6 +16,7 @@ import torch
 from skmoe import LearnedPooling, MoEEmbeddingTransformer
 from skmoe.cli import main
 from skmoe.evaluation import routing_stats
+from skmoe.postprocessing import cosine_rows as cosines
 from skmoe.similarity import PairFeatures
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -28,12 +29,6 @@ LABELS = ["cat", "cat", "cat", "cat", "cat", "cat", "dog", "dog"] * 3
 @pytest.fixture(params=DEVICES)
 def device(request) -> str:
     return request.param
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return (a * b).sum(axis=1)
 
 
 @pytest.fixture(scope="module")

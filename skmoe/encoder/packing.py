@@ -80,8 +80,19 @@ def pack_padded(
 ATTENTION_BACKENDS = ("auto", "runs", "varlen", "padded")
 
 
+#: The varlen kernel, resolved on first use and kept: every attention call asks for it, and the
+#: lookup (imports, a signature check) is neither free nor something torch.compile should trace.
+_VARLEN_KERNEL: list[Callable[..., torch.Tensor] | None] = []
+
+
 def _varlen_kernel() -> Callable[..., torch.Tensor] | None:
-    """torch's FlashAttention varlen entry point, else flash-attn's, else None."""
+    """torch's FlashAttention varlen entry point, else flash-attn's, else None (looked up once)."""
+    if not _VARLEN_KERNEL:
+        _VARLEN_KERNEL.append(_find_varlen_kernel())
+    return _VARLEN_KERNEL[0]
+
+
+def _find_varlen_kernel() -> Callable[..., torch.Tensor] | None:
     try:
         from torch.nn.attention.varlen import varlen_attn
 
