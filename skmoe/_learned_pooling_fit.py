@@ -12,10 +12,12 @@ import numbers
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from .postprocessing import normalize_mode
+from .validation import check_no_missing
 
 OBJECTIVES = ("auto", "cross_entropy", "infonce", "cosine_mse", "cosent")
 _SCORED = ("cosine_mse", "cosent")  # pair objectives that need scores
@@ -81,8 +83,9 @@ def _is_int_at_least(value: Any, low: int) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= low
 
 
-def check_fit_params(est: Any, pairs: bool, y: Any) -> str:
-    """Validate the training parameters; return the objective to use."""
+def check_fit_params(est: Any, pairs: bool, y: Any, n: int) -> str:
+    """Validate the training parameters and the data's shape (``n`` texts or pairs, ``y``);
+    return the objective to use. Runs before the encoder loads."""
     if est.objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {est.objective!r}")
     normalize_mode(est.normalize)
@@ -110,7 +113,32 @@ def check_fit_params(est: Any, pairs: bool, y: Any) -> str:
                          "(n, 2) array of (anchor, positive) pairs for InfoNCE)")
     if objective in _SCORED and y is None:
         raise ValueError(f"objective={objective!r} needs similarity scores y, one per pair")
+    _check_data(objective, y, n)
     return objective
+
+
+def _check_data(objective: str, y: Any, n: int) -> None:
+    """What each objective needs to learn anything: two classes, two pairs, two scores."""
+    what = "pairs" if objective != "cross_entropy" else "texts"
+    if n < 2:
+        raise ValueError(f"objective={objective!r} needs at least 2 {what}, got {n}")
+    if y is None:
+        return
+    values = np.asarray(y, dtype=object)
+    if values.shape != (n,):
+        raise ValueError(f"y must have one entry per {what[:-1]} ({n}), got shape {values.shape}")
+    if objective == "cross_entropy":
+        check_no_missing(values, "y")
+        if len(pd.unique(values)) < 2:
+            raise ValueError(f"objective='cross_entropy' needs at least 2 classes in y, got "
+                             f"only {values[0]!r}")
+        return
+    for i, v in enumerate(values):
+        if not isinstance(v, (numbers.Real, np.number, np.bool_)):
+            raise ValueError(f"scores y must be numbers (one similarity score per pair); row {i} "
+                             f"is {v!r}")
+        if not np.isfinite(float(v)):
+            raise ValueError(f"scores y must be finite; row {i} is {v!r}")
 
 
 def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y: Any,
@@ -268,5 +296,5 @@ def _scaled_scores(y: Any, n: int) -> torch.Tensor:
         raise ValueError(f"scores must have shape ({n},) for {n} pairs, got {scores.shape}")
     low, high = scores.min(), scores.max()
     if not high > low:
-        raise ValueError("scores must not all be equal")
+        raise ValueError(f"scores must not all be equal (all {low!r}): nothing to rank")
     return torch.from_numpy(((scores - low) / (high - low)).astype(np.float32))

@@ -32,6 +32,7 @@ from .embedding import (
 from .encoder import SentenceEncoder
 from .encoder.fingerprint import changed_parts, known_card, legacy_fingerprint, remember_card
 from .encoder.loading import ModelSource, safetensors_files
+from .encoder.sentence import UnknownPromptError
 from .postprocessing import (
     CALIBRATED_DTYPES,
     DEFAULT_CENTER,
@@ -363,11 +364,12 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
         own prompt, so by default both sides share it. For retrieval with a model that has
         them: ``query_prompt_name="query", document_prompt_name="document"``.
         """
-        ea = self._embed_side(a, query_prompt_name, query_prompt)
+        ea = self._embed_side(a, query_prompt_name, query_prompt, "query")
         if b is None and query_prompt_name is None and query_prompt is None and (
                 document_prompt_name is None and document_prompt is None):
             return cosine_matrix(ea, ea)
-        eb = self._embed_side(a if b is None else b, document_prompt_name, document_prompt)
+        eb = self._embed_side(a if b is None else b, document_prompt_name, document_prompt,
+                              "document")
         return cosine_matrix(ea, eb)
 
     def similarity_pairwise(self, a: Any, b: Any, *, query_prompt_name: str | None = None,
@@ -376,8 +378,8 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
                             document_prompt: str | None = None) -> np.ndarray:
         """Row-aligned cosine similarity ``[n]`` of ``a[i]`` and ``b[i]`` (prompts as in
         :meth:`similarity`: ``a`` takes the query prompt, ``b`` the document prompt)."""
-        return cosine_rows(self._embed_side(a, query_prompt_name, query_prompt),
-                           self._embed_side(b, document_prompt_name, document_prompt))
+        return cosine_rows(self._embed_side(a, query_prompt_name, query_prompt, "query"),
+                           self._embed_side(b, document_prompt_name, document_prompt, "document"))
 
     def search(self, queries: Any, corpus: Any, top_k: int = 10, *,
                query_prompt_name: str | None = "query", query_prompt: str | None = None,
@@ -397,18 +399,28 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
         indices : ndarray of int64, shape (n_queries, min(top_k, n_corpus))
         scores : ndarray of float32, same shape
         """
-        q = self._embed_side(queries, query_prompt_name, query_prompt)
-        c = self._embed_side(corpus, document_prompt_name, document_prompt)
+        q = self._embed_side(queries, query_prompt_name, query_prompt, "query")
+        c = self._embed_side(corpus, document_prompt_name, document_prompt, "document")
         return search_vectors(q, c, top_k, query_block=query_block, corpus_block=corpus_block)
 
-    def _embed_side(self, X: Any, prompt_name: str | None, prompt: str | None) -> np.ndarray:
-        """:meth:`embed` with one side's prompt (the estimator's own when both are None)."""
+    def _embed_side(self, X: Any, prompt_name: str | None, prompt: str | None,
+                    side: str = "") -> np.ndarray:
+        """:meth:`embed` with one side's prompt (the estimator's own when both are None);
+        ``side`` ("query" or "document") names the arguments in an unknown-prompt error."""
         texts = validate_texts(X)
         model = self._model()
         self._check_params(model)
         if prompt_name is None and prompt is None:
             return self._embed_float(texts, model, self._prompt(model))
-        return self._embed_float(texts, model, resolve_prompt(model, prompt_name, prompt))
+        try:
+            resolved = resolve_prompt(model, prompt_name, prompt)
+        except UnknownPromptError as exc:  # say which argument, not the estimator's prompt=
+            raise UnknownPromptError(
+                exc.name, exc.model, exc.known,
+                f"{side}_prompt=... (e5 models: query_prompt='query: ', document_prompt="
+                f"'passage: '), or {side}_prompt_name=None to use the estimator's own prompt "
+                f"({self._prompt(model)!r})") from None
+        return self._embed_float(texts, model, resolved)
 
     def embed(self, X: Any) -> np.ndarray:
         """Float32 embeddings (truncated and normalised as configured), fitting nothing.

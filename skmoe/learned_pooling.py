@@ -38,7 +38,7 @@ from .postprocessing import (
 )
 from .registry import get_encoder
 from .token_states import token_states, tokens
-from .validation import validate_texts
+from .validation import split_pairs, validate_texts
 
 
 @dataclass(eq=False, repr=False, kw_only=True)
@@ -198,12 +198,13 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         from ._learned_pooling_fit import check_fit_params, train
 
         pairs = _as_pairs(X)
-        objective = check_fit_params(self, pairs is not None, y)
+        texts = list(dict.fromkeys(pairs.ravel())) if pairs is not None else validate_texts(X)
+        objective = check_fit_params(self, pairs is not None, y,
+                                     len(pairs) if pairs is not None else len(texts))
         for attr in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
             delattr(self, attr)
         encoder = self.get_encoder()
         self.model_fingerprint_ = encoder.source.fingerprint
-        texts = list(dict.fromkeys(pairs.ravel())) if pairs is not None else validate_texts(X)
         states = self._states(texts)
         self.embedding_dim_ = self.n_features_out_ = encoder.hidden_size  # pools token states
         self.objective_ = objective
@@ -251,25 +252,21 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
 
 
 def _as_pairs(X: Any) -> np.ndarray | None:
-    """``X`` as an ``(n, 2)`` object array of text pairs, or None when it holds single texts."""
+    """``X`` as an ``(n, 2)`` object array of text pairs, or None when it holds single texts
+    (a 2-column DataFrame, or a 2-D table of non-``str`` rows, is pairs: checked by
+    :func:`~skmoe.validation.split_pairs`)."""
+    if isinstance(X, np.ndarray) and X.shape == (0, 2):
+        return np.empty((0, 2), dtype=object)  # no pairs: fit says how many it needs
     if isinstance(X, pd.DataFrame):
         if X.shape[1] != 2:
             return None
-        arr = X.to_numpy(dtype=object)
     elif isinstance(X, (list, tuple, np.ndarray)) and len(X) and not isinstance(X[0], str):
-        arr = np.asarray(X, dtype=object)
-        if arr.ndim != 2:
-            return None
+        if np.asarray(X, dtype=object).ndim != 2:
+            return None  # not a table: validate_texts names the row that is not a text
     else:
         return None
-    if arr.shape[1] != 2:
-        raise ValueError(f"pairs must have 2 columns (anchor, positive), got shape {arr.shape}")
-    for i, row in enumerate(arr):
-        for j in (0, 1):
-            if not isinstance(row[j], str):
-                raise TypeError(f"pair {i} column {j} is {type(row[j]).__name__}, not str: "
-                                f"{row[j]!r}")
-    return arr
+    a, b = split_pairs(X)
+    return np.array([a, b], dtype=object).T
 
 
 def _pool_numpy(est: LearnedPooling, states: list) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.markers import MarkerStyle
 
 from ._stack import external_stacklevel
-from .evaluation.probe import transfer_table
+from .evaluation.probe import setting_columns, transfer_table
 from .evaluation.routing import RoutingStats
 
 PathLike = str | os.PathLike[str] | None
@@ -33,8 +33,16 @@ def _finish(fig: Figure, path: PathLike, dpi: int = 120) -> Figure:
 
 
 def _mean_std(scores: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean and std per ``keys``; refuses to average over a setting that is not in ``keys``
+    (three regimes or two k pooled into one bar would look like one measurement)."""
+    pooled = {c: pd.unique(scores[c]).tolist() for c in setting_columns(scores)
+              if c not in keys and c != "metric" and scores[c].nunique(dropna=False) > 1}
+    if pooled:
+        shown = "; ".join(f"{c!r}: {v[:4]}" for c, v in pooled.items())
+        raise ValueError(f"the scores vary in {shown}, neither x nor hue: one bar would average "
+                         "them; pass that column as hue (or x), or select its rows first")
     agg = scores.groupby(keys, sort=False)["score"].agg(["mean", "std"])
-    return agg.fillna({"std": 0.0}).reset_index()
+    return agg.reset_index()  # std NaN for one draw: no error bar
 
 
 def plot_probe(
@@ -101,7 +109,9 @@ def plot_probe(
         ax.set_ylabel(metric)
         ax.set_ylim(low, top)
         ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title or f"{metric} per {x} (mean +- std over draws)")
+    one_draw = stats["std"].isna().all()
+    ax.set_title(title or f"{metric} per {x} "
+                 f"({'one draw, no spread shown' if one_draw else 'mean +- std over draws'})")
     if len(hues) > 1 or chance is not None:
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()

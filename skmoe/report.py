@@ -290,7 +290,7 @@ def build_report(
         both = pd.concat([
             scores[scores["metric"] == "accuracy"].assign(probe="in-language"),
             tscores[tscores["train_language"] == rd.source_language]
-            .rename(columns={"test_language": "group"})
+            .drop(columns="train_language").rename(columns={"test_language": "group"})
             .assign(probe=f"trained on {rd.source_language}"),
         ], ignore_index=True)
         plotting.plot_probe(both, metric="accuracy", x="group", hue="probe", chance=res.chance,

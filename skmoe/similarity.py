@@ -9,31 +9,11 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .postprocessing import cosine_matrix, cosine_rows
-from .validation import validate_texts
+from .validation import split_pairs
 
 __all__ = ["PAIR_FEATURES", "PairFeatures", "cosine_matrix", "cosine_rows", "split_pairs"]
 
 PAIR_FEATURES = ("cosine", "abs_diff", "product")
-
-
-def split_pairs(X: Any) -> tuple[list[str], list[str]]:
-    """Two text columns from a 2-column DataFrame, ``[n, 2]`` array or list of pairs."""
-    if hasattr(X, "iloc") and hasattr(X, "columns"):
-        if X.shape[1] != 2:
-            raise ValueError(f"Expected two text columns, got {X.shape[1]}: {list(X.columns)[:5]}.")
-        columns = [(repr(name), X.iloc[:, i]) for i, name in enumerate(X.columns)]
-    else:
-        arr = np.asarray(X, dtype=object)
-        if arr.ndim != 2 or arr.shape[1] != 2:
-            raise ValueError(f"Expected pairs of texts with shape (n, 2), got shape {arr.shape}.")
-        columns = [(str(i), arr[:, i]) for i in range(2)]
-    texts = []
-    for name, column in columns:
-        try:
-            texts.append(validate_texts(column))
-        except (TypeError, ValueError) as exc:  # say which side of the pair is bad
-            raise type(exc)(f"Column {name} of the pairs: {exc}") from None
-    return texts[0], texts[1]
 
 
 # Output dtypes whose values are codes (offsets, packed bits), not coordinates.

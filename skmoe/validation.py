@@ -83,6 +83,50 @@ def validate_texts(X: Any) -> list[str]:
     return texts
 
 
+def split_pairs(X: Any) -> tuple[list[str], list[str]]:
+    """Two text columns from a 2-column DataFrame, ``[n, 2]`` array or list of pairs.
+
+    Two lists ``a`` and ``b`` of texts are the pairs ``list(zip(a, b))``; ``[a, b]`` itself is
+    refused (with that hint) unless ``a`` and ``b`` hold two texts each, when it cannot be told
+    from two pairs and is read as the pairs ``(a[0], a[1])`` and ``(b[0], b[1])``.
+    """
+    if hasattr(X, "iloc") and hasattr(X, "columns"):
+        if X.shape[1] != 2:
+            raise ValueError(f"Expected two text columns, got {X.shape[1]}: {list(X.columns)[:5]}.")
+        columns = [(repr(name), X.iloc[:, i]) for i, name in enumerate(X.columns)]
+    else:
+        if isinstance(X, (list, tuple)) and len(X) == 2 and all(
+                isinstance(side, np.ndarray) or hasattr(side, "iloc") for side in X):
+            raise ValueError(_ZIP_HINT.format(shape="two arrays/Series of texts"))
+        arr = np.asarray(X, dtype=object)
+        if arr.ndim == 2 and arr.shape[0] == 2 and arr.shape[1] != 2:
+            raise ValueError(_ZIP_HINT.format(shape=f"shape {arr.shape}"))
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise ValueError(f"Expected pairs of texts with shape (n, 2), got shape {arr.shape}.")
+        columns = [(str(i), arr[:, i]) for i in range(2)]
+    texts = []
+    for name, column in columns:
+        try:
+            texts.append(validate_texts(column))
+        except (TypeError, ValueError) as exc:  # say which side of the pair is bad
+            raise type(exc)(f"Column {name} of the pairs: {exc}") from None
+    return texts[0], texts[1]
+
+
+_ZIP_HINT = ("Expected pairs of texts with shape (n, 2), got {shape}: two columns of texts "
+             "rather than a list of pairs? Pass list(zip(a, b)) or a 2-column DataFrame.")
+
+
+def check_no_missing(values: np.ndarray, name: str) -> None:
+    """Refuse None/NaN entries (labels, groups), naming the first row: NaN never equals
+    itself, so it would silently form a group of nothing or a class of its own."""
+    import pandas as pd
+
+    missing = pd.isna(values)
+    if np.any(missing):
+        raise ValueError(f"{name} has a missing value (None/NaN) at row {int(np.argmax(missing))}")
+
+
 def _from_arrow_or_polars(X: Any) -> Any:
     """A polars DataFrame or a pyarrow Table/Array as a list (one column only); else ``X``."""
     module = type(X).__module__.split(".")[0]

@@ -147,7 +147,18 @@ def test_token_weights_plot_is_a_figure(fast_moe):
     (["a", "b"], [0, 1], {"heads": 0}, "heads must be an int >= 1"),
     (["a", "b"], [0, 1], {"max_iter": "many"}, "max_iter must be an int >= 0 or 'auto'"),
     (["a", "b"], [0, 1], {"normalize": "max"}, "normalize must be one of"),
-    ([["a", "b", "c"]], None, {}, "pairs must have 2 columns"),
+    ([["a", "b", "c"]], None, {}, r"shape \(n, 2\), got shape \(1, 3\)"),
+    ([np.array(["a", "b", "c"]), np.array(["d", "e", "f"])], None, {}, r"list\(zip\(a, b\)\)"),
+    # what each objective needs to learn anything, checked before the encoder loads
+    (["a", "b"], ["x", "x"], {}, "needs at least 2 classes in y, got only 'x'"),
+    (["a"], ["x"], {}, "needs at least 2 texts, got 1"),
+    (["a", "b", "c"], ["x", None, "y"], {}, r"y has a missing value \(None/NaN\) at row 1"),
+    (["a", "b", "c"], ["x", "y"], {}, r"one entry per text \(3\), got shape \(2,\)"),
+    ([["a", "b"]], None, {}, "'infonce' needs at least 2 pairs, got 1"),
+    (np.empty((0, 2), dtype=object), None, {}, "needs at least 2 pairs, got 0"),
+    ([["a", "b"], ["c", "d"]], [1.0, float("nan")], {}, "scores y must be finite; row 1 is nan"),
+    ([["a", "b"], ["c", "d"]], [1.0, float("inf")], {}, "scores y must be finite; row 1 is inf"),
+    ([["a", "b"], ["c", "d"]], ["para", "not"], {}, "scores y must be numbers .* row 0 is 'para'"),
 ])
 def test_bad_input_is_named(fast_moe, X, y, params, match):
     with pytest.raises(ValueError, match=match):

@@ -40,7 +40,7 @@ def test_plot_probe(tmp_path):
     assert len(heights) == 6 and heights[0] == pytest.approx(0.6 + 0.01 + 0.02)
     with pytest.raises(ValueError, match="metric"):
         plot_probe(_probe_scores(), metric="mcc")
-    one = plot_probe(_probe_scores(), hue=None, metric="f1_macro")
+    one = plot_probe(_probe_scores().query("k == 8"), hue=None, metric="f1_macro")
     assert len(one.axes[0].patches) == 3
 
 
@@ -214,3 +214,24 @@ def test_a_label_keeps_its_colour_whatever_the_order_of_the_rows():
         travel = {tuple(np.round(f[:3], 3)) for f, lab in zip(faces, labels[order], strict=True)
                   if lab == "travel"}  # RGB: the dots are drawn with alpha 0.8
         assert travel == {tuple(np.round(colour_of(first)["travel"][:3], 3))}
+
+
+def test_plot_probe_refuses_to_average_a_setting_into_one_bar():
+    """transfer_regimes output drawn with the default hue="k": the three regimes would be
+    averaged into one bar per language. Refused, naming the column; hue="regime" draws them."""
+    regimes = pd.concat([_probe_scores().assign(regime=r) for r in ("each", "en", "all")])
+    with pytest.raises(ValueError, match=r"vary in 'regime': \['each', 'en', 'all'\], neither x "
+                       "nor hue"):
+        plot_probe(regimes)
+    with pytest.raises(ValueError, match=r"vary in 'k': \[8, 16\]"):
+        plot_probe(_probe_scores(), hue=None)
+    fig = plot_probe(regimes[regimes.k == 8], hue="regime")
+    assert len(fig.axes[0].patches) == 3 * 3
+
+
+def test_plot_probe_with_one_draw_says_so_instead_of_zero_error_bars():
+    one = _probe_scores().query("seed == 0")
+    ax = plot_probe(one).axes[0]
+    assert "one draw" in ax.get_title() and "std" not in ax.get_title()
+    ax = plot_probe(_probe_scores()).axes[0]
+    assert "mean +- std over draws" in ax.get_title()

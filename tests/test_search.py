@@ -143,8 +143,23 @@ def test_estimator_search_ranks_by_asymmetric_cosine(fast_moe):
     want = np.argsort(-sim, axis=1, kind="stable")[:, :4]
     np.testing.assert_array_equal(idx, want)
     np.testing.assert_allclose(scores, np.take_along_axis(sim, want, axis=1), atol=1e-5)
-    with pytest.raises(UnknownPromptError, match="nonsense"):
+    with pytest.raises(UnknownPromptError, match="nonsense.*Pass query_prompt=.*or "
+                       "query_prompt_name=None to use the estimator's own prompt"):
         est.search(TEXTS, corpus, query_prompt_name="nonsense")
+    with pytest.raises(UnknownPromptError, match="'nonsense'.*Pass document_prompt="):
+        est.similarity(TEXTS, corpus, document_prompt_name="nonsense")
+
+
+def test_search_on_a_model_without_prompt_table_names_the_side(e5_path):
+    """e5 has no prompt table: search's default prompt names cannot resolve, and the error
+    says which argument to pass (not the estimator's prompt=, which the user already set)."""
+    est = MoEEmbeddingTransformer(str(e5_path), prompt="query: ", device="cpu", verbose=0)
+    with pytest.raises(UnknownPromptError, match=r"'query'.*no prompt table.*query_prompt=.*"
+                       r"query_prompt_name=None to use the estimator's own prompt \('query: '\)"):
+        est.search(["where do cats sleep?"], ["cats sleep on sofas"])
+    idx, _ = est.search(["where do cats sleep?"], ["stocks fell", "cats sleep on sofas"], top_k=1,
+                        query_prompt="query: ", document_prompt="passage: ")
+    assert idx.tolist() == [[1]]
 
 
 @pytest.mark.slow

@@ -110,6 +110,10 @@ def test_pair_features_subset_and_names(moe):
 @pytest.mark.parametrize(("X", "error", "match"), [
     (pd.DataFrame({"a": ["x"], "b": ["y"], "c": ["z"]}), ValueError, "two text columns"),
     ([("only one",)], ValueError, r"shape \(n, 2\)"),
+    # two columns given as [a, b] instead of pairs: the hint says how to pair them
+    ([["a", "b", "c"], ["d", "e", "f"]], ValueError, r"got shape \(2, 3\).*list\(zip\(a, b\)\)"),
+    ([np.array(["a", "b"]), np.array(["c", "d"])], ValueError, "two arrays/Series.*list\\(zip"),
+    ([pd.Series(["a", "b"]), pd.Series(["c", "d"])], ValueError, "two arrays/Series"),
     ([("ok", "ok"), ("fine", None)], ValueError, "Column 1 of the pairs: Missing text at row 1"),
     ([("ok", "ok"), (3, "x")], TypeError, "Column 0 of the pairs: Text at row 1 is int"),
     (pd.DataFrame({"s1": ["a", "b"], "s2": ["c", None]}), ValueError,

@@ -17,7 +17,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from ..validation import validate_texts
+from ..validation import check_no_missing, validate_texts
 
 
 def as_texts(X: Any) -> list[str]:
@@ -203,11 +203,3 @@ def as_groups(groups: Any, n: int, name: str = "groups") -> np.ndarray:
         raise ValueError(f"{name} must be 1-D with {n} entries (one per row), got shape {g.shape}")
     check_no_missing(g, name)
     return g
-
-
-def check_no_missing(values: np.ndarray, name: str) -> None:
-    """Refuse None/NaN entries (labels, groups), naming the first row: NaN never equals
-    itself, so it would silently form a group of nothing or a class of its own."""
-    missing = pd.isna(values)
-    if np.any(missing):
-        raise ValueError(f"{name} has a missing value (None/NaN) at row {int(np.argmax(missing))}")

@@ -44,12 +44,35 @@ def default_head() -> LogisticRegression:
     return LogisticRegression(max_iter=100)
 
 
-def _scorers(metrics: Sequence[str] | Mapping[str, Scorer] | str) -> dict[str, Scorer]:
-    if isinstance(metrics, str):
+def _scorers(metrics: Sequence[str | Scorer] | Mapping[str, str | Scorer] | str | Scorer
+             ) -> dict[str, Scorer]:
+    """Metric name -> scorer ``scorer(estimator, X, y)``, every one resolved and checked before
+    any head is fit. Names are scikit-learn scorer names; a callable in a list is named by its
+    function (``make_scorer(f1_score, ...)``: ``"f1_score"``)."""
+    if isinstance(metrics, str) or callable(metrics):
         metrics = [metrics]
-    if isinstance(metrics, Mapping):
-        return dict(metrics)
-    return {m: get_scorer(m) for m in metrics}
+    pairs = (list(metrics.items()) if isinstance(metrics, Mapping)
+             else [(_metric_name(m), m) for m in metrics])
+    if not pairs:
+        raise ValueError("metrics is empty")
+    out: dict[str, Scorer] = {}
+    for name, metric in pairs:
+        if str(name) in out:
+            raise ValueError(f"metrics name {name!r} twice; pass a dict of name -> scorer")
+        if isinstance(metric, str):
+            metric = get_scorer(metric)
+        elif not callable(metric):
+            raise TypeError(f"metric {name!r} must be a scorer name or a callable "
+                            f"scorer(estimator, X, y), got {type(metric).__name__}")
+        out[str(name)] = metric
+    return out
+
+
+def _metric_name(metric: Any) -> str:
+    if isinstance(metric, str):
+        return metric
+    func = getattr(metric, "_score_func", metric)  # a make_scorer object names its function
+    return str(getattr(func, "__name__", None) or repr(metric))
 
 
 def _ks(samples_per_label: int | Iterable[int]) -> list[int]:
@@ -163,8 +186,36 @@ def _naming(of: str) -> Iterator[None]:
                                    w.category, w.filename, w.lineno)
 
 
+def _warn_untrained_labels(data: _Data, fits: list[_Fit]) -> None:
+    """Fits tested on a label their own training rows lack (a language without one class)
+    can never predict those rows; say so once. Labels absent from all training rows were
+    named by :func:`_warn_unseen` already."""
+    trained = set(data.y[: data.n_train].tolist())
+    tested: dict[int, set] = {}  # test row sets are shared between fits: their labels once
+    cases: dict[tuple[str, Any], int] = {}
+    for fit in fits:
+        have = set(data.y[fit.train].tolist())
+        for test_keys, rows in fit.tests:
+            if id(rows) not in tested:
+                tested[id(rows)] = set(data.y[rows].tolist())
+            for label in tested[id(rows)] - have:
+                if label in trained:
+                    where = ", ".join(f"{k}={v!r}" for k, v in fit.keys.items()
+                                      if k not in ("k", "seed"))
+                    key = (where + "".join(f" -> {k}={v!r}" for k, v in test_keys.items()), label)
+                    cases[key] = cases.get(key, 0) + 1
+    if cases:
+        shown = "; ".join(f"{where}: {label!r}" for where, label in list(cases)[:5])
+        more = f" (and {len(cases) - 5} more)" if len(cases) > 5 else ""
+        warnings.warn(
+            f"{sum(cases.values())} probe fit(s) are scored on a label their training rows lack "
+            f"({shown}{more}): those test rows count as errors in every score",
+            UnseenLabelWarning, stacklevel=external_stacklevel())
+
+
 def _run(data: _Data, fits: list[_Fit], estimator: Any, metrics: Any) -> pd.DataFrame:
     scorers = _scorers(metrics)
+    _warn_untrained_labels(data, fits)
     head = default_head() if estimator is None else estimator
     needed = [f.train for f in fits] + [rows for f in fits for _, rows in f.tests]
     data.source.prefetch(np.unique(np.concatenate(needed)) if needed else [])
@@ -413,6 +464,14 @@ def _pick(present: np.ndarray, wanted: Iterable[Any] | None, name: str) -> list[
     return wanted
 
 
+def setting_columns(scores: pd.DataFrame) -> list[str]:
+    """The columns of a tidy score table that name a setting (group, k, metric, ...): all but
+    the draw (``seed``, ``bootstrap``), ``score`` and the row counts (``n_train``, ``n_test``,
+    ``n``)."""
+    return [c for c in scores.columns
+            if c not in ("seed", "bootstrap", "score", "n_train", "n_test", "n")]
+
+
 def summarize(scores: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean and standard deviation (ddof=1) of ``score`` over draws.
 
@@ -431,8 +490,7 @@ def summarize(scores: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataF
         ``by`` columns plus ``mean``, ``std`` and ``n`` (draws), in first-seen order.
     """
     if by is None:
-        by = [c for c in scores.columns
-              if c not in ("seed", "bootstrap", "score", "n_train", "n_test", "n")]
+        by = setting_columns(scores)
     out = scores.groupby(list(by), sort=False)["score"].agg(["mean", "std", "count"])
     return out.rename(columns={"count": "n"}).reset_index()
 

@@ -17,6 +17,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score, get_scorer, make_scorer
 
 from skmoe.evaluation import (
     FewShotWarning,
@@ -128,7 +129,10 @@ def test_few_shot_warnings_and_fit_errors_name_their_language():
         probe_report(Xtr, ytr, groups=gtr, samples_per_label=4, n_experiments=1)
     one_class = ytr.copy()
     one_class[gtr == "C"] = 0
-    with pytest.raises(ValueError, match=r"head fit failed for group='C', k=2, seed=0: .*one class"):
+    from skmoe.evaluation import UnseenLabelWarning
+
+    with pytest.raises(ValueError, match=r"head fit failed for group='C', k=2, seed=0: .*one class"
+                       ), pytest.warns(UnseenLabelWarning, match="group='C': 1"):
         probe_report(Xtr, one_class, groups=gtr, X_test=Xte, y_test=yte, groups_test=gte,
                      samples_per_label=2, n_experiments=1)
 
@@ -289,3 +293,47 @@ def test_labels_mixing_int_and_str_are_a_clear_type_error():
         probe_report(Xtr, mixed, groups=gtr, samples_per_label=2, n_experiments=1)
     with pytest.raises(TypeError, match="y and y_test mix several kinds"):
         transfer_matrix(Xtr, ytr, gtr, X_test=Xte, y_test=yte.astype(str), languages_test=gte)
+
+
+def test_a_label_missing_from_one_groups_training_rows_is_named():
+    """Group B trains on labels {0, 2} but is tested on {0, 1}: label 1 is in y (group A has
+    it), so the global check is silent; the per-fit check names the group and the label."""
+    from skmoe.evaluation import UnseenLabelWarning
+
+    Xtr, ytr, gtr, Xte, yte, gte = _data(groups=("A", "B"))
+    ytr = np.where((gtr == "B") & (ytr == 1), 2, ytr)
+    with pytest.warns(UnseenLabelWarning, match=r"^2 probe fit\(s\) are scored on a label their "
+                      r"training rows lack \(group='B': 1\)") as rec:
+        s = probe_report(Xtr, ytr, groups=gtr, X_test=Xte, y_test=yte, groups_test=gte,
+                         samples_per_label=2, n_experiments=2, metrics=["accuracy"])
+    assert len(rec) == 1 and rec[0].filename == __file__
+    assert s[s.group == "B"].score.max() <= 0.5  # the rows labelled 1 are always wrong
+    with pytest.warns(UnseenLabelWarning, match=r"train_language='B' -> test_language='A': 1"):
+        transfer_matrix(Xtr, ytr, gtr, X_test=Xte, y_test=yte, languages_test=gte,
+                        samples_per_label=2, n_experiments=1)
+
+
+@pytest.mark.parametrize(("metrics", "names"), [
+    (make_scorer(f1_score, average="macro"), ["f1_score"]),
+    ([get_scorer("accuracy"), "f1_macro"], ["accuracy_score", "f1_macro"]),
+    ({"f1": "f1_macro", "acc": get_scorer("accuracy")}, ["f1", "acc"]),
+])
+def test_metrics_as_names_callables_or_a_dict(metrics, names):
+    Xtr, ytr, gtr, Xte, yte, gte = _data(groups=("A",))
+    s = probe_report(Xtr, ytr, X_test=Xte, y_test=yte, samples_per_label=2, n_experiments=1,
+                     metrics=metrics)
+    assert list(s.metric) == names
+
+
+@pytest.mark.parametrize(("metrics", "error", "match"), [
+    ({"f1": "no_such_scorer"}, ValueError, "no_such_scorer"),
+    ({"f1": 3}, TypeError, "metric 'f1' must be a scorer name or a callable"),
+    ((), ValueError, "metrics is empty"),
+    (["accuracy", "accuracy"], ValueError, "metrics name 'accuracy' twice"),
+])
+def test_bad_metrics_fail_before_any_head_is_fit(metrics, error, match, monkeypatch):
+    Xtr, ytr, gtr, Xte, yte, gte = _data(groups=("A",))
+    monkeypatch.setattr(LogisticRegression, "fit", lambda *a, **k: pytest.fail("head was fit"))
+    with pytest.raises(error, match=match):
+        probe_report(Xtr, ytr, X_test=Xte, y_test=yte, samples_per_label=2, n_experiments=1,
+                     metrics=metrics)
