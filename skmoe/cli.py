@@ -8,7 +8,8 @@ column, an unreadable file, a model that cannot be found) end with one line
 bug in skmoe: one line too, with exit 1 and a hint to rerun with ``--debug`` (or
 ``SKMOE_DEBUG=1``), which prints the traceback.
 
-Exit codes: 0 success, 1 the model or the cache cannot be used (or an internal error), 2 bad
+Exit codes: 0 success, 1 the model or the cache cannot be used, or not with these options (or an
+internal error), 2 bad
 input or options (the same code argparse uses), 130 interrupted.
 """
 
@@ -93,6 +94,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise CLIError(f"output folder does not exist: {dst.parent}")
     if dst.is_dir():
         raise CLIError(f"output is a folder, not a file: {dst}")
+    if dst.exists() and src.exists() and dst.samefile(src):
+        raise CLIError(f"output is the input file {src}: writing it would replace the texts; "
+                       "name another output")
     texts = read_texts(src, args.column, args.input_format)
     cache = cache_of(args)
     transformer = make_transformer(args, cache=cache, verbose=0 if args.quiet else 2)
@@ -263,9 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="skmoe",
         description="Sentence embeddings and multilingual probes with the "
                     "nomic-embed-text-v2-moe Mixture-of-Experts encoder.",
-        epilog="Exit codes: 0 ok, 1 model or cache unusable (or an internal error: rerun with "
-               "--debug), 2 bad input or options, 130 interrupted. --debug (or SKMOE_DEBUG=1) "
-               "shows tracebacks.",
+        epilog="Exit codes: 0 ok, 1 model or cache unusable, or the model unusable with these "
+               "options (a precision the device lacks, --truncate-dim above its width), or an "
+               "internal error (rerun with --debug), 2 bad input or options, 130 interrupted. "
+               "--debug (or SKMOE_DEBUG=1) shows tracebacks.",
     )
     parser.add_argument("--version", action="version", version=f"skmoe {__version__}")
     parser.add_argument("--debug", action="store_true",
@@ -278,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed = add_command(sub, "embed", cmd_embed, help="embed a file of texts into .npy or Parquet")
     embed.add_argument("input", metavar="INPUT", help="input file")
     embed.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                       help="output file (.npy or .parquet)")
+                       help="output file (.npy or .parquet), replaced if it exists (not the "
+                            "input); written beside it as OUTPUT.partial and renamed when complete")
     embed.add_argument("--column", help="text column of a table (default: 'text' or the only one)")
     embed.add_argument("--input-format", choices=INPUT_FORMATS,
                        help="input format when the extension does not tell")
@@ -395,7 +401,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        say("skmoe: interrupted (finished chunks are in the cache; rerun to resume)")
+        if not hasattr(args, "no_cache"):  # info, quantize, cache: nothing to resume
+            say("skmoe: interrupted")
+        elif args.no_cache:
+            say("skmoe: interrupted (no cache: what was computed is lost)")
+        else:
+            say("skmoe: interrupted (finished chunks are in the cache; rerun to resume)")
         return EXIT_INTERRUPTED
     except Exception as exc:
         if debug:

@@ -105,7 +105,7 @@ def run_report(args: argparse.Namespace, data: Any, *, text: str, label: str, la
     return 0
 
 
-def _report_options(p: argparse.ArgumentParser) -> None:
+def _report_options(p: argparse.ArgumentParser, *, learned_pooling: bool) -> None:
     g = p.add_argument_group("report")
     g.add_argument("--out", default=DEFAULT_REPORT_DIR, metavar="DIR",
                    help=f"report folder (default: {DEFAULT_REPORT_DIR})")
@@ -118,18 +118,19 @@ def _report_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--languages", nargs="+", metavar="LANG", help="only these languages")
     g.add_argument("--map", choices=("umap", "none"), default="umap",
                    help="2-D maps of the test texts: UMAP (default; the slowest step) or none")
-    g.add_argument("--learned-pooling", action=argparse.BooleanOptionalAction, default=False,
+    g.add_argument("--learned-pooling", action=argparse.BooleanOptionalAction,
+                   default=learned_pooling,
                    help="add learned attention pooling vs mean pooling per language (a second "
-                        "encoder pass for token states, then small fits; default: on for demo, "
-                        "off for probe)")
+                        "encoder pass for token states, then small fits; default: "
+                        f"{'on' if learned_pooling else 'off'})")
 
 
 def add_report_commands(sub: Any) -> None:
     """The ``demo`` and ``probe`` sub-parsers."""
-    demo = add_command(sub, "demo", cmd_demo, split_column="split", learned_pooling=True,
+    demo = add_command(sub, "demo", cmd_demo, split_column="split",
                        help="the main job: a report folder from the bundled SIB-200 sample")
     add_model_options(demo, prompt_default="classification")
-    _report_options(demo)
+    _report_options(demo, learned_pooling=True)
 
     probe = add_command(sub, "probe", cmd_probe,
                         help="the demo's report on your own labelled multilingual table")
@@ -145,4 +146,4 @@ def add_report_commands(sub: Any) -> None:
     probe.add_argument("--input-format", choices=INPUT_FORMATS[1:],
                        help="input format when the extension does not tell")
     add_model_options(probe, prompt_default="classification")
-    _report_options(probe)
+    _report_options(probe, learned_pooling=False)

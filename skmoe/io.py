@@ -63,9 +63,10 @@ def check_readable(path: Path) -> None:
 
 
 def read_lines(path: Path) -> list[str]:
-    """One text per line (UTF-8); empty lines are kept as empty texts so rows match lines."""
+    """One text per line (UTF-8, or gzip/bz2/xz-compressed UTF-8); empty lines are kept as
+    empty texts so rows match lines."""
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
+        with _open_text(path) as fh:
             data = fh.read()
     except UnicodeDecodeError as exc:
         raise InputError(f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
@@ -87,12 +88,13 @@ def read_table(path: Path, fmt: str) -> Any:
     check_readable(path)
     try:
         if fmt in ("csv", "tsv"):
-            return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=str,
-                               keep_default_na=False, encoding="utf-8")
+            return _read_delimited(path, "\t" if fmt == "tsv" else ",")
         if fmt == "parquet":
             return pd.read_parquet(path)
         if fmt == "jsonl":
             return pd.read_json(path, lines=True, dtype=False)
+    except InputError:
+        raise
     except UnicodeDecodeError as exc:
         raise InputError(f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     except pd.errors.EmptyDataError:
@@ -102,6 +104,51 @@ def read_table(path: Path, fmt: str) -> Any:
     except (KeyError, ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise InputError(f"cannot read {path} as {fmt}: {one_line(exc)}") from None
     raise InputError(f"unsupported table format {fmt!r}")
+
+
+def _read_delimited(path: Path, sep: str) -> Any:
+    """A CSV/TSV file, every cell a string. A row with more fields than the header is refused
+    with its line (pandas would take the first field of every row for an index, or drop the
+    extra fields with a warning)."""
+    import pandas as pd
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8",
+                            index_col=False)
+    if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+        raise InputError(_long_row(path, sep))
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return frame
+
+
+def _long_row(path: Path, sep: str) -> str:
+    """Name the first row with more fields than the header (read again with the csv module)."""
+    import csv
+
+    with _open_text(path) as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        width = len(next(reader, []))
+        for row in reader:
+            if len(row) > width:
+                return (f"{path}: line {reader.line_num} has {len(row)} fields, the header "
+                        f"{width}; quote the fields that hold {sep!r} (or fix the row)")
+    return f"{path}: a row has more fields than the header"  # pragma: no cover
+
+
+def _open_text(path: Path) -> Any:
+    """``path`` opened as UTF-8 text, through gzip, bz2 or lzma by its last extension."""
+    import bz2
+    import gzip
+    import lzma
+
+    suffix = path.suffix.lower()
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix)
+    if opener is None and suffix in _COMPRESSION:
+        raise InputError(f"{path}: {suffix} files are read as tables only (csv, tsv, jsonl); "
+                         "decompress it, or compress it with gzip, bz2 or xz")
+    return (opener or open)(path, "rt", encoding="utf-8", newline="")
 
 
 def pick_column(frame: Any, column: str | None, path: Path, option: str = "--column") -> str:

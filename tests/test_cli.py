@@ -141,8 +141,9 @@ def test_demo_end_to_end_on_a_local_moe(capsys, tmp_path, moe):
     assert str(out / "index.html") in stdout
     assert "report:" in err and "embedding:" in err  # progress bars
     pngs = ["accuracy_by_language.png", "transfer_heatmap.png", "umap_map.png",
-            "umap_languages.png", "routing_heatmap.png"]
-    tables = ["probe_per_language", "transfer_from_source", "transfer_matrix", "bitext_retrieval"]
+            "umap_languages.png", "routing_heatmap.png", "token_weights.png"]
+    tables = ["probe_per_language", "transfer_from_source", "transfer_matrix", "bitext_retrieval",
+              "learned_pooling"]  # learned pooling: on by default in the demo
     files = pngs + [f"{t}.{e}" for t in tables for e in ("csv", "md")] + [
         "routing.csv", "report.md", "index.html"]
     for name in files:
@@ -155,6 +156,18 @@ def test_demo_end_to_end_on_a_local_moe(capsys, tmp_path, moe):
     assert pd.read_csv(out / "bitext_retrieval.csv")["n"].tolist() == [168]  # sample ids paired
     report = (out / "report.md").read_text()
     assert "UMAP (cosine)" in report and "336 distinct" in report and "(0 from the cache)" in report
+
+
+def test_learned_pooling_is_on_for_demo_and_off_for_probe_by_default():
+    """The help says so; an argument-level default once overrode the demo's (the demo ran
+    without it while its help and the docs said it was on)."""
+    from skmoe.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["demo"]).learned_pooling is True
+    assert parser.parse_args(["demo", "--no-learned-pooling"]).learned_pooling is False
+    assert parser.parse_args(["probe", "t.csv"]).learned_pooling is False
+    assert parser.parse_args(["probe", "t.csv", "--learned-pooling"]).learned_pooling is True
 
 
 def test_probe_on_a_user_table(capsys, tmp_path, moe, monkeypatch):
@@ -213,6 +226,33 @@ def test_embed_txt_to_npy_matches_the_estimator(capsys, tmp_path, moe):
     assert got.shape == (len(TEXTS), 64) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=1e-6)
     assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
+def test_embed_reads_compressed_text_files(capsys, tmp_path, moe, suffix):
+    """.txt.gz was told apart by its extension but read as raw bytes ("not valid UTF-8")."""
+    import bz2
+    import gzip
+    import lzma
+
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[suffix]
+    src = tmp_path / f"in.txt{suffix}"
+    src.write_bytes(compress(("\n".join(TEXTS) + "\n").encode("utf-8")))
+    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "o.npy", "--model", moe,
+                       "--no-cache", "-q")
+    assert code == 0, err
+    want = MoEEmbeddingTransformer(moe, normalize=UNCENTRED_NORMALIZE).fit([]).transform(TEXTS)
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), want, atol=1e-6)
+
+
+def test_embed_refuses_to_write_over_its_input(capsys, tmp_path, moe):
+    src = tmp_path / "t.parquet"
+    pd.DataFrame({"text": ["a", "b"], "label": [0, 1]}).to_parquet(src)
+    before = src.read_bytes()
+    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "." / "t.parquet", "--model", moe,
+                       "--no-cache")
+    assert_one_line_error(code, err, 2, "output is the input file", "name another output")
+    assert src.read_bytes() == before
 
 
 def test_embed_never_centres_its_file(capsys, tmp_path, moe, monkeypatch):
@@ -276,6 +316,9 @@ def test_embed_is_resumable_through_the_cache(capsys, tmp_path, moe, monkeypatch
     code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--cache", cache, "-q")
     assert code == 130 and "rerun to resume" in err
     assert not dst.exists() and not list(tmp_path.glob("*.partial"))
+    calls.clear()  # without a cache there is nothing to resume, and the message says so
+    code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--no-cache", "-q")
+    assert code == 130 and "no cache: what was computed is lost" in err and "resume" not in err
 
     monkeypatch.setattr(embedding_module.Embedder, "_embed", real_embed)
     monkeypatch.setattr(embedding_module, "Engine", _CountingEngine)
@@ -356,6 +399,11 @@ BAD_INPUT_FILES = {
     "numbers": ("in.jsonl", b'{"text": "a"}\n{"text": 3}\n', ["row 1", "int"]),
     "ragged_csv": ("ragged.csv", b"text,label\nfine,1\ntoo,many,fields,here\n",
                    ["cannot parse", "as CSV", "Expected 2 fields"]),
+    # one field more than the header on the first row: pandas took column 1 for an index and
+    # shifted every text (exit 0, wrong texts); now refused with the line
+    "long_first_row": ("long.csv", b"text,x\n1,2,3\nq,4\n",
+                       ["long.csv: line 2 has 3 fields, the header 2", "quote the fields"]),
+    "zst_txt": ("in.txt.zst", b"\x28\xb5\x2f\xfd", [".zst files are read as tables only"]),
 }
 
 

@@ -251,7 +251,8 @@ def check_requested(q: dict[str, Any], precision: str | None, where: str) -> Non
         raise QuantizedFolderError(
             f"{where} holds {q['precision']} weights quantized by `skmoe quantize` "
             f"({folder_label(q)}); dtype={precision!r} conflicts with them: pass dtype=None "
-            f"(or 'auto', or {q['precision']!r}) to use them, or load the original float model "
+            f"(or 'auto', or {q['precision']!r}; on the command line: leave out --dtype) to use "
+            "them, or load the original float model "
             f"for {mode}")
 
 
