@@ -280,6 +280,9 @@ class Embedder:
         """
         stream = self.iter_embed(texts, chunk_size)
         if isinstance(out, np.ndarray):
+            if out.ndim != 2 or out.shape[0] != len(texts):  # before any text is embedded
+                raise ValueError(f"out has shape {out.shape}, expected {len(texts)} rows "
+                                 "(one per text) and one column per feature")
             for start, vectors in stream:
                 vectors = transform(vectors) if transform is not None else vectors
                 if out.shape[0] != len(texts) or out.shape[1:] != vectors.shape[1:]:
@@ -288,7 +291,14 @@ class Embedder:
                 out[start : start + len(vectors)] = vectors
             return out
         path = Path(out)
-        with EmbeddingWriter(path, fmt or _format_of(path), len(texts)) as writer:
+        fmt = fmt or _format_of(path)
+        if path.is_dir():  # checked before any text is embedded: nothing computed is lost
+            raise IsADirectoryError(f"out is a folder, not a file: {path}")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"the folder of out does not exist: {path.parent}")
+        if not len(texts):  # no chunk to stream: an empty file of the right width
+            stream = iter([(0, self._embed(texts, None))])
+        with EmbeddingWriter(path, fmt, len(texts)) as writer:
             for start, vectors in stream:
                 vectors = transform(vectors) if transform is not None else vectors
                 writer.write(start, texts[start : start + len(vectors)], vectors)
@@ -395,7 +405,7 @@ def _format_of(path: Path) -> str:
     fmt = OUTPUT_EXTENSIONS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"cannot tell the output format of {path}; end it in .npy or .parquet "
-                         "or pass fmt=")
+                         "or name the format ('npy' or 'parquet')")
     return fmt
 
 
@@ -425,7 +435,10 @@ class EmbeddingWriter:
     def write(self, start: int, texts: Sequence[str], vectors: Any) -> None:
         """Store rows ``start .. start + len(texts)``."""
         vectors = np.asarray(vectors)
-        if self.fmt == "npy":
+        if self.fmt == "npy" and self.n_rows == 0:  # no rows to map: a plain (0, width) file
+            with open(self.tmp, "wb") as fh:
+                np.save(fh, vectors)
+        elif self.fmt == "npy":
             if self._array is None:
                 self._array = np.lib.format.open_memmap(
                     self.tmp, mode="w+", dtype=vectors.dtype, shape=(self.n_rows, vectors.shape[1])

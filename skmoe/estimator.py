@@ -43,6 +43,7 @@ from .postprocessing import (
     cosine_matrix,
     cosine_rows,
     fit_center,
+    normalize_mode,
     output_width,
     quantize,
     truncate_and_normalize,
@@ -236,6 +237,7 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
     def _check_params(self, model: SentenceEncoder | ModelCard) -> None:
         if self.output_dtype not in OUTPUT_DTYPES:
             raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {self.output_dtype!r}")
+        normalize_mode(self.normalize)  # refused before any text is embedded, not after
         _check_int("truncate_dim", self.truncate_dim, 1, model.embedding_dim, optional=True)
         _check_int("max_length", self.max_length, 2, optional=True)
         if self.max_length is not None:
@@ -343,8 +345,16 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
             f"prompt_name/prompt changed after fit (fitted with {self.prompt_!r}, now {prompt!r})"]
         fitted = getattr(self, "output_params_", {})  # absent in estimators pickled before
         for name, then in fitted.items():
-            matters = name != "normalize" or fitted["output_dtype"] in CALIBRATED_DTYPES
-            if matters and getattr(self, name) != then:
+            now = getattr(self, name)
+            if name == "normalize":
+                matters = fitted["output_dtype"] in CALIBRATED_DTYPES
+            elif name == "output_dtype":  # float32 <-> float16, binary <-> ubinary: nothing fitted
+                dim = int(fitted["truncate_dim"] or self.embedding_dim_)
+                matters = (then in CALIBRATED_DTYPES or now in CALIBRATED_DTYPES
+                           or output_width(dim, then) != output_width(dim, now))
+            else:
+                matters = True
+            if matters and now != then:
                 changed.append(f"{name} changed after fit (fitted with {then!r}, now "
                                f"{getattr(self, name)!r})")
         return changed

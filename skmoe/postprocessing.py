@@ -49,9 +49,9 @@ def normalize_mode(normalize: bool | str | float | None) -> str | float | None:
     ``None`` keep the raw pooled vectors; a positive finite number is the rows' L2 length
     (``1.0`` is ``"l2"``).
     """
-    if normalize is None or normalize is False:
+    if normalize is None or normalize is False or normalize is np.False_:
         return None
-    if normalize is True:
+    if normalize is True or normalize is np.True_:
         return "l2"
     if isinstance(normalize, str) and normalize.lower() in NORMALIZE_MODES:
         return normalize.lower()

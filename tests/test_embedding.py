@@ -136,6 +136,39 @@ def test_embed_to_an_array_applies_the_transform_and_checks_the_shape(encoder):
         emb.embed_to(np.zeros((2, 8), np.float32), texts, transform=lambda v: v[:, :8])
 
 
+def test_embed_to_checks_its_destination_before_embedding_anything(encoder, tmp_path,
+                                                                   monkeypatch):
+    """A missing folder, a folder for a file or an array of the wrong length fail before the
+    first chunk is computed (they failed after it: without a cache that work was lost)."""
+    emb = Embedder.for_encoder(encoder, "")
+    monkeypatch.setattr(Embedder, "_embed", lambda *a: pytest.fail("embedded before checking"))
+    with pytest.raises(FileNotFoundError, match="the folder of out does not exist: .*missing"):
+        emb.embed_to(tmp_path / "missing" / "v.npy", ["a", "b"])
+    with pytest.raises(IsADirectoryError, match="out is a folder"):
+        emb.embed_to(tmp_path, ["a", "b"], fmt="npy")
+    with pytest.raises(ValueError, match=r"out has shape \(3, 8\), expected 2 rows"):
+        emb.embed_to(np.zeros((3, 8), np.float32), ["a", "b"])
+    with pytest.raises(ValueError, match="cannot tell the output format .*or name the format"):
+        emb.embed_to(tmp_path / "v.bin", ["a", "b"])
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", ["npy", "parquet"])
+def test_embed_to_with_no_texts_writes_an_empty_file_of_the_right_width(encoder, tmp_path, fmt):
+    emb = Embedder.for_encoder(encoder, "")
+    out = tmp_path / f"v.{fmt}"
+    emb.embed_to(out, [], transform=lambda v: v[:, :8])
+    if fmt == "npy":
+        got = np.load(out)
+        assert got.shape == (0, 8) and got.dtype == np.float32
+    else:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(out)
+        assert table.num_rows == 0 and table.column_names == ["text", "embedding"]
+    assert not list(tmp_path.glob("*.partial"))
+
+
 def test_an_interrupted_write_leaves_no_file(tmp_path):
     out = tmp_path / "v.npy"
     with pytest.raises(KeyboardInterrupt), EmbeddingWriter(out, "npy", 4) as writer:

@@ -286,6 +286,38 @@ def test_params_changed_after_fit_need_a_refit(moe):
     assert np.linalg.norm(est.transform(["x"])) != pytest.approx(1.0)
 
 
+def test_output_dtype_changes_that_need_nothing_fitted_need_no_refit(moe):
+    """float32 <-> float16 and binary <-> ubinary keep the width and use no ranges."""
+    est = MoEEmbeddingTransformer(moe).fit(["a", "b", "c"])
+    want = est.transform(["x"])
+    est.set_params(output_dtype="float16")
+    got = est.transform(["x"])
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    est.set_params(output_dtype="binary")  # 8 features a byte: another width
+    with pytest.raises(ValueError, match="output_dtype changed after fit .*'float32'.*'binary'"):
+        est.transform(["x"])
+    packed = MoEEmbeddingTransformer(moe, output_dtype="binary").fit(["a", "b", "c"])
+    signed = packed.transform(["x"])
+    unsigned = packed.set_params(output_dtype="ubinary").transform(["x"])
+    np.testing.assert_array_equal(signed.astype(np.int16) + 128, unsigned)
+
+
+def test_a_bad_normalize_is_refused_before_any_text_is_embedded(moe, monkeypatch):
+    from skmoe.embedding import Embedder
+
+    monkeypatch.setattr(Embedder, "_embed", lambda *a: pytest.fail("embedded before checking"))
+    for center in (True, False):
+        est = MoEEmbeddingTransformer(moe, center=center, normalize="unit")
+        with pytest.raises(ValueError, match="normalize"):
+            est.fit(["a", "b", "c"])
+        with pytest.raises(ValueError, match="normalize"):
+            est.set_params(normalize="l2").fit([]).set_params(normalize="unit").transform(["x"])
+    monkeypatch.undo()
+    assert MoEEmbeddingTransformer(moe, normalize=np.True_, center=False).fit([]).transform(
+        ["x"]).shape == (1, 64)  # numpy's bools are bools
+
+
 @pytest.mark.parametrize(("change", "match"), [
     ({"normalize": False}, "normalize changed after fit .*1.25.*False"),  # ranges of unit vectors
     ({"truncate_dim": 32}, "truncate_dim changed after fit"),  # ranges of 64 features
