@@ -1,7 +1,7 @@
 """Matplotlib figures from :mod:`skmoe.evaluation` results.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (so no
-global backend state changes and nothing pops up) and writes a PNG when ``path`` is given.
+global backend state changes and nothing pops up) and saves it when ``path`` is given (PNG, SVG, PDF, ...: the extension decides).
 Plotting never computes embeddings; :func:`plot_embedding_map` only projects the ones it gets.
 """
 
@@ -22,6 +22,7 @@ from matplotlib.markers import MarkerStyle
 from ._stack import external_stacklevel
 from .evaluation.probe import setting_columns, transfer_table
 from .evaluation.routing import RoutingStats
+from .validation import check_no_missing
 
 PathLike = str | os.PathLike[str] | None
 
@@ -76,7 +77,7 @@ def plot_probe(
         ``chance_label``.
     title : str, optional
     path : path, optional
-        Save the figure as PNG there.
+        Save the figure there (the extension decides the format: .png, .svg, .pdf).
     """
     df = scores[scores["metric"] == metric]
     if df.empty:
@@ -208,6 +209,8 @@ def plot_transfer(
         (as the report does) so that colours show the distance from chance, not small
         differences between cells stretched over the whole scale.
     """
+    if scores.empty:
+        raise ValueError("scores is empty: nothing to plot")
     tidy = "train_language" in scores.columns
     table = transfer_table(scores, metric, k) if tidy else scores
     if tidy and metric is None:
@@ -251,9 +254,13 @@ def plot_routing(
         ``vmin=0`` a small difference between shares looks small.
     """
     df = stats.experts
-    if value not in df.columns:
-        raise ValueError(f"value must be one of {list(df.columns[3:])}, got {value!r}")
+    values = [c for c in df.columns[3:] if pd.api.types.is_numeric_dtype(df[c])]
+    if value not in values:
+        raise ValueError(f"value must be one of {values}, got {value!r}")
     layers = list(pd.unique(df["layer"])) if layers is None else list(layers)
+    if not layers:
+        raise ValueError("layers is empty: pass None for every MoE layer, or some of "
+                         f"{pd.unique(df['layer']).tolist()}")
     groups = list(stats.tokens.index)
     experts = list(range(stats.num_experts))
     mats = []
@@ -319,7 +326,13 @@ def plot_embedding_map(
     cats = np.asarray(color, dtype=object)
     if X.ndim != 2 or len(X) != len(cats):
         raise ValueError(f"embeddings {X.shape} and color ({len(cats)},) do not match")
+    check_no_missing(cats, "color")
     reducer_name = None if reducer is None else type(reducer).__name__
+    if reducer is None and len(X) < 3:  # UMAP needs n_neighbors >= 2 and a neighbour besides
+        raise ValueError(f"a UMAP map needs at least 3 rows, got {len(X)}; pass reducer= "
+                         "(e.g. PCA(2)) for fewer")
+    if len(X) < 2:
+        raise ValueError(f"a 2-D map needs at least 2 rows, got {len(X)}")
     if reducer is None:
         import umap  # slow to import (numba): only when a map is drawn
 

@@ -124,8 +124,12 @@ def test_plot_routing(tmp_path):
     assert panels[1].images[0].get_clim() == (min(r["share"] for r in rows), top)
     anchored = [ax for ax in plot_routing(stats, vmin=0.0).axes if ax.images]
     assert all(ax.images[0].get_clim() == (0.0, top) for ax in anchored)  # shared, from 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"value must be one of \['count', 'share'"):
         plot_routing(stats, value="nope")
+    with pytest.raises(ValueError, match="value must be one of"):
+        plot_routing(stats, value="group")  # a column, but not a number
+    with pytest.raises(ValueError, match=r"layers is empty: .*\[1, 3\]"):
+        plot_routing(stats, layers=[])
 
 
 @pytest.mark.slow  # the first UMAP call in a process compiles numba kernels
@@ -235,3 +239,18 @@ def test_plot_probe_with_one_draw_says_so_instead_of_zero_error_bars():
     assert "one draw" in ax.get_title() and "std" not in ax.get_title()
     ax = plot_probe(_probe_scores()).axes[0]
     assert "mean +- std over draws" in ax.get_title()
+
+
+def test_small_or_empty_inputs_get_errors_that_say_what_is_missing():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="scores is empty"):
+        plot_transfer(pd.DataFrame(columns=["train_language", "test_language", "k", "metric",
+                                            "score"]))
+    with pytest.raises(ValueError, match="UMAP map needs at least 3 rows, got 2; pass reducer="):
+        plot_embedding_map(rng.normal(size=(2, 8)), ["a", "b"])
+    with pytest.raises(ValueError, match="2-D map needs at least 2 rows, got 1"):
+        plot_embedding_map(rng.normal(size=(1, 8)), ["a"], reducer=PCA(2))
+    assert isinstance(plot_embedding_map(rng.normal(size=(2, 8)), ["a", "b"], reducer=PCA(2)),
+                      Figure)
+    with pytest.raises(ValueError, match="color has a missing value .* at row 1"):
+        plot_embedding_map(rng.normal(size=(4, 8)), ["a", None, "b", "a"], reducer=PCA(2))

@@ -146,9 +146,15 @@ def _fitted(transformer: Any, texts: list[str]) -> tuple[Any, Any]:
         check_is_fitted(transformer)
     except NotFittedError:
         est = clone(transformer)
-        if hasattr(est, "fit_transform"):
-            return est, est.fit_transform(texts)
-        return est.fit(texts), None
+        try:
+            if hasattr(est, "fit_transform"):
+                return est, est.fit_transform(texts)
+            return est.fit(texts), None
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(
+                f"the transformer is not fitted, and a clone fitted on the texts alone failed "
+                f"({exc}); fit it yourself first (e.g. LearnedPooling on labelled texts) and "
+                f"pass the fitted one") from exc
     except TypeError:  # not a scikit-learn estimator: use as is
         return transformer, None
     return transformer, None

@@ -76,10 +76,14 @@ def _metric_name(metric: Any) -> str:
 
 
 def _ks(samples_per_label: int | Iterable[int]) -> list[int]:
-    ks = [samples_per_label] if isinstance(samples_per_label, (int, np.integer)) else list(
-        samples_per_label)
+    single = not isinstance(samples_per_label, Iterable) or isinstance(samples_per_label, str)
+    ks = [samples_per_label] if single else list(samples_per_label)
     if not ks:
         raise ValueError("samples_per_label is empty")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"samples_per_label must be an int >= 1 or a sequence of them, got "
+                             f"{samples_per_label!r}")
     return [int(k) for k in ks]
 
 
@@ -312,7 +316,13 @@ def probe_report(
     data = _prepare(X, y, groups, X_test, y_test, groups_test, transformer)
     has_test = X_test is not None
     fits: list[_Fit] = []
-    for group in pd.unique(data.groups[: data.n_train]):
+    trained = pd.unique(data.groups[: data.n_train])
+    untrained = [g for g in pd.unique(data.groups[data.n_train:]) if g not in set(trained)]
+    if has_test and untrained:
+        warnings.warn(f"group(s) {', '.join(map(repr, untrained))} have test rows but no training "
+                      "rows: not scored (transfer_matrix scores them with heads trained on other "
+                      "groups)", UserWarning, stacklevel=external_stacklevel())
+    for group in trained:
         pool = data.rows_of(data.train_rows, [group])
         test_rows = data.rows_of(data.test_rows, [group]) if has_test else None
         if has_test and len(test_rows) == 0:

@@ -59,6 +59,8 @@ def sts_report(
     if np.isnan(gold).any():
         raise ValueError(f"Missing gold score at pair {int(np.flatnonzero(np.isnan(gold))[0])}")
     n = len(gold)
+    if n == 0:
+        raise ValueError("sts_report needs at least one pair; got none")
     g = as_groups(groups, n)
     source = concat_sources([X1, X2], transformer)
     source.prefetch()  # both columns in one transform call

@@ -62,3 +62,15 @@ def test_texts_need_each_distinct_text_once(recorder):
     r = cluster_report([f"t{i}" for i in range(6)] * 2, [0, 1] * 6, transformer=tr, n_bootstrap=2)
     assert len(tr.calls) == 1 and sorted(tr.encoded) == sorted(table)
     assert np.allclose(r.score, 1.0)
+
+
+def test_cluster_and_sts_reports_refuse_what_they_cannot_score():
+    from skmoe.evaluation import cluster_report, sts_report
+
+    X = np.random.default_rng(0).normal(size=(6, 4))
+    with pytest.raises(ValueError, match=r"y has a missing value \(None/NaN\) at row 2"):
+        cluster_report(X, ["a", "b", None, "a", "b", "a"], n_bootstrap=1)
+    with pytest.raises(ValueError, match="n_bootstrap must be an int >= 1, got 0"):
+        cluster_report(X, list("ababab"), n_bootstrap=0)
+    with pytest.raises(ValueError, match="needs at least one pair"):
+        sts_report(X[:0], X[:0], [])

@@ -237,7 +237,7 @@ def test_input_errors():
         probe_report(Xtr, ytr[:-1])
     with pytest.raises(TypeError, match="transformer"):
         probe_report(["a", "b"], [0, 1])
-    with pytest.raises(ValueError, match="no test rows"):
+    with pytest.raises(ValueError, match="no test rows"), pytest.warns(UserWarning, match="'Z'"):
         probe_report(Xtr, ytr, groups=gtr, X_test=Xte, y_test=yte,
                      groups_test=["Z"] * len(gte))
 
@@ -337,3 +337,28 @@ def test_bad_metrics_fail_before_any_head_is_fit(metrics, error, match, monkeypa
     with pytest.raises(error, match=match):
         probe_report(Xtr, ytr, X_test=Xte, y_test=yte, samples_per_label=2, n_experiments=1,
                      metrics=metrics)
+
+
+def test_bad_settings_and_untrained_groups_are_named():
+    Xtr, ytr, gtr, Xte, yte, gte = _data(groups=("A", "B"))
+    for bad in (4.0, 0, [8, "16"], True):
+        with pytest.raises(ValueError, match="samples_per_label must be an int >= 1"):
+            probe_report(Xtr, ytr, X_test=Xte, y_test=yte, samples_per_label=bad)
+    keep = gtr == "A"  # B has test rows only: not scored, and said so
+    with pytest.warns(UserWarning, match="group\\(s\\) 'B' have test rows but no training rows"):
+        s = probe_report(Xtr[keep], ytr[keep], groups=gtr[keep], X_test=Xte, y_test=yte,
+                         groups_test=gte, samples_per_label=2, n_experiments=1)
+    assert set(s.group) == {"A"}
+
+
+def test_a_transformer_that_cannot_fit_on_texts_alone_says_to_fit_it_first():
+    class NeedsLabels(TfidfVectorizer):
+        def fit_transform(self, raw_documents, y=None):
+            if y is None:
+                raise ValueError("fit needs labels y")
+            return super().fit_transform(raw_documents, y)
+
+    with pytest.raises(ValueError, match=r"not fitted, and a clone fitted on the texts alone "
+                       r"failed \(fit needs labels y\); fit it yourself first"):
+        probe_report(["a b", "b c", "c d", "d e"], [0, 0, 1, 1], transformer=NeedsLabels(),
+                     samples_per_label=1, n_experiments=1)
