@@ -216,7 +216,9 @@ def plot_transfer(
     if tidy and metric is None:
         metric = str(scores["metric"].iloc[0])
     values = table.to_numpy(dtype=float)
-    fig = Figure(figsize=(1.0 + 0.55 * values.shape[1], 1.0 + 0.45 * values.shape[0]))
+    # at least 4 x 3 inches: one language's 1 x 1 matrix leaves no room for its labels otherwise
+    fig = Figure(figsize=(max(4.0, 1.0 + 0.55 * values.shape[1]),
+                          max(3.0, 1.0 + 0.45 * values.shape[0])))
     ax = fig.add_subplot()
     im = _heatmap(ax, values, list(table.index), list(table.columns), annotate, ".2f", cmap,
                   vmin, vmax)

@@ -111,9 +111,10 @@ def matrix_section(res: ReportResults) -> Section:
     spread = ""
     if res.matrix is not None and res.matrix_std is not None:
         table = mean_std_cells(res.matrix, res.matrix_std)
-        typical = float(np.nanmedian(res.matrix_std.to_numpy(dtype=float)))
-        if np.isfinite(typical):
-            spread = f" The median standard deviation of a cell is {typical:.3f}."
+        stds = res.matrix_std.to_numpy(dtype=float)
+        if np.isfinite(stds).any():  # one draw: no spread to state (and no All-NaN warning)
+            spread = (" The median standard deviation of a cell is "
+                      f"{float(np.nanmedian(stds)):.3f}.")
     return Section(
         "Transfer matrix",
         "Accuracy (mean ± std over draws) of probes trained on the row language and scored on "

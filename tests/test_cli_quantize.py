@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -27,6 +28,11 @@ def test_quantize_writes_a_folder_that_embed_loads(fast_moe, tmp_path, capsys):
     assert main(["embed", str(texts), "-o", str(vectors), "--model", str(out), "--no-cache",
                  "-q"]) == 0
     assert np.load(vectors).shape[0] == 2
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0  # the folder says what it holds
+    assert re.search(r"quantized weights +int4, group size 64", capsys.readouterr().out)
+    assert main(["info", str(fast_moe)]) == 0
+    assert "quantized" not in capsys.readouterr().out
 
 
 def test_quantize_mistakes_are_one_line(fast_moe, tmp_path, capsys):

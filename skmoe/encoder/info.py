@@ -65,8 +65,9 @@ def model_info(
         ``embedding_dim`` (the width of the vectors: a sentence-transformers Dense module's
         ``out_features`` when the folder has one), ``modules`` (the recipe after the
         transformer, e.g. ``mean pooling -> Dense 768->768 Tanh``; None for a bare config),
-        ``weights`` (whether weights are present), ``revision`` and ``fingerprint`` (None
-        without weights).
+        ``quantization`` (a line describing ``config.json``'s ``quantization_config``, e.g. a
+        folder written by ``skmoe quantize``; None without one), ``weights`` (whether weights
+        are present), ``revision`` and ``fingerprint`` (None without weights).
     """
     folder: Path | None = None
     rev: str | None = None
@@ -96,7 +97,8 @@ def model_info(
         check_dense_config(folder if folder is not None else Path("."), raw)
         info = _dense_info(raw)
     info["name"] = name
-    info.update(embedding_dim=info["hidden_size"], modules=None)
+    info.update(embedding_dim=info["hidden_size"], modules=None,
+                quantization=_quantization(raw.get("quantization_config")))
     if folder is not None and (folder / "modules.json").is_file():
         try:
             pipeline = read_pipeline(folder)
@@ -144,12 +146,27 @@ def format_model_info(info: dict[str, Any]) -> str:
         ("total parameters", f"{total:,}"),
         ("active parameters", f"{active:,} per token ({active / total:.1%})"),
     ]
+    if info.get("quantization"):
+        rows.append(("quantized weights", info["quantization"]))
     if info.get("weights"):
         rows += [("revision", info["revision"]), ("fingerprint", info["fingerprint"])]
     else:
         rows.append(("weights", "not present (counted from config.json)"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _quantization(q: Any) -> str | None:
+    """One line for a ``quantization_config`` entry (``skmoe quantize`` writes one): method,
+    precision, group size, rounding; None without one."""
+    if not isinstance(q, dict):
+        return None
+    parts = [str(q.get("precision") or q.get("quant_method") or "quantized")]
+    if q.get("group_size"):
+        parts.append(f"group size {q['group_size']}")
+    if q.get("rounding"):
+        parts.append(f"{q['rounding']} rounding")
+    return f"{', '.join(parts)} (by {q.get('quant_method', 'an unknown method')})"
 
 
 def _read(path: Path) -> dict[str, Any]:
