@@ -76,6 +76,10 @@ class CacheStats:
     hits, misses : int
         Looked-up texts found / not found by this object in this process since it was created
         (duplicates within one lookup count once per position).
+    stopped : str or None
+        Why this object stopped reading or writing the file in this process (after its one
+        :class:`CacheUnavailableWarning`), e.g. ``"reading and writing: the file is damaged
+        (...)"``; None while both work.
     """
 
     path: str
@@ -84,6 +88,7 @@ class CacheStats:
     bytes: int
     hits: int
     misses: int
+    stopped: str | None = None
 
 
 class EmbeddingCache(CacheFile):
@@ -429,6 +434,11 @@ class EmbeddingCache(CacheFile):
                 self._fault("read", exc)
         with self._lock:
             hits, misses = self._hits, self._misses
+            read, write = self._read_fault, self._write_fault
+        stopped = (f"reading and writing: {read}" if read is not None and read == write
+                   else "; ".join(f"{side}: {why}" for side, why in
+                                  (("reading", read), ("writing", write)) if why is not None)
+                   or None)
         return CacheStats(
             path=self.path,
             entries=entries,
@@ -436,6 +446,7 @@ class EmbeddingCache(CacheFile):
             bytes=self._file_bytes(),
             hits=hits,
             misses=misses,
+            stopped=stopped,
         )
 
     def integrity_check(self) -> str:

@@ -103,14 +103,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
     transformer.set_params(long_text=args.long_text, chunk_overlap=args.chunk_overlap)
     load_model(transformer, texts)
     before = transformer.cache_stats()
-    say(f"embedding {len(texts):,} texts from {src}"
-        + (f" (cache: {cache})" if cache else " (no cache: an interruption loses the work)"))
+    where = (" (no cache: an interruption loses the work)" if cache is None else
+             f" (cache {cache} unusable, see the warning: an interruption loses the work)"
+             if before.stopped else f" (cache: {cache})")
+    say(f"embedding {len(texts):,} texts from {src}{where}")
     # the road (skmoe.embedding) streams chunk by chunk into dst.partial, renamed when complete
     transformer.embed_to(texts, dst, format=fmt, chunk_size=EMBED_CHUNK)
     if cache is not None:  # counters are per process: report this command's share
         after = transformer.cache_stats()
         say(f"cache: {after.hits - before.hits:,} found, "
-            f"{after.misses - before.misses:,} computed ({cache})")
+            f"{after.misses - before.misses:,} computed ({cache})" if not after.stopped else
+            f"cache: not used ({cache}, {after.stopped})")
     print(f"wrote {len(texts):,} x {transformer.n_features_out_} "
           f"({transformer.output_dtype}) embeddings to {dst}")
     return 0

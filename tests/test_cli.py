@@ -567,6 +567,20 @@ def test_cache_default_path_and_errors(capsys, tmp_path, monkeypatch):
     assert empty.stat().st_size == 0  # a read-only command leaves the file alone
 
 
+def test_embed_with_an_unusable_cache_says_it_did_not_use_it(capsys, tmp_path, moe):
+    """A damaged cache: one warning, then no line claiming the cache was used (the run said
+    "(cache: X)" and "cache: 0 found, N computed (X)" after "continuing without the cache")."""
+    src, bad = tmp_path / "in.txt", tmp_path / "c.sqlite"
+    src.write_text("one\ntwo\n", encoding="utf-8")
+    bad.write_text("text,label\nnot,a database\n")
+    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "o.npy", "--model", moe,
+                       "--cache", bad)
+    assert code == 0, err
+    assert err.count("continuing without the cache") == 1
+    assert f"(cache {bad} unusable, see the warning" in err and "found" not in err
+    assert f"cache: not used ({bad}, reading and writing: the file is damaged" in err
+
+
 def test_an_unknown_prompt_name_names_the_cli_option(capsys, tmp_path, minilm_path):
     src = tmp_path / "in.txt"
     src.write_text("a text\n", encoding="utf-8")
