@@ -10,6 +10,7 @@ This module knows SQLite; :mod:`skmoe.cache` knows vectors and namespaces.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import sqlite3
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from ._cache_rows import row_is_sound
 
 __all__ = ["SCHEMA_VERSION", "CacheFormatError", "Layout", "check_file", "diagnose",
            "open_connection", "open_readonly"]
@@ -51,11 +54,19 @@ def _v3_labels(conn: sqlite3.Connection) -> None:
                  "(namespace TEXT PRIMARY KEY, labels TEXT NOT NULL)")
 
 
+def _v4_checksums(conn: sqlite3.Connection) -> None:
+    """Version 4: a CRC-32 of each stored vector's bytes (NULL for rows written before), so a
+    row whose bytes changed on disk but still read as finite numbers is found and recomputed."""
+    if not _has_column(conn, "embeddings", "crc"):
+        conn.execute("ALTER TABLE embeddings ADD COLUMN crc INTEGER")
+
+
 #: (version reached, step), in order. Append a step to change the layout; never edit one.
 MIGRATIONS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
     (1, _v1_tables),
     (2, _v2_cut_flag),
     (3, _v3_labels),
+    (4, _v4_checksums),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -69,6 +80,7 @@ class Layout:
     has_labels: bool
     writable: bool
     write_error: BaseException | None = None  # why not, for a read-only file
+    has_crc: bool = False
 
 
 def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
@@ -80,13 +92,14 @@ def _version(conn: sqlite3.Connection) -> int:
 
 
 #: Everything :func:`_layout` reads, in one statement: version, objects, the embeddings table,
-#: its ``cut`` column, the labels table.
+#: its ``cut`` column, the labels table, the ``crc`` column.
 _LAYOUT_QUERY = (
     "SELECT (SELECT user_version FROM pragma_user_version), "
     "(SELECT count(*) FROM sqlite_master), "
     "(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'embeddings'), "
     "(SELECT count(*) FROM pragma_table_info('embeddings') WHERE name = 'cut'), "
-    "(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'namespace_labels')")
+    "(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'namespace_labels'), "
+    "(SELECT count(*) FROM pragma_table_info('embeddings') WHERE name = 'crc')")
 
 
 def _foreign(conn: sqlite3.Connection) -> bool:
@@ -101,7 +114,7 @@ def _layout(conn: sqlite3.Connection, path: str, *, writable: bool,
             write_error: BaseException | None = None) -> Layout:
     """The file's layout, read in one statement, so from one snapshot: read apart, a migration
     committed by another process between the reads could pair an old version with new tables."""
-    version, objects, embeddings, cut, labels = (
+    version, objects, embeddings, cut, labels, crc = (
         int(v) for v in conn.execute(_LAYOUT_QUERY).fetchone())
     if version > SCHEMA_VERSION:
         raise CacheFormatError(
@@ -111,7 +124,7 @@ def _layout(conn: sqlite3.Connection, path: str, *, writable: bool,
         if version or objects:
             raise CacheFormatError(f"{path} is an SQLite file but not a skmoe cache")
         raise CacheFormatError(f"{path} is an empty file, not a skmoe cache")
-    return Layout(version, bool(cut), bool(labels), writable, write_error)
+    return Layout(version, bool(cut), bool(labels), writable, write_error, has_crc=bool(crc))
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:
@@ -225,7 +238,7 @@ def open_connection(path: str, timeout: float) -> tuple[sqlite3.Connection, Layo
             conn, layout = open_readonly(path, timeout)
         except (sqlite3.Error, CacheFormatError, OSError):
             raise exc from None
-        return conn, Layout(layout.version, layout.has_cut, layout.has_labels, False, exc)
+        return conn, dataclasses.replace(layout, writable=False, write_error=exc)
     return conn, _layout(conn, path, writable=True)
 
 
@@ -263,7 +276,7 @@ def diagnose(exc: BaseException, path: str) -> tuple[str, str, bool]:
 def check_file(path: str, timeout: float, vector_dtype: np.dtype) -> list[str]:
     """The problems of a cache file, found without changing it (empty when it is sound)."""
     try:
-        conn, _ = open_readonly(path, timeout)  # an older version is fine: writers migrate it
+        conn, layout = open_readonly(path, timeout)  # an older version is fine: writers migrate it
     except Exception as exc:
         what, fix, _ = diagnose(exc, path)
         return [f"cannot be opened: {what}. Fix: {fix}"]
@@ -273,14 +286,15 @@ def check_file(path: str, timeout: float, vector_dtype: np.dtype) -> list[str]:
         if integrity != ["ok"]:
             problems.append("SQLite integrity check: " + "; ".join(integrity[:5]))
         bad: dict[str, int] = {}
-        rows = conn.execute("SELECT n.namespace, n.dim, e.vector FROM embeddings e "
+        crc = "e.crc" if layout.has_crc else "NULL"
+        rows = conn.execute(f"SELECT n.namespace, n.dim, e.vector, {crc} FROM embeddings e "
                             "JOIN namespaces n ON n.id = e.ns_id")
-        for namespace, dim, blob in rows:
-            if (not isinstance(blob, bytes) or len(blob) != dim * vector_dtype.itemsize
-                    or not np.isfinite(np.frombuffer(blob, vector_dtype)).all()):
+        for namespace, dim, blob, stored in rows:
+            if not row_is_sound(blob, stored, dim * vector_dtype.itemsize, vector_dtype):
                 bad[namespace] = bad.get(namespace, 0) + 1
-        problems += [f"namespace {ns[:12]}: {n} damaged vector(s) (wrong size or not finite; "
-                     "they are recomputed on use)" for ns, n in bad.items()]
+        problems += [f"namespace {ns[:12]}: {n} damaged vector(s) (wrong size, not finite or "
+                     "not matching its checksum; they are recomputed on use)"
+                     for ns, n in bad.items()]
     except sqlite3.DatabaseError as exc:
         problems.append(f"the file is damaged ({exc})")
     finally:

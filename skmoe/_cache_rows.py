@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -33,12 +34,26 @@ def chunks(seq: Sequence, size: int) -> Iterable[Sequence]:
         yield seq[start : start + size]
 
 
+def checksum(blob: bytes) -> int:
+    """The CRC-32 stored beside a vector (schema version 4)."""
+    return zlib.crc32(blob)
+
+
+def row_is_sound(blob: object, stored: int | None, nbytes: int, vector_dtype: np.dtype) -> bool:
+    """A stored vector of the right size, whose checksum (when it has one) matches and whose
+    values are finite."""
+    return (isinstance(blob, bytes) and len(blob) == nbytes
+            and (stored is None or checksum(blob) == stored)
+            and bool(np.isfinite(np.frombuffer(blob, vector_dtype)).all()))
+
+
 def read_rows(conn: sqlite3.Connection, row: tuple[int, int], hashes: list[bytes],
               full: np.ndarray, found: np.ndarray, cut: np.ndarray, *,
-              has_cut: bool) -> list[bytes]:
+              has_cut: bool, has_crc: bool = False) -> list[bytes]:
     """Fill ``full``/``found``/``cut`` from the namespace ``row`` (id, width) of the file.
 
-    Returns the hashes of the damaged rows (wrong size, NaN or inf), which stay misses.
+    Returns the hashes of the damaged rows (wrong size, checksum mismatch, NaN or inf), which
+    stay misses.
     """
     positions: dict[bytes, list[int]] = {}
     for i, h in enumerate(hashes):
@@ -48,15 +63,17 @@ def read_rows(conn: sqlite3.Connection, row: tuple[int, int], hashes: list[bytes
     width = row[1]
     nbytes = width * VECTOR_DTYPE.itemsize
     column = "cut" if has_cut else "NULL"
+    crc = "crc" if has_crc else "NULL"
     damaged: list[bytes] = []
     for chunk in chunks(list(positions), LOOKUP_CHUNK):
         marks = ",".join("?" * len(chunk))
-        query = (f"SELECT text_hash, vector, {column} FROM embeddings "
+        query = (f"SELECT text_hash, vector, {column}, {crc} FROM embeddings "
                  f"WHERE ns_id = ? AND text_hash IN ({marks})")
         rows_at: list[int] = []
         blobs: list[bytes] = []
-        for key, blob, was_cut in conn.execute(query, (row[0], *chunk)):
-            if not isinstance(blob, bytes) or len(blob) != nbytes:
+        for key, blob, was_cut, stored in conn.execute(query, (row[0], *chunk)):
+            if (not isinstance(blob, bytes) or len(blob) != nbytes
+                    or (stored is not None and checksum(blob) != stored)):
                 damaged.append(key)
                 continue
             for i in positions[key]:

@@ -40,7 +40,7 @@ from ._cache_namespace import (  # the namespace recipe, re-exported
 )
 from ._cache_rows import VECTOR_DTYPE as _VECTOR_DTYPE
 from ._cache_rows import WRITE_CHUNK as _WRITE_CHUNK
-from ._cache_rows import read_rows, rows_to_store
+from ._cache_rows import checksum, read_rows, rows_to_store
 from ._cache_rows import text_hash as _text_hash
 
 __all__ = [
@@ -160,7 +160,8 @@ class EmbeddingCache(CacheFile):
         A file that cannot be read (damaged, not a cache, a folder, ...) gives one
         :class:`CacheUnavailableWarning` naming the file, the problem and the fix; from then on
         every text is a miss for this object. A stored row that is damaged (wrong size, NaN or
-        inf) is a miss too, and the next :meth:`put_many` of that text replaces it.
+        inf, or bytes that do not match its stored CRC-32) is a miss too, and the next
+        :meth:`put_many` of that text replaces it.
 
         Parameters
         ----------
@@ -214,8 +215,9 @@ class EmbeddingCache(CacheFile):
         full = out if out is not None else np.empty((len(hashes), width), dtype=np.float32)
         if row is not None and hashes:
             try:
+                layout = self._file_layout()
                 damaged = read_rows(self._conn(), row, hashes, full, found, cut,
-                                    has_cut=self._file_layout().has_cut)
+                                    has_cut=layout.has_cut, has_crc=layout.has_crc)
                 if damaged:
                     self._note_damaged(namespace, damaged, row[1])
             except Exception as exc:
@@ -276,11 +278,12 @@ class EmbeddingCache(CacheFile):
         if not hashes or self._guarded_conn("write") is None:
             return
         dim = array.shape[1]
-        # Files that could not gain the ``cut`` column (read at an older version) go without it.
-        width = 4 if self._file_layout().has_cut else 3
-        columns = "ns_id, text_hash, vector, cut"[: None if width == 4 else -5]
-        insert = (f"INSERT OR IGNORE INTO embeddings ({columns}) "
-                  f"VALUES ({', '.join('?' * width)})")
+        # Files that could not gain the ``cut`` or ``crc`` column (read at an older version) go
+        # without them.
+        layout = self._file_layout()
+        names = ["ns_id", "text_hash", "vector"] + ["cut"] * layout.has_cut + ["crc"] * layout.has_crc
+        insert = (f"INSERT OR IGNORE INTO embeddings ({', '.join(names)}) "
+                  f"VALUES ({', '.join('?' * len(names))})")
         for start in range(0, len(hashes), _WRITE_CHUNK):
             stop = start + _WRITE_CHUNK
             part = hashes[start:stop]
@@ -292,7 +295,7 @@ class EmbeddingCache(CacheFile):
                 conn.executemany("DELETE FROM embeddings WHERE ns_id = ? AND text_hash = ?",
                                  ((ns_id, h) for h in replace))
                 conn.executemany(insert, (
-                    (ns_id, h, row.tobytes(), c)[:width]
+                    _row(ns_id, h, row.tobytes(), c, layout)
                     for h, row, c in zip(part, array[start:stop], flags[start:stop], strict=True)
                 ))
 
@@ -458,7 +461,8 @@ class EmbeddingCache(CacheFile):
         """Scan the file without changing it; the problems found (empty when it is sound).
 
         Opens its own read-only connection (no migration), runs SQLite's integrity check and
-        reads every stored vector, counting those of the wrong size or not finite.
+        reads every stored vector, counting those of the wrong size, not finite or not matching
+        their checksum.
         """
         return check_file(self.path, self.timeout, _VECTOR_DTYPE)
 
@@ -470,3 +474,9 @@ def resolve_cache(cache: EmbeddingCache | str | os.PathLike | None) -> Embedding
     if isinstance(cache, (str, os.PathLike)):
         return EmbeddingCache(cache)
     raise TypeError(f"cache must be None, a path or an EmbeddingCache, got {type(cache).__name__}")
+
+
+def _row(ns_id: int, key: bytes, blob: bytes, cut: int | None, layout: Any) -> tuple:
+    """One ``INSERT`` row with the columns the file has (``cut`` and ``crc`` are optional)."""
+    return ((ns_id, key, blob) + ((cut,) if layout.has_cut else ())
+            + ((checksum(blob),) if layout.has_crc else ()))

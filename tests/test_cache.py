@@ -180,12 +180,16 @@ def test_dimension_mismatch_is_detected(cache):
     assert cache.namespaces() == {ns: (8, 1), other: (16, 1)}
 
 
-@pytest.mark.parametrize("blob", ["zeroblob(12)", "NAN_SAME_LENGTH", "INF_SAME_LENGTH"])
+@pytest.mark.parametrize("blob", ["zeroblob(12)", "NAN_SAME_LENGTH", "INF_SAME_LENGTH",
+                                  "FINITE_OTHER_BYTES"])
 def test_damaged_row_is_a_miss_with_a_warning_and_is_replaced(cache, blob):
+    """Wrong size, NaN, inf, or bytes that changed on disk and still read as finite numbers
+    (found by the row's CRC-32, schema version 4): a miss with one warning, then replaced."""
     ns = cache_namespace(**NS_PARTS)
     cache.put_many(ns, ["a", "b"], np.ones((2, 8), np.float32))
     bad = {"NAN_SAME_LENGTH": np.full(8, np.nan, "<f4").tobytes(),
-           "INF_SAME_LENGTH": np.r_[np.ones(7), np.inf].astype("<f4").tobytes()}.get(blob)
+           "INF_SAME_LENGTH": np.r_[np.ones(7), np.inf].astype("<f4").tobytes(),
+           "FINITE_OTHER_BYTES": np.r_[np.ones(7), 1e37].astype("<f4").tobytes()}.get(blob)
     with sqlite3.connect(cache.path) as raw:
         if bad is None:
             raw.execute(f"UPDATE embeddings SET vector = {blob} WHERE text_hash = ?",
@@ -526,7 +530,8 @@ def test_a_version_1_file_is_migrated_on_open(tmp_path, with_cut, labels):
         columns = [r[1] for r in raw.execute("PRAGMA table_info(embeddings)")]
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     raw.close()
-    assert columns.count("cut") == 1 and "namespace_labels" in tables
+    assert columns.count("cut") == 1 and columns.count("crc") == 1
+    assert "namespace_labels" in tables
     assert [v for v, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
     cache.put_many("ns", ["new"], np.zeros((1, 2), np.float32), cut=[True])
     cache.describe("ns", model="m2")
@@ -579,8 +584,10 @@ def test_the_layout_is_read_in_one_statement(tmp_path, with_cut, labels):
     conn.close()
     # (SQLite traces the table-valued pragmas inside the statement as "-- PRAGMA ...")
     assert len([s for s in statements if not s.startswith("--")]) == 1, statements
-    assert (layout.version, layout.has_cut, layout.has_labels) == (1, with_cut, labels)
+    assert (layout.version, layout.has_cut, layout.has_labels, layout.has_crc) == (
+        1, with_cut, labels, False)
     EmbeddingCache(path).lookup("ns", ["old"])  # opening for writing migrates
     conn, layout = open_readonly(str(path))
     conn.close()
-    assert (layout.version, layout.has_cut, layout.has_labels) == (SCHEMA_VERSION, True, True)
+    assert (layout.version, layout.has_cut, layout.has_labels, layout.has_crc) == (
+        SCHEMA_VERSION, True, True, True)

@@ -292,6 +292,13 @@ def test_cli_check_on_a_sound_file_and_on_a_damaged_row(tmp_path, capsys):
     raw.close()
     assert main(["cache", "check", str(path)]) == 1
     assert "1 damaged vector" in capsys.readouterr().out
+    with sqlite3.connect(path) as raw:  # finite values, but not the bytes that were stored
+        raw.execute("UPDATE embeddings SET vector = ? WHERE rowid = 2",
+                    (np.full(DIM, 3.0, "<f4").tobytes(),))
+    raw.close()
+    assert main(["cache", "check", str(path)]) == 1
+    assert "2 damaged vector(s) (wrong size, not finite or not matching its checksum" in (
+        capsys.readouterr().out)
     assert main(["cache", "clear", str(path)]) == 0  # a readable file is emptied, not removed
     assert path.exists() and len(EmbeddingCache(path)) == 0
 
