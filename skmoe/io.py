@@ -120,7 +120,24 @@ def _read_delimited(path: Path, sep: str) -> Any:
         raise InputError(_long_row(path, sep))
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if sep == "\t":
+        _warn_quoted_breaks(frame, path)
     return frame
+
+
+def _warn_quoted_breaks(frame: Any, path: Path) -> None:
+    """TSV cells are read with CSV quoting (how pandas writes them, e.g. SIB-200's files); a
+    cell holding a line break got it from quotes, most often one stray quote character that
+    merged the lines up to the next one: say where."""
+    for column in frame.columns:
+        broken = frame[column].str.contains("\n", regex=False).to_numpy()
+        if broken.any():
+            warnings.warn(
+                f"{path}: {int(broken.sum()):,} cell(s) of column {column!r} hold a line break "
+                f"inside quotes (first at row {int(broken.argmax())}); if the file is not quoted, "
+                "a stray \" merged lines there: remove or escape the quote characters",
+                UserWarning, stacklevel=external_stacklevel())
+            return
 
 
 def _long_row(path: Path, sep: str) -> str:

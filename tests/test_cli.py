@@ -245,6 +245,18 @@ def test_embed_reads_compressed_text_files(capsys, tmp_path, moe, suffix):
     np.testing.assert_allclose(np.load(tmp_path / "o.npy"), want, atol=1e-6)
 
 
+def test_a_stray_quote_in_a_tsv_is_pointed_at(tmp_path):
+    """TSV is read with CSV quoting (SIB-200's files need it); a stray quote merges lines into
+    one cell, which is said, with the row."""
+    from skmoe.io import read_texts
+
+    src = tmp_path / "in.tsv"
+    src.write_text('text\tid\n"a\t1\nb\t2\nc"\t3\nd\t4\n', encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"1 cell\(s\) of column 'text' hold a line break inside "
+                      r"quotes \(first at row 0\).*stray \""):
+        assert read_texts(src, "text") == ["a\t1\nb\t2\nc", "d"]
+
+
 def test_embed_refuses_to_write_over_its_input(capsys, tmp_path, moe):
     src = tmp_path / "t.parquet"
     pd.DataFrame({"text": ["a", "b"], "label": [0, 1]}).to_parquet(src)
