@@ -59,6 +59,18 @@ def test_an_overlap_that_leaves_no_room_is_refused_naming_the_numbers():
         split_row([0, 50, 51, 52, 53, *range(100, 140), 2], layout, max_length=12, overlap=6)
 
 
+def test_a_max_length_the_prompt_fills_is_refused_in_truncate_mode(moe):
+    """max_length=5 with the 3-token "classification: " prompt and 2 special tokens kept no
+    text token: every text became the same row, the same vector, with only a truncation
+    warning. Refused (by the engine, before a batch runs); one token of room is enough."""
+    with pytest.raises(ValueError, match=r"max_length=5 leaves no room for text: the prompt "
+                                         r"takes 3 tokens and the special tokens 2"):
+        MoEEmbeddingTransformer(moe, max_length=5, verbose=0).embed(["The dog", "Quantum"])
+    with pytest.warns(TruncationWarning):
+        X = MoEEmbeddingTransformer(moe, max_length=6, verbose=0).embed(["The dog", "Quantum"])
+    assert not np.array_equal(X[0], X[1])
+
+
 def test_pool_is_the_token_weighted_mean_and_keeps_single_windows_bit_for_bit():
     rng = np.random.default_rng(0)
     owner = np.array([0, 1, 1, 1, 2])

@@ -34,10 +34,12 @@ from .precision import QUANTIZED, precision_of
 from .prefetch import prefetched
 from .windows import (
     DEFAULT_CHUNK_OVERLAP,
+    Layout,
     TokenGroup,
     WindowPool,
     check_long_text,
     check_positions,
+    check_room_for_text,
     iter_window_groups,
     position_limit,
 )
@@ -205,6 +207,8 @@ class Engine:
         in the caller's thread, when a group's first batch is run.
         """
         check_long_text(long_text, chunk_overlap, self.limit)
+        if long_text == "truncate" and self.encoder.tokenizer is not None:
+            check_room_for_text(Layout.of(self.encoder.tokenizer, prompt), self.limit)
         groups = self._chunk_groups(chunks, prompt, long_text, int(chunk_overlap))
         current, cut = -1, np.zeros(0, dtype=bool)
         for number, chunk, group in prefetched(groups) if prefetch else groups:

@@ -93,6 +93,17 @@ class Layout:
         return cls(head, tail, tuple(ids))
 
 
+def check_room_for_text(layout: Layout, max_length: int) -> None:
+    """Refuse a token limit that the prompt and the special tokens fill on their own (every
+    text would become the same row, hence the same vector)."""
+    fixed = layout.head + len(layout.prompt_ids) + layout.tail
+    if max_length <= fixed:
+        raise ValueError(
+            f"max_length={max_length} leaves no room for text: the prompt takes "
+            f"{len(layout.prompt_ids)} tokens and the special tokens {layout.head + layout.tail}; "
+            f"raise max_length above {fixed}")
+
+
 def split_row(row: Sequence[int], layout: Layout, max_length: int, overlap: int
               ) -> list[np.ndarray]:
     """The windows of one tokenized text (``prompt + text`` with special tokens).
