@@ -266,7 +266,7 @@ class Embedder:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         with _progress(len(texts), self.verbose) as tick:
             for start in range(0, len(texts), chunk_size):
-                yield start, self._embed(texts[start : start + chunk_size], tick)
+                yield start, self._embed(texts[start : start + chunk_size], tick, start)
 
     def embed_to(self, out: str | os.PathLike[str] | np.ndarray, texts: Sequence[str], *,
                  transform: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -305,7 +305,10 @@ class Embedder:
         return out
 
     # -- the work ------------------------------------------------------------------------------
-    def _embed(self, texts: Sequence[str], tick: Callable[[int], None] | None) -> np.ndarray:
+    def _embed(self, texts: Sequence[str], tick: Callable[[int], None] | None,
+               first_row: int = 0) -> np.ndarray:
+        """Vectors of ``texts`` in order; one :class:`TruncationWarning` names the rows cut
+        (numbered from ``first_row``: where this chunk starts in a stream)."""
         if not len(texts):
             return np.empty((0, self.dim), dtype=np.float32)
         unique: dict[str, int] = {}
@@ -313,6 +316,7 @@ class Embedder:
         todo = list(unique)
         rows_per_text = np.bincount(slots, minlength=len(todo)) if len(todo) < len(texts) else None
         vectors = np.empty((len(todo), self.dim), dtype=np.float32)
+        cut_todo = np.zeros(len(todo), dtype=bool)
         missing = np.arange(len(todo))
         if self.cache is not None:
             if self.namespace is None:
@@ -321,18 +325,21 @@ class Embedder:
             if found.any():
                 hits = np.flatnonzero(found)
                 if self.long_text == "truncate":  # windows cut nothing
-                    self._warn_cut_hits([todo[i] for i in hits], cut[hits])
+                    cut_todo[hits] = self._cut_hits([todo[i] for i in hits], cut[hits])
                 if tick is not None:
                     tick(int(rows_per_text[hits].sum()) if rows_per_text is not None else len(hits))
             missing = np.flatnonzero(~found)
         if len(missing):
-            self._compute(todo, missing, vectors, rows_per_text, tick)
+            self._compute(todo, missing, vectors, cut_todo, rows_per_text, tick)
+        self._warn_truncated(texts, np.flatnonzero(cut_todo[slots]), first_row)
         # without duplicates the rows are in input order already: no copy of a large result
         return vectors if len(todo) == len(texts) else vectors[slots]
 
     def _compute(self, todo: list[str], missing: np.ndarray, vectors: np.ndarray,
-                 rows_per_text: np.ndarray | None, tick: Callable[[int], None] | None) -> None:
-        """Run the engine on ``todo[missing]``, chunk by chunk, writing the cache per batch."""
+                 cut_todo: np.ndarray, rows_per_text: np.ndarray | None,
+                 tick: Callable[[int], None] | None) -> None:
+        """Run the engine on ``todo[missing]``, chunk by chunk, writing the cache per batch
+        and marking the texts cut in ``cut_todo``."""
         engine, cache = self.engine, self.cache
         if cache is not None and not self._described:  # what `skmoe cache stats` shows
             cache.describe(self.namespace, **dict(self.labels or {}))
@@ -342,34 +349,40 @@ class Embedder:
         # chunks are built lazily: the engine tokenizes the next one in a worker thread
         chunks = ([todo[i] for i in missing[a:b]] for a, b in pairwise(bounds))
         for number, done, batch_vectors, cut in engine.iter_embed_chunks(
-                chunks, self.prompt, long_text=self.long_text, chunk_overlap=self.chunk_overlap):
+                chunks, self.prompt, long_text=self.long_text, chunk_overlap=self.chunk_overlap,
+                warn=False):
             rows = missing[bounds[number] : bounds[number + 1]][done]
             vectors[rows] = batch_vectors
+            cut_todo[rows] = cut
             if cache is not None:
                 cache.put_many(self.namespace, [todo[i] for i in rows], batch_vectors, cut=cut)
             if tick is not None:
                 tick(int(rows_per_text[rows].sum()) if rows_per_text is not None else len(done))
 
-    def _warn_cut_hits(self, texts: list[str], cut: np.ndarray) -> None:
-        """Warn about cached texts that were cut when computed, as computing them would.
-
-        ``cut``: 1 cut, 0 not, -1 unknown (rows from before the flag was stored). Only unknown
-        texts that could be too long need the tokenizer (and so the model).
-        """
+    def _cut_hits(self, texts: list[str], cut: np.ndarray) -> np.ndarray:
+        """Which cached texts were cut when computed (bool per text). ``cut``: 1 cut, 0 not,
+        -1 unknown (rows from before the flag was stored); only unknown texts that could be
+        too long need the tokenizer (and so the model)."""
         cut = np.asarray(cut)
         budget = self.max_length - _SPECIAL_TOKENS_MARGIN - _utf8_size(self.prompt)
-        unknown = [i for i in np.flatnonzero(cut < 0) if _utf8_size(texts[i]) > budget]
-        if unknown:
-            self.engine.warn_if_truncated(texts, self.prompt, cut=cut)
+        if any(_utf8_size(texts[i]) > budget for i in np.flatnonzero(cut < 0)):
+            return self.engine.truncated(texts, self.prompt, cut=cut)
+        return cut > 0
+
+    def _warn_truncated(self, texts: Sequence[str], rows: np.ndarray, first_row: int) -> None:
+        """One warning for the input ``rows`` that were cut, cached or computed."""
+        if not len(rows):
             return
-        was_cut = np.flatnonzero(cut > 0)
-        if len(was_cut):
-            warnings.warn(
-                f"{len(was_cut)} text(s) exceed the maximum length ({self.max_length} tokens) "
-                f"and were truncated; first: {(self.prompt + texts[was_cut[0]])[:60]!r}",
-                TruncationWarning,
-                stacklevel=external_stacklevel(),
-            )
+        shown = ", ".join(str(first_row + int(i)) for i in rows[:5])
+        if len(rows) > 5:
+            shown += f", ... ({len(rows)} in all)"
+        warnings.warn(
+            f"{len(rows)} text(s) exceed the maximum length ({self.max_length} tokens) and were "
+            f"truncated (row{'s' if len(rows) > 1 else ''} {shown}); first: "
+            f"{(self.prompt + texts[rows[0]])[:60]!r}",
+            TruncationWarning,
+            stacklevel=external_stacklevel(),
+        )
 
 
 class _progress:  # noqa: N801 - used like a function: ``with _progress(n, verbose) as tick``

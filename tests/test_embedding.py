@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -105,6 +106,25 @@ def test_cached_hits_warn_about_truncation_without_loading(encoder, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         again.embed(["short"])  # nothing cut, nothing said
+
+
+def test_one_truncation_warning_per_call_names_the_input_rows(encoder, tmp_path):
+    """Cached and computed texts were two warnings (one per engine chunk too), counting
+    distinct texts without positions; now one, counting input rows (duplicates too), named."""
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    long1, long2 = "word " * 300, "other " * 300
+    emb, _ = _counting(encoder, cache=cache, max_length=16)
+    with pytest.warns(TruncationWarning):
+        emb.embed([long1])  # cached now
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        emb.embed(["ok", long1, "fine", long2, long1])
+    cut = [w for w in caught if issubclass(w.category, TruncationWarning)]
+    assert len(cut) == 1, [str(w.message) for w in cut]
+    assert re.search(r"^3 text\(s\) exceed the maximum length \(16 tokens\) and were truncated "
+                     r"\(rows 1, 3, 4\); first: 'query: word word", str(cut[0].message))
+    with pytest.warns(TruncationWarning, match=r"\(rows 1001, 1003\)"):  # streamed: rows count on
+        list(emb.iter_embed(["a"] * 1001 + [long2, "b", long1], chunk_size=1000))
 
 
 @pytest.mark.parametrize("fmt", ["npy", "parquet"])

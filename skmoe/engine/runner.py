@@ -196,7 +196,7 @@ class Engine:
     def iter_embed_chunks(
         self, chunks: Iterable[Sequence[str]], prompt: str = "", *,
         long_text: str = "truncate", chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
-        prefetch: bool = True,
+        prefetch: bool = True, warn: bool = True,
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """Yield ``(chunk number, positions in that chunk, vectors, truncated flags of those
         positions)`` forward pass by forward pass, over consecutive chunks of texts.
@@ -215,7 +215,7 @@ class Engine:
             if number != current:
                 current, cut = number, np.zeros(len(chunk), dtype=bool)
             cut[group.cut] = True
-            self._warn_cut([prompt + chunk[i] for i in group.cut])
+            self._warn_cut([prompt + chunk[i] for i in group.cut], warn=warn)
             for done, vectors in self._embed_group(group):
                 yield number, done, vectors, cut[done]
 
@@ -330,15 +330,24 @@ class Engine:
         BPE) covers at least one byte of the text as the tokenizer normalizes it, which NFKC can
         make longer (U+FDFA: 3 bytes, 33 after NFKC), so the larger of the two sizes counts.
         """
+        flags = self.truncated(texts, prompt, cut)
+        self._warn_cut([prompt + texts[i] for i in np.flatnonzero(flags)])
+        return int(flags.sum())
+
+    def truncated(self, texts: Sequence[str], prompt: str = "",
+                  cut: Sequence[int] | None = None) -> np.ndarray:
+        """Which of ``texts`` are longer than the token limit (bool per text), without a
+        warning; ``cut`` as in :meth:`warn_if_truncated` (only unknown, possibly long texts
+        are tokenized)."""
         known = np.full(len(texts), -1) if cut is None else np.asarray(cut)
+        flags = known > 0
         budget = self.limit - _SPECIAL_TOKENS_MARGIN - _utf8_size(prompt)
-        was_cut = [prompt + t for t, c in zip(texts, known, strict=True) if c > 0]
-        unknown = [prompt + t for t, c in zip(texts, known, strict=True)
+        unknown = [i for i, (t, c) in enumerate(zip(texts, known, strict=True))
                    if c < 0 and _utf8_size(t) > budget]
         if unknown:
-            was_cut += [unknown[i] for i in self._token_ids(unknown)[1]]
-        self._warn_cut(was_cut)
-        return len(was_cut)
+            cut_rows = self._token_ids([prompt + texts[i] for i in unknown])[1]
+            flags[[unknown[j] for j in cut_rows]] = True
+        return flags
 
     def _tokenize(self, texts: list[str]) -> tuple[TokenRows, list[int]]:
         """Token rows of ``texts`` and the positions of those that were cut (with a warning)."""
@@ -356,10 +365,13 @@ class Engine:
             raise RuntimeError(f"{self.encoder.source.path} ships no tokenizer files; pass "
                                "tokenizer=PATH to load_encoder")
 
-    def _warn_cut(self, cut_texts: list[str]) -> None:
+    def _warn_cut(self, cut_texts: list[str], *, warn: bool = True) -> None:
+        """Count the cut texts in :attr:`stats`; warn (``warn``) naming the first."""
         if not cut_texts:
             return
         self.stats.truncated += len(cut_texts)
+        if not warn:
+            return
         warnings.warn(
             f"{len(cut_texts)} text(s) exceed the maximum length "
             f"({self.limit} tokens) and were truncated; first: "
