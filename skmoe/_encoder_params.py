@@ -33,3 +33,12 @@ class EncoderParams:
     max_length: int | None = None
     long_text: str = "truncate"
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
+
+    def __dask_tokenize__(self) -> tuple[str, str]:
+        """Dask names a task by its arguments' tokens, and tokenizes a dataclass by its fields
+        alone: two estimators with the same parameters but fitted differently (another
+        centre, other weights) got one name, and Dask handed back the first one's vectors.
+        The token covers everything the estimator pickles: parameters and fitted state."""
+        import joblib
+
+        return type(self).__qualname__, joblib.hash(self)

@@ -157,9 +157,11 @@ def pooling_section(res: ReportResults) -> Section:
     d = t["difference"]
     gains = t.loc[t["ci_low"] > 0, "language"].tolist()
     losses = t.loc[t["ci_high"] < 0, "language"].tolist()
+    low, high = int(t["epochs"].min()), int(t["epochs"].max())
+    epochs = f"{low} epochs" if low == high else f"{low} to {high} epochs"
     text = (
         "`LearnedPooling` (attention over the frozen encoder's token states, trained with "
-        "cross-entropy on each language's `train_pool`, early stopping) against mean pooling of "
+        f"cross-entropy on each language's `train_pool`, {epochs}) against mean pooling of "
         "the same token states; both followed by `LogisticRegression()` with sklearn's defaults "
         "on the whole training pool (not the few-shot draws above), scored on `test_rows`. "
         "`ci_low`/`ci_high`: paired bootstrap 95% interval of the difference over the test "

@@ -113,6 +113,26 @@ def test_bag_returns_array_in_partition_order(client, moe, texts, reference):
     assert arr.compute_chunk_sizes().chunks[0] == sizes
 
 
+def test_two_estimators_fitted_differently_are_two_dask_tasks(random_moe_xlmr_path, texts):
+    """Same parameters, other centres: Dask tokenized the dataclass by its fields only, gave
+    both graphs one name, and computing the second returned the first one's vectors."""
+    from dask.base import tokenize
+
+    a = MoEEmbeddingTransformer(str(random_moe_xlmr_path), verbose=0).fit(["hello", "world"])
+    b = MoEEmbeddingTransformer(str(random_moe_xlmr_path), verbose=0).fit(texts[:40])
+    assert tokenize(a) != tokenize(b)
+    assert tokenize(a) == tokenize(MoEEmbeddingTransformer(str(random_moe_xlmr_path),
+                                                           verbose=0).fit(["hello", "world"]))
+    series = _series(texts[:40], 2)["text"]
+    emb_a, emb_b = embed_dask(series, a), embed_dask(series, b)
+    assert emb_a._name != emb_b._name
+    got = emb_b.compute(scheduler="sync").sort_index().to_numpy()
+    want = b.transform(series.compute().sort_index().tolist())
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    bag = db.from_sequence(texts[:40], npartitions=2)
+    assert embed_dask(bag, a).name != embed_dask(bag, b).name
+
+
 def test_unfitted_transformer_is_fitted_on_a_worker(client, random_moe_xlmr_path, texts, reference):
     unfitted = MoEEmbeddingTransformer(str(random_moe_xlmr_path))
     out = embed_dask(_series(texts, 4)["text"], unfitted).compute()

@@ -44,8 +44,9 @@ class SkmoeBackend(BaseEmbedder):
 
     Notes
     -----
-    Output is float32 and L2-normalised when the transformer normalises (the default), so
-    Euclidean HDBSCAN on it ranks like cosine. Quantised ``output_dtype`` settings are ignored
+    Output is float32, uncentred (the transformer's ``embed``), every row of the length
+    ``normalize`` gives (1.25 by default; ``"l2"``: unit rows), so Euclidean HDBSCAN on it ranks
+    like cosine. Quantised ``output_dtype`` settings are ignored
     here: UMAP and HDBSCAN want floats. The backend pickles without weights, like the
     transformer, so ``BERTopic.save(serialization="pickle")`` stays small.
     """
