@@ -75,7 +75,7 @@ class RoutingStats:
         """Square group x group JS divergence for one layer, or averaged over layers."""
         layers = self.experts["layer"].unique()
         if layer is not None and layer not in layers:
-            raise ValueError(f"layer {layer!r} is not an MoE layer; MoE layers: {list(layers)}")
+            raise ValueError(f"layer {layer!r} is not an MoE layer; MoE layers: {layers.tolist()}")
         df = self.divergence if layer is None else self.divergence[self.divergence.layer == layer]
         mean = df.groupby(["group_a", "group_b"], sort=False)["js_divergence"].mean()
         groups = list(self.tokens.index)
