@@ -318,11 +318,11 @@ def test_embed_is_resumable_through_the_cache(capsys, tmp_path, moe, monkeypatch
     real_embed = embedding_module.Embedder._embed
     calls = []
 
-    def interrupted(self, X, tick):
+    def interrupted(self, X, tick, *rest):
         calls.append(len(X))
         if len(calls) == 2:  # after the first chunk
             raise KeyboardInterrupt
-        return real_embed(self, X, tick)
+        return real_embed(self, X, tick, *rest)
 
     monkeypatch.setattr(embedding_module.Embedder, "_embed", interrupted)
     code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--cache", cache, "-q")
