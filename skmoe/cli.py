@@ -107,6 +107,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
              f" (cache {cache} unusable, see the warning: an interruption loses the work)"
              if before.stopped else f" (cache: {cache})")
     say(f"embedding {len(texts):,} texts from {src}{where}")
+    if dst.exists():  # an interruption leaves it as it was: say whose it is
+        say(f"{dst} exists (an earlier run's): it is replaced once every row is written")
     # the road (skmoe.embedding) streams chunk by chunk into dst.partial, renamed when complete
     transformer.embed_to(texts, dst, format=fmt, chunk_size=EMBED_CHUNK)
     if cache is not None:  # counters are per process: report this command's share

@@ -18,6 +18,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+#: The list of files a report wrote, kept in its folder, so that the next report into the same
+#: folder removes what it would not write again (a map, learned pooling) and nothing else.
+MANIFEST = ".skmoe-report-files"
+
+
+def clear_previous_report(out: Any) -> set[str]:
+    """Remove the files the previous report in folder ``out`` listed; return the names of the
+    files left there (the user's own, never touched)."""
+    listed = out / MANIFEST
+    if listed.is_file():
+        for name in listed.read_text(encoding="utf-8").splitlines():
+            path = out / name
+            if name and "/" not in name and path.is_file():
+                path.unlink()
+        listed.unlink()
+    return {p.name for p in out.iterdir()}
+
+
+def list_report_files(out: Any, before: set[str]) -> None:
+    """Write the manifest: the files of ``out`` that were not there before this report."""
+    written = sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in before)
+    (out / MANIFEST).write_text("".join(f"{name}\n" for name in written), encoding="utf-8")
+
 
 @dataclass
 class Section:

@@ -28,6 +28,8 @@ The folder it writes::
     routing.csv, routing_heatmap.png   expert shares per MoE layer and language (MoE only)
     learned_pooling.csv / .md, token_weights.png   learned vs mean pooling (learned_pooling=True)
     report.md, index.html          all of the above together
+    .skmoe-report-files            what this report wrote: the next report into the folder
+                                   removes those files first (never others)
 """
 
 from __future__ import annotations
@@ -224,7 +226,7 @@ def build_report(
                             id_column=id_column, source_language=source_language,
                             random_state=random_state)
     out.mkdir(parents=True, exist_ok=True)
-
+    theirs = render.clear_previous_report(out)  # an earlier report's files, not the user's
     # One embedding pass: every distinct text (train + test, all languages) encoded once; an
     # unfitted transformer is cloned and fitted on the training texts, the user's left as is.
     t0 = time.perf_counter()
@@ -333,6 +335,7 @@ def build_report(
         (out / "report.md").write_text(render.to_markdown(title, meta, parts), encoding="utf-8")
         index = out / "index.html"
         index.write_text(render.to_html(title, meta, parts), encoding="utf-8")
+        render.list_report_files(out, theirs)
         bar.update()
     finally:
         bar.close()

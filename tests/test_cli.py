@@ -328,9 +328,13 @@ def test_embed_is_resumable_through_the_cache(capsys, tmp_path, moe, monkeypatch
     code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--cache", cache, "-q")
     assert code == 130 and "rerun to resume" in err
     assert not dst.exists() and not list(tmp_path.glob("*.partial"))
+    np.save(dst, np.zeros((1, 1)))  # an earlier run's file: kept on interruption, and said so
     calls.clear()  # without a cache there is nothing to resume, and the message says so
     code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--no-cache", "-q")
     assert code == 130 and "no cache: what was computed is lost" in err and "resume" not in err
+    assert "exists (an earlier run's): it is replaced once every row is written" in err
+    assert np.load(dst).shape == (1, 1)
+    dst.unlink()
 
     monkeypatch.setattr(embedding_module.Embedder, "_embed", real_embed)
     monkeypatch.setattr(embedding_module, "Engine", _CountingEngine)

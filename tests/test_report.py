@@ -426,3 +426,28 @@ def test_learned_pooling_section_mirrors_every_shared_setting_of_the_transformer
     assert params["normalize"] is True and params["center"] is False
     assert params["max_length"] == 128 and params["prompt"] == "query: "
     LearnedPooling(**params)  # every one is a LearnedPooling parameter
+
+
+def test_a_second_report_in_the_same_folder_leaves_none_of_the_first_ones_files(tmp_path,
+                                                                              minilm_path):
+    """The first report draws PCA maps, the second none: its folder then held pca_map.png from
+    the first, which its index no longer showed. A report removes only what the previous
+    report listed (.skmoe-report-files), never the user's files."""
+    from skmoe.render import MANIFEST
+
+    data = load_sib200_sample(languages=["eng_Latn", "fra_Latn"])
+    transformer = MoEEmbeddingTransformer(str(minilm_path), prompt_name=None,
+                                          cache=str(tmp_path / "c.sqlite"))
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    build_report(transformer, data, out, label_column="category", shots=4, seeds=2,
+                 umap=PCA(2), routing=False, progress=False)
+    assert (out / "pca_map.png").is_file()
+    listed = (out / MANIFEST).read_text().split()
+    assert "pca_map.png" in listed and "index.html" in listed and "notes.txt" not in listed
+    build_report(transformer, data, out, label_column="category", shots=4, seeds=2,
+                 umap=False, routing=False, progress=False)
+    assert not (out / "pca_map.png").exists() and not (out / "pca_languages.png").exists()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "index.html").is_file()
+    assert "pca_map.png" not in (out / MANIFEST).read_text()
