@@ -39,12 +39,16 @@ def checksum(blob: bytes) -> int:
     return zlib.crc32(blob)
 
 
-def row_is_sound(blob: object, stored: int | None, nbytes: int, vector_dtype: np.dtype) -> bool:
-    """A stored vector of the right size, whose checksum (when it has one) matches and whose
-    values are finite."""
+def blob_intact(blob: object, stored: int | None, nbytes: int) -> bool:
+    """A stored vector's bytes: the right size, and its checksum matches (when it has one)."""
     return (isinstance(blob, bytes) and len(blob) == nbytes
-            and (stored is None or checksum(blob) == stored)
-            and bool(np.isfinite(np.frombuffer(blob, vector_dtype)).all()))
+            and (stored is None or checksum(blob) == stored))
+
+
+def row_is_sound(blob: object, stored: int | None, nbytes: int, vector_dtype: np.dtype) -> bool:
+    """A stored vector whose bytes are intact (:func:`blob_intact`) and values finite."""
+    return blob_intact(blob, stored, nbytes) and bool(
+        np.isfinite(np.frombuffer(blob, vector_dtype)).all())
 
 
 def read_rows(conn: sqlite3.Connection, row: tuple[int, int], hashes: list[bytes],
@@ -72,8 +76,7 @@ def read_rows(conn: sqlite3.Connection, row: tuple[int, int], hashes: list[bytes
         rows_at: list[int] = []
         blobs: list[bytes] = []
         for key, blob, was_cut, stored in conn.execute(query, (row[0], *chunk)):
-            if (not isinstance(blob, bytes) or len(blob) != nbytes
-                    or (stored is not None and checksum(blob) != stored)):
+            if not blob_intact(blob, stored, nbytes):  # finiteness: per chunk, below
                 damaged.append(key)
                 continue
             for i in positions[key]:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .postprocessing import normalize_mode
-from .validation import check_no_missing
+from .validation import check_no_missing, is_int_at_least
 
 OBJECTIVES = ("auto", "cross_entropy", "infonce", "cosine_mse", "cosent")
 _SCORED = ("cosine_mse", "cosent")  # pair objectives that need scores
@@ -79,10 +79,6 @@ def pad(states: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return h, mask, means
 
 
-def _is_int_at_least(value: Any, low: int) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= low
-
-
 def check_fit_params(est: Any, pairs: bool, y: Any, n: int) -> str:
     """Validate the training parameters and the data's shape (``n`` texts or pairs, ``y``);
     return the objective to use. Runs before the encoder loads."""
@@ -90,9 +86,9 @@ def check_fit_params(est: Any, pairs: bool, y: Any, n: int) -> str:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {est.objective!r}")
     normalize_mode(est.normalize)
     for name, low in (("heads", 1), ("batch_size", 2), ("n_iter_no_change", 1)):
-        if not _is_int_at_least(getattr(est, name), low):
+        if not is_int_at_least(getattr(est, name), low):
             raise ValueError(f"{name} must be an int >= {low}, got {getattr(est, name)!r}")
-    if est.max_iter != "auto" and not _is_int_at_least(est.max_iter, 0):
+    if est.max_iter != "auto" and not is_int_at_least(est.max_iter, 0):
         raise ValueError(f"max_iter must be an int >= 0 or 'auto', got {est.max_iter!r}")
     for name in ("learning_rate", "temperature"):
         if not getattr(est, name) > 0:
@@ -139,6 +135,10 @@ def _check_data(objective: str, y: Any, n: int) -> None:
                              f"is {v!r}")
         if not np.isfinite(float(v)):
             raise ValueError(f"scores y must be finite; row {i} is {v!r}")
+    scores = values.astype(np.float64)
+    if not scores.max() > scores.min():
+        raise ValueError(f"scores must not all be equal (all {float(scores[0])!r}): nothing to "
+                         "rank")
 
 
 def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y: Any,
@@ -156,13 +156,11 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
     index = {t: i for i, t in enumerate(texts)}
     if pairs is not None:
         rows = np.array([[index[a], index[b]] for a, b in pairs])
-        target = None if y is None else _scaled_scores(y, len(rows))
+        target = None if y is None else _scaled_scores(y)
     else:
         from sklearn.preprocessing import LabelEncoder
 
-        labels = np.asarray(y)
-        if len(labels) != len(texts):
-            raise ValueError(f"y has {len(labels)} labels for {len(texts)} texts")
+        labels = np.asarray(y)  # one per text: checked by check_fit_params
         enc = LabelEncoder().fit(labels)
         est.classes_ = enc.classes_
         target = torch.from_numpy(enc.transform(labels).astype(np.int64))
@@ -290,11 +288,8 @@ def _split(n: int, est: Any, labels: np.ndarray | None,
     return np.sort(tr), np.sort(va)
 
 
-def _scaled_scores(y: Any, n: int) -> torch.Tensor:
+def _scaled_scores(y: Any) -> torch.Tensor:
+    """Scores mapped to [0, 1] (shape, finiteness and spread checked by check_fit_params)."""
     scores = np.asarray(y, dtype=np.float64)
-    if scores.shape != (n,):
-        raise ValueError(f"scores must have shape ({n},) for {n} pairs, got {scores.shape}")
     low, high = scores.min(), scores.max()
-    if not high > low:
-        raise ValueError(f"scores must not all be equal (all {low!r}): nothing to rank")
     return torch.from_numpy(((scores - low) / (high - low)).astype(np.float32))

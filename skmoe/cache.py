@@ -438,10 +438,12 @@ class EmbeddingCache(CacheFile):
         with self._lock:
             hits, misses = self._hits, self._misses
             read, write = self._read_fault, self._write_fault
-        stopped = (f"reading and writing: {read}" if read is not None and read == write
-                   else "; ".join(f"{side}: {why}" for side, why in
-                                  (("reading", read), ("writing", write)) if why is not None)
-                   or None)
+        if read is not None and read == write:
+            stopped: str | None = f"reading and writing: {read}"
+        else:
+            sides = [f"{side}: {why}" for side, why in (("reading", read), ("writing", write))
+                     if why is not None]
+            stopped = "; ".join(sides) or None
         return CacheStats(
             path=self.path,
             entries=entries,

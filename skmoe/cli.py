@@ -9,8 +9,7 @@ bug in skmoe: one line too, with exit 1 and a hint to rerun with ``--debug`` (or
 ``SKMOE_DEBUG=1``), which prints the traceback.
 
 Exit codes: 0 success, 1 the model or the cache cannot be used, or not with these options (or an
-internal error), 2 bad
-input or options (the same code argparse uses), 130 interrupted.
+internal error), 2 bad input or options (the same code argparse uses), 130 interrupted.
 """
 
 from __future__ import annotations

@@ -285,7 +285,7 @@ class Embedder:
                                  "(one per text) and one column per feature")
             for start, vectors in stream:
                 vectors = transform(vectors) if transform is not None else vectors
-                if out.shape[0] != len(texts) or out.shape[1:] != vectors.shape[1:]:
+                if out.shape[1:] != vectors.shape[1:]:  # the width is known once computed
                     raise ValueError(f"out has shape {out.shape}, expected "
                                      f"{(len(texts), *vectors.shape[1:])}")
                 out[start : start + len(vectors)] = vectors

@@ -355,8 +355,7 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
             else:
                 matters = True
             if matters and now != then:
-                changed.append(f"{name} changed after fit (fitted with {then!r}, now "
-                               f"{getattr(self, name)!r})")
+                changed.append(f"{name} changed after fit (fitted with {then!r}, now {now!r})")
         return changed
 
     def _output(self, floats: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Matplotlib figures from :mod:`skmoe.evaluation` results.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (so no
-global backend state changes and nothing pops up) and saves it when ``path`` is given (PNG, SVG, PDF, ...: the extension decides).
+global backend state changes and nothing pops up) and saves it when ``path`` is given (PNG, SVG,
+PDF, ...: the extension decides).
 Plotting never computes embeddings; :func:`plot_embedding_map` only projects the ones it gets.
 """
 

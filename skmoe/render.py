@@ -13,6 +13,7 @@ import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ import pandas as pd
 MANIFEST = ".skmoe-report-files"
 
 
-def clear_previous_report(out: Any) -> set[str]:
+def clear_previous_report(out: Path) -> set[str]:
     """Remove the files the previous report in folder ``out`` listed; return the names of the
     files left there (the user's own, never touched)."""
     listed = out / MANIFEST
@@ -36,7 +37,7 @@ def clear_previous_report(out: Any) -> set[str]:
     return {p.name for p in out.iterdir()}
 
 
-def list_report_files(out: Any, before: set[str]) -> None:
+def list_report_files(out: Path, before: set[str]) -> None:
     """Write the manifest: the files of ``out`` that were not there before this report."""
     written = sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in before)
     (out / MANIFEST).write_text("".join(f"{name}\n" for name in written), encoding="utf-8")

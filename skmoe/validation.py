@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,12 @@ def split_pairs(X: Any) -> tuple[list[str], list[str]]:
 
 _ZIP_HINT = ("Expected pairs of texts with shape (n, 2), got {shape}: two columns of texts "
              "rather than a list of pairs? Pass list(zip(a, b)) or a 2-column DataFrame.")
+
+
+def is_int_at_least(value: Any, low: int) -> bool:
+    """An integer (numpy's too, not bool) of at least ``low``."""
+    return (not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Integral)
+            and value >= low)
 
 
 def check_no_missing(values: np.ndarray, name: str) -> None:

@@ -233,12 +233,20 @@ def test_plot_probe_refuses_to_average_a_setting_into_one_bar():
     assert len(fig.axes[0].patches) == 3 * 3
 
 
+def _error_bar_points(ax) -> np.ndarray:
+    segments = [s for c in ax.containers if getattr(c, "errorbar", None) is not None
+                for lines in c.errorbar.lines[2] for s in lines.get_segments()]
+    return np.concatenate(segments)
+
+
 def test_plot_probe_with_one_draw_says_so_instead_of_zero_error_bars():
     one = _probe_scores().query("seed == 0")
     ax = plot_probe(one).axes[0]
     assert "one draw" in ax.get_title() and "std" not in ax.get_title()
+    assert not np.isfinite(_error_bar_points(ax)).any()  # no bar drawn (was: zero-length ones)
     ax = plot_probe(_probe_scores()).axes[0]
     assert "mean +- std over draws" in ax.get_title()
+    assert np.isfinite(_error_bar_points(ax)).all()
 
 
 def test_small_or_empty_inputs_get_errors_that_say_what_is_missing():

@@ -252,8 +252,7 @@ def check_requested(q: dict[str, Any], precision: str | None, where: str) -> Non
             f"{where} holds {q['precision']} weights quantized by `skmoe quantize` "
             f"({folder_label(q)}); dtype={precision!r} conflicts with them: pass dtype=None "
             f"(or 'auto', or {q['precision']!r}; on the command line: leave out --dtype) to use "
-            "them, or load the original float model "
-            f"for {mode}")
+            f"them, or load the original float model for {mode}")
 
 
 def namespace_precision(model: str | os.PathLike[str], precision: str | None,

@@ -126,6 +126,7 @@ class Engine:
 
     def __post_init__(self) -> None:
         self._token_cap: int | None = None  # lowered after an out-of-memory error
+        self._roomy: set[tuple[str, int]] = set()  # (prompt, limit) with room for text
         if self.encoder.device.type == "cpu":
             reuse_freed_memory_if_asked()  # process-wide malloc tuning: only if SKMOE_TUNE_MALLOC
 
@@ -207,8 +208,8 @@ class Engine:
         in the caller's thread, when a group's first batch is run.
         """
         check_long_text(long_text, chunk_overlap, self.limit)
-        if long_text == "truncate" and self.encoder.tokenizer is not None:
-            check_room_for_text(Layout.of(self.encoder.tokenizer, prompt), self.limit)
+        if long_text == "truncate":
+            self._check_room(prompt)
         groups = self._chunk_groups(chunks, prompt, long_text, int(chunk_overlap))
         current, cut = -1, np.zeros(0, dtype=bool)
         for number, chunk, group in prefetched(groups) if prefetch else groups:
@@ -359,6 +360,13 @@ class Engine:
         """Ids cut to the limit (which may pass the encoder's own, up to its positions)."""
         self._check_tokenizer()
         return tokenize(self.encoder.tokenizer, texts, self.limit)
+
+    def _check_room(self, prompt: str) -> None:
+        """:func:`check_room_for_text` once per prompt and limit (it tokenizes the prompt)."""
+        key = (prompt, self.limit)
+        if key not in self._roomy and self.encoder.tokenizer is not None:
+            check_room_for_text(Layout.of(self.encoder.tokenizer, prompt), key[1])
+            self._roomy.add(key)
 
     def _check_tokenizer(self) -> None:
         if self.encoder.tokenizer is None:

@@ -93,15 +93,24 @@ class Layout:
         return cls(head, tail, tuple(ids))
 
 
-def check_room_for_text(layout: Layout, max_length: int) -> None:
-    """Refuse a token limit that the prompt and the special tokens fill on their own (every
-    text would become the same row, hence the same vector)."""
-    fixed = layout.head + len(layout.prompt_ids) + layout.tail
-    if max_length <= fixed:
+def check_room_for_text(layout: Layout, max_length: int, overlap: int = 0) -> None:
+    """Refuse a token limit that leaves no new text token in a row: the prompt and the special
+    tokens fill it on their own (every text would become the same row, hence the same vector),
+    or, for windows, with the ``overlap`` repeated from the previous window."""
+    specials = layout.head + layout.tail
+    capacity = max_length - len(layout.prompt_ids) - specials  # text tokens a row holds
+    if capacity - overlap >= 1:
+        return
+    if overlap:
         raise ValueError(
-            f"max_length={max_length} leaves no room for text: the prompt takes "
-            f"{len(layout.prompt_ids)} tokens and the special tokens {layout.head + layout.tail}; "
-            f"raise max_length above {fixed}")
+            f"chunk_overlap={overlap} leaves no room for new tokens: a window of max_length="
+            f"{max_length} holds {capacity} text tokens after the prompt "
+            f"({len(layout.prompt_ids)} tokens) and {specials} special tokens; lower "
+            "chunk_overlap or raise max_length")
+    raise ValueError(
+        f"max_length={max_length} leaves no room for text: the prompt takes "
+        f"{len(layout.prompt_ids)} tokens and the special tokens {specials}; raise max_length "
+        f"above {max_length - capacity}")
 
 
 def split_row(row: Sequence[int], layout: Layout, max_length: int, overlap: int
@@ -124,12 +133,8 @@ def split_row(row: Sequence[int], layout: Layout, max_length: int, overlap: int
     body = row[head + (len(prompt) if starts_with_prompt else 0) : len(row) - tail]
     lead = np.concatenate([row[:head], prompt])
     end = row[len(row) - tail :]
+    check_room_for_text(layout, max_length, overlap)
     capacity = max_length - len(lead) - tail
-    if capacity - overlap < 1:
-        raise ValueError(
-            f"chunk_overlap={overlap} leaves no room for new tokens: a window of max_length="
-            f"{max_length} holds {capacity} text tokens after the prompt ({len(prompt)} tokens) "
-            f"and {head + tail} special tokens; lower chunk_overlap or raise max_length")
     first = max_length - tail - (len(row) - len(body) - tail)  # body tokens in window 0
     windows = [np.concatenate([row[: max_length - tail], end])]
     stop = first

@@ -12,7 +12,7 @@ from sklearn.metrics import adjusted_mutual_info_score, v_measure_score
 from sklearn.utils import check_random_state
 
 from .._stack import external_stacklevel
-from ..validation import check_no_missing
+from ..validation import check_no_missing, is_int_at_least
 from .embeddings import EmbeddingSource, as_groups
 
 
@@ -54,8 +54,7 @@ def cluster_report(
     pandas.DataFrame
         Columns ``group, bootstrap, metric, score, n`` with metrics ``v_measure`` and ``ami``.
     """
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or (
-            n_bootstrap < 1):
+    if not is_int_at_least(n_bootstrap, 1):
         raise ValueError(f"n_bootstrap must be an int >= 1, got {n_bootstrap!r}")
     source = EmbeddingSource(X, transformer)
     y = np.asarray(y)

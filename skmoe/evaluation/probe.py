@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import get_scorer
 
 from .._stack import external_stacklevel
+from ..validation import is_int_at_least
 from .data import check_label_types
 from .embeddings import EmbeddingSource, as_groups, check_no_missing, concat_sources
 from .splits import FewShotSplit, FewShotWarning
@@ -80,10 +81,9 @@ def _ks(samples_per_label: int | Iterable[int]) -> list[int]:
     ks = [samples_per_label] if single else list(samples_per_label)
     if not ks:
         raise ValueError("samples_per_label is empty")
-    for k in ks:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"samples_per_label must be an int >= 1 or a sequence of them, got "
-                             f"{samples_per_label!r}")
+    if not all(is_int_at_least(k, 1) for k in ks):
+        raise ValueError(f"samples_per_label must be an int >= 1 or a sequence of them, got "
+                         f"{samples_per_label!r}")
     return [int(k) for k in ks]
 
 
@@ -318,7 +318,7 @@ def probe_report(
     fits: list[_Fit] = []
     trained = pd.unique(data.groups[: data.n_train])
     untrained = [g for g in pd.unique(data.groups[data.n_train:]) if g not in set(trained)]
-    if has_test and untrained:
+    if untrained:  # test rows only exist with a test set
         warnings.warn(f"group(s) {', '.join(map(repr, untrained))} have test rows but no training "
                       "rows: not scored (transfer_matrix scores them with heads trained on other "
                       "groups)", UserWarning, stacklevel=external_stacklevel())

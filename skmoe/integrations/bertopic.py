@@ -46,8 +46,8 @@ class SkmoeBackend(BaseEmbedder):
     -----
     Output is float32, uncentred (the transformer's ``embed``), every row of the length
     ``normalize`` gives (1.25 by default; ``"l2"``: unit rows), so Euclidean HDBSCAN on it ranks
-    like cosine. Quantised ``output_dtype`` settings are ignored
-    here: UMAP and HDBSCAN want floats. The backend pickles without weights, like the
+    like cosine. Quantised ``output_dtype`` settings are ignored here: UMAP and HDBSCAN want
+    floats. The backend pickles without weights, like the
     transformer, so ``BERTopic.save(serialization="pickle")`` stays small.
     """
 
