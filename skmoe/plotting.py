@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.markers import MarkerStyle
 
 from ._stack import external_stacklevel
-from .evaluation.probe import setting_columns, transfer_table
+from .evaluation.probe import select_rows, setting_columns, transfer_table
 from .evaluation.routing import RoutingStats
 from .validation import check_no_missing
 
@@ -50,7 +50,7 @@ def _mean_std(scores: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def plot_probe(
     scores: pd.DataFrame,
     *,
-    metric: str = "accuracy",
+    metric: str | None = None,
     x: str = "group",
     hue: str | None = "k",
     chance: float | None = None,
@@ -68,8 +68,9 @@ def plot_probe(
     scores : DataFrame
         Tidy output of ``probe_report`` (``x="group"``) or ``transfer_regimes``
         (``x="test_language", hue="regime"``).
-    metric : str
-        Which ``metric`` rows to plot.
+    metric : str, optional
+        Which ``metric`` rows to plot (default: the only metric in ``scores``, or
+        ``"accuracy"``, :func:`~skmoe.evaluation.probe_report`'s default, where it holds several).
     x, hue : str
         Columns for the bar positions and the side-by-side bar series (``hue=None``: one
         series; a hue column with a single value is drawn as one series too).
@@ -80,9 +81,12 @@ def plot_probe(
     path : path, optional
         Save the figure there (the extension decides the format: .png, .svg, .pdf).
     """
-    df = scores[scores["metric"] == metric]
-    if df.empty:
-        raise ValueError(f"no rows with metric={metric!r}; have {sorted(scores['metric'].unique())}")
+    if scores.empty:
+        raise ValueError("scores is empty: nothing to plot")
+    if metric is None and "accuracy" in set(scores["metric"]):
+        metric = "accuracy"
+    df = select_rows(scores, "metric", metric)
+    metric = str(df["metric"].iloc[0])
     keys = [x] if hue is None else [x, hue]
     stats = _mean_std(df, keys)
     xs = list(pd.unique(stats[x]))

@@ -233,6 +233,22 @@ def test_plot_probe_refuses_to_average_a_setting_into_one_bar():
     assert len(fig.axes[0].patches) == 3 * 3
 
 
+def test_plot_probe_default_metric_is_the_one_the_scores_hold():
+    """Scores of a callable or named non-accuracy metric plot without naming it (the default
+    was "accuracy", which such scores lack); with several metrics accuracy stays the default
+    and scores with several others ask which one."""
+    scores = _probe_scores()
+    f1 = scores[scores.metric == "f1_macro"]
+    ax = plot_probe(f1).axes[0]
+    assert ax.get_ylabel() == "f1_macro" and ax.get_title().startswith("f1_macro per group")
+    assert plot_probe(scores).axes[0].get_ylabel() == "accuracy"
+    several = pd.concat([f1, f1.assign(metric="mcc")])
+    with pytest.raises(ValueError, match=r"several metric values \['f1_macro', 'mcc'\]; pick one"):
+        plot_probe(several)
+    with pytest.raises(ValueError, match="scores is empty"):
+        plot_probe(scores.iloc[:0])
+
+
 def _error_bar_points(ax) -> np.ndarray:
     segments = [s for c in ax.containers if getattr(c, "errorbar", None) is not None
                 for lines in c.errorbar.lines[2] for s in lines.get_segments()]

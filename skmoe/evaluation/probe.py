@@ -505,6 +505,21 @@ def summarize(scores: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataF
     return out.rename(columns={"count": "n"}).reset_index()
 
 
+def select_rows(scores: pd.DataFrame, column: str, value: Any = None) -> pd.DataFrame:
+    """The rows of tidy scores whose ``column`` equals ``value``; ``value=None`` keeps them all
+    when the column holds a single value and refuses, naming the values, when it holds several
+    (a mean over several metrics or k's would mean nothing)."""
+    values = list(pd.unique(scores[column]))
+    if value is None:
+        if len(values) > 1:
+            raise ValueError(f"scores hold several {column} values {values}; pick one")
+        return scores
+    rows = scores[scores[column] == value]
+    if rows.empty:
+        raise ValueError(f"no scores with {column}={value!r}; available: {values}")
+    return rows
+
+
 def transfer_table(
     scores: pd.DataFrame, metric: str | None = None, k: int | None = None
 ) -> pd.DataFrame:
@@ -514,16 +529,7 @@ def transfer_table(
     language order (first seen among training, then test languages), so a language found on
     both sides has its in-language score on the diagonal, whatever order the test data had.
     """
-    df = scores
-    for col, val in (("metric", metric), ("k", k)):
-        vals = pd.unique(df[col])
-        if val is None:
-            if len(vals) > 1:
-                raise ValueError(f"scores hold several {col} values {list(vals)}; pick one")
-        else:
-            df = df[df[col] == val]
-            if df.empty:
-                raise ValueError(f"no scores with {col}={val!r}; available: {list(vals)}")
+    df = select_rows(select_rows(scores, "metric", metric), "k", k)
     table = df.pivot_table(index="train_language", columns="test_language", values="score",
                            aggfunc="mean", sort=False)
     order = list(dict.fromkeys([*table.index, *table.columns]))
