@@ -109,20 +109,58 @@ def read_table(path: Path, fmt: str) -> Any:
 def _read_delimited(path: Path, sep: str) -> Any:
     """A CSV/TSV file, every cell a string. A row with more fields than the header is refused
     with its line (pandas would take the first field of every row for an index, or drop the
-    extra fields with a warning)."""
+    extra fields with a warning). A field that opens a quote and goes on after closing it
+    (``"Hello" she said``) would lose its quotes silently: a CSV file is refused with its line;
+    a TSV file is then plain TSV (no quoting, as the format defines it) and read again so,
+    with a warning."""
+    import csv
+
+    quoting = csv.QUOTE_MINIMAL
+    bad = _bad_quote(path, sep)
+    if bad is not None and sep == ",":
+        raise InputError(f"{path}: line {bad[0]}: {bad[1]}; a quoted field must end at its "
+                         "closing quote: double the quotes inside it (\"\"), or quote the whole "
+                         "field")
+    if bad is not None:
+        warnings.warn(f"{path}: line {bad[0]} is not CSV-quoted ({bad[1]}): the file is read as "
+                      "plain TSV, quote characters kept as text", UserWarning,
+                      stacklevel=external_stacklevel())
+        quoting = csv.QUOTE_NONE
+    frame = _read_csv(path, sep, quoting)
+    if sep == "\t" and quoting != csv.QUOTE_NONE:
+        _warn_quoted_breaks(frame, path)
+    return frame
+
+
+def _read_csv(path: Path, sep: str, quoting: int) -> Any:
     import pandas as pd
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8",
-                            index_col=False)
+                            index_col=False, quoting=quoting)
     if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
-        raise InputError(_long_row(path, sep))
+        raise InputError(_long_row(path, sep, quoting))
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if sep == "\t":
-        _warn_quoted_breaks(frame, path)
     return frame
+
+
+def _bad_quote(path: Path, sep: str) -> tuple[int, str] | None:
+    """The first line where CSV quoting breaks (text after a closing quote, or a quote never
+    closed), with the csv module's reason; None when the file parses strictly."""
+    import csv
+
+    with _open_text(path) as fh:
+        reader = csv.reader(fh, delimiter=sep, strict=True)
+        try:
+            for _ in reader:
+                pass
+        except csv.Error as exc:
+            reason = ("a quote opened here or above is never closed" if "end of data" in str(exc)
+                      else "text follows a closing quote")
+            return reader.line_num, reason
+    return None
 
 
 def _warn_quoted_breaks(frame: Any, path: Path) -> None:
@@ -140,12 +178,12 @@ def _warn_quoted_breaks(frame: Any, path: Path) -> None:
             return
 
 
-def _long_row(path: Path, sep: str) -> str:
+def _long_row(path: Path, sep: str, quoting: int) -> str:
     """Name the first row with more fields than the header (read again with the csv module)."""
     import csv
 
     with _open_text(path) as fh:
-        reader = csv.reader(fh, delimiter=sep)
+        reader = csv.reader(fh, delimiter=sep, quoting=quoting)
         width = len(next(reader, []))
         for row in reader:
             if len(row) > width:

@@ -257,6 +257,33 @@ def test_a_stray_quote_in_a_tsv_is_pointed_at(tmp_path):
         assert read_texts(src, "text") == ["a\t1\nb\t2\nc", "d"]
 
 
+def test_quotes_inside_a_field_are_kept_or_refused_never_dropped(tmp_path):
+    """`"Hello" she said` was read as `Hello she said`: pandas takes the opening quote for CSV
+    quoting and drops the quotes. A TSV is then plain TSV (warned, with the line); a CSV is
+    refused with its line. A file quoted as pandas writes it reads back to the letter, unwarned."""
+    import warnings
+
+    from skmoe.io import InputError, read_texts
+
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text('text\tid\nplain\t1\n"Hello" she said\t2\n"x"\t3\n', encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"line 3 is not CSV-quoted \(text follows a closing "
+                      r"quote\): the file is read as plain TSV"):
+        assert read_texts(tsv, "text") == ["plain", '"Hello" she said', '"x"']
+    csv = tmp_path / "in.csv"
+    csv.write_text('text,id\nplain,1\n"Hello" she said,2\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"in.csv: line 3: text follows a closing quote; a quoted "
+                       "field must end"):
+        read_texts(csv, "text")
+    texts = ['"Hello" she said', 'a "b" c', "tab\there", '"', "x"]
+    for sep, name in (("\t", "ok.tsv"), (",", "ok.csv")):
+        pd.DataFrame({"text": texts}).to_csv(tmp_path / name, sep=sep, index=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = read_texts(tmp_path / name, "text")
+        assert got == texts
+
+
 def test_embed_refuses_to_write_over_its_input(capsys, tmp_path, moe):
     src = tmp_path / "t.parquet"
     pd.DataFrame({"text": ["a", "b"], "label": [0, 1]}).to_parquet(src)
