@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._encoder_params import EncoderParams
+from ._similarity_methods import SimilarityMixin
 from ._stack import external_stacklevel
 from ._text_features import TextFeaturesMixin
 from .embedding import (
@@ -32,7 +33,6 @@ from .embedding import (
 from .encoder import SentenceEncoder
 from .encoder.fingerprint import changed_parts, known_card, legacy_fingerprint, remember_card
 from .encoder.loading import ModelSource, safetensors_files
-from .encoder.sentence import UnknownPromptError
 from .postprocessing import (
     CALIBRATED_DTYPES,
     DEFAULT_CENTER,
@@ -40,8 +40,6 @@ from .postprocessing import (
     MIN_CENTER_ROWS,
     OUTPUT_DTYPES,
     calibration_ranges,
-    cosine_matrix,
-    cosine_rows,
     fit_center,
     normalize_mode,
     output_width,
@@ -49,7 +47,6 @@ from .postprocessing import (
     truncate_and_normalize,
 )
 from .registry import get_cache, get_encoder, model_source, registry_key
-from .search import CORPUS_BLOCK, QUERY_BLOCK, search_vectors
 from .validation import validate_texts
 
 __all__ = ["CHUNK_SIZE", "MoEEmbeddingTransformer", "WeightsChangedError"]
@@ -64,7 +61,8 @@ class WeightsChangedError(RuntimeError):
 
 
 @dataclass(eq=False, repr=False, kw_only=True)
-class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEstimator):
+class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin, TransformerMixin,
+                              BaseEstimator):
     """Sentence embeddings from nomic-embed-text-v2-moe (or any supported encoder) as features.
 
     Parameters
@@ -110,7 +108,7 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
         gain a little.
         ``fit`` then embeds its texts (``fit_transform`` runs the model once); fitted on fewer
         than 2 texts (``fit([])``) it learns no centre and ``transform`` gives the model's own
-        directions. :meth:`embed`, :meth:`similarity` and :meth:`search` never centre: they
+        directions; below 16 it warns (texts centred on their own mean are pushed apart). :meth:`embed`, :meth:`similarity` and :meth:`search` never centre: they
         give the model's cosine geometry.
     batch_size : int, optional
         Maximum texts per forward pass (default per device).
@@ -361,83 +359,6 @@ class MoEEmbeddingTransformer(EncoderParams, TextFeaturesMixin, TransformerMixin
     def _output(self, floats: np.ndarray) -> np.ndarray:
         ranges = getattr(self, "quantization_ranges_", None)
         return np.ascontiguousarray(quantize(floats, self.output_dtype, ranges))
-
-    # -- similarity and search ------------------------------------------------------------------
-    def similarity(self, a: Any, b: Any = None, *, query_prompt_name: str | None = None,
-                   query_prompt: str | None = None, document_prompt_name: str | None = None,
-                   document_prompt: str | None = None) -> np.ndarray:
-        """Cosine similarity matrix ``[len(a), len(b)]`` of queries ``a`` and documents ``b``.
-
-        ``b`` defaults to ``a``. Each side has its own prompt, resolved like the estimator's
-        ``prompt_name``/``prompt`` (raw prompt wins); a side given neither uses the estimator's
-        own prompt, so by default both sides share it. For retrieval with a model that has
-        them: ``query_prompt_name="query", document_prompt_name="document"``.
-        """
-        ea = self._embed_side(a, query_prompt_name, query_prompt, "query")
-        if b is None and query_prompt_name is None and query_prompt is None and (
-                document_prompt_name is None and document_prompt is None):
-            return cosine_matrix(ea, ea)
-        eb = self._embed_side(a if b is None else b, document_prompt_name, document_prompt,
-                              "document")
-        return cosine_matrix(ea, eb)
-
-    def similarity_pairwise(self, a: Any, b: Any, *, query_prompt_name: str | None = None,
-                            query_prompt: str | None = None,
-                            document_prompt_name: str | None = None,
-                            document_prompt: str | None = None) -> np.ndarray:
-        """Row-aligned cosine similarity ``[n]`` of ``a[i]`` and ``b[i]`` (prompts as in
-        :meth:`similarity`: ``a`` takes the query prompt, ``b`` the document prompt)."""
-        return cosine_rows(self._embed_side(a, query_prompt_name, query_prompt, "query"),
-                           self._embed_side(b, document_prompt_name, document_prompt, "document"))
-
-    def search(self, queries: Any, corpus: Any, top_k: int = 10, *,
-               query_prompt_name: str | None = "query", query_prompt: str | None = None,
-               document_prompt_name: str | None = "document", document_prompt: str | None = None,
-               query_block: int = QUERY_BLOCK, corpus_block: int = CORPUS_BLOCK,
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``top_k`` corpus texts most similar (cosine) to each query, best first.
-
-        Both sides are embedded through :meth:`embed`'s road (the cache applies, per prompt),
-        queries with the query prompt and the corpus with the document prompt (raw
-        ``query_prompt``/``document_prompt`` win; pass ``None`` for both of a side to use the
-        estimator's own prompt). Scoring is :func:`skmoe.search.search_vectors`: exact, in
-        bounded blocks; ties go to the lower corpus index.
-
-        Returns
-        -------
-        indices : ndarray of int64, shape (n_queries, min(top_k, n_corpus))
-        scores : ndarray of float32, same shape
-        """
-        q = self._embed_side(queries, query_prompt_name, query_prompt, "query")
-        c = self._embed_side(corpus, document_prompt_name, document_prompt, "document")
-        return search_vectors(q, c, top_k, query_block=query_block, corpus_block=corpus_block)
-
-    def _embed_side(self, X: Any, prompt_name: str | None, prompt: str | None,
-                    side: str = "") -> np.ndarray:
-        """:meth:`embed` with one side's prompt (the estimator's own when both are None);
-        ``side`` ("query" or "document") names the arguments in an unknown-prompt error."""
-        texts = validate_texts(X)
-        model = self._model()
-        self._check_params(model)
-        if prompt_name is None and prompt is None:
-            return self._embed_float(texts, model, self._prompt(model))
-        try:
-            resolved = resolve_prompt(model, prompt_name, prompt)
-        except UnknownPromptError as exc:  # say which argument, not the estimator's prompt=
-            raise UnknownPromptError(
-                exc.name, exc.model, exc.known,
-                f"{side}_prompt=... (e5 models: query_prompt='query: ', document_prompt="
-                f"'passage: '), or {side}_prompt_name=None to use the estimator's own prompt "
-                f"({self._prompt(model)!r})") from None
-        return self._embed_float(texts, model, resolved)
-
-    def embed(self, X: Any) -> np.ndarray:
-        """Float32 embeddings (truncated and normalised as configured), fitting nothing.
-
-        Follows the current parameters (prompt included), fitted or not; ``output_dtype`` does
-        not apply.
-        """
-        return self._embed_side(X, None, None)
 
     def embed_to(self, X: Any, out: str | os.PathLike[str] | np.ndarray, *,
                  format: str | None = None, chunk_size: int = 1024) -> Any:

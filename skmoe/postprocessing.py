@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -107,12 +108,24 @@ CENTER_EPS = 1e-5
 #: Fewer fit rows than this learn no centre (one row would be centred to zero).
 MIN_CENTER_ROWS = 2
 
+#: A centre from fewer rows than this gets a warning: n rows centred on their own mean are
+#: pushed apart (their cosines drop by about 1/(n-1); two rows come out exactly opposite).
+FEW_CENTER_ROWS = 16
+
 
 def fit_center(x: np.ndarray, truncate_dim: int | None) -> np.ndarray | None:
     """The mean direction of full-width rows ``x`` after truncation: the mean of their unit
-    vectors (``[d]`` float32), or None for fewer than ``MIN_CENTER_ROWS`` rows."""
+    vectors (``[d]`` float32), or None for fewer than ``MIN_CENTER_ROWS`` rows; warns below
+    ``FEW_CENTER_ROWS``."""
     if len(x) < MIN_CENTER_ROWS:
         return None
+    if len(x) < FEW_CENTER_ROWS:
+        warnings.warn(
+            f"center=True learned the centre from only {len(x)} texts: centred on their own "
+            f"mean, these texts are pushed apart (cosines between them drop by about "
+            f"{1 / (len(x) - 1):.2g}; two texts come out opposite). Fit on at least {FEW_CENTER_ROWS} "
+            "texts like those you will transform, or pass center=False.",
+            UserWarning, stacklevel=external_stacklevel())
     if truncate_dim is not None:
         x = x[:, :truncate_dim]
     return l2_normalize(x, np.float64).mean(axis=0).astype(np.float32)
@@ -187,12 +200,40 @@ def l2_normalize(x: np.ndarray, dtype: type = np.float32) -> np.ndarray:
 
 
 def cosine_matrix(a: np.ndarray, b: np.ndarray, dtype: type = np.float32) -> np.ndarray:
-    """Cosine similarities ``[len(a), len(b)]`` of two embedding matrices."""
-    return l2_normalize(a, dtype) @ l2_normalize(b, dtype).T
+    """Cosine similarities ``[len(a), len(b)]`` of two embedding matrices, in ``[-1, 1]`` (a
+    row's cosine with itself may round one step above 1: clipped)."""
+    a, b = _two_matrices(a, b)
+    return np.clip(l2_normalize(a, dtype) @ l2_normalize(b, dtype).T, -1.0, 1.0)
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray, dtype: type = np.float32) -> np.ndarray:
-    """Row-aligned cosine similarities ``[n]``: ``cos(a[i], b[i])`` (0 for a zero row)."""
+    """Row-aligned cosine similarities ``[n]``: ``cos(a[i], b[i])`` (0 for a zero row), in
+    ``[-1, 1]``."""
+    a, b = _two_matrices(a, b)
     if len(a) != len(b):
         raise ValueError(f"Row-aligned similarity needs as many rows in a as in b ({len(a)} != {len(b)}).")
-    return np.einsum("ij,ij->i", l2_normalize(a, dtype), l2_normalize(b, dtype))
+    return np.clip(np.einsum("ij,ij->i", l2_normalize(a, dtype), l2_normalize(b, dtype)), -1.0, 1.0)
+
+
+def _two_matrices(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"cosines need 2-D arrays (one vector per row), got shapes {a.shape} and "
+                         f"{b.shape}; a single vector v is v[None, :]")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"vectors differ in width: {a.shape[1]} vs {b.shape[1]}")
+    return a, b
+
+
+#: Output dtypes whose values are codes (per-feature offsets, packed sign bits), not coordinates.
+CODED_OUTPUTS = ("int8", "uint8", "binary", "ubinary")
+
+
+def refuse_coded(dtype: Any, who: str) -> None:
+    """Refuse int8/uint8 vectors (``output_dtype`` int8, uint8, binary or ubinary): cosines and
+    differences of codes mean nothing."""
+    if str(dtype) in CODED_OUTPUTS:  # an output_dtype or an array's numpy dtype
+        raise ValueError(
+            f"{who} needs float embeddings, but got {dtype} codes (output_dtype int8, uint8, "
+            "binary or ubinary: quantized or packed bits), on which cosines and differences "
+            "mean nothing; use output_dtype='float32' or 'float16'.")

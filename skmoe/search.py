@@ -12,14 +12,15 @@ stable ``argsort`` of the full score matrix gives.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from .postprocessing import l2_normalize
+from .validation import check_finite_rows, is_int_at_least
 
-__all__ = ["CORPUS_BLOCK", "QUERY_BLOCK", "search_vectors"]
+__all__ = ["CORPUS_BLOCK", "QUERY_BLOCK", "check_search_params", "search_vectors"]
 
 QUERY_BLOCK = 1024
 CORPUS_BLOCK = 16384  # with QUERY_BLOCK: 64 MiB of float32 scores per block
@@ -57,7 +58,11 @@ def search_vectors(
     scores : ndarray of float32, same shape
         Their similarities.
     """
+    check_search_params(top_k, query_block, corpus_block)
     q = _as_matrix(queries, "queries")
+    if sp.issparse(corpus):
+        raise TypeError("corpus is a scipy sparse matrix; search_vectors scores dense vectors: "
+                        "pass corpus.toarray()")
     if q.ndim != 2 or len(np.shape(corpus)) != 2:
         raise ValueError(f"queries and corpus must be 2-D, got shapes {q.shape} "
                          f"and {np.shape(corpus)}")
@@ -66,10 +71,6 @@ def search_vectors(
         raise ValueError(f"queries have {q.shape[1]} features but the corpus has {d}")
     if n == 0:
         raise ValueError("the corpus is empty")
-    for name, value in (("top_k", top_k), ("query_block", query_block),
-                        ("corpus_block", corpus_block)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     k = min(int(top_k), n)
     if normalize:
         q = l2_normalize(q)
@@ -85,16 +86,27 @@ def search_vectors(
             idx, val = _block_top_k(scores, kb)
             rows = slice(q0, q0 + len(scores))
             best_i[rows], best_s[rows] = _merge(best_i[rows], best_s[rows], idx + c0, val, k)
+    if normalize:  # a row's cosine with itself may round one step above 1
+        np.clip(best_s, -1.0, 1.0, out=best_s)
     return best_i, best_s
+
+
+def check_search_params(top_k: Any, query_block: Any = QUERY_BLOCK,
+                        corpus_block: Any = CORPUS_BLOCK) -> None:
+    """Refuse a ``top_k`` or block size that is not an int >= 1 (before anything is embedded)."""
+    for name, value in (("top_k", top_k), ("query_block", query_block),
+                        ("corpus_block", corpus_block)):
+        if not is_int_at_least(value, 1):
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
 def _as_matrix(x: Any, name: str, offset: int = 0) -> np.ndarray:
     """Float32 array; a non-finite value is refused naming its row."""
+    if sp.issparse(x):
+        raise TypeError(f"{name} is a scipy sparse matrix; search_vectors scores dense vectors: "
+                        f"pass {name}.toarray()")
     arr = np.asarray(x, dtype=np.float32)
-    if arr.ndim == 2 and not np.isfinite(arr).all():
-        row = int(np.nonzero(~np.isfinite(arr).all(axis=1))[0][0])
-        raise ValueError(f"{name} row {offset + row} has a NaN or infinite value")
-    return arr
+    return check_finite_rows(arr, name, offset) if arr.ndim == 2 else arr
 
 
 def _block_scores(q: np.ndarray, c: np.ndarray) -> np.ndarray:

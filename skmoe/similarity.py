@@ -8,16 +8,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from .postprocessing import cosine_matrix, cosine_rows
+from .postprocessing import cosine_matrix, cosine_rows, refuse_coded
 from .validation import split_pairs
 
 __all__ = ["PAIR_FEATURES", "PairFeatures", "cosine_matrix", "cosine_rows", "split_pairs"]
 
 PAIR_FEATURES = ("cosine", "abs_diff", "product")
-
-
-# Output dtypes whose values are codes (offsets, packed bits), not coordinates.
-_CODED_OUTPUTS = ("int8", "uint8", "binary", "ubinary")
 
 
 class PairFeatures(TransformerMixin, BaseEstimator):
@@ -52,13 +48,7 @@ class PairFeatures(TransformerMixin, BaseEstimator):
             embedder = MoEEmbeddingTransformer()
         else:
             embedder = clone(self.embedder)
-        coded = getattr(embedder, "output_dtype", "float32")
-        if coded in _CODED_OUTPUTS:
-            raise ValueError(
-                f"PairFeatures needs float embeddings, but the embedder's output_dtype={coded!r} "
-                "gives codes (quantized or packed bits) on which cosines and differences mean "
-                "nothing; use output_dtype='float32' or 'float16'."
-            )
+        refuse_coded(getattr(embedder, "output_dtype", "float32"), "PairFeatures")
         self.embedder_ = embedder.fit(a + b)
         dim = getattr(self.embedder_, "n_features_out_", None)
         if dim is None:  # a generic embedder: ask it once

@@ -15,8 +15,9 @@ def _row_label(index: Any, position: int) -> str:
     return f"row {position}" if label == position else f"row {position} (index {label!r})"
 
 
-def validate_texts(X: Any) -> list[str]:
-    """Return ``X`` as a list of ``str``, or raise an error naming the first bad row.
+def validate_texts(X: Any, name: str | None = None) -> list[str]:
+    """Return ``X`` as a list of ``str``, or raise an error naming the first bad row (and
+    ``name``, the argument, when given: ``"b: Missing text at row 1 ..."``).
 
     Accepted: list/tuple/1-D array of str, a pandas or polars Series, a pyarrow array, a
     one-column pandas/polars DataFrame, pyarrow Table or 2-D array (what ``ColumnTransformer``
@@ -30,6 +31,17 @@ def validate_texts(X: Any) -> list[str]:
     ValueError
         For missing values (None/NaN), lone surrogates, or tables with several columns.
     """
+    try:
+        return _validate_texts(X)
+    except (TypeError, ValueError) as exc:
+        if name is None:
+            raise
+        raise type(exc)(f"{name}: {exc}") from None
+
+
+def _validate_texts(X: Any) -> list[str]:
+    if X is None:
+        raise TypeError("Expected a collection of texts, got None.")
     if isinstance(X, (str, bytes, bytearray)):
         raise TypeError(
             f"Expected a collection of texts, got a single {type(X).__name__} (one raw text); wrap it "
@@ -100,18 +112,13 @@ def split_pairs(X: Any) -> tuple[list[str], list[str]]:
                 isinstance(side, np.ndarray) or hasattr(side, "iloc") for side in X):
             raise ValueError(_ZIP_HINT.format(shape="two arrays/Series of texts"))
         arr = np.asarray(X, dtype=object)
-        if arr.ndim == 2 and arr.shape[0] == 2 and arr.shape[1] != 2:
+        if arr.ndim == 2 and arr.shape[0] == 2 and arr.shape[1] > 2:
             raise ValueError(_ZIP_HINT.format(shape=f"shape {arr.shape}"))
         if arr.ndim != 2 or arr.shape[1] != 2:
             raise ValueError(f"Expected pairs of texts with shape (n, 2), got shape {arr.shape}.")
         columns = [(str(i), arr[:, i]) for i in range(2)]
-    texts = []
-    for name, column in columns:
-        try:
-            texts.append(validate_texts(column))
-        except (TypeError, ValueError) as exc:  # say which side of the pair is bad
-            raise type(exc)(f"Column {name} of the pairs: {exc}") from None
-    return texts[0], texts[1]
+    a, b = (validate_texts(column, f"Column {name} of the pairs") for name, column in columns)
+    return a, b
 
 
 _ZIP_HINT = ("Expected pairs of texts with shape (n, 2), got {shape}: two columns of texts "
@@ -122,6 +129,15 @@ def is_int_at_least(value: Any, low: int) -> bool:
     """An integer (numpy's too, not bool) of at least ``low``."""
     return (not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Integral)
             and value >= low)
+
+
+def check_finite_rows(x: np.ndarray, name: str, offset: int = 0) -> np.ndarray:
+    """``x`` (2-D vectors) unchanged, or a ValueError naming the first row with a NaN or an
+    infinite value (a NaN wins every argmax and spoils every mean it enters)."""
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{name} row {offset + int(np.argmax(bad))} has a NaN or infinite value")
+    return x
 
 
 def check_no_missing(values: np.ndarray, name: str) -> None:

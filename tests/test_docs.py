@@ -65,6 +65,8 @@ def test_api_reference_is_generated_from_docstrings(site: Path) -> None:
     summary = inspect.getdoc(skmoe.MoEEmbeddingTransformer).splitlines()[0]
     assert summary in page
     assert 'id="skmoe.estimator.MoEEmbeddingTransformer.fit"' in page
+    for inherited in ("similarity", "similarity_pairwise", "search", "embed"):  # from mixins
+        assert f'id="skmoe.estimator.MoEEmbeddingTransformer.{inherited}"' in page
 
 
 @pytest.mark.parametrize(

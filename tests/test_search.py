@@ -173,3 +173,38 @@ def test_english_queries_find_their_french_translations(e5_path):
     top1 = float(np.mean(idx[:, 0] == np.arange(len(en))))
     chance = 1 / len(fr)
     assert top1 > chance + 0.5, f"top-1 {top1:.3f} vs chance {chance:.3f}"
+
+
+def test_inputs_checked_before_any_text_is_embedded(tmp_path):
+    """Lengths, top_k and empty corpora were checked after embedding both sides (150 s on 400
+    texts); a model that does not exist proves nothing was loaded."""
+    from skmoe import MoEEmbeddingTransformer
+
+    est = MoEEmbeddingTransformer(str(tmp_path / "no-such-model"))
+    with pytest.raises(ValueError, match=r"as many rows in a as in b \(1 != 2\)"):
+        est.similarity_pairwise(["a"], ["b", "c"])
+    with pytest.raises(ValueError, match="top_k must be an int >= 1, got 0"):
+        est.search(["q"], ["c"], top_k=0)
+    with pytest.raises(ValueError, match="the corpus is empty"):
+        est.search(["q"], [])
+    with pytest.raises(ValueError, match=r"^b: Missing text at row 1"):
+        est.similarity_pairwise(["a", "b"], ["b", None])
+    with pytest.raises(ValueError, match=r"^corpus: Missing text at row 0"):
+        est.search(["q"], [None])
+
+
+def test_scores_stay_in_range_and_odd_inputs_get_plain_errors():
+    import scipy.sparse as sp
+
+    from skmoe.postprocessing import cosine_matrix, cosine_rows
+
+    x = np.random.default_rng(3).normal(size=(50, 384)).astype(np.float32)
+    assert cosine_matrix(x, x).max() <= 1.0 and cosine_rows(x, x).max() <= 1.0
+    _, scores = search_vectors(x, x, top_k=1)
+    assert scores.max() <= 1.0
+    with pytest.raises(TypeError, match=r"corpus is a scipy sparse matrix.*corpus.toarray\(\)"):
+        search_vectors(x, sp.csr_matrix(x))
+    with pytest.raises(ValueError, match=r"cosines need 2-D arrays .* got shapes \(384,\)"):
+        cosine_matrix(x[0], x)
+    with pytest.raises(ValueError, match="vectors differ in width: 384 vs 10"):
+        cosine_rows(x, x[:, :10])

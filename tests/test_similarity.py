@@ -133,7 +133,7 @@ def test_unknown_features_are_rejected(moe):
 
 @pytest.mark.parametrize("output_dtype", ["int8", "binary"])
 def test_pair_features_refuse_coded_embeddings(moe, output_dtype):
-    with pytest.raises(ValueError, match=f"output_dtype='{output_dtype}' gives codes"):
+    with pytest.raises(ValueError, match=f"PairFeatures needs float embeddings, but got {output_dtype} codes"):
         PairFeatures(MoEEmbeddingTransformer(moe, output_dtype=output_dtype)).fit(PAIRS)
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..postprocessing import l2_normalize
+from ..postprocessing import l2_normalize, refuse_coded
+from ..validation import check_no_missing
 from .embeddings import EmbeddingSource, as_groups
 
 
@@ -53,6 +54,8 @@ def bitext_report(
     pairs : iterable of (language_a, language_b), optional
         Pairs to score, each in both directions. Default: every ordered pair of languages.
     transformer : object with ``transform``, optional
+        An unfitted one is fitted on the sentences with ``center=False`` (the model's own
+        cosines, nothing learned from the evaluated sentences); a fitted one is used as it is.
 
     Returns
     -------
@@ -61,17 +64,21 @@ def bitext_report(
         language and the ``n`` candidates (the ids both languages share) in the target language.
         Chance level is ``1 / n``.
     """
-    source = EmbeddingSource(X, transformer)
+    source = EmbeddingSource(X, transformer, learn_center=False)
     lang = as_groups(languages, len(source), "languages")
     ids = np.asarray(ids)
     if len(ids) != len(source):
         raise ValueError(f"X has {len(source)} rows but ids has {len(ids)}")
+    check_no_missing(ids, "ids")  # two missing ids would pair unrelated sentences
     present = list(pd.unique(lang))
     if pairs is None:
         ordered = list(permutations(present, 2))
     else:
         ordered = []
         for a, b in pairs:
+            if a == b:
+                raise ValueError(f"pair ({a!r}, {b!r}) has one language on both sides: every "
+                                 "sentence would find itself; pair two languages")
             for p in ((a, b), (b, a)):
                 if p not in ordered:
                     ordered.append(p)
@@ -90,8 +97,9 @@ def bitext_report(
         shared = rows_of[a].index.intersection(rows_of[b].index, sort=False)
         if len(shared) == 0:
             raise ValueError(f"{a!r} and {b!r} share no ids")
-        acc = bitext_accuracy(source.get(rows_of[a][shared].to_numpy()),
-                              source.get(rows_of[b][shared].to_numpy()))
+        queries, candidates = (source.get(rows_of[x][shared].to_numpy()) for x in (a, b))
+        refuse_coded(queries.dtype, "bitext_report")
+        acc = bitext_accuracy(queries, candidates)
         records.append({"source_language": a, "target_language": b, "n": len(shared),
                         "accuracy": acc})
     return pd.DataFrame.from_records(records)

@@ -54,8 +54,9 @@ def cluster_report(
     pandas.DataFrame
         Columns ``group, bootstrap, metric, score, n`` with metrics ``v_measure`` and ``ami``.
     """
-    if not is_int_at_least(n_bootstrap, 1):
-        raise ValueError(f"n_bootstrap must be an int >= 1, got {n_bootstrap!r}")
+    for name, value in (("n_bootstrap", n_bootstrap), ("max_documents", max_documents)):
+        if not is_int_at_least(value, 1):
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     source = EmbeddingSource(X, transformer)
     y = np.asarray(y)
     if len(y) != len(source):

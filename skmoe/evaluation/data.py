@@ -9,11 +9,14 @@ fails in a second with a message naming the column and the row.
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .._stack import external_stacklevel
 
 #: Language codes tried, in order, when no source language is given.
 ENGLISH = ("eng_Latn", "eng", "en", "en_US", "english", "English")
@@ -104,6 +107,9 @@ def prepare_data(
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    if isinstance(test_fraction, (bool, np.bool_)) or not (
+            isinstance(test_fraction, numbers.Real) and 0 < test_fraction < 1):
+        raise DataError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
     needed = {"text": text_column, "label": label_column, "language": language_column}
     if split_column is not None:
         needed["split"] = split_column
@@ -139,6 +145,8 @@ def prepare_data(
         raise DataError("no rows")
     if split_column is not None:
         train, test, note = _own_split(df, data[split_column], split_column, data.index)
+        if id_column is not None:
+            _warn_split_ids(train, test, split_column, id_column)
     elif id_column is not None:
         is_test = _holdout_ids(df, df["id"].to_numpy(), test_fraction, random_state)
         train, test = df[~is_test], df[is_test]
@@ -198,6 +206,18 @@ def _own_split(df: pd.DataFrame, column: pd.Series, name: str, index: pd.Index
         values = ", ".join(sorted(set(split[unused])))
         note += f"; {int(unused.sum()):,} rows marked {values} not used"
     return df[split == "train"], df[split == "test"], note
+
+
+def _warn_split_ids(train: pd.DataFrame, test: pd.DataFrame, split: str, ids: str) -> None:
+    """The data's own split puts a sentence id in train and test: a test row then translates a
+    training row, and transfer scores are inflated (the id hold-out never does this)."""
+    both = pd.unique(test["id"][test["id"].isin(set(train["id"]))]).tolist()  # Python scalars
+    if len(both):
+        warnings.warn(
+            f"{len(both):,} id(s) of column {ids!r} (first: {both[0]!r}) have training and test "
+            f"rows in column {split!r}: those test rows translate training rows, which inflates "
+            "cross-lingual scores; give each id one split in every language, or drop the split "
+            "column for an id hold-out", UserWarning, stacklevel=external_stacklevel())
 
 
 def _check_parts(train: pd.DataFrame, test: pd.DataFrame, languages: list[Any],

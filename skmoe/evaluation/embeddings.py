@@ -17,13 +17,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from ..validation import check_no_missing, validate_texts
-
-
-def as_texts(X: Any) -> list[str]:
-    """``X`` as a list of ``str`` by the package's one rule (:func:`skmoe.validation.validate_texts`):
-    errors name the first bad row."""
-    return validate_texts(X)
+from ..validation import check_finite_rows, check_no_missing, validate_texts
 
 
 class EmbeddingSource:
@@ -41,6 +35,12 @@ class EmbeddingSource:
     fit_texts : sequence of str, optional
         Texts to fit an unfitted transformer on (reports pass their training texts only).
         Default: ``X``.
+    name : str, default="X"
+        The argument's name in errors (``"X2: Missing text at row 3"``).
+    learn_center : bool, default=True
+        ``False``: an unfitted transformer's clone is fitted with ``center=False`` (every
+        ``center`` parameter, a Pipeline's steps' too), so reports without training texts (STS,
+        bitext) score the model's own vectors rather than vectors centred on the evaluated texts.
 
     Attributes
     ----------
@@ -50,15 +50,18 @@ class EmbeddingSource:
         Calls made to ``transformer.transform``.
     """
 
-    def __init__(self, X: Any, transformer: Any | None = None, fit_texts: Any = None) -> None:
+    def __init__(self, X: Any, transformer: Any | None = None, fit_texts: Any = None,
+                 name: str = "X", learn_center: bool = True) -> None:
         self.transformer = transformer
         self.n_encoded_ = 0
         self.n_transform_calls_ = 0
+        if X is None:
+            raise TypeError(f"{name} is None: pass texts (with transformer=...) or embeddings")
         if transformer is None:
             arr = X.toarray() if sp.issparse(X) else np.asarray(X)
             if arr.dtype.kind in "OUS":
                 raise TypeError(
-                    "X holds texts but no transformer was given: pass transformer=... "
+                    f"{name} holds texts but no transformer was given: pass transformer=... "
                     "(e.g. MoEEmbeddingTransformer) or precomputed embeddings"
                 )
             if arr.ndim != 2 or arr.dtype.kind not in "fiu":
@@ -66,14 +69,14 @@ class EmbeddingSource:
                     f"precomputed embeddings must be a 2-D numeric array, got shape {arr.shape} "
                     f"and dtype {arr.dtype}"
                 )
-            self._matrix: np.ndarray | None = arr
+            self._matrix: np.ndarray | None = check_finite_rows(arr, name)
             self._n = arr.shape[0]
         else:
             if not hasattr(transformer, "transform"):
                 raise TypeError(f"transformer must have a transform method, got {transformer!r}")
-            texts = as_texts(X)
-            fit_on = texts if fit_texts is None else as_texts(fit_texts)
-            self.transformer, fit_out = _fitted(transformer, fit_on)
+            texts = validate_texts(X, name)
+            fit_on = texts if fit_texts is None else validate_texts(fit_texts, "fit texts")
+            self.transformer, fit_out = _fitted(transformer, fit_on, learn_center)
             codes, uniques = pd.factorize(pd.Series(texts, dtype=object), sort=False)
             self._codes = np.asarray(codes, dtype=np.int64)
             self._unique: list[str] = list(uniques)
@@ -136,16 +139,20 @@ class EmbeddingSource:
         return self._vectors[self._codes[rows]]
 
 
-def _fitted(transformer: Any, texts: list[str]) -> tuple[Any, Any]:
+def _fitted(transformer: Any, texts: list[str], learn_center: bool = True) -> tuple[Any, Any]:
     """``(transformer, None)`` if it is fitted (or cannot be), else a clone fitted on ``texts``
-    with its ``fit_transform`` output for them (fitting may encode them, e.g. to learn the
-    centre: the rows are kept instead of encoding the texts again)."""
+    (with ``center=False`` unless ``learn_center``) with its ``fit_transform`` output for them
+    (fitting may encode them, e.g. to learn the centre: the rows are kept instead of encoding
+    the texts again)."""
     if not hasattr(transformer, "fit"):
         return transformer, None
     try:
         check_is_fitted(transformer)
     except NotFittedError:
         est = clone(transformer)
+        if not learn_center:
+            est.set_params(**{key: False for key in est.get_params(deep=True)
+                              if key == "center" or key.endswith("__center")})
         try:
             if hasattr(est, "fit_transform"):
                 return est, est.fit_transform(texts)
@@ -176,21 +183,24 @@ def embed(X: Any, transformer: Any | None = None) -> np.ndarray:
 
 
 def concat_sources(
-    parts: Sequence[Any], transformer: Any | None, fit_part: int | None = None
+    parts: Sequence[Any], transformer: Any | None, fit_part: int | None = None,
+    names: Sequence[str] | None = None, learn_center: bool = True,
 ) -> EmbeddingSource:
     """One :class:`EmbeddingSource` over several inputs, so a text shared by them is encoded once.
 
     All parts must be of the same kind (texts with a transformer, or arrays without).
     ``fit_part``: index of the part an unfitted transformer is fitted on (default: all).
+    ``names``: the parts' argument names in errors; ``learn_center`` as in
+    :class:`EmbeddingSource`.
     """
-    parts = [p for p in parts if p is not None]
+    names = names or [f"part {i}" for i in range(len(parts))]
+    kept = [(part, name) for part, name in zip(parts, names, strict=True) if part is not None]
     if transformer is not None:
-        texts: list[str] = []
-        for p in parts:
-            texts.extend(as_texts(p))
-        fit_texts = None if fit_part is None else as_texts(parts[fit_part])
-        return EmbeddingSource(texts, transformer, fit_texts)
-    arrays = [EmbeddingSource(p).get() for p in parts]
+        texts = [validate_texts(part, name) for part, name in kept]
+        fit_texts = None if fit_part is None else texts[fit_part]
+        return EmbeddingSource([t for side in texts for t in side], transformer, fit_texts,
+                               learn_center=learn_center)
+    arrays = [EmbeddingSource(part, name=name).get() for part, name in kept]
     widths = {a.shape[1] for a in arrays}
     if len(widths) > 1:
         raise ValueError(f"precomputed embeddings differ in width: {sorted(widths)}")

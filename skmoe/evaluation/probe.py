@@ -119,7 +119,7 @@ def _prepare(X, y, groups, X_test, y_test, groups_test, transformer) -> _Data:
     if X_test is None:
         if y_test is not None or groups_test is not None:
             raise ValueError("y_test / groups_test given without X_test")
-        return _Data(concat_sources([X], transformer, fit_part=0), y, g, n)
+        return _Data(concat_sources([X], transformer, fit_part=0, names=["X"]), y, g, n)
     if y_test is None:
         raise ValueError("X_test given without y_test")
     n_test = len(X_test) if not hasattr(X_test, "shape") else X_test.shape[0]
@@ -132,7 +132,7 @@ def _prepare(X, y, groups, X_test, y_test, groups_test, transformer) -> _Data:
         raise ValueError("groups given for the training rows but not groups_test")
     gt = as_groups(groups_test, n_test, "groups_test")
     _warn_unseen(y, y_test)
-    source = concat_sources([X, X_test], transformer, fit_part=0)
+    source = concat_sources([X, X_test], transformer, fit_part=0, names=["X", "X_test"])
     return _Data(source, np.concatenate([y, y_test]), np.concatenate([g, gt]), n)
 
 

@@ -17,7 +17,8 @@ from scipy.spatial.distance import jensenshannon
 
 from ..embedding import DEFAULT_CHUNK_OVERLAP, Embedder, resolve_prompt
 from ..encoder import SentenceEncoder, capture_routing
-from .embeddings import as_groups, as_texts
+from ..validation import validate_texts
+from .embeddings import as_groups
 
 
 def _encoder_of(model: Any) -> SentenceEncoder:
@@ -186,7 +187,7 @@ def routing_stats(
             "is a dense model without expert routing"
         )
     cfg = encoder.moe_config
-    texts = as_texts(texts)
+    texts = validate_texts(texts, "texts")
     if not texts:
         raise ValueError("routing_stats needs at least one text")
     g = as_groups(groups, len(texts))

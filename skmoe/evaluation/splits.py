@@ -13,6 +13,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import _num_samples, column_or_1d
 
 from .._stack import external_stacklevel
+from ..validation import check_no_missing, is_int_at_least
+from .data import check_label_types
 
 
 class FewShotWarning(UserWarning):
@@ -70,11 +72,12 @@ class FewShotSplit(BaseCrossValidator):
         return int(self.n_splits)
 
     def _validate(self) -> None:
-        if not isinstance(self.n_per_class, Integral) or self.n_per_class < 1:
-            raise ValueError(f"n_per_class must be an int >= 1, got {self.n_per_class!r}")
-        if not isinstance(self.n_splits, Integral) or self.n_splits < 1:
-            raise ValueError(f"n_splits must be an int >= 1, got {self.n_splits!r}")
+        for name in ("n_per_class", "n_splits"):
+            if not is_int_at_least(getattr(self, name), 1):
+                raise ValueError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
         ts = self.test_size
+        if isinstance(ts, (bool, np.bool_)):
+            raise ValueError(f"test_size must be an int, a float or None, got {ts!r}")
         if ts is not None:
             if isinstance(ts, Integral):
                 if ts < 1:
@@ -135,6 +138,8 @@ class FewShotSplit(BaseCrossValidator):
         y = column_or_1d(np.asarray(y))
         if len(y) != n:
             raise ValueError(f"X has {n} samples but y has {len(y)}")
+        check_no_missing(y, "y")
+        check_label_types(y, "y")
         classes, y_idx = np.unique(y, return_inverse=True)
         return classes, y_idx, np.bincount(y_idx, minlength=len(classes))
 

@@ -10,7 +10,7 @@ import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
 from .._stack import external_stacklevel
-from ..postprocessing import cosine_rows
+from ..postprocessing import cosine_rows, refuse_coded
 from .embeddings import as_groups, concat_sources
 
 
@@ -42,13 +42,19 @@ def sts_report(
     groups : array-like, optional
         Group of each pair, e.g. the STS17 track or language pair; default one group ``"all"``.
     transformer : object with ``transform``, optional
-        Needed for texts; each distinct sentence (over both columns) is encoded once.
+        Needed for texts; each distinct sentence (over both columns) is encoded once. An
+        unfitted one is fitted on the sentences with ``center=False`` (for skmoe's estimators:
+        the model's own cosines, as MTEB scores them, nothing learned from the evaluated pairs);
+        a fitted one is used as it is (a centre it learned on training texts applies).
 
     Returns
     -------
     pandas.DataFrame
         Columns ``group, n_pairs, cosine_spearman, cosine_pearson``.
     """
+    for name, value in (("X1", X1), ("X2", X2), ("scores", scores)):
+        if value is None:
+            raise TypeError(f"{name} is None: sts_report needs X1, X2 and scores, one per pair")
     gold = np.asarray(scores, dtype=np.float64)
     lengths = (len(X1), len(X2), len(gold))
     if len(set(lengths)) != 1:
@@ -62,9 +68,10 @@ def sts_report(
     if n == 0:
         raise ValueError("sts_report needs at least one pair; got none")
     g = as_groups(groups, n)
-    source = concat_sources([X1, X2], transformer)
-    source.prefetch()  # both columns in one transform call
-    sims = paired_cosine(source.get(np.arange(n)), source.get(np.arange(n, 2 * n)))
+    source = concat_sources([X1, X2], transformer, names=("X1", "X2"), learn_center=False)
+    vectors = source.get()  # both columns in one transform call
+    refuse_coded(vectors.dtype, "sts_report")
+    sims = paired_cosine(vectors[:n], vectors[n:])
     records = []
     for group in pd.unique(g):
         m = g == group

@@ -45,7 +45,9 @@ def test_report_aligns_by_id_and_scores_both_directions():
 
 def test_report_errors_and_texts(recorder):
     with pytest.raises(ValueError, match="repeat"):
-        bitext_report(S, ["en", "en", "en"], [0, 0, 1], pairs=[("en", "en")])
+        bitext_report(np.vstack([S, T]), ["en"] * 3 + ["fr"] * 3, [0, 0, 1, 0, 1, 2])
+    with pytest.raises(ValueError, match=r"pair \('en', 'en'\) has one language on both sides"):
+        bitext_report(S, ["en", "en", "en"], [0, 1, 2], pairs=[("en", "en")])
     with pytest.raises(ValueError, match="not found"):
         bitext_report(S, ["en"] * 3, [0, 1, 2], pairs=[("en", "fr")])
     with pytest.raises(ValueError, match="share no ids"):
