@@ -7,10 +7,17 @@ warned about, naming the first line or row.
 
 from __future__ import annotations
 
+import csv
+import io
+import lzma
 import os
 import re
 import warnings
-from collections.abc import Sequence
+import zipfile
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,19 +70,20 @@ def check_readable(path: Path) -> None:
 
 
 def read_lines(path: Path) -> list[str]:
-    """One text per line (UTF-8, or gzip/bz2/xz-compressed UTF-8); empty lines are kept as
-    empty texts so rows match lines."""
+    """One text per line (UTF-8, plain or compressed); a line ends at LF, CRLF or CR (as in CSV
+    files); empty lines are kept as empty texts so rows match lines."""
     try:
         with _open_text(path) as fh:
             data = fh.read()
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    if data.startswith("\ufeff"):  # a UTF-8 byte-order mark is not part of the first text
-        data = data[1:]
-    lines = data.split("\n")
-    if lines and lines[-1] == "":  # the newline that ends the last line
+        raise InputError(_not_utf8(path, exc)) from None
+    except _DAMAGED as exc:
+        raise InputError(_damaged(path, exc)) from None
+    lines = _LINE_END.split(data)
+    if lines and lines[-1] == "":  # the line end that ends the last line
         lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    _refuse_nul(lines, path, "line")
+    return lines
 
 
 def read_table(path: Path, fmt: str) -> Any:
@@ -92,11 +100,13 @@ def read_table(path: Path, fmt: str) -> Any:
         if fmt == "parquet":
             return pd.read_parquet(path)
         if fmt == "jsonl":
-            return pd.read_json(path, lines=True, dtype=False)
+            return pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")
     except InputError:
         raise
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        raise InputError(_not_utf8(path, exc)) from None
+    except (EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as exc:
+        raise InputError(_damaged(path, exc)) from None
     except pd.errors.EmptyDataError:
         raise InputError(f"{path} is empty") from None
     except pd.errors.ParserError as exc:
@@ -107,25 +117,37 @@ def read_table(path: Path, fmt: str) -> Any:
 
 
 def _read_delimited(path: Path, sep: str) -> Any:
-    """A CSV/TSV file, every cell a string. A row with more fields than the header is refused
-    with its line (pandas would take the first field of every row for an index, or drop the
-    extra fields with a warning). A field that opens a quote and goes on after closing it
-    (``"Hello" she said``) would lose its quotes silently: a CSV file is refused with its line;
-    a TSV file is then plain TSV (no quoting, as the format defines it) and read again so,
-    with a warning."""
-    import csv
+    """A CSV/TSV file, every cell a string, after one strict pass with the csv module
+    (:func:`_scan`) that pandas' parser does not make:
 
+    - a row with more fields than the header is refused with its line (pandas would take the
+      first field of every row for an index, or drop the extra fields with a warning);
+    - a field that opens a quote and goes on after closing it (``"Hello" she said``) would lose
+      its quotes silently: a CSV file is refused with its line; a TSV file is then plain TSV (no
+      quoting, as the format defines it) and read again so, with a warning;
+    - blank lines, which pandas skips, are counted and warned about (rows are then the
+      non-blank lines).
+    """
+    scan = _scan(path, sep, csv.QUOTE_MINIMAL)
+    if scan.bad_quote is not None and sep == ",":
+        line, reason = scan.bad_quote
+        raise InputError(f"{path}: line {line}: {reason}; a quoted field must end at its closing "
+                         "quote: double the quotes inside it (\"\"), or quote the whole field")
     quoting = csv.QUOTE_MINIMAL
-    bad = _bad_quote(path, sep)
-    if bad is not None and sep == ",":
-        raise InputError(f"{path}: line {bad[0]}: {bad[1]}; a quoted field must end at its "
-                         "closing quote: double the quotes inside it (\"\"), or quote the whole "
-                         "field")
-    if bad is not None:
-        warnings.warn(f"{path}: line {bad[0]} is not CSV-quoted ({bad[1]}): the file is read as "
+    if scan.bad_quote is not None:
+        line, reason = scan.bad_quote
+        warnings.warn(f"{path}: line {line} is not CSV-quoted ({reason}): the file is read as "
                       "plain TSV, quote characters kept as text", UserWarning,
                       stacklevel=external_stacklevel())
         quoting = csv.QUOTE_NONE
+        scan = _scan(path, sep, quoting)
+    if scan.long_row is not None:
+        raise InputError(f"{path}: {scan.long_row}; quote the fields that hold {sep!r} (or fix "
+                         "the row)")
+    if scan.blank_lines:
+        warnings.warn(f"{path}: {scan.blank_lines:,} blank line(s) skipped (first: line "
+                      f"{scan.first_blank}); rows are the non-blank lines. An empty text is "
+                      '"" in a one-column file', UserWarning, stacklevel=external_stacklevel())
     frame = _read_csv(path, sep, quoting)
     if sep == "\t" and quoting != csv.QUOTE_NONE:
         _warn_quoted_breaks(frame, path)
@@ -135,32 +157,58 @@ def _read_delimited(path: Path, sep: str) -> Any:
 def _read_csv(path: Path, sep: str, quoting: int) -> Any:
     import pandas as pd
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", pd.errors.ParserWarning)
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8",
-                            index_col=False, quoting=quoting)
-    if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
-        raise InputError(_long_row(path, sep, quoting))
-    for w in caught:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return frame
-
-
-def _bad_quote(path: Path, sep: str) -> tuple[int, str] | None:
-    """The first line where CSV quoting breaks (text after a closing quote, or a quote never
-    closed), with the csv module's reason; None when the file parses strictly."""
-    import csv
-
-    with _open_text(path) as fh:
-        reader = csv.reader(fh, delimiter=sep, strict=True)
+    with warnings.catch_warnings():  # a row pandas reads as too long drops fields: refuse it
+        warnings.simplefilter("error", pd.errors.ParserWarning)
         try:
-            for _ in reader:
-                pass
+            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
+                               encoding="utf-8", index_col=False, quoting=quoting)
+        except pd.errors.ParserWarning as exc:
+            raise InputError(f"{path}: {one_line(exc)}") from None
+
+
+@dataclass
+class _Scan:
+    """What one strict pass over a CSV/TSV file found (lines 1-based, as an editor shows)."""
+
+    bad_quote: tuple[int, str] | None = None  # (line, reason): the scan stopped there
+    long_row: str | None = None  # the first row with more fields than the header
+    blank_lines: int = 0
+    first_blank: int | None = None
+
+
+def _scan(path: Path, sep: str, quoting: int) -> _Scan:
+    """One pass with the csv module in strict mode (fields of any length)."""
+    found = _Scan()
+    with _open_text(path) as fh, _fields_of_any_length():
+        reader = csv.reader(fh, delimiter=sep, quoting=quoting, strict=True)
+        width = None
+        try:
+            for row in reader:
+                if not row:
+                    found.blank_lines += 1
+                    found.first_blank = found.first_blank or reader.line_num
+                elif width is None:
+                    width = len(row)
+                elif len(row) > width and found.long_row is None:
+                    found.long_row = (f"line {reader.line_num} has {len(row)} fields, the header "
+                                      f"{width}")
         except csv.Error as exc:
             reason = ("a quote opened here or above is never closed" if "end of data" in str(exc)
                       else "text follows a closing quote")
-            return reader.line_num, reason
-    return None
+            found.bad_quote = (reader.line_num, reason)
+    return found
+
+
+@contextmanager
+def _fields_of_any_length() -> Iterator[None]:
+    """The csv module refuses fields over 131,072 characters (a process-wide limit): lifted
+    for one pass, then put back."""
+    before = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(before)
 
 
 def _warn_quoted_breaks(frame: Any, path: Path) -> None:
@@ -178,32 +226,53 @@ def _warn_quoted_breaks(frame: Any, path: Path) -> None:
             return
 
 
-def _long_row(path: Path, sep: str, quoting: int) -> str:
-    """Name the first row with more fields than the header (read again with the csv module)."""
-    import csv
-
-    with _open_text(path) as fh:
-        reader = csv.reader(fh, delimiter=sep, quoting=quoting)
-        width = len(next(reader, []))
-        for row in reader:
-            if len(row) > width:
-                return (f"{path}: line {reader.line_num} has {len(row)} fields, the header "
-                        f"{width}; quote the fields that hold {sep!r} (or fix the row)")
-    return f"{path}: a row has more fields than the header"  # pragma: no cover
-
-
 def _open_text(path: Path) -> Any:
-    """``path`` opened as UTF-8 text, through gzip, bz2 or lzma by its last extension."""
+    """``path`` opened as UTF-8 text (a byte-order mark dropped), through gzip, bz2, xz, zip
+    (one file inside) or zstandard by its last extension."""
     import bz2
     import gzip
-    import lzma
 
     suffix = path.suffix.lower()
-    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix)
-    if opener is None and suffix in _COMPRESSION:
-        raise InputError(f"{path}: {suffix} files are read as tables only (csv, tsv, jsonl); "
-                         "decompress it, or compress it with gzip, bz2 or xz")
-    return (opener or open)(path, "rt", encoding="utf-8", newline="")
+    if suffix == ".zip":
+        archive = zipfile.ZipFile(path)
+        names = [n for n in archive.namelist() if not n.endswith("/")]
+        if len(names) != 1:
+            raise InputError(f"{path}: a .zip input must hold one file, it holds {len(names)}")
+        return io.TextIOWrapper(archive.open(names[0]), encoding="utf-8-sig", newline="")
+    if suffix == ".zst":
+        try:
+            import zstandard
+        except ImportError:
+            raise InputError(f"{path}: reading .zst needs the zstandard package (pip install "
+                             "zstandard), or decompress it") from None
+        return zstandard.open(path, "rt", encoding="utf-8-sig", newline="")
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix, open)
+    return opener(path, "rt", encoding="utf-8-sig", newline="")
+
+
+#: What a damaged or truncated compressed file raises while it is read.
+_DAMAGED = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile)
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    utf16 = exc.object[:2] in (b"\xff\xfe", b"\xfe\xff")
+    hint = ": a UTF-16 file (byte-order mark); save it as UTF-8" if utf16 else ""
+    return f"{path} is not valid UTF-8 ({exc.reason} at byte {exc.start}){hint}"
+
+
+def _damaged(path: Path, exc: BaseException) -> str:
+    return f"cannot read {path}: {one_line(exc) or type(exc).__name__} (a damaged or truncated file?)"
+
+
+def _refuse_nul(texts: Sequence[str], path: Path, unit: str) -> None:
+    """A NUL character in a text file: most likely UTF-16 without a byte-order mark (whose ASCII
+    reads as UTF-8 with a NUL after every letter) or a binary file."""
+    for i, text in enumerate(texts):
+        if "\x00" in text:
+            where = f"line {i + 1}" if unit == "line" else f"row {i}"
+            raise InputError(f"{path}: {where} holds a NUL character: a UTF-16 or binary file? "
+                             "Save it as UTF-8")
 
 
 def pick_column(frame: Any, column: str | None, path: Path, option: str = "--column") -> str:
@@ -229,6 +298,7 @@ def column_texts(frame: Any, column: str, path: Path) -> list[str]:
         texts = validate_texts(frame[column].reset_index(drop=True))
     except (TypeError, ValueError) as exc:
         raise InputError(f"{path}, column {column!r}: {one_line(exc)}") from None
+    _refuse_nul(texts, path, "row")
     warn_empty(texts, path, "row")
     return texts
 
