@@ -7,6 +7,8 @@ back to the caller, never silent.
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -168,6 +170,18 @@ def encode_ids(tokenizer: Any, texts: list[str], max_length: int | None, *,
         out = tokenizer(texts, add_special_tokens=add_special_tokens,
                         truncation=max_length is not None, max_length=max_length, verbose=False)
         return out["input_ids"]
+    # The backend's truncation is its state, shared by every estimator of this model: set and
+    # used under one lock, or a thread's call cuts at another thread's max_length.
+    with _BACKEND_LOCK:
+        return _encode_backend(backend, tokenizer, texts, max_length, add_special_tokens)
+
+
+#: Held while a ``tokenizers`` backend is configured and called (it encodes on its own threads).
+_BACKEND_LOCK = threading.Lock()
+
+
+def _encode_backend(backend: Any, tokenizer: Any, texts: list[str], max_length: int | None,
+                    add_special_tokens: bool) -> list[list[int]]:
     if max_length is None:
         if backend.truncation is not None:
             backend.no_truncation()
@@ -242,7 +256,7 @@ def _cut_long_texts(tokenizer: Any, texts: list[str], max_length: int, chars: in
     size = [chars] * len(texts)
     pending = [i for i, t in enumerate(texts) if len(t) > chars]
     while pending:
-        prefixes = [texts[i][: size[i]] for i in pending]
+        prefixes = [_word_prefix(texts[i], size[i]) for i in pending]
         # content tokens only, at most need + 1 of them: the specials do not depend on the text
         counts = [len(row) for row in encode_ids(tokenizer, prefixes, need + 1,
                                                  add_special_tokens=False)]
@@ -256,3 +270,22 @@ def _cut_long_texts(tokenizer: Any, texts: list[str], max_length: int, chars: in
                     still.append(i)
         pending = still
     return out
+
+
+#: Characters every supported tokenizer splits words at (XLM-R's normaliser turns them into the
+#: space its pre-tokenizer splits on; BERT's basic tokenizer splits on them).
+_WORD_GAP = re.compile(r"[ \t\n\r]")
+#: How far past the cut a word may run before it is cut inside (a text of one huge "word").
+WORD_CHARS = 2**16
+
+
+def _word_prefix(text: str, size: int) -> str:
+    """``text[:size]`` extended to the end of the word it cuts. Words are tokenized one by one,
+    so a prefix that ends between words has exactly the text's tokens for them (a cut inside a
+    word changed the segmentation of a long run of one character from its 4th token on). A
+    word running on more than :data:`WORD_CHARS` past ``size`` (e.g. Chinese without spaces)
+    is cut at ``size``: the guard tokens keep that cut away from the kept tokens."""
+    gap = _WORD_GAP.search(text, size, size + WORD_CHARS)
+    if gap is not None:
+        return text[: gap.start()]
+    return text if len(text) <= size + WORD_CHARS else text[:size]

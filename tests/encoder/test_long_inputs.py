@@ -28,6 +28,11 @@ SAMPLES = {
     "digits": "3.14159265358979323846264338327950288419716939937510 ",
     "spaces": "word" + " " * 37,  # whitespace runs: many characters, few tokens
     "no-space": "abcdefghij" * 3,
+    # runs of one character: their segmentation depends on the run's length, so a cut inside
+    # the run changed ids from the 4th token on (audit 2026-12-04: 'a' * 10,000 with XLM-R)
+    "run-a": "a",
+    "run-dash": "-",
+    "run-dot": ".",
 }
 
 

@@ -49,3 +49,26 @@ def test_a_tokenizer_without_a_backend_is_called_as_it_is():
 
     assert encode_ids(Plain(), ["ab", "c"], 5) == [[2, 1, 5], [1, 1, 5]]
     assert encode_ids(Plain(), ["ab"], None) == [[2, 0, 0]]
+
+
+def test_two_threads_with_two_limits_never_cut_at_each_others(tokenizer, texts):
+    """The backend's truncation is state shared by every estimator of a model: set by one
+    thread, used by another, it cut rows at the other's max_length without a warning (audit
+    2026-12-04: 120 of 400 rows of a max_length=512 estimator cut at 33 tokens)."""
+    import threading
+
+    long_texts = [t * 40 for t in texts if t.strip()]
+    want = {n: encode_ids(tokenizer, long_texts, n) for n in (5, 300)}
+    wrong: list[int] = []
+
+    def run(n: int) -> None:
+        for _ in range(10):
+            if encode_ids(tokenizer, long_texts, n) != want[n]:
+                wrong.append(n)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in (5, 300)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
