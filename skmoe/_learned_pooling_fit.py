@@ -14,10 +14,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.utils.multiclass import type_of_target
 from torch import nn
 
+from .engine.windows import check_long_text
 from .postprocessing import normalize_mode
-from .validation import check_no_missing, is_int_at_least
+from .validation import (
+    check_bool,
+    check_int,
+    check_label_types,
+    check_no_missing,
+    check_number,
+    is_int_at_least,
+)
 
 OBJECTIVES = ("auto", "cross_entropy", "infonce", "cosine_mse", "cosent")
 _SCORED = ("cosine_mse", "cosent")  # pair objectives that need scores
@@ -84,20 +93,21 @@ def check_fit_params(est: Any, pairs: bool, y: Any, n: int) -> str:
     return the objective to use. Runs before the encoder loads."""
     if est.objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {est.objective!r}")
-    normalize_mode(est.normalize)
+    check_output_params(est)
     for name, low in (("heads", 1), ("batch_size", 2), ("n_iter_no_change", 1)):
-        if not is_int_at_least(getattr(est, name), low):
-            raise ValueError(f"{name} must be an int >= {low}, got {getattr(est, name)!r}")
+        check_int(name, getattr(est, name), low)
     if est.max_iter != "auto" and not is_int_at_least(est.max_iter, 0):
         raise ValueError(f"max_iter must be an int >= 0 or 'auto', got {est.max_iter!r}")
     for name in ("learning_rate", "temperature"):
-        if not getattr(est, name) > 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(est, name)!r}")
-    for name in ("attention_penalty", "alpha"):
-        if not getattr(est, name) >= 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(est, name)!r}")
-    if not 0 <= est.validation_fraction < 1:
+        check_number(name, getattr(est, name), low=0, low_open=True)
+    for name in ("attention_penalty", "alpha", "validation_fraction"):
+        check_number(name, getattr(est, name), low=0)
+    if not est.validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in [0, 1), got {est.validation_fraction!r}")
+    check_int("random_state", est.random_state, 0, optional=True)
+    check_int("max_length", est.max_length, 2, optional=True)
+    check_long_text(est.long_text, est.chunk_overlap, est.max_length)
+    check_int("batch_tokens", est.batch_tokens, 1, optional=True)
     objective = est.objective
     if objective == "auto":
         objective = ("cosent" if y is not None else "infonce") if pairs else "cross_entropy"
@@ -125,6 +135,10 @@ def _check_data(objective: str, y: Any, n: int) -> None:
         raise ValueError(f"y must have one entry per {what[:-1]} ({n}), got shape {values.shape}")
     if objective == "cross_entropy":
         check_no_missing(values, "y")
+        check_label_types(values, "y")
+        if type_of_target(np.asarray(y)) == "continuous":
+            raise ValueError(f"y holds continuous values (e.g. {values[0]!r}): cross-entropy "
+                             "needs class labels; similarity scores go with (n, 2) text pairs")
         if len(pd.unique(values)) < 2:
             raise ValueError(f"objective='cross_entropy' needs at least 2 classes in y, got "
                              f"only {values[0]!r}")
@@ -141,11 +155,17 @@ def _check_data(objective: str, y: Any, n: int) -> None:
                          "rank")
 
 
+def check_output_params(est: Any) -> None:
+    """What ``transform`` reads: ``normalize`` and ``center`` (checked by fit and transform)."""
+    normalize_mode(est.normalize)
+    check_bool("center", est.center)
+
+
 def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y: Any,
           objective: str) -> None:
     """Fit ``est``'s pooling (and classifier) on the texts' token states."""
     rng = np.random.default_rng(est.random_state)
-    torch.manual_seed(int(rng.integers(2**31)))
+    init_seed = int(rng.integers(2**31))  # drawn first, so the split and batch order stay put
     dim = states[0][0].shape[1] if states else est.embedding_dim_
     flat = torch.cat([s for s, _ in states]) if states else torch.zeros(1, dim)
     sample = flat[torch.from_numpy(rng.choice(len(flat), min(len(flat), _STATE_SAMPLE),
@@ -153,6 +173,8 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
     est.state_mean_ = sample.mean(0).numpy()
     est.state_scale_ = np.maximum(sample.std(0).numpy(), 1e-6).astype(np.float32)
     pooler = Pooler(dim, est.heads, est.state_mean_, est.state_scale_)
+    if est.heads > 1 and est.max_iter != 0:  # zero scores give every head the same gradient
+        _break_symmetry(pooler, init_seed)
     index = {t: i for i, t in enumerate(texts)}
     if pairs is not None:
         rows = np.array([[index[a], index[b]] for a, b in pairs])
@@ -165,7 +187,9 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
         est.classes_ = enc.classes_
         target = torch.from_numpy(enc.transform(labels).astype(np.int64))
         rows = np.arange(len(texts))
-    classifier = nn.Linear(dim, len(est.classes_)) if objective == "cross_entropy" else None
+    classifier = None
+    if objective == "cross_entropy":  # zeroed below: skip the default init's global-RNG draws
+        classifier = nn.utils.skip_init(nn.Linear, dim, len(est.classes_))
     train_idx, val_idx = _split(len(rows), est, None if classifier is None else target.numpy(), rng)
     epochs = _epochs(est.max_iter, classifier is not None, len(val_idx))
     params = [{"params": pooler.parameters()}]
@@ -235,6 +259,21 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
     if classifier is not None:
         est.coef_ = classifier.weight.detach().numpy().copy()
         est.intercept_ = classifier.bias.detach().numpy().copy()
+
+
+#: Standard deviation of a token's initial score under each head when ``heads > 1``: small,
+#: so the weights start near uniform (mean pooling), but different, so heads learn apart.
+HEAD_INIT_SCORE_STD = 0.1
+
+
+def _break_symmetry(pooler: Pooler, seed: int) -> None:
+    """Seeded scores of std :data:`HEAD_INIT_SCORE_STD` per head on standardised states (from
+    zero scores every head got the same gradient and stayed the same: ``heads`` did nothing).
+    A generator of its own: torch's global seed is the user's."""
+    generator = torch.Generator().manual_seed(seed)
+    dim = pooler.score.shape[0]
+    with torch.no_grad():
+        pooler.score.normal_(0.0, HEAD_INIT_SCORE_STD / dim**0.5, generator=generator)
 
 
 def cosent_loss(cos: torch.Tensor, scores: torch.Tensor, temperature: float) -> torch.Tensor:

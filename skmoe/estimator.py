@@ -8,7 +8,6 @@ whether the model must be loaded: a fitted estimator whose texts are all cached 
 
 from __future__ import annotations
 
-import numbers
 import os
 import warnings
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from .postprocessing import (
     truncate_and_normalize,
 )
 from .registry import get_cache, get_encoder, model_source, registry_key
-from .validation import validate_texts
+from .validation import check_bool, check_int, validate_texts
 
 __all__ = ["CHUNK_SIZE", "MoEEmbeddingTransformer", "WeightsChangedError"]
 
@@ -236,13 +235,16 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         if self.output_dtype not in OUTPUT_DTYPES:
             raise ValueError(f"output_dtype must be one of {OUTPUT_DTYPES}, got {self.output_dtype!r}")
         normalize_mode(self.normalize)  # refused before any text is embedded, not after
-        _check_int("truncate_dim", self.truncate_dim, 1, model.embedding_dim, optional=True)
-        _check_int("max_length", self.max_length, 2, optional=True)
+        check_int("truncate_dim", self.truncate_dim, 1, model.embedding_dim, optional=True)
+        check_int("max_length", self.max_length, 2, optional=True)
         if self.max_length is not None:
             check_token_limit(model, self.max_length)
         check_long_text(self.long_text, self.chunk_overlap, self.max_length)
-        _check_int("batch_size", self.batch_size, 1, optional=True)
-        _check_int("max_tokens_per_batch", self.max_tokens_per_batch, 1, optional=True)
+        check_bool("center", self.center)
+        if not isinstance(self.verbose, (bool, np.bool_)):  # verbose=True is sklearn's habit
+            check_int("verbose", self.verbose, 0)
+        check_int("batch_size", self.batch_size, 1, optional=True)
+        check_int("max_tokens_per_batch", self.max_tokens_per_batch, 1, optional=True)
         if not ModelCard.of(model).has_tokenizer:
             raise ValueError(
                 f"Model {self.model!r} has no tokenizer files in {model.source.path} (tokenizer.json, "
@@ -279,6 +281,9 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         -------
         ndarray of shape (n_texts, n_features_out_)
         """
+        if fit_params:  # fit takes none: refused here too, not dropped
+            raise TypeError(f"fit_transform() got unexpected keyword argument(s) "
+                            f"{', '.join(sorted(fit_params))}")
         texts = validate_texts(X)
         model, floats = self._fit(texts)
         if floats is None:
@@ -438,18 +443,3 @@ def _legacy_match(fitted: str, source: ModelSource) -> bool:
 
     folder = Path(source.path)
     return legacy_fingerprint(folder, safetensors_files(folder)) == fitted
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None = None,
-               optional: bool = False) -> None:
-    """An integer parameter (numpy integers too; not bool, not float) within ``[low, high]``."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"{name} must be an int{' or None' if optional else ''}, got {value!r} "
-            f"({type(value).__name__})"
-        )
-    if value < low or (high is not None and value > high):
-        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bounds}, got {value!r}")

@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._encoder_params import EncoderParams
 from ._text_features import TextFeaturesMixin
-from .embedding import resolve_prompt
+from .embedding import check_token_limit, resolve_prompt
 from .encoder import SentenceEncoder
 from .postprocessing import (
     DEFAULT_CENTER,
@@ -70,7 +70,9 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         ``center`` says, so it may be switched after fit either way without refitting.
         :meth:`similarity` and the training objectives use the uncentred pooled vectors.
     heads : int, default=1
-        Attention heads; a token's weight is the mean of the heads' softmax weights.
+        Attention heads; a token's weight is the mean of the heads' softmax weights. With
+        more than one, each head starts from small seeded random scores (weights near uniform),
+        so that the heads can learn apart; one head starts at zero (exactly mean pooling).
     objective : {"auto", "cross_entropy", "infonce", "cosine_mse", "cosent"}, default="auto"
         ``auto``: cross-entropy for ``fit(texts, labels)``, InfoNCE for ``fit(pairs)``,
         ``cosent`` for ``fit(pairs, scores)``: a ranking loss that asks only that
@@ -101,7 +103,8 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         Epochs without a better held-out loss before stopping; the best epoch's parameters
         are kept.
     random_state : int, optional
-        Seeds the held-out split, the batch order and torch's initialisation.
+        Seeds the held-out split, the batch order and (``heads > 1``) the heads' initial
+        scores; torch's global random state is left alone.
     device : str, optional
         ``"cpu"``, ``"cuda"``...; default CUDA when available.
     dtype : str, optional
@@ -204,6 +207,8 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         for attr in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
             delattr(self, attr)
         encoder = self.get_encoder()
+        if self.max_length is not None:
+            check_token_limit(encoder, self.max_length)
         self.model_fingerprint_ = encoder.source.fingerprint
         states = self._states(texts)
         self.embedding_dim_ = self.n_features_out_ = encoder.hidden_size  # pools token states
@@ -212,9 +217,20 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         self.center_ = fit_center(_pool_numpy(self, states)[0], None)
         return self
 
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """``fit(X, y).transform(X)`` for texts; pairs are refused before training (their
+        pooled vectors are per text: ``fit(pairs)``, then ``transform(texts)``)."""
+        if _as_pairs(X) is not None:
+            raise ValueError("fit_transform takes texts; after fit(pairs) (InfoNCE, CoSENT), "
+                             "call transform on the texts to pool")
+        return self.fit(X, y, **fit_params).transform(X)
+
     def transform(self, X: Any) -> np.ndarray:
         """Pooled vectors ``[n, n_features_out_]``, centred and normalised as ``center`` and
         ``normalize`` say."""
+        from ._learned_pooling_fit import check_output_params
+
+        check_output_params(self)
         center = getattr(self, "center_", None) if self.center else None  # absent: pickled before
         return truncate_and_normalize(self._pooled(X), None, self.normalize, center)
 
@@ -261,8 +277,10 @@ def _as_pairs(X: Any) -> np.ndarray | None:
         if X.shape[1] != 2:
             return None
     elif isinstance(X, (list, tuple, np.ndarray)) and len(X) and not isinstance(X[0], str):
-        if np.asarray(X, dtype=object).ndim != 2:
-            return None  # not a table: validate_texts names the row that is not a text
+        table = np.asarray(X, dtype=object)
+        if table.ndim != 2 or table.shape[1] == 1:
+            return None  # texts (one column: what ColumnTransformer passes), or validate_texts
+            # names the row that is not a text
     else:
         return None
     a, b = split_pairs(X)

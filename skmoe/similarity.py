@@ -39,8 +39,9 @@ class PairFeatures(TransformerMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any = None) -> PairFeatures:
         unknown = [f for f in self.features if f not in PAIR_FEATURES]
-        if unknown or not self.features:
-            raise ValueError(f"features must be a non-empty subset of {PAIR_FEATURES}, got {self.features!r}")
+        if unknown or not self.features or len(set(self.features)) < len(self.features):
+            raise ValueError(f"features must be a non-empty subset of {PAIR_FEATURES}, each "
+                             f"once, got {self.features!r}")
         a, b = split_pairs(X)
         if self.embedder is None:
             from .estimator import MoEEmbeddingTransformer

@@ -42,6 +42,9 @@ def validate_texts(X: Any, name: str | None = None) -> list[str]:
 def _validate_texts(X: Any) -> list[str]:
     if X is None:
         raise TypeError("Expected a collection of texts, got None.")
+    if hasattr(X, "tocsr") and hasattr(X, "nnz"):  # scipy sparse: numbers, not texts
+        raise TypeError(f"Expected texts, got a scipy sparse matrix {X.shape}: a text "
+                        "transformer takes a list or column of strings.")
     if isinstance(X, (str, bytes, bytearray)):
         raise TypeError(
             f"Expected a collection of texts, got a single {type(X).__name__} (one raw text); wrap it "
@@ -123,6 +126,59 @@ def split_pairs(X: Any) -> tuple[list[str], list[str]]:
 
 _ZIP_HINT = ("Expected pairs of texts with shape (n, 2), got {shape}: two columns of texts "
              "rather than a list of pairs? Pass list(zip(a, b)) or a 2-column DataFrame.")
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None,
+              optional: bool = False) -> None:
+    """An integer parameter (numpy integers too; not bool, not float) within ``[low, high]``
+    (``optional``: None allowed): a TypeError or ValueError naming it."""
+    if value is None and optional:
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int{' or None' if optional else ''}, got {value!r} "
+                        f"({type(value).__name__})")
+    if value < low or (high is not None and value > high):
+        bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bounds}, got {value!r}")
+
+
+def check_bool(name: str, value: Any) -> None:
+    """A switch: True or False (numpy's too). ``center="false"`` is a non-empty string, so
+    truthy: it turned centring on."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
+def check_number(name: str, value: Any, *, low: float = -np.inf, low_open: bool = False) -> None:
+    """A finite real number (not bool) at least ``low`` (above it with ``low_open``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not (
+            np.isfinite(value)):
+        raise TypeError(f"{name} must be a finite number, got {value!r} "
+                        f"({type(value).__name__})")
+    if value < low or (low_open and value == low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+
+
+def label_kinds(values: Any) -> dict[str, Any]:
+    """The kinds of value among labels (``"str"``, ``"number"``, or a type name), each with its
+    first value: ``{"str": "sports", "number": 3}`` for labels that mix the two."""
+    kinds: dict[str, Any] = {}
+    for v in np.asarray(values, dtype=object).ravel():
+        kind = ("str" if isinstance(v, str) else
+                "number" if isinstance(v, numbers.Number) and not isinstance(v, bool) else
+                type(v).__name__)
+        kinds.setdefault(kind, v.item() if isinstance(v, np.generic) else v)
+    return kinds
+
+
+def check_label_types(values: Any, name: str = "labels") -> None:
+    """Refuse labels of several kinds (``"3"`` and ``3`` are different classes, and sorting them
+    fails) with a ``TypeError`` that names both kinds and what to do."""
+    kinds = label_kinds(values)
+    if len(kinds) > 1:
+        shown = ", ".join(f"{kind} ({first!r})" for kind, first in kinds.items())
+        raise TypeError(f"{name} mix several kinds of value: {shown}; convert them to one kind "
+                        "first (e.g. .astype(str))")
 
 
 def is_int_at_least(value: Any, low: int) -> bool:

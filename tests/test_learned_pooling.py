@@ -144,7 +144,7 @@ def test_token_weights_plot_is_a_figure(fast_moe):
     ([["a", "b"]], None, {"objective": "cross_entropy"}, "needs single texts"),
     (["a", "b"], [0, 1], {"objective": "infonce"}, r"needs an \(n, 2\) array"),
     (["a", "b"], [0, 1], {"objective": "triplet"}, "objective must be one of"),
-    (["a", "b"], [0, 1], {"heads": 0}, "heads must be an int >= 1"),
+    (["a", "b"], [0, 1], {"heads": 0}, "heads must be >= 1, got 0"),
     (["a", "b"], [0, 1], {"max_iter": "many"}, "max_iter must be an int >= 0 or 'auto'"),
     (["a", "b"], [0, 1], {"normalize": "max"}, "normalize must be one of"),
     ([["a", "b", "c"]], None, {}, r"shape \(n, 2\), got shape \(1, 3\)"),

@@ -4,9 +4,10 @@ Every report takes texts plus any scikit-learn transformer (``transformer=``) or
 embeddings, and returns a tidy ``pandas.DataFrame``. Protocols follow MTEB and SetFit.
 """
 
+from ..validation import check_label_types
 from .bitext import bitext_accuracy, bitext_report
 from .clustering import cluster_report
-from .data import DataError, ReportData, check_label_types, prepare_data
+from .data import DataError, ReportData, prepare_data
 from .embeddings import EmbeddingSource, embed
 from .probe import (
     UnseenLabelWarning,

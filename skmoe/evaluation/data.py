@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .._stack import external_stacklevel
+from ..validation import check_label_types
 
 #: Language codes tried, in order, when no source language is given.
 ENGLISH = ("eng_Latn", "eng", "en", "en_US", "english", "English")
@@ -47,28 +48,6 @@ class ReportData:
     languages: list[Any]
     source_language: Any
     split_note: str
-
-
-def label_kinds(values: Any) -> dict[str, Any]:
-    """The kinds of value among labels (``"str"``, ``"number"``, or a type name), each with its
-    first value: ``{"str": "sports", "number": 3}`` for labels that mix the two."""
-    kinds: dict[str, Any] = {}
-    for v in np.asarray(values, dtype=object).ravel():
-        kind = ("str" if isinstance(v, str) else
-                "number" if isinstance(v, numbers.Number) and not isinstance(v, bool) else
-                type(v).__name__)
-        kinds.setdefault(kind, v.item() if isinstance(v, np.generic) else v)
-    return kinds
-
-
-def check_label_types(values: Any, name: str = "labels") -> None:
-    """Refuse labels of several kinds (``"3"`` and ``3`` are different classes, and sorting them
-    fails) with a ``TypeError`` that names both kinds and what to do."""
-    kinds = label_kinds(values)
-    if len(kinds) > 1:
-        shown = ", ".join(f"{kind} ({first!r})" for kind, first in kinds.items())
-        raise TypeError(f"{name} mix several kinds of value: {shown}; convert them to one kind "
-                        "first (e.g. .astype(str))")
 
 
 def prepare_data(

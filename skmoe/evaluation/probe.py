@@ -27,8 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import get_scorer
 
 from .._stack import external_stacklevel
-from ..validation import is_int_at_least
-from .data import check_label_types
+from ..validation import check_label_types, is_int_at_least
 from .embeddings import EmbeddingSource, as_groups, check_no_missing, concat_sources
 from .splits import FewShotSplit, FewShotWarning
 

@@ -13,8 +13,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import _num_samples, column_or_1d
 
 from .._stack import external_stacklevel
-from ..validation import check_no_missing, is_int_at_least
-from .data import check_label_types
+from ..validation import check_label_types, check_no_missing, is_int_at_least
 
 
 class FewShotWarning(UserWarning):
