@@ -232,3 +232,24 @@ def test_auto_epochs_train_small_labelled_sets_longer(fast_moe):
     many, y_many = keyword_task(10 * MIN_VALIDATION_ROWS, seed=5)
     large = LearnedPooling(fast_moe, random_state=0).fit(many, y_many)
     assert 1 <= large.best_iter_ <= large.n_iter_ <= AUTO_EPOCHS
+
+
+def test_transform_holds_one_chunk_of_token_states(fast_moe, monkeypatch):
+    """transform held every row's token states at once (+365 MB for 2,000 short texts on a
+    64-d model): now POOL_CHUNK texts at a time, with the same vectors."""
+    import skmoe.learned_pooling as lp
+
+    texts, y = keyword_task(40, 3)
+    est = LearnedPooling(fast_moe, max_iter=2, random_state=0).fit(texts, y)
+    whole = est.transform(texts)
+    sizes: list[int] = []
+    real = LearnedPooling._states
+
+    def spy(self, part):
+        sizes.append(len(part))
+        return real(self, part)
+
+    monkeypatch.setattr(lp, "POOL_CHUNK", 16)
+    monkeypatch.setattr(LearnedPooling, "_states", spy)
+    np.testing.assert_array_equal(est.transform(texts), whole)
+    assert sizes == [16, 16, 8]
