@@ -115,8 +115,13 @@ def _assert_same(a: Any, b: Any, atol: float, what: str) -> None:
         assert np.array_equal(a, b), f"{what}: integer outputs differ"
 
 
+def _y(estimator: Any, texts: Sequence[str]) -> np.ndarray | None:
+    """Two alternating labels for an estimator whose tags say fit needs ``y``, else None."""
+    return np.arange(len(texts)) % 2 if get_tags(estimator).target_tags.required else None
+
+
 def _fitted(estimator_orig: Any, texts: Sequence[str]) -> Any:
-    return clone(estimator_orig).fit(list(texts))
+    return clone(estimator_orig).fit(list(texts), _y(estimator_orig, texts))
 
 
 def _state_hash(estimator: Any) -> str:
@@ -152,7 +157,7 @@ def check_text_unfitted(name: str, estimator_orig: Any, texts: Sequence[str], at
 def check_text_fit_returns_self(name: str, estimator_orig: Any, texts: Sequence[str], atol: float) -> None:
     """``fit(X)`` and ``fit(X, y)`` return the estimator itself."""
     est = clone(estimator_orig)
-    assert est.fit(list(texts)) is est, f"{name}.fit(X) should return self"
+    assert est.fit(list(texts), _y(est, texts)) is est, f"{name}.fit(X) should return self"
     y = np.arange(len(texts)) % 2
     assert est.fit(list(texts), y) is est, f"{name}.fit(X, y) should return self"
 
@@ -164,7 +169,7 @@ def check_text_fit_keeps_params(name: str, estimator_orig: Any, texts: Sequence[
     est = clone(estimator_orig)
     params = {k: joblib.hash(v) for k, v in est.get_params().items()}
     before = set(vars(est))
-    est.fit(list(texts))
+    est.fit(list(texts), _y(est, texts))
     changed = [k for k, v in est.get_params().items() if joblib.hash(v) != params.get(k)]
     assert not changed, f"{name}.fit changed parameter(s) {changed}"
     public = [k for k in set(vars(est)) - before if not (k.endswith("_") or k.startswith("_"))]
@@ -185,7 +190,8 @@ def check_text_fit_idempotent(name: str, estimator_orig: Any, texts: Sequence[st
     texts = list(texts)
     est = _fitted(estimator_orig, texts)
     first = est.transform(texts)
-    est.fit(texts[::-1][:3]).fit(texts)
+    other = texts[::-1][:3]
+    est.fit(other, _y(est, other)).fit(texts, _y(est, texts))
     _assert_same(est.transform(texts), first, atol, f"{name}: transform after refitting")
 
 
@@ -203,7 +209,7 @@ def check_text_transform_output(name: str, estimator_orig: Any, texts: Sequence[
     if hasattr(est, "get_feature_names_out"):
         names = est.get_feature_names_out()
         assert len(names) == out.shape[1], f"{name}: {len(names)} feature names for {out.shape[1]} columns"
-    _assert_same(clone(estimator_orig).fit_transform(texts), out, atol, f"{name}: fit_transform vs transform")
+    _assert_same(clone(estimator_orig).fit_transform(texts, _y(est, texts)), out, atol, f"{name}: fit_transform vs transform")
 
 
 def check_text_transform_keeps_state(name: str, estimator_orig: Any, texts: Sequence[str], atol: float) -> None:
@@ -230,7 +236,7 @@ def check_text_clone(name: str, estimator_orig: Any, texts: Sequence[str], atol:
             pass
         else:
             raise AssertionError(f"{name}: a clone should not be fitted")
-    twin.fit(list(texts))
+    twin.fit(list(texts), _y(twin, texts))
     _assert_same(twin.transform(list(texts)), est.transform(list(texts)), atol, f"{name}: clone vs original")
 
 

@@ -159,6 +159,11 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
     batch_tokens: int | None = None
     local_files_only: bool = False
 
+    def __sklearn_tags__(self):  # noqa: D105
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True  # labels for texts (pairs for InfoNCE need none)
+        return tags
+
     # -- the frozen encoder ------------------------------------------------------------------
     def get_encoder(self) -> SentenceEncoder:
         """The shared loaded encoder (the weights never live on the estimator)."""

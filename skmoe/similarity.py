@@ -89,4 +89,5 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
         tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []  # float32 whatever the embedder gives
         return tags

@@ -182,3 +182,11 @@ def test_moe_embedding_transformer_passes(moe, check_name):
 def test_moe_embedding_transformer_variant_passes(moe, tmp_path):
     params = {"truncate_dim": 16, "normalize": False, "cache": str(tmp_path / "c.sqlite"), "batch_size": 3}
     check_text_transformer(MoEEmbeddingTransformer(moe, device="cpu", **params))
+
+
+def test_learned_pooling_passes_every_text_check(fast_moe):
+    """LearnedPooling needs labels: its tags say so (target_tags.required) and the checks fit it
+    with two alternating labels (they fitted it without, and 15 checks failed)."""
+    from skmoe import LearnedPooling
+
+    check_text_transformer(LearnedPooling(fast_moe, max_iter=2, random_state=0))
