@@ -43,6 +43,12 @@ def test_quantize_mistakes_are_one_line(fast_moe, tmp_path, capsys):
     assert err.startswith("skmoe: error: --output") and "not an empty folder" in err
     assert main(["quantize", str(fast_moe), "--dtype", "bf16", "-o", str(tmp_path / "x")]) == 2
     assert "invalid choice" in capsys.readouterr().err
+    # a group wider than the model (64): was "internal error, a bug in skmoe", exit 1
+    assert main(["quantize", str(fast_moe), "--dtype", "int4", "--group-size", "128", "-o",
+                 str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err
+    assert "multiple of the group size 128" in err and "choose a --group-size" in err
+    assert not (tmp_path / "g").exists()
 
 
 def test_a_dtype_conflicting_with_the_folder_is_one_line(fast_moe, tmp_path, capsys):

@@ -32,6 +32,9 @@ NOMIC_DEFAULT_PROMPTS = {
 PROMPT_ALIASES = {"document": "passage", "passage": "document"}
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "sentencepiece.bpe.model", "vocab.txt")
+#: The files that hold a vocabulary: a folder without one has no usable tokenizer.
+VOCABULARY_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model",
+                    "vocab.txt", "vocab.json")
 
 
 # Tokenizer classes whose transformers wrapper adds nothing to tokenizer.json for encoding
@@ -48,7 +51,9 @@ def load_tokenizer(folder: Path) -> Any | None:
     A file the tokenizer libraries cannot read (truncated tokenizer.json, ...) is a
     :class:`CheckpointError` naming it.
     """
-    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+    if not any((folder / f).is_file() for f in VOCABULARY_FILES):
+        # tokenizer_config.json alone loaded as a tokenizer of its 5 special tokens: every word
+        # became <unk> and the vectors meant nothing, unwarned
         return None
     cfg = read_json(folder / "tokenizer_config.json") or {}
     special = read_json(folder / "special_tokens_map.json") or {}
@@ -91,6 +96,11 @@ def check_tokenizer_fits(tokenizer: Any | None, rows: int, where: Path | str) ->
     if tokenizer is None:
         return
     bound = tokenizer_id_bound(tokenizer)
+    if bound < rows // 2:
+        raise CheckpointError(
+            f"the tokenizer in {where} knows {bound:,} tokens, but the model's embedding table has "
+            f"{rows:,} rows: its vocabulary file is missing or belongs to another model; copy "
+            "the model's own tokenizer files (tokenizer.json) there")
     if bound > rows:
         raise CheckpointError(
             f"the tokenizer in {where} produces ids up to {bound - 1:,} ({bound:,} tokens), but "

@@ -65,13 +65,17 @@ def check_int4_rounding(rounding: str, error: type[ValueError] = ValueError) -> 
     return rounding
 
 
+class Int4ShapeError(ValueError):
+    """A weight the int4 kernel cannot pack with this group size (a request's mistake)."""
+
+
 def check_int4_shape(shape: tuple[int, int], group_size: int, name: str = "weight") -> None:
     """Refuse a ``[out, in]`` weight the kernel cannot take, naming it and the rule."""
     if group_size not in INT4_GROUP_SIZES:
-        raise ValueError(f"int4 group size must be one of {INT4_GROUP_SIZES}, got {group_size}")
+        raise Int4ShapeError(f"int4 group size must be one of {INT4_GROUP_SIZES}, got {group_size}")
     n, k = shape
     if k % group_size or n % _N_ALIGN:
-        raise ValueError(
+        raise Int4ShapeError(
             f"int4: {name} of shape [{n}, {k}] (out x in) cannot be packed: the input width must "
             f"be a multiple of the group size {group_size} and the output width a multiple of "
             f"{_N_ALIGN}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+import warnings
 
 from ..encoder.pages import _libc, release_file_pages  # noqa: F401 - re-exported
 
@@ -54,10 +55,20 @@ def reuse_freed_memory(threshold: int = 1 << 30) -> bool:
 
 
 def reuse_freed_memory_if_asked() -> bool:
-    """:func:`reuse_freed_memory` when ``SKMOE_TUNE_MALLOC`` is set (not ``0``); else nothing."""
-    if os.environ.get(OPT_IN_ENV, "") in ("", "0"):
+    """:func:`reuse_freed_memory` when ``SKMOE_TUNE_MALLOC`` says yes (``1``, ``true``, ``yes``,
+    ``on``); else nothing (``false``, ``no``, ``off`` turned it on: any set value did)."""
+    value = os.environ.get(OPT_IN_ENV, "").strip().lower()
+    if value not in _YES:
+        if value not in ("", *_NO):
+            warnings.warn(f"{OPT_IN_ENV}={os.environ[OPT_IN_ENV]!r} is neither yes (1, true, "
+                          "yes, on) nor no (0, false, no, off): left off", UserWarning,
+                          stacklevel=2)
         return _DONE
     return reuse_freed_memory()
+
+
+_YES = ("1", "true", "yes", "on")
+_NO = ("0", "false", "no", "off")
 
 
 def peak_rss_bytes() -> int:

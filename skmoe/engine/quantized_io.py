@@ -77,6 +77,7 @@ from .int4 import (
     Int4Experts,
     Int4Linear,
     Int4MLP,
+    Int4ShapeError,
     Int8RowEmbedding,
     check_int4_rounding,
 )
@@ -337,7 +338,11 @@ def quantize_folder(
     units = quantized_units(backbone, mode)
     tensors: dict[str, torch.Tensor] = {}
     for unit in units:
-        for key, value in _portable(unit, mode, group_size, bits, rounding).items():
+        try:
+            portable = _portable(unit, mode, group_size, bits, rounding)
+        except Int4ShapeError as exc:  # e.g. --group-size 128 on a 64-wide model
+            raise QuantizeRequestError(f"{exc}: choose a --group-size that divides it") from None
+        for key, value in portable.items():
             tensors[f"{unit.name}.{key}"] = value.contiguous()
         release_file_pages([*unit.module.parameters(), *unit.module.buffers()])
     for key, value in backbone.state_dict().items():

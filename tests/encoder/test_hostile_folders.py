@@ -48,6 +48,23 @@ def test_tokenizer_with_more_ids_than_the_embedding_table_is_refused(tmp_path, b
     assert str(folder) in str(info.value)
 
 
+def test_a_tokenizer_without_its_vocabulary_is_refused(tmp_path, fast_moe, bert_tokenizer):
+    """tokenizer_config.json without tokenizer.json loaded as a tokenizer of its 5 special
+    tokens: every word became <unk> ('hello world' -> [0, 3, 3, 2]), unwarned."""
+    from skmoe import MoEEmbeddingTransformer
+
+    folder = copy_of(fast_moe, tmp_path)
+    for name in ("tokenizer.json", "vocab.txt"):
+        (folder / name).unlink()
+    assert load_encoder(folder, device="cpu").tokenizer is None
+    with pytest.raises(ValueError, match="has no tokenizer files"):
+        MoEEmbeddingTransformer(folder).fit(["hello world"])
+    big = make_random_moe(tmp_path / "big-vocab", tokenizer=bert_tokenizer, vocab_size=250048)
+    with pytest.raises(CheckpointError, match=r"knows 30,522 tokens, but the model's embedding "
+                       r"table has 250,048 rows"):
+        load_encoder(big, device="cpu")
+
+
 def test_tokenizer_from_another_folder_is_checked_too(tmp_path, fast_moe, minilm_path):
     weights = tmp_path / "weights"
     weights.mkdir()

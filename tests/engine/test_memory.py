@@ -97,9 +97,14 @@ def test_malloc_tuning_is_opt_in(monkeypatch, random_moe_xlmr_path):
     enc = load_encoder(random_moe_xlmr_path, device="cpu")
     monkeypatch.delenv(memory.OPT_IN_ENV, raising=False)
     Engine(enc)
-    monkeypatch.setenv(memory.OPT_IN_ENV, "0")
-    Engine(enc)
+    for no in ("0", "false", "No", "off", ""):  # "false" / "no" / "off" turned it on
+        monkeypatch.setenv(memory.OPT_IN_ENV, no)
+        Engine(enc)
+    monkeypatch.setenv(memory.OPT_IN_ENV, "maybe")
+    with pytest.warns(UserWarning, match="neither yes .* nor no .*: left off"):
+        Engine(enc)
     assert calls == []
-    monkeypatch.setenv(memory.OPT_IN_ENV, "1")
-    Engine(enc)
-    assert len(calls) == 1
+    for yes in ("1", "true", "ON"):
+        monkeypatch.setenv(memory.OPT_IN_ENV, yes)
+        Engine(enc)
+    assert len(calls) == 3
