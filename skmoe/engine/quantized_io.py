@@ -86,7 +86,6 @@ from .int8 import Int8Experts, Int8Linear, Int8MLP, int8_weight_bits
 from .memory import release_file_pages
 from .precision import (
     ALL_PRECISIONS,
-    IRREVERSIBLE,
     QUANTIZED,
     apply_precision,
     precision_label,
@@ -477,9 +476,10 @@ def load_encoder(
     """Load a sentence encoder: a float checkpoint in any precision mode, or a pre-quantized
     folder (``skmoe quantize``) as it is.
 
-    Parameters are those of :func:`skmoe.encoder.load_encoder`, except ``dtype``, which also
-    takes the quantized modes ``"int8"`` and ``"int4"`` (a float checkpoint is then loaded in
-    float32 and converted, :func:`~skmoe.engine.precision.apply_precision`). For a quantized
+    Parameters are those of :func:`skmoe.encoder.load_encoder`, except ``dtype``: a mode's name
+    (``"bfloat16"``, ``"int8"``, ``"int4"``...) loads a float checkpoint in float32 and converts
+    it (:func:`~skmoe.engine.precision.apply_precision`), exactly as the estimator does; a
+    ``torch.dtype`` casts every weight. For a quantized
     folder ``dtype=None``/``"auto"`` (or its own mode) loads its weights; any other is refused.
     """
     folder, resolved = resolve_model_path(model, revision, local_files_only, cache_dir)
@@ -498,6 +498,7 @@ def load_encoder(
     load: Callable[..., SentenceEncoder] = load_float_encoder
     kwargs = dict(revision=revision, device=device, local_files_only=local_files_only,
                   tokenizer=tokenizer, cache_dir=cache_dir)
-    if mode in IRREVERSIBLE:  # int8/int4, and the GPU's int8wo/fp8 (torchao)
+    if mode is not None:  # a named mode: the estimator's road (float32, then the mode's
+        # conversion), so routers stay float32 in bf16 too and the encoder records its mode
         return apply_precision(load(model, dtype="float32", **kwargs), mode)
     return load(model, dtype=dtype, **kwargs)
