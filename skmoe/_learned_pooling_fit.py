@@ -108,6 +108,8 @@ def check_fit_params(est: Any, pairs: bool, y: Any, n: int) -> str:
     check_int("max_length", est.max_length, 2, optional=True)
     check_long_text(est.long_text, est.chunk_overlap, est.max_length)
     check_int("batch_tokens", est.batch_tokens, 1, optional=True)
+    if not isinstance(est.verbose, (bool, np.bool_)):
+        check_int("verbose", est.verbose, 0)
     objective = est.objective
     if objective == "auto":
         objective = ("cosent" if y is not None else "infonce") if pairs else "cross_entropy"

@@ -261,7 +261,7 @@ class Embedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors ``[len(texts), dim]`` in input order."""
-        with _progress(len(texts), self.verbose) as tick:
+        with progress(len(texts), self.verbose) as tick:
             return self._embed(texts, tick)
 
     def iter_embed(self, texts: Sequence[str], chunk_size: int = 1024
@@ -270,7 +270,7 @@ class Embedder:
         progress bar for the whole stream."""
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        with _progress(len(texts), self.verbose) as tick:
+        with progress(len(texts), self.verbose) as tick:
             for start in range(0, len(texts), chunk_size):
                 yield start, self._embed(texts[start : start + chunk_size], tick, start)
 
@@ -391,15 +391,15 @@ class Embedder:
         )
 
 
-class _progress:  # noqa: N801 - used like a function: ``with _progress(n, verbose) as tick``
+class progress:  # noqa: N801 - used like a function: ``with progress(n, verbose) as tick``
     """A ``tqdm.auto`` bar over ``total`` rows (rate and ETA), or nothing.
 
     ``verbose`` 0: nothing; 1: the bar appears only once the call has run
     :data:`PROGRESS_DELAY` seconds (short calls stay quiet); 2 or more: from the start.
     """
 
-    def __init__(self, total: int, verbose: int) -> None:
-        self.total, self.verbose, self.bar = total, int(verbose or 0), None
+    def __init__(self, total: int, verbose: int, desc: str = "embedding") -> None:
+        self.total, self.verbose, self.bar, self.desc = total, int(verbose or 0), None, desc
 
     def __enter__(self) -> Callable[[int], None] | None:
         if self.verbose <= 0 or self.total == 0:
@@ -407,7 +407,7 @@ class _progress:  # noqa: N801 - used like a function: ``with _progress(n, verbo
         from tqdm.auto import tqdm
 
         delay = PROGRESS_DELAY if self.verbose == 1 else 0.0
-        self.bar = tqdm(total=self.total, unit="text", desc="embedding", smoothing=0.1,
+        self.bar = tqdm(total=self.total, unit="text", desc=self.desc, smoothing=0.1,
                         delay=delay)
         return self.bar.update
 

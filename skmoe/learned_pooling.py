@@ -116,6 +116,9 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         Padded tokens per forward pass of the frozen encoder (default per device).
     local_files_only : bool, default=False
         Never download.
+    verbose : int, default=1
+        Progress bar while token states are computed, as the transformer's: ``1`` after 2 s,
+        ``2`` at once, ``0`` none.
 
     Attributes
     ----------
@@ -158,6 +161,7 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
     cache: Any = None
     batch_tokens: int | None = None
     local_files_only: bool = False
+    verbose: int = 1
 
     def __sklearn_tags__(self):  # noqa: D105
         tags = super().__sklearn_tags__()
@@ -186,7 +190,8 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
                              f"now {prompt!r}); call fit again.")
         self.prompt_ = prompt
         return token_states(encoder, texts, prompt, self.max_length, long_text=self.long_text,
-                            chunk_overlap=self.chunk_overlap, max_tokens_per_batch=self.batch_tokens)
+                            chunk_overlap=self.chunk_overlap, max_tokens_per_batch=self.batch_tokens,
+                            verbose=getattr(self, "verbose", 1))  # absent: pickled before
 
     # -- sklearn API ---------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> LearnedPooling:

@@ -25,7 +25,7 @@ from .evaluation.data import ReportData
 #: those both declare through :class:`~skmoe._encoder_params.EncoderParams` (model, prompt, token
 #: limit, long-text mode) and the output and placement ones.
 SHARED_PARAMS = (*(f.name for f in fields(EncoderParams)), "normalize", "center", "device",
-                 "dtype", "local_files_only")
+                 "dtype", "local_files_only", "verbose")
 #: Bootstrap resamples of the paired interval.
 N_BOOTSTRAP = 1000
 

@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from .embedding import token_limit
+from .embedding import progress, token_limit
 from .encoder import SentenceEncoder
 from .engine import Engine
 from .engine.batching import collate
@@ -76,11 +77,13 @@ def token_states(
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     batch_size: int | None = None,
     max_tokens_per_batch: int | None = None,
+    verbose: int = 1,
 ) -> list[tuple[torch.Tensor, np.ndarray]]:
     """``(float16 states [L, H], float32 mean [H])`` of ``prompt + text`` for every text, in order.
 
     Texts are computed once: duplicates and texts memoised by an earlier call are not run again.
     ``long_text="chunk"``: the states of a long text's windows, concatenated (module docstring).
+    ``verbose``: a progress bar as the transformer's (1: after 2 s, 2: at once, 0: none).
     """
     global _MEMO_BYTES
     limit = token_limit(encoder, max_length)
@@ -94,7 +97,8 @@ def token_states(
     if todo:
         engine = Engine(encoder, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
                         max_length=limit)
-        computed = _compute(engine, todo, prompt, long_text, chunk_overlap)
+        with progress(len(todo), verbose, "token states") as tick:
+            computed = _compute(engine, todo, prompt, long_text, chunk_overlap, tick)
         with _LOCK:
             for t, entry in zip(todo, computed, strict=True):
                 found[t] = entry
@@ -134,9 +138,10 @@ def tokens(encoder: SentenceEncoder, texts: Sequence[str], prompt: str = "",
 
 @torch.inference_mode()
 def _compute(engine: Engine, texts: list[str], prompt: str, long_text: str,
-             chunk_overlap: int) -> list[tuple[torch.Tensor, np.ndarray]]:
+             chunk_overlap: int, tick: Callable[[int], Any] | None = None,
+             ) -> list[tuple[torch.Tensor, np.ndarray]]:
     """Token rows and batches from the engine, the frozen backbone's states per window, the
-    windows of a text joined."""
+    windows of a text joined; ``tick(n)`` as ``n`` texts are done."""
     encoder = engine.encoder
     out: list = [None] * len(texts)
     for group in engine.iter_windows(texts, prompt, long_text=long_text,
@@ -154,10 +159,14 @@ def _compute(engine: Engine, texts: list[str], prompt: str, long_text: str,
                 windows[r] = (half[j, : int(lengths[r])].clone(), means[j].astype(np.float32))
             STATS["forward_calls"] += 1
             STATS["texts"] += len(batch.rows)
+            if tick is not None and long_text == "truncate":  # a row is a text
+                tick(len(batch.rows))
         # a text's windows are consecutive rows
         owners, first, count = np.unique(group.owner, return_index=True, return_counts=True)
         for text, f, n in zip(owners, first, count, strict=True):
             out[text] = windows[f] if n == 1 else _join(windows[f : f + n], lengths[f : f + n])
+        if tick is not None and long_text != "truncate":  # a group holds whole texts
+            tick(len(owners))
     return out
 
 

@@ -253,3 +253,19 @@ def test_transform_holds_one_chunk_of_token_states(fast_moe, monkeypatch):
     monkeypatch.setattr(LearnedPooling, "_states", spy)
     np.testing.assert_array_equal(est.transform(texts), whole)
     assert sizes == [16, 16, 8]
+
+
+def test_token_states_show_progress_as_the_transformer_does(fast_moe, capsys):
+    """Token states for the 1,344 sample texts took 490 s with nothing printed: a bar now,
+    as verbose says (0: none, 2: at once; 1: after 2 s)."""
+    from skmoe.token_states import clear_memo
+
+    texts, y = keyword_task(12, 4)
+    clear_memo()
+    LearnedPooling(fast_moe, max_iter=0, verbose=2).fit(texts, y)
+    assert "token states" in capsys.readouterr().err
+    clear_memo()
+    LearnedPooling(fast_moe, max_iter=0, verbose=0).fit(texts, y)
+    assert "token states" not in capsys.readouterr().err
+    with pytest.raises(TypeError, match="verbose must be an int, got 'loud'"):
+        LearnedPooling(fast_moe, verbose="loud").fit(texts, y)
