@@ -84,3 +84,21 @@ def test_heads_learn_apart_and_torch_global_seed_is_left_alone(fast_moe):
     np.testing.assert_array_equal(again.attention_, two.attention_)  # seeded
     untrained = LearnedPooling(fast_moe, heads=2, max_iter=0).fit(texts, y)
     assert not untrained.attention_.any()  # max_iter=0 stays exactly mean pooling
+
+
+def test_an_unknown_prompt_name_is_refused_before_the_weights_load(tmp_path, minilm_path):
+    """all-MiniLM has no prompt table: the default prompt_name ("classification") was refused
+    only after loading the weights (8.9 s for e5-small; minutes for a large model)."""
+    import shutil
+
+    from skmoe.encoder.sentence import UnknownPromptError
+    from skmoe.registry import LOAD_COUNTS
+
+    folder = tmp_path / "minilm"  # a path of its own: no other test has loaded it
+    shutil.copytree(minilm_path, folder)
+    before = sum(LOAD_COUNTS.values())
+    with pytest.raises(UnknownPromptError, match="Unknown prompt_name 'classification'"):
+        MoEEmbeddingTransformer(folder).fit(["a"])
+    assert sum(LOAD_COUNTS.values()) == before
+    MoEEmbeddingTransformer(folder, prompt="").fit(["a"])  # a raw prompt wins: loads and fits
+    assert sum(LOAD_COUNTS.values()) == before + 1

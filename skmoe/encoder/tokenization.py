@@ -117,6 +117,14 @@ def load_prompts(folder: Path, is_nomic: bool) -> tuple[dict[str, str], str | No
     return prompts, st.get("default_prompt_name")
 
 
+def folder_prompts(folder: Path) -> tuple[dict[str, str], str | None]:
+    """:func:`load_prompts` for a model folder, telling the nomic MoE model by its config (as
+    loading does), without reading weights."""
+    from .config import is_nomic_moe_config
+
+    return load_prompts(folder, is_nomic_moe_config(read_json(folder / "config.json") or {}))
+
+
 def lookup_prompt(prompts: dict[str, str], name: str) -> str | None:
     """Case-insensitive lookup with ``document`` = ``passage``; None when unknown."""
     lowered = {k.lower(): v for k, v in prompts.items()}
