@@ -1,28 +1,31 @@
-"""Where a warning should point: the first caller outside skmoe (and scikit-learn)."""
+"""Where a warning should point: the first caller outside skmoe (scikit-learn and torch)."""
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
 
 @functools.cache
-def _library_dirs() -> tuple[str, ...]:
+def _library_dirs(with_torch: bool) -> tuple[str, ...]:
     import sklearn
 
-    # scikit-learn too: its set_output wrapper and Pipeline sit between the user and transform
-    return tuple(str(Path(m.__file__).resolve().parent) for m in (sys.modules["skmoe"], sklearn))
+    # scikit-learn too: its set_output wrapper and Pipeline sit between the user and transform;
+    # and torch's decorators (no_grad) around skmoe's own functions, once torch is in use
+    modules = [sys.modules["skmoe"], sklearn] + ([sys.modules["torch"]] if with_torch else [])
+    return tuple(str(Path(m.__file__).resolve().parent) + os.sep for m in modules)
 
 
 def external_stacklevel() -> int:
     """The ``stacklevel`` for ``warnings.warn`` called *by the caller of this function* that
-    names the innermost frame outside skmoe and scikit-learn (the user's line), however many
+    names the innermost frame outside skmoe, scikit-learn and torch (the user's line), however many
     library frames (pipeline, estimator, engine, generators) lie in between."""
     frame = sys._getframe(1)  # the function that is about to warn: stacklevel 1
     level = 1
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(
-            _library_dirs()):
+            _library_dirs("torch" in sys.modules)):
         frame = frame.f_back
         level += 1
     return level

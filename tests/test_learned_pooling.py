@@ -269,3 +269,17 @@ def test_token_states_show_progress_as_the_transformer_does(fast_moe, capsys):
     assert "token states" not in capsys.readouterr().err
     with pytest.raises(TypeError, match="verbose must be an int, got 'loud'"):
         LearnedPooling(fast_moe, verbose="loud").fit(texts, y)
+
+
+def test_truncation_warning_points_at_the_callers_line(fast_moe):
+    """It pointed at torch/utils/_contextlib.py (the no_grad decorator between skmoe's frames),
+    not at the line that called transform."""
+    import warnings
+
+    texts, y = keyword_task(8, 5)
+    est = LearnedPooling(fast_moe, max_iter=0, max_length=8).fit(texts[:4] + texts[:4], y)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.transform(["a long text " * 20])
+    cut = [w for w in caught if "truncat" in str(w.message).lower()]
+    assert cut and all(w.filename == __file__ for w in cut), [(w.filename, w.message) for w in caught]
