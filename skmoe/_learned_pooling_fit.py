@@ -25,6 +25,7 @@ from .validation import (
     check_label_types,
     check_no_missing,
     check_number,
+    check_verbose,
     is_int_at_least,
 )
 
@@ -108,8 +109,7 @@ def check_fit_params(est: Any, pairs: bool, y: Any, n: int) -> str:
     check_int("max_length", est.max_length, 2, optional=True)
     check_long_text(est.long_text, est.chunk_overlap, est.max_length)
     check_int("batch_tokens", est.batch_tokens, 1, optional=True)
-    if not isinstance(est.verbose, (bool, np.bool_)):
-        check_int("verbose", est.verbose, 0)
+    check_verbose(est.verbose)
     objective = est.objective
     if objective == "auto":
         objective = ("cosent" if y is not None else "infonce") if pairs else "cross_entropy"

@@ -48,7 +48,7 @@ from .postprocessing import (
     truncate_and_normalize,
 )
 from .registry import get_cache, get_encoder, loaded, model_source, registry_key
-from .validation import check_bool, check_int, validate_texts
+from .validation import check_bool, check_int, check_verbose, validate_texts
 
 __all__ = ["CHUNK_SIZE", "MoEEmbeddingTransformer", "WeightsChangedError"]
 
@@ -109,7 +109,8 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         gain a little.
         ``fit`` then embeds its texts (``fit_transform`` runs the model once); fitted on fewer
         than 2 texts (``fit([])``) it learns no centre and ``transform`` gives the model's own
-        directions; below 16 it warns (texts centred on their own mean are pushed apart). :meth:`embed`, :meth:`similarity` and :meth:`search` never centre: they
+        directions; below 16 it warns (texts centred on their own mean are pushed apart).
+        :meth:`embed`, :meth:`similarity` and :meth:`search` never centre: they
         give the model's cosine geometry.
     batch_size : int, optional
         Maximum texts per forward pass (default per device).
@@ -260,8 +261,7 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
             check_token_limit(model, self.max_length)
         check_long_text(self.long_text, self.chunk_overlap, self.max_length)
         check_bool("center", self.center)
-        if not isinstance(self.verbose, (bool, np.bool_)):  # verbose=True is sklearn's habit
-            check_int("verbose", self.verbose, 0)
+        check_verbose(self.verbose)
         check_int("batch_size", self.batch_size, 1, optional=True)
         check_int("max_tokens_per_batch", self.max_tokens_per_batch, 1, optional=True)
         if not ModelCard.of(model).has_tokenizer:

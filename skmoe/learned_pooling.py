@@ -191,7 +191,7 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         self.prompt_ = prompt
         return token_states(encoder, texts, prompt, self.max_length, long_text=self.long_text,
                             chunk_overlap=self.chunk_overlap, max_tokens_per_batch=self.batch_tokens,
-                            verbose=getattr(self, "verbose", 1))  # absent: pickled before
+                            verbose=self.verbose)
 
     # -- sklearn API ---------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> LearnedPooling:

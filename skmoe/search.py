@@ -59,10 +59,7 @@ def search_vectors(
         Their similarities.
     """
     check_search_params(top_k, query_block, corpus_block)
-    q = _as_matrix(queries, "queries")
-    if sp.issparse(corpus):
-        raise TypeError("corpus is a scipy sparse matrix; search_vectors scores dense vectors: "
-                        "pass corpus.toarray()")
+    q = _as_matrix(queries, "queries")  # the corpus is checked block by block, the same way
     if q.ndim != 2 or len(np.shape(corpus)) != 2:
         raise ValueError(f"queries and corpus must be 2-D, got shapes {q.shape} "
                          f"and {np.shape(corpus)}")

@@ -149,6 +149,12 @@ def check_bool(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
 
 
+def check_verbose(value: Any) -> None:
+    """``verbose``: True/False (scikit-learn's habit) or an int >= 0."""
+    if not isinstance(value, (bool, np.bool_)):
+        check_int("verbose", value, 0)
+
+
 def check_number(name: str, value: Any, *, low: float = -np.inf, low_open: bool = False) -> None:
     """A finite real number (not bool) at least ``low`` (above it with ``low_open``)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not (
