@@ -196,6 +196,10 @@ def int4_codes(w: torch.Tensor, group_size: int, name: str = "weight", *,
     n, k = w.shape[-2:]
     check_int4_shape((n, k), group_size, name)
     lead = w.shape[:-2]
+    if w.is_meta:  # a folder's expected layout: the shapes and dtypes, without the search
+        return {"qweight": torch.empty(*lead, n, k // 2, dtype=torch.uint8, device="meta"),
+                "scales": torch.empty(*lead, n, k // group_size, dtype=torch.bfloat16, device="meta"),
+                "zeros": torch.empty(*lead, n, k // group_size, dtype=torch.bfloat16, device="meta")}
     out: dict[str, list[torch.Tensor]] = {"qweight": [], "scales": [], "zeros": []}
     for m in w.detach().reshape(-1, n, k):  # one matrix at a time: a small fp32 temporary
         q, scale, zero = quantize_int4(m, group_size, rounding)

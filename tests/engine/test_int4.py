@@ -22,6 +22,7 @@ from skmoe.engine.int4 import (
     Int8RowEmbedding,
     dequantize_int4,
     int4_available,
+    int4_codes,
     quantize_int4,
 )
 from skmoe.engine.precision import apply_precision, precision_of, supported_precisions
@@ -49,6 +50,19 @@ def test_quantize_int4_round_trip(group_size):
     slack = zero.float().abs().repeat_interleave(group_size, 1) * 2**-8
     assert (err <= step / 2 + slack + 1e-6).all()
     assert err.max() > 0  # really quantized
+
+
+@pytest.mark.parametrize("lead", [(), (3,)])
+def test_int4_codes_on_meta_give_the_layout_of_real_codes(lead):
+    # a pre-quantized folder is checked against this layout before anything is read
+    w = torch.randn(*lead, 48, 256)
+    real = int4_codes(w, 64)
+    with torch.device("meta"):
+        meta = int4_codes(w.to("meta"), 64)
+    assert {k: (v.shape, v.dtype) for k, v in meta.items()} == {
+        k: (v.shape, v.dtype) for k, v in real.items()}
+    with pytest.raises(ValueError, match="layer w"):  # the shape check still comes first
+        int4_codes(torch.empty(48, 100, device="meta"), 64, "layer w")
 
 
 def _group_errors(w, q, scale, zero, group_size):
