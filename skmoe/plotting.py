@@ -21,8 +21,8 @@ from matplotlib.lines import Line2D
 from matplotlib.markers import MarkerStyle
 
 from ._stack import external_stacklevel
-from .evaluation.probe import select_rows, setting_columns, transfer_table
 from .evaluation.routing import RoutingStats
+from .evaluation.tables import select_rows, setting_columns, transfer_table
 from .validation import check_no_missing
 
 PathLike = str | os.PathLike[str] | None

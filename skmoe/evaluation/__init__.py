@@ -13,14 +13,13 @@ from .probe import (
     UnseenLabelWarning,
     default_head,
     probe_report,
-    summarize,
     transfer_matrix,
     transfer_regimes,
-    transfer_table,
 )
 from .routing import RoutingStats, routing_stats
 from .splits import FewShotSplit, FewShotWarning
 from .sts import paired_cosine, sts_report
+from .tables import summarize, transfer_table
 
 __all__ = [
     "DataError",
