@@ -41,6 +41,7 @@ the fp32 one rather than the fp32 one plus the int8 copies.
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from pathlib import Path
 
@@ -113,9 +114,27 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# oneDNN's ISA levels (ONEDNN_MAX_CPU_ISA) at or above AVX512_CORE_BF16, where its bf16 kernels
+# use the hardware; a lower cap makes them emulate bf16 even on a CPU that has it
+_BF16_ISA_CAPS = frozenset({"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512",
+                            "AVX512_CORE_AMX", "AVX10_1_512_AMX", "AVX512_CORE_AMX_FP16",
+                            "AVX10_1_512_AMX_FP16", "ALL", "DEFAULT"})
+
+
+def onednn_isa_cap() -> str | None:
+    """The ISA cap the user set for oneDNN (``ONEDNN_MAX_CPU_ISA``, or its old name
+    ``DNNL_MAX_CPU_ISA``), upper-cased; None when unset."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return cap.strip().upper() if cap and cap.strip() else None
+
+
 def cpu_has_native_bf16() -> bool:
-    """bf16 matmuls in hardware (AVX512-BF16 or AMX); without them torch's CPU bf16 matmul is
-    emulated (measured about 40x slower than fp32 on an AVX2 EPYC)."""
+    """bf16 matmuls in hardware (AVX512-BF16 or AMX) that oneDNN may use; without them torch's
+    CPU bf16 matmul is emulated (measured about 40x slower than fp32 on an AVX2 EPYC, and about
+    5x slower on a Zen 4 with ``ONEDNN_MAX_CPU_ISA=AVX2``)."""
+    cap = onednn_isa_cap()
+    if cap is not None and cap not in _BF16_ISA_CAPS:
+        return False
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
@@ -373,8 +392,11 @@ def apply_precision(
                 why = (f" {mode} is a CPU mode (its kernels are CPU ones); on {device.type} use "
                        f"bfloat16 or float16 (or int8wo/fp8 through torchao).")
             elif mode == "bfloat16" and device.type == "cpu":
-                why = (" This CPU lacks avx512_bf16/AMX, so bf16 matmuls would be emulated, far "
-                       "slower than float32 (use int8 for speed).")
+                lacks = ("This CPU lacks avx512_bf16/AMX" if onednn_isa_cap() is None else
+                         f"ONEDNN_MAX_CPU_ISA={onednn_isa_cap()} keeps oneDNN below "
+                         "AVX512_CORE_BF16 (or this CPU lacks avx512_bf16/AMX)")
+                why = (f" {lacks}, so bf16 matmuls would be emulated, far slower than float32 "
+                       "(use int8 for speed).")
             raise ValueError(
                 f"Precision {mode!r} is not available on {device.type}; supported here: "
                 f"{', '.join(supported)}.{why}"

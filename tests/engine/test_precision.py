@@ -16,6 +16,7 @@ import pytest
 import torch
 from _engine_helpers import cosines
 
+import skmoe.engine.precision as precision_module
 from skmoe.encoder import load_encoder
 from skmoe.encoder.nomic_moe import MoE
 from skmoe.engine import Engine
@@ -188,7 +189,6 @@ def test_int8_swaps_only_the_parts_the_model_declares(tiny_moe_path, monkeypatch
     apply_precision(enc, "int8")
     assert sorted(replaced) == sorted(n for n, k in declared.items() if k != "router")
     assert enc.precision == "int8"
-    import skmoe.engine.precision as precision_module
 
     assert "nomic_moe" not in open(precision_module.__file__).read()
 
@@ -251,6 +251,21 @@ def test_float16_on_cpu_is_refused(tiny_moe_path):
 def test_bfloat16_on_cpu_without_native_bf16_is_refused(tiny_moe_path):
     enc = load_encoder(tiny_moe_path, device="cpu")
     with pytest.raises(ValueError, match="avx512_bf16/AMX"):
+        apply_precision(enc, "bfloat16")
+
+
+@pytest.mark.parametrize("var", ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"])
+def test_bfloat16_refused_where_onednn_is_capped_below_bf16(tiny_moe_path, monkeypatch, var):
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert cpu_has_native_bf16()
+    monkeypatch.setenv(var, "avx512_core_bf16")  # at the bf16 level: still native
+    assert cpu_has_native_bf16()
+    monkeypatch.setenv(var, "avx2")
+    assert not cpu_has_native_bf16()
+    enc = load_encoder(tiny_moe_path, device="cpu")
+    with pytest.raises(ValueError, match="ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN below"):
         apply_precision(enc, "bfloat16")
 
 
