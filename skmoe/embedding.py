@@ -86,9 +86,6 @@ def resolve_prompt(model: Any, prompt_name: str | None = None, prompt: str | Non
     if prompt_name is None and prompt is None and settings_of is not None:
         params = settings_of.get_params(deep=False)
         prompt_name, prompt = params.get("prompt_name"), params.get("prompt")
-    if prompt_name is not None and not isinstance(prompt_name, str):
-        raise TypeError(f"prompt_name must be a str or None, got {prompt_name!r} "
-                        f"({type(prompt_name).__name__})")
     if prompt is not None:  # it is tokenized with every text: checked as a text is
         validate_texts([prompt], "prompt")
     return model.resolve_prompt(prompt_name, prompt)

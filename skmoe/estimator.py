@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,7 @@ from .embedding import (
 from .encoder import SentenceEncoder
 from .encoder.fingerprint import changed_parts, known_card, legacy_fingerprint, remember_card
 from .encoder.loading import ModelSource, resolve_model_path, safetensors_files
-from .encoder.tokenization import folder_prompts
+from .encoder.tokenization import folder_prompts, prompt_from_table
 from .postprocessing import (
     CALIBRATED_DTYPES,
     DEFAULT_CENTER,
@@ -247,9 +246,7 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
             prompts, default = folder_prompts(folder)
         except Exception:  # noqa: BLE001 - the load reports missing or broken files
             return
-        table = SimpleNamespace(prompts=prompts, default_prompt_name=default,
-                                source=SimpleNamespace(name=str(self.model)))
-        SentenceEncoder.resolve_prompt(table, self.prompt_name, self.prompt)
+        prompt_from_table(prompts, default, str(self.model), self.prompt_name, self.prompt)
 
     def _check_params(self, model: SentenceEncoder | ModelCard) -> None:
         if self.output_dtype not in OUTPUT_DTYPES:

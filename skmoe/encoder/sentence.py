@@ -25,25 +25,15 @@ from .nomic_moe import NomicMoEModel
 from .packing import key_padding_mask, pad_index, to_padded
 from .pooling import pool, pool_packed
 from .st_modules import SentenceHead, load_head, read_pipeline
+from .tokenization import UnknownPromptError as UnknownPromptError  # its public home since round 1
 from .tokenization import (
     check_tokenizer_fits,
     load_max_length,
     load_prompts,
     load_tokenizer,
-    lookup_prompt,
+    prompt_from_table,
     tokenize,
 )
-
-
-class UnknownPromptError(ValueError):
-    """A ``prompt_name`` the model's prompt table does not have."""
-
-    def __init__(self, name: str, model: str, known: list[str],
-                 how: str = "a raw prefix with prompt=... (e5 models take prompt='query: ')") -> None:
-        self.name, self.model, self.known = name, model, known
-        listed = ", ".join(known) or "none (this model has no prompt table)"
-        super().__init__(f"Unknown prompt_name {name!r} for model {model!r}; known: {listed}. "
-                         f"Pass {how}.")
 
 
 class SentenceEncoder(nn.Module):
@@ -154,16 +144,8 @@ class SentenceEncoder(nn.Module):
 
     def resolve_prompt(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
         """The prefix string: ``prompt`` wins; else ``prompt_name`` looked up in the table."""
-        if prompt is not None:
-            return prompt
-        if prompt_name is None:
-            prompt_name = self.default_prompt_name
-            if prompt_name is None:
-                return ""
-        found = lookup_prompt(self.prompts, prompt_name)
-        if found is None:
-            raise UnknownPromptError(prompt_name, self.source.name, sorted(self.prompts))
-        return found
+        return prompt_from_table(self.prompts, self.default_prompt_name, self.source.name,
+                                 prompt_name, prompt)
 
     def tokenize(
         self, texts: Sequence[str], max_length: int | None = None

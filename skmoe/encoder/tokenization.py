@@ -125,6 +125,37 @@ def folder_prompts(folder: Path) -> tuple[dict[str, str], str | None]:
     return load_prompts(folder, is_nomic_moe_config(read_json(folder / "config.json") or {}))
 
 
+class UnknownPromptError(ValueError):
+    """A ``prompt_name`` the model's prompt table does not have."""
+
+    def __init__(self, name: str, model: str, known: list[str],
+                 how: str = "a raw prefix with prompt=... (e5 models take prompt='query: ')") -> None:
+        self.name, self.model, self.known = name, model, known
+        listed = ", ".join(known) or "none (this model has no prompt table)"
+        super().__init__(f"Unknown prompt_name {name!r} for model {model!r}; known: {listed}. "
+                         f"Pass {how}.")
+
+
+def prompt_from_table(prompts: dict[str, str], default_name: str | None, model: str,
+                      prompt_name: str | None = None, prompt: str | None = None) -> str:
+    """The prefix string: ``prompt`` wins; else ``prompt_name`` (default: the table's default,
+    else no prefix) looked up in ``prompts``; an unknown name raises :class:`UnknownPromptError`
+    naming ``model``. The one lookup behind the encoder's and the estimator's (before loading)."""
+    if prompt_name is not None and not isinstance(prompt_name, str):
+        raise TypeError(f"prompt_name must be a str or None, got {prompt_name!r} "
+                        f"({type(prompt_name).__name__})")
+    if prompt is not None:
+        return prompt
+    if prompt_name is None:
+        prompt_name = default_name
+        if prompt_name is None:
+            return ""
+    found = lookup_prompt(prompts, prompt_name)
+    if found is None:
+        raise UnknownPromptError(prompt_name, model, sorted(prompts))
+    return found
+
+
 def lookup_prompt(prompts: dict[str, str], name: str) -> str | None:
     """Case-insensitive lookup with ``document`` = ``passage``; None when unknown."""
     lowered = {k.lower(): v for k, v in prompts.items()}
