@@ -99,6 +99,8 @@ def test_an_unknown_prompt_name_is_refused_before_the_weights_load(tmp_path, min
     before = sum(LOAD_COUNTS.values())
     with pytest.raises(UnknownPromptError, match="Unknown prompt_name 'classification'"):
         MoEEmbeddingTransformer(folder).fit(["a"])
+    with pytest.raises(TypeError, match=r"prompt_name must be a str or None, got 3 \(int\)"):
+        MoEEmbeddingTransformer(folder, prompt_name=3).fit(["a"])  # was an AttributeError
     assert sum(LOAD_COUNTS.values()) == before
     MoEEmbeddingTransformer(folder, prompt="").fit(["a"])  # a raw prompt wins: loads and fits
     assert sum(LOAD_COUNTS.values()) == before + 1
