@@ -134,7 +134,7 @@ def check_int(name: str, value: Any, low: int, high: int | None = None,
     (``optional``: None allowed): a TypeError or ValueError naming it."""
     if value is None and optional:
         return
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if not is_int_at_least(value, None):
         raise TypeError(f"{name} must be an int{' or None' if optional else ''}, got {value!r} "
                         f"({type(value).__name__})")
     if value < low or (high is not None and value > high):
@@ -187,10 +187,10 @@ def check_label_types(values: Any, name: str = "labels") -> None:
                         "first (e.g. .astype(str))")
 
 
-def is_int_at_least(value: Any, low: int) -> bool:
-    """An integer (numpy's too, not bool) of at least ``low``."""
+def is_int_at_least(value: Any, low: int | None) -> bool:
+    """An integer (numpy's too, not bool) of at least ``low`` (None: any integer)."""
     return (not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Integral)
-            and value >= low)
+            and (low is None or value >= low))
 
 
 def check_finite_rows(x: np.ndarray, name: str, offset: int = 0) -> np.ndarray:
