@@ -207,9 +207,7 @@ class Engine:
         (:func:`~skmoe.engine.prefetch.prefetched`); truncation warnings are still given here,
         in the caller's thread, when a group's first batch is run.
         """
-        check_long_text(long_text, chunk_overlap, self.limit)
-        if long_text == "truncate":
-            self._check_room(prompt)
+        self._check_settings(prompt, long_text, chunk_overlap)
         groups = self._chunk_groups(chunks, prompt, long_text, int(chunk_overlap))
         current, cut = -1, np.zeros(0, dtype=bool)
         for number, chunk, group in prefetched(groups) if prefetch else groups:
@@ -250,7 +248,7 @@ class Engine:
         about :data:`~skmoe.engine.windows.GROUP_TOKENS` tokens (memory stays flat however
         many long texts there are). Token states and routing statistics read these rows too.
         """
-        check_long_text(long_text, chunk_overlap, self.limit)
+        self._check_settings(prompt, long_text, chunk_overlap)
         for group in self._groups(texts, prompt, long_text, int(chunk_overlap)):
             self._warn_cut([prompt + texts[i] for i in group.cut])
             yield group
@@ -360,6 +358,12 @@ class Engine:
         """Ids cut to the limit (which may pass the encoder's own, up to its positions)."""
         self._check_tokenizer()
         return tokenize(self.encoder.tokenizer, texts, self.limit)
+
+    def _check_settings(self, prompt: str, long_text: str, chunk_overlap: int) -> None:
+        """Before any row runs: the long-text mode, and room for text after the prompt."""
+        check_long_text(long_text, chunk_overlap, self.limit)
+        if long_text == "truncate":  # windows check their room as they are cut
+            self._check_room(prompt)
 
     def _check_room(self, prompt: str) -> None:
         """:func:`check_room_for_text` once per prompt and limit (it tokenizes the prompt)."""

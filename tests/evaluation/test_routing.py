@@ -158,3 +158,37 @@ def test_dense_model_and_wrong_objects_raise(minilm_path):
         routing_stats(dense, ["hello"])
     with pytest.raises(TypeError, match="SentenceEncoder"):
         routing_stats(object(), ["hello"])
+
+
+def test_split_half_measures_each_groups_noise_without_changing_the_totals(moe):
+    texts = TEXTS * 2 + ["The cat sat on the mat."] * 6 + ["Solo."]
+    groups = GROUPS * 2 + ["same"] * 6 + ["one"]
+    plain = routing_stats(moe, texts, groups, prompt="")
+    noisy = routing_stats(moe, texts, groups, prompt="", split_half=True)
+    assert plain.split_half is None
+    pd.testing.assert_frame_equal(plain.experts, noisy.experts)  # halves sum to the group
+    pd.testing.assert_frame_equal(plain.divergence, noisy.divergence)
+    half = noisy.split_half.set_index(["layer", "group"])["js_divergence"]
+    assert len(half) == len(moe.moe_config.moe_layers) * len(plain.tokens)
+    same, one = half.xs("same", level="group"), half.xs("one", level="group")
+    assert (same.abs() < 1e-12).all()  # one text six times: the halves route alike
+    assert one.isna().all()  # one text: no second half
+    mixed = half.xs("en", level="group")  # four texts, two different ones
+    assert (mixed >= 0).all() and (mixed > 1e-6).any()
+    again = routing_stats(moe, texts, groups, prompt="", split_half=True)
+    pd.testing.assert_frame_equal(noisy.split_half, again.split_half)  # seeded
+
+
+def test_routing_names_its_precision_empty_groups_and_a_prompt_without_room(moe, random_moe_xlmr_path):
+    assert routing_stats(moe, TEXTS[:1]).precision == "float32"
+    est = skmoe.MoEEmbeddingTransformer(model=str(random_moe_xlmr_path), device="cpu", dtype="int8")
+    assert routing_stats(est, TEXTS[:1], prompt="").precision.startswith("int8/")
+    with pytest.warns(RuntimeWarning, match=r"no token counted for group\(s\) \['empty'\]"):
+        stats = routing_stats(moe, ["", " ", TEXTS[0]], ["empty", "empty", "en"], prompt="",
+                              tokens="text")
+    assert stats.experts.loc[stats.experts.group == "empty", "share"].isna().all()
+    assert stats.divergence.js_divergence.isna().all()
+    for tokens in ("all", "text"):  # refused as for the embeddings (every row the same)
+        with pytest.raises(ValueError, match=r"max_length=4 leaves no room for text: the prompt "
+                                             r"takes \d tokens"):
+            routing_stats(moe, ["Hello"], prompt="classification: ", max_length=4, tokens=tokens)
