@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from . import render, report_pooling, report_sections
+from .engine.precision import precision_label
 from .evaluation import (
     bitext_report,
     probe_report,
@@ -55,7 +56,7 @@ from .evaluation import (
 from .evaluation import data as _data
 from .evaluation.embeddings import EmbeddingSource
 from .postprocessing import l2_normalize
-from .report_sections import ReportResults, map_caption, sections
+from .report_sections import ReportResults, map_caption, routing_note, sections
 
 #: Probe metrics reported per language.
 METRICS = ("accuracy", "f1_macro")
@@ -316,10 +317,10 @@ def build_report(
 
         if do_routing:
             step()
-            stats = routing_stats(transformer, list(rd.test["text"]), g_test)
+            stats = routing_stats(transformer, list(rd.test["text"]), g_test, split_half=True)
             stats.experts.to_csv(out / "routing.csv", index=False)
             plotting.plot_routing(stats, vmin=0.0, path=out / "routing_heatmap.png")
-            res.routing = (encoder.moe_config, _routing_text(stats))
+            res.routing = (encoder.moe_config, routing_note(stats))
             bar.update()
 
         if pool_params is not None:
@@ -465,17 +466,6 @@ def _maps(out: Path, X: np.ndarray, rd: _data.ReportData, reducer: Any, seed: in
     return images
 
 
-def _routing_text(stats: Any) -> str:
-    div = stats.divergence
-    if div.empty:
-        return ""
-    mean = div.groupby(["group_a", "group_b"], sort=False)["js_divergence"].mean()
-    (a, b), hi = mean.idxmax(), mean.max()
-    (c, d), lo = mean.idxmin(), mean.min()
-    return (f"Jensen-Shannon divergence of expert shares, mean over MoE layers: most different "
-            f"pair {a} / {b} ({hi:.3f}), most similar {c} / {d} ({lo:.3f}).")
-
-
 def _meta(transformer: Any, encoder: Any, rd: _data.ReportData, source: EmbeddingSource,
           embed_seconds: float, from_cache: int | None,
           total_seconds: float) -> list[tuple[str, str]]:
@@ -485,6 +475,7 @@ def _meta(transformer: Any, encoder: Any, rd: _data.ReportData, source: Embeddin
         rows += [("model", str(src.name)), ("revision", str(src.revision)),
                  ("weights fingerprint", str(src.fingerprint)),
                  ("architecture", "native MoE" if encoder.is_moe else "dense"),
+                 ("precision", precision_label(encoder)),
                  ("prompt", repr(getattr(transformer, "prompt_", ""))),
                  ("embedding width", str(getattr(transformer, "n_features_out_", "?")))]
     else:

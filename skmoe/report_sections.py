@@ -141,13 +141,40 @@ def routing_section(res: ReportResults) -> Section:
     cfg, note = res.routing  # type: ignore[misc]
     return Section(
         "Expert routing",
-        f"Share of each language's tokens (test texts, prompt and special tokens included) "
-        f"routed to each of the {cfg.num_experts} experts (top-{cfg.moe_top_k}) in every MoE "
-        f"layer; routing.csv holds the numbers. {note}",
-        images=[("routing_heatmap.png", "Expert share per language (rows) and expert "
-                 "(columns), one panel per MoE layer; the colour scale, shared by the panels, "
-                 f"starts at 0 (a router without preference gives each expert "
+        f"Each expert's share of a language's routing slots in every MoE layer (test texts, "
+        f"prompt and special tokens included): every token picks its top {cfg.moe_top_k} of "
+        f"{cfg.num_experts} experts, filling {cfg.moe_top_k} slots, so the shares sum to 1 and "
+        f"a share of {1 / cfg.moe_top_k:.2g} means the expert is among the top {cfg.moe_top_k} "
+        f"of every token; routing.csv holds the counts. {note}",
+        images=[("routing_heatmap.png", "Expert share of the routing slots per language (rows) "
+                 "and expert (columns), one panel per MoE layer; the colour scale, shared by the "
+                 f"panels, starts at 0 (a router without preference gives each expert "
                  f"1/{cfg.num_experts} = {1 / cfg.num_experts:.3f})")])
+
+
+def routing_note(stats: Any) -> str:
+    """The routing section's sentence: the most different and most similar language pairs,
+    and the sampling noise they should be read against (``stats`` from ``split_half=True``)."""
+    div = stats.divergence
+    if div.empty:
+        return ""
+    mean = div.groupby(["group_a", "group_b"], sort=False)["js_divergence"].mean()
+    (a, b), hi = mean.idxmax(), mean.max()
+    (c, d), lo = mean.idxmin(), mean.min()
+    text = "Jensen-Shannon divergence of expert shares, mean over MoE layers: " + (
+        f"{a} / {b} {hi:.3f}." if len(mean) == 1 else
+        f"most different pair {a} / {b} ({hi:.3f}), most similar {c} / {d} ({lo:.3f}).")
+    noise = stats.split_half.groupby("group", sort=False)["js_divergence"].mean().dropna()
+    if noise.empty:
+        return text
+    text += (f" Sampling noise: two random halves of one language's texts differ by "
+             f"{noise.median():.3f} (median over languages; up to {noise.max():.3f}, an "
+             "overestimate, as each half holds half the texts).")
+    below = int((mean <= noise.max()).sum())
+    if below:
+        text += (f" Language pairs within that noise (their difference may be noise alone): "
+                 f"{below} of {len(mean)}.")
+    return text
 
 
 def pooling_section(res: ReportResults) -> Section:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -81,6 +83,10 @@ def test_moe_report_writes_every_file(moe_report):
     for name in PLOTS + ["routing_heatmap.png"]:
         assert f'src="{name}"' in html and f"({name})" in md, name
     assert html.count("<table") >= 4 and "Expert routing" in md
+    assert "| precision | float32 |" in md  # routing moves with the arithmetic: said which
+    assert re.search(r"Sampling noise: two random halves of one language's texts differ by "
+                     r"0\.\d{3} \(median over languages; up to 0\.\d{3}", md)
+    assert "share of a language's routing slots" in md and "shares sum to 1" in md
     assert not (out / "umap_map.png").exists() and not (out / "umap_languages.png").exists()
     assert "umap_" not in html and "umap_" not in md
 
@@ -451,3 +457,21 @@ def test_a_second_report_in_the_same_folder_leaves_none_of_the_first_ones_files(
     assert not (out / "pca_map.png").exists() and not (out / "pca_languages.png").exists()
     assert (out / "notes.txt").read_text() == "mine" and (out / "index.html").is_file()
     assert "pca_map.png" not in (out / MANIFEST).read_text()
+
+
+def test_routing_note_reads_the_pairs_against_the_sampling_noise():
+    from types import SimpleNamespace
+
+    from skmoe.report_sections import routing_note
+
+    div = pd.DataFrame({"layer": [1] * 3 + [3] * 3, "group_a": ["a", "a", "b"] * 2,
+                        "group_b": ["b", "c", "c"] * 2,
+                        "js_divergence": [0.001, 0.01, 0.02, 0.003, 0.01, 0.02]})
+    halves = pd.DataFrame({"layer": [1, 1, 1, 3, 3, 3], "group": ["a", "b", "c"] * 2,
+                           "js_divergence": [0.002, 0.001, np.nan, 0.004, 0.001, np.nan]})
+    note = routing_note(SimpleNamespace(divergence=div, split_half=halves))
+    assert "most different pair b / c (0.020), most similar a / b (0.002)" in note
+    assert "differ by 0.002 (median over languages; up to 0.003" in note  # a 0.003, b 0.001
+    assert note.endswith("within that noise (their difference may be noise alone): 1 of 3.")
+    one = routing_note(SimpleNamespace(divergence=div[div.group_b == "b"], split_half=halves))
+    assert "mean over MoE layers: a / b 0.002." in one and "most similar" not in one
