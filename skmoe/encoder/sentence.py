@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,10 +26,9 @@ from .pooling import pool, pool_packed
 from .st_modules import SentenceHead, load_head, read_pipeline
 from .tokenization import UnknownPromptError as UnknownPromptError  # its public home since round 1
 from .tokenization import (
-    check_tokenizer_fits,
     load_max_length,
+    load_model_tokenizer,
     load_prompts,
-    load_tokenizer,
     prompt_from_table,
     tokenize,
 )
@@ -222,8 +220,7 @@ def load_encoder(
     head = load_head(folder, pipeline, int(backbone.hidden_size))
     if head is not None:
         head = head.to(device=dev)  # float32 whatever the backbone's dtype
-    tok = load_tokenizer(Path(tokenizer) if tokenizer else folder)
-    check_tokenizer_fits(tok, embedding_rows(backbone), Path(tokenizer) if tokenizer else folder)
+    tok = load_model_tokenizer(folder, tokenizer, embedding_rows(backbone))
     is_nomic = isinstance(backbone, NomicMoEModel)
     prompts, default_prompt = load_prompts(folder, is_nomic)
     source = ModelSource(

@@ -7,6 +7,7 @@ back to the caller, never silent.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -106,6 +107,38 @@ def check_tokenizer_fits(tokenizer: Any | None, rows: int, where: Path | str) ->
             f"the tokenizer in {where} produces ids up to {bound - 1:,} ({bound:,} tokens), but "
             f"the model's embedding table has {rows:,} rows (vocab_size); this tokenizer belongs "
             "to another model: use the model's own tokenizer files")
+
+
+def load_model_tokenizer(folder: Path, tokenizer: str | os.PathLike[str] | None,
+                         rows: int) -> Any | None:
+    """The tokenizer a model's texts go through: from the folder ``tokenizer`` (default: the
+    model's ``folder``), checked against the ``rows`` of its embedding table
+    (:func:`check_tokenizer_fits`), and lowercasing the texts first where the model's
+    ``sentence_bert_config.json`` says ``do_lower_case`` (sentence-transformers lowercases
+    every text, prompt included, before tokenizing it)."""
+    where = Path(tokenizer) if tokenizer else folder
+    tok = load_tokenizer(where)
+    check_tokenizer_fits(tok, rows, where)
+    st = read_json(folder / "sentence_bert_config.json") or {}
+    if tok is not None and st.get("do_lower_case"):
+        lowercase_first(tok)
+    return tok
+
+
+def lowercase_first(tokenizer: Any) -> None:
+    """Make ``tokenizer`` lowercase every text before its own normalizer, as
+    sentence-transformers (6.x) does for ``do_lower_case``: the tokenizers library's
+    ``Lowercase`` in front, unless the normalizer has one. It maps character by character, so
+    it differs from Python's ``str.lower`` on a word-final capital sigma (``ΟΔΟΣ`` -> ``οδοσ``,
+    where ``str.lower``, and sentence-transformers before 6.0, give ``οδος``)."""
+    from tokenizers import normalizers
+
+    backend = tokenizer.backend_tokenizer
+    current = backend.normalizer
+    steps = list(current) if isinstance(current, normalizers.Sequence) else (
+        [current] if current is not None else [])
+    if not any(isinstance(n, normalizers.Lowercase) for n in steps):
+        backend.normalizer = normalizers.Sequence([normalizers.Lowercase(), *steps])
 
 
 def load_prompts(folder: Path, is_nomic: bool) -> tuple[dict[str, str], str | None]:

@@ -63,11 +63,10 @@ from ..encoder.pages import trim_heap
 from ..encoder.sentence import SentenceEncoder
 from ..encoder.sentence import load_encoder as load_float_encoder
 from ..encoder.tokenization import (
-    check_tokenizer_fits,
     load_max_length,
+    load_model_tokenizer,
     load_pooling,
     load_prompts,
-    load_tokenizer,
 )
 from .int4 import (
     INT4_GROUP_SIZE,
@@ -446,9 +445,7 @@ def _load_quantized(folder: Path, q: dict[str, Any], *, name: str, revision: str
     files = safetensors_files(folder)
     install_fork_guard()
     backbone = _load_backbone(folder, raw, q, files).eval()
-    tok_dir = Path(tokenizer) if tokenizer else folder
-    tok = load_tokenizer(tok_dir)
-    check_tokenizer_fits(tok, embedding_rows(backbone), tok_dir)
+    tok = load_model_tokenizer(folder, tokenizer, embedding_rows(backbone))
     prompts, default_prompt = load_prompts(folder, True)
     source = ModelSource(name=name, path=str(folder), revision=revision,
                          fingerprint=weights_fingerprint(folder, files))

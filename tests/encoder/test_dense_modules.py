@@ -363,3 +363,29 @@ def test_the_cache_key_names_the_head_modules(moe):
     write_modules(moe, [("Transformer", ""), ("Pooling", "1_Pooling"), ("Normalize", "2_Normalize")])
     card = ModelCard.of(load_encoder(moe, device="cpu"))
     assert card.recipe != "mean" and "Normalize" in card.recipe
+
+
+# -- do_lower_case ---------------------------------------------------------------------------------
+GREEK = ["ΟΔΟΣ ΟΔΟΣ.", "ΣΟΦΙΑ Σ ΑΣ-Β", "Η ΟΔΟΣ' ΣΤΟ ΣΠΙΤΙ", "İstanbul STRASSE ÉCOLE"]
+
+
+@pytest.mark.slow
+def test_do_lower_case_lowercases_as_sentence_transformers(st_dense, texts, tmp_path):
+    """sentence_bert_config.json's do_lower_case was ignored: cosine 0.958 to
+    sentence-transformers on mixed-case text, the whole gap being the lowercasing."""
+    folder = variant(st_dense, tmp_path / "lower")
+    config = json.loads((st_dense / "sentence_bert_config.json").read_text())
+    (folder / "sentence_bert_config.json").unlink()
+    (folder / "sentence_bert_config.json").write_text(json.dumps({**config, "do_lower_case": True}))
+    sample = [t.upper() if i % 2 else t for i, t in enumerate(texts[:12])] + GREEK
+    expected = st_encode(folder, sample)
+    enc = load_encoder(folder, device="cpu")
+    ours = Engine(enc, batch_size=4).embed(sample, prompt="QUERY: ")  # the prompt is lowercased too
+    bad = np.flatnonzero(np.abs(ours - expected).max(1) >= 1e-4)
+    assert not len(bad), [sample[i] for i in bad]
+    plain = load_encoder(st_dense, device="cpu")
+    for t in sample[:12]:
+        assert enc.tokenize([t])[0] == plain.tokenize([t.lower()])[0], t
+    # as sentence-transformers 6: the tokenizers library's Lowercase, character by character
+    # (str.lower, and sentence-transformers 5, give a word-final ς)
+    assert enc.tokenize(["ΟΔΟΣ"])[0] == plain.tokenize(["οδοσ"])[0] != plain.tokenize(["οδος"])[0]
