@@ -136,7 +136,12 @@ def resolve_model_path(
 
 
 def safetensors_files(folder: Path) -> list[Path]:
-    """The checkpoint's safetensors files (one file or the shards of an index)."""
+    """The checkpoint's safetensors files: ``model.safetensors``, else the shards of its index
+    (transformers' order: a folder holding both is loaded from the single file, so that is the
+    file the fingerprint and the header checks must read)."""
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         weight_map = read_json(index).get("weight_map")
@@ -144,9 +149,6 @@ def safetensors_files(folder: Path) -> list[Path]:
             raise CheckpointError(f"{index} has no valid 'weight_map' (tensor name -> shard file)")
         shards = sorted(set(weight_map.values()))
         return [folder / s for s in shards]
-    single = folder / "model.safetensors"
-    if single.is_file():
-        return [single]
     found = sorted(folder.glob("*.safetensors"))
     if found:
         return found

@@ -107,6 +107,26 @@ def test_sharded_index_loads(tiny_moe_path, tiny_state, tmp_path):
     assert sharded.source.fingerprint != single.source.fingerprint  # different files
 
 
+def test_single_file_wins_over_shards_as_in_transformers(minilm_path, tmp_path):
+    """transformers loads model.safetensors before an index: skmoe fingerprinted the shards while
+    the dense model ran the single file, so replacing that file served stale cached vectors."""
+    folder = tmp_path / "both"
+    folder.mkdir()
+    for f in minilm_path.iterdir():
+        (folder / f.name).symlink_to(f.resolve())
+    state = load_file(str(minilm_path / "model.safetensors"))
+    names = sorted(state)
+    (folder / "model-00001-of-00001.safetensors").unlink(missing_ok=True)
+    save_file({k: v + 0.5 for k, v in state.items()}, str(folder / "model-00001-of-00001.safetensors"))
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": dict.fromkeys(names, "model-00001-of-00001.safetensors")}))
+    both, single = load_encoder(folder, device="cpu"), load_encoder(minilm_path, device="cpu")
+    ids = torch.tensor([[101, 7592, 2088, 102]])
+    mask = torch.ones_like(ids)
+    assert torch.equal(both(ids, mask), single(ids, mask))  # the single file ran ...
+    assert both.source.fingerprint == single.source.fingerprint  # ... and is what is fingerprinted
+
+
 def test_folder_without_tokenizer(fast_moe, minilm_path, tmp_path):
     weights = tmp_path / "weights-only"
     weights.mkdir()
