@@ -75,7 +75,10 @@ class SkmoeMTEBEncoder:
 
     Notes
     -----
-    When no key matches, the transformer's own ``prompt``/``prompt_name`` is used.
+    When no key matches (tasks MTEB encodes without a query/document side, such as bitext
+    mining), the default map does what MTEB's wrapper for nomic-embed-text-v2-moe does: the
+    model's document prompt (``search_document: ``) where its table has one. Otherwise, and
+    with maps of your own, the transformer's own ``prompt``/``prompt_name`` is used.
     """
 
     def __init__(
@@ -110,6 +113,8 @@ class SkmoeMTEBEncoder:
         names = self._prompt_names(encoder)
         raw = dict(self.prompts or {})
         key = get_prompt_name({**names, **raw} or None, task_metadata, prompt_type)
+        if key is None and self.prompts_by_task_type is None and not raw and "document" in names:
+            key = "document"  # MTEB's nomic wrapper: ``get_prompt_name(...) or "document"``
         if key is None:
             fitted = getattr(self.transformer, "prompt_", None)
             if fitted is not None:

@@ -121,6 +121,11 @@ def test_prompts_follow_the_task_type(random_moe_xlmr_path, tmp_path):
     assert encoder.get_prompt(md["STS"]) == "classification: "
     assert encoder.get_prompt(md["Retrieval"], PromptType.query) == "search_query: "
     assert encoder.get_prompt(md["Retrieval"], PromptType.document) == "search_document: "
+    # no key for bitext mining (MTEB passes no side): MTEB's nomic wrapper takes the document
+    # prompt; this adapter took the transformer's "classification: "
+    bitext = MockClassificationTask().metadata.model_copy(
+        update={"name": "SomeBitextMining", "type": "BitextMining"})
+    assert encoder.get_prompt(bitext) == "search_document: "
 
     results = _evaluate(encoder, [MockClassificationTask(), MockClusteringTask(),
                                   MockRetrievalTask()])
