@@ -52,6 +52,14 @@ def _texts_from(inputs: Iterable[Mapping[str, Any]]) -> list[str]:
     return texts
 
 
+def _model_of(transformer: Any) -> Any:
+    """The transformer's model for prompt tables and widths: the estimator's card of it when
+    its cache spares loading the weights (a rerun served from the cache loads nothing), else
+    the loaded encoder."""
+    card_or_encoder = getattr(transformer, "_model", None)  # MoEEmbeddingTransformer's
+    return card_or_encoder() if callable(card_or_encoder) else transformer.get_encoder()
+
+
 class SkmoeMTEBEncoder:
     """An MTEB encoder (``mteb.models.EncoderProtocol``) backed by a skmoe transformer.
 
@@ -109,7 +117,7 @@ class SkmoeMTEBEncoder:
         """The prefix this adapter applies for a task (and query/document side)."""
         from mteb.models.abs_encoder import get_prompt_name
 
-        encoder = self.transformer.get_encoder()
+        encoder = _model_of(self.transformer)
         names = self._prompt_names(encoder)
         raw = dict(self.prompts or {})
         key = get_prompt_name({**names, **raw} or None, task_metadata, prompt_type)
@@ -141,9 +149,8 @@ class SkmoeMTEBEncoder:
         token budget (set ``batch_size``/``max_tokens_per_batch`` on the transformer).
         """
         texts = _texts_from(inputs)
-        encoder = self.transformer.get_encoder()
         prompt = self.get_prompt(task_metadata, prompt_type)
-        full = self.transformer.embed_full(texts, encoder, prompt)
+        full = self.transformer.embed_full(texts, prompt=prompt)  # loads only for a cache miss
         return truncate_and_normalize(full, self.transformer.truncate_dim, self.transformer.normalize)
 
     def similarity(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
@@ -166,7 +173,7 @@ class SkmoeMTEBEncoder:
         """
         from mteb.models.model_meta import ModelMeta, ScoringFunction
 
-        encoder = self.transformer.get_encoder()
+        encoder = _model_of(self.transformer)
         source = encoder.source
         name = self.name
         if name is None:
