@@ -66,6 +66,11 @@ def check_dense_config(folder: Path, raw: dict[str, Any]) -> None:
     )
 
     model_type = raw.get("model_type")
+    custom = (raw.get("auto_map") or {}).get("AutoModel") if isinstance(raw.get("auto_map"), dict) else None
+    if custom:  # its tensors may well fit the stock class, which then computes another model
+        refuse("auto_map", f"the model's own code ({custom}) computes it, and skmoe runs no code "
+                           f"from a model folder; the stock {model_type!r} class would load its "
+                           "tensors and give other vectors")
     if (model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
             and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES):
         refuse("model_type", "a decoder-only architecture, not an encoder")

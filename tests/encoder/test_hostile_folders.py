@@ -195,6 +195,9 @@ def test_moe_config_that_disagrees_with_weights_is_refused_before_reading_them(
     ({"is_decoder": True}, r"'is_decoder' = True .*bidirectional encoders"),
     ({"architectures": ["BertLMHeadModel"]}, r"BertLMHeadModel is a decoder"),
     ({"model_type": "gpt2"}, r"'model_type' = 'gpt2' .*decoder-only"),
+    # custom code whose tensors fit stock BERT ran as stock BERT, unwarned
+    ({"auto_map": {"AutoModel": "org/code--modeling.XModel"}},
+     r"'auto_map' = .*the model's own code \(org/code--modeling\.XModel\) computes it"),
 ])
 def test_dense_config_is_checked_before_any_allocation(tmp_path, minilm_path, changes, pattern):
     folder = copy_of(minilm_path, tmp_path)
