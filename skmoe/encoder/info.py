@@ -209,7 +209,7 @@ def _hub_config_folder(
     try:
         cfg = fetch("config.json", revision)
     except (OSError, HfHubHTTPError, ValueError) as exc:
-        raise not_available(name, revision, offline, exc) from exc
+        raise not_available(name, revision, offline, exc, cache_dir) from exc
     folder = Path(cfg).parent
 
     def optional(filename: str) -> bool:  # absent, or not cached when offline: no such module

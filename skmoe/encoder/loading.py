@@ -77,8 +77,38 @@ def hub_offline(local_files_only: bool = False) -> bool:
     return local_files_only or env not in ("", "0", "false", "no", "off")
 
 
-def not_available(name: str, revision: str | None, offline: bool, exc: Exception) -> ModelNotAvailableError:
-    """The error for a hub id that cannot be provided, saying how to provide the weights."""
+def _cached_elsewhere(name: str, revision: str | None, exc: Exception,
+                      cache_dir: str | os.PathLike[str] | None) -> str | None:
+    """What to say when the Hugging Face cache holds ``name``, just not as asked: the revision
+    is not among its refs and commits (listed), or its snapshot's download stopped; else None."""
+    from huggingface_hub import constants
+
+    root = Path(cache_dir or constants.HF_HUB_CACHE) / f"models--{name.replace('/', '--')}"
+    commits = sorted(p.name for p in (root / "snapshots").glob("*") if p.is_dir())
+    if not commits:
+        return None
+    if "Incomplete" in type(exc).__name__:
+        return (f"The Hugging Face cache ({root}) holds an incomplete snapshot of {name!r} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0]}): its download stopped "
+                "before every file arrived; download it again with network.")
+    refs = sorted(str(p.relative_to(root / "refs")) for p in (root / "refs").rglob("*")
+                  if p.is_file())
+    short = " (a short commit hash cannot be resolved offline: give all 40 characters)" if (
+        revision and re.fullmatch(r"[0-9a-f]{4,39}", revision)) else ""
+    return (f"Model {name!r} is in the Hugging Face cache ({root}), but not at revision "
+            f"{revision or 'main'!r}{short}. Cached: branches/tags {', '.join(refs) or 'none'}; "
+            f"commits {', '.join(c[:12] for c in commits[:8])}"
+            f"{f' ... ({len(commits)} in all)' if len(commits) > 8 else ''} "
+            f"({type(exc).__name__}).")
+
+
+def not_available(name: str, revision: str | None, offline: bool, exc: Exception,
+                  cache_dir: str | os.PathLike[str] | None = None) -> ModelNotAvailableError:
+    """The error for a hub id that cannot be provided, saying how to provide the weights (or,
+    when the cache holds the model at other revisions, which ones it holds)."""
+    elsewhere = _cached_elsewhere(name, revision, exc, cache_dir)
+    if elsewhere is not None:
+        return ModelNotAvailableError(elsewhere)
     where = "without network (HF_HUB_OFFLINE / local_files_only)" if offline else "from the hub"
     folder_note = f" No folder named {name!r} exists either." if not Path(name).exists() else ""
     return ModelNotAvailableError(
@@ -130,7 +160,7 @@ def resolve_model_path(
             cache_dir=cache_dir,
         )
     except (OSError, HfHubHTTPError, ValueError) as exc:
-        raise not_available(name, revision, offline, exc) from exc
+        raise not_available(name, revision, offline, exc, cache_dir) from exc
     folder_path = Path(folder)
     return folder_path, folder_path.name  # snapshots/<commit>
 

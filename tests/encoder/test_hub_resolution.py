@@ -60,9 +60,31 @@ def test_hub_id_not_cached_offline_says_how_to_provide_weights(tmp_path):
     assert "local folder" in msg and "config.json" in msg and "model.safetensors" in msg
 
 
-def test_unknown_revision_offline(hub_cache):
-    with pytest.raises(ModelNotAvailableError, match="at revision 'v9'"):
+def test_unknown_revision_offline_lists_what_the_cache_holds(hub_cache):
+    """A revision the cache lacks said 'not in the Hugging Face cache ... hf download (1.9 GB)'
+    although the model was cached."""
+    with pytest.raises(ModelNotAvailableError, match=r"'org/name' is in the Hugging Face cache "
+                       r".*but not at revision 'v9'\. Cached: branches/tags main; commits "
+                       r"0123456789ab \(LocalEntryNotFoundError\)"):
         load_encoder("org/name", cache_dir=hub_cache, revision="v9", local_files_only=True)
+    with pytest.raises(ModelNotAvailableError, match="a short commit hash cannot be resolved"):
+        load_encoder("org/name", cache_dir=hub_cache, revision=COMMIT[:7], local_files_only=True)
+
+
+def test_incomplete_snapshot_says_so(hub_cache, monkeypatch):
+    errors = pytest.importorskip("huggingface_hub.errors")
+    if not hasattr(errors, "IncompleteSnapshotError"):
+        pytest.skip("this huggingface_hub does not track incomplete snapshots")
+    import huggingface_hub
+
+    def stopped(*args, **kwargs):  # what huggingface_hub raises for a download that stopped
+        raise errors.IncompleteSnapshotError("1 file(s) are missing (model.safetensors)", "x")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", stopped)
+    with pytest.raises(ModelNotAvailableError, match=r"holds an incomplete snapshot of 'org/name' "
+                       r"\(IncompleteSnapshotError: 1 file\(s\) are missing \(model\.safetensors\)"
+                       r"\): its download stopped"):
+        load_encoder("org/name", cache_dir=hub_cache, local_files_only=True)
 
 
 def test_neither_folder_nor_hub_id(tmp_path):
