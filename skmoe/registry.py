@@ -18,6 +18,7 @@ from pathlib import Path
 from .cache import EmbeddingCache, resolve_cache
 from .encoder import SentenceEncoder, load_encoder
 from .encoder.loading import (
+    ModelNotAvailableError,
     ModelSource,
     resolve_device,
     resolve_model_path,
@@ -61,8 +62,10 @@ def get_encoder(
     """
     key = registry_key(model, revision, device, precision) + (("compiled",) if compile else ())
     with _LOCK:
-        encoder = _ENCODERS.get(key)
-        if encoder is None:
+        encoder = _ENCODERS.get(key) or _same_snapshot(key, model, revision, local_files_only)
+        if encoder is not None:
+            _ENCODERS[key] = encoder
+        else:
             from .engine.precision import DEFAULT_PRECISION, apply_precision, check_gpu_mode
             from .engine.quantized_io import load_encoder as load_quantized
             from .engine.quantized_io import quantization_of
@@ -94,6 +97,24 @@ def get_encoder(
 
 
 _RESOLVED: dict[tuple, tuple[str, str]] = {}  # (model, revision, local only) -> (folder, revision)
+
+
+def _same_snapshot(key: tuple, model: str | os.PathLike[str], revision: str | None,
+                   local_files_only: bool) -> SentenceEncoder | None:
+    """A loaded encoder of the same hub snapshot under another spelling of its revision
+    (``None``, ``"main"``, the commit hash), same device and precision: one copy of the
+    weights, not one per spelling. Resolved only when such a candidate exists."""
+    others = [k for k in _ENCODERS if k[0] == key[0] and k[2:] == key[2:]]
+    if not others:
+        return None
+    resolved = _RESOLVED.get((key[0], revision, local_files_only))
+    if resolved is None:
+        try:
+            folder, rev = resolve_model_path(model, revision, local_files_only)
+        except ModelNotAvailableError:
+            return None  # the load says why, with its own error
+        resolved = _RESOLVED[(key[0], revision, local_files_only)] = (str(folder), rev)
+    return next((_ENCODERS[k] for k in others if _ENCODERS[k].source.path == resolved[0]), None)
 
 
 def model_source(

@@ -122,3 +122,22 @@ def test_compile_is_refused_on_cpu_before_loading(tiny_moe_path):
         registry.get_encoder(tiny_moe_path, device="cpu", compile=True)
     assert sum(registry.LOAD_COUNTS.values()) == before
     assert not any(key[-1] == "compiled" for key in registry.loaded())  # none left behind
+
+
+def test_revision_spellings_of_one_snapshot_share_one_copy(tiny_moe_path, tmp_path, monkeypatch):
+    """None, "main" and the commit hash of one cached snapshot each loaded their own copy of the
+    weights (2 x 1.9 GB for a pipeline pinning the commit beside one that does not)."""
+    from _hub_cache import COMMIT, fake_hub_cache
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(fake_hub_cache(tmp_path, tiny_moe_path)))
+    registry.clear("org/name")
+    before = sum(registry.LOAD_COUNTS.values())
+    first = registry.get_encoder("org/name", local_files_only=True)
+    assert first.source.revision == COMMIT
+    for revision in ("main", COMMIT):
+        assert registry.get_encoder("org/name", revision=revision, local_files_only=True) is first
+    assert sum(registry.LOAD_COUNTS.values()) - before == 1
+    with pytest.raises(Exception, match="not at revision 'v9'"):  # no such snapshot: the load says
+        registry.get_encoder("org/name", revision="v9", local_files_only=True)
+    registry.clear("org/name")

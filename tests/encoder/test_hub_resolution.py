@@ -3,34 +3,14 @@ nothing here touches the network (HF_HUB_OFFLINE=1 and local_files_only)."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
+from _hub_cache import COMMIT, fake_hub_cache
 from huggingface_hub.utils import filter_repo_objects
 
 from skmoe import load_encoder
 from skmoe.encoder import ModelNotAvailableError
 from skmoe.encoder import loading as loading_mod
 from skmoe.encoder.info import model_info
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def fake_hub_cache(root, source, repo="org/name", commit=COMMIT):
-    """``models--org--name/{blobs, refs/main, snapshots/<commit>/...}`` with blob symlinks."""
-    repo_dir = root / ("models--" + repo.replace("/", "--"))
-    blobs, snap = repo_dir / "blobs", repo_dir / "snapshots" / commit
-    blobs.mkdir(parents=True)
-    snap.mkdir(parents=True)
-    (repo_dir / "refs").mkdir()
-    (repo_dir / "refs" / "main").write_text(commit)
-    for i, f in enumerate(sorted(p for p in source.rglob("*") if p.is_file())):
-        blob = blobs / f"{i:040x}"
-        shutil.copy(f, blob)
-        link = snap / f.relative_to(source)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(blob)
-    return root
 
 
 @pytest.fixture(scope="module")
