@@ -323,12 +323,13 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         self.__dict__.pop("quantization_ranges_", None)
         self.center_ = None
         calibrated = self.output_dtype in CALIBRATED_DTYPES
-        centred = bool(self.center) and len(texts) >= MIN_CENTER_ROWS
+        distinct = len(set(texts))  # copies of one text teach no direction
+        centred = bool(self.center) and distinct >= MIN_CENTER_ROWS
         if not (calibrated or centred):
             return model, None
         full = self._embedder(model, self.prompt_).embed(texts)
         if centred:
-            self.center_ = fit_center(full, self.truncate_dim)
+            self.center_ = fit_center(full, self.truncate_dim, distinct)
         floats = self._postprocess(full)
         if calibrated:
             self.quantization_ranges_ = calibration_ranges(floats)

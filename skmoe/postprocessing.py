@@ -113,18 +113,21 @@ MIN_CENTER_ROWS = 2
 FEW_CENTER_ROWS = 16
 
 
-def fit_center(x: np.ndarray, truncate_dim: int | None) -> np.ndarray | None:
+def fit_center(x: np.ndarray, truncate_dim: int | None,
+               distinct: int | None = None) -> np.ndarray | None:
     """The mean direction of full-width rows ``x`` after truncation: the mean of their unit
-    vectors (``[d]`` float32), or None for fewer than ``MIN_CENTER_ROWS`` rows; warns below
+    vectors (``[d]`` float32), or None for fewer than ``MIN_CENTER_ROWS`` rows (or ``distinct``
+    texts behind them: 30 copies of one text would centre it to a zero vector); warns below
     ``FEW_CENTER_ROWS``."""
-    if len(x) < MIN_CENTER_ROWS:
+    n = len(x) if distinct is None else distinct
+    if n < MIN_CENTER_ROWS:
         return None
-    if len(x) < FEW_CENTER_ROWS:
+    if n < FEW_CENTER_ROWS:
         warnings.warn(
-            f"center=True learned the centre from only {len(x)} texts: centred on their own "
-            f"mean, these texts are pushed apart (cosines between them drop by about "
-            f"{1 / (len(x) - 1):.2g}; two texts come out opposite). Fit on at least {FEW_CENTER_ROWS} "
-            "texts like those you will transform, or pass center=False.",
+            f"center=True learned the centre from only {n} {'distinct ' * (n < len(x))}texts: "
+            f"centred on their own mean, these texts are pushed apart (cosines between them "
+            f"drop by about {1 / (n - 1):.2g}; two texts come out opposite). Fit on at least "
+            f"{FEW_CENTER_ROWS} texts like those you will transform, or pass center=False.",
             UserWarning, stacklevel=external_stacklevel())
     if truncate_dim is not None:
         x = x[:, :truncate_dim]

@@ -55,8 +55,10 @@ def test_fit_transform_runs_the_model_once_and_matches_fit_then_transform(moe):
         MoEEmbeddingTransformer(moe).fit([]).transform(texts).mean(axis=0))
 
 
-@pytest.mark.parametrize("train", [[], ["only one"]], ids=["none", "one"])
+@pytest.mark.parametrize("train", [[], ["only one"], ["same"] * 30], ids=["none", "one", "copies"])
 def test_fewer_than_two_fit_texts_learn_no_centre(moe, train):
+    """30 copies of one text (a column of empty cells) learned that text as the centre, and
+    every row of it became a zero vector, unwarned."""
     texts = ["a", "b c", "d e f"]
     est = MoEEmbeddingTransformer(moe).fit(train)
     assert est.center_ is None
@@ -103,12 +105,17 @@ def test_centre_travels_with_pickle_and_clone_forgets_it(moe):
     assert not hasattr(clone(est), "center_")
 
 
-def test_fit_texts_equal_to_the_centre_give_zero_rows_not_nan(moe):
-    est = MoEEmbeddingTransformer(moe).fit(["same", "same"])
-    out = est.transform(["same", "other"])
+def test_rows_equal_to_the_centre_give_zero_rows_not_nan():
+    x = np.array([[3.0, 4.0], [0.0, 2.0]], dtype=np.float32)
+    out = truncate_and_normalize(x, None, DEFAULT_NORMALIZE, np.array([0.6, 0.8], np.float32))
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out[0], 0.0, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(out[1]), DEFAULT_NORMALIZE, atol=1e-5)
+
+
+def test_few_distinct_fit_texts_warn_by_their_distinct_count(moe):
+    with pytest.warns(UserWarning, match="centre from only 3 distinct texts"):
+        MoEEmbeddingTransformer(moe).fit(["a", "b", "c"] * 10)
 
 
 def test_fit_center_and_the_shape_check():

@@ -47,19 +47,23 @@ def test_groups_and_subsampling():
     X = np.vstack([X1, X1])
     y = np.concatenate([y1, y1[::-1]])
     groups = ["g1"] * 20 + ["g2"] * 20
-    r = cluster_report(X, y, groups=groups, n_bootstrap=4, max_documents=12, random_state=1)
+    with pytest.warns(UserWarning, match="fewer than 10 rows per label"):  # 6 rows a label
+        r = cluster_report(X, y, groups=groups, n_bootstrap=4, max_documents=12, random_state=1)
     assert list(r.group.unique()) == ["g1", "g2"]
     assert set(r.n) == {12} and set(r.bootstrap) == {0, 1, 2, 3}
     # Blobs stay pure in any subsample (as long as both labels are drawn): scores of 1.
     assert r.score.min() > 0.99 or (r.score == 1.0).mean() > 0.9
-    again = cluster_report(X, y, groups=groups, n_bootstrap=4, max_documents=12, random_state=1)
+    with pytest.warns(UserWarning, match="fewer than 10 rows per label"):
+        again = cluster_report(X, y, groups=groups, n_bootstrap=4, max_documents=12, random_state=1)
     assert r.equals(again)
 
 
 def test_texts_need_each_distinct_text_once(recorder):
     table = {f"t{i}": [100.0 * (i % 2), 0.0] for i in range(6)}
     tr = recorder(table)
-    r = cluster_report([f"t{i}" for i in range(6)] * 2, [0, 1] * 6, transformer=tr, n_bootstrap=2)
+    with pytest.warns(UserWarning, match="fewer than 10 rows per label"):
+        r = cluster_report([f"t{i}" for i in range(6)] * 2, [0, 1] * 6, transformer=tr,
+                           n_bootstrap=2)
     assert len(tr.calls) == 1 and sorted(tr.encoded) == sorted(table)
     assert np.allclose(r.score, 1.0)
 
@@ -74,3 +78,34 @@ def test_cluster_and_sts_reports_refuse_what_they_cannot_score():
         cluster_report(X, list("ababab"), n_bootstrap=0)
     with pytest.raises(ValueError, match="needs at least one pair"):
         sts_report(X[:0], X[:0], [])
+
+
+def test_small_groups_are_flagged_codes_refused_and_groups_scored_alone(fast_moe):
+    """v_measure is not adjusted for chance: 20 random vectors with 7 labels scored 0.34 and a
+    3-row group 0.92 beside a real one at 0.30, unwarned."""
+    import warnings
+
+    from skmoe import MoEEmbeddingTransformer
+
+    rng = np.random.default_rng(0)
+    y = np.arange(20) % 7
+    with pytest.warns(UserWarning, match=r"1 group\(s\) have fewer than 10 rows per label \('all'\)"
+                                         r".*read their ami"):
+        r = cluster_report(rng.normal(size=(20, 8)), y, n_bootstrap=2)
+    v = r[r.metric == "v_measure"].score.mean()
+    assert v > 0.4 and r[r.metric == "ami"].score.mean() < v / 2  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 70 rows for 7 labels: no warning
+        cluster_report(rng.normal(size=(70, 8)), np.arange(70) % 7, n_bootstrap=1)
+    texts = [f"sentence number {i} about topic {i % 2}" for i in range(40)]
+    labels = [i % 2 for i in range(40)]
+    with pytest.raises(ValueError, match="cluster_report needs float embeddings, but got int8"):
+        cluster_report(texts, labels, transformer=MoEEmbeddingTransformer(
+            fast_moe, output_dtype="binary", verbose=0), n_bootstrap=1)
+    # an unfitted transformer gives the model's own vectors: a group scores alike alone and
+    # beside another (a centre learned on all of X made it depend on the other groups)
+    groups = ["a"] * 20 + ["b"] * 20
+    t = MoEEmbeddingTransformer(fast_moe, verbose=0)
+    both = cluster_report(texts, labels, groups=groups, transformer=t, n_bootstrap=1)
+    alone = cluster_report(texts[:20], labels[:20], transformer=t, n_bootstrap=1)
+    assert np.allclose(both[both.group == "a"].score.to_numpy(), alone.score.to_numpy())
