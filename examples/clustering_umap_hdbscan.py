@@ -1,6 +1,7 @@
 """Topic discovery: embeddings -> UMAP -> HDBSCAN, compared with the SIB-200 topics.
 
-The BERTopic recipe without the topic words: L2-normalised sentence embeddings are reduced
+The BERTopic recipe without the topic words: L2-normalised sentence embeddings (centred on the
+corpus by the transformer's default ``center=True``) are reduced
 with UMAP (cosine metric, 5 components) and clustered with scikit-learn's HDBSCAN, which
 finds the number of clusters itself and leaves outliers unassigned (label -1). The
 clusters are compared with the 7 gold topics by V-measure, next to k-means told the true

@@ -161,5 +161,6 @@ def test_clustering_notebook_executes(example_env: dict[str, str],
     assert any("image/png" in o.get("data", {}) for o in outputs)
     text = "".join(o.get("text", "") for o in outputs)
     assert "model: " + Path(example_env["SKMOE_EXAMPLE_MODEL"]).name in text
+    assert "norms: 1.25 - 1.25" in text  # the defaults' row length, as the text says
     assert number(r"V-measure, UMAP \+ HDBSCAN: ([\d.]+)", text) > 0.2  # e5-small: 0.418
     assert number(r"k-means k=7 \(MTEB protocol\): ([\d.]+)", text) > 0.2  # e5-small: 0.313
