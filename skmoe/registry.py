@@ -105,7 +105,7 @@ def _same_snapshot(key: tuple, model: str | os.PathLike[str], revision: str | No
     (``None``, ``"main"``, the commit hash), same device and precision: one copy of the
     weights, not one per spelling. Resolved only when such a candidate exists."""
     others = [k for k in _ENCODERS if k[0] == key[0] and k[2:] == key[2:]]
-    if not others:
+    if not others or Path(model).expanduser().is_dir():  # a folder's revision is a label
         return None
     resolved = _RESOLVED.get((key[0], revision, local_files_only))
     if resolved is None:
