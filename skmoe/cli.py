@@ -9,7 +9,8 @@ bug in skmoe: one line too, with exit 1 and a hint to rerun with ``--debug`` (or
 ``SKMOE_DEBUG=1``), which prints the traceback.
 
 Exit codes: 0 success, 1 the model or the cache cannot be used, or not with these options (or an
-internal error), 2 bad input or options (the same code argparse uses), 130 interrupted.
+internal error), 2 bad input or options (the same code argparse uses), 130 interrupted,
+143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sqlite3
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Sequence
@@ -70,8 +73,8 @@ EMBED_CHUNK = 1024
 
 # -- writing embeddings: skmoe.embedding owns it ------------------------------------------------
 def __getattr__(name: str) -> Any:
-    if name == "EmbeddingWriter":  # moved to skmoe.embedding (imported lazily: the CLI starts fast)
-        from .embedding import EmbeddingWriter
+    if name == "EmbeddingWriter":  # moved to skmoe.embedding_files (lazily: the CLI starts fast)
+        from .embedding_files import EmbeddingWriter
 
         return EmbeddingWriter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -85,7 +88,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     an interrupted command only computes what is missing."""
     src, dst = Path(args.input).expanduser(), Path(args.output).expanduser()
     fmt = args.format or _output_format(dst)
-    implied = _OUTPUT_EXTENSIONS.get(dst.suffix.lower())
+    from .embedding_files import OUTPUT_EXTENSIONS
+
+    implied = OUTPUT_EXTENSIONS.get(dst.suffix.lower())
     if implied is not None and implied != fmt:
         raise CLIError(f"--format {fmt} does not match the extension of {dst}; name it "
                        f"{dst.with_suffix('.' + fmt).name} or drop --format")
@@ -108,7 +113,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     say(f"embedding {len(texts):,} texts from {src}{where}")
     if dst.exists():  # an interruption leaves it as it was: say whose it is
         say(f"{dst} exists (an earlier run's): it is replaced once every row is written")
-    # the road (skmoe.embedding) streams chunk by chunk into dst.partial, renamed when complete
+    # the road (skmoe.embedding) streams chunk by chunk into a partial file beside dst, renamed when complete
     transformer.embed_to(texts, dst, format=fmt, chunk_size=EMBED_CHUNK)
     if cache is not None:  # counters are per process: report this command's share
         after = transformer.cache_stats()
@@ -121,7 +126,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 
-_OUTPUT_EXTENSIONS = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet"}
 
 
 def _tokens(value: str) -> int:
@@ -136,7 +140,9 @@ def _tokens(value: str) -> int:
 
 
 def _output_format(path: Path) -> str:
-    fmt = _OUTPUT_EXTENSIONS.get(path.suffix.lower())
+    from .embedding_files import OUTPUT_EXTENSIONS
+
+    fmt = OUTPUT_EXTENSIONS.get(path.suffix.lower())
     if fmt is None:
         raise CLIError(
             f"cannot tell the output format of {path}; end it in .npy or .parquet or pass --format"
@@ -273,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "nomic-embed-text-v2-moe Mixture-of-Experts encoder.",
         epilog="Exit codes: 0 ok, 1 model or cache unusable, or the model unusable with these "
                "options (a precision the device lacks, --truncate-dim above its width), or an "
-               "internal error (rerun with --debug), 2 bad input or options, 130 interrupted. "
+               "internal error (rerun with --debug), 2 bad input or options, 130 interrupted, 143 "
+               "terminated (SIGTERM). "
                "--debug (or SKMOE_DEBUG=1) shows tracebacks.",
     )
     parser.add_argument("--version", action="version", version=f"skmoe {__version__}")
@@ -288,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("input", metavar="INPUT", help="input file")
     embed.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                        help="output file (.npy or .parquet), replaced if it exists (not the "
-                            "input); written beside it as OUTPUT.partial and renamed when complete")
+                            "input); written beside it as OUTPUT.<random>.partial and renamed when complete")
     embed.add_argument("--column", help="text column of a table (default: 'text' or the only one)")
     embed.add_argument("--input-format", choices=INPUT_FORMATS,
                        help="input format when the extension does not tell")
@@ -402,16 +409,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     old_level = hub_logger.level
     if not debug:
         hub_logger.setLevel(logging.ERROR)
+    old_term = _catch_sigterm()
     try:
         return args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
         if not hasattr(args, "no_cache"):  # info, quantize, cache: nothing to resume
-            say("skmoe: interrupted")
+            say(f"skmoe: {what}")
         elif args.no_cache:
-            say("skmoe: interrupted (no cache: what was computed is lost)")
+            say(f"skmoe: {what} (no cache: what was computed is lost)")
         else:
-            say("skmoe: interrupted (finished chunks are in the cache; rerun to resume)")
-        return EXIT_INTERRUPTED
+            say(f"skmoe: {what} (finished chunks are in the cache; rerun to resume)")
+        return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
     except Exception as exc:
         if debug:
             traceback.print_exc(file=sys.stderr)
@@ -424,6 +433,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         warnings.showwarning = old_show
         hub_logger.setLevel(old_level)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, SLURM, Kubernetes, systemd), unwound like Ctrl-C: the partial
+    output file is removed and the finished chunks stay in the cache."""
+
+
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+def _catch_sigterm() -> Any:
+    """Handle SIGTERM for the command's duration (main thread only); the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _fail(message: str, code: int) -> int:

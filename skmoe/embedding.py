@@ -38,6 +38,7 @@ import numpy as np
 
 from ._stack import external_stacklevel
 from .cache import EmbeddingCache, embedding_namespace
+from .embedding_files import EmbeddingWriter, output_format
 from .encoder import SentenceEncoder
 from .encoder.loading import ModelSource
 from .engine import Engine
@@ -279,7 +280,7 @@ class Embedder:
 
         ``out`` is a writable array of the right shape (e.g. ``np.lib.format.open_memmap``) or
         a path: ``.npy`` (or ``fmt="npy"``) or ``.parquet`` (``fmt="parquet"``: columns
-        ``text`` and ``embedding``), written to ``OUT.partial`` and renamed when complete.
+        ``text`` and ``embedding``), written to ``OUT.<random>.partial`` and renamed when complete.
         """
         stream = self.iter_embed(texts, chunk_size)
         if isinstance(out, np.ndarray):
@@ -294,7 +295,7 @@ class Embedder:
                 out[start : start + len(vectors)] = vectors
             return out
         path = Path(out)
-        fmt = fmt or _format_of(path)
+        fmt = fmt or output_format(path)
         if path.is_dir():  # checked before any text is embedded: nothing computed is lost
             raise IsADirectoryError(f"out is a folder, not a file: {path}")
         if not path.parent.is_dir():
@@ -414,74 +415,3 @@ class progress:  # noqa: N801 - used like a function: ``with progress(n, verbose
 
 
 # -- files -------------------------------------------------------------------------------------
-OUTPUT_EXTENSIONS = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet"}
-
-
-def _format_of(path: Path) -> str:
-    fmt = OUTPUT_EXTENSIONS.get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"cannot tell the output format of {path}; end it in .npy or .parquet "
-                         "or name the format ('npy' or 'parquet')")
-    return fmt
-
-
-class EmbeddingWriter:
-    """Write embeddings chunk by chunk to ``.npy`` or Parquet, atomically.
-
-    Rows go to ``OUTPUT.partial`` (a memory-mapped ``.npy``, or Parquet row groups) and the file
-    is renamed to ``OUTPUT`` only when every row is written: an interrupted run never leaves a
-    truncated file that looks complete.
-
-    ``.npy``: one array ``[n, width]`` in input order. Parquet: one row per text with columns
-    ``text`` (string) and ``embedding`` (fixed-size list of ``width`` numbers).
-    """
-
-    def __init__(self, path: Path, fmt: str, n_rows: int) -> None:
-        if fmt not in ("npy", "parquet"):
-            raise ValueError(f"format must be 'npy' or 'parquet', got {fmt!r}")
-        self.path, self.fmt, self.n_rows = Path(path), fmt, n_rows
-        self.tmp = self.path.with_name(self.path.name + ".partial")
-        self._array: Any = None
-        self._parquet: Any = None
-        self._written = 0
-
-    def __enter__(self) -> EmbeddingWriter:
-        return self
-
-    def write(self, start: int, texts: Sequence[str], vectors: Any) -> None:
-        """Store rows ``start .. start + len(texts)``."""
-        vectors = np.asarray(vectors)
-        if self.fmt == "npy" and self.n_rows == 0:  # no rows to map: a plain (0, width) file
-            with open(self.tmp, "wb") as fh:
-                np.save(fh, vectors)
-        elif self.fmt == "npy":
-            if self._array is None:
-                self._array = np.lib.format.open_memmap(
-                    self.tmp, mode="w+", dtype=vectors.dtype, shape=(self.n_rows, vectors.shape[1])
-                )
-            self._array[start : start + len(texts)] = vectors
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            flat = pa.array(np.ascontiguousarray(vectors).reshape(-1))
-            table = pa.table({
-                "text": pa.array(list(texts), type=pa.string()),
-                "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
-            })
-            if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self.tmp, table.schema)
-            self._parquet.write_table(table)
-        self._written += len(texts)
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if self._array is not None:
-            self._array.flush()
-            del self._array
-            self._array = None
-        if self._parquet is not None:
-            self._parquet.close()
-        if exc_type is None and self._written == self.n_rows and self.tmp.exists():
-            os.replace(self.tmp, self.path)
-        elif self.tmp.exists():
-            self.tmp.unlink()

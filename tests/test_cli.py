@@ -335,6 +335,33 @@ def test_embed_tables_to_parquet(capsys, tmp_path, moe, fmt):
     np.testing.assert_allclose(vectors, want, atol=1e-6)
 
 
+def test_sigterm_unwinds_like_ctrl_c(capsys, tmp_path, moe, monkeypatch):
+    """SIGTERM (timeout, SLURM, Kubernetes) ended the run with no message and left a full-size
+    OUTPUT.partial whose missing rows read back as zeros."""
+    import os
+    import signal
+
+    texts = [f"sentence number {i}" for i in range(10)]
+    src, dst, cache = tmp_path / "in.txt", tmp_path / "out.npy", tmp_path / "c.sqlite"
+    src.write_text("\n".join(texts), encoding="utf-8")
+    monkeypatch.setattr(cli, "EMBED_CHUNK", 4)
+    real_embed = embedding_module.Embedder._embed
+    calls = []
+
+    def terminated(self, X, tick, *rest):
+        calls.append(len(X))
+        if len(calls) == 2:  # after the first chunk
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_embed(self, X, tick, *rest)
+
+    monkeypatch.setattr(embedding_module.Embedder, "_embed", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--cache", cache, "-q")
+    assert code == 143 and "skmoe: terminated (finished chunks are in the cache" in err
+    assert not dst.exists() and not list(tmp_path.glob("*.partial"))
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the command's only
+
+
 def test_embed_is_resumable_through_the_cache(capsys, tmp_path, moe, monkeypatch):
     """Interrupted after the first chunk: nothing half-written; the rerun computes only the rest;
     a third run computes nothing."""

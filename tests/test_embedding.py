@@ -197,6 +197,33 @@ def test_an_interrupted_write_leaves_no_file(tmp_path):
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+def test_writers_of_one_output_keep_apart_and_a_full_disk_is_an_error(tmp_path, monkeypatch):
+    """Two runs with one -o shared OUTPUT.partial (SIGBUS, or one run's rows gone behind its
+    'wrote' line); a sparse memory map on a full disk killed the process with SIGBUS."""
+    import errno
+
+    import skmoe.embedding_files as files
+
+    out = tmp_path / "v.npy"
+    with EmbeddingWriter(out, "npy", 2) as a, EmbeddingWriter(out, "npy", 1) as b:
+        assert a.tmp != b.tmp and a.tmp.name.startswith("v.npy.") and a.tmp.suffix == ".partial"
+        a.write(0, ["x", "y"], np.ones((2, 3), np.float32))
+        b.write(0, ["z"], np.zeros((1, 3), np.float32))
+    assert np.load(out).shape in ((2, 3), (1, 3)) and not list(tmp_path.glob("*.partial"))
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "posix_fallocate", full, raising=False)
+    with pytest.raises(OSError, match=r"cannot reserve 200 bytes for .*v2\.npy\..*\.partial: No space"):
+        with EmbeddingWriter(tmp_path / "v2.npy", "npy", 2) as w:
+            w.write(0, ["x", "y"], np.ones((2, 9), np.float32))
+    assert not list(tmp_path.glob("v2*"))
+    with pytest.raises(FileNotFoundError):  # its file removed by someone: not a success
+        with EmbeddingWriter(tmp_path / "v3.npy", "parquet", 0) as w:
+            w.tmp.unlink()
+
+
 def test_progress_bar_counts_rows_and_stays_quiet_when_asked(encoder, capsys, monkeypatch):
     emb = Embedder.for_encoder(encoder, "", verbose=2)
     emb.embed(["a", "b", "a"])

@@ -1,0 +1,112 @@
+"""Embedding files: ``.npy`` or Parquet written chunk by chunk, renamed only when complete.
+
+:class:`EmbeddingWriter` is what :meth:`skmoe.embedding.Embedder.embed_to` (the estimator's
+``embed_to``, ``skmoe embed``) streams into; :data:`OUTPUT_EXTENSIONS` tells a format by its
+file name.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUTPUT_EXTENSIONS = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def output_format(path: Path) -> str:
+    """The format ``path``'s extension names (``npy`` or ``parquet``); a ValueError otherwise."""
+    fmt = OUTPUT_EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot tell the output format of {path}; end it in .npy or .parquet "
+                         "or name the format ('npy' or 'parquet')")
+    return fmt
+
+
+class EmbeddingWriter:
+    """Write embeddings chunk by chunk to ``.npy`` or Parquet, atomically.
+
+    Rows go to ``OUTPUT.<random>.partial`` (a memory-mapped ``.npy``, or Parquet row groups) and the file
+    is renamed to ``OUTPUT`` only when every row is written: an interrupted run never leaves a
+    truncated file that looks complete.
+
+    ``.npy``: one array ``[n, width]`` in input order. Parquet: one row per text with columns
+    ``text`` (string) and ``embedding`` (fixed-size list of ``width`` numbers).
+    """
+
+    def __init__(self, path: Path, fmt: str, n_rows: int) -> None:
+        if fmt not in ("npy", "parquet"):
+            raise ValueError(f"format must be 'npy' or 'parquet', got {fmt!r}")
+        self.path, self.fmt, self.n_rows = Path(path), fmt, n_rows
+        # a name of its own: two runs writing one output each write their own file (a shared
+        # OUTPUT.partial was truncated under the other run's memory map: SIGBUS, or its rows lost)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".",
+                                   suffix=".partial")
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self._array: Any = None
+        self._parquet: Any = None
+        self._written = 0
+
+    def __enter__(self) -> EmbeddingWriter:
+        return self
+
+    def write(self, start: int, texts: Sequence[str], vectors: Any) -> None:
+        """Store rows ``start .. start + len(texts)``."""
+        vectors = np.asarray(vectors)
+        if self.fmt == "npy" and self.n_rows == 0:  # no rows to map: a plain (0, width) file
+            with open(self.tmp, "wb") as fh:
+                np.save(fh, vectors)
+        elif self.fmt == "npy":
+            if self._array is None:
+                self._array = np.lib.format.open_memmap(
+                    self.tmp, mode="w+", dtype=vectors.dtype, shape=(self.n_rows, vectors.shape[1])
+                )
+                _reserve(self.tmp)
+            self._array[start : start + len(texts)] = vectors
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            flat = pa.array(np.ascontiguousarray(vectors).reshape(-1))
+            table = pa.table({
+                "text": pa.array(list(texts), type=pa.string()),
+                "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+            })
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self.tmp, table.schema)
+            self._parquet.write_table(table)
+        self._written += len(texts)
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if self._array is not None:
+            self._array.flush()
+            del self._array
+            self._array = None
+        if self._parquet is not None:
+            self._parquet.close()
+        if exc_type is None and self._written == self.n_rows:
+            os.replace(self.tmp, self.path)  # gone (removed by someone): an error, not a success
+        elif self.tmp.exists():
+            self.tmp.unlink()
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the blocks of the (sparse) memory-mapped file ``path`` now: on a full disk a
+    page of a sparse mapping cannot be stored and the kernel kills the process (SIGBUS, no
+    message); reserved first, the disk says ENOSPC here, as an ``OSError``."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                return  # a file system that cannot reserve: write as before
+            raise OSError(exc.errno, f"cannot reserve {os.fstat(fh.fileno()).st_size:,} bytes "
+                          f"for {path}: {exc.strerror}") from None
