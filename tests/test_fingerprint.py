@@ -53,6 +53,26 @@ def test_rewriting_every_tensor_of_one_layer_in_place_changes_it(model):
     assert fp.changed_parts(str(before), str(after)) == ["weights"]
 
 
+def test_an_in_place_rewrite_with_its_mtime_restored_is_seen(model):
+    """size, inode and mtime_ns kept (``touch -r``, ``cp -p``, ``rsync -t --inplace``): the memo
+    served the old digest, and the cache the old model's vectors."""
+    import os
+    import time
+
+    before = _fingerprint(model)
+    path = model / "model.safetensors"
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-64:] = bytes(64)  # the end of the last tensor, in place
+    time.sleep(0.05)  # past the kernel's coarse timestamp clock (a few ms)
+    with open(path, "r+b") as fh:
+        fh.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    now = path.stat()
+    assert (now.st_size, now.st_ino, now.st_mtime_ns) == (st.st_size, st.st_ino, st.st_mtime_ns)
+    assert _fingerprint(model).weights != before.weights
+
+
 def test_swapping_tokenizer_files_changes_it(model):
     before = _fingerprint(model)
     tok = json.loads((model / "tokenizer.json").read_text(encoding="utf-8"))

@@ -10,10 +10,12 @@ Three parts, so that an error can say what changed:
   configs that fix pooling, prompts and the token limit.
 
 Hashing 2 GB of weights takes seconds, so each file's digest is memoised by its resolved path,
-size, ``mtime_ns`` and inode: in the process, and across processes in a small JSON file,
+size, ``mtime_ns``, inode and ``ctime_ns``: in the process, and across processes in a small JSON file,
 ``$SKMOE_FINGERPRINT_MEMO`` (default ``$XDG_CACHE_HOME/skmoe/file-digests.json``, with
-``~/.cache`` for ``XDG_CACHE_HOME``). Rewriting a file in place changes its ``mtime_ns`` (and
-usually its inode), so a stale digest is never reused; a warm run reads no weights at all. Set
+``~/.cache`` for ``XDG_CACHE_HOME``). Rewriting a file in place changes its ``ctime_ns``, which
+no tool can set back (``touch -r``, ``cp -p`` and ``rsync -t`` restore the ``mtime_ns``: a
+rewrite keeping size, inode and mtime served the old model's cached vectors), so a stale digest
+is never reused; a warm run reads no weights at all. Set
 ``SKMOE_FINGERPRINT_MEMO=off`` to keep the memo in the process only. A memo file that cannot be
 read or written is ignored (the digest is then computed again).
 """
@@ -42,7 +44,7 @@ _MEMO_LIMIT = 4096  # entries kept in the on-disk memo (most recent)
 SIDE_CONFIGS = ("config.json", "sentence_bert_config.json", "config_sentence_transformers.json",
                 "modules.json", "1_Pooling/config.json")
 _LOCK = threading.Lock()
-_MEMO: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256 hex, this process
+_MEMO: dict[tuple, str] = {}  # (path, size, mtime_ns, inode, ctime_ns) -> sha256 hex, this process
 _DISK: dict[str, list] | None = None  # the on-disk memo as read once by this process
 
 
@@ -119,10 +121,10 @@ def legacy_fingerprint(folder: Path, files: list[Path]) -> str:
 
 
 # -- per-file digests, memoised ------------------------------------------------------------------
-def _stat_key(path: Path) -> tuple[str, int, int, int]:
+def _stat_key(path: Path) -> tuple[str, int, int, int, int]:
     real = os.path.realpath(path)  # hub snapshots link to blobs: memoise the blob
     st = os.stat(real)
-    return real, st.st_size, st.st_mtime_ns, st.st_ino
+    return real, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 def _hash_file(path: str) -> str:
@@ -135,14 +137,14 @@ def _hash_file(path: str) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of ``path``, read only when its (path, size, mtime_ns, inode) is new."""
+    """sha256 of ``path``, read only when its (path, size, mtime_ns, inode, ctime_ns) is new."""
     key = _stat_key(path)
     with _LOCK:
         found = _MEMO.get(key)
         if found is None:
             entry = _disk_memo().get(key[0])
-            if entry is not None and tuple(entry[:3]) == key[1:]:
-                found = _MEMO[key] = entry[3]
+            if entry is not None and tuple(entry[:-1]) == key[1:]:
+                found = _MEMO[key] = entry[-1]
     if found is not None:
         return found
     digest = _hash_file(key[0])
@@ -193,7 +195,8 @@ def _read_memo(path: Path) -> dict[str, list]:
     files = _read_file(path).get("files", {})
     if not isinstance(files, dict):
         return {}
-    return {k: v for k, v in files.items() if isinstance(v, list) and len(v) == 4}
+    # [size, mtime_ns, inode, ctime_ns, digest]; older 4-item entries are hashed again once
+    return {k: v for k, v in files.items() if isinstance(v, list) and len(v) == 5}
 
 
 def _disk_memo() -> dict[str, list]:
@@ -204,14 +207,14 @@ def _disk_memo() -> dict[str, list]:
     return _DISK
 
 
-def _remember_on_disk(key: tuple[str, int, int, int], digest: str) -> None:
+def _remember_on_disk(key: tuple[str, int, int, int, int], digest: str) -> None:
     """Merge one digest into the memo file (atomic replace; best effort)."""
     path = memo_path()
     if path is None:
         return
     data = _read_file(path)  # another process may have added some meanwhile
     entries = _read_memo(path)
-    entries[key[0]] = [key[1], key[2], key[3], digest]
+    entries[key[0]] = [*key[1:], digest]
     data["files"] = dict(list(entries.items())[-_MEMO_LIMIT:])
     _disk_memo().update(data["files"])
     _write_file(path, data)
