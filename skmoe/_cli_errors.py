@@ -34,6 +34,7 @@ MODEL_ERRORS = (("skmoe.cache", "CacheDimensionError"), ("skmoe.cache", "CacheFo
                 ("skmoe.encoder.config", "UnsupportedConfigError"),
                 ("skmoe.encoder.loading", "CheckpointError"),
                 ("skmoe.encoder.loading", "ModelNotAvailableError"),
+                ("skmoe.engine.windows", "NoRoomForTextError"),
                 ("skmoe.estimator", "WeightsChangedError"))
 
 

@@ -457,6 +457,16 @@ def test_loading_the_model_late_with_options_it_refuses_is_one_line_exit_1(capsy
     assert "internal error" not in err
 
 
+def test_a_token_limit_the_prompt_fills_is_a_model_option_error(capsys, tmp_path, moe):
+    """--max-length below prompt + special tokens was reported as an internal bug."""
+    src = tmp_path / "in.txt"
+    src.write_text("hello there\n", encoding="utf-8")
+    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "o.npy", "--model", moe,
+                       "--prompt", "query: ", "--max-length", "3", "--no-cache", "-q")
+    assert_one_line_error(code, err, 1, "max_length=3 leaves no room for text")
+    assert "internal error" not in err
+
+
 #: Input files a user may get wrong: case -> (file name, content, what the error must say).
 BAD_INPUT_FILES = {
     "utf8_txt": ("bad.txt", b"ok\n\xff\xfe broken\n", ["not valid UTF-8"]),

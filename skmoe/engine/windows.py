@@ -93,6 +93,12 @@ class Layout:
         return cls(head, tail, tuple(ids))
 
 
+class NoRoomForTextError(ValueError):
+    """A token limit that the prompt and the special tokens fill on their own: a setting the
+    model cannot be used with (the command line's exit 1, "cannot use MODEL with these
+    options")."""
+
+
 def check_room_for_text(layout: Layout, max_length: int, overlap: int = 0) -> None:
     """Refuse a token limit that leaves no new text token in a row: the prompt and the special
     tokens fill it on their own (every text would become the same row, hence the same vector),
@@ -102,12 +108,12 @@ def check_room_for_text(layout: Layout, max_length: int, overlap: int = 0) -> No
     if capacity - overlap >= 1:
         return
     if overlap:
-        raise ValueError(
+        raise NoRoomForTextError(
             f"chunk_overlap={overlap} leaves no room for new tokens: a window of max_length="
             f"{max_length} holds {capacity} text tokens after the prompt "
             f"({len(layout.prompt_ids)} tokens) and {specials} special tokens; lower "
             "chunk_overlap or raise max_length")
-    raise ValueError(
+    raise NoRoomForTextError(
         f"max_length={max_length} leaves no room for text: the prompt takes "
         f"{len(layout.prompt_ids)} tokens and the special tokens {specials}; raise max_length "
         f"above {max_length - capacity}")
