@@ -249,6 +249,15 @@ def _cannot_write(exc: BaseException) -> bool:
     return any(k in text for k in ("readonly", "read-only", "unable to open", "permission"))
 
 
+def _sqlite_header(path: str) -> bool:
+    """Whether ``path`` starts as every SQLite database does (an unreadable one: assume so)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return True
+
+
 def diagnose(exc: BaseException, path: str) -> tuple[str, str, bool]:
     """``(what happened, how to fix it, whether the file is unusable for reads and writes)``."""
     text = str(exc).lower()
@@ -259,6 +268,9 @@ def diagnose(exc: BaseException, path: str) -> tuple[str, str, bool]:
         return "the cache path is not a regular file", "pass a path to a file", True
     if isinstance(exc, CacheFormatError):
         return str(exc), clear, True
+    if "not a database" in text and not _sqlite_header(path):  # someone's file, not a cache
+        return ("the file is not an SQLite file, so not an skmoe cache (it is left alone)",
+                "pass another cache path (--cache PATH, or cache=... in Python)", True)
     if "malformed" in text or "not a database" in text or "disk i/o" in text:
         return f"the file is damaged ({exc})", clear, True
     if "full" in text or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):

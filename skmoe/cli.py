@@ -103,6 +103,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
                        "name another output")
     texts = read_texts(src, args.column, args.input_format)
     cache = cache_of(args)
+    if cache is not None and dst.resolve() == cache.resolve():
+        raise CLIError(f"output is the cache file {cache}: writing it would replace the cache; "
+                       "name another output")
     transformer = make_transformer(args, cache=cache, verbose=0 if args.quiet else 2)
     transformer.set_params(long_text=args.long_text, chunk_overlap=args.chunk_overlap)
     load_model(transformer, texts)
@@ -110,16 +113,24 @@ def cmd_embed(args: argparse.Namespace) -> int:
     where = (" (no cache: an interruption loses the work)" if cache is None else
              f" (cache {cache} unusable, see the warning: an interruption loses the work)"
              if before.stopped else f" (cache: {cache})")
-    say(f"embedding {len(texts):,} texts from {src}{where}")
+    distinct = len(set(texts))
+    say(f"embedding {len(texts):,} texts{f' ({distinct:,} distinct)' if distinct < len(texts) else ''}"
+        f" from {src}{where}")
     if dst.exists():  # an interruption leaves it as it was: say whose it is
         say(f"{dst} exists (an earlier run's): it is replaced once every row is written")
-    # the road (skmoe.embedding) streams chunk by chunk into a partial file beside dst, renamed when complete
+    # the road (skmoe.embedding) streams chunk by chunk into a partial file beside dst, renamed
+    # when complete
     transformer.embed_to(texts, dst, format=fmt, chunk_size=EMBED_CHUNK)
     if cache is not None:  # counters are per process: report this command's share
         after = transformer.cache_stats()
-        say(f"cache: {after.hits - before.hits:,} found, "
-            f"{after.misses - before.misses:,} computed ({cache})" if not after.stopped else
-            f"cache: not used ({cache}, {after.stopped})")
+        # counted per chunk of EMBED_CHUNK lines, each text once: a text a chunk computed is
+        # "found" when a later chunk repeats it
+        found, computed = after.hits - before.hits, after.misses - before.misses
+        if before.stopped and not found:  # unusable from the start (said so above)
+            say(f"cache: not used ({cache}, {after.stopped})")
+        else:  # a side that stopped during the run (a full disk, a read-only file) says so
+            say(f"cache: {found:,} found, {computed:,} computed ({cache})" + (
+                f"; stopped {after.stopped}" if after.stopped else ""))
     print(f"wrote {len(texts):,} x {transformer.n_features_out_} "
           f"({transformer.output_dtype}) embeddings to {dst}")
     return 0
@@ -237,8 +248,11 @@ def _describe(labels: dict[str, Any] | None) -> str:
     """One line telling a namespace's model, prompt, length and precision."""
     if not labels:
         return "(no description: written by an older skmoe)"
+    chunked = (f", long texts in windows overlapping {labels.get('chunk_overlap')} tokens"
+               if labels.get("long_text") == "chunk" else "")
+    device = f" on {labels['device_type']}" if labels.get("device_type") not in (None, "cpu") else ""
     return (f"{labels.get('model')} @ {labels.get('revision')}, prompt {labels.get('prompt')!r}, "
-            f"max_length {labels.get('max_length')}, {labels.get('precision')}")
+            f"max_length {labels.get('max_length')}{chunked}, {labels.get('precision')}{device}")
 
 
 def _pick_namespace(cache: Any, prefix: str) -> str:

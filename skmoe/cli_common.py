@@ -54,7 +54,9 @@ def cache_of(args: argparse.Namespace) -> Path | None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CLIError(f"cannot create the cache folder {path.parent}: {exc.strerror}") from None
+        raise CLIError(f"cannot create the cache folder {path.parent}: {exc.strerror}; pass "
+                       "--cache PATH (or set $SKMOE_CACHE) to a writable place, or --no-cache"
+                       ) from None
     return path
 
 

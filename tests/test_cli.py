@@ -292,6 +292,22 @@ def test_embed_refuses_to_write_over_its_input(capsys, tmp_path, moe):
                        "--no-cache")
     assert_one_line_error(code, err, 2, "output is the input file", "name another output")
     assert src.read_bytes() == before
+    # nor over its cache (the output replaced the SQLite file, exit 0, the cache gone)
+    cache = tmp_path / "c.npy"
+    cache.write_bytes(b"")
+    code, _, err = run(capsys, "embed", src, "-o", cache, "--model", moe, "--cache", cache)
+    assert_one_line_error(code, err, 2, "output is the cache file", "name another output")
+
+
+def test_a_cache_folder_that_cannot_be_made_names_the_ways_out(capsys, tmp_path, moe):
+    src = tmp_path / "in.txt"
+    src.write_text("a\n", encoding="utf-8")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "o.npy", "--model", moe,
+                       "--cache", blocker / "sub" / "c.sqlite")
+    assert_one_line_error(code, err, 2, "cannot create the cache folder", "--no-cache",
+                          "$SKMOE_CACHE")
 
 
 def test_embed_never_centres_its_file(capsys, tmp_path, moe, monkeypatch):
@@ -614,6 +630,14 @@ def test_cache_stats_and_clear(capsys, tmp_path, moe):
                "--prompt", "query: ", "-q")[0] == 0
     code, out, _ = run(capsys, "cache", "stats", cache)
     assert "namespaces  2" in out and "prompt 'query: '" in out
+    assert "long texts in windows" not in out
+    assert run(capsys, "embed", src, "-o", tmp_path / "o.npy", "--model", moe, "--cache", cache,
+               "--prompt", "query: ", "--long-text", "chunk", "--chunk-overlap", "16",
+               "-q")[0] == 0  # one namespace more, told apart from the truncating one
+    code, out, _ = run(capsys, "cache", "stats", cache)
+    assert "max_length 512, long texts in windows overlapping 16 tokens, float32" in out
+    chunk_ns = next(line.split()[0] for line in out.splitlines() if "windows" in line)
+    assert run(capsys, "cache", "clear", cache, "--namespace", chunk_ns[:8])[0] == 0
     query_ns = next(line.split()[0] for line in out.splitlines() if "'query: '" in line)
     code, out, _ = run(capsys, "cache", "clear", cache, "--namespace", query_ns[:6])
     assert code == 0 and f"cleared {distinct} entries (namespace {query_ns})" in out
@@ -658,7 +682,8 @@ def test_embed_with_an_unusable_cache_says_it_did_not_use_it(capsys, tmp_path, m
     assert code == 0, err
     assert err.count("continuing without the cache") == 1
     assert f"(cache {bad} unusable, see the warning" in err and "found" not in err
-    assert f"cache: not used ({bad}, reading and writing: the file is damaged" in err
+    assert f"cache: not used ({bad}, reading and writing: the file is not an SQLite file" in err
+    assert "delete" not in err  # someone's file (a typo in --cache), not a damaged cache
 
 
 def test_an_unknown_prompt_name_names_the_cli_option(capsys, tmp_path, minilm_path):
