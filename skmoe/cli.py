@@ -84,7 +84,8 @@ def __getattr__(name: str) -> Any:
 def cmd_embed(args: argparse.Namespace) -> int:
     """Embed INPUT (.txt one text per line; .csv/.tsv/.parquet/.jsonl with --column) and write
     OUTPUT: .npy (float array [n, dim], input order) or .parquet (columns 'text' and
-    'embedding', a fixed-size list per row). Vectors go to the cache chunk by chunk, so rerunning
+    'embedding', a fixed-size list per row; model, fingerprint, prompt and output settings in
+    the schema metadata's 'skmoe' key). Vectors go to the cache chunk by chunk, so rerunning
     an interrupted command only computes what is missing."""
     src, dst = Path(args.input).expanduser(), Path(args.output).expanduser()
     fmt = args.format or _output_format(dst)

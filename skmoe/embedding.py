@@ -274,7 +274,8 @@ class Embedder:
 
     def embed_to(self, out: str | os.PathLike[str] | np.ndarray, texts: Sequence[str], *,
                  transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                 fmt: str | None = None, chunk_size: int = 1024) -> Any:
+                 fmt: str | None = None, chunk_size: int = 1024,
+                 metadata: dict[str, Any] | None = None) -> Any:
         """Stream the vectors of ``texts`` (through ``transform``, e.g. truncation and
         normalisation, if given) into ``out``; return ``out``.
 
@@ -302,7 +303,7 @@ class Embedder:
             raise FileNotFoundError(f"the folder of out does not exist: {path.parent}")
         if not len(texts):  # no chunk to stream: an empty file of the right width
             stream = iter([(0, self._embed(texts, None))])
-        with EmbeddingWriter(path, fmt, len(texts)) as writer:
+        with EmbeddingWriter(path, fmt, len(texts), metadata) as writer:
             for start, vectors in stream:
                 vectors = transform(vectors) if transform is not None else vectors
                 writer.write(start, texts[start : start + len(vectors)], vectors)

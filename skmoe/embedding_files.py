@@ -8,6 +8,7 @@ file name.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -36,10 +37,13 @@ class EmbeddingWriter:
     truncated file that looks complete.
 
     ``.npy``: one array ``[n, width]`` in input order. Parquet: one row per text with columns
-    ``text`` (string) and ``embedding`` (fixed-size list of ``width`` numbers).
+    ``text`` (string) and ``embedding`` (fixed-size list of ``width`` numbers); ``metadata``
+    (where the vectors come from: model, fingerprint, prompt, output settings) is stored as JSON
+    under the schema's ``skmoe`` key (``pq.read_schema(path).metadata[b"skmoe"]``).
     """
 
-    def __init__(self, path: Path, fmt: str, n_rows: int) -> None:
+    def __init__(self, path: Path, fmt: str, n_rows: int,
+                 metadata: dict[str, Any] | None = None) -> None:
         if fmt not in ("npy", "parquet"):
             raise ValueError(f"format must be 'npy' or 'parquet', got {fmt!r}")
         self.path, self.fmt, self.n_rows = Path(path), fmt, n_rows
@@ -52,6 +56,7 @@ class EmbeddingWriter:
         self._array: Any = None
         self._parquet: Any = None
         self._written = 0
+        self.metadata = metadata
 
     def __enter__(self) -> EmbeddingWriter:
         return self
@@ -79,7 +84,9 @@ class EmbeddingWriter:
                 "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
             })
             if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self.tmp, table.schema)
+                schema = table.schema if self.metadata is None else table.schema.with_metadata(
+                    {b"skmoe": json.dumps(self.metadata, default=str).encode()})
+                self._parquet = pq.ParquetWriter(self.tmp, schema)
             self._parquet.write_table(table)
         self._written += len(texts)
 

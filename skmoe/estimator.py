@@ -389,11 +389,18 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         ``out``: a writable array ``[n, n_features_out_]`` (e.g. ``np.lib.format.open_memmap``)
         or a path, ``.npy`` or ``.parquet`` (or ``format=``), written to ``OUT.<random>.partial`` and
         renamed when complete, so an interrupted run leaves no file that looks complete.
-        Memory stays flat however many texts there are; ``skmoe embed`` runs this.
+        Memory stays flat however many texts there are; ``skmoe embed`` runs this. A Parquet
+        file records where its vectors come from (model, revision, fingerprint, prompt and the
+        output settings) as JSON under its schema metadata's ``skmoe`` key.
         """
         texts, model = self._as_fitted(X)
+        provenance = {"model": str(self.model), "revision": self.model_revision_,
+                      "fingerprint": self.model_fingerprint_, "prompt": self.prompt_,
+                      "centred": self.center_ is not None,
+                      **{k: getattr(self, k) for k in ("max_length", "long_text",
+                                                       "chunk_overlap", "dtype", *_OUTPUT_PARAMS)}}
         return self._embedder(model, self.prompt_).embed_to(
-            out, texts, fmt=format, chunk_size=chunk_size,
+            out, texts, fmt=format, chunk_size=chunk_size, metadata=provenance,
             transform=lambda full: self._output(self._postprocess(full)))
 
     # -- the work ------------------------------------------------------------------------------

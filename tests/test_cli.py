@@ -349,6 +349,13 @@ def test_embed_tables_to_parquet(capsys, tmp_path, moe, fmt):
     vectors = np.stack(table["embedding"].to_numpy())
     want = MoEEmbeddingTransformer(moe, truncate_dim=32, normalize=UNCENTRED_NORMALIZE).fit([]).transform(TEXTS)
     np.testing.assert_allclose(vectors, want, atol=1e-6)
+    # where the vectors come from travels with them (the file said nothing)
+    import pyarrow.parquet as pq
+
+    meta = json.loads(pq.read_schema(dst).metadata[b"skmoe"])
+    assert meta["model"] == str(moe) and meta["prompt"] == "classification: "
+    assert meta["truncate_dim"] == 32 and meta["normalize"] == UNCENTRED_NORMALIZE
+    assert meta["centred"] is False and len(meta["fingerprint"]) > 16
 
 
 def test_sigterm_unwinds_like_ctrl_c(capsys, tmp_path, moe, monkeypatch):
