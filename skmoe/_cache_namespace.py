@@ -76,20 +76,23 @@ def embedding_namespace(
     model: str | None = None,
     long_text: str = "truncate",
     chunk_overlap: int | None = None,
+    with_revision: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """The namespace of the vectors one encoder setting computes, and its labels.
 
     The one recipe for addressing the cache: the estimator, ``skmoe embed``, MTEB and Dask all
     reach the same rows through it. Everything that changes a vector besides the text is a
     part: the model's fingerprint (weights, tokenizer, parsed config; see
-    :func:`skmoe.encoder.loading.weights_fingerprint`), its revision, the prompt string, the
+    :func:`skmoe.encoder.loading.weights_fingerprint`), the prompt string, the
     effective token limit, the pooling, the compute precision and the device type (kernels
     differ between CPU and GPU in the last bits).
 
     Parameters
     ----------
     model_fingerprint, revision : str
-        From the model's :class:`~skmoe.encoder.loading.ModelSource`.
+        From the model's :class:`~skmoe.encoder.loading.ModelSource`. The revision is a label
+        only: the fingerprint covers every file that changes a vector, and a hub commit that
+        changes none (a README edit) must not empty the cache.
     prompt : str
         The resolved prefix string (not a prompt name).
     max_length : int
@@ -103,6 +106,10 @@ def embedding_namespace(
         How texts longer than ``max_length`` are embedded. ``"chunk"`` and its
         ``chunk_overlap`` are parts of the key; ``"truncate"`` adds no part, so namespaces (and
         caches) from before the option existed stay valid.
+    with_revision : bool, default=False
+        The recipe before 2026-12-05, with the revision a part of the key: where rows written
+        then are still found (:class:`skmoe.embedding.Embedder` looks there for what the
+        current namespace lacks and copies what it finds).
 
     Returns
     -------
@@ -112,10 +119,13 @@ def embedding_namespace(
         What ``skmoe cache stats`` shows for it (the parts, the model's name, a short
         fingerprint).
     """
-    parts = {"model_fingerprint": model_fingerprint, "revision": revision, "prompt": prompt,
+    parts = {"model_fingerprint": model_fingerprint, "prompt": prompt,
              "max_length": int(max_length), "pooling": pooling, "precision": precision,
              "device_type": device_type}
+    if with_revision:
+        parts["revision"] = revision
     if long_text != "truncate":
         parts.update(long_text=long_text, chunk_overlap=int(chunk_overlap or 0))
-    labels = {**parts, "model": model, "model_fingerprint": model_fingerprint[:12]}
+    labels = {**parts, "revision": revision, "model": model,
+              "model_fingerprint": model_fingerprint[:12]}
     return cache_namespace(**parts), labels

@@ -153,7 +153,7 @@ class EmbeddingCache(CacheFile):
 
     def lookup(
         self, namespace: str, texts: Sequence[str], *, dim: int | None = None,
-        with_cut: bool = False, out: np.ndarray | None = None,
+        with_cut: bool = False, out: np.ndarray | None = None, count: bool = True,
     ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Find cached vectors for ``texts``.
 
@@ -178,6 +178,9 @@ class EmbeddingCache(CacheFile):
             Write each found text's vector straight into its row (others are left alone, except
             rows read and then found damaged), and return ``out`` itself as ``vectors``: no
             second copy of a large result.
+        count : bool, default=True
+            Count the hits and misses in :meth:`stats` (a second look for texts already counted
+            as misses passes False and settles them with :meth:`recount`).
 
         Returns
         -------
@@ -225,7 +228,8 @@ class EmbeddingCache(CacheFile):
                 found[:] = False
                 cut[:] = -1
         n_found = int(found.sum())
-        self._count(n_found, len(hashes) - n_found)
+        if count:
+            self._count(n_found, len(hashes) - n_found)
         if out is not None:
             vectors = out
         elif n_found == len(hashes):
@@ -243,6 +247,10 @@ class EmbeddingCache(CacheFile):
                 f"embedding cache {self.path}: {len(set(damaged))} stored vector(s) of namespace "
                 f"{namespace[:12]}… are damaged (not {width} finite float32 values); they are "
                 f"recomputed and replaced. Run `skmoe cache check {self.path}` to scan the file.")
+
+    def recount(self, found: int) -> None:
+        """``found`` texts counted as misses were found after all (under an older namespace)."""
+        self._count(found, -found)
 
     def _count(self, hits: int, misses: int) -> None:
         with self._lock:

@@ -204,6 +204,7 @@ class Embedder:
     cache: EmbeddingCache | None = None
     namespace: str | None = None
     labels: Mapping[str, Any] | None = None
+    legacy_namespace: str | None = None  # rows of the same vectors under an older recipe
     batch_size: int | None = None
     max_tokens_per_batch: int | None = None
     verbose: int = 0
@@ -227,14 +228,16 @@ class Embedder:
         """
         limit = token_limit(model, max_length)
         check_long_text(long_text, chunk_overlap, limit)
-        namespace, labels = embedding_namespace(  # cheap: the fingerprint is known
+        parts = dict(  # cheap: the fingerprint is known
             model_fingerprint=model.source.fingerprint, revision=model.source.revision,
             prompt=prompt, max_length=limit, pooling=model.recipe, precision=precision,
             device_type=device_type, model=name or model.source.name, long_text=long_text,
             chunk_overlap=chunk_overlap)
+        namespace, labels = embedding_namespace(**parts)
+        legacy, _ = embedding_namespace(**parts, with_revision=True)
         return cls(load, dim=model.embedding_dim, prompt=prompt, max_length=limit, cache=cache,
-                   namespace=namespace, labels=labels, long_text=long_text,
-                   chunk_overlap=int(chunk_overlap), **kwargs)
+                   namespace=namespace, labels=labels, legacy_namespace=legacy,
+                   long_text=long_text, chunk_overlap=int(chunk_overlap), **kwargs)
 
     @classmethod
     def for_encoder(cls, encoder: SentenceEncoder, prompt: str, *, max_length: int | None = None,
@@ -327,6 +330,8 @@ class Embedder:
             if self.namespace is None:
                 raise ValueError("an Embedder with a cache needs its namespace")
             found, _, cut = self.cache.lookup(self.namespace, todo, with_cut=True, out=vectors)
+            if self.legacy_namespace and not found.all():
+                self._from_legacy(todo, found, cut, vectors)
             if found.any():
                 hits = np.flatnonzero(found)
                 if self.long_text == "truncate":  # windows cut nothing
@@ -339,6 +344,30 @@ class Embedder:
         self._warn_truncated(texts, np.flatnonzero(cut_todo[slots]), first_row)
         # without duplicates the rows are in input order already: no copy of a large result
         return vectors if len(todo) == len(texts) else vectors[slots]
+
+    def _from_legacy(self, todo: list[str], found: np.ndarray, cut: np.ndarray,
+                     vectors: np.ndarray) -> None:
+        """Fill, in place, what the namespace lacks from rows written under the recipe that
+        keyed on the revision too (before 2026-12-05), and copy them to the namespace."""
+        cache, missing = self.cache, np.flatnonzero(~found)
+        texts = [todo[i] for i in missing]
+        old = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+        hit, _, old_cut = cache.lookup(self.legacy_namespace, texts, with_cut=True, out=old,
+                                       count=False)
+        if not hit.any():
+            return
+        rows = missing[hit]
+        vectors[rows], cut[rows], found[rows] = old[hit], old_cut[hit], True
+        cache.recount(len(rows))
+        if not self._described:  # what `skmoe cache stats` shows for the namespace
+            cache.describe(self.namespace, **dict(self.labels or {}))
+            self._described = True
+        known = old_cut[hit] >= 0  # a flag stored as unknown stays unknown
+        for part in (known, ~known):
+            if part.any():
+                cache.put_many(self.namespace, [texts[j] for j in np.flatnonzero(hit)[part]],
+                               old[hit][part], cut=(old_cut[hit][part] > 0) if part is known
+                               else None)
 
     def _compute(self, todo: list[str], missing: np.ndarray, vectors: np.ndarray,
                  cut_todo: np.ndarray, rows_per_text: np.ndarray | None,

@@ -748,13 +748,42 @@ def test_changed_prompt_or_revision_misses(fast_moe, tmp_path):
     assert base.cache_stats().misses == 2
     with model_forbidden(base):  # same model, spelled differently: hits
         clone(base).set_params(dtype="float32", device="cpu", model=str(fast_moe) + "/").fit([]).transform(texts)
-    for changed in ({"prompt_name": "query"}, {"revision": "r2"}, {"max_length": 8}):
+    for changed in ({"prompt_name": "query"}, {"max_length": 8}):
         est = clone(base).set_params(**changed).fit([])
         with forward_log(est) as shapes:
             est.transform(texts)
         assert sum(b for b, _ in shapes) == 2, changed
+    # another revision of the same files (a hub commit that changed only the README): the
+    # fingerprint covers every file that changes a vector, so the cache serves it
+    other = clone(base).set_params(revision="r2").fit([])
+    with model_forbidden(other):
+        other.transform(texts)
     stats = base.cache_stats()
-    assert (stats.hits, stats.misses, stats.namespaces) == (2, 8, 4)
+    assert (stats.hits, stats.misses, stats.namespaces) == (4, 6, 3)
+
+
+def test_rows_written_under_the_revision_keyed_recipe_are_found_and_copied(fast_moe, tmp_path):
+    """Caches written before the revision left the key (2026-12-05) keep serving their rows."""
+    from skmoe.cache import EmbeddingCache, embedding_namespace
+
+    cache = str(tmp_path / "old.sqlite")
+    texts = ["one text", "two texts", "three"]
+    est = MoEEmbeddingTransformer(str(fast_moe), cache=cache, center=False, normalize=False).fit([])
+    embedder = est._embedder(est._model(), est.prompt_)
+    assert embedder.namespace != embedder.legacy_namespace
+    assert embedder.legacy_namespace == embedding_namespace(
+        **{**embedder.labels, "model_fingerprint": est.model_fingerprint_}, with_revision=True)[0]
+    old = EmbeddingCache(cache)
+    stored = np.random.default_rng(0).normal(size=(2, est.embedding_dim_)).astype(np.float32)
+    old.put_many(embedder.legacy_namespace, texts[:2], stored, cut=[False, False])
+    with forward_log(est) as shapes:
+        got = est.transform(texts)
+    assert sum(b for b, _ in shapes) == 1  # only the text no recipe holds was computed
+    np.testing.assert_array_equal(got[:2], stored)
+    found, _ = old.lookup(embedder.namespace, texts)
+    assert found.all()  # copied: the next run looks in one namespace
+    stats = est.cache_stats()
+    assert (stats.hits, stats.misses) == (2, 1)
 
 
 def test_interrupted_run_keeps_finished_batches(moe, tmp_path, monkeypatch):

@@ -136,10 +136,11 @@ def test_windows_stream_in_groups_with_the_same_vectors(moe, monkeypatch):
 def test_the_cache_keeps_the_modes_apart_and_truncate_namespaces_unchanged(moe, tmp_path):
     parts = dict(model_fingerprint="f" * 64, revision="local", prompt="q: ", max_length=512,
                  pooling="mean", precision="float32", device_type="cpu")
-    truncate, _ = embedding_namespace(**parts)
+    truncate, _ = embedding_namespace(**parts, with_revision=True)
     assert truncate == cache_namespace(**parts)  # the recipe from before the option
-    chunk, labels = embedding_namespace(**parts, long_text="chunk", chunk_overlap=64)
-    other, _ = embedding_namespace(**parts, long_text="chunk", chunk_overlap=32)
+    chunk, labels = embedding_namespace(**parts, long_text="chunk", chunk_overlap=64,
+                                        with_revision=True)
+    other, _ = embedding_namespace(**parts, long_text="chunk", chunk_overlap=32, with_revision=True)
     assert len({truncate, chunk, other}) == 3 and labels["long_text"] == "chunk"
     cache = str(tmp_path / "c.sqlite")
     with pytest.warns(TruncationWarning):

@@ -5,7 +5,7 @@ a prompt type (query or document). :class:`SkmoeMTEBEncoder` picks the model's p
 task the way MTEB's own model wrappers do (task name, then task type, then prompt type; see
 ``mteb.models.abs_encoder.get_prompt_name``) and encodes through the transformer, so vectors land
 in, and are served from, the transformer's skmoe cache. Unlike MTEB's ``CachedEmbeddingWrapper``
-(keyed by text only), the skmoe cache key includes the model, its revision, the prompt and the
+(keyed by text only), the skmoe cache key includes the model's fingerprint, the prompt and the
 token limit, so queries and passages never share entries.
 
 Requires the ``mteb`` extra (``pip install skmoe[mteb]``).
