@@ -358,12 +358,9 @@ def test_embed_tables_to_parquet(capsys, tmp_path, moe, fmt):
     assert meta["centred"] is False and len(meta["fingerprint"]) > 16
 
 
-def test_sigterm_unwinds_like_ctrl_c(capsys, tmp_path, moe, monkeypatch):
-    """SIGTERM (timeout, SLURM, Kubernetes) ended the run with no message and left a full-size
-    OUTPUT.partial whose missing rows read back as zeros."""
-    import os
-    import signal
-
+def _stopped_after_the_first_chunk(tmp_path, monkeypatch, stop):
+    """Ten texts in chunks of 4, ``stop()`` called when the second chunk starts; returns the
+    input, output and cache paths, the texts, the call log and the real ``Embedder._embed``."""
     texts = [f"sentence number {i}" for i in range(10)]
     src, dst, cache = tmp_path / "in.txt", tmp_path / "out.npy", tmp_path / "c.sqlite"
     src.write_text("\n".join(texts), encoding="utf-8")
@@ -371,13 +368,24 @@ def test_sigterm_unwinds_like_ctrl_c(capsys, tmp_path, moe, monkeypatch):
     real_embed = embedding_module.Embedder._embed
     calls = []
 
-    def terminated(self, X, tick, *rest):
+    def stopping(self, X, tick, *rest):
         calls.append(len(X))
         if len(calls) == 2:  # after the first chunk
-            os.kill(os.getpid(), signal.SIGTERM)
+            stop()
         return real_embed(self, X, tick, *rest)
 
-    monkeypatch.setattr(embedding_module.Embedder, "_embed", terminated)
+    monkeypatch.setattr(embedding_module.Embedder, "_embed", stopping)
+    return src, dst, cache, texts, calls, real_embed
+
+
+def test_sigterm_unwinds_like_ctrl_c(capsys, tmp_path, moe, monkeypatch):
+    """SIGTERM (timeout, SLURM, Kubernetes) ended the run with no message and left a full-size
+    OUTPUT.partial whose missing rows read back as zeros."""
+    import os
+    import signal
+
+    src, dst, cache, *_ = _stopped_after_the_first_chunk(
+        tmp_path, monkeypatch, lambda: os.kill(os.getpid(), signal.SIGTERM))
     before = signal.getsignal(signal.SIGTERM)
     code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--cache", cache, "-q")
     assert code == 143 and "skmoe: terminated (finished chunks are in the cache" in err
@@ -388,20 +396,11 @@ def test_sigterm_unwinds_like_ctrl_c(capsys, tmp_path, moe, monkeypatch):
 def test_embed_is_resumable_through_the_cache(capsys, tmp_path, moe, monkeypatch):
     """Interrupted after the first chunk: nothing half-written; the rerun computes only the rest;
     a third run computes nothing."""
-    texts = [f"sentence number {i}" for i in range(10)]
-    src, dst, cache = tmp_path / "in.txt", tmp_path / "out.npy", tmp_path / "c.sqlite"
-    src.write_text("\n".join(texts), encoding="utf-8")
-    monkeypatch.setattr(cli, "EMBED_CHUNK", 4)
-    real_embed = embedding_module.Embedder._embed
-    calls = []
+    def interrupt():
+        raise KeyboardInterrupt
 
-    def interrupted(self, X, tick, *rest):
-        calls.append(len(X))
-        if len(calls) == 2:  # after the first chunk
-            raise KeyboardInterrupt
-        return real_embed(self, X, tick, *rest)
-
-    monkeypatch.setattr(embedding_module.Embedder, "_embed", interrupted)
+    src, dst, cache, texts, calls, real_embed = _stopped_after_the_first_chunk(
+        tmp_path, monkeypatch, interrupt)
     code, _, err = run(capsys, "embed", src, "-o", dst, "--model", moe, "--cache", cache, "-q")
     assert code == 130 and "rerun to resume" in err
     assert not dst.exists() and not list(tmp_path.glob("*.partial"))
