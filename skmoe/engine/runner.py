@@ -13,13 +13,11 @@ thread while the current one runs; batches pipelined one deep).
 from __future__ import annotations
 
 import logging
-import os
 import unicodedata
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +26,7 @@ from .._stack import external_stacklevel
 from ..encoder import SentenceEncoder
 from ..encoder.checkpoint import check_finite_output
 from ..encoder.tokenization import tokenize
+from ._deprecated_streaming import DeprecatedStreaming
 from .batching import Batch, TokenRows, pack, plan_batches, split_batch
 from .memory import reuse_freed_memory_if_asked
 from .precision import QUANTIZED, precision_of
@@ -51,7 +50,6 @@ logger = logging.getLogger(__name__)
 # fill the GEMM kernels; on GPU large batches keep the tensor cores busy.
 DEFAULT_BATCH_SIZE = {"cpu": 128, "cuda": 4096}
 DEFAULT_MAX_TOKENS = {"cpu": 8192, "cuda": 131072}
-DEFAULT_CHUNK_SIZE = 4096
 # Dense (transformers) backbones compute every padded token: cap the padded share of a batch.
 # The MoE model computes only real tokens (packed), so its batches are cut by size alone.
 MAX_PADDING_DENSE = 0.05
@@ -68,11 +66,6 @@ def _utf8_size(text: str) -> int:
     if not unicodedata.is_normalized("NFKC", text):  # quick check; normal text passes
         size = max(size, len(unicodedata.normalize("NFKC", text).encode("utf-8")))
     return size
-
-
-def _deprecated(old: str, new: str) -> None:
-    warnings.warn(f"{old} is deprecated; use {new}, which also de-duplicates, caches, shows "
-                  "progress and writes Parquet", DeprecationWarning, stacklevel=external_stacklevel())
 
 
 class TruncationWarning(UserWarning):
@@ -97,7 +90,7 @@ class EngineStats:
 
 
 @dataclass
-class Engine:
+class Engine(DeprecatedStreaming):
     """Batching, device placement and OOM back-off around one encoder.
 
     Parameters
@@ -164,35 +157,6 @@ class Engine:
         ids, _ = self._tokenize([prompt + t for t in unique.tolist()])
         out = self.embed_ids(ids)
         return out[inverse.reshape(-1)]
-
-    def iter_embed_batches(
-        self, texts: Sequence[str], prompt: str = "", *, cut_out: np.ndarray | None = None,
-        long_text: str = "truncate", chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(positions in texts, vectors)`` forward pass by forward pass.
-
-        For callers that keep each result as soon as it exists (the estimator writes every
-        batch to its cache). Texts are not deduplicated: pass unique texts. ``cut_out``, a bool
-        array of ``len(texts)``, is filled with which texts were truncated before the first
-        batch is yielded (the cache stores it, so that a hit can warn without tokenizing).
-
-        ``long_text="chunk"``: a text longer than the limit is embedded as windows
-        (:mod:`skmoe.engine.windows`) whose mean-pooled vectors are averaged, weighted by their
-        tokens; its vector is yielded once its last window is done. Windows of all texts batch
-        together; texts that fit give exactly the vectors of ``"truncate"``.
-
-        .. deprecated:: use :meth:`skmoe.embedding.Embedder.iter_embed` (cache, progress), or
-           :meth:`iter_embed_chunks` for the engine alone.
-        """
-        _deprecated("Engine.iter_embed_batches", "skmoe.embedding.Embedder.iter_embed")
-        if cut_out is not None:
-            cut_out[:] = False
-        for _, done, vectors, cut in self.iter_embed_chunks(
-                [texts], prompt, long_text=long_text, chunk_overlap=chunk_overlap,
-                prefetch=False):
-            if cut_out is not None:
-                cut_out[done] = cut
-            yield done, vectors
 
     def iter_embed_chunks(
         self, chunks: Iterable[Sequence[str]], prompt: str = "", *,
@@ -265,58 +229,6 @@ class Engine:
         self._check_tokenizer()
         yield from iter_window_groups(self.encoder.tokenizer, texts, prompt, self.limit,
                                       chunk_overlap)
-
-    def iter_embed(
-        self, texts: Sequence[str], prompt: str = "", chunk_size: int = DEFAULT_CHUNK_SIZE
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(start, vectors)`` for consecutive chunks of ``texts``, in input order.
-
-        Only one chunk's ids and vectors are held at a time; batches are planned within a chunk.
-
-        .. deprecated:: use :meth:`skmoe.embedding.Embedder.iter_embed` (cache, progress).
-        """
-        _deprecated("Engine.iter_embed", "skmoe.embedding.Embedder.iter_embed")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        for start in range(0, len(texts), chunk_size):
-            yield start, self.embed(texts[start : start + chunk_size], prompt)
-
-    def _iter_chunks(self, texts: Sequence[str], prompt: str, chunk_size: int
-                     ) -> Iterator[tuple[int, np.ndarray]]:
-        for start in range(0, len(texts), chunk_size):
-            yield start, self.embed(texts[start : start + chunk_size], prompt)
-
-    def embed_to(
-        self,
-        out: str | os.PathLike[str] | np.ndarray,
-        texts: Sequence[str],
-        prompt: str = "",
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> str | os.PathLike[str] | np.ndarray:
-        """Stream the embeddings of ``texts`` into ``out`` chunk by chunk; return ``out``.
-
-        ``out`` is a path (a float32 ``.npy`` file of shape ``[n, H]`` is written with plain
-        sequential writes, so finished rows do not stay resident) or a writable array of that
-        shape (e.g. an ``np.lib.format.open_memmap``).
-
-        .. deprecated:: use :meth:`skmoe.embedding.Embedder.embed_to` or
-           ``MoEEmbeddingTransformer.embed_to`` (cache, progress, Parquet, atomic files).
-        """
-        _deprecated("Engine.embed_to", "skmoe.embedding.Embedder.embed_to")
-        n, dim = len(texts), self.encoder.embedding_dim
-        if isinstance(out, np.ndarray):
-            if out.shape != (n, dim):
-                raise ValueError(f"out has shape {out.shape}, expected {(n, dim)}")
-            for start, vectors in self._iter_chunks(texts, prompt, chunk_size):
-                out[start : start + len(vectors)] = vectors
-            return out
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
-                  "fortran_order": False, "shape": (n, dim)}
-        with open(Path(out), "wb") as fh:
-            np.lib.format.write_array_header_2_0(fh, header)
-            for _, vectors in self._iter_chunks(texts, prompt, chunk_size):
-                fh.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
-        return out
 
     def warn_if_truncated(self, texts: Sequence[str], prompt: str = "",
                           cut: Sequence[int] | None = None) -> int:
