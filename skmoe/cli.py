@@ -16,6 +16,7 @@ internal error), 2 bad input or options (the same code argparse uses), 130 inter
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -436,6 +437,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             say(f"skmoe: {what} (finished chunks are in the cache; rerun to resume)")
         return EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader stopped (`skmoe cache stats | head`): not an error
+        with contextlib.suppress(OSError, ValueError):  # no second error at interpreter exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         if debug:
             traceback.print_exc(file=sys.stderr)

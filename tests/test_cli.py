@@ -622,6 +622,22 @@ def test_info_errors(capsys, tmp_path):
 
 
 # -- cache ---------------------------------------------------------------------------------------
+def test_a_closed_pipe_ends_quietly(capsys, tmp_path, monkeypatch):
+    """`skmoe cache stats | head -3` printed "skmoe: error: [Errno 32] Broken pipe"."""
+    from skmoe.cache import EmbeddingCache
+
+    cache = tmp_path / "c.sqlite"
+    EmbeddingCache(str(cache)).put_many("ns", ["a"], np.ones((1, 4), np.float32))
+
+    def closed(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_print_stats", closed)
+    monkeypatch.setattr(cli.os, "dup2", lambda *a: None)  # pytest's captured stdout stays
+    code, _, err = run(capsys, "cache", "stats", cache)
+    assert code == 0 and err == ""
+
+
 def test_cache_stats_and_clear(capsys, tmp_path, moe):
     src, cache = tmp_path / "in.txt", tmp_path / "c.sqlite"
     src.write_text("\n".join(TEXTS), encoding="utf-8")
