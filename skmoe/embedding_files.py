@@ -8,8 +8,11 @@ file name.
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,9 +51,11 @@ class EmbeddingWriter:
             raise ValueError(f"format must be 'npy' or 'parquet', got {fmt!r}")
         self.path, self.fmt, self.n_rows = Path(path), fmt, n_rows
         # a name of its own: two runs writing one output each write their own file (a shared
-        # OUTPUT.partial was truncated under the other run's memory map: SIGBUS, or its rows lost)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".",
-                                   suffix=".partial")
+        # OUTPUT.partial was truncated under the other run's memory map: SIGBUS, or its rows
+        # lost); the host and process in it let a later run remove a killed run's file
+        _remove_orphans(self.path)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".partial",
+                                   prefix=f"{self.path.name}.{_HOST}.{os.getpid()}.")
         os.close(fd)
         self.tmp = Path(tmp)
         self._array: Any = None
@@ -101,6 +106,24 @@ class EmbeddingWriter:
             os.replace(self.tmp, self.path)  # gone (removed by someone): an error, not a success
         elif self.tmp.exists():
             self.tmp.unlink()
+
+
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _remove_orphans(path: Path) -> None:
+    """Remove the partial files of ``path`` left by killed runs (SIGKILL, a crash) on this host:
+    those whose process no longer exists. Another host's, or a live process's, are kept."""
+    for old in path.parent.glob(f"{glob.escape(path.name)}.{_HOST}.*.partial"):
+        pid = old.name[len(path.name) + len(_HOST) + 2:].split(".", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            old.unlink(missing_ok=True)
+        except OSError:  # alive, someone else's: keep it
+            pass
 
 
 def _reserve(path: Path) -> None:

@@ -224,6 +224,30 @@ def test_writers_of_one_output_keep_apart_and_a_full_disk_is_an_error(tmp_path, 
             w.tmp.unlink()
 
 
+def test_a_killed_runs_partial_file_is_removed_by_the_next_run(tmp_path):
+    """A SIGKILLed run's OUTPUT.<...>.partial (the size of the whole output) stayed forever once
+    the names were per run; a later run removes those of dead processes on this host."""
+    import os
+    import subprocess
+    import sys
+
+    import skmoe.embedding_files as files
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "v.npy"
+    host = files._HOST
+    killed = tmp_path / f"v.npy.{host}.{dead.pid}.abc.partial"
+    alive = tmp_path / f"v.npy.{host}.{os.getpid()}.def.partial"
+    elsewhere = tmp_path / f"v.npy.otherhost.{dead.pid}.ghi.partial"
+    for f in (killed, alive, elsewhere):
+        f.write_bytes(b"x")
+    with EmbeddingWriter(out, "npy", 1) as w:
+        assert w.tmp.name.startswith(f"v.npy.{host}.{os.getpid()}.")
+        w.write(0, ["a"], np.ones((1, 2), np.float32))
+    assert not killed.exists() and alive.exists() and elsewhere.exists()
+
+
 def test_progress_bar_counts_rows_and_stays_quiet_when_asked(encoder, capsys, monkeypatch):
     emb = Embedder.for_encoder(encoder, "", verbose=2)
     emb.embed(["a", "b", "a"])
