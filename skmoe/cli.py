@@ -55,6 +55,7 @@ from .io import (
     input_format,
     one_line,
     pick_column,
+    read_inputs,
     read_lines,
     read_table,
     read_texts,
@@ -103,7 +104,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if dst.exists() and src.exists() and dst.samefile(src):
         raise CLIError(f"output is the input file {src}: writing it would replace the texts; "
                        "name another output")
-    texts = read_texts(src, args.column, args.input_format)
+    if args.id_column is not None and fmt != "parquet":
+        raise CLIError(f"--id-column writes the ids beside the vectors, which needs Parquet "
+                       f"output; {dst.name} is .{fmt}")
+    texts, ids = read_inputs(src, args.column, args.input_format, args.id_column)
     cache = cache_of(args)
     if cache is not None and dst.resolve() == cache.resolve():
         raise CLIError(f"output is the cache file {cache}: writing it would replace the cache; "
@@ -122,7 +126,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
         say(f"{dst} exists (an earlier run's): it is replaced once every row is written")
     # the road (skmoe.embedding) streams chunk by chunk into a partial file beside dst, renamed
     # when complete
-    transformer.embed_to(texts, dst, format=fmt, chunk_size=EMBED_CHUNK)
+    transformer.embed_to(texts, dst, format=fmt, chunk_size=EMBED_CHUNK, ids=ids,
+                         id_name=args.id_column or "id")
     if cache is not None:  # counters are per process: report this command's share
         after = transformer.cache_stats()
         # counted per chunk of EMBED_CHUNK lines, each text once: a text a chunk computed is
@@ -313,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output file (.npy or .parquet), replaced if it exists (not the "
                             "input); written beside it as OUTPUT.<random>.partial and renamed when complete")
     embed.add_argument("--column", help="text column of a table (default: 'text' or the only one)")
+    embed.add_argument("--id-column", metavar="NAME",
+                       help="a table's id column, written as the first column of the Parquet "
+                            "output (for joining the vectors back)")
     embed.add_argument("--input-format", choices=INPUT_FORMATS,
                        help="input format when the extension does not tell")
     embed.add_argument("--format", choices=OUTPUT_FORMATS,

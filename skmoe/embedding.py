@@ -278,13 +278,15 @@ class Embedder:
     def embed_to(self, out: str | os.PathLike[str] | np.ndarray, texts: Sequence[str], *,
                  transform: Callable[[np.ndarray], np.ndarray] | None = None,
                  fmt: str | None = None, chunk_size: int = 1024,
-                 metadata: dict[str, Any] | None = None) -> Any:
+                 metadata: dict[str, Any] | None = None,
+                 columns: dict[str, Sequence[Any]] | None = None) -> Any:
         """Stream the vectors of ``texts`` (through ``transform``, e.g. truncation and
         normalisation, if given) into ``out``; return ``out``.
 
         ``out`` is a writable array of the right shape (e.g. ``np.lib.format.open_memmap``) or
         a path: ``.npy`` (or ``fmt="npy"``) or ``.parquet`` (``fmt="parquet"``: columns
-        ``text`` and ``embedding``), written to ``OUT.<random>.partial`` and renamed when complete.
+        ``text`` and ``embedding``, after any ``columns``: one value per text, e.g. ids),
+        written to ``OUT.<random>.partial`` and renamed when complete.
         """
         stream = self.iter_embed(texts, chunk_size)
         if isinstance(out, np.ndarray):
@@ -306,7 +308,7 @@ class Embedder:
             raise FileNotFoundError(f"the folder of out does not exist: {path.parent}")
         if not len(texts):  # no chunk to stream: an empty file of the right width
             stream = iter([(0, self._embed(texts, None))])
-        with EmbeddingWriter(path, fmt, len(texts), metadata) as writer:
+        with EmbeddingWriter(path, fmt, len(texts), metadata, columns) as writer:
             for start, vectors in stream:
                 vectors = transform(vectors) if transform is not None else vectors
                 writer.write(start, texts[start : start + len(vectors)], vectors)

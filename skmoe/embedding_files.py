@@ -40,15 +40,26 @@ class EmbeddingWriter:
     truncated file that looks complete.
 
     ``.npy``: one array ``[n, width]`` in input order. Parquet: one row per text with columns
-    ``text`` (string) and ``embedding`` (fixed-size list of ``width`` numbers); ``metadata``
+    ``text`` (string) and ``embedding`` (fixed-size list of ``width`` numbers), after any
+    ``columns`` given (one value per row, e.g. the input's ids); ``metadata``
     (where the vectors come from: model, fingerprint, prompt, output settings) is stored as JSON
     under the schema's ``skmoe`` key (``pq.read_schema(path).metadata[b"skmoe"]``).
     """
 
     def __init__(self, path: Path, fmt: str, n_rows: int,
-                 metadata: dict[str, Any] | None = None) -> None:
+                 metadata: dict[str, Any] | None = None,
+                 columns: dict[str, Sequence[Any]] | None = None) -> None:
         if fmt not in ("npy", "parquet"):
             raise ValueError(f"format must be 'npy' or 'parquet', got {fmt!r}")
+        columns = dict(columns or {})
+        if columns and fmt != "parquet":
+            raise ValueError(f"columns beside the vectors ({', '.join(columns)}) need Parquet "
+                             "output; .npy holds the vectors only")
+        for name, values in columns.items():
+            if name in ("text", "embedding") or len(values) != n_rows:
+                raise ValueError(f"column {name!r}: a name other than text/embedding and one "
+                                 f"value per row ({n_rows}) needed, got {len(values)}")
+        self.columns = columns
         self.path, self.fmt, self.n_rows = Path(path), fmt, n_rows
         # a name of its own: two runs writing one output each write their own file (a shared
         # OUTPUT.partial was truncated under the other run's memory map: SIGBUS, or its rows
@@ -85,6 +96,8 @@ class EmbeddingWriter:
 
             flat = pa.array(np.ascontiguousarray(vectors).reshape(-1))
             table = pa.table({
+                **{name: pa.array(list(values[start : start + len(texts)]))
+                   for name, values in self.columns.items()},
                 "text": pa.array(list(texts), type=pa.string()),
                 "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
             })

@@ -383,7 +383,8 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         return np.ascontiguousarray(quantize(floats, self.output_dtype, ranges))
 
     def embed_to(self, X: Any, out: str | os.PathLike[str] | np.ndarray, *,
-                 format: str | None = None, chunk_size: int = 1024) -> Any:
+                 format: str | None = None, chunk_size: int = 1024, ids: Any = None,
+                 id_name: str = "id") -> Any:
         """Stream ``transform(X)`` into ``out`` chunk by chunk; return ``out``.
 
         ``out``: a writable array ``[n, n_features_out_]`` (e.g. ``np.lib.format.open_memmap``)
@@ -391,7 +392,8 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         renamed when complete, so an interrupted run leaves no file that looks complete.
         Memory stays flat however many texts there are; ``skmoe embed`` runs this. A Parquet
         file records where its vectors come from (model, revision, fingerprint, prompt and the
-        output settings) as JSON under its schema metadata's ``skmoe`` key.
+        output settings) as JSON under its schema metadata's ``skmoe`` key, and with ``ids``
+        (one per text) a first column ``id_name`` for joining the vectors back.
         """
         texts, model = self._as_fitted(X)
         provenance = {"model": str(self.model), "revision": self.model_revision_,
@@ -399,8 +401,9 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
                       "centred": self.center_ is not None,
                       **{k: getattr(self, k) for k in ("max_length", "long_text",
                                                        "chunk_overlap", "dtype", *_OUTPUT_PARAMS)}}
+        columns = None if ids is None else {id_name: list(ids)}
         return self._embedder(model, self.prompt_).embed_to(
-            out, texts, fmt=format, chunk_size=chunk_size, metadata=provenance,
+            out, texts, fmt=format, chunk_size=chunk_size, metadata=provenance, columns=columns,
             transform=lambda full: self._output(self._postprocess(full)))
 
     # -- the work ------------------------------------------------------------------------------

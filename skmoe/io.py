@@ -318,17 +318,43 @@ def warn_empty(texts: Sequence[str], path: Path, unit: str = "row",
 
 def read_texts(path: Path, column: str | None = None, fmt: str | None = None) -> list[str]:
     """The texts of an input file: lines of a .txt, or one column of a table."""
+    return read_inputs(path, column, fmt)[0]
+
+
+def read_inputs(path: Path, column: str | None = None, fmt: str | None = None,
+                id_column: str | None = None) -> tuple[list[str], list[Any] | None]:
+    """The texts of an input file (:func:`read_texts`) and, with ``id_column``, the ids of a
+    table's rows (none may be missing: a join on them would lose the row)."""
     check_readable(path)
     fmt = input_format(path, fmt)
+    ids = None
     if fmt == "txt":
-        if column is not None:
-            raise InputError(f"--column does not apply to a text file with one text per line: "
-                             f"{path}")
+        for option, value in (("--column", column), ("--id-column", id_column)):
+            if value is not None:
+                raise InputError(f"{option} does not apply to a text file with one text per "
+                                 f"line: {path}")
         texts = read_lines(path)
         warn_empty(texts, path, "line")
     else:
         frame = read_table(path, fmt)
         texts = column_texts(frame, pick_column(frame, column, path), path)
+        if id_column is not None:
+            ids = column_ids(frame, id_column, path)
     if not texts:
         raise InputError(f"no texts in {path}")
-    return texts
+    return texts, ids
+
+
+def column_ids(frame: Any, column: str, path: Path) -> list[Any]:
+    """A table's id column as a list, refused (naming the row) where an id is missing."""
+    import pandas as pd
+
+    names = [str(c) for c in frame.columns]
+    if column not in names:
+        raise InputError(f"id column {column!r} not found in {path}; columns: {listing(names)}")
+    values = frame[column].reset_index(drop=True)
+    missing = pd.isna(values).to_numpy()
+    if missing.any():
+        raise InputError(f"{path}, id column {column!r}: missing id at row "
+                         f"{int(missing.argmax())}")
+    return values.tolist()

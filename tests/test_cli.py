@@ -358,6 +358,34 @@ def test_embed_tables_to_parquet(capsys, tmp_path, moe, fmt):
     assert meta["centred"] is False and len(meta["fingerprint"]) > 16
 
 
+def test_embed_keeps_a_tables_ids_for_joining_back(capsys, tmp_path, moe):
+    """Only the text column reached the output: joining back relied on row order."""
+    src = tmp_path / "in.csv"
+    pd.DataFrame({"doc": ["d7", "d3", "d9"], "text": ["one", "two", "one"]}).to_csv(src, index=False)
+    dst = tmp_path / "out.parquet"
+    code, _, err = run(capsys, "embed", src, "-o", dst, "--id-column", "doc", "--model", moe,
+                       "--no-cache", "-q")
+    assert code == 0, err
+    table = pd.read_parquet(dst)
+    assert list(table.columns) == ["doc", "text", "embedding"]
+    assert list(table["doc"]) == ["d7", "d3", "d9"] and list(table["text"]) == ["one", "two", "one"]
+    code, _, err = run(capsys, "embed", src, "-o", tmp_path / "o.npy", "--id-column", "doc",
+                       "--model", moe, "--no-cache")
+    assert_one_line_error(code, err, 2, "--id-column", "needs Parquet output")
+    code, _, err = run(capsys, "embed", src, "-o", dst, "--id-column", "nope", "--model", moe,
+                       "--no-cache")
+    assert_one_line_error(code, err, 2, "id column 'nope' not found", "doc, text")
+    pd.DataFrame({"doc": ["a", None], "text": ["x", "y"]}).to_parquet(tmp_path / "m.parquet")
+    code, _, err = run(capsys, "embed", tmp_path / "m.parquet", "-o", dst, "--id-column", "doc",
+                       "--model", moe, "--no-cache")
+    assert_one_line_error(code, err, 2, "id column 'doc': missing id at row 1")
+    txt = tmp_path / "in.txt"
+    txt.write_text("a\n", encoding="utf-8")
+    code, _, err = run(capsys, "embed", txt, "-o", dst, "--id-column", "doc", "--model", moe,
+                       "--no-cache")
+    assert_one_line_error(code, err, 2, "--id-column does not apply to a text file")
+
+
 def _stopped_after_the_first_chunk(tmp_path, monkeypatch, stop):
     """Ten texts in chunks of 4, ``stop()`` called when the second chunk starts; returns the
     input, output and cache paths, the texts, the call log and the real ``Embedder._embed``."""

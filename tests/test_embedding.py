@@ -219,6 +219,10 @@ def test_writers_of_one_output_keep_apart_and_a_full_disk_is_an_error(tmp_path, 
         with EmbeddingWriter(tmp_path / "v2.npy", "npy", 2) as w:
             w.write(0, ["x", "y"], np.ones((2, 9), np.float32))
     assert not list(tmp_path.glob("v2*"))
+    with pytest.raises(ValueError, match="need Parquet output"):
+        EmbeddingWriter(tmp_path / "v4.npy", "npy", 1, columns={"id": [1]})
+    with pytest.raises(ValueError, match=r"column 'id': .*one value per row \(2\) needed, got 1"):
+        EmbeddingWriter(tmp_path / "v4.parquet", "parquet", 2, columns={"id": [1]})
     with pytest.raises(FileNotFoundError):  # its file removed by someone: not a success
         with EmbeddingWriter(tmp_path / "v3.npy", "parquet", 0) as w:
             w.tmp.unlink()
