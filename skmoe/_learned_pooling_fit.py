@@ -9,6 +9,7 @@ although the states are held in float16.
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from sklearn.utils.multiclass import type_of_target
 from torch import nn
 
+from ._stack import external_stacklevel
 from .engine.windows import check_long_text
 from .postprocessing import normalize_mode
 from .validation import (
@@ -122,7 +124,24 @@ def check_fit_params(est: Any, pairs: bool, y: Any, n: int) -> str:
     if objective in _SCORED and y is None:
         raise ValueError(f"objective={objective!r} needs similarity scores y, one per pair")
     _check_data(objective, y, n)
+    if est.objective == "auto" and objective == "cosent":
+        _warn_if_labels(y)
     return objective
+
+
+_PAIRS_NOTE = ("a 2-column table is read as text pairs: to classify texts, pass one text column")
+
+
+def _warn_if_labels(y: Any) -> None:
+    """``fit(pairs, y)`` ranks pairs by ``y``; integer ``y`` with a few values looks like class
+    labels given with a 2-column table meant as texts (one text and one other column)."""
+    values = np.asarray(y, dtype=np.float64)
+    distinct = np.unique(values)
+    if 2 < len(distinct) <= 50 and np.array_equal(distinct, np.round(distinct)):
+        warnings.warn(f"fit(pairs, y) reads y as similarity scores and trains CoSENT (pairs "
+                      f"ranked by y); y holds {len(distinct)} distinct integers, like class "
+                      f"labels. If so, {_PAIRS_NOTE}; pass objective='cosent' to keep scores "
+                      "without this warning", UserWarning, stacklevel=external_stacklevel())
 
 
 def _check_data(objective: str, y: Any, n: int) -> None:
@@ -148,7 +167,7 @@ def _check_data(objective: str, y: Any, n: int) -> None:
     for i, v in enumerate(values):
         if not isinstance(v, (numbers.Real, np.number, np.bool_)):
             raise ValueError(f"scores y must be numbers (one similarity score per pair); row {i} "
-                             f"is {v!r}")
+                             f"is {v!r} ({_PAIRS_NOTE})")
         if not np.isfinite(float(v)):
             raise ValueError(f"scores y must be finite; row {i} is {v!r}")
     scores = values.astype(np.float64)

@@ -105,6 +105,27 @@ def test_pairs_train_with_infonce_and_similarity_is_cosine(fast_moe):
         LearnedPooling(fast_moe, objective="cosent").fit(pairs)
 
 
+def test_class_labels_with_a_two_column_table_are_flagged(fast_moe):
+    """A (title, body) DataFrame is read as text pairs: integer class ids then trained CoSENT
+    (pairs ranked by class id) without a word; string labels failed without saying why."""
+    import warnings
+
+    import pandas as pd
+
+    texts, y = keyword_task(40, seed=5)
+    frame = pd.DataFrame({"title": texts, "body": texts[::-1]})
+    labels = np.arange(40) % 4
+    with pytest.warns(UserWarning, match=r"y holds 4 distinct integers, like class labels.*"
+                                         r"2-column table is read as text pairs"):
+        LearnedPooling(fast_moe, max_iter=1).fit(frame, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked for CoSENT, or real scores: no warning
+        LearnedPooling(fast_moe, max_iter=1, objective="cosent").fit(frame, labels)
+        LearnedPooling(fast_moe, max_iter=1).fit(frame, np.linspace(0, 5, 40))
+    with pytest.raises(ValueError, match="row 0 is 'a'.*to classify texts, pass one text column"):
+        LearnedPooling(fast_moe, max_iter=1).fit(frame, ["a", "b"] * 20)
+
+
 def test_clone_and_pickle_carry_parameters_not_weights(fast_moe):
     texts, y = keyword_task(60, seed=2)
     est = LearnedPooling(fast_moe, max_iter=3, random_state=0).fit(texts, y)
