@@ -414,7 +414,7 @@ class Embedder:
             shown += f", ... ({len(rows)} in all)"
         warnings.warn(
             f"{len(rows)} text(s) exceed the maximum length ({self.max_length} tokens) and were "
-            f"truncated (row{'s' if len(rows) > 1 else ''} {shown}); first: "
+            f"truncated (row{'s' if len(rows) > 1 else ''} {shown}, counted from 0); first: "
             f"{(self.prompt + texts[rows[0]])[:60]!r}",
             TruncationWarning,
             stacklevel=external_stacklevel(),

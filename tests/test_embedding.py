@@ -122,8 +122,8 @@ def test_one_truncation_warning_per_call_names_the_input_rows(encoder, tmp_path)
     cut = [w for w in caught if issubclass(w.category, TruncationWarning)]
     assert len(cut) == 1, [str(w.message) for w in cut]
     assert re.search(r"^3 text\(s\) exceed the maximum length \(16 tokens\) and were truncated "
-                     r"\(rows 1, 3, 4\); first: 'query: word word", str(cut[0].message))
-    with pytest.warns(TruncationWarning, match=r"\(rows 1001, 1003\)"):  # streamed: rows count on
+                     r"\(rows 1, 3, 4, counted from 0\); first: 'query: word word", str(cut[0].message))
+    with pytest.warns(TruncationWarning, match=r"\(rows 1001, 1003, counted from 0\)"):  # streamed: rows count on
         list(emb.iter_embed(["a"] * 1001 + [long2, "b", long1], chunk_size=1000))
 
 
