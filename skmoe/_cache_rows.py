@@ -95,10 +95,10 @@ def read_rows(conn: sqlite3.Connection, row: tuple[int, int], hashes: list[bytes
     return damaged
 
 
-def rows_to_store(vectors: Any, n: int, cut: Sequence[bool] | None
+def rows_to_store(vectors: Any, n: int, cut: Sequence[bool | None] | None
                   ) -> tuple[np.ndarray, list[int | None]]:
     """``vectors`` as the stored float32 ``[n, dim]`` array, checked, and the ``cut`` flags
-    (1/0, None for unknown)."""
+    (1/0, None for unknown: all of them when ``cut`` is None, or per row)."""
     array = np.asarray(vectors)
     if array.ndim != 2 or array.shape[0] != n:
         raise ValueError(f"vectors must have shape ({n}, dim), got {array.shape}")
@@ -111,4 +111,4 @@ def rows_to_store(vectors: Any, n: int, cut: Sequence[bool] | None
         raise ValueError("refusing to cache non-finite vectors (NaN/inf)")
     if cut is not None and len(cut) != n:
         raise ValueError(f"cut must have {n} entries, got {len(cut)}")
-    return array, [None] * n if cut is None else [int(bool(c)) for c in cut]
+    return array, [None] * n if cut is None else [None if c is None else int(bool(c)) for c in cut]

@@ -258,7 +258,7 @@ class EmbeddingCache(CacheFile):
             self._misses += misses
 
     def put_many(self, namespace: str, texts: Sequence[str], vectors: Any,
-                 cut: Sequence[bool] | None = None) -> None:
+                 cut: Sequence[bool | None] | None = None) -> None:
         """Store vectors, committing every few hundred rows.
 
         Rows committed before an interruption (even ``SIGKILL``) stay in the file. A file that
@@ -277,7 +277,7 @@ class EmbeddingCache(CacheFile):
             Full-width embeddings; stored as float32 and must be finite.
         cut : sequence of bool, optional
             Whether each text was truncated to the token limit when embedded (stored, so that
-            :meth:`lookup` can report it); unknown when omitted.
+            :meth:`lookup` can report it); unknown when omitted, or for a row given None.
         """
         if not isinstance(namespace, str) or not namespace:
             raise TypeError("namespace must be a non-empty str (see cache_namespace)")

@@ -90,13 +90,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     the schema metadata's 'skmoe' key). Vectors go to the cache chunk by chunk, so rerunning
     an interrupted command only computes what is missing."""
     src, dst = Path(args.input).expanduser(), Path(args.output).expanduser()
-    fmt = args.format or _output_format(dst)
-    from .embedding_files import OUTPUT_EXTENSIONS
-
-    implied = OUTPUT_EXTENSIONS.get(dst.suffix.lower())
-    if implied is not None and implied != fmt:
-        raise CLIError(f"--format {fmt} does not match the extension of {dst}; name it "
-                       f"{dst.with_suffix('.' + fmt).name} or drop --format")
+    fmt = _output_format(dst, args.format)
     if not dst.parent.is_dir():
         raise CLIError(f"output folder does not exist: {dst.parent}")
     if dst.is_dir():
@@ -143,9 +137,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
-
 def _tokens(value: str) -> int:
     """A token count >= 0 (``--chunk-overlap``)."""
     try:
@@ -157,15 +148,19 @@ def _tokens(value: str) -> int:
     return n
 
 
-def _output_format(path: Path) -> str:
+def _output_format(path: Path, asked: str | None) -> str:
+    """The output format: ``--format`` (``asked``) or the extension's, which must agree."""
     from .embedding_files import OUTPUT_EXTENSIONS
 
-    fmt = OUTPUT_EXTENSIONS.get(path.suffix.lower())
-    if fmt is None:
+    implied = OUTPUT_EXTENSIONS.get(path.suffix.lower())
+    if asked is None and implied is None:
         raise CLIError(
             f"cannot tell the output format of {path}; end it in .npy or .parquet or pass --format"
         )
-    return fmt
+    if asked is not None and implied is not None and implied != asked:
+        raise CLIError(f"--format {asked} does not match the extension of {path}; name it "
+                       f"{path.with_suffix('.' + asked).name} or drop --format")
+    return asked or implied
 
 
 def cmd_info(args: argparse.Namespace) -> int:

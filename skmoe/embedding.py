@@ -364,12 +364,8 @@ class Embedder:
         if not self._described:  # what `skmoe cache stats` shows for the namespace
             cache.describe(self.namespace, **dict(self.labels or {}))
             self._described = True
-        known = old_cut[hit] >= 0  # a flag stored as unknown stays unknown
-        for part in (known, ~known):
-            if part.any():
-                cache.put_many(self.namespace, [texts[j] for j in np.flatnonzero(hit)[part]],
-                               old[hit][part], cut=(old_cut[hit][part] > 0) if part is known
-                               else None)
+        cache.put_many(self.namespace, [texts[j] for j in np.flatnonzero(hit)], old[hit],
+                       cut=[None if c < 0 else c > 0 for c in old_cut[hit]])  # unknown stays so
 
     def _compute(self, todo: list[str], missing: np.ndarray, vectors: np.ndarray,
                  cut_todo: np.ndarray, rows_per_text: np.ndarray | None,
@@ -445,5 +441,3 @@ class progress:  # noqa: N801 - used like a function: ``with progress(n, verbose
         if self.bar is not None:
             self.bar.close()
 
-
-# -- files -------------------------------------------------------------------------------------

@@ -107,14 +107,23 @@ def _same_snapshot(key: tuple, model: str | os.PathLike[str], revision: str | No
     others = [k for k in _ENCODERS if k[0] == key[0] and k[2:] == key[2:]]
     if not others or Path(model).expanduser().is_dir():  # a folder's revision is a label
         return None
-    resolved = _RESOLVED.get((key[0], revision, local_files_only))
+    try:
+        folder, _ = _resolved(key[0], model, revision, local_files_only)
+    except ModelNotAvailableError:
+        return None  # the load says why, with its own error
+    return next((_ENCODERS[k] for k in others if _ENCODERS[k].source.path == folder), None)
+
+
+def _resolved(name: str, model: str | os.PathLike[str], revision: str | None,
+              local_files_only: bool) -> tuple[str, str]:
+    """``(folder, revision)`` of ``model``, resolved once per process (a hub id is not looked up
+    again; ``name`` is its registry spelling)."""
+    memo_key = (name, revision, local_files_only)
+    resolved = _RESOLVED.get(memo_key)
     if resolved is None:
-        try:
-            folder, rev = resolve_model_path(model, revision, local_files_only)
-        except ModelNotAvailableError:
-            return None  # the load says why, with its own error
-        resolved = _RESOLVED[(key[0], revision, local_files_only)] = (str(folder), rev)
-    return next((_ENCODERS[k] for k in others if _ENCODERS[k].source.path == resolved[0]), None)
+        folder, rev = resolve_model_path(model, revision, local_files_only)
+        resolved = _RESOLVED[memo_key] = (str(folder), rev)
+    return resolved
 
 
 def model_source(
@@ -131,12 +140,7 @@ def model_source(
         for key, encoder in _ENCODERS.items():
             if key[0] == name and key[1] == revision:
                 return encoder.source
-        resolved = _RESOLVED.get((name, revision, local_files_only))
-    if resolved is None:
-        folder, rev = resolve_model_path(model, revision, local_files_only)
-        resolved = (str(folder), rev)
-        with _LOCK:
-            _RESOLVED[(name, revision, local_files_only)] = resolved
+    resolved = _resolved(name, model, revision, local_files_only)  # outside the lock: may ask the hub
     folder = Path(resolved[0])
     return ModelSource(name=str(model), path=str(folder), revision=resolved[1],
                        fingerprint=weights_fingerprint(folder, safetensors_files(folder)))

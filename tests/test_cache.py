@@ -481,6 +481,8 @@ def test_cut_flags_round_trip_and_default_to_unknown(tmp_path):
     assert found.tolist() == [True, False, True, True, True]
     assert got.shape == (4, 4) and cut.tolist() == [1, -1, 0, -1, 1]  # per text; -1 unknown
     assert len(cache.lookup("ns", ["a"])) == 2  # the plain form is unchanged
+    cache.put_many("ns", ["g", "h"], vecs[:2], cut=[None, True])  # unknown for one row only
+    assert cache.lookup("ns", ["g", "h"], with_cut=True)[2].tolist() == [-1, 1]
     with pytest.raises(ValueError, match="cut must have 2 entries"):
         cache.put_many("ns", ["e", "f"], vecs[:2], cut=[True])
 

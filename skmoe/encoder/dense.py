@@ -66,7 +66,8 @@ def check_dense_config(folder: Path, raw: dict[str, Any]) -> None:
     )
 
     model_type = raw.get("model_type")
-    custom = (raw.get("auto_map") or {}).get("AutoModel") if isinstance(raw.get("auto_map"), dict) else None
+    auto_map = raw.get("auto_map")
+    custom = auto_map.get("AutoModel") if isinstance(auto_map, dict) else None
     if custom:  # its tensors may well fit the stock class, which then computes another model
         refuse("auto_map", f"the model's own code ({custom}) computes it, and skmoe runs no code "
                            f"from a model folder; the stock {model_type!r} class would load its "

@@ -82,8 +82,10 @@ def _cached_elsewhere(name: str, revision: str | None, exc: Exception,
     """What to say when the Hugging Face cache holds ``name``, just not as asked: the revision
     is not among its refs and commits (listed), or its snapshot's download stopped; else None."""
     from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
 
-    root = Path(cache_dir or constants.HF_HUB_CACHE) / f"models--{name.replace('/', '--')}"
+    root = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=name,
+                                                                        repo_type="model")
     commits = sorted(p.name for p in (root / "snapshots").glob("*") if p.is_dir())
     if not commits:
         return None

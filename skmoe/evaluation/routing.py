@@ -291,6 +291,13 @@ def _halves(code: np.ndarray, n_groups: int, random_state: int) -> np.ndarray:
     return half
 
 
+def _js(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon divergence (base 2) of two share distributions; NaN if either is."""
+    if np.isnan(p).any() or np.isnan(q).any():
+        return float("nan")
+    return float(jensenshannon(p, q, base=2) ** 2)
+
+
 def _divergences(count: dict[int, np.ndarray], token_count: np.ndarray, names: list[Any],
                  K: int, *, within: bool = False) -> pd.DataFrame:
     """JS divergence (base 2) of the share distributions: between every two groups, or
@@ -300,17 +307,13 @@ def _divergences(count: dict[int, np.ndarray], token_count: np.ndarray, names: l
         with np.errstate(invalid="ignore", divide="ignore"):
             share = c / (token_count[:, None] * K)  # NaN for a group without tokens
         if within:
-            for g, name in enumerate(names):
-                a, b = share[2 * g], share[2 * g + 1]
-                js = np.nan if np.isnan(a).any() or np.isnan(b).any() else float(
-                    jensenshannon(a, b, base=2) ** 2)
-                out.append({"layer": layer, "group": name, "js_divergence": js})
-            continue
-        for a, b in combinations(range(len(names)), 2):
-            js = np.nan if np.isnan(share[a]).any() or np.isnan(share[b]).any() else float(
-                jensenshannon(share[a], share[b], base=2) ** 2)
-            out.append({"layer": layer, "group_a": names[a], "group_b": names[b],
-                        "js_divergence": js})
+            out += [{"layer": layer, "group": name, "js_divergence": _js(share[2 * g],
+                                                                          share[2 * g + 1])}
+                    for g, name in enumerate(names)]
+        else:
+            out += [{"layer": layer, "group_a": names[a], "group_b": names[b],
+                     "js_divergence": _js(share[a], share[b])}
+                    for a, b in combinations(range(len(names)), 2)]
     columns = ["layer", "group", "js_divergence"] if within else [
         "layer", "group_a", "group_b", "js_divergence"]
     return pd.DataFrame.from_records(out, columns=columns)
