@@ -232,6 +232,13 @@ def _two_matrices(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
 CODED_OUTPUTS = ("int8", "uint8", "binary", "ubinary")
 
 
+def declared_output_dtype(transformer: Any) -> str:
+    """The ``output_dtype`` a transformer (a Pipeline: its last step) declares; float32 if none."""
+    while hasattr(transformer, "steps"):
+        transformer = transformer.steps[-1][1]
+    return str(getattr(transformer, "output_dtype", "float32"))
+
+
 def refuse_coded(dtype: Any, who: str) -> None:
     """Refuse int8/uint8 vectors (``output_dtype`` int8, uint8, binary or ubinary): cosines and
     differences of codes mean nothing."""

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from .postprocessing import cosine_matrix, cosine_rows, refuse_coded
+from .postprocessing import cosine_matrix, cosine_rows, declared_output_dtype, refuse_coded
 from .validation import split_pairs
 
 __all__ = ["PAIR_FEATURES", "PairFeatures", "cosine_matrix", "cosine_rows", "split_pairs"]
@@ -49,7 +49,7 @@ class PairFeatures(TransformerMixin, BaseEstimator):
             embedder = MoEEmbeddingTransformer()
         else:
             embedder = clone(self.embedder)
-        refuse_coded(getattr(embedder, "output_dtype", "float32"), "PairFeatures")
+        refuse_coded(declared_output_dtype(embedder), "PairFeatures")
         self.embedder_ = embedder.fit(a + b)
         dim = getattr(self.embedder_, "n_features_out_", None)
         if dim is None:  # a generic embedder: ask it once

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..postprocessing import l2_normalize, refuse_coded
+from ..postprocessing import l2_normalize
 from ..validation import check_no_missing
 from .embeddings import EmbeddingSource, as_groups
 
@@ -64,7 +64,7 @@ def bitext_report(
         language and the ``n`` candidates (the ids both languages share) in the target language.
         Chance level is ``1 / n``.
     """
-    source = EmbeddingSource(X, transformer, learn_center=False)
+    source = EmbeddingSource(X, transformer, learn_center=False, floats_for="bitext_report")
     lang = as_groups(languages, len(source), "languages")
     ids = np.asarray(ids)
     if len(ids) != len(source):
@@ -98,7 +98,6 @@ def bitext_report(
         if len(shared) == 0:
             raise ValueError(f"{a!r} and {b!r} share no ids")
         queries, candidates = (source.get(rows_of[x][shared].to_numpy()) for x in (a, b))
-        refuse_coded(queries.dtype, "bitext_report")
         acc = bitext_accuracy(queries, candidates)
         records.append({"source_language": a, "target_language": b, "n": len(shared),
                         "accuracy": acc})

@@ -12,7 +12,6 @@ from sklearn.metrics import adjusted_mutual_info_score, v_measure_score
 from sklearn.utils import check_random_state
 
 from .._stack import external_stacklevel
-from ..postprocessing import refuse_coded
 from ..validation import check_no_missing, is_int_at_least
 from .embeddings import EmbeddingSource, as_groups
 
@@ -65,7 +64,7 @@ def cluster_report(
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     # the model's own vectors: a centre learned on X would make a group's score depend on the
     # other groups of the call (as for STS); a fitted transformer is used as it is
-    source = EmbeddingSource(X, transformer, learn_center=False)
+    source = EmbeddingSource(X, transformer, learn_center=False, floats_for="cluster_report")
     y = np.asarray(y)
     if len(y) != len(source):
         raise ValueError(f"X has {len(source)} rows but y has {len(y)}")
@@ -80,8 +79,6 @@ def cluster_report(
                 rng.choice(rows, size=max_documents, replace=False))
             plan.append((group, b, sub, int(rng.randint(np.iinfo(np.int32).max))))
     source.prefetch(np.unique(np.concatenate([p[2] for p in plan])) if plan else [])
-    if plan:
-        refuse_coded(source.get(plan[0][2][:1]).dtype, "cluster_report")
     records, degenerate, small = [], [], []
     for group, b, sub, seed in plan:
         labels = y[sub]

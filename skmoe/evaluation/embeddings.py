@@ -17,6 +17,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
+from ..postprocessing import declared_output_dtype, refuse_coded
 from ..validation import check_finite_rows, check_no_missing, validate_texts
 
 
@@ -41,6 +42,9 @@ class EmbeddingSource:
         ``False``: an unfitted transformer's clone is fitted with ``center=False`` (every
         ``center`` parameter, a Pipeline's steps' too), so reports without training texts (STS,
         bitext) score the model's own vectors rather than vectors centred on the evaluated texts.
+    floats_for : str, optional
+        The report's name: refuse quantized codes (``output_dtype`` int8, uint8, binary or
+        ubinary), before any text is encoded when the transformer declares them.
 
     Attributes
     ----------
@@ -51,8 +55,10 @@ class EmbeddingSource:
     """
 
     def __init__(self, X: Any, transformer: Any | None = None, fit_texts: Any = None,
-                 name: str = "X", learn_center: bool = True) -> None:
+                 name: str = "X", learn_center: bool = True,
+                 floats_for: str | None = None) -> None:
         self.transformer = transformer
+        self._floats_for = floats_for
         self.n_encoded_ = 0
         self.n_transform_calls_ = 0
         if X is None:
@@ -69,12 +75,14 @@ class EmbeddingSource:
                     f"precomputed embeddings must be a 2-D numeric array, got shape {arr.shape} "
                     f"and dtype {arr.dtype}"
                 )
+            self._refuse_coded(arr.dtype)
             self._matrix: np.ndarray | None = check_finite_rows(arr, name)
             self._n = arr.shape[0]
         else:
             if not hasattr(transformer, "transform"):
                 raise TypeError(f"transformer must have a transform method, got {transformer!r}")
             texts = validate_texts(X, name)
+            self._refuse_coded(declared_output_dtype(transformer))
             fit_on = texts if fit_texts is None else validate_texts(fit_texts, "fit texts")
             self.transformer, fit_out = _fitted(transformer, fit_on, learn_center)
             codes, uniques = pd.factorize(pd.Series(texts, dtype=object), sort=False)
@@ -109,9 +117,13 @@ class EmbeddingSource:
         self.n_transform_calls_ += 1
         self._store(todo, self._checked(out, len(todo)))
 
-    @staticmethod
-    def _checked(out: Any, n: int) -> np.ndarray:
+    def _refuse_coded(self, dtype: Any) -> None:
+        if self._floats_for is not None:
+            refuse_coded(dtype, self._floats_for)
+
+    def _checked(self, out: Any, n: int) -> np.ndarray:
         out = out.toarray() if sp.issparse(out) else np.asarray(out)
+        self._refuse_coded(out.dtype)
         if out.ndim != 2 or out.shape[0] != n:
             raise ValueError(
                 f"transformer returned shape {out.shape} for {n} texts; expected "
@@ -185,12 +197,13 @@ def embed(X: Any, transformer: Any | None = None) -> np.ndarray:
 def concat_sources(
     parts: Sequence[Any], transformer: Any | None, fit_part: int | None = None,
     names: Sequence[str] | None = None, learn_center: bool = True,
+    floats_for: str | None = None,
 ) -> EmbeddingSource:
     """One :class:`EmbeddingSource` over several inputs, so a text shared by them is encoded once.
 
     All parts must be of the same kind (texts with a transformer, or arrays without).
     ``fit_part``: index of the part an unfitted transformer is fitted on (default: all).
-    ``names``: the parts' argument names in errors; ``learn_center`` as in
+    ``names``: the parts' argument names in errors; ``learn_center`` and ``floats_for`` as in
     :class:`EmbeddingSource`.
     """
     names = names or [f"part {i}" for i in range(len(parts))]
@@ -199,8 +212,9 @@ def concat_sources(
         texts = [validate_texts(part, name) for part, name in kept]
         fit_texts = None if fit_part is None else texts[fit_part]
         return EmbeddingSource([t for side in texts for t in side], transformer, fit_texts,
-                               learn_center=learn_center)
-    arrays = [EmbeddingSource(part, name=name).get() for part, name in kept]
+                               learn_center=learn_center, floats_for=floats_for)
+    arrays = [EmbeddingSource(part, name=name, floats_for=floats_for).get()
+              for part, name in kept]
     widths = {a.shape[1] for a in arrays}
     if len(widths) > 1:
         raise ValueError(f"precomputed embeddings differ in width: {sorted(widths)}")

@@ -10,7 +10,7 @@ import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
 from .._stack import external_stacklevel
-from ..postprocessing import cosine_rows, refuse_coded
+from ..postprocessing import cosine_rows
 from .embeddings import as_groups, concat_sources
 
 
@@ -68,9 +68,9 @@ def sts_report(
     if n == 0:
         raise ValueError("sts_report needs at least one pair; got none")
     g = as_groups(groups, n)
-    source = concat_sources([X1, X2], transformer, names=("X1", "X2"), learn_center=False)
+    source = concat_sources([X1, X2], transformer, names=("X1", "X2"), learn_center=False,
+                            floats_for="sts_report")
     vectors = source.get()  # both columns in one transform call
-    refuse_coded(vectors.dtype, "sts_report")
     sims = paired_cosine(vectors[:n], vectors[n:])
     records = []
     for group in pd.unique(g):

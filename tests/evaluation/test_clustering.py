@@ -99,7 +99,7 @@ def test_small_groups_are_flagged_codes_refused_and_groups_scored_alone(fast_moe
         cluster_report(rng.normal(size=(70, 8)), np.arange(70) % 7, n_bootstrap=1)
     texts = [f"sentence number {i} about topic {i % 2}" for i in range(40)]
     labels = [i % 2 for i in range(40)]
-    with pytest.raises(ValueError, match="cluster_report needs float embeddings, but got int8"):
+    with pytest.raises(ValueError, match="cluster_report needs float embeddings, but got binary codes"):
         cluster_report(texts, labels, transformer=MoEEmbeddingTransformer(
             fast_moe, output_dtype="binary", verbose=0), n_bootstrap=1)
     # an unfitted transformer gives the model's own vectors: a group scores alike alone and

@@ -106,11 +106,35 @@ def test_sts_and_bitext_fit_an_unfitted_transformer_without_a_centre(fast_moe):
 def test_sts_and_bitext_refuse_codes(fast_moe, output_dtype):
     est = MoEEmbeddingTransformer(fast_moe, output_dtype=output_dtype, verbose=0)
     texts = [f"sentence number {i}" for i in range(20)]
-    with pytest.raises(ValueError, match="sts_report needs float embeddings, but got (int8|uint8)"):
+    with pytest.raises(ValueError, match=f"sts_report needs float embeddings, but got {output_dtype} codes"):
         sts_report(texts[:10], texts[10:], np.arange(10.0), transformer=est.fit(texts))
     with pytest.raises(ValueError, match="bitext_report needs float embeddings"):
         bitext_report(texts, ["a"] * 10 + ["b"] * 10, list(range(10)) * 2,
                       transformer=est.fit(texts))
+
+
+@pytest.mark.parametrize("in_pipeline", [False, True])
+def test_reports_refuse_declared_codes_before_encoding(recorder, in_pipeline):
+    from sklearn.pipeline import make_pipeline
+
+    from skmoe.evaluation import cluster_report
+
+    class Coded(recorder):
+        output_dtype = "int8"
+
+    inner = Coded()
+    tr = make_pipeline(inner) if in_pipeline else inner
+    texts = [f"sentence number {i}" for i in range(20)]
+    refused = "needs float embeddings, but got int8"
+    with pytest.raises(ValueError, match=f"sts_report {refused}"):
+        sts_report(texts[:10], texts[10:], np.arange(10.0), transformer=tr)
+    with pytest.raises(ValueError, match=f"bitext_report {refused}"):
+        bitext_report(texts, ["a"] * 10 + ["b"] * 10, list(range(10)) * 2, transformer=tr)
+    with pytest.raises(ValueError, match=f"cluster_report {refused}"):
+        cluster_report(texts, [i % 2 for i in range(20)], transformer=tr)
+    assert inner.calls == []  # refused before a single text was encoded
+    with pytest.raises(ValueError, match="sts_report needs float embeddings, but got uint8"):
+        sts_report(np.zeros((2, 4), np.uint8), np.zeros((2, 4), np.uint8), [1.0, 2.0])
 
 
 def test_reports_name_the_argument_that_holds_a_bad_row(recorder):
