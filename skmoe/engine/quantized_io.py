@@ -62,25 +62,17 @@ from ..encoder.nomic_moe import NomicMoEModel
 from ..encoder.pages import trim_heap
 from ..encoder.sentence import SentenceEncoder
 from ..encoder.sentence import load_encoder as load_float_encoder
-from ..encoder.tokenization import (
-    load_max_length,
-    load_model_tokenizer,
-    load_pooling,
-    load_prompts,
-)
+from ..encoder.tokenization import load_max_length, load_model_tokenizer, load_pooling, load_prompts
 from .int4 import (
     INT4_GROUP_SIZE,
     INT4_ROUNDING,
     INT4_ROUNDINGS,
-    FileRows,
     Int4Experts,
     Int4Linear,
     Int4MLP,
     Int4ShapeError,
-    Int8RowEmbedding,
     check_int4_rounding,
 )
-from .int4 import word_embeddings as find_word_embeddings
 from .int8 import Int8Experts, Int8Linear, Int8MLP, int8_weight_bits
 from .memory import release_file_pages
 from .precision import (
@@ -90,6 +82,8 @@ from .precision import (
     precision_label,
     resolve_precision,
 )
+from .row_embedding import FileRows, Int8RowEmbedding
+from .row_embedding import word_embeddings as find_word_embeddings
 
 #: The key of config.json recording the quantization, and its ``quant_method`` value.
 CONFIG_KEY = "quantization_config"

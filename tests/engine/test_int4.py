@@ -19,13 +19,13 @@ from skmoe.engine.int4 import (
     INT4_GROUP_SIZE,
     Int4Experts,
     Int4Linear,
-    Int8RowEmbedding,
     dequantize_int4,
     int4_available,
     int4_codes,
     quantize_int4,
 )
 from skmoe.engine.precision import apply_precision, precision_of, supported_precisions
+from skmoe.engine.row_embedding import Int8RowEmbedding
 
 pytestmark = pytest.mark.skipif(not int4_available(), reason="this torch lacks the int4 CPU kernel")
 

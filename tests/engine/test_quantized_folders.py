@@ -216,7 +216,7 @@ def test_loading_a_folder_never_quantizes_nor_reads_float_weights(folders, monke
 
 
 def test_file_rows_gather_the_stored_rows(folders):
-    from skmoe.engine.int4 import FileRows, Int8RowEmbedding
+    from skmoe.engine.row_embedding import FileRows, Int8RowEmbedding
 
     enc = load_encoder(folders["int4"])
     table = next(m for m in enc.backbone.modules() if isinstance(m, Int8RowEmbedding))
