@@ -66,8 +66,11 @@ class SkmoeMTEBEncoder:
     Parameters
     ----------
     transformer : MoEEmbeddingTransformer
-        Its ``truncate_dim``, ``normalize``, ``max_length``, ``device``, ``dtype`` and ``cache``
-        apply. Output is always float32 (MTEB scores floats).
+        Its ``truncate_dim``, ``max_length``, ``device``, ``dtype`` and ``cache`` apply. Output
+        is always float32 unit vectors (MTEB scores floats; the model card's recipe and MTEB's
+        own heads use unit rows): the transformer's scaling for sklearn heads (the default
+        ``normalize=1.25``, ``"rms"``) and its centring are not applied; ``normalize=False``
+        gives the unnormalised pooled rows.
     prompts_by_task_type : dict, optional
         Keys as MTEB reads them: a task type (``"Classification"``, ``"Clustering"``,
         ``"STS"``...), a prompt type (``"query"``, ``"document"``), a task name, or
@@ -151,7 +154,8 @@ class SkmoeMTEBEncoder:
         texts = _texts_from(inputs)
         prompt = self.get_prompt(task_metadata, prompt_type)
         full = self.transformer.embed_full(texts, prompt=prompt)  # loads only for a cache miss
-        return truncate_and_normalize(full, self.transformer.truncate_dim, self.transformer.normalize)
+        unit = self.transformer.normalize not in (False, None)
+        return truncate_and_normalize(full, self.transformer.truncate_dim, "l2" if unit else None)
 
     def similarity(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
         """Cosine similarity matrix (what the model is trained for)."""

@@ -86,6 +86,24 @@ def test_adapter_satisfies_the_encoder_protocol(e5_path):
     assert meta.revision == encoder.transformer.get_encoder().source.fingerprint
 
 
+def test_adapter_gives_the_models_unit_vectors(e5_path):
+    texts = ["a cat sat on the mat", "markets fell sharply", "le chat dort"]
+
+    def encode(transformer):
+        return SkmoeMTEBEncoder(transformer, prompts={"STS": "query: "}).encode(
+            [{"text": texts}], task_metadata=MockSTSTask().metadata, hf_split="test",
+            hf_subset="default")
+
+    default = MoEEmbeddingTransformer(str(e5_path), prompt="query: ", truncate_dim=256)
+    raw = default.set_params(normalize=False).embed(texts)  # pooled, truncated, unscaled
+    unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    np.testing.assert_allclose(encode(default), raw, rtol=1e-5)  # normalize=False: as asked
+    for normalize in (1.25, "rms", "l2"):  # lengths for sklearn heads are not MTEB's
+        out = encode(default.set_params(normalize=normalize))
+        assert out.shape == (3, 256)
+        np.testing.assert_allclose(out, unit, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_mteb_evaluate_sib200_offline_and_reuses_the_cache(e5_path, sib200_dir, tmp_path):
     cache = tmp_path / "mteb.sqlite"
@@ -137,8 +155,8 @@ def test_prompts_follow_the_task_type(random_moe_xlmr_path, tmp_path):
     batches = [{"text": ["a first text", "a second"]}, {"text": ["a third"]}]
     got = encoder.encode(batches, task_metadata=md["Retrieval"], hf_split="test",
                          hf_subset="default", prompt_type=PromptType.query)
-    want = MoEEmbeddingTransformer(str(random_moe_xlmr_path), prompt_name="query").embed(
-        ["a first text", "a second", "a third"])
+    want = MoEEmbeddingTransformer(str(random_moe_xlmr_path), prompt_name="query",
+                                   normalize="l2").embed(["a first text", "a second", "a third"])
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
