@@ -150,17 +150,12 @@ def _tokens(value: str) -> int:
 
 def _output_format(path: Path, asked: str | None) -> str:
     """The output format: ``--format`` (``asked``) or the extension's, which must agree."""
-    from .embedding_files import OUTPUT_EXTENSIONS
+    from .embedding_files import output_format
 
-    implied = OUTPUT_EXTENSIONS.get(path.suffix.lower())
-    if asked is None and implied is None:
-        raise CLIError(
-            f"cannot tell the output format of {path}; end it in .npy or .parquet or pass --format"
-        )
-    if asked is not None and implied is not None and implied != asked:
-        raise CLIError(f"--format {asked} does not match the extension of {path}; name it "
-                       f"{path.with_suffix('.' + asked).name} or drop --format")
-    return asked or implied
+    try:
+        return output_format(path, asked, option="--format ")
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def cmd_info(args: argparse.Namespace) -> int:

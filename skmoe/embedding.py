@@ -301,7 +301,7 @@ class Embedder:
                 out[start : start + len(vectors)] = vectors
             return out
         path = Path(out)
-        fmt = fmt or output_format(path)
+        fmt = output_format(path, fmt)
         if path.is_dir():  # checked before any text is embedded: nothing computed is lost
             raise IsADirectoryError(f"out is a folder, not a file: {path}")
         if not path.parent.is_dir():

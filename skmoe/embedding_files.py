@@ -23,13 +23,20 @@ import numpy as np
 OUTPUT_EXTENSIONS = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet"}
 
 
-def output_format(path: Path) -> str:
-    """The format ``path``'s extension names (``npy`` or ``parquet``); a ValueError otherwise."""
-    fmt = OUTPUT_EXTENSIONS.get(path.suffix.lower())
-    if fmt is None:
+def output_format(path: Path, asked: str | None = None, *, option: str = "format=") -> str:
+    """The output format: ``asked`` (``npy`` or ``parquet``) or the one ``path``'s extension
+    names; a ValueError when neither tells it or they disagree (Parquet bytes in a ``.npy``).
+    ``option``: how the caller spells the argument in messages (the CLI: ``"--format "``)."""
+    if asked is not None and asked not in ("npy", "parquet"):
+        raise ValueError(f"{option}{asked} is not a format; use npy or parquet")
+    implied = OUTPUT_EXTENSIONS.get(path.suffix.lower())
+    if asked is None and implied is None:
         raise ValueError(f"cannot tell the output format of {path}; end it in .npy or .parquet "
-                         "or name the format ('npy' or 'parquet')")
-    return fmt
+                         f"or pass {option}npy or {option}parquet")
+    if asked is not None and implied is not None and implied != asked:
+        raise ValueError(f"{option}{asked} does not match the extension of {path}; name it "
+                         f"{path.with_suffix('.' + asked).name} or leave out {option.strip()}")
+    return asked or implied
 
 
 class EmbeddingWriter:

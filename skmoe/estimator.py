@@ -213,6 +213,12 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
                 stacklevel=external_stacklevel(),
             )
 
+    def model_card(self) -> ModelCard:
+        """What the road knows about the model (source and fingerprint, width, token limit,
+        pooling, prompt table), without loading its weights when a cache is set and a process
+        recorded these exact files' card; otherwise read off the loaded encoder."""
+        return ModelCard.of(self._model())
+
     def _model(self) -> SentenceEncoder | ModelCard:
         """The loaded encoder, or, when a cache may spare loading it, its card.
 
@@ -448,6 +454,7 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         self, texts: list[str], encoder: SentenceEncoder | None = None, prompt: str | None = None
     ) -> np.ndarray:
         """Full-width, un-normalised float32 pooled vectors, through the cache when one is set."""
+        texts = validate_texts(texts, "texts")
         model = encoder if encoder is not None else self._model()
         if prompt is None:
             prompt = self._prompt(model)

@@ -595,6 +595,18 @@ def test_lazy_and_loaded_paths_share_one_namespace(moe, tmp_path):
     assert est._embedder(card, est.prompt_).namespace == est.cache_namespace(encoder, est.prompt_)
     lazy = est._model()
     assert isinstance(lazy, estimator_module.ModelCard) and lazy == card
+    assert est.model_card() == card  # the public face (the MTEB adapter reads it)
+    registry.clear()
+    no_cache = MoEEmbeddingTransformer(moe)
+    assert no_cache.model_card() == card and len(registry.loaded()) == 1  # read off the encoder
+
+
+def test_embed_full_checks_its_texts(moe):
+    est = MoEEmbeddingTransformer(moe)
+    with pytest.raises(TypeError, match="str"):  # gave one vector per character
+        est.embed_full("hello")
+    with pytest.raises(ValueError, match="texts: Missing text at row 1"):
+        est.embed_full(["fine", None, "x"])
 
 
 # -- sklearn composition ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..embedding import resolve_prompt
-from ..postprocessing import truncate_and_normalize
+from ..postprocessing import normalize_mode, truncate_and_normalize
 
 __all__ = ["DEFAULT_PROMPT_NAMES", "SkmoeMTEBEncoder", "as_mteb_encoder"]
 
@@ -50,14 +50,6 @@ def _texts_from(inputs: Iterable[Mapping[str, Any]]) -> list[str]:
             )
         texts.extend(batch["text"])
     return texts
-
-
-def _model_of(transformer: Any) -> Any:
-    """The transformer's model for prompt tables and widths: the estimator's card of it when
-    its cache spares loading the weights (a rerun served from the cache loads nothing), else
-    the loaded encoder."""
-    card_or_encoder = getattr(transformer, "_model", None)  # MoEEmbeddingTransformer's
-    return card_or_encoder() if callable(card_or_encoder) else transformer.get_encoder()
 
 
 class SkmoeMTEBEncoder:
@@ -120,7 +112,7 @@ class SkmoeMTEBEncoder:
         """The prefix this adapter applies for a task (and query/document side)."""
         from mteb.models.abs_encoder import get_prompt_name
 
-        encoder = _model_of(self.transformer)
+        encoder = self.transformer.model_card()
         names = self._prompt_names(encoder)
         raw = dict(self.prompts or {})
         key = get_prompt_name({**names, **raw} or None, task_metadata, prompt_type)
@@ -154,7 +146,7 @@ class SkmoeMTEBEncoder:
         texts = _texts_from(inputs)
         prompt = self.get_prompt(task_metadata, prompt_type)
         full = self.transformer.embed_full(texts, prompt=prompt)  # loads only for a cache miss
-        unit = self.transformer.normalize not in (False, None)
+        unit = normalize_mode(self.transformer.normalize) is not None
         return truncate_and_normalize(full, self.transformer.truncate_dim, "l2" if unit else None)
 
     def similarity(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
@@ -177,7 +169,7 @@ class SkmoeMTEBEncoder:
         """
         from mteb.models.model_meta import ModelMeta, ScoringFunction
 
-        encoder = _model_of(self.transformer)
+        encoder = self.transformer.model_card()
         source = encoder.source
         name = self.name
         if name is None:
