@@ -29,8 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PART_KINDS = ("projection", "feed_forward", "experts", "router")
-
 
 @dataclass(frozen=True)
 class Part:
@@ -67,6 +65,26 @@ class ExpertWeightsSource(Protocol):
 
     def expert_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         ...
+
+
+def router_modules(backbone: nn.Module) -> list[nn.Module]:
+    """The backbone's declared routers (none when it declares no parts): they stay float32."""
+    declare = getattr(backbone, "replaceable_parts", None)
+    return [p.module for p in declare() if p.kind == "router"] if callable(declare) else []
+
+
+def cast_floats(backbone: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Cast ``backbone``'s float tensors to ``dtype`` in place, its routers kept float32 (their
+    logits decide routing; the spec keeps them, and their softmax, in fp32): the same tensors as
+    :func:`skmoe.engine.precision.apply_precision` gives from float32."""
+    if dtype == torch.float32:  # the loaded weights already are (nothing rewritten)
+        return backbone.float()
+    routers = router_modules(backbone)
+    kept = [{k: v.clone() for k, v in m.state_dict().items()} for m in routers]
+    backbone.to(dtype)
+    for module, state in zip(routers, kept, strict=True):
+        module.float().load_state_dict(state)
+    return backbone
 
 
 # --------------------------------------------------------------------------------------------

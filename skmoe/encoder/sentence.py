@@ -22,6 +22,7 @@ from .loading import (
 )
 from .nomic_moe import NomicMoEModel
 from .packing import key_padding_mask, pad_index, to_padded
+from .parts import cast_floats
 from .pooling import pool, pool_packed
 from .st_modules import SentenceHead, load_head, read_pipeline
 from .tokenization import UnknownPromptError as UnknownPromptError  # its public home since round 1
@@ -199,6 +200,9 @@ def load_encoder(
         ``"cpu"``, ``"cuda"``, ...; default: CUDA when available.
     dtype : str or torch.dtype, optional
         ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (fp32 on CPU, bf16 on GPU).
+        The MoE routers stay float32 in every dtype, as in
+        :func:`~skmoe.engine.precision.apply_precision` (the same tensors, the same cache
+        namespace).
     local_files_only : bool
         Never touch the network (also implied by ``HF_HUB_OFFLINE=1``).
     tokenizer : path, optional
@@ -216,7 +220,7 @@ def load_encoder(
     pipeline = read_pipeline(folder)  # refuses modules skmoe cannot run, before any weights
     backbone, raw, files = load_backbone(folder)
     dev = resolve_device(device)
-    backbone = backbone.to(device=dev, dtype=resolve_dtype(dtype, dev)).eval()
+    backbone = cast_floats(backbone.to(device=dev), resolve_dtype(dtype, dev)).eval()
     head = load_head(folder, pipeline, int(backbone.hidden_size))
     if head is not None:
         head = head.to(device=dev)  # float32 whatever the backbone's dtype

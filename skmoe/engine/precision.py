@@ -51,7 +51,7 @@ from torch import nn
 from .._stack import external_stacklevel
 from ..encoder import SentenceEncoder
 from ..encoder.pages import trim_heap
-from ..encoder.parts import Part
+from ..encoder.parts import Part, router_modules
 from .int4 import (
     INT4_GROUP_SIZE,
     INT4_ROUNDING,
@@ -296,7 +296,7 @@ def _to_float(encoder: SentenceEncoder, dtype: torch.dtype) -> None:
     router logits and softmax in fp32), tensor by tensor, handing back the pages of the replaced
     mapped weights every 256 MB: the peak is the new copy plus a slice of the old one, not both
     whole copies (measured on the full model: 3.5 GB before, see docs/performance.md)."""
-    routers = {id(p.module) for p in _declared_parts(encoder) or [] if p.kind == "router"}
+    routers = {id(m) for m in router_modules(encoder.backbone)}
     done: dict[int, torch.Tensor] = {}  # shared tensors stay shared
     old: list[torch.Tensor] = []
     for module in encoder.backbone.modules():

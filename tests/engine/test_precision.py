@@ -222,6 +222,26 @@ def test_load_encoder_by_mode_name_is_the_estimators_road(tiny_moe_path):
         skmoe.load_encoder(tiny_moe_path, device="cpu", dtype="half")  # as the estimator says
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_encoder_loader_casts_like_the_mode(tiny_moe_path, dtype):
+    """skmoe.encoder.load_encoder(dtype="bfloat16") cast the routers too, while the mode keeps
+    them float32; both had one cache namespace, so one loader's rows were served to the other
+    (299 of 400 rows differed on a tiny model)."""
+    from skmoe.encoder import load_encoder as load_cast
+    from skmoe.engine.precision import precision_label
+
+    cast = load_cast(tiny_moe_path, device="cpu", dtype=dtype)
+    mode = apply_precision(load_cast(tiny_moe_path, device="cpu", dtype="float32"), dtype,
+                           allow_slow=True)
+    assert precision_label(cast) == precision_label(mode) == dtype
+    routers = [m.router.layer for m in cast.modules() if isinstance(m, MoE)]
+    assert routers and all(r.weight.dtype == torch.float32 for r in routers)
+    a, b = cast.state_dict(), mode.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:  # the same tensors, bit for bit
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
 # -- choosing and refusing modes ----------------------------------------------------------------
 
 
