@@ -249,6 +249,9 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
             return
         try:
             folder, _ = resolve_model_path(self.model, self.revision, self.local_files_only)
+            safetensors_files(folder)  # no weights here: not a model folder
+            if not (folder / "config.json").is_file():
+                return  # an empty table would blame the prompt for a missing config
             prompts, default = folder_prompts(folder)
         except Exception:  # noqa: BLE001 - the load reports missing or broken files
             return

@@ -33,6 +33,7 @@ from sklearn.utils import get_tags
 import skmoe.embedding as embedding_module
 import skmoe.estimator as estimator_module
 from skmoe import DEFAULT_MODEL, registry
+from skmoe.encoder.tokenization import UnknownPromptError
 from skmoe.engine import Engine
 from skmoe.estimator import MoEEmbeddingTransformer, WeightsChangedError
 
@@ -184,6 +185,24 @@ def test_model_without_prompt_table_needs_a_raw_prompt(e5_path):
         MoEEmbeddingTransformer(str(e5_path)).fit([])  # default prompt_name="classification"
     assert MoEEmbeddingTransformer(str(e5_path), prompt="query: ").fit([]).prompt_ == "query: "
     assert MoEEmbeddingTransformer(str(e5_path), prompt_name=None).fit([]).prompt_ == ""
+
+
+def test_a_folder_that_is_no_model_is_not_blamed_on_the_prompt(e5_path, tmp_path):
+    """An empty folder, or one without config.json, read as 'no prompt table': the error said
+    the prompt name was unknown and suggested prompt='query: '."""
+    import shutil
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(Exception, match="empty has no (config.json|model.safetensors)") as err:
+        MoEEmbeddingTransformer(str(empty)).fit(["a text"])
+    assert not isinstance(err.value, UnknownPromptError)
+    no_config = tmp_path / "weights-only"
+    no_config.mkdir()
+    shutil.copy(e5_path / "model.safetensors", no_config)
+    with pytest.raises(Exception, match="config.json") as err:
+        MoEEmbeddingTransformer(str(no_config)).fit(["a text"])
+    assert not isinstance(err.value, UnknownPromptError)
 
 
 def test_prompt_changes_the_vectors(moe):
