@@ -126,7 +126,7 @@ def test_windows_stream_in_groups_with_the_same_vectors(moe, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(windows_module, "GROUP_TOKENS", 64)  # about one long text per group
-    monkeypatch.setattr(windows_module, "TOKENIZE_SLICE", 1)
+    monkeypatch.setattr(windows_module, "WINDOW_TEXTS_PER_CALL", 1)
     monkeypatch.setattr(windows_module, "TokenGroup", spy)
     streamed = est.fit_transform(texts)
     assert len(groups) >= 3

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..encoder.tokenization import encode_ids
 from .batching import TokenRows
 
 #: The ways to handle texts longer than ``max_length``.
@@ -28,8 +29,9 @@ LONG_TEXT_MODES = ("truncate", "chunk")
 DEFAULT_CHUNK_OVERLAP = 64
 #: Window tokens per group (16 MB of int32 ids): bounds what chunk mode holds at once.
 GROUP_TOKENS = 1 << 22
-#: Texts per tokenizer call in chunk mode (each is tokenized in full).
-TOKENIZE_SLICE = 32
+#: Texts per tokenizer call in chunk mode (each is tokenized in full, so a call's ids can be
+#: large: fewer texts than the truncating path's ``tokenization.TOKENIZE_SLICE``).
+WINDOW_TEXTS_PER_CALL = 32
 
 
 def check_long_text(long_text: Any, chunk_overlap: Any, max_length: int | None = None) -> None:
@@ -175,9 +177,9 @@ def iter_window_groups(tokenizer: Any, texts: Sequence[str], prompt: str, max_le
     rows: list[np.ndarray] = []
     owner: list[int] = []
     tokens = 0
-    for start in range(0, len(texts), TOKENIZE_SLICE):
-        batch = [prompt + t for t in texts[start : start + TOKENIZE_SLICE]]
-        full = tokenizer(batch, add_special_tokens=True, verbose=False)["input_ids"]
+    for start in range(0, len(texts), WINDOW_TEXTS_PER_CALL):
+        batch = [prompt + t for t in texts[start : start + WINDOW_TEXTS_PER_CALL]]
+        full = encode_ids(tokenizer, batch, None)  # whole texts: windows are cut from them
         for i, row in enumerate(full):
             pieces = split_row(row, layout, max_length, overlap)
             rows += pieces
