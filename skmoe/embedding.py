@@ -286,7 +286,7 @@ class Embedder:
         ``out`` is a writable array of the right shape (e.g. ``np.lib.format.open_memmap``) or
         a path: ``.npy`` (or ``fmt="npy"``) or ``.parquet`` (``fmt="parquet"``: columns
         ``text`` and ``embedding``, after any ``columns``: one value per text, e.g. ids),
-        written to ``OUT.<random>.partial`` and renamed when complete.
+        written to ``OUT.<host>.<pid>.<random>.partial`` and renamed when complete.
         """
         stream = self.iter_embed(texts, chunk_size)
         if isinstance(out, np.ndarray):
