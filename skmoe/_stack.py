@@ -9,12 +9,11 @@ from pathlib import Path
 
 
 @functools.cache
-def _library_dirs(with_torch: bool) -> tuple[str, ...]:
-    import sklearn
-
+def _library_dirs(loaded: tuple[str, ...]) -> tuple[str, ...]:
     # scikit-learn too: its set_output wrapper and Pipeline sit between the user and transform;
-    # and torch's decorators (no_grad) around skmoe's own functions, once torch is in use
-    modules = [sys.modules["skmoe"], sklearn] + ([sys.modules["torch"]] if with_torch else [])
+    # and torch's decorators (no_grad) around skmoe's own functions; each only once imported
+    # (nothing is imported here: the engine warns without needing sklearn)
+    modules = [sys.modules[name] for name in ("skmoe", *loaded)]
     return tuple(str(Path(m.__file__).resolve().parent) + os.sep for m in modules)
 
 
@@ -25,7 +24,7 @@ def external_stacklevel() -> int:
     frame = sys._getframe(1)  # the function that is about to warn: stacklevel 1
     level = 1
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(
-            _library_dirs("torch" in sys.modules)):
+            _library_dirs(tuple(name for name in ("sklearn", "torch") if name in sys.modules))):
         frame = frame.f_back
         level += 1
     return level

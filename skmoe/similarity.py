@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted
 
 from .postprocessing import cosine_matrix, cosine_rows, declared_output_dtype, refuse_coded
@@ -85,7 +86,7 @@ class PairFeatures(TransformerMixin, BaseEstimator):
             names += ["cosine"] if f == "cosine" else [f"{f}_{i}" for i in range(dim)]
         return np.asarray(names, dtype=object)
 
-    def __sklearn_tags__(self):  # noqa: D105
+    def __sklearn_tags__(self) -> Tags:  # noqa: D105
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
         tags.input_tags.string = True

@@ -30,6 +30,7 @@ torchao is an optional dependency: ``pip install 'skmoe[torchao]'``.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 from torch import nn
@@ -104,7 +105,7 @@ def refusal(mode: str, device: str | torch.device) -> str | None:
     return None
 
 
-def torchao_config(mode: str):  # -> torchao.core.config.AOBaseConfig (optional import)
+def torchao_config(mode: str) -> Any:  # a torchao AOBaseConfig (optional import)
     """The torchao config of ``mode``; ``set_inductor_config=False``: no process-wide change to
     torch's inductor settings."""
     from torchao.quantization import (
