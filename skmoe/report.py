@@ -55,8 +55,8 @@ from .evaluation import (
 )
 from .evaluation import data as _data
 from .evaluation.embeddings import EmbeddingSource
-from .postprocessing import l2_normalize
 from .report_sections import ReportResults, map_caption, routing_note, sections
+from .search import search_vectors
 
 #: Probe metrics reported per language.
 METRICS = ("accuracy", "f1_macro")
@@ -357,7 +357,7 @@ def _cache_hits(transformer: Any) -> int | None:
 
 def _encoder_or_none(transformer: Any) -> Any:
     """The skmoe encoder behind ``transformer``, or None for any other transformer."""
-    from .evaluation.routing import _encoder_of
+    from .evaluation.routing import encoder_of as _encoder_of
 
     try:
         return _encoder_of(transformer)
@@ -422,16 +422,12 @@ def nearest_neighbour_shares(X: np.ndarray, rows: pd.DataFrame, max_queries: int
     among all rows (in blocks, so memory stays at a block times the rows); ``"queries"`` in the
     result says how many rows were measured.
     """
-    Xn = l2_normalize(X, X.dtype)
-    n = len(Xn)
+    n = len(X)
     queries = (np.arange(n) if n <= max_queries
                else np.sort(np.random.default_rng(seed).choice(n, max_queries, replace=False)))
-    nn = np.empty(len(queries), dtype=np.int64)
-    for start in range(0, len(queries), 512):
-        block = queries[start:start + 512]
-        sim = Xn[block] @ Xn.T
-        sim[np.arange(len(block)), block] = -np.inf  # not itself
-        nn[start:start + 512] = sim.argmax(axis=1)
+    best, _ = search_vectors(X[queries], X, top_k=2)  # itself and its neighbour, in some order
+    nn = best[:, 0] if best.shape[1] < 2 else np.where(best[:, 0] == queries, best[:, 1],
+                                                       best[:, 0])
     out: dict[str, float] = {}
     for column in ("id", "label", "language"):
         if column in rows.columns:

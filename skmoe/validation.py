@@ -8,10 +8,24 @@ from typing import Any
 import numpy as np
 
 
-def _row_label(index: Any, position: int) -> str:
+def row_label(index: Any, position: int) -> str:
+    """Where row ``position`` is, for errors: ``"row 3"``, or ``"row 3 (index 'c')"`` when its
+    index label differs from its position (a filtered table keeps the row numbers of its file).
+
+    Parameters
+    ----------
+    index : pandas.Index, sequence or None
+        The row labels (None: positions only).
+    position : int
+        The row's position.
+
+    Returns
+    -------
+    str
+    """
     if index is None:
         return f"row {position}"
-    label = index[position]
+    label = _plain(index[position])
     return f"row {position}" if label == position else f"row {position} (index {label!r})"
 
 
@@ -81,7 +95,7 @@ def _validate_texts(X: Any) -> list[str]:
     for i, t in enumerate(texts):
         if isinstance(t, str):
             continue
-        where = _row_label(index, i)
+        where = row_label(index, i)
         if t is None or (isinstance(t, (float, np.floating)) and np.isnan(t)) or _is_pandas_na(t):
             raise ValueError(f"Missing text at {where}: got {t!r}. Drop or fill missing values first.")
         if isinstance(t, (bytes, bytearray)):
@@ -92,7 +106,7 @@ def _validate_texts(X: Any) -> list[str]:
             t.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise ValueError(
-                f"Text at {_row_label(index, i)} is not valid Unicode (lone surrogate "
+                f"Text at {row_label(index, i)} is not valid Unicode (lone surrogate "
                 f"{t[exc.start]!r} at character {exc.start}); clean it, e.g. "
                 "text.encode('utf-8', 'replace').decode('utf-8')."
             ) from None
@@ -100,7 +114,8 @@ def _validate_texts(X: Any) -> list[str]:
 
 
 def split_pairs(X: Any) -> tuple[list[str], list[str]]:
-    """Two text columns from a 2-column DataFrame, ``[n, 2]`` array or list of pairs.
+    """Two text columns from a 2-column DataFrame, ``[n, 2]`` array or list of pairs (or any
+    iterable of pairs, such as ``zip(a, b)``).
 
     Two lists ``a`` and ``b`` of texts are the pairs ``list(zip(a, b))``; ``[a, b]`` itself is
     refused (with that hint) unless ``a`` and ``b`` hold two texts each, when it cannot be told
@@ -111,6 +126,8 @@ def split_pairs(X: Any) -> tuple[list[str], list[str]]:
             raise ValueError(f"Expected two text columns, got {X.shape[1]}: {list(X.columns)[:5]}.")
         columns = [(repr(name), X.iloc[:, i]) for i, name in enumerate(X.columns)]
     else:
+        if hasattr(X, "__iter__") and not hasattr(X, "__len__"):  # zip(a, b), a generator
+            X = list(X)
         if isinstance(X, (list, tuple)) and len(X) == 2 and all(
                 isinstance(side, np.ndarray) or hasattr(side, "iloc") for side in X):
             raise ValueError(_ZIP_HINT.format(shape="two arrays/Series of texts"))
@@ -210,6 +227,100 @@ def check_no_missing(values: np.ndarray, name: str) -> None:
     missing = pd.isna(values)
     if np.any(missing):
         raise ValueError(f"{name} has a missing value (None/NaN) at row {int(np.argmax(missing))}")
+
+
+def as_column(values: Any, n: int, name: str, *, rows: str = "X") -> np.ndarray:
+    """One value per row (labels, groups, ids) as a 1-D array of ``n`` entries.
+
+    Parameters
+    ----------
+    values : array-like of shape (n,)
+        A list, array or pandas/polars Series.
+    n : int
+        The number of rows of ``rows``.
+    name : str
+        The argument's name in errors.
+    rows : str, default="X"
+        The argument whose rows ``values`` describe, in the length error.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n,)
+        ``np.asarray(values)``.
+
+    Raises
+    ------
+    ValueError
+        For a 2-D input (a one-column DataFrame, a list of tuples), another length, or a
+        missing value (:func:`check_no_missing`).
+    TypeError
+        For an entry that is itself a collection (a tuple, list, set, dict or array), naming
+        its row: such entries cannot be compared as one label or group.
+    """
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        tuples = (isinstance(values, (list, tuple)) and len(values) > 0
+                  and isinstance(values[0], (list, tuple)))
+        hint = ("; entries that are tuples or lists are not single values: join each into one "
+                "string first" if tuples else
+                "; pass a single column, e.g. df['col'] rather than df[['col']]"
+                if arr.ndim == 2 else "; pass a list, array or Series")
+        raise ValueError(f"{name} must be 1-D (one value per row), got shape {arr.shape}{hint}")
+    if len(arr) != n:
+        raise ValueError(f"{rows} has {n} rows but {name} has {len(arr)}")
+    # a list of texts with a NaN becomes a text array holding "nan": check the values as given
+    check_no_missing(np.asarray(values, dtype=object) if arr.dtype.kind in "US" else arr, name)
+    if arr.dtype == object:
+        index = values.index if hasattr(values, "iloc") else None
+        for i, v in enumerate(arr):
+            if isinstance(v, (tuple, list, set, frozenset, dict, np.ndarray)):
+                raise TypeError(
+                    f"{name} at {row_label(index, i)} is a {type(v).__name__} ({v!r:.40}), not a "
+                    "single value; join each entry into one string first (e.g. '_'.join(...))")
+    return arr
+
+
+def check_aligned(**arguments: Any) -> None:
+    """Refuse pandas arguments that are paired row by row but whose indexes differ.
+
+    The evaluation reports pair ``X``, ``y`` and ``groups`` (and their like) by position, as
+    scikit-learn does. Two pandas objects with the same labels in another order (``y`` sorted,
+    ``X`` not) would pair each text with another row's label, silently. Equal indexes pass, and
+    so do lists, arrays and ``None``; different lengths are left to the length checks.
+
+    Parameters
+    ----------
+    **arguments
+        The arguments paired row by row, by name (``X=X, y=y, groups=groups``).
+
+    Raises
+    ------
+    ValueError
+        Naming the first two pandas arguments whose indexes differ, the first row where they
+        do, and how to align them.
+    """
+    first: tuple[str, Any] | None = None
+    for name, value in arguments.items():
+        if not (hasattr(value, "iloc") and hasattr(value, "index")):  # pandas Series/DataFrame
+            continue
+        if first is None:
+            first = (name, value)
+            continue
+        ref_name, ref = first
+        a, b = ref.index, value.index
+        if len(a) != len(b) or a.equals(b):
+            continue
+        pos = next((i for i, (p, q) in enumerate(zip(a, b, strict=True)) if not p == q), 0)
+        raise ValueError(
+            f"{ref_name} and {name} are pandas objects with different indexes (row {pos} has "
+            f"index {_plain(a[pos])!r} in {ref_name} but {_plain(b[pos])!r} in {name}), and rows are paired by "
+            f"position: align them first, e.g. {name} = {name}.loc[{ref_name}.index], or pass "
+            f"{name}.to_numpy() to pair them by position")
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as its Python value, for messages: ``12``, not ``np.int64(12)``."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _from_arrow_or_polars(X: Any) -> Any:

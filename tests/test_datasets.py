@@ -35,6 +35,13 @@ def test_bundled_sample_subsets_and_errors():
         load_sib200_sample(splits="dev")
 
 
+def test_sample_splits_none_means_all_and_empty_selections_are_refused():
+    pd.testing.assert_frame_equal(load_sib200_sample(splits=None), load_sib200_sample())
+    for name in ("languages", "splits"):
+        with pytest.raises(ValueError, match=f"{name} is empty, which selects no rows"):
+            load_sib200_sample(**{name: []})
+
+
 def test_sample_matches_source(sib200_dir):
     from skmoe.datasets.make_sample import make_sample
 
@@ -75,6 +82,9 @@ def test_load_sib200_full(sib200_dir):
         load_sib200(sib200_dir, ["xxx_Latn"])
     with pytest.raises(ValueError, match="split"):
         load_sib200(sib200_dir, "eng_Latn", splits="validation")
+    assert set(load_sib200(sib200_dir, "eng_Latn", splits=None).split) == {"train", "dev", "test"}
+    with pytest.raises(ValueError, match="languages is empty"):
+        load_sib200(sib200_dir, [])
 
 
 def test_load_sts17(sts17_dir):

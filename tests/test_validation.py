@@ -8,7 +8,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from skmoe.validation import validate_texts
+from skmoe.validation import as_column, check_aligned, row_label, split_pairs, validate_texts
 
 TEXTS = ["first text", "", "drittes Stück", "四"]
 
@@ -121,3 +121,51 @@ def test_several_columns_are_a_value_error(table):
 def test_missing_values_in_polars_and_arrow_name_the_row(container):
     with pytest.raises(ValueError, match=r"Missing text at row 1\b"):
         validate_texts(container(["ok", None, "x"]))
+
+
+def test_split_pairs_reads_any_iterable_of_pairs():
+    a, b = ["x", "y", "z"], ["1", "2", "3"]
+    assert split_pairs(zip(a, b, strict=True)) == (a, b)
+    assert split_pairs(p for p in zip(a, b, strict=True)) == (a, b)
+    assert split_pairs(iter([("x", "1")])) == (["x"], ["1"])
+
+
+def test_check_aligned_refuses_pandas_arguments_with_other_indexes():
+    X = pd.Series(["a", "b", "c"], index=[10, 11, 12])
+    y = pd.Series([0, 1, 0], index=[12, 11, 10])
+    with pytest.raises(ValueError, match=r"^X and y are pandas objects with different indexes "
+                       r"\(row 0 has index 10 in X but 12 in y\).*y = y\.loc\[X\.index\].*"
+                       r"y\.to_numpy\(\)"):
+        check_aligned(X=X, y=y)
+    with pytest.raises(ValueError, match="^X and groups"):  # the first pandas one is the reference
+        check_aligned(X=X, y=[0, 1, 0], groups=pd.Series(list("abc")))
+    check_aligned(X=X, y=y.loc[X.index], groups=np.zeros(3))  # equal indexes
+    check_aligned(X=X, y=y.to_numpy(), groups=None)  # one pandas argument
+    check_aligned(X=pd.DataFrame({"t": list("abc")}), y=pd.Series([0, 1, 0]))  # RangeIndex both
+    check_aligned(X=X, y=y.iloc[:2])  # lengths differ: the length check names it
+
+
+def test_as_column_names_the_argument_and_the_row():
+    assert as_column(pd.Series([1, 2]), 2, "y").tolist() == [1, 2]
+    with pytest.raises(ValueError, match=r"y must be 1-D .*shape \(2, 1\).*df\['col'\]"):
+        as_column(pd.DataFrame({"label": [1, 2]}), 2, "y")
+    with pytest.raises(ValueError, match="texts has 3 rows but groups has 2"):
+        as_column(["a", "b"], 3, "groups", rows="texts")
+    with pytest.raises(ValueError, match="groups has a missing value .* at row 1"):
+        as_column(["a", None], 2, "groups")
+    tuples = pd.Series([("eng", 1), ("fra", 2)], index=["p", "q"])
+    with pytest.raises(TypeError, match=r"groups at row 0 \(index 'p'\) is a tuple"):
+        as_column(tuples, 2, "groups")
+    with pytest.raises(ValueError, match="tuples or lists are not single values"):
+        as_column([("eng", 1), ("fra", 2)], 2, "groups")
+
+
+def test_row_label_shows_numpy_index_labels_as_plain_values():
+    assert row_label(pd.Index([10, 11]), 1) == "row 1 (index 11)"
+    assert row_label(pd.Index([0, 1]), 1) == "row 1"
+    assert row_label(None, 4) == "row 4"
+
+
+def test_as_column_finds_a_nan_among_texts_in_a_list():
+    with pytest.raises(ValueError, match="groups has a missing value .* at row 1"):
+        as_column(["a", float("nan")], 2, "groups")

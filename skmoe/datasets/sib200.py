@@ -27,7 +27,9 @@ def _read_tsv(path: Path | str) -> pd.DataFrame:
                        keep_default_na=False, encoding="utf-8")
 
 
-def _as_list(value: str | Iterable[str] | None, name: str) -> list[str] | None:
+def as_str_list(value: str | Iterable[str] | None, name: str) -> list[str] | None:
+    """``value`` as a list of strings (None stays None: "all"); an empty one is refused, as it
+    would select no rows."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -35,13 +37,15 @@ def _as_list(value: str | Iterable[str] | None, name: str) -> list[str] | None:
     out = list(value)
     if not all(isinstance(v, str) for v in out):
         raise TypeError(f"{name} must be a string or a list of strings, got {value!r}")
+    if not out:
+        raise ValueError(f"{name} is empty, which selects no rows; pass None for all of them")
     return out
 
 
 def load_sib200(
     path: str | os.PathLike[str],
     languages: str | Iterable[str] | None = None,
-    splits: str | Iterable[str] = ("train", "test"),
+    splits: str | Iterable[str] | None = ("train", "test"),
 ) -> pd.DataFrame:
     """Load SIB-200 from a local folder with one sub-folder per language.
 
@@ -52,8 +56,8 @@ def load_sib200(
         of ``data/annotated/`` in the SIB-200 repository).
     languages : str or list of str, optional
         FLORES-200 codes such as ``"eng_Latn"``; default: every language folder found.
-    splits : str or list of str
-        Any of ``"train"``, ``"dev"``, ``"test"``.
+    splits : str or list of str, optional
+        Any of ``"train"``, ``"dev"``, ``"test"``; None: all three.
 
     Returns
     -------
@@ -64,11 +68,11 @@ def load_sib200(
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"SIB-200 folder not found: {root}")
-    split_list = _as_list(splits, "splits")
+    split_list = as_str_list(splits, "splits") or list(SPLITS)
     bad = sorted(set(split_list) - set(SPLITS))
     if bad:
         raise ValueError(f"unknown split(s) {bad}; choose from {list(SPLITS)}")
-    langs = _as_list(languages, "languages")
+    langs = as_str_list(languages, "languages")
     if langs is None:
         langs = sorted(p.name for p in root.iterdir() if (p / "train.tsv").is_file())
         if not langs:
@@ -88,7 +92,7 @@ def load_sib200(
 
 def load_sib200_sample(
     languages: str | Iterable[str] | None = None,
-    splits: str | Iterable[str] = ("train", "test"),
+    splits: str | Iterable[str] | None = ("train", "test"),
 ) -> pd.DataFrame:
     """The small SIB-200 sample shipped inside skmoe (8 languages, works offline).
 
@@ -100,8 +104,8 @@ def load_sib200_sample(
     ----------
     languages : str or list of str, optional
         Subset of ``eng_Latn fra_Latn deu_Latn spa_Latn rus_Cyrl zho_Hans arb_Arab hin_Deva``.
-    splits : str or list of str
-        ``"train"`` and/or ``"test"``.
+    splits : str or list of str, optional
+        ``"train"`` and/or ``"test"``; None: both.
 
     Returns
     -------
@@ -110,11 +114,11 @@ def load_sib200_sample(
     """
     with resources.files("skmoe.datasets").joinpath("data", SAMPLE_FILE).open("rb") as fh:
         df = _read_tsv(fh)
-    split_list = _as_list(splits, "splits")
+    split_list = as_str_list(splits, "splits") or list(pd.unique(df["split"]))
     bad = sorted(set(split_list) - set(df["split"]))
     if bad:
         raise ValueError(f"the sample has no split(s) {bad}; it has {sorted(set(df['split']))}")
-    langs = _as_list(languages, "languages")
+    langs = as_str_list(languages, "languages")
     if langs is not None:
         unknown = sorted(set(langs) - set(df["language"]))
         if unknown:

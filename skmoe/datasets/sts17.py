@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .sib200 import as_str_list
+
 # Languages of (sentence1, sentence2) per track, from the text itself: the file names do not
 # follow the column order (ar-en, 4b and tr-en have English first, 4a has Spanish first).
 STS17_TRACKS: dict[str, tuple[str, str]] = {
@@ -64,9 +66,7 @@ def load_sts17(
     those are returned. Treat track 6 results as provisional.
     """
     root = Path(path)
-    wanted = list(STS17_TRACKS) if tracks is None else (
-        [tracks] if isinstance(tracks, str) else list(tracks)
-    )
+    wanted = as_str_list(tracks, "tracks") or list(STS17_TRACKS)
     unknown = sorted(set(wanted) - set(STS17_TRACKS))
     if unknown:
         raise ValueError(f"unknown STS17 track(s) {unknown}; known: {list(STS17_TRACKS)}")

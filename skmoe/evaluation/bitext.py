@@ -9,28 +9,35 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..postprocessing import l2_normalize
-from ..validation import check_no_missing
-from .embeddings import EmbeddingSource, as_groups
-
-
-def _unit(A: np.ndarray) -> np.ndarray:
-    return l2_normalize(A, np.float64)
+from ..search import search_vectors
+from ..validation import as_column, check_aligned
+from .embeddings import EmbeddingSource, as_groups, as_rows
 
 
 def bitext_accuracy(source: np.ndarray, target: np.ndarray) -> float:
     """Share of rows ``i`` whose cosine-nearest ``target`` row is ``target[i]``.
 
     ``source`` and ``target`` are aligned embeddings (row i of one translates row i of the
-    other); every target row is a candidate. Ties go to the lowest index.
+    other); every target row is a candidate. Ties go to the lowest index. The search runs in
+    bounded blocks (:func:`skmoe.search.search_vectors`): no ``n x n`` matrix is built.
+
+    Parameters
+    ----------
+    source, target : array-like of shape (n, n_features)
+        Aligned embeddings, finite.
+
+    Returns
+    -------
+    float
+        The share of rows whose nearest target is their own translation.
     """
-    S, T = _unit(source), _unit(target)
+    S, T = np.asarray(source), np.asarray(target)
     if S.shape != T.shape:
         raise ValueError(f"aligned arrays differ in shape: {S.shape} vs {T.shape}")
     if len(S) == 0:
         raise ValueError("no aligned rows")
-    nearest = np.argmax(S @ T.T, axis=1)
-    return float(np.mean(nearest == np.arange(len(S))))
+    nearest, _ = search_vectors(S, T, top_k=1)
+    return float(np.mean(nearest[:, 0] == np.arange(len(S))))
 
 
 def bitext_report(
@@ -64,18 +71,17 @@ def bitext_report(
         language and the ``n`` candidates (the ids both languages share) in the target language.
         Chance level is ``1 / n``.
     """
-    source = EmbeddingSource(X, transformer, learn_center=False, floats_for="bitext_report")
-    lang = as_groups(languages, len(source), "languages")
-    ids = np.asarray(ids)
-    if len(ids) != len(source):
-        raise ValueError(f"X has {len(source)} rows but ids has {len(ids)}")
-    check_no_missing(ids, "ids")  # two missing ids would pair unrelated sentences
+    check_aligned(X=X, languages=languages, ids=ids)
+    # languages, ids and pairs are checked before anything is encoded
+    X, n = as_rows(X, transformer)
+    lang = as_groups(languages, n, "languages")
+    ids = as_column(ids, n, "ids")  # two missing ids would pair unrelated sentences
     present = list(pd.unique(lang))
     if pairs is None:
         ordered = list(permutations(present, 2))
     else:
         ordered = []
-        for a, b in pairs:
+        for a, b in _pairs(pairs):
             if a == b:
                 raise ValueError(f"pair ({a!r}, {b!r}) has one language on both sides: every "
                                  "sentence would find itself; pair two languages")
@@ -91,14 +97,32 @@ def bitext_report(
         if s.index.has_duplicates:
             raise ValueError(f"ids repeat within language {code!r}")
         rows_of[code] = s
-    source.prefetch(np.concatenate([rows_of[c].to_numpy() for c in rows_of]))
-    records = []
-    for a, b in ordered:
-        shared = rows_of[a].index.intersection(rows_of[b].index, sort=False)
+    shared_ids = {(a, b): rows_of[a].index.intersection(rows_of[b].index, sort=False)
+                  for a, b in ordered}
+    for (a, b), shared in shared_ids.items():
         if len(shared) == 0:
             raise ValueError(f"{a!r} and {b!r} share no ids")
+    source = EmbeddingSource(X, transformer, learn_center=False, floats_for="bitext_report")
+    source.prefetch(np.concatenate([rows_of[c].to_numpy() for c in rows_of]))
+    records = []
+    for (a, b), shared in shared_ids.items():
         queries, candidates = (source.get(rows_of[x][shared].to_numpy()) for x in (a, b))
         acc = bitext_accuracy(queries, candidates)
         records.append({"source_language": a, "target_language": b, "n": len(shared),
                         "accuracy": acc})
     return pd.DataFrame.from_records(records)
+
+
+def _pairs(pairs: Any) -> list[tuple[Any, Any]]:
+    """``pairs`` as a list of (a, b); one pair not wrapped in a list (``("eng_Latn",
+    "fra_Latn")``) is that pair, as there is no other way to read two language codes."""
+    if isinstance(pairs, (str, bytes)):
+        raise TypeError(f"pairs must be a list of (language_a, language_b) pairs, got {pairs!r}")
+    pairs = list(pairs)
+    if len(pairs) == 2 and not any(isinstance(p, (tuple, list)) for p in pairs):
+        return [(pairs[0], pairs[1])]
+    for i, p in enumerate(pairs):
+        if not isinstance(p, (tuple, list)) or len(p) != 2:
+            raise ValueError(f"pairs entry {i} ({p!r}) is not a (language_a, language_b) pair; "
+                             "pass a list of pairs, e.g. [('eng_Latn', 'fra_Latn')]")
+    return [(a, b) for a, b in pairs]

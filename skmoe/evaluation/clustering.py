@@ -12,8 +12,8 @@ from sklearn.metrics import adjusted_mutual_info_score, v_measure_score
 from sklearn.utils import check_random_state
 
 from .._stack import external_stacklevel
-from ..validation import check_no_missing, is_int_at_least
-from .embeddings import EmbeddingSource, as_groups
+from ..validation import as_column, check_aligned, check_label_types, is_int_at_least
+from .embeddings import EmbeddingSource, as_groups, as_rows
 
 #: Rows per label below which a group's v_measure is mostly chance (a warning names the group).
 FEW_ROWS_PER_CLUSTER = 10
@@ -62,14 +62,14 @@ def cluster_report(
     for name, value in (("n_bootstrap", n_bootstrap), ("max_documents", max_documents)):
         if not is_int_at_least(value, 1):
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    check_aligned(X=X, y=y, groups=groups)
+    X, n = as_rows(X, transformer)  # labels and groups are checked before anything is encoded
+    y = as_column(y, n, "y")
+    check_label_types(y, "y")
+    g = as_groups(groups, n)
     # the model's own vectors: a centre learned on X would make a group's score depend on the
     # other groups of the call (as for STS); a fitted transformer is used as it is
     source = EmbeddingSource(X, transformer, learn_center=False, floats_for="cluster_report")
-    y = np.asarray(y)
-    if len(y) != len(source):
-        raise ValueError(f"X has {len(source)} rows but y has {len(y)}")
-    check_no_missing(y, "y")
-    g = as_groups(groups, len(y))
     rng = check_random_state(random_state)
     plan = []
     for group in pd.unique(g):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .._stack import external_stacklevel
-from ..validation import check_label_types
+from ..validation import check_label_types, row_label
 
 #: Language codes tried, in order, when no source language is given.
 ENGLISH = ("eng_Latn", "eng", "en", "en_US", "english", "English")
@@ -112,8 +112,8 @@ def prepare_data(
     if id_column is not None:
         df["id"] = data[id_column].to_numpy()
         if df["id"].isna().any():
-            raise DataError(f"missing id at {_where(data.index, df['id'].isna().to_numpy())} of "
-                            f"column {id_column!r}")
+            first = row_label(data.index, int(df["id"].isna().to_numpy().argmax()))
+            raise DataError(f"missing id at {first} of column {id_column!r}")
         repeated = df[df.duplicated(["language", "id"])]
         if len(repeated):
             first = repeated.iloc[0]
@@ -152,19 +152,11 @@ def _texts(column: pd.Series, name: str) -> np.ndarray:
         raise DataError(f"column {name!r}: {exc}") from None
 
 
-def _where(index: pd.Index, mask: np.ndarray) -> str:
-    """Where the first true row of ``mask`` is: its position, and its index label when that
-    differs (a table filtered to some languages keeps the row numbers of its file)."""
-    pos = int(np.argmax(mask))
-    label = index[pos]
-    return f"row {pos}" if label == pos else f"row {pos} (index {label!r})"
-
-
 def _check_present(values: pd.Series, role: str, column: str, index: pd.Index) -> None:
     """No missing (None/NaN) or blank values: a CSV read without NA guessing gives ``""``."""
     blank = values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip())
     if blank.any():
-        raise DataError(f"missing {role} at {_where(index, blank.to_numpy())} of column "
+        raise DataError(f"missing {role} at {row_label(index, int(blank.to_numpy().argmax()))} of column "
                         f"{column!r}; fill or drop such rows first")
 
 
@@ -174,7 +166,7 @@ def _own_split(df: pd.DataFrame, column: pd.Series, name: str, index: pd.Index
     known = {"train", "test", *UNUSED_SPLITS}
     unknown = [v for v in pd.unique(split) if v not in known]
     if unknown:
-        first = _where(index, split == unknown[0])
+        first = row_label(index, int(np.argmax(split == unknown[0])))
         counts = ", ".join(f"{v!r} ({int((split == v).sum())} rows)" for v in unknown[:5])
         raise DataError(f"column {name!r} has split value(s) other than train / test: {counts}; "
                         f"first at {first}. Fix them, or drop those rows (values "

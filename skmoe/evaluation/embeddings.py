@@ -18,7 +18,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ..postprocessing import declared_output_dtype, refuse_coded
-from ..validation import check_finite_rows, check_no_missing, validate_texts
+from ..validation import as_column, check_finite_rows, validate_texts
 
 
 class EmbeddingSource:
@@ -221,15 +221,25 @@ def concat_sources(
     return EmbeddingSource(np.vstack(arrays))
 
 
+def as_rows(X: Any, transformer: Any | None, name: str = "X") -> tuple[Any, int]:
+    """``X`` checked without encoding anything, and its number of rows: validated texts (a
+    list; a generator of texts becomes one) with a transformer, else the embedding matrix.
+    Reports call it to check their labels and groups against ``X`` before any text is encoded
+    (building an :class:`EmbeddingSource` may fit an unfitted transformer, which may encode)."""
+    if transformer is not None:
+        texts = validate_texts(X, name)
+        return texts, len(texts)
+    matrix = EmbeddingSource(X, name=name).get()
+    return matrix, len(matrix)
+
+
 ALL = "all"  # the group name used when no grouping is given
 
 
-def as_groups(groups: Any, n: int, name: str = "groups") -> np.ndarray:
-    """``groups`` as an object array of length ``n``; one group :data:`ALL` when ``None``."""
+def as_groups(groups: Any, n: int, name: str = "groups", rows: str = "X") -> np.ndarray:
+    """``groups`` as an object array of length ``n`` (checked by
+    :func:`~skmoe.validation.as_column`, ``rows`` naming the argument they describe); one group
+    :data:`ALL` when ``None``."""
     if groups is None:
         return np.full(n, ALL, dtype=object)
-    g = np.asarray(groups, dtype=object)
-    if g.ndim != 1 or len(g) != n:
-        raise ValueError(f"{name} must be 1-D with {n} entries (one per row), got shape {g.shape}")
-    check_no_missing(g, name)
-    return g
+    return as_column(groups, n, name, rows=rows).astype(object)

@@ -27,8 +27,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import get_scorer
 
 from .._stack import external_stacklevel
-from ..validation import check_label_types, is_int_at_least
-from .embeddings import EmbeddingSource, as_groups, check_no_missing, concat_sources
+from ..validation import as_column, check_aligned, check_label_types, is_int_at_least
+from .embeddings import EmbeddingSource, as_groups, as_rows, concat_sources
 from .splits import FewShotSplit, FewShotWarning
 from .tables import summarize, transfer_table  # noqa: F401  (this module's public names)
 
@@ -89,12 +89,21 @@ def _ks(samples_per_label: int | Iterable[int]) -> list[int]:
 
 @dataclass
 class _Data:
-    """Train rows ``0..n_train-1`` then test rows, in one embedding source."""
+    """Train rows ``0..n_train-1`` then test rows; their embedding source is built on first use,
+    after every check and draw that needs only the labels and groups (building it may fit an
+    unfitted transformer, which can encode every training text)."""
 
-    source: EmbeddingSource
+    make_source: Callable[[], EmbeddingSource]
     y: np.ndarray
     groups: np.ndarray
     n_train: int
+    _source: EmbeddingSource | None = None
+
+    @property
+    def source(self) -> EmbeddingSource:
+        if self._source is None:
+            self._source = self.make_source()
+        return self._source
 
     @property
     def train_rows(self) -> np.ndarray:
@@ -108,32 +117,32 @@ class _Data:
         return rows[np.isin(self.groups[rows], list(groups))]
 
 
-def _prepare(X, y, groups, X_test, y_test, groups_test, transformer) -> _Data:
-    n = len(X) if not hasattr(X, "shape") else X.shape[0]
-    y = np.asarray(y)
-    if len(y) != n:
-        raise ValueError(f"X has {n} rows but y has {len(y)}")
-    check_no_missing(y, "y")
-    g = as_groups(groups, n)
+def _prepare(X, y, groups, X_test, y_test, groups_test, transformer,
+             names: tuple[str, str] = ("groups", "groups_test")) -> _Data:
+    """Check every argument (``names``: the arguments ``groups`` and ``groups_test`` stand for)
+    without encoding anything: the source is built later, by :func:`_run`."""
+    check_aligned(X=X, y=y, **{names[0]: groups})
+    check_aligned(X_test=X_test, y_test=y_test, **{names[1]: groups_test})
+    X, n = as_rows(X, transformer, "X")
+    y = as_column(y, n, "y")
+    g = as_groups(groups, n, names[0])
     check_label_types(y, "y")
     if X_test is None:
         if y_test is not None or groups_test is not None:
-            raise ValueError("y_test / groups_test given without X_test")
-        return _Data(concat_sources([X], transformer, fit_part=0, names=["X"]), y, g, n)
+            raise ValueError(f"y_test / {names[1]} given without X_test")
+        return _Data(lambda: concat_sources([X], transformer, fit_part=0, names=["X"]), y, g, n)
     if y_test is None:
         raise ValueError("X_test given without y_test")
-    n_test = len(X_test) if not hasattr(X_test, "shape") else X_test.shape[0]
-    y_test = np.asarray(y_test)
-    if len(y_test) != n_test:
-        raise ValueError(f"X_test has {n_test} rows but y_test has {len(y_test)}")
-    check_no_missing(y_test, "y_test")
+    X_test, n_test = as_rows(X_test, transformer, "X_test")
+    y_test = as_column(y_test, n_test, "y_test", rows="X_test")
     check_label_types(np.concatenate([y.astype(object), y_test.astype(object)]), "y and y_test")
     if groups_test is None and groups is not None:
-        raise ValueError("groups given for the training rows but not groups_test")
-    gt = as_groups(groups_test, n_test, "groups_test")
+        raise ValueError(f"{names[0]} given for the training rows but not {names[1]}")
+    gt = as_groups(groups_test, n_test, names[1], rows="X_test")
     _warn_unseen(y, y_test)
-    source = concat_sources([X, X_test], transformer, fit_part=0, names=["X", "X_test"])
-    return _Data(source, np.concatenate([y, y_test]), np.concatenate([g, gt]), n)
+    return _Data(lambda: concat_sources([X, X_test], transformer, fit_part=0,
+                                        names=["X", "X_test"]),
+                 np.concatenate([y, y_test]), np.concatenate([g, gt]), n)
 
 
 def _warn_unseen(y: np.ndarray, y_test: np.ndarray) -> None:
@@ -375,7 +384,8 @@ def transfer_matrix(
         Columns ``train_language, test_language, k, seed, metric, score, n_train, n_test``.
         :func:`transfer_table` pivots it into a train x test matrix.
     """
-    data = _prepare(X, y, languages, X_test, y_test, languages_test, transformer)
+    data = _prepare(X, y, languages, X_test, y_test, languages_test, transformer,
+                    ("languages", "languages_test"))
     trains = _pick(data.groups[: data.n_train], train_languages, "train_languages")
     tests = _pick(data.groups[data.n_train:], test_languages, "test_languages")
     test_sets = [({"test_language": t}, data.rows_of(data.test_rows, [t])) for t in tests]
@@ -431,7 +441,8 @@ def transfer_regimes(
     unknown = sorted(set(regimes) - set(REGIMES))
     if unknown:
         raise ValueError(f"unknown regime(s) {unknown}; choose from {list(REGIMES)}")
-    data = _prepare(X, y, languages, X_test, y_test, languages_test, transformer)
+    data = _prepare(X, y, languages, X_test, y_test, languages_test, transformer,
+                    ("languages", "languages_test"))
     tests = _pick(data.groups[data.n_train:], test_languages, "test_languages")
     rows_test = {t: data.rows_of(data.test_rows, [t]) for t in tests}
     fits: list[_Fit] = []

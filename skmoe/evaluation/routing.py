@@ -10,21 +10,39 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
 from .._stack import external_stacklevel
-from ..embedding import DEFAULT_CHUNK_OVERLAP, Embedder, resolve_prompt
-from ..encoder import SentenceEncoder, capture_routing
-from ..engine.precision import precision_label
-from ..validation import validate_texts
+from ..validation import check_aligned, validate_texts
 from .embeddings import as_groups
 
+if TYPE_CHECKING:  # the encoder needs torch: imported where it runs, so that importing
+    from ..encoder import SentenceEncoder  # skmoe.evaluation (or plotting) stays torch-free
 
-def _encoder_of(model: Any) -> SentenceEncoder:
+
+def encoder_of(model: Any) -> SentenceEncoder:
+    """The native :class:`~skmoe.encoder.SentenceEncoder` behind ``model``.
+
+    Parameters
+    ----------
+    model : SentenceEncoder or object with ``get_encoder()``
+        The encoder itself, or an estimator wrapping it (``MoEEmbeddingTransformer``).
+
+    Returns
+    -------
+    SentenceEncoder
+
+    Raises
+    ------
+    TypeError
+        When ``model`` is neither.
+    """
+    from ..encoder import SentenceEncoder
+
     if isinstance(model, SentenceEncoder):
         return model
     if hasattr(model, "get_encoder"):
@@ -41,6 +59,8 @@ def _encoder_of(model: Any) -> SentenceEncoder:
 
 def _prompt_of(model: Any, encoder: SentenceEncoder, prompt_name: str | None,
                prompt: str | None) -> str:
+    from ..embedding import resolve_prompt
+
     # An estimator's own prompt settings apply unless the caller overrides them.
     settings = model if hasattr(model, "get_params") else None
     return resolve_prompt(encoder, prompt_name, prompt, settings_of=settings)
@@ -205,17 +225,24 @@ def routing_stats(
     RoutingStats
         For each layer and group, ``experts.count`` sums to ``tokens x top_k``.
     """
-    encoder = _encoder_of(model)
+    from ..embedding import DEFAULT_CHUNK_OVERLAP, Embedder
+    from ..encoder import capture_routing
+    from ..engine.precision import precision_label
+
+    if tokens not in ("all", "text"):
+        raise ValueError(f"tokens must be 'all' or 'text', got {tokens!r}")
+    check_aligned(texts=texts, groups=groups)
+    texts = validate_texts(texts, "texts")  # texts and groups before the model is loaded
+    if not texts:
+        raise ValueError("routing_stats needs at least one text")
+    g = as_groups(groups, len(texts), rows="texts")
+    encoder = encoder_of(model)
     if not encoder.is_moe:
         raise TypeError(
             f"routing_stats needs the native Mixture-of-Experts model; {encoder.source.name!r} "
             "is a dense model without expert routing"
         )
     cfg = encoder.moe_config
-    texts = validate_texts(texts, "texts")
-    if not texts:
-        raise ValueError("routing_stats needs at least one text")
-    g = as_groups(groups, len(texts))
     names = list(pd.unique(g))
     code = pd.Categorical(g, categories=names).codes.astype(np.int64)
     prefix = _prompt_of(model, encoder, prompt_name, prompt)
@@ -226,8 +253,6 @@ def routing_stats(
         long_text = params.get("long_text", "truncate")
     if chunk_overlap is None:
         chunk_overlap = params.get("chunk_overlap", DEFAULT_CHUNK_OVERLAP)
-    if tokens not in ("all", "text"):
-        raise ValueError(f"tokens must be 'all' or 'text', got {tokens!r}")
     # the road's settings (token limit, long texts) and its engine; routing is no embedding,
     # so the forward passes are read here rather than pooled
     engine = Embedder.for_encoder(encoder, prefix, max_length=max_length, long_text=long_text,

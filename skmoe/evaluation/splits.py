@@ -34,7 +34,8 @@ class FewShotSplit(BaseCrossValidator):
     n_per_class : int, default=8
         Training examples per class. A class with no more examples gives all it has (they are
         then all in the training part of every split, none in a test part), with a
-        :class:`FewShotWarning`; if no class has more, ``split`` raises ``ValueError``.
+        :class:`FewShotWarning`; if no class has more, ``split`` raises ``ValueError`` and
+        ``train_draws`` warns that its draws are all the same rows.
     n_splits : int, default=10
         Number of seeded draws.
     test_size : int or float, optional
@@ -128,6 +129,13 @@ class FewShotSplit(BaseCrossValidator):
         classes, y_idx, counts = self._classes(y, len(y))
         self._warn_small(classes, counts, self.n_per_class,
                          "every training split takes all they have")
+        if self.n_splits > 1 and len(counts) and counts.max() <= self.n_per_class:
+            warnings.warn(
+                f"every class has at most n_per_class={self.n_per_class} examples (the largest "
+                f"{int(counts.max())}): all {self.n_splits} draws take every row, so they are "
+                "identical and their scores' standard deviation is 0, not a measure of noise; "
+                "use an n_per_class below the class sizes",
+                FewShotWarning, stacklevel=external_stacklevel())
         for is_train, _ in self._draws(y_idx, counts):
             yield np.flatnonzero(is_train)
 

@@ -11,7 +11,8 @@ from scipy.stats import pearsonr, spearmanr
 
 from .._stack import external_stacklevel
 from ..postprocessing import cosine_rows
-from .embeddings import as_groups, concat_sources
+from ..validation import check_aligned
+from .embeddings import as_groups, as_rows, concat_sources
 
 
 def paired_cosine(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -55,6 +56,8 @@ def sts_report(
     for name, value in (("X1", X1), ("X2", X2), ("scores", scores)):
         if value is None:
             raise TypeError(f"{name} is None: sts_report needs X1, X2 and scores, one per pair")
+    check_aligned(X1=X1, X2=X2, scores=scores, groups=groups)
+    (X1, _), (X2, _) = as_rows(X1, transformer, "X1"), as_rows(X2, transformer, "X2")
     gold = np.asarray(scores, dtype=np.float64)
     lengths = (len(X1), len(X2), len(gold))
     if len(set(lengths)) != 1:

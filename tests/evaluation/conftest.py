@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.base import BaseEstimator, TransformerMixin
 
 
 class RecordingTransformer:
@@ -33,3 +34,45 @@ class RecordingTransformer:
 @pytest.fixture
 def recorder():
     return RecordingTransformer
+
+
+class SharedLog(list):
+    """A list that ``sklearn.clone`` (which deep-copies parameters) shares with the clone."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class FittingRecorder(BaseEstimator, TransformerMixin):
+    """An unfitted scikit-learn transformer whose ``fit_transform`` encodes its texts (as
+    ``MoEEmbeddingTransformer(center=True)`` does to learn its centre); every text it encodes,
+    in any clone, is appended to ``log``."""
+
+    def __init__(self, log=None, dim=8):
+        self.log = log
+        self.dim = dim
+
+    def fit(self, X, y=None):
+        self.fit_transform(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        out = self.transform(X)
+        self.fitted_ = True
+        return out
+
+    def transform(self, X):
+        texts = list(X)
+        self.log.extend(texts)
+        return RecordingTransformer(dim=self.dim).transform(texts)
+
+
+@pytest.fixture
+def fitting_recorder():
+    return FittingRecorder
+
+
+@pytest.fixture
+def shared_log():
+    """An empty :class:`SharedLog` for :class:`FittingRecorder`."""
+    return SharedLog()
