@@ -27,8 +27,10 @@ def add_quantize_command(sub: Any) -> None:
 def cmd_quantize(args: argparse.Namespace) -> int:
     """Quantize MODEL (hub id or folder of the float MoE model) and write DIR:
     model.safetensors with the quantized weights and scales, config.json recording the
-    quantization, and the tokenizer and side files. Pass DIR as --model (or model=DIR in
-    Python) to load it directly, without the float weights."""
+    quantization, and the tokenizer and side files. DIR appears only when complete: it is
+    written as DIR.<host>.<pid>.<random>.partial beside it and renamed (a killed run's leftover
+    is removed by the next run). Pass DIR as --model (or model=DIR in Python) to load it
+    directly, without the float weights."""
     from .engine.quantized_io import QuantizeRequestError, quantize_folder
 
     try:

@@ -8,17 +8,15 @@ file name.
 from __future__ import annotations
 
 import errno
-import glob
 import json
 import os
-import re
-import socket
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._partial_files import apply_umask, make_partial
 
 OUTPUT_EXTENSIONS = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -62,20 +60,12 @@ class EmbeddingWriter:
         if columns and fmt != "parquet":
             raise ValueError(f"columns beside the vectors ({', '.join(columns)}) need Parquet "
                              "output; .npy holds the vectors only")
-        for name, values in columns.items():
-            if name in ("text", "embedding") or len(values) != n_rows:
-                raise ValueError(f"column {name!r}: a name other than text/embedding and one "
-                                 f"value per row ({n_rows}) needed, got {len(values)}")
-        self.columns = columns
+        # each column converted once, to one Arrow type, before anything is embedded (chunk by
+        # chunk, a str id after ints failed after the earlier chunks' work, as a raw Arrow error)
+        self.columns = {name: _column_array(name, values, n_rows)
+                        for name, values in columns.items()}
         self.path, self.fmt, self.n_rows = Path(path), fmt, n_rows
-        # a name of its own: two runs writing one output each write their own file (a shared
-        # OUTPUT.partial was truncated under the other run's memory map: SIGBUS, or its rows
-        # lost); the host and process in it let a later run remove a killed run's file
-        _remove_orphans(self.path)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".partial",
-                                   prefix=f"{self.path.name}.{_HOST}.{os.getpid()}.")
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = make_partial(self.path)
         self._array: Any = None
         self._parquet: Any = None
         self._written = 0
@@ -103,8 +93,7 @@ class EmbeddingWriter:
 
             flat = pa.array(np.ascontiguousarray(vectors).reshape(-1))
             table = pa.table({
-                **{name: pa.array(list(values[start : start + len(texts)]))
-                   for name, values in self.columns.items()},
+                **{name: array.slice(start, len(texts)) for name, array in self.columns.items()},
                 "text": pa.array(list(texts), type=pa.string()),
                 "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
             })
@@ -123,27 +112,49 @@ class EmbeddingWriter:
         if self._parquet is not None:
             self._parquet.close()
         if exc_type is None and self._written == self.n_rows:
+            apply_umask(self.tmp)  # mkstemp made it 0600: give it the mode of any new file
             os.replace(self.tmp, self.path)  # gone (removed by someone): an error, not a success
         elif self.tmp.exists():
             self.tmp.unlink()
 
 
-_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+def _column_array(name: str, values: Any, n_rows: int) -> Any:
+    """``values`` (one per row) as one Arrow array of one type; a ValueError naming the column
+    and its first row that cannot share the type of the rows before it."""
+    import pyarrow as pa
 
+    shape = getattr(values, "shape", None)
+    if shape is not None and len(shape) != 1:
+        extra = f" ({shape[1]} column{'s' * (shape[1] != 1)})" if len(shape) == 2 else ""
+        raise ValueError(f"column {name!r}: one value per row needed, got a "
+                         f"{type(values).__name__} of shape {tuple(shape)}{extra}; pass a single "
+                         "column, e.g. frame['id']")
+    items = list(values)
+    if len(items) != n_rows or name in ("text", "embedding"):
+        raise ValueError(f"column {name!r}: a name other than text/embedding and one "
+                         f"value per row ({n_rows}) needed, got {len(items)}")
+    try:
+        return pa.array(items)
+    except (pa.ArrowException, OverflowError, TypeError) as exc:
+        error = exc
 
-def _remove_orphans(path: Path) -> None:
-    """Remove the partial files of ``path`` left by killed runs (SIGKILL, a crash) on this host:
-    those whose process no longer exists. Another host's, or a live process's, are kept."""
-    for old in path.parent.glob(f"{glob.escape(path.name)}.{_HOST}.*.partial"):
-        pid = old.name[len(path.name) + len(_HOST) + 2:].split(".", 1)[0]
-        if not pid.isdigit():
-            continue
+    def fails(k: int) -> bool:
         try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            old.unlink(missing_ok=True)
-        except OSError:  # alive, someone else's: keep it
-            pass
+            pa.array(items[:k])
+        except (pa.ArrowException, OverflowError, TypeError):
+            return True
+        return False
+
+    lo, hi = 1, len(items)  # the shortest failing prefix has hi rows
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fails(mid) else (mid + 1, hi)
+    bad = items[hi - 1]
+    what = (f"does not fit the type of the rows before it ({pa.array(items[:hi - 1]).type})"
+            if hi > 1 else "has no Arrow type")
+    raise ValueError(f"column {name!r}: row {hi - 1} ({bad!r}, a {type(bad).__name__}) {what} "
+                     f"({type(error).__name__}: {error}); give every value one type, e.g. all "
+                     "str") from None
 
 
 def _reserve(path: Path) -> None:

@@ -410,7 +410,7 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
                       "centred": self.center_ is not None,
                       **{k: getattr(self, k) for k in ("max_length", "long_text",
                                                        "chunk_overlap", "dtype", *_OUTPUT_PARAMS)}}
-        columns = None if ids is None else {id_name: list(ids)}
+        columns = None if ids is None else {id_name: ids}
         return self._embedder(model, self.prompt_).embed_to(
             out, texts, fmt=format, chunk_size=chunk_size, metadata=provenance, columns=columns,
             transform=lambda full: self._output(self._postprocess(full)))

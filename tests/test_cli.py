@@ -956,3 +956,35 @@ def test_compile_is_a_gpu_option_refused_on_cpu_in_one_line(capsys, tmp_path, ti
     assert code == 1, err
     assert "compile=True is for GPUs" in err and "Traceback" not in err
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_info_offline_asks_for_config_json_only(capsys):
+    """`skmoe info` needs config.json alone, yet offline it asked for the 1.9 GB of weights."""
+    code, _, err = run(capsys, "info", "nobody/no-such-model")
+    assert_one_line_error(code, err, 1, "config.json is not in the Hugging Face cache",
+                          "`hf download nobody/no-such-model config.json --local-dir FOLDER`",
+                          "`skmoe info FOLDER`")
+    code, _, err = run(capsys, "info", "nobody/no-such-model", "--revision", "v2")
+    assert_one_line_error(code, err, 1, "config.json --revision v2 --local-dir FOLDER")
+
+
+def test_info_offline_uses_a_cached_config_fetched_by_commit(capsys, tmp_path, monkeypatch,
+                                                             nomic_config_path):
+    """A cache holding the hub id's config.json at a commit no `refs/main` names (downloaded
+    with --revision COMMIT) was reported as missing; its one cached config is read."""
+    import shutil
+
+    from _hub_cache import COMMIT, fake_hub_cache
+    from huggingface_hub import constants
+
+    cache = fake_hub_cache(tmp_path, nomic_config_path.parent, repo="org/cfg")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    (cache / "models--org--cfg" / "refs" / "main").unlink()
+    code, out, err = run(capsys, "info", "org/cfg", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["experts"] == 8 and info["weights"] is False and info["name"] == "org/cfg"
+    other = cache / "models--org--cfg" / "snapshots" / ("f" * 40)
+    shutil.copytree(cache / "models--org--cfg" / "snapshots" / COMMIT, other, symlinks=True)
+    code, _, err = run(capsys, "info", "org/cfg")  # two cached commits: which one is not ours to say
+    assert_one_line_error(code, err, 1, "not at revision 'main'", COMMIT[:12], "f" * 12)

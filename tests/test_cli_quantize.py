@@ -62,3 +62,37 @@ def test_a_dtype_conflicting_with_the_folder_is_one_line(fast_moe, tmp_path, cap
     assert code == 1, err
     assert "holds int8 weights" in err and "dtype='float32' conflicts" in err
     assert "internal error" not in err
+
+
+def test_a_killed_quantize_leaves_no_output_and_the_rerun_succeeds(fast_moe, tmp_path, capsys):
+    """SIGKILLed once model.safetensors was written (the OOM killer, a closed session), `skmoe
+    quantize` left --output holding only that file: the rerun was refused ("not an empty
+    folder") and --model OUTPUT failed on the prompt. Now OUTPUT appears only when complete."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "q4"
+    script = (
+        "import os, signal, sys\n"
+        "import safetensors.torch as st\n"
+        "real = st.save_file\n"
+        "def save_then_die(*args, **kwargs):\n"
+        "    real(*args, **kwargs)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "st.save_file = save_then_die\n"
+        "from skmoe.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, "quantize", str(fast_moe), "--dtype",
+                             "int4", "-o", str(out)], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = list(tmp_path.iterdir())
+    assert not out.exists() and len(left) == 1 and left[0].name.startswith("q4.")
+    assert left[0].name.endswith(".partial") and (left[0] / "model.safetensors").is_file()
+    assert main(["quantize", str(fast_moe), "--dtype", "int4", "-o", str(out)]) == 0
+    assert f"wrote int4 folder {out}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [out]  # the dead run's partial folder is gone
+    assert main(["info", str(out)]) == 0 and "int4" in capsys.readouterr().out

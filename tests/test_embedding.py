@@ -239,7 +239,7 @@ def test_a_killed_runs_partial_file_is_removed_by_the_next_run(tmp_path):
     import subprocess
     import sys
 
-    import skmoe.embedding_files as files
+    import skmoe._partial_files as files
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -294,3 +294,54 @@ def test_engine_streaming_methods_are_deprecated_but_work(encoder, tmp_path):
     vectors = np.concatenate([v for _, v in batches])[np.argsort(done)]
     assert sorted(done) == [0, 1, 2] and not cut.any()
     np.testing.assert_allclose(vectors, engine.embed(["a", "b", "c"]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "parquet"])
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_an_output_file_gets_the_mode_the_umask_gives(tmp_path, fmt, umask):
+    """The .partial file came from mkstemp (0600) and the rename kept that mode: under umask 022
+    a teammate could not read vectors.npy, while every other file skmoe writes was 0644."""
+    import os
+
+    out = tmp_path / f"v.{fmt}"
+    old = os.umask(umask)
+    try:
+        with EmbeddingWriter(out, fmt, 2) as writer:
+            writer.write(0, ["a", "b"], np.ones((2, 3), np.float32))
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_ids_are_checked_as_one_column_before_any_text_is_embedded(encoder, tmp_path,
+                                                                   monkeypatch):
+    """Ids were turned into Arrow chunk by chunk: a str id after ints failed with a raw Arrow
+    error after every earlier chunk was embedded (and thrown away), as did ints after a first
+    chunk of None (schema `null`) or a float after ints (schema `int64`)."""
+    import pyarrow.parquet as pq
+
+    emb = Embedder.for_encoder(encoder, "")
+    texts = [f"text {i}" for i in range(6)]
+    out = tmp_path / "v.parquet"
+    with monkeypatch.context() as m:
+        m.setattr(Embedder, "_embed", lambda *a: pytest.fail("embedded before checking the ids"))
+        with pytest.raises(ValueError, match=r"column 'id': row 4 \('x', a str\) does not fit "
+                                             r"the type of the rows before it \(int64\)"):
+            emb.embed_to(out, texts, columns={"id": [0, 1, 2, 3, "x", 5]}, chunk_size=2)
+        with pytest.raises(ValueError, match=r"column 'id': row 0 \(<object .*\) has no Arrow "
+                                             "type"):
+            emb.embed_to(out, texts, columns={"id": [object()] * 6}, chunk_size=2)
+        import pandas as pd
+
+        frame = pd.DataFrame({"id": range(6), "other": range(6)})
+        with pytest.raises(ValueError, match=r"column 'id': .* a DataFrame of shape \(6, 2\) "
+                                             r"\(2 columns\); pass a single column"):
+            emb.embed_to(out, texts, columns={"id": frame}, chunk_size=2)
+    assert not list(tmp_path.iterdir())
+    for ids, kind in (([None, None, 2, 3, 4, 5], "int64"), ([0, 1, 2, 3, 4.5, 5], "double"),
+                      (np.arange(6), "int64"), (pd.Series(list("abcdef")), "string")):
+        emb.embed_to(out, texts, columns={"id": ids}, chunk_size=2)
+        table = pq.read_table(out)
+        assert str(table.schema.field("id").type) == kind
+        assert table.column("id").to_pylist() == [None if v is None else v for v in list(ids)]
+        assert table.column("text").to_pylist() == texts

@@ -18,9 +18,9 @@ from .dense import check_dense_config
 from .loading import (
     CheckpointError,
     ModelNotAvailableError,
+    cached_elsewhere,
     hub_offline,
     is_hub_id,
-    not_available,
     safetensors_files,
     weights_fingerprint,
 )
@@ -207,10 +207,12 @@ def _hub_config_folder(
                                local_files_only=offline)
 
     try:
-        cfg = fetch("config.json", revision)
+        folder = Path(fetch("config.json", revision)).parent
     except (OSError, HfHubHTTPError, ValueError) as exc:
-        raise not_available(name, revision, offline, exc, cache_dir) from exc
-    folder = Path(cfg).parent
+        cached = _only_cached_config(name, cache_dir) if offline and revision is None else None
+        if cached is None:
+            raise _config_not_available(name, revision, offline, exc, cache_dir) from exc
+        folder = cached
 
     def optional(filename: str) -> bool:  # absent, or not cached when offline: no such module
         try:
@@ -228,6 +230,38 @@ def _hub_config_folder(
             if entry.path:
                 optional(f"{entry.path}/config.json")
     return folder, folder.name
+
+
+def _only_cached_config(name: str, cache_dir: str | os.PathLike[str] | None) -> Path | None:
+    """Offline, with no revision asked: the snapshot folder holding the hub id's config.json
+    when the cache has exactly one (fetched by commit, so no ``refs/main`` points at it)."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    root = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=name,
+                                                                        repo_type="model")
+    found = [p.parent for p in (root / "snapshots").glob("*/config.json") if p.is_file()]
+    return found[0] if len(found) == 1 else None
+
+
+def _config_not_available(name: str, revision: str | None, offline: bool, exc: Exception,
+                          cache_dir: str | os.PathLike[str] | None) -> ModelNotAvailableError:
+    """The error for a hub id whose config.json cannot be had: which revisions the cache holds,
+    or how to provide that one file (model facts need no weights)."""
+    elsewhere = cached_elsewhere(name, revision, exc, cache_dir)
+    if elsewhere is not None:
+        return ModelNotAvailableError(elsewhere)
+    where = "without network (HF_HUB_OFFLINE / local_files_only)" if offline else "from the hub"
+    rev = f" --revision {revision}" if revision else ""
+    return ModelNotAvailableError(
+        f"Could not read the config of {name!r}{f' at revision {revision!r}' if revision else ''} "
+        f"{where}: its config.json is not in the Hugging Face cache and could not be downloaded "
+        f"({type(exc).__name__}). Model facts need that file only (a few KB, no weights): on a "
+        f"machine with network run `hf download {name} config.json{rev} --local-dir FOLDER`, "
+        "copy FOLDER here and run `skmoe info FOLDER` (Python: model_info('FOLDER')). The other "
+        f"commands need the weights too: `hf download {name}{rev} --local-dir FOLDER`, then "
+        "--model FOLDER."
+    )
 
 
 def _nomic_info(raw: dict[str, Any]) -> dict[str, Any]:

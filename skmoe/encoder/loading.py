@@ -77,7 +77,7 @@ def hub_offline(local_files_only: bool = False) -> bool:
     return local_files_only or env not in ("", "0", "false", "no", "off")
 
 
-def _cached_elsewhere(name: str, revision: str | None, exc: Exception,
+def cached_elsewhere(name: str, revision: str | None, exc: Exception,
                       cache_dir: str | os.PathLike[str] | None) -> str | None:
     """What to say when the Hugging Face cache holds ``name``, just not as asked: the revision
     is not among its refs and commits (listed), or its snapshot's download stopped; else None."""
@@ -108,7 +108,7 @@ def not_available(name: str, revision: str | None, offline: bool, exc: Exception
                   cache_dir: str | os.PathLike[str] | None = None) -> ModelNotAvailableError:
     """The error for a hub id that cannot be provided, saying how to provide the weights (or,
     when the cache holds the model at other revisions, which ones it holds)."""
-    elsewhere = _cached_elsewhere(name, revision, exc, cache_dir)
+    elsewhere = cached_elsewhere(name, revision, exc, cache_dir)
     if elsewhere is not None:
         return ModelNotAvailableError(elsewhere)
     where = "without network (HF_HUB_OFFLINE / local_files_only)" if offline else "from the hub"

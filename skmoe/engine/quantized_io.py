@@ -37,14 +37,13 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from .. import __version__
+from .._partial_files import apply_umask, make_partial
 from ..encoder.checkpoint import CheckpointError, compare_with_header, read_headers, read_json
 from ..encoder.config import NomicMoEConfig, is_nomic_moe_config
 from ..encoder.loading import (
@@ -67,13 +66,10 @@ from .int4 import (
     INT4_GROUP_SIZE,
     INT4_ROUNDING,
     INT4_ROUNDINGS,
-    Int4Experts,
-    Int4Linear,
-    Int4MLP,
     Int4ShapeError,
     check_int4_rounding,
 )
-from .int8 import Int8Experts, Int8Linear, Int8MLP, int8_weight_bits
+from .int8 import int8_weight_bits
 from .memory import release_file_pages
 from .precision import (
     ALL_PRECISIONS,
@@ -82,8 +78,14 @@ from .precision import (
     precision_label,
     resolve_precision,
 )
-from .row_embedding import FileRows, Int8RowEmbedding
-from .row_embedding import word_embeddings as find_word_embeddings
+from .quantized_units import (
+    install_unit,
+    module_from_portable,
+    owned_by,
+    portable_tensors,
+    quantized_units,
+)
+from .row_embedding import FileRows
 
 #: The key of config.json recording the quantization, and its ``quant_method`` value.
 CONFIG_KEY = "quantization_config"
@@ -111,77 +113,6 @@ class QuantizedFolderError(CheckpointError):
     CPU whose int8 kernel cannot take its 8-bit weights)."""
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One module a quantized mode replaces: its dotted ``name`` in the backbone, its ``kind``
-    (``linear``, ``mlp``, ``experts`` or ``embedding``) and the float module."""
-
-    name: str
-    kind: str
-    module: nn.Module
-
-
-def quantized_units(backbone: nn.Module, mode: str) -> list[Unit]:
-    """The modules ``mode`` quantizes, in order: the MoE model's declared parts (every
-    ``nn.Linear`` of a backbone that declares none; routers stay float32), and for int4 the
-    word-embedding table."""
-    declare = getattr(backbone, "replaceable_parts", None)
-    kinds = {"projection": "linear", "feed_forward": "mlp", "experts": "experts"}
-    if callable(declare):
-        units = [Unit(p.name, kinds[p.kind], p.module) for p in declare() if p.kind in kinds]
-    else:
-        units = [Unit(n, "linear", m) for n, m in backbone.named_modules() if isinstance(m, nn.Linear)]
-    table = find_word_embeddings(backbone) if mode == "int4" else None
-    if table is not None:
-        name = next(n for n, m in backbone.named_modules() if m is table[0])
-        units.append(Unit(name, "embedding", table[0]))
-    return units
-
-
-def _portable(unit: Unit, mode: str, group_size: int, bits: int,
-              rounding: str = INT4_ROUNDING) -> dict[str, torch.Tensor]:
-    """The unit's portable tensors, quantized from its float weights."""
-    m = unit.module
-    if unit.kind == "embedding":
-        return Int8RowEmbedding.portable(m)
-    if mode == "int4":
-        if unit.kind == "linear":
-            return Int4Linear.portable(m, group_size, unit.name, rounding=rounding)
-        if unit.kind == "mlp":
-            return Int4MLP.portable(m, group_size, unit.name, rounding=rounding)
-        return Int4Experts.portable(m, group_size, unit.name, rounding=rounding)
-    if unit.kind == "linear":
-        return Int8Linear.portable(m, bits)
-    return Int8MLP.portable(m, bits) if unit.kind == "mlp" else Int8Experts.portable(m, bits)
-
-
-def _from_portable(unit: Unit, mode: str, group_size: int, t: dict[str, torch.Tensor],
-                   rows_file: FileRows | None = None) -> nn.Module:
-    """The quantized module for ``unit`` built from its stored tensors."""
-    if unit.kind == "embedding":
-        return Int8RowEmbedding.from_portable(t, unit.module.padding_idx, rows_file)
-    if mode == "int4":
-        cls4 = {"linear": Int4Linear, "mlp": Int4MLP, "experts": Int4Experts}[unit.kind]
-        return cls4.from_portable(t, group_size)
-    cls8 = {"linear": Int8Linear, "mlp": Int8MLP, "experts": Int8Experts}[unit.kind]
-    return cls8.from_portable(t)
-
-
-def _install(backbone: nn.Module, unit: Unit, new: nn.Module) -> None:
-    if unit.kind == "embedding":
-        _, put = find_word_embeddings(backbone)  # type: ignore[misc]
-        put(new)
-    elif callable(getattr(backbone, "replace_part", None)):
-        backbone.replace_part(unit.name, new)
-    else:
-        parent, _, attr = unit.name.rpartition(".")
-        setattr(backbone.get_submodule(parent), attr, new)
-
-
-def _owned_by(name: str, units: list[Unit]) -> bool:
-    return any(name.startswith(u.name + ".") for u in units)
-
-
 # --------------------------------------------------------------------------------------------
 # Reading a folder's quantization record
 
@@ -192,6 +123,9 @@ def quantization_of(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     path = Path(folder).expanduser()
     if not path.is_dir():
         return None
+    if path.suffix == ".partial":  # quantize_folder's folder in the making: never a model
+        raise CheckpointError(f"{path} is the unfinished output of a `skmoe quantize` run "
+                              "(killed, or still writing); quantize the float model again")
     raw = read_json(path / "config.json")
     q = raw.get(CONFIG_KEY) if isinstance(raw, dict) else None
     if q is None:
@@ -293,7 +227,9 @@ def quantize_folder(
     model : str or path
         The float model (folder or hub id), as :func:`~skmoe.encoder.load_encoder` takes it.
     output : path
-        The folder to write; it must not exist or be empty.
+        The folder to write; it must not exist or be empty. It is written as
+        ``OUTPUT.<host>.<pid>.<random>.partial`` beside it and renamed when complete, so a killed
+        run leaves no folder at ``output`` (the next run removes its leftover).
     dtype : {"int4", "int8"}
         The mode (see :mod:`skmoe.engine.precision`).
     group_size : int, default=32
@@ -331,33 +267,40 @@ def quantize_folder(
     tensors: dict[str, torch.Tensor] = {}
     for unit in units:
         try:
-            portable = _portable(unit, mode, group_size, bits, rounding)
+            portable = portable_tensors(unit, mode, group_size, bits, rounding)
         except Int4ShapeError as exc:  # e.g. --group-size 128 on a 64-wide model
             raise QuantizeRequestError(f"{exc}: choose a --group-size that divides it") from None
         for key, value in portable.items():
             tensors[f"{unit.name}.{key}"] = value.contiguous()
         release_file_pages([*unit.module.parameters(), *unit.module.buffers()])
     for key, value in backbone.state_dict().items():
-        if not _owned_by(key, units):
+        if not owned_by(key, units):
             tensors[key] = value.detach().float().contiguous()
     from safetensors.torch import save_file
 
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    raw = dict(encoder.raw_config)
-    raw[CONFIG_KEY] = {
-        "quant_method": QUANT_METHOD, "format_version": FORMAT_VERSION,
-        "skmoe_version": __version__, "precision": mode, "bits": bits,
-        "group_size": group_size if mode == "int4" else None,
-        "rounding": rounding if mode == "int4" else None, "scheme": _SCHEMES[mode],
-        "embedding": "int8 rows, symmetric, fp32 scale per row" if mode == "int4" else "float32",
-        "float32": "routers, LayerNorms, biases, token-type row",
-        "modules": [[u.name, u.kind] for u in units],
-        "source": {"model": str(model), "revision": encoder.source.revision,
-                   "fingerprint": encoder.source.fingerprint},
-    }
-    (out / "config.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
-    _side_files(Path(encoder.source.path), out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = make_partial(out, folder=True)  # this run's own folder, renamed to out when complete
+    try:
+        save_file(tensors, str(part / "model.safetensors"), metadata={"format": "pt"})
+        raw = dict(encoder.raw_config)
+        raw[CONFIG_KEY] = {
+            "quant_method": QUANT_METHOD, "format_version": FORMAT_VERSION,
+            "skmoe_version": __version__, "precision": mode, "bits": bits,
+            "group_size": group_size if mode == "int4" else None,
+            "rounding": rounding if mode == "int4" else None, "scheme": _SCHEMES[mode],
+            "embedding": "int8 rows, symmetric, fp32 scale per row" if mode == "int4" else "float32",
+            "float32": "routers, LayerNorms, biases, token-type row",
+            "modules": [[u.name, u.kind] for u in units],
+            "source": {"model": str(model), "revision": encoder.source.revision,
+                       "fingerprint": encoder.source.fingerprint},
+        }
+        _side_files(Path(encoder.source.path), part)
+        (part / "config.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
+        apply_umask(part)  # safetensors writes 0600 and mkdtemp 0700: follow the umask
+        os.replace(part, out)  # an empty `out` is replaced too
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
     return out
 
 
@@ -400,10 +343,10 @@ def _load_backbone(folder: Path, raw: dict[str, Any], q: dict[str, Any],
     bits = q["bits"]
     with torch.device("meta"):
         for unit in units:
-            for key, value in _portable(unit, mode, gs, bits).items():
+            for key, value in portable_tensors(unit, mode, gs, bits).items():
                 expected[f"{unit.name}.{key}"] = value
                 exact.add(f"{unit.name}.{key}")
-    rest = {k: v for k, v in backbone.state_dict().items() if not _owned_by(k, units)}
+    rest = {k: v for k, v in backbone.state_dict().items() if not owned_by(k, units)}
     expected.update(rest)
     header = read_headers(files)
     compare_with_header(expected, header, folder, exact=exact)  # before any read
@@ -413,8 +356,8 @@ def _load_backbone(folder: Path, raw: dict[str, Any], q: dict[str, Any],
         prefix = unit.name + "."
         own = {k[len(prefix):]: tensors.pop(k) for k in list(tensors) if k.startswith(prefix)}
         rows = _rows_file(header, unit.name + ".qweight") if unit.kind == "embedding" else None
-        new = _from_portable(unit, mode, gs, own, rows)
-        _install(backbone, unit, new)
+        new = module_from_portable(unit, mode, gs, own, rows)
+        install_unit(backbone, unit, new)
         if unit.kind != "embedding":  # the int8 table is used as stored; the rest was repacked
             release_file_pages(own.values())
         del own, new

@@ -13,6 +13,7 @@ Requires the ``mteb`` extra (``pip install skmoe[mteb]``).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,7 @@ class SkmoeMTEBEncoder:
 
     def get_prompt(self, task_metadata: Any, prompt_type: Any = None) -> str:
         """The prefix this adapter applies for a task (and query/document side)."""
-        from mteb.models.abs_encoder import get_prompt_name
-
+        get_prompt_name = _mteb("mteb.models.abs_encoder").get_prompt_name
         encoder = self.transformer.model_card()
         names = self._prompt_names(encoder)
         raw = dict(self.prompts or {})
@@ -167,8 +167,8 @@ class SkmoeMTEBEncoder:
 
         Without it ``mteb.evaluate`` would not recognise the adapter as a model.
         """
-        from mteb.models.model_meta import ModelMeta, ScoringFunction
-
+        meta = _mteb("mteb.models.model_meta")
+        ModelMeta, ScoringFunction = meta.ModelMeta, meta.ScoringFunction
         encoder = self.transformer.model_card()
         source = encoder.source
         name = self.name
@@ -194,3 +194,12 @@ class SkmoeMTEBEncoder:
 def as_mteb_encoder(transformer: Any, **kwargs: Any) -> SkmoeMTEBEncoder:
     """Shorthand for :class:`SkmoeMTEBEncoder` (``kwargs`` go to its constructor)."""
     return SkmoeMTEBEncoder(transformer, **kwargs)
+
+
+def _mteb(module: str) -> Any:
+    """Import ``module`` of mteb, or say which extra provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"the MTEB adapter needs mteb ({module}: {exc}); install it with "
+                          "`pip install 'skmoe[mteb]'`.") from exc

@@ -231,3 +231,60 @@ def test_file_rows_gather_the_stored_rows(folders):
 def test_dense_models_are_refused_clearly(minilm_path, tmp_path):
     with pytest.raises(ValueError, match="MoE model .* only; quantize dense models at load"):
         quantize_folder(minilm_path, tmp_path / "dense", "int8")
+
+
+def _modes(folder: Path) -> dict[str, int]:
+    return {p.relative_to(folder).as_posix() or ".": p.stat().st_mode & 0o777
+            for p in [folder, *folder.rglob("*")]}
+
+
+def test_a_write_that_fails_midway_leaves_no_folder_and_a_rerun_succeeds(
+        tiny_moe_path, tmp_path, monkeypatch):
+    """`skmoe quantize` wrote model.safetensors, config.json and the side files straight into
+    --output: killed midway, the folder blocked the rerun ("not an empty folder") and loaded as
+    a confusing half model. It is now written in a folder of its own, renamed when complete."""
+    import os
+
+    from skmoe.engine import quantized_io
+
+    def broken(src, dst):  # after model.safetensors is written
+        assert (dst / "model.safetensors").is_file() and dst.name.endswith(".partial")
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "q4"
+    monkeypatch.setattr(quantized_io, "_side_files", broken)
+    with pytest.raises(OSError, match="No space left"):
+        quantize_folder(tiny_moe_path, out, "int4")
+    assert list(tmp_path.iterdir()) == []  # neither out nor its partial folder
+    monkeypatch.undo()
+    old = os.umask(0o027)
+    try:
+        assert quantize_folder(tiny_moe_path, out, "int4") == out
+    finally:
+        os.umask(old)
+    assert quantization_of(out)["precision"] == "int4" and list(tmp_path.iterdir()) == [out]
+    # the folder and its files follow the umask (safetensors writes 0600, mkdtemp 0700)
+    modes = _modes(out)
+    assert modes["."] == 0o750 and modes["model.safetensors"] == 0o640, modes
+    assert set(modes.values()) <= {0o750, 0o640}, modes
+
+
+def test_a_killed_runs_partial_folder_never_loads_and_does_not_block_a_rerun(
+        tiny_moe_path, tmp_path):
+    """A SIGKILLed run leaves OUT.<host>.<pid>.<random>.partial: refused as a model (it says what
+    it is), removed by the next run (its process is gone), never in the way of OUT."""
+    import subprocess
+    import sys
+
+    from skmoe._partial_files import _HOST
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = tmp_path / f"q8.{_HOST}.{dead.pid}.abc.partial"
+    killed.mkdir()
+    shutil.copy(tiny_moe_path / "model.safetensors", killed / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"unfinished output of a `skmoe quantize` run"):
+        load_encoder(killed)
+    out = quantize_folder(tiny_moe_path, tmp_path / "q8", "int8")
+    assert not killed.exists() and list(tmp_path.iterdir()) == [out]
+    assert load_encoder(out).precision == "int8"

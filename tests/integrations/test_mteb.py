@@ -203,3 +203,16 @@ def test_a_rerun_served_from_the_cache_loads_no_weights(e5_path, tmp_path, monke
     warm = again.encode(batches, task_metadata=md, hf_split="test", hf_subset="default")
     np.testing.assert_array_equal(cold, warm)
     assert again.get_prompt(md) == "query: " and again.mteb_model_meta.embed_dim == 384
+
+
+def test_without_mteb_the_adapter_names_the_extra(e5_path, monkeypatch):
+    """Without mteb, `encode` and `mteb_model_meta` raised a bare ModuleNotFoundError."""
+    import sys
+
+    for module in ("mteb.models.abs_encoder", "mteb.models.model_meta"):
+        monkeypatch.setitem(sys.modules, module, None)  # what an environment without it gives
+    adapter = SkmoeMTEBEncoder(MoEEmbeddingTransformer(model=str(e5_path), prompt="query: "))
+    with pytest.raises(ImportError, match=r"needs mteb .*pip install 'skmoe\[mteb\]'"):
+        adapter.get_prompt(None)
+    with pytest.raises(ImportError, match=r"needs mteb .*pip install 'skmoe\[mteb\]'"):
+        adapter.mteb_model_meta  # noqa: B018
