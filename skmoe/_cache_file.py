@@ -56,7 +56,9 @@ class CacheFile:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        # every open connection by its thread: those of threads that ended are closed when the
+        # next one opens (a thread per request left one open each: 2 fds and up to 1 MB)
+        self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._layout: Layout | None = None  # what the file offers, read at the first open
         self._hits = 0
         self._misses = 0
@@ -93,7 +95,9 @@ class CacheFile:
             conn, layout = open_connection(self.path, self.timeout)
             self._local.conn = conn
             with self._lock:
-                self._connections.append(conn)
+                for thread in [t for t in self._connections if not t.is_alive()]:
+                    self._connections.pop(thread).close()
+                self._connections[threading.current_thread()] = conn
                 if self._layout is None or layout.version > self._layout.version:
                     self._layout = layout
         return conn
@@ -175,7 +179,7 @@ class CacheFile:
         """
         self._check_pid()
         with self._lock:
-            connections, self._connections = self._connections, []
+            connections, self._connections = list(self._connections.values()), {}
             self._local = threading.local()
         for conn in connections:
             conn.close()
@@ -189,7 +193,7 @@ class CacheFile:
     def __del__(self) -> None:
         try:
             if os.getpid() == self._pid:
-                for conn in self._connections:
+                for conn in self._connections.values():
                     conn.close()
         except Exception:  # interpreter shutdown: nothing useful to do
             pass

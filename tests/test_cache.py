@@ -331,7 +331,7 @@ def test_resolve_cache():
 def test_close_then_reuse_and_context_manager(tmp_path):
     with EmbeddingCache(tmp_path / "c.sqlite") as c:
         c.put_many("ns", ["a"], np.ones((1, 2), np.float32))
-    assert c._connections == []
+    assert not c._connections
     assert c.lookup("ns", ["a"])[0].all()  # reopens lazily
     c.close()
 
@@ -372,8 +372,32 @@ def test_threads_get_their_own_connections(cache):
     for t in threads:
         t.join()
     assert not errors, errors
-    assert len(cache) == 400 and len(cache._connections) >= 4
+    assert len(cache) == 400
     assert cache.stats().hits == 400
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_a_thread_per_call_does_not_leak_connections(cache):
+    """Every thread's connection stayed open after the thread ended: a thread-per-request
+    server ran out of file descriptors after ~500 requests (ulimit -n 1024), then every
+    request failed."""
+    ns = cache_namespace(**NS_PARTS)
+    cache.put_many(ns, ["a"], [writer.row_vector(0)])
+
+    def call() -> None:
+        assert cache.lookup(ns, ["a", "b"])[0].tolist() == [True, False]
+
+    def one_thread() -> None:
+        t = threading.Thread(target=call)
+        t.start()
+        t.join()
+
+    one_thread()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(100):
+        one_thread()
+    assert len(os.listdir("/proc/self/fd")) - before < 5  # was +200 (two per connection)
+    assert len(cache._connections) <= 2  # this thread's (put_many) and the last thread's
 
 
 def test_forked_child_reopens(cache):
