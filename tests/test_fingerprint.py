@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,23 @@ def test_a_warm_fingerprint_reads_no_file_even_in_a_new_process(model, monkeypat
     (model / "model.safetensors").touch()  # new mtime: that file (only) is read again
     assert weights_fingerprint(model, safetensors_files(model)) == first
     assert reads == ["model.safetensors"]
+
+
+def test_an_unwritable_memo_is_said_once(model, monkeypatch, tmp_path):
+    """A HOME the process cannot write (a service user, a read-only container) kept no memo,
+    silently: every new process hashed the weights and loaded the model although the cache
+    held every text."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    monkeypatch.setenv("SKMOE_FINGERPRINT_MEMO", str(blocker / "file-digests.json"))
+    fp.forget_memo()
+    with pytest.warns(fp.MemoUnavailableWarning, match=r"cannot write its file-digest memo "
+                                                       r".*SKMOE_FINGERPRINT_MEMO"):
+        first = weights_fingerprint(model, safetensors_files(model))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process
+        fp.remember_card(first, {"width": 8})
+    assert fp.known_card(first) == {"width": 8}  # kept in the process
 
 
 def test_memo_can_be_turned_off_and_survives_a_broken_file(model, monkeypatch, tmp_path):

@@ -27,9 +27,11 @@ import json
 import os
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._stack import external_stacklevel
 from .checkpoint import read_json
 from .st_modules import module_files
 
@@ -46,6 +48,11 @@ SIDE_CONFIGS = ("config.json", "sentence_bert_config.json", "config_sentence_tra
 _LOCK = threading.Lock()
 _MEMO: dict[tuple, str] = {}  # (path, size, mtime_ns, inode, ctime_ns) -> sha256 hex, this process
 _DISK: dict[str, list] | None = None  # the on-disk memo as read once by this process
+_WARNED_UNWRITABLE = False
+
+
+class MemoUnavailableWarning(UserWarning):
+    """The on-disk digest memo cannot be written: each new process hashes the weights again."""
 
 
 @dataclass(frozen=True)
@@ -183,12 +190,28 @@ def _write_file(path: Path, data: dict) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump({**data, "version": 1}, fh)
         os.replace(tmp, path)
-    except OSError:
+    except OSError as exc:
+        _warn_unwritable(path, exc)
         if tmp is not None:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def _warn_unwritable(path: Path, exc: OSError) -> None:
+    """Say once per process that the memo cannot be kept (a read-only HOME, a service user):
+    without it a fully cached run still hashes and loads the weights in every new process."""
+    global _WARNED_UNWRITABLE
+    if _WARNED_UNWRITABLE:
+        return
+    _WARNED_UNWRITABLE = True
+    warnings.warn(
+        f"skmoe cannot write its file-digest memo {path} ({exc.strerror or exc}): every new "
+        "process will hash the weights again and load the model even when the embedding cache "
+        "holds every text. Set SKMOE_FINGERPRINT_MEMO to a writable file (or to 'off' to keep "
+        "the memo in the process and silence this).", MemoUnavailableWarning,
+        stacklevel=external_stacklevel())
 
 
 def _read_memo(path: Path) -> dict[str, list]:
@@ -256,8 +279,9 @@ def known_card(fingerprint: str) -> dict | None:
 
 def forget_memo() -> None:
     """Drop this process's memo (as if it were a new process); the file stays."""
-    global _DISK
+    global _DISK, _WARNED_UNWRITABLE
     with _LOCK:
         _MEMO.clear()
         _CARDS.clear()
         _DISK = None
+        _WARNED_UNWRITABLE = False
