@@ -345,3 +345,24 @@ def test_ids_are_checked_as_one_column_before_any_text_is_embedded(encoder, tmp_
         assert str(table.schema.field("id").type) == kind
         assert table.column("id").to_pylist() == [None if v is None else v for v in list(ids)]
         assert table.column("text").to_pylist() == texts
+
+
+def test_the_next_chunk_is_prepared_ahead_only_when_there_is_one(encoder, monkeypatch):
+    """A worker thread was started for every call, a single-chunk one too (about 0.4 ms of a
+    small call's 3.6 ms on a tiny model: a service's every request)."""
+    from skmoe.engine import Engine
+
+    asked = []
+    real = Engine.iter_embed_chunks
+
+    def spy(self, chunks, prompt="", **kwargs):
+        asked.append(kwargs["prefetch"])
+        return real(self, chunks, prompt, **kwargs)
+
+    monkeypatch.setattr(Engine, "iter_embed_chunks", spy)
+    emb = Embedder.for_encoder(encoder, "")
+    one = emb.embed(["a", "b", "c"])
+    emb.chunk_size = 2
+    two = emb.embed(["d", "e", "f"])
+    assert asked == [False, True]
+    assert one.shape == two.shape == (3, encoder.embedding_dim)
