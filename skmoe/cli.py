@@ -68,9 +68,8 @@ __all__ = ["DEFAULT_MODEL", "DEFAULT_REPORT_DIR", "CLIError", "EmbeddingWriter",
            "say"]
 
 OUTPUT_FORMATS = ("npy", "parquet")
-# Texts per transform call in ``embed``: the unit of progress and of what one interruption loses
-# (finished chunks are in the cache already).
-EMBED_CHUNK = 1024
+# Texts per transform call in ``embed`` (None: the road's STREAM_CHUNK); tests make it small.
+EMBED_CHUNK: int | None = None
 
 
 # -- writing embeddings: skmoe.embedding owns it ------------------------------------------------
@@ -120,11 +119,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
         say(f"{dst} exists (an earlier run's): it is replaced once every row is written")
     # the road (skmoe.embedding) streams chunk by chunk into a partial file beside dst, renamed
     # when complete
-    transformer.embed_to(texts, dst, format=fmt, chunk_size=EMBED_CHUNK, ids=ids,
-                         id_name=args.id_column or "id")
+    chunks = {} if EMBED_CHUNK is None else {"chunk_size": EMBED_CHUNK}
+    transformer.embed_to(texts, dst, format=fmt, ids=ids, id_name=args.id_column or "id",
+                         **chunks)
     if cache is not None:  # counters are per process: report this command's share
         after = transformer.cache_stats()
-        # counted per chunk of EMBED_CHUNK lines, each text once: a text a chunk computed is
+        # counted per chunk of lines (STREAM_CHUNK), each text once: a text a chunk computed is
         # "found" when a later chunk repeats it
         found, computed = after.hits - before.hits, after.misses - before.misses
         if before.stopped and not found:  # unusable from the start (said so above)

@@ -67,6 +67,10 @@ CHUNK_SIZE = 16384
 #: forward's for the same cores (a tiny model on 2 cores: 1,859 vs 2,119 texts/s, small vs full
 #: first chunk; real models: tokenizing is ~0.1% of the time, nothing to gain).
 FIRST_CHUNK = 1024
+#: Rows per chunk a stream hands on (:meth:`Embedder.iter_embed`, :meth:`Embedder.embed_to`, the
+#: estimator's ``embed_to``, ``skmoe embed``): what an interrupted run without a cache loses at
+#: most, and the rows transformed and written at once.
+STREAM_CHUNK = 1024
 
 
 def chunk_bounds(n: int, size: int, device_type: str) -> list[int]:
@@ -265,7 +269,7 @@ class Embedder:
         with progress(len(texts), self.verbose) as tick:
             return self._embed(texts, tick)
 
-    def iter_embed(self, texts: Sequence[str], chunk_size: int = 1024
+    def iter_embed(self, texts: Sequence[str], chunk_size: int = STREAM_CHUNK
                    ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, vectors)`` for consecutive chunks of ``texts``, in input order; one
         progress bar for the whole stream."""
@@ -277,7 +281,7 @@ class Embedder:
 
     def embed_to(self, out: str | os.PathLike[str] | np.ndarray, texts: Sequence[str], *,
                  transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                 fmt: str | None = None, chunk_size: int = 1024,
+                 fmt: str | None = None, chunk_size: int = STREAM_CHUNK,
                  metadata: dict[str, Any] | None = None,
                  columns: dict[str, Sequence[Any]] | None = None) -> Any:
         """Stream the vectors of ``texts`` (through ``transform``, e.g. truncation and

@@ -23,6 +23,7 @@ from ._stack import external_stacklevel
 from ._text_features import TextFeaturesMixin
 from .embedding import (
     CHUNK_SIZE,
+    STREAM_CHUNK,
     Embedder,
     ModelCard,
     check_long_text,
@@ -392,7 +393,7 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         return np.ascontiguousarray(quantize(floats, self.output_dtype, ranges))
 
     def embed_to(self, X: Any, out: str | os.PathLike[str] | np.ndarray, *,
-                 format: str | None = None, chunk_size: int = 1024, ids: Any = None,
+                 format: str | None = None, chunk_size: int = STREAM_CHUNK, ids: Any = None,
                  id_name: str = "id") -> Any:
         """Stream ``transform(X)`` into ``out`` chunk by chunk; return ``out``.
 
