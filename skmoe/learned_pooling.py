@@ -111,8 +111,10 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
     dtype : str, optional
         The encoder's compute precision, as in the transformer.
     cache : ignored
-        Accepted for symmetry with the transformer; token states are memoised in-process
-        (see :mod:`skmoe.token_states` for why there is no persistent token-state cache).
+        Accepted for symmetry with the transformer; token states are memoised in-process, up
+        to ``token_states.MEMO_MAX_BYTES`` (2 GiB) kept after ``fit`` until
+        ``token_states.clear_memo()`` (see :mod:`skmoe.token_states` for why there is no
+        persistent token-state cache).
     batch_tokens : int, optional
         Padded tokens per forward pass of the frozen encoder (default per device).
     local_files_only : bool, default=False
