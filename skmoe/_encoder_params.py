@@ -13,12 +13,21 @@ own docstring (numpydoc), since what ``long_text="chunk"`` means differs between
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import KW_ONLY, dataclass
+from pathlib import Path
 
+from ._stack import external_stacklevel
 from .encoder import DEFAULT_MODEL
+from .encoder.fingerprint import changed_parts, legacy_fingerprint
+from .encoder.loading import ModelSource, safetensors_files
 from .engine.windows import DEFAULT_CHUNK_OVERLAP
 
-__all__ = ["EncoderParams"]
+__all__ = ["EncoderParams", "WeightsChangedError"]
+
+
+class WeightsChangedError(RuntimeError):
+    """The weights found at load time differ from those the estimator was fitted with."""
 
 
 @dataclass(eq=False, repr=False)
@@ -42,3 +51,35 @@ class EncoderParams:
         import joblib
 
         return type(self).__qualname__, joblib.hash(self)
+
+    def _check_source(self, source: ModelSource) -> None:
+        """Refuse other weights, tokenizer or config than fit saw (``model_fingerprint_``),
+        naming which; note a new revision name for the same files."""
+        fitted = getattr(self, "model_fingerprint_", None)
+        if fitted is None:
+            return
+        then = getattr(self, "model_revision_", None)
+        if fitted != source.fingerprint and not _legacy_match(fitted, source):
+            what = " and ".join(changed_parts(fitted, source.fingerprint))
+            raise WeightsChangedError(
+                f"The {what} of {self.model!r} (fingerprint {source.fingerprint}, revision "
+                f"{source.revision}) differ from those this {type(self).__name__} was fitted "
+                f"with ({fitted}{f', revision {then}' if then else ''}). Pin revision= or refit."
+            )
+        if then is not None and source.revision != then:
+            # Same files under another name (e.g. the hub branch moved to a commit that changed
+            # only the README): results are unchanged, but say so.
+            warnings.warn(
+                f"{self.model!r} resolved to revision {source.revision}, fitted with {then}; "
+                f"the weights are identical (fingerprint {fitted}).",
+                UserWarning,
+                stacklevel=external_stacklevel(),
+            )
+
+
+def _legacy_match(fitted: str, source: ModelSource) -> bool:
+    """An estimator fitted (and pickled) with skmoe's first, sampled fingerprint: same files?"""
+    if len(fitted) != 16 or "-" in fitted:
+        return False
+    folder = Path(source.path)
+    return legacy_fingerprint(folder, safetensors_files(folder)) == fitted

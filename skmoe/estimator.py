@@ -9,7 +9,6 @@ whether the model must be loaded: a fitted estimator whose texts are all cached 
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +16,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._encoder_params import EncoderParams
+from ._encoder_params import EncoderParams, WeightsChangedError
 from ._similarity_methods import SimilarityMixin
-from ._stack import external_stacklevel
 from ._text_features import TextFeaturesMixin
 from .embedding import (
     CHUNK_SIZE,
@@ -31,8 +29,8 @@ from .embedding import (
     resolve_prompt,
 )
 from .encoder import SentenceEncoder
-from .encoder.fingerprint import changed_parts, known_card, legacy_fingerprint, remember_card
-from .encoder.loading import ModelSource, resolve_model_path, safetensors_files
+from .encoder.fingerprint import known_card, remember_card
+from .encoder.loading import resolve_model_path, safetensors_files
 from .encoder.tokenization import folder_prompts, prompt_from_table
 from .postprocessing import (
     CALIBRATED_DTYPES,
@@ -55,10 +53,6 @@ __all__ = ["CHUNK_SIZE", "MoEEmbeddingTransformer", "WeightsChangedError"]
 
 # What fit's recorded output (width, centre, int8/uint8 ranges) depends on besides the prompt.
 _OUTPUT_PARAMS = ("truncate_dim", "normalize", "center", "output_dtype")
-
-
-class WeightsChangedError(RuntimeError):
-    """The weights found at load time differ from those the estimator was fitted with."""
 
 
 @dataclass(eq=False, repr=False, kw_only=True)
@@ -191,28 +185,6 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         self._check_source(encoder.source)
         remember_card(encoder.source.fingerprint, ModelCard.of(encoder).facts())
         return encoder
-
-    def _check_source(self, source: ModelSource) -> None:
-        """Refuse other weights, tokenizer or config than fit saw; note a new revision name."""
-        fitted = getattr(self, "model_fingerprint_", None)
-        if fitted is None:
-            return
-        if fitted != source.fingerprint and not _legacy_match(fitted, source):
-            what = " and ".join(changed_parts(fitted, source.fingerprint))
-            raise WeightsChangedError(
-                f"The {what} of {self.model!r} (fingerprint {source.fingerprint}, revision "
-                f"{source.revision}) differ from those this estimator was fitted with "
-                f"({fitted}, revision {self.model_revision_}). Pin revision= or refit."
-            )
-        if source.revision != self.model_revision_:
-            # Same files under another name (e.g. the hub branch moved to a commit that changed
-            # only the README): results are unchanged, but say so.
-            warnings.warn(
-                f"{self.model!r} resolved to revision {source.revision}, fitted with "
-                f"{self.model_revision_}; the weights are identical (fingerprint {fitted}).",
-                UserWarning,
-                stacklevel=external_stacklevel(),
-            )
 
     def model_card(self) -> ModelCard:
         """What the road knows about the model (source and fingerprint, width, token limit,
@@ -471,13 +443,3 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         """Entries, bytes, and this process's hits and misses of the cache (None without one)."""
         cache = self._open_cache()
         return None if cache is None else cache.stats()
-
-
-def _legacy_match(fitted: str, source: ModelSource) -> bool:
-    """An estimator fitted (and pickled) with skmoe's first, sampled fingerprint: same files?"""
-    if len(fitted) != 16 or "-" in fitted:
-        return False
-    from pathlib import Path
-
-    folder = Path(source.path)
-    return legacy_fingerprint(folder, safetensors_files(folder)) == fitted

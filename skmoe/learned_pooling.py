@@ -176,13 +176,7 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         """The shared loaded encoder (the weights never live on the estimator)."""
         encoder = get_encoder(self.model, revision=self.revision, device=self.device,
                               precision=self.dtype, local_files_only=self.local_files_only)
-        fitted = getattr(self, "model_fingerprint_", None)
-        if fitted is not None and fitted != encoder.source.fingerprint:
-            from .estimator import WeightsChangedError
-
-            raise WeightsChangedError(
-                f"The weights of {self.model!r} ({encoder.source.fingerprint}) differ from those "
-                f"this LearnedPooling was fitted with ({fitted}); refit.")
+        self._check_source(encoder.source)
         return encoder
 
     def _states(self, texts: list[str]) -> list[tuple[torch.Tensor, np.ndarray]]:

@@ -157,6 +157,23 @@ def test_weights_changed_error_says_what_changed(model):
     registry.clear()
 
 
+def test_learned_pooling_says_what_changed_too(model):
+    """LearnedPooling compared fingerprints with its own bare message ("the weights ... differ")
+    whatever had changed; it shares the transformer's check now."""
+    from skmoe import LearnedPooling
+
+    pooling = LearnedPooling(str(model), max_iter=1, verbose=0).fit(
+        ["a cat", "a dog", "the sea", "the sky"], [0, 0, 1, 1])
+    registry.clear()
+    cfg = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    cfg["layer_norm_epsilon"] = 1e-3
+    (model / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    with pytest.raises(WeightsChangedError, match=r"The config of .* this LearnedPooling was "
+                                                  r"fitted with"):
+        pooling.transform(["a cat"])
+    registry.clear()
+
+
 def test_a_cached_transform_refuses_changed_files_before_serving_vectors(model, tmp_path):
     cache = str(tmp_path / "c.sqlite")
     est = MoEEmbeddingTransformer(str(model), cache=cache)
