@@ -220,6 +220,8 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         key = registry_key(self.model, self.revision, self.device, self.dtype)
         if any(k[: len(key)] == key for k in loaded()):
             return
+        if self.prompt is not None:  # tokenized with every text: checked as resolve_prompt does
+            validate_texts([self.prompt], "prompt")
         try:
             folder, _ = resolve_model_path(self.model, self.revision, self.local_files_only)
             safetensors_files(folder)  # no weights here: not a model folder

@@ -205,6 +205,15 @@ def test_a_folder_that_is_no_model_is_not_blamed_on_the_prompt(e5_path, tmp_path
     assert not isinstance(err.value, UnknownPromptError)
 
 
+def test_a_prompt_that_is_no_text_is_refused_before_loading(moe):
+    from skmoe import registry as reg
+
+    reg.clear()
+    with pytest.raises(TypeError, match="prompt: Text at row 0 is int"):
+        MoEEmbeddingTransformer(moe, prompt=123).fit(["a text"])
+    assert not reg.loaded()  # refused before the weights were read
+
+
 def test_prompt_changes_the_vectors(moe):
     a = MoEEmbeddingTransformer(moe, prompt_name="query").fit([]).transform(["same text"])
     b = MoEEmbeddingTransformer(moe, prompt_name="document").fit([]).transform(["same text"])
