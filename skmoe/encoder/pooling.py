@@ -44,6 +44,3 @@ def pool_packed(
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(h.dtype).clamp(min=1e-9)
     return to_padded(h, cu_seqlens, max_seqlen, 0.0, index).sum(1) / lengths[:, None]
 
-
-def normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    return torch.nn.functional.normalize(x, p=2.0, dim=-1, eps=eps)
