@@ -38,6 +38,11 @@ def make_partial(path: Path, *, folder: bool = False) -> Path:
     return Path(tmp)
 
 
+def is_partial(path: Path) -> bool:
+    """Whether ``path`` is named as :func:`make_partial` names a run's output in the making."""
+    return re.fullmatch(r".+\.[A-Za-z0-9-]+\.\d+\.[^./]+\.partial", path.name) is not None
+
+
 def remove_orphans(path: Path) -> None:
     """Remove the partial files and folders of ``path`` left by killed runs (SIGKILL, a crash)
     on this host: those whose process no longer exists. Another host's, or a live process's,

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from .._partial_files import apply_umask, make_partial
+from .._partial_files import apply_umask, is_partial, make_partial, remove_orphans
 from ..encoder.checkpoint import CheckpointError, compare_with_header, read_headers, read_json
 from ..encoder.config import NomicMoEConfig, is_nomic_moe_config
 from ..encoder.loading import (
@@ -92,6 +92,8 @@ CONFIG_KEY = "quantization_config"
 QUANT_METHOD = "skmoe"
 #: Bumped when the stored layout changes; a folder of another version is refused.
 FORMAT_VERSION = 1
+#: The name of the partial folder ``skmoe quantize`` writes inside an existing output folder.
+_INSIDE = ".skmoe-quantize"
 
 _SCHEMES = {
     "int4": "weight-only, asymmetric per group of input channels: w = (q - 8) * scale + zero, "
@@ -123,7 +125,7 @@ def quantization_of(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     path = Path(folder).expanduser()
     if not path.is_dir():
         return None
-    if path.suffix == ".partial":  # quantize_folder's folder in the making: never a model
+    if is_partial(path):  # quantize_folder's folder in the making: never a model
         raise CheckpointError(f"{path} is the unfinished output of a `skmoe quantize` run "
                               "(killed, or still writing); quantize the float model again")
     raw = read_json(path / "config.json")
@@ -227,9 +229,11 @@ def quantize_folder(
     model : str or path
         The float model (folder or hub id), as :func:`~skmoe.encoder.load_encoder` takes it.
     output : path
-        The folder to write; it must not exist or be empty. It is written as
+        The folder to write; it must not exist or be empty. A new one is written as
         ``OUTPUT.<host>.<pid>.<random>.partial`` beside it and renamed when complete, so a killed
-        run leaves no folder at ``output`` (the next run removes its leftover).
+        run leaves no folder at ``output``; an existing empty one (a mounted volume, a link) is
+        written inside it, in such a folder whose files move up when complete, config.json last.
+        The next run removes a killed run's leftover.
     dtype : {"int4", "int8"}
         The mode (see :mod:`skmoe.engine.precision`).
     group_size : int, default=32
@@ -252,6 +256,8 @@ def quantize_folder(
     if mode == "int4":
         check_int4_rounding(rounding, QuantizeRequestError)
     out = Path(output).expanduser()
+    if out.is_dir():  # a killed run's leftover inside an existing folder does not count
+        remove_orphans(out.resolve() / _INSIDE)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise QuantizeRequestError(f"--output {out} exists and is not an empty folder; choose a new one")
     if quantization_of(model) is not None:
@@ -278,26 +284,35 @@ def quantize_folder(
             tensors[key] = value.detach().float().contiguous()
     from safetensors.torch import save_file
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = make_partial(out, folder=True)  # this run's own folder, renamed to out when complete
+    raw = dict(encoder.raw_config)
+    raw[CONFIG_KEY] = {
+        "quant_method": QUANT_METHOD, "format_version": FORMAT_VERSION,
+        "skmoe_version": __version__, "precision": mode, "bits": bits,
+        "group_size": group_size if mode == "int4" else None,
+        "rounding": rounding if mode == "int4" else None, "scheme": _SCHEMES[mode],
+        "embedding": "int8 rows, symmetric, fp32 scale per row" if mode == "int4" else "float32",
+        "float32": "routers, LayerNorms, biases, token-type row",
+        "modules": [[u.name, u.kind] for u in units],
+        "source": {"model": str(model), "revision": encoder.source.revision,
+                   "fingerprint": encoder.source.fingerprint},
+    }
+    # this run's own folder: beside a new `out`, renamed to it when complete; inside an existing
+    # (empty) one, whose parent may be read-only (a mounted volume) or which may be a link
+    inside = out.is_dir()
+    if not inside:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    part = make_partial(out.resolve() / _INSIDE if inside else out, folder=True)
     try:
         save_file(tensors, str(part / "model.safetensors"), metadata={"format": "pt"})
-        raw = dict(encoder.raw_config)
-        raw[CONFIG_KEY] = {
-            "quant_method": QUANT_METHOD, "format_version": FORMAT_VERSION,
-            "skmoe_version": __version__, "precision": mode, "bits": bits,
-            "group_size": group_size if mode == "int4" else None,
-            "rounding": rounding if mode == "int4" else None, "scheme": _SCHEMES[mode],
-            "embedding": "int8 rows, symmetric, fp32 scale per row" if mode == "int4" else "float32",
-            "float32": "routers, LayerNorms, biases, token-type row",
-            "modules": [[u.name, u.kind] for u in units],
-            "source": {"model": str(model), "revision": encoder.source.revision,
-                       "fingerprint": encoder.source.fingerprint},
-        }
         _side_files(Path(encoder.source.path), part)
         (part / "config.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
         apply_umask(part)  # safetensors writes 0600 and mkdtemp 0700: follow the umask
-        os.replace(part, out)  # an empty `out` is replaced too
+        if not inside:
+            os.replace(part, out)
+        else:  # config.json last: until it is there the folder is no model
+            for f in sorted(part.iterdir(), key=lambda f: f.name == "config.json"):
+                os.replace(f, part.parent / f.name)
+            part.rmdir()
     except BaseException:
         shutil.rmtree(part, ignore_errors=True)
         raise

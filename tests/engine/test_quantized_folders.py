@@ -288,3 +288,28 @@ def test_a_killed_runs_partial_folder_never_loads_and_does_not_block_a_rerun(
     out = quantize_folder(tiny_moe_path, tmp_path / "q8", "int8")
     assert not killed.exists() and list(tmp_path.iterdir()) == [out]
     assert load_encoder(out).precision == "int8"
+
+
+def test_an_existing_empty_folder_is_filled_in_place(tiny_moe_path, tmp_path):
+    """An existing empty output (a mounted volume whose parent is read-only, a link to a folder)
+    was refused after every tensor was quantized once the output was renamed into place: it is
+    written inside the folder and its files moved up, config.json last. A killed run's leftover
+    inside it does not count as content; a model folder merely named *.partial still loads."""
+    import subprocess
+    import sys
+
+    from skmoe._partial_files import _HOST
+
+    target = tmp_path / "volume"
+    target.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (target / f".skmoe-quantize.{_HOST}.{dead.pid}.abc.partial").mkdir()  # a killed run's
+    link = tmp_path / "link"
+    link.symlink_to(target, target_is_directory=True)
+    assert quantize_folder(tiny_moe_path, link, "int8") == link
+    assert link.is_symlink() and not [p for p in target.iterdir() if p.name.startswith(".")]
+    assert (target / "config.json").is_file() and load_encoder(link).precision == "int8"
+    named = tmp_path / "e5.partial"  # a user's name, not a run's
+    shutil.copytree(tiny_moe_path, named)
+    assert load_encoder(named).precision is None
