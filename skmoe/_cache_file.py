@@ -13,6 +13,7 @@ import os
 import sqlite3
 import threading
 import warnings
+import weakref
 from typing import Any
 
 from ._cache_db import CacheFormatError, Layout, diagnose, open_connection
@@ -27,6 +28,23 @@ class CacheUnavailableWarning(UserWarning):
 # Errors that mean "the file or its location is at fault", as opposed to a bug in the caller.
 _FAULTS = (sqlite3.OperationalError, sqlite3.DatabaseError, CacheFormatError, OSError)
 _BUGS = (sqlite3.ProgrammingError, sqlite3.InterfaceError)
+
+
+class _Held:
+    """A thread's connection, kept in that thread's local storage: when the thread ends (any
+    thread, one started by ``threading`` or not), the storage goes and the connection is closed
+    (a thread per request kept one open each: 2 fds and up to 1 MB, ~500 requests to EMFILE)."""
+
+    __slots__ = ("conn", "__weakref__")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        weakref.finalize(self, _close_in, conn, os.getpid())
+
+
+def _close_in(conn: sqlite3.Connection, pid: int) -> None:
+    if os.getpid() == pid:  # a forked child leaves its parent's connections alone
+        conn.close()
 
 
 class CacheFile:
@@ -56,9 +74,8 @@ class CacheFile:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._local = threading.local()
-        # every open connection by its thread: those of threads that ended are closed when the
-        # next one opens (a thread per request left one open each: 2 fds and up to 1 MB)
-        self._connections: dict[threading.Thread, sqlite3.Connection] = {}
+        # the threads' connections, for close(); each goes with its thread (_Held)
+        self._connections: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._layout: Layout | None = None  # what the file offers, read at the first open
         self._hits = 0
         self._misses = 0
@@ -90,17 +107,15 @@ class CacheFile:
 
     def _conn(self) -> sqlite3.Connection:
         self._check_pid()
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
+        held = getattr(self._local, "held", None)
+        if held is None:
             conn, layout = open_connection(self.path, self.timeout)
-            self._local.conn = conn
+            held = self._local.held = _Held(conn)
             with self._lock:
-                for thread in [t for t in self._connections if not t.is_alive()]:
-                    self._connections.pop(thread).close()
-                self._connections[threading.current_thread()] = conn
+                self._connections.add(held)
                 if self._layout is None or layout.version > self._layout.version:
                     self._layout = layout
-        return conn
+        return held.conn
 
     def _file_layout(self) -> Layout:
         self._conn()
@@ -179,7 +194,8 @@ class CacheFile:
         """
         self._check_pid()
         with self._lock:
-            connections, self._connections = list(self._connections.values()), {}
+            connections = [held.conn for held in self._connections]
+            self._connections = weakref.WeakSet()
             self._local = threading.local()
         for conn in connections:
             conn.close()
@@ -193,7 +209,7 @@ class CacheFile:
     def __del__(self) -> None:
         try:
             if os.getpid() == self._pid:
-                for conn in self._connections.values():
-                    conn.close()
+                for held in list(self._connections):
+                    held.conn.close()
         except Exception:  # interpreter shutdown: nothing useful to do
             pass
