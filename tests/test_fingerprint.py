@@ -132,6 +132,24 @@ def test_an_unwritable_memo_is_said_once(model, monkeypatch, tmp_path):
     assert fp.known_card(first) == {"width": 8}  # kept in the process
 
 
+def test_a_read_only_memo_that_holds_everything_is_not_warned_about(model, monkeypatch,
+                                                                      tmp_path):
+    """A memo baked into an image (complete, read-only) warned in every process that the
+    weights would be hashed again: the card was rewritten although the file held it."""
+    memo = tmp_path / "memo" / "file-digests.json"
+    monkeypatch.setenv("SKMOE_FINGERPRINT_MEMO", str(memo))
+    fp.forget_memo()
+    first = weights_fingerprint(model, safetensors_files(model))
+    fp.remember_card(first, {"width": 8})
+    fp.forget_memo()  # a new process
+    monkeypatch.setattr(fp, "_write_file", lambda *a: pytest.fail("rewrote a complete memo"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert weights_fingerprint(model, safetensors_files(model)) == first
+        fp.remember_card(first, {"width": 8})
+        assert fp.known_card(first) == {"width": 8}
+
+
 def test_memo_can_be_turned_off_and_survives_a_broken_file(model, monkeypatch, tmp_path):
     memo = tmp_path / "broken.json"
     memo.write_text("{not json", encoding="utf-8")

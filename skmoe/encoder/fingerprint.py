@@ -260,6 +260,8 @@ def remember_card(fingerprint: str, card: dict) -> None:
             return
         data = _read_file(path)
         cards = data.get("cards", {})
+        if cards.get(fingerprint) == card:  # kept already (the file may be read-only: fine)
+            return
         cards[fingerprint] = card
         data["cards"] = dict(list(cards.items())[-256:])
         _write_file(path, data)
