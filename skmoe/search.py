@@ -34,6 +34,7 @@ def search_vectors(
     normalize: bool = True,
     query_block: int = QUERY_BLOCK,
     corpus_block: int = CORPUS_BLOCK,
+    dtype: type = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``top_k`` corpus rows most similar to each query, best first.
 
@@ -50,16 +51,19 @@ def search_vectors(
     query_block, corpus_block : int
         Queries and corpus rows scored together: the score block is
         ``query_block * corpus_block`` float32 values (64 MiB by default).
+    dtype : numpy float type, default=numpy.float32
+        The precision of the scores: ``numpy.float64`` tells apart targets whose cosines differ
+        below float32's resolution (``bitext_accuracy`` scores so; twice the memory).
 
     Returns
     -------
     indices : ndarray of int64, shape (n_queries, min(top_k, n_corpus))
         Corpus row numbers, best first; ties in corpus order.
-    scores : ndarray of float32, same shape
+    scores : ndarray of ``dtype``, same shape
         Their similarities.
     """
     check_search_params(top_k, query_block, corpus_block)
-    q = _as_matrix(queries, "queries")  # the corpus is checked block by block, the same way
+    q = _as_matrix(queries, "queries", dtype=dtype)  # the corpus is checked block by block, the same way
     if q.ndim != 2 or len(np.shape(corpus)) != 2:
         raise ValueError(f"queries and corpus must be 2-D, got shapes {q.shape} "
                          f"and {np.shape(corpus)}")
@@ -70,13 +74,13 @@ def search_vectors(
         raise ValueError("the corpus is empty")
     k = min(int(top_k), n)
     if normalize:
-        q = l2_normalize(q)
+        q = l2_normalize(q, dtype)
     best_i = np.full((len(q), k), n, dtype=np.int64)  # sentinel index n sorts after any row
-    best_s = np.full((len(q), k), -np.inf, dtype=np.float32)
+    best_s = np.full((len(q), k), -np.inf, dtype=dtype)
     for c0 in range(0, n, corpus_block):
-        block = _as_matrix(corpus[c0:c0 + corpus_block], "corpus", offset=c0)
+        block = _as_matrix(corpus[c0:c0 + corpus_block], "corpus", offset=c0, dtype=dtype)
         if normalize:
-            block = l2_normalize(block)
+            block = l2_normalize(block, dtype)
         kb = min(k, len(block))
         for q0 in range(0, len(q), query_block):
             scores = _block_scores(q[q0:q0 + query_block], block)
@@ -97,12 +101,12 @@ def check_search_params(top_k: Any, query_block: Any = QUERY_BLOCK,
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
-def _as_matrix(x: Any, name: str, offset: int = 0) -> np.ndarray:
-    """Float32 array; a non-finite value is refused naming its row."""
+def _as_matrix(x: Any, name: str, offset: int = 0, dtype: type = np.float32) -> np.ndarray:
+    """A ``dtype`` array; a non-finite value is refused naming its row."""
     if sp.issparse(x):
         raise TypeError(f"{name} is a scipy sparse matrix; search_vectors scores dense vectors: "
                         f"pass {name}.toarray()")
-    arr = np.asarray(x, dtype=np.float32)
+    arr = np.asarray(x, dtype=dtype)
     return check_finite_rows(arr, name, offset) if arr.ndim == 2 else arr
 
 

@@ -36,7 +36,7 @@ def bitext_accuracy(source: np.ndarray, target: np.ndarray) -> float:
         raise ValueError(f"aligned arrays differ in shape: {S.shape} vs {T.shape}")
     if len(S) == 0:
         raise ValueError("no aligned rows")
-    nearest, _ = search_vectors(S, T, top_k=1)
+    nearest, _ = search_vectors(S, T, top_k=1, dtype=np.float64)  # ties below float32's step
     return float(np.mean(nearest[:, 0] == np.arange(len(S))))
 
 

@@ -58,3 +58,12 @@ def test_report_errors_and_texts(recorder):
                       [1, 2, 1, 2], transformer=tr)
     np.testing.assert_allclose(r.accuracy, [1.0, 1.0])
     assert len(tr.calls) == 1
+
+
+def test_bitext_accuracy_tells_near_duplicate_targets_apart():
+    """Scored in float32, two targets whose cosines differ below float32's step tied, and the
+    lower index won: each source found the other's translation (accuracy 1.0 -> 0.0)."""
+    rng = np.random.RandomState(0)
+    T = rng.randn(2, 384).astype(np.float32)
+    T[0] = T[1] + 1e-4 * rng.randn(384).astype(np.float32)
+    assert bitext_accuracy(T.copy(), T) == 1.0
