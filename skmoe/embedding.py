@@ -50,7 +50,7 @@ from .engine.windows import (
     check_positions,
     position_limit,
 )
-from .validation import validate_texts
+from .validation import check_prompt
 
 __all__ = ["CHUNK_SIZE", "DEFAULT_CHUNK_OVERLAP", "LONG_TEXT_MODES", "PROGRESS_DELAY", "Embedder",
            "EmbeddingWriter", "LongerThanTrainedWarning", "ModelCard", "check_long_text",
@@ -91,8 +91,7 @@ def resolve_prompt(model: Any, prompt_name: str | None = None, prompt: str | Non
     if prompt_name is None and prompt is None and settings_of is not None:
         params = settings_of.get_params(deep=False)
         prompt_name, prompt = params.get("prompt_name"), params.get("prompt")
-    if prompt is not None:  # it is tokenized with every text: checked as a text is
-        validate_texts([prompt], "prompt")
+    check_prompt(prompt)
     return model.resolve_prompt(prompt_name, prompt)
 
 
@@ -305,7 +304,7 @@ class Embedder:
                 out[start : start + len(vectors)] = vectors
             return out
         path = Path(out)
-        fmt = output_format(path, fmt)
+        fmt = output_format(path, fmt, option="fmt=")
         if path.is_dir():  # checked before any text is embedded: nothing computed is lost
             raise IsADirectoryError(f"out is a folder, not a file: {path}")
         if not path.parent.is_dir():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from .embedding import (
     check_token_limit,
     resolve_prompt,
 )
+from .embedding_files import output_format
 from .encoder import SentenceEncoder
 from .encoder.fingerprint import known_card, remember_card
 from .encoder.loading import resolve_model_path, safetensors_files
@@ -46,7 +48,7 @@ from .postprocessing import (
     truncate_and_normalize,
 )
 from .registry import get_cache, get_encoder, loaded, model_source, registry_key
-from .validation import check_bool, check_int, check_verbose, validate_texts
+from .validation import check_bool, check_int, check_prompt, check_verbose, validate_texts
 
 __all__ = ["CHUNK_SIZE", "MoEEmbeddingTransformer", "WeightsChangedError"]
 
@@ -220,8 +222,7 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         key = registry_key(self.model, self.revision, self.device, self.dtype)
         if any(k[: len(key)] == key for k in loaded()):
             return
-        if self.prompt is not None:  # tokenized with every text: checked as resolve_prompt does
-            validate_texts([self.prompt], "prompt")
+        check_prompt(self.prompt)
         try:
             folder, _ = resolve_model_path(self.model, self.revision, self.local_files_only)
             safetensors_files(folder)  # no weights here: not a model folder
@@ -386,6 +387,8 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
                       **{k: getattr(self, k) for k in ("max_length", "long_text",
                                                        "chunk_overlap", "dtype", *_OUTPUT_PARAMS)}}
         columns = None if ids is None else {id_name: ids}
+        if not isinstance(out, np.ndarray):  # named as this method names it
+            output_format(Path(out), format)
         return self._embedder(model, self.prompt_).embed_to(
             out, texts, fmt=format, chunk_size=chunk_size, metadata=provenance, columns=columns,
             transform=lambda full: self._output(self._postprocess(full)))

@@ -357,10 +357,10 @@ def _cache_hits(transformer: Any) -> int | None:
 
 def _encoder_or_none(transformer: Any) -> Any:
     """The skmoe encoder behind ``transformer``, or None for any other transformer."""
-    from .evaluation.routing import encoder_of as _encoder_of
+    from .evaluation.routing import encoder_of
 
     try:
-        return _encoder_of(transformer)
+        return encoder_of(transformer)
     except TypeError:
         return None
 

@@ -113,6 +113,17 @@ def _validate_texts(X: Any) -> list[str]:
     return texts
 
 
+def check_prompt(prompt: Any, name: str = "prompt") -> None:
+    """Refuse a ``prompt`` that is neither None nor a str of valid Unicode (it is put before
+    every text and tokenized with it), naming the argument."""
+    if prompt is None:
+        return
+    if not isinstance(prompt, str):
+        raise TypeError(f"{name} must be a str (the prefix put before every text) or None, got "
+                        f"{type(prompt).__name__} {prompt!r:.40}")
+    validate_texts([prompt], name)  # lone surrogates: as a text's
+
+
 def split_pairs(X: Any) -> tuple[list[str], list[str]]:
     """Two text columns from a 2-column DataFrame, ``[n, 2]`` array or list of pairs (or any
     iterable of pairs, such as ``zip(a, b)``).
@@ -257,7 +268,11 @@ def as_column(values: Any, n: int, name: str, *, rows: str = "X") -> np.ndarray:
         For an entry that is itself a collection (a tuple, list, set, dict or array), naming
         its row: such entries cannot be compared as one label or group.
     """
-    arr = np.asarray(values)
+    try:
+        arr = np.asarray(values)
+    except ValueError:  # ragged: some entries are sequences (named by row below)
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = list(values)
     if arr.ndim != 1:
         tuples = (isinstance(values, (list, tuple)) and len(values) > 0
                   and isinstance(values[0], (list, tuple)))
@@ -284,9 +299,11 @@ def check_aligned(**arguments: Any) -> None:
     """Refuse pandas arguments that are paired row by row but whose indexes differ.
 
     The evaluation reports pair ``X``, ``y`` and ``groups`` (and their like) by position, as
-    scikit-learn does. Two pandas objects with the same labels in another order (``y`` sorted,
-    ``X`` not) would pair each text with another row's label, silently. Equal indexes pass, and
-    so do lists, arrays and ``None``; different lengths are left to the length checks.
+    scikit-learn does. Two pandas objects whose indexes share labels but not their order (``y``
+    sorted, ``X`` not) would pair each text with another row's label, silently. Equal indexes
+    pass, and so do indexes with no label in common (``y`` built afresh from ``X``'s rows: no
+    alignment can be meant), lists, arrays and ``None``; different lengths are left to the
+    length checks.
 
     Parameters
     ----------
@@ -308,9 +325,10 @@ def check_aligned(**arguments: Any) -> None:
             continue
         ref_name, ref = first
         a, b = ref.index, value.index
-        if len(a) != len(b) or a.equals(b):
+        if len(a) != len(b) or a.equals(b) or not a.isin(b).any():
             continue
-        pos = next((i for i, (p, q) in enumerate(zip(a, b, strict=True)) if not p == q), 0)
+        same = (a == b) | (a.isna() & b.isna())  # NaN labels equal each other here
+        pos = int(np.flatnonzero(~np.asarray(same))[0])
         raise ValueError(
             f"{ref_name} and {name} are pandas objects with different indexes (row {pos} has "
             f"index {_plain(a[pos])!r} in {ref_name} but {_plain(b[pos])!r} in {name}), and rows are paired by "

@@ -168,11 +168,11 @@ def test_embed_to_checks_its_destination_before_embedding_anything(encoder, tmp_
         emb.embed_to(tmp_path, ["a", "b"], fmt="npy")
     with pytest.raises(ValueError, match=r"out has shape \(3, 8\), expected 2 rows"):
         emb.embed_to(np.zeros((3, 8), np.float32), ["a", "b"])
-    with pytest.raises(ValueError, match="cannot tell the output format .*or pass format=npy"):
+    with pytest.raises(ValueError, match="cannot tell the output format .*or pass fmt=npy"):
         emb.embed_to(tmp_path / "v.bin", ["a", "b"])
-    with pytest.raises(ValueError, match="format=parquet does not match the extension of .*v.npy"):
+    with pytest.raises(ValueError, match="fmt=parquet does not match the extension of .*v.npy"):
         emb.embed_to(tmp_path / "v.npy", ["a", "b"], fmt="parquet")  # wrote Parquet into v.npy
-    with pytest.raises(ValueError, match="format=csv is not a format"):
+    with pytest.raises(ValueError, match="fmt=csv is not a format"):
         emb.embed_to(tmp_path / "v.npy", ["a", "b"], fmt="csv")
     assert not list(tmp_path.iterdir())
 

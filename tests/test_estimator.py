@@ -209,7 +209,7 @@ def test_a_prompt_that_is_no_text_is_refused_before_loading(moe):
     from skmoe import registry as reg
 
     reg.clear()
-    with pytest.raises(TypeError, match="prompt: Text at row 0 is int"):
+    with pytest.raises(TypeError, match="prompt must be a str .* got int 123"):
         MoEEmbeddingTransformer(moe, prompt=123).fit(["a text"])
     assert not reg.loaded()  # refused before the weights were read
 
@@ -915,3 +915,11 @@ def test_same_weights_under_another_revision_warn(fast_moe):
     est.set_params(revision="v2")  # as if the hub branch had moved to a commit with the same weights
     with pytest.warns(UserWarning, match="weights are identical"):
         est.transform(["x"])
+
+
+def test_embed_to_names_its_own_format_argument(moe, tmp_path):
+    est = MoEEmbeddingTransformer(moe).fit(["a", "b"])
+    with pytest.raises(ValueError, match=r"^format=parquet does not match the extension of "
+                                         r".*v\.npy; .*leave out format="):
+        est.embed_to(["a"], tmp_path / "v.npy", format="parquet")
+    assert not list(tmp_path.iterdir())

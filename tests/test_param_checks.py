@@ -30,7 +30,7 @@ def test_transformer_parameters_and_inputs_named(fast_moe):
         MoEEmbeddingTransformer(fast_moe).fit_transform(["a", "b"], sample_weight=[1, 2])
     with pytest.raises(TypeError, match=r"got a scipy sparse matrix \(2, 3\)"):
         MoEEmbeddingTransformer(fast_moe).fit(sp.csr_matrix(np.eye(2, 3)))
-    for prompt, error in ((b"query: ", "prompt: Text at row 0 is bytes"),
+    for prompt, error in ((b"query: ", "prompt must be a str .* got bytes"),
                           ("q\ud800: ", "prompt: Text at row 0 is not valid Unicode")):
         with pytest.raises((TypeError, ValueError), match=error):
             MoEEmbeddingTransformer(fast_moe, prompt=prompt).fit(["a"])

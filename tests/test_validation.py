@@ -138,7 +138,11 @@ def test_check_aligned_refuses_pandas_arguments_with_other_indexes():
                        r"y\.to_numpy\(\)"):
         check_aligned(X=X, y=y)
     with pytest.raises(ValueError, match="^X and groups"):  # the first pandas one is the reference
-        check_aligned(X=X, y=[0, 1, 0], groups=pd.Series(list("abc")))
+        check_aligned(X=X, y=[0, 1, 0], groups=pd.Series(list("abc"), index=[11, 12, 13]))
+    check_aligned(X=X, y=pd.Series([0, 1, 0]))  # no label in common: y built afresh, by position
+    nan_index = pd.Series([1, 2, 3], index=[float("nan"), 1.0, 2.0])
+    with pytest.raises(ValueError, match=r"row 1 has index 1\.0 in X but 2\.0 in y"):
+        check_aligned(X=nan_index, y=pd.Series([1, 2, 3], index=[float("nan"), 2.0, 1.0]))
     check_aligned(X=X, y=y.loc[X.index], groups=np.zeros(3))  # equal indexes
     check_aligned(X=X, y=y.to_numpy(), groups=None)  # one pandas argument
     check_aligned(X=pd.DataFrame({"t": list("abc")}), y=pd.Series([0, 1, 0]))  # RangeIndex both
@@ -158,6 +162,8 @@ def test_as_column_names_the_argument_and_the_row():
         as_column(tuples, 2, "groups")
     with pytest.raises(ValueError, match="tuples or lists are not single values"):
         as_column([("eng", 1), ("fra", 2)], 2, "groups")
+    with pytest.raises(TypeError, match=r"groups at row 1 is a tuple"):  # ragged: numpy refused
+        as_column(["eng", ("fra", 2)], 2, "groups")
 
 
 def test_row_label_shows_numpy_index_labels_as_plain_values():

@@ -220,7 +220,8 @@ def load_encoder(
     pipeline = read_pipeline(folder)  # refuses modules skmoe cannot run, before any weights
     backbone, raw, files = load_backbone(folder)
     dev = resolve_device(device)
-    backbone = cast_floats(backbone.to(device=dev), resolve_dtype(dtype, dev)).eval()
+    # cast where the weights were read, then move: no float32 copy on the device
+    backbone = cast_floats(backbone, resolve_dtype(dtype, dev)).to(device=dev).eval()
     head = load_head(folder, pipeline, int(backbone.hidden_size))
     if head is not None:
         head = head.to(device=dev)  # float32 whatever the backbone's dtype

@@ -70,7 +70,7 @@ def sts_report(
     n = len(gold)
     if n == 0:
         raise ValueError("sts_report needs at least one pair; got none")
-    g = as_groups(groups, n)
+    g = as_groups(groups, n, rows="the pairs (X1)")
     source = concat_sources([X1, X2], transformer, names=("X1", "X2"), learn_center=False,
                             floats_for="sts_report")
     vectors = source.get()  # both columns in one transform call

@@ -61,3 +61,8 @@ def test_degenerate_groups_say_which_group():
     assert np.isnan(r.cosine_spearman[0])
     with pytest.raises(ValueError, match="groups has a missing value .* at row 1"):
         sts_report(X1, X2, [4, 3, 2, 1], groups=["x", None, "x", "x"])
+
+
+def test_groups_of_another_length_name_the_pairs(recorder):
+    with pytest.raises(ValueError, match=r"the pairs \(X1\) has 2 rows but groups has 1"):
+        sts_report(["a", "b"], ["c", "d"], [1.0, 2.0], groups=["g"], transformer=recorder())
