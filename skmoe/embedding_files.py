@@ -133,15 +133,15 @@ def _column_array(name: str, values: Any, n_rows: int) -> Any:
     if len(items) != n_rows or name in ("text", "embedding"):
         raise ValueError(f"column {name!r}: a name other than text/embedding and one "
                          f"value per row ({n_rows}) needed, got {len(items)}")
-    try:
-        return pa.array(items)
-    except (pa.ArrowException, OverflowError, TypeError) as exc:
+    try:  # an array or Series keeps its dtype (nullable ints, dates); NaN and NA are missing
+        return pa.array(values if hasattr(values, "dtype") else items, from_pandas=True)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
         error = exc
 
     def fails(k: int) -> bool:
         try:
-            pa.array(items[:k])
-        except (pa.ArrowException, OverflowError, TypeError):
+            pa.array(items[:k], from_pandas=True)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
             return True
         return False
 
@@ -150,7 +150,8 @@ def _column_array(name: str, values: Any, n_rows: int) -> Any:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if fails(mid) else (mid + 1, hi)
     bad = items[hi - 1]
-    what = (f"does not fit the type of the rows before it ({pa.array(items[:hi - 1]).type})"
+    what = (f"does not fit the type of the rows before it "
+            f"({pa.array(items[:hi - 1], from_pandas=True).type})"
             if hi > 1 else "has no Arrow type")
     raise ValueError(f"column {name!r}: row {hi - 1} ({bad!r}, a {type(bad).__name__}) {what} "
                      f"({type(error).__name__}: {error}); give every value one type, e.g. all "
