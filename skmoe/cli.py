@@ -67,7 +67,6 @@ __all__ = ["DEFAULT_MODEL", "DEFAULT_REPORT_DIR", "CLIError", "EmbeddingWriter",
            "main", "make_transformer", "pick_column", "read_lines", "read_table", "read_texts",
            "say"]
 
-OUTPUT_FORMATS = ("npy", "parquet")
 # Texts per transform call in ``embed`` (None: the road's STREAM_CHUNK); tests make it small.
 EMBED_CHUNK: int | None = None
 
@@ -306,14 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("input", metavar="INPUT", help="input file")
     embed.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                        help="output file (.npy or .parquet), replaced if it exists (not the "
-                            "input); written beside it as OUTPUT.<random>.partial and renamed when complete")
+                            "input); written beside it as OUTPUT.<host>.<pid>.<random>.partial and renamed "
+                            "when complete")
     embed.add_argument("--column", help="text column of a table (default: 'text' or the only one)")
     embed.add_argument("--id-column", metavar="NAME",
                        help="a table's id column, written as the first column of the Parquet "
                             "output (for joining the vectors back)")
     embed.add_argument("--input-format", choices=INPUT_FORMATS,
                        help="input format when the extension does not tell")
-    embed.add_argument("--format", choices=OUTPUT_FORMATS,
+    embed.add_argument("--format", type=str.lower, metavar="{npy,parquet}",
                        help="output format when the extension does not tell")
     embed.add_argument("--output-dtype", default="float32",
                        choices=("float32", "float16", "binary", "ubinary"),

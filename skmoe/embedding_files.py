@@ -19,13 +19,14 @@ import numpy as np
 from ._partial_files import apply_umask, make_partial
 
 OUTPUT_EXTENSIONS = {".npy": "npy", ".parquet": "parquet", ".pq": "parquet"}
+OUTPUT_FORMATS = ("npy", "parquet")
 
 
 def output_format(path: Path, asked: str | None = None, *, option: str = "format=") -> str:
     """The output format: ``asked`` (``npy`` or ``parquet``) or the one ``path``'s extension
     names; a ValueError when neither tells it or they disagree (Parquet bytes in a ``.npy``).
     ``option``: how the caller spells the argument in messages (the CLI: ``"--format "``)."""
-    if asked is not None and asked not in ("npy", "parquet"):
+    if asked is not None and asked not in OUTPUT_FORMATS:
         raise ValueError(f"{option}{asked} is not a format; use npy or parquet")
     implied = OUTPUT_EXTENSIONS.get(path.suffix.lower())
     if asked is None and implied is None:
@@ -54,7 +55,7 @@ class EmbeddingWriter:
     def __init__(self, path: Path, fmt: str, n_rows: int,
                  metadata: dict[str, Any] | None = None,
                  columns: dict[str, Sequence[Any]] | None = None) -> None:
-        if fmt not in ("npy", "parquet"):
+        if fmt not in OUTPUT_FORMATS:
             raise ValueError(f"format must be 'npy' or 'parquet', got {fmt!r}")
         columns = dict(columns or {})
         if columns and fmt != "parquet":

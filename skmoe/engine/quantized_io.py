@@ -260,6 +260,13 @@ def quantize_folder(
         remove_orphans(out.resolve() / _INSIDE)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise QuantizeRequestError(f"--output {out} exists and is not an empty folder; choose a new one")
+    inside = out.is_dir()  # an existing empty folder is written inside (below)
+    room = out.resolve() if inside else out.parent
+    while not room.exists() and room != room.parent:  # made below, where it can be
+        room = room.parent
+    if not os.access(room, os.W_OK | os.X_OK):  # before any work, not after quantizing
+        raise QuantizeRequestError(f"--output {out}: {room} is not writable; choose a folder "
+                                   "you can write in")
     if quantization_of(model) is not None:
         raise QuantizeRequestError(f"{model} is already quantized; quantize the float model instead")
     encoder = load_float_encoder(model, revision=revision, device="cpu", dtype="float32",
@@ -298,7 +305,6 @@ def quantize_folder(
     }
     # this run's own folder: beside a new `out`, renamed to it when complete; inside an existing
     # (empty) one, whose parent may be read-only (a mounted volume) or which may be a link
-    inside = out.is_dir()
     if not inside:
         out.parent.mkdir(parents=True, exist_ok=True)
     part = make_partial(out.resolve() / _INSIDE if inside else out, folder=True)

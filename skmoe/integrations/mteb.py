@@ -22,6 +22,7 @@ import numpy as np
 
 from ..embedding import resolve_prompt
 from ..postprocessing import normalize_mode, truncate_and_normalize
+from ..validation import validate_texts
 
 __all__ = ["DEFAULT_PROMPT_NAMES", "SkmoeMTEBEncoder", "as_mteb_encoder"]
 
@@ -49,7 +50,7 @@ def _texts_from(inputs: Iterable[Mapping[str, Any]]) -> list[str]:
             raise ValueError(
                 f"SkmoeMTEBEncoder embeds text only; got a batch with fields {sorted(batch)}."
             )
-        texts.extend(batch["text"])
+        texts.extend(validate_texts(batch["text"], "a batch's text"))  # a str: not its letters
     return texts
 
 

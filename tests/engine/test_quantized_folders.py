@@ -313,3 +313,15 @@ def test_an_existing_empty_folder_is_filled_in_place(tiny_moe_path, tmp_path):
     named = tmp_path / "e5.partial"  # a user's name, not a run's
     shutil.copytree(tiny_moe_path, named)
     assert load_encoder(named).precision is None
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_quantizing(tiny_moe_path, tmp_path,
+                                                                      monkeypatch):
+    """A read-only destination failed only after every tensor was quantized, naming the
+    partial folder rather than --output. (Root may write anywhere: os.access is stubbed.)"""
+    import skmoe.engine.quantized_io as qio
+
+    monkeypatch.setattr(qio.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(qio, "load_float_encoder", lambda *a, **k: pytest.fail("loaded"))
+    with pytest.raises(qio.QuantizeRequestError, match=r"--output .*q8: .* is not writable"):
+        quantize_folder(tiny_moe_path, tmp_path / "new" / "q8", "int8")

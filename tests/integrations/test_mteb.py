@@ -216,3 +216,11 @@ def test_without_mteb_the_adapter_names_the_extra(e5_path, monkeypatch):
         adapter.get_prompt(None)
     with pytest.raises(ImportError, match=r"needs mteb .*pip install 'skmoe\[mteb\]'"):
         adapter.mteb_model_meta  # noqa: B018
+
+
+def test_a_batch_whose_text_is_one_string_is_refused(e5_path):
+    """A batch {"text": "abc"} became one text per letter."""
+    encoder = SkmoeMTEBEncoder(MoEEmbeddingTransformer(str(e5_path), prompt="query: "))
+    with pytest.raises(TypeError, match="a batch's text"):
+        encoder.encode([{"text": "one text"}], task_metadata=MockSTSTask().metadata,
+                       hf_split="test", hf_subset="default")
