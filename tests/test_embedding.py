@@ -374,3 +374,26 @@ def test_the_next_chunk_is_prepared_ahead_only_when_there_is_one(encoder, monkey
     two = emb.embed(["d", "e", "f"])
     assert asked == [False, True]
     assert one.shape == two.shape == (3, encoder.embedding_dim)
+
+
+def test_the_progress_rate_leaves_the_model_load_out(encoder, monkeypatch):
+    """The bar started before the model loaded and counted the load as embedding time: a first
+    call showed a 5.5-minute ETA for a 15-second job (audit)."""
+    import time
+
+    import tqdm.std
+
+    emb = Embedder.for_encoder(encoder, "")
+    emb._engine = None  # as a lazy road before its first miss
+    emb.load = lambda: (time.sleep(0.6), encoder)[1]  # a slow load
+    emb.verbose = 2
+    elapsed = []
+    real_close = tqdm.std.tqdm.close
+
+    def close(bar):
+        elapsed.append(bar.format_dict["elapsed"])
+        real_close(bar)
+
+    monkeypatch.setattr(tqdm.std.tqdm, "close", close)
+    emb.embed(["a", "b", "c"])
+    assert elapsed and elapsed[0] < 0.5  # the 0.6 s load is not in the bar's time
