@@ -305,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("input", metavar="INPUT", help="input file")
     embed.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                        help="output file (.npy or .parquet), replaced if it exists (not the "
-                            "input); written beside it as OUTPUT.<host>.<pid>.<random>.partial and renamed "
-                            "when complete")
+                            "input); written beside it as OUTPUT.<host>.<pid>.<random>.partial "
+                            "and renamed when complete")
     embed.add_argument("--column", help="text column of a table (default: 'text' or the only one)")
     embed.add_argument("--id-column", metavar="NAME",
                        help="a table's id column, written as the first column of the Parquet "

@@ -318,7 +318,7 @@ class Embedder:
         return out
 
     # -- the work ------------------------------------------------------------------------------
-    def _embed(self, texts: Sequence[str], tick: Callable[[int], None] | None,
+    def _embed(self, texts: Sequence[str], tick: _Tick | None,
                first_row: int = 0) -> np.ndarray:
         """Vectors of ``texts`` in order; one :class:`TruncationWarning` names the rows cut
         (numbered from ``first_row``: where this chunk starts in a stream)."""
@@ -364,24 +364,21 @@ class Embedder:
         rows = missing[hit]
         vectors[rows], cut[rows], found[rows] = old[hit], old_cut[hit], True
         cache.recount(len(rows))
-        if not self._described:  # what `skmoe cache stats` shows for the namespace
-            cache.describe(self.namespace, **dict(self.labels or {}))
-            self._described = True
+        self._describe()
         cache.put_many(self.namespace, [texts[j] for j in np.flatnonzero(hit)], old[hit],
                        cut=[None if c < 0 else c > 0 for c in old_cut[hit]])  # unknown stays so
 
     def _compute(self, todo: list[str], missing: np.ndarray, vectors: np.ndarray,
                  cut_todo: np.ndarray, rows_per_text: np.ndarray | None,
-                 tick: Callable[[int], None] | None) -> None:
+                 tick: _Tick | None) -> None:
         """Run the engine on ``todo[missing]``, chunk by chunk, writing the cache per batch
         and marking the texts cut in ``cut_todo``."""
         loads = self._engine is None
         engine, cache = self.engine, self.cache
-        if loads and isinstance(tick, _Tick):
+        if loads and tick is not None:
             tick.resume()
-        if cache is not None and not self._described:  # what `skmoe cache stats` shows
-            cache.describe(self.namespace, **dict(self.labels or {}))
-            self._described = True
+        if cache is not None:
+            self._describe()
         size = self.chunk_size or CHUNK_SIZE
         bounds = chunk_bounds(len(missing), size, engine.encoder.device.type)
         # chunks are built lazily: the engine tokenizes the next one in a worker thread
@@ -399,6 +396,12 @@ class Embedder:
                 cache.put_many(self.namespace, [todo[i] for i in rows], batch_vectors, cut=cut)
             if tick is not None:
                 tick(int(rows_per_text[rows].sum()) if rows_per_text is not None else len(done))
+
+    def _describe(self) -> None:
+        """Record, once, what `skmoe cache stats` shows for the namespace (model, prompt...)."""
+        if not self._described:
+            self.cache.describe(self.namespace, **dict(self.labels or {}))
+            self._described = True
 
     def _cut_hits(self, texts: list[str], cut: np.ndarray) -> np.ndarray:
         """Which cached texts were cut when computed (bool per text). ``cut``: 1 cut, 0 not,
@@ -436,7 +439,7 @@ class progress:  # noqa: N801 - used like a function: ``with progress(n, verbose
     def __init__(self, total: int, verbose: int, desc: str = "embedding") -> None:
         self.total, self.verbose, self.bar, self.desc = total, int(verbose or 0), None, desc
 
-    def __enter__(self) -> Callable[[int], None] | None:
+    def __enter__(self) -> _Tick | None:
         if self.verbose <= 0 or self.total == 0:
             return None
         from tqdm.auto import tqdm

@@ -41,9 +41,9 @@ def output_format(path: Path, asked: str | None = None, *, option: str = "format
 class EmbeddingWriter:
     """Write embeddings chunk by chunk to ``.npy`` or Parquet, atomically.
 
-    Rows go to ``OUTPUT.<random>.partial`` (a memory-mapped ``.npy``, or Parquet row groups) and the file
-    is renamed to ``OUTPUT`` only when every row is written: an interrupted run never leaves a
-    truncated file that looks complete.
+    Rows go to ``OUTPUT.<host>.<pid>.<random>.partial`` (a memory-mapped ``.npy``, or Parquet row
+    groups) and the file is renamed to ``OUTPUT`` only when every row is written: an interrupted
+    run never leaves a truncated file that looks complete.
 
     ``.npy``: one array ``[n, width]`` in input order. Parquet: one row per text with columns
     ``text`` (string) and ``embedding`` (fixed-size list of ``width`` numbers), after any

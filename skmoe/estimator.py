@@ -373,8 +373,9 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         """Stream ``transform(X)`` into ``out`` chunk by chunk; return ``out``.
 
         ``out``: a writable array ``[n, n_features_out_]`` (e.g. ``np.lib.format.open_memmap``)
-        or a path, ``.npy`` or ``.parquet`` (or ``format=``), written to ``OUT.<host>.<pid>.<random>.partial`` and
-        renamed when complete, so an interrupted run leaves no file that looks complete.
+        or a path, ``.npy`` or ``.parquet`` (or ``format=``), written to
+        ``OUT.<host>.<pid>.<random>.partial`` and renamed when complete, so an interrupted run
+        leaves no file that looks complete.
         Memory stays flat however many texts there are; ``skmoe embed`` runs this. A Parquet
         file records where its vectors come from (model, revision, fingerprint, prompt and the
         output settings) as JSON under its schema metadata's ``skmoe`` key, and with ``ids``

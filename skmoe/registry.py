@@ -140,7 +140,8 @@ def model_source(
         for key, encoder in _ENCODERS.items():
             if key[0] == name and key[1] == revision:
                 return encoder.source
-    resolved = _resolved(name, model, revision, local_files_only)  # outside the lock: may ask the hub
+    # outside the lock: this may ask the hub
+    resolved = _resolved(name, model, revision, local_files_only)
     folder = Path(resolved[0])
     return ModelSource(name=str(model), path=str(folder), revision=resolved[1],
                        fingerprint=weights_fingerprint(folder, safetensors_files(folder)))

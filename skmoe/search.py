@@ -63,7 +63,8 @@ def search_vectors(
         Their similarities.
     """
     check_search_params(top_k, query_block, corpus_block)
-    q = _as_matrix(queries, "queries", dtype=dtype)  # the corpus is checked block by block, the same way
+    # the corpus is checked block by block, the same way
+    q = _as_matrix(queries, "queries", dtype=dtype)
     if q.ndim != 2 or len(np.shape(corpus)) != 2:
         raise ValueError(f"queries and corpus must be 2-D, got shapes {q.shape} "
                          f"and {np.shape(corpus)}")

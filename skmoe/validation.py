@@ -331,8 +331,8 @@ def check_aligned(**arguments: Any) -> None:
         pos = int(np.flatnonzero(~np.asarray(same))[0])
         raise ValueError(
             f"{ref_name} and {name} are pandas objects with different indexes (row {pos} has "
-            f"index {_plain(a[pos])!r} in {ref_name} but {_plain(b[pos])!r} in {name}), and rows are paired by "
-            f"position: align them first, e.g. {name} = {name}.loc[{ref_name}.index], or pass "
+            f"index {_plain(a[pos])!r} in {ref_name} but {_plain(b[pos])!r} in {name}), and "
+            f"rows are paired by position: align them first, e.g. {name} = {name}.loc[{ref_name}.index], or pass "
             f"{name}.to_numpy() to pair them by position")
 
 

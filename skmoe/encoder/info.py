@@ -20,6 +20,7 @@ from .loading import (
     ModelNotAvailableError,
     cached_elsewhere,
     hub_offline,
+    hub_repo_folder,
     is_hub_id,
     safetensors_files,
     weights_fingerprint,
@@ -235,12 +236,8 @@ def _hub_config_folder(
 def _only_cached_config(name: str, cache_dir: str | os.PathLike[str] | None) -> Path | None:
     """Offline, with no revision asked: the snapshot folder holding the hub id's config.json
     when the cache has exactly one (fetched by commit, so no ``refs/main`` points at it)."""
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
-
-    root = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=name,
-                                                                        repo_type="model")
-    found = [p.parent for p in (root / "snapshots").glob("*/config.json") if p.is_file()]
+    snapshots = hub_repo_folder(name, cache_dir) / "snapshots"
+    found = [p.parent for p in snapshots.glob("*/config.json") if p.is_file()]
     return found[0] if len(found) == 1 else None
 
 

@@ -77,15 +77,20 @@ def hub_offline(local_files_only: bool = False) -> bool:
     return local_files_only or env not in ("", "0", "false", "no", "off")
 
 
+def hub_repo_folder(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The Hugging Face cache's folder of the model ``name`` (``models--org--name``)."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    return Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=name,
+                                                                        repo_type="model")
+
+
 def cached_elsewhere(name: str, revision: str | None, exc: Exception,
                       cache_dir: str | os.PathLike[str] | None) -> str | None:
     """What to say when the Hugging Face cache holds ``name``, just not as asked: the revision
     is not among its refs and commits (listed), or its snapshot's download stopped; else None."""
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
-
-    root = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=name,
-                                                                        repo_type="model")
+    root = hub_repo_folder(name, cache_dir)
     commits = sorted(p.name for p in (root / "snapshots").glob("*") if p.is_dir())
     if not commits:
         return None

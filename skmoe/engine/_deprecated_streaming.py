@@ -71,8 +71,7 @@ class DeprecatedStreaming:
         _deprecated("Engine.iter_embed", "skmoe.embedding.Embedder.iter_embed")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        for start in range(0, len(texts), chunk_size):
-            yield start, self.embed(texts[start : start + chunk_size], prompt)
+        yield from self._iter_chunks(texts, prompt, chunk_size)
 
     def _iter_chunks(self, texts: Sequence[str], prompt: str, chunk_size: int
                      ) -> Iterator[tuple[int, np.ndarray]]:

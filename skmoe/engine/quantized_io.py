@@ -256,11 +256,11 @@ def quantize_folder(
     if mode == "int4":
         check_int4_rounding(rounding, QuantizeRequestError)
     out = Path(output).expanduser()
-    if out.is_dir():  # a killed run's leftover inside an existing folder does not count
+    inside = out.is_dir()  # an existing (empty) folder is written inside, below
+    if inside:  # a killed run's leftover in it does not count as content
         remove_orphans(out.resolve() / _INSIDE)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise QuantizeRequestError(f"--output {out} exists and is not an empty folder; choose a new one")
-    inside = out.is_dir()  # an existing empty folder is written inside (below)
     room = out.resolve() if inside else out.parent
     while not room.exists() and room != room.parent:  # made below, where it can be
         room = room.parent

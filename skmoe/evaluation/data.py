@@ -156,7 +156,8 @@ def _check_present(values: pd.Series, role: str, column: str, index: pd.Index) -
     """No missing (None/NaN) or blank values: a CSV read without NA guessing gives ``""``."""
     blank = values.isna() | values.map(lambda v: isinstance(v, str) and not v.strip())
     if blank.any():
-        raise DataError(f"missing {role} at {row_label(index, int(blank.to_numpy().argmax()))} of column "
+        first = row_label(index, int(blank.to_numpy().argmax()))
+        raise DataError(f"missing {role} at {first} of column "
                         f"{column!r}; fill or drop such rows first")
 
 
