@@ -49,17 +49,27 @@ def remove_orphans(path: Path) -> None:
     are kept."""
     for old in path.parent.glob(f"{glob.escape(path.name)}.{_HOST}.*.partial"):
         pid = old.name[len(path.name) + len(_HOST) + 2:].split(".", 1)[0]
-        if not pid.isdigit():
+        if not pid.isdigit() or _alive(int(pid)):
             continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
-        except OSError:  # alive, someone else's: keep it
-            pass
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 probes without signalling). Off POSIX every
+    process counts as alive: on Windows ``os.kill(pid, 0)`` is not a probe but sends
+    ``CTRL_C_EVENT`` to the process group, so the leftovers are kept there."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, someone else's
+        return True
+    return True
 
 
 def _umask() -> int:
