@@ -6,7 +6,7 @@ Names are imported lazily, so ``import skmoe`` stays cheap (torch loads on first
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"  # the one place it is written: pyproject.toml reads it
 
@@ -31,6 +31,24 @@ _EXPORTS = {
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:  # the same names, for type checkers; at run time __getattr__ imports them
+    from .cache import EmbeddingCache as EmbeddingCache
+    from .cache import cache_namespace as cache_namespace
+    from .encoder.config import UnsupportedConfigError as UnsupportedConfigError
+    from .encoder.loading import DEFAULT_MODEL as DEFAULT_MODEL
+    from .encoder.loading import CheckpointError as CheckpointError
+    from .encoder.loading import ModelNotAvailableError as ModelNotAvailableError
+    from .encoder.nomic_moe import capture_routing as capture_routing
+    from .encoder.sentence import SentenceEncoder as SentenceEncoder
+    from .engine.quantized_io import load_encoder as load_encoder
+    from .estimator import MoEEmbeddingTransformer as MoEEmbeddingTransformer
+    from .estimator import WeightsChangedError as WeightsChangedError
+    from .learned_pooling import LearnedPooling as LearnedPooling
+    from .learned_pooling import plot_token_weights as plot_token_weights
+    from .similarity import PairFeatures as PairFeatures
+    from .similarity import cosine_matrix as cosine_matrix
+    from .similarity import cosine_rows as cosine_rows
 
 
 def __getattr__(name: str) -> Any:

@@ -95,7 +95,7 @@ def read_rows(conn: sqlite3.Connection, row: tuple[int, int], hashes: list[bytes
     return damaged
 
 
-def rows_to_store(vectors: Any, n: int, cut: Sequence[bool | None] | None
+def rows_to_store(vectors: Any, n: int, cut: Sequence[bool | None] | np.ndarray | None
                   ) -> tuple[np.ndarray, list[int | None]]:
     """``vectors`` as the stored float32 ``[n, dim]`` array, checked, and the ``cut`` flags
     (1/0, None for unknown: all of them when ``cut`` is None, or per row)."""

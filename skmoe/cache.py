@@ -26,7 +26,7 @@ import os
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -151,6 +151,18 @@ class EmbeddingCache(CacheFile):
             .fetchone()
         )
 
+    @overload  # found, vectors
+    def lookup(self, namespace: str, texts: Sequence[str], *, dim: int | None = ...,
+               with_cut: Literal[False] = ..., out: np.ndarray | None = ...,
+               count: bool = ...) -> tuple[np.ndarray, np.ndarray]: ...
+    @overload  # found, vectors, cut
+    def lookup(self, namespace: str, texts: Sequence[str], *, dim: int | None = ...,
+               with_cut: Literal[True], out: np.ndarray | None = ...,
+               count: bool = ...) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    @overload
+    def lookup(self, namespace: str, texts: Sequence[str], *, dim: int | None = ...,
+               with_cut: bool, out: np.ndarray | None = ..., count: bool = ...
+               ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]: ...
     def lookup(
         self, namespace: str, texts: Sequence[str], *, dim: int | None = None,
         with_cut: bool = False, out: np.ndarray | None = None, count: bool = True,
@@ -258,7 +270,7 @@ class EmbeddingCache(CacheFile):
             self._misses += misses
 
     def put_many(self, namespace: str, texts: Sequence[str], vectors: Any,
-                 cut: Sequence[bool | None] | None = None) -> None:
+                 cut: Sequence[bool | None] | np.ndarray | None = None) -> None:
         """Store vectors, committing every few hundred rows.
 
         Rows committed before an interruption (even ``SIGKILL``) stay in the file. A file that
@@ -275,7 +287,7 @@ class EmbeddingCache(CacheFile):
             damaged ones found by :meth:`lookup`, which are replaced).
         vectors : array-like of shape (n_texts, dim)
             Full-width embeddings; stored as float32 and must be finite.
-        cut : sequence of bool, optional
+        cut : sequence or ndarray of bool, optional
             Whether each text was truncated to the token limit when embedded (stored, so that
             :meth:`lookup` can report it); unknown when omitted, or for a row given None.
         """

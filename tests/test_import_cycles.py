@@ -1,5 +1,8 @@
 """No import cycle inside ``skmoe/``: every ``import`` (module level or inside a function) is an
-edge, and the module graph must be acyclic, so that lower layers never need higher ones."""
+edge, and the module graph must be acyclic, so that lower layers never need higher ones.
+
+Imports under ``if TYPE_CHECKING:`` are no edges: they never run (``skmoe/__init__.py`` names
+its lazily imported exports there for type checkers)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,21 @@ def _module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except those inside an ``if TYPE_CHECKING:`` block."""
+    out: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING",
+                                                                  "typing.TYPE_CHECKING"):
+            todo += node.orelse
+            continue
+        todo += ast.iter_child_nodes(node)
+    return out
+
+
 def module_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     """``module -> modules of the package it imports`` (absolute and relative imports, at any
     depth of the file: function-level imports count)."""
@@ -26,7 +44,7 @@ def module_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     for name, path in files.items():
         is_package = path.name == "__init__.py"
         package = name if is_package else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
@@ -113,9 +131,12 @@ def test_the_checker_finds_a_function_level_cycle(tmp_path):
     (pkg / "a.py").write_text("from .sub import b\n")
     (pkg / "sub" / "b.py").write_text("def f():\n    from ..a import thing\n")
     (pkg / "c.py").write_text("import skmoe.a\n")
+    (pkg / "d.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                              "    from .a import thing\nelse:\n    from .c import other\n")
     graph = module_graph(pkg)
     assert graph["skmoe.a"] == {"skmoe.sub.b"} and graph["skmoe.sub.b"] == {"skmoe.a"}
     assert graph["skmoe.c"] == {"skmoe.a"}
+    assert graph["skmoe.d"] == {"skmoe.c"}  # the TYPE_CHECKING import is no edge
     assert find_cycles(graph) == [["skmoe.a", "skmoe.sub.b", "skmoe.a"]]
 
 

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 
@@ -19,7 +20,7 @@ COLUMNS = ["language", "split", "index_id", "category", "text"]
 SAMPLE_FILE = "sib200_sample.tsv"
 
 
-def _read_tsv(path: Path | str) -> pd.DataFrame:
+def _read_tsv(path: Path | str | IO[bytes]) -> pd.DataFrame:
     # The files were written by pandas with minimal quoting: a few texts are wrapped in double
     # quotes, so a real CSV parser is needed (splitting on tabs would keep the quotes).
     # keep_default_na=False: a text such as "NA" stays a string.

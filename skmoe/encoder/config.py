@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 
 class UnsupportedConfigError(ValueError):
@@ -214,7 +214,7 @@ def _check_numbers(full: dict[str, Any]) -> None:
             _unsupported(name, value, "it must be a positive number")
 
 
-def _unsupported(name: str, value: Any, why: str) -> None:
+def _unsupported(name: str, value: Any, why: str) -> NoReturn:
     raise UnsupportedConfigError(f"config.json field {name!r} = {value!r} is not supported: {why}")
 
 

@@ -55,7 +55,7 @@ class TokenRows(Sequence):
 
 
 def plan_batches(
-    lengths: Sequence[int],
+    lengths: Sequence[int] | np.ndarray,
     batch_size: int,
     max_tokens: int | None = None,
     exact: bool = False,

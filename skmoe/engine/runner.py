@@ -231,7 +231,7 @@ class Engine(DeprecatedStreaming):
                                       chunk_overlap)
 
     def warn_if_truncated(self, texts: Sequence[str], prompt: str = "",
-                          cut: Sequence[int] | None = None) -> int:
+                          cut: Sequence[int] | np.ndarray | None = None) -> int:
         """Warn, as embedding them would, about texts longer than the token limit; return how
         many. For texts whose vectors come from elsewhere (the estimator's cache hits).
 
@@ -246,7 +246,7 @@ class Engine(DeprecatedStreaming):
         return int(flags.sum())
 
     def truncated(self, texts: Sequence[str], prompt: str = "",
-                  cut: Sequence[int] | None = None) -> np.ndarray:
+                  cut: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Which of ``texts`` are longer than the token limit (bool per text), without a
         warning; ``cut`` as in :meth:`warn_if_truncated` (only unknown, possibly long texts
         are tokenized)."""

@@ -33,6 +33,9 @@ from .splits import FewShotSplit, FewShotWarning
 from .tables import summarize, transfer_table  # noqa: F401  (this module's public names)
 
 Scorer = Callable[[Any, np.ndarray, np.ndarray], float]
+#: ``metrics=`` of the reports: scorer names or callables, alone, in a sequence, or in a dict
+#: name -> scorer (a name or a callable)
+Metrics = Sequence[str | Scorer] | Mapping[str, str | Scorer] | str | Scorer
 
 
 class UnseenLabelWarning(UserWarning):
@@ -45,8 +48,7 @@ def default_head() -> LogisticRegression:
     return LogisticRegression(max_iter=100)
 
 
-def _scorers(metrics: Sequence[str | Scorer] | Mapping[str, str | Scorer] | str | Scorer
-             ) -> dict[str, Scorer]:
+def _scorers(metrics: Metrics) -> dict[str, Scorer]:
     """Metric name -> scorer ``scorer(estimator, X, y)``, every one resolved and checked before
     any head is fit. Names are scikit-learn scorer names; a callable in a list is named by its
     function (``make_scorer(f1_score, ...)``: ``"f1_score"``)."""
@@ -276,7 +278,7 @@ def probe_report(
     estimator: Any = None,
     samples_per_label: int | Iterable[int] = (8, 16, 32),
     n_experiments: int = 10,
-    metrics: Sequence[str] | Mapping[str, Scorer] = ("accuracy", "f1_macro"),
+    metrics: Metrics = ("accuracy", "f1_macro"),
     test_size: float | int | None = None,
     random_state: int | None = 0,
 ) -> pd.DataFrame:
@@ -304,7 +306,7 @@ def probe_report(
         k, training examples per class.
     n_experiments : int, default=10
         Seeded draws per k.
-    metrics : sequence of str or dict of name -> scorer
+    metrics : str, callable, sequence of them, or dict of name -> str or callable
         scikit-learn scorer names (``"accuracy"``, ``"f1_macro"``, ``"matthews_corrcoef"``,
         ``"neg_mean_absolute_error"``, ...) or callables ``scorer(estimator, X, y)``.
     test_size : int or float, optional
@@ -361,7 +363,7 @@ def transfer_matrix(
     estimator: Any = None,
     samples_per_label: int | Iterable[int] = 16,
     n_experiments: int = 10,
-    metrics: Sequence[str] | Mapping[str, Scorer] = ("accuracy",),
+    metrics: Metrics = ("accuracy",),
     random_state: int | None = 0,
 ) -> pd.DataFrame:
     """Cross-lingual transfer: train a probe on language A, score it on language B.
@@ -418,7 +420,7 @@ def transfer_regimes(
     estimator: Any = None,
     samples_per_label: int | Iterable[int] = 16,
     n_experiments: int = 10,
-    metrics: Sequence[str] | Mapping[str, Scorer] = ("accuracy",),
+    metrics: Metrics = ("accuracy",),
     random_state: int | None = 0,
 ) -> pd.DataFrame:
     """SetFit's multilingual regimes: train on the target language, on English, or on all.
