@@ -18,6 +18,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -232,7 +233,7 @@ def open_connection(path: str, timeout: float) -> tuple[sqlite3.Connection, Layo
     try:
         conn = _connect_rw(path, timeout)
     except (sqlite3.OperationalError, OSError) as exc:
-        if not (os.path.isfile(path) and _cannot_write(exc)):
+        if not (os.path.isfile(path) and (_cannot_write(exc) or _no_space(exc))):
             raise
         try:
             conn, layout = open_readonly(path, timeout)
@@ -249,6 +250,27 @@ def _cannot_write(exc: BaseException) -> bool:
     return any(k in text for k in ("readonly", "read-only", "unable to open", "permission"))
 
 
+def _no_space(exc: BaseException) -> bool:
+    """A full disk or a file-size limit. SQLite says "database or disk is full" for the first,
+    and only "disk I/O error" when a write to the WAL or its index fails with ENOSPC or EFBIG
+    (seen: opening on a full tmpfs, and under ``ulimit -f``): not damage, the file is sound."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return "full" in text or "disk i/o" in text
+
+
+def out_of_descriptors() -> bool:
+    """Whether this process has no file descriptor left (``EMFILE``/``ENFILE``): SQLite then
+    says only "unable to open database file", which would otherwise read as a permission
+    problem. Probed by opening one descriptor."""
+    try:
+        os.close(os.open(os.devnull, os.O_RDONLY))
+    except OSError as exc:
+        return exc.errno in (errno.EMFILE, errno.ENFILE)
+    return False
+
+
 def _sqlite_header(path: str) -> bool:
     """Whether ``path`` starts as every SQLite database does (an unreadable one: assume so)."""
     try:
@@ -258,31 +280,53 @@ def _sqlite_header(path: str) -> bool:
         return True
 
 
-def diagnose(exc: BaseException, path: str) -> tuple[str, str, bool]:
-    """``(what happened, how to fix it, whether the file is unusable for reads and writes)``."""
+class Diagnosis(NamedTuple):
+    """What a cache fault is and what to do about it (:func:`diagnose`)."""
+
+    what: str  # what happened, for a message
+    fix: str  # how to fix it
+    unusable: bool = False  # neither reads nor writes can work with this file
+    damaged: bool = False  # SQLite cannot read it: it holds nothing to keep
+    transient: bool = False  # the process, not the file (e.g. out of descriptors): retry later
+
+
+def diagnose(exc: BaseException, path: str) -> Diagnosis:
+    """Name the fault ``exc`` met on the cache file ``path``, and its fix."""
     text = str(exc).lower()
     clear = f"run `skmoe cache clear {path}` (it removes a damaged file) or delete the file"
+    check = f"`skmoe cache check {path}` tells whether the file itself is sound"
     if os.path.isdir(path):
-        return "the cache path is a folder", "pass a file path, e.g. .../embeddings.sqlite", True
+        return Diagnosis("the cache path is a folder",
+                         "pass a file path, e.g. .../embeddings.sqlite", True)
     if os.path.exists(path) and not os.path.isfile(path):
-        return "the cache path is not a regular file", "pass a path to a file", True
+        return Diagnosis("the cache path is not a regular file", "pass a path to a file", True)
     if isinstance(exc, CacheFormatError):
-        return str(exc), clear, True
+        return Diagnosis(str(exc), "pass another cache path (this file is left as it is)", True)
     if "not a database" in text and not _sqlite_header(path):  # someone's file, not a cache
-        return ("the file is not an SQLite file, so not an skmoe cache (it is left alone)",
-                "pass another cache path (--cache PATH, or cache=... in Python)", True)
-    if "malformed" in text or "not a database" in text or "disk i/o" in text:
-        return f"the file is damaged ({exc})", clear, True
-    if "full" in text or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
-        return (f"the disk is full ({exc})",
-                "free space on that disk or point the cache at another disk", False)
+        return Diagnosis("the file is not an SQLite file, so not an skmoe cache (it is left "
+                         "alone)", "pass another cache path (--cache PATH, or cache=... in "
+                         "Python)", True)
+    if "malformed" in text or "not a database" in text:
+        return Diagnosis(f"the file is damaged ({exc})", clear, True, damaged=True)
+    if "disk i/o" in text:  # SQLite's word for ENOSPC/EFBIG on the WAL, and for failing disks
+        return Diagnosis(f"writing failed ({exc}): the disk is full, the file is at a size limit "
+                         "(ulimit -f), or the disk is failing",
+                         f"free space on that disk or point the cache at another disk; {check}")
+    if _no_space(exc):
+        return Diagnosis(f"the disk is full ({exc})",
+                         "free space on that disk or point the cache at another disk")
+    if "unable to open" in text and out_of_descriptors():
+        return Diagnosis(f"this process has run out of file descriptors ({exc})",
+                         "raise the limit (ulimit -n) or use fewer threads", transient=True)
     if _cannot_write(exc):
-        fix = "make the file and its folder writable, or pass another cache path"
-        return f"it cannot be written ({exc})", fix, not os.path.isfile(path)
+        return Diagnosis(f"it cannot be written ({exc})",
+                         "make the file, the -wal and -shm files beside it (SQLite gives them "
+                         "the file's mode) and its folder writable, or pass another cache path",
+                         not os.path.isfile(path))
     if "locked" in text or "busy" in text:
-        return (f"another process held its lock too long ({exc})",
-                "retry, or raise EmbeddingCache(timeout=...)", False)
-    return f"{type(exc).__name__}: {exc}", "delete the file or pass another cache path", False
+        return Diagnosis(f"another process held its lock too long ({exc})",
+                         "retry, or raise EmbeddingCache(timeout=...)")
+    return Diagnosis(f"{type(exc).__name__}: {exc}", f"{check}; else pass another cache path")
 
 
 def check_file(path: str, timeout: float, vector_dtype: np.dtype) -> list[str]:
@@ -290,8 +334,8 @@ def check_file(path: str, timeout: float, vector_dtype: np.dtype) -> list[str]:
     try:
         conn, layout = open_readonly(path, timeout)  # an older version is fine: writers migrate it
     except Exception as exc:
-        what, fix, _ = diagnose(exc, path)
-        return [f"cannot be opened: {what}. Fix: {fix}"]
+        found = diagnose(exc, path)
+        return [f"cannot be opened: {found.what}. Fix: {found.fix}"]
     problems: list[str] = []
     try:
         integrity = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]

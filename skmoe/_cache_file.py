@@ -83,6 +83,7 @@ class CacheFile:
         # warning; the other side goes on. Damaged rows found by lookup, replaced by put_many.
         self._read_fault: str | None = None
         self._write_fault: str | None = None
+        self._transient_warned = False  # one warning for faults that stop nothing (diagnose)
         self._damaged: set[tuple[str, bytes]] = set()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -131,8 +132,14 @@ class CacheFile:
         """
         if isinstance(exc, _BUGS) or not isinstance(exc, _FAULTS):
             raise exc
-        what, fix, both = diagnose(exc, self.path)
-        both = both or opening
+        found = diagnose(exc, self.path)
+        what, fix, both = found.what, found.fix, found.unusable or opening
+        if found.transient:  # the process's state, not the file's: this call goes without
+            if not self._transient_warned:
+                self._transient_warned = True
+                self._warn(f"embedding cache {self.path}: {what}; these rows go without the "
+                           f"cache (it is tried again on the next call). Fix: {fix}.")
+            return
         with self._lock:
             sides = ("read", "write") if both else (side,)
             new = [s for s in sides if getattr(self, f"_{s}_fault") is None]
@@ -150,7 +157,8 @@ class CacheFile:
             from ._stack import external_stacklevel
 
             level = external_stacklevel()
-        except (ImportError, KeyError):  # loaded without the skmoe package (worker scripts)
+        except (ImportError, KeyError, OSError):  # without the package (worker scripts), or
+            # out of descriptors to read its file
             level = 3
         warnings.warn(message, CacheUnavailableWarning, stacklevel=level)
 

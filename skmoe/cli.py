@@ -179,6 +179,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     """Inspect (stats), verify (check) or empty (clear) an skmoe embedding cache file."""
+    from ._cache_db import diagnose
     from .cache import CacheFormatError, EmbeddingCache
 
     if args.path and args.cache_path and Path(args.path) != Path(args.cache_path):
@@ -206,21 +207,17 @@ def cmd_cache(args: argparse.Namespace) -> int:
         deleted = cache.clear(namespace)
         cache.vacuum()
     except (sqlite3.DatabaseError, CacheFormatError) as exc:
-        damaged = isinstance(exc, sqlite3.DatabaseError) and any(
-            k in str(exc).lower() for k in ("malformed", "not a database"))
-        if damaged and args.cache_command == "clear" and not args.namespace:
+        found = diagnose(exc, cache.path)
+        if found.damaged and args.cache_command == "clear" and not args.namespace:
             cache.remove()  # a file SQLite cannot read holds nothing to keep
             print(f"removed the damaged cache file {path} ({one_line(exc)})")
             return 0
-        if damaged:
+        fix = found.fix
+        if found.damaged:
             fix = (f"`skmoe cache clear {path}` (without --namespace) removes it" if
                    args.cache_command == "clear" else
                    f"see `skmoe cache check {path}`; `skmoe cache clear {path}` removes it")
-        elif isinstance(exc, CacheFormatError):
-            fix = "pass the path of an skmoe cache (this file is left as it is)"
-        else:
-            fix = "make the file and its folder writable, or retry when no other process holds it"
-        raise CLIError(f"cannot {args.cache_command} the cache {path}: {one_line(exc)}; {fix}",
+        raise CLIError(f"cannot {args.cache_command} the cache {path}: {found.what}; {fix}",
                        EXIT_MODEL) from None
     what = f"namespace {namespace[:12]}" if namespace else "all namespaces"
     print(f"cleared {deleted:,} entries ({what}) from {path} "
