@@ -7,10 +7,11 @@ file name.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +84,10 @@ class EmbeddingWriter:
                 np.save(fh, vectors)
         elif self.fmt == "npy":
             if self._array is None:
-                self._array = np.lib.format.open_memmap(
-                    self.tmp, mode="w+", dtype=vectors.dtype, shape=(self.n_rows, vectors.shape[1])
-                )
+                with _naming(self.path):  # e.g. EFBIG under ulimit -f, before the reservation
+                    self._array = np.lib.format.open_memmap(
+                        self.tmp, mode="w+", dtype=vectors.dtype,
+                        shape=(self.n_rows, vectors.shape[1]))
                 _reserve(self.tmp)
             self._array[start : start + len(texts)] = vectors
         else:
@@ -102,21 +104,36 @@ class EmbeddingWriter:
                 schema = table.schema if self.metadata is None else table.schema.with_metadata(
                     {b"skmoe": json.dumps(self.metadata, default=str).encode()})
                 self._parquet = pq.ParquetWriter(self.tmp, schema)
-            self._parquet.write_table(table)
+            with _naming(self.path):
+                self._parquet.write_table(table)
         self._written += len(texts)
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if self._array is not None:
-            self._array.flush()
-            del self._array
-            self._array = None
-        if self._parquet is not None:
-            self._parquet.close()
-        if exc_type is None and self._written == self.n_rows:
-            apply_umask(self.tmp)  # mkstemp made it 0600: give it the mode of any new file
-            os.replace(self.tmp, self.path)  # gone (removed by someone): an error, not a success
-        elif self.tmp.exists():
-            self.tmp.unlink()
+        try:
+            with _naming(self.path):  # the Parquet footer, the last pages: a full disk here too
+                if self._array is not None:
+                    array, self._array = self._array, None
+                    array.flush()
+                    del array
+                if self._parquet is not None:
+                    writer, self._parquet = self._parquet, None
+                    writer.close()
+            if exc_type is None and self._written == self.n_rows:
+                apply_umask(self.tmp)  # mkstemp made it 0600: give it the mode of any new file
+                os.replace(self.tmp, self.path)  # gone (removed by someone): an error
+        finally:
+            self.tmp.unlink(missing_ok=True)  # not finished, or failed to finish: never left
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An ``OSError`` without a file name (numpy's, pyarrow's) raised again naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, f"{exc.strerror or exc} (writing {path})") from exc
 
 
 def _column_array(name: str, values: Any, n_rows: int) -> Any:

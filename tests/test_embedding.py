@@ -232,6 +232,35 @@ def test_writers_of_one_output_keep_apart_and_a_full_disk_is_an_error(tmp_path, 
             w.tmp.unlink()
 
 
+def test_a_failure_to_finish_removes_the_partial_file_and_names_the_output(tmp_path,
+                                                                          monkeypatch):
+    """A full disk when the Parquet footer is written (at close) left a partial file of the
+    whole output on that full disk, and the error (pyarrow's, numpy's) named no file."""
+    import errno
+
+    import pyarrow.parquet as pq
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "Error writing bytes to file")
+
+    out = tmp_path / "v.parquet"
+    monkeypatch.setattr(pq.ParquetWriter, "close", full)
+    with pytest.raises(OSError, match=r"Error writing bytes to file \(writing .*v\.parquet\)"):
+        with EmbeddingWriter(out, "parquet", 2) as writer:
+            writer.write(0, ["x", "y"], np.ones((2, 3), np.float32))
+    assert not list(tmp_path.iterdir())
+    monkeypatch.undo()
+
+    def too_large(*args, **kwargs):
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", too_large)
+    with pytest.raises(OSError, match=r"File too large \(writing .*v\.npy\)") as caught:
+        with EmbeddingWriter(tmp_path / "v.npy", "npy", 2) as writer:
+            writer.write(0, ["x", "y"], np.ones((2, 3), np.float32))
+    assert caught.value.errno == errno.EFBIG and not list(tmp_path.iterdir())
+
+
 def test_a_killed_runs_partial_file_is_removed_by_the_next_run(tmp_path):
     """A SIGKILLed run's OUTPUT.<...>.partial (the size of the whole output) stayed forever once
     the names were per run; a later run removes those of dead processes on this host."""

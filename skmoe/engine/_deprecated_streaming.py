@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .._partial_files import apply_umask, make_partial
 from .._stack import external_stacklevel
 from .windows import DEFAULT_CHUNK_OVERLAP
 
@@ -104,8 +105,14 @@ class DeprecatedStreaming:
             return out
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
                   "fortran_order": False, "shape": (n, dim)}
-        with open(Path(out), "wb") as fh:
-            np.lib.format.write_array_header_2_0(fh, header)
-            for _, vectors in self._iter_chunks(texts, prompt, chunk_size):
-                fh.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+        tmp = make_partial(Path(out))  # renamed when whole: a failure leaves no cut file
+        try:
+            with open(tmp, "wb") as fh:
+                np.lib.format.write_array_header_2_0(fh, header)
+                for _, vectors in self._iter_chunks(texts, prompt, chunk_size):
+                    fh.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+            apply_umask(tmp)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
         return out

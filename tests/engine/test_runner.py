@@ -189,6 +189,17 @@ def test_embed_to_file_and_array_equal_embed(encoder, texts, tmp_path):
     np.testing.assert_allclose(np.asarray(mm), want, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="expected"):
         engine.embed_to(np.empty((3, 3), np.float32), texts)
+    # a failure part way (a full disk, Ctrl-C) left a cut .npy under the final name
+    chunks = engine._iter_chunks
+
+    def stops(*args, **kwargs):
+        yield next(chunks(*args, **kwargs))
+        raise OSError(28, "No space left on device")
+
+    engine._iter_chunks = stops
+    with pytest.raises(OSError, match="No space"):
+        engine.embed_to(tmp_path / "cut.npy", texts, chunk_size=50)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mm.npy", "vectors.npy"]
 
 
 def test_iter_embed_yields_chunks_in_order(encoder, texts):
