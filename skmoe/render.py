@@ -10,6 +10,7 @@ not depend on.
 from __future__ import annotations
 
 import html
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,23 +25,24 @@ import pandas as pd
 MANIFEST = ".skmoe-report-files"
 
 
-def clear_previous_report(out: Path) -> set[str]:
-    """Remove the files the previous report in folder ``out`` listed; return the names of the
-    files left there (the user's own, never touched)."""
+def publish_report(work: Path, out: Path) -> None:
+    """Move the report written whole in folder ``work`` into ``out``, replacing the files the
+    previous report there listed (the user's own are never touched), the manifest last.
+
+    Until here the previous report stands: a run that fails part way (a full disk, Ctrl-C)
+    leaves it as it was, never a cut ``index.html`` or a folder with neither report. The moves
+    are renames within one folder tree, so they need no free space.
+    """
+    names = sorted(p.name for p in work.iterdir() if p.is_file() and p.name != MANIFEST)
+    (work / MANIFEST).write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
     listed = out / MANIFEST
     if listed.is_file():
         for name in listed.read_text(encoding="utf-8").splitlines():
             path = out / name
-            if name and "/" not in name and path.is_file():
+            if name and "/" not in name and name not in names and path.is_file():
                 path.unlink()
-        listed.unlink()
-    return {p.name for p in out.iterdir()}
-
-
-def list_report_files(out: Path, before: set[str]) -> None:
-    """Write the manifest: the files of ``out`` that were not there before this report."""
-    written = sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in before)
-    (out / MANIFEST).write_text("".join(f"{name}\n" for name in written), encoding="utf-8")
+    for name in [*names, MANIFEST]:
+        os.replace(work / name, out / name)
 
 
 @dataclass

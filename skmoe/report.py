@@ -35,6 +35,7 @@ The folder it writes::
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -44,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from . import render, report_pooling, report_sections
+from ._partial_files import make_partial
 from .engine.precision import precision_label
 from .evaluation import (
     bitext_report,
@@ -226,8 +228,8 @@ def build_report(
                             language_column=language_column, split_column=split_column,
                             id_column=id_column, source_language=source_language,
                             random_state=random_state)
-    out.mkdir(parents=True, exist_ok=True)
-    theirs = render.clear_previous_report(out)  # an earlier report's files, not the user's
+    final = out
+    final.mkdir(parents=True, exist_ok=True)
     # One embedding pass: every distinct text (train + test, all languages) encoded once; an
     # unfitted transformer is cloned and fitted on the training texts, the user's left as is.
     t0 = time.perf_counter()
@@ -260,6 +262,8 @@ def build_report(
 
     res = ReportResults(rd=rd, shots=shots, seeds=seeds,
                         chance=float(pd.Series(y_test).value_counts(normalize=True).max()))
+    # written whole in a folder of its own inside ``final``, then moved in (publish_report)
+    out = make_partial(final / ".skmoe-report", folder=True)
     try:
         step()
         scores = probe_report(X_train, y_train, groups=g_train, X_test=X_test, y_test=y_test,
@@ -334,13 +338,13 @@ def build_report(
                      time.perf_counter() - started)
         parts = sections(res)
         (out / "report.md").write_text(render.to_markdown(title, meta, parts), encoding="utf-8")
-        index = out / "index.html"
-        index.write_text(render.to_html(title, meta, parts), encoding="utf-8")
-        render.list_report_files(out, theirs)
+        (out / "index.html").write_text(render.to_html(title, meta, parts), encoding="utf-8")
+        render.publish_report(out, final)
         bar.update()
     finally:
         bar.close()
-    return index
+        shutil.rmtree(out, ignore_errors=True)
+    return final / "index.html"
 
 
 def _square(table: pd.DataFrame, languages: list[Any]) -> pd.DataFrame:

@@ -459,6 +459,38 @@ def test_a_second_report_in_the_same_folder_leaves_none_of_the_first_ones_files(
     assert "pca_map.png" not in (out / MANIFEST).read_text()
 
 
+def test_a_report_that_fails_part_way_leaves_the_previous_one_whole(tmp_path, minilm_path,
+                                                                   monkeypatch):
+    """On a full disk the first report in a folder left a cut index.html under its name, and a
+    second one removed the first report before writing its own: neither was left. A report is
+    written in a folder of its own and moved in whole once written."""
+    import errno
+
+    import skmoe.render as render
+
+    data = load_sib200_sample(languages=["eng_Latn", "fra_Latn"])
+    transformer = MoEEmbeddingTransformer(str(minilm_path), prompt_name=None,
+                                          cache=str(tmp_path / "c.sqlite"))
+    out = tmp_path / "report"
+    build_report(transformer, data, out, label_column="category", shots=4, seeds=2,
+                 umap=False, routing=False, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(render, "to_html", full)  # the last file written
+    with pytest.raises(OSError, match="No space"):
+        build_report(transformer, data, out, label_column="category", shots=4, seeds=3,
+                     umap=False, routing=False, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing half-new
+    first = tmp_path / "first"
+    with pytest.raises(OSError, match="No space"):
+        build_report(transformer, data, first, label_column="category", shots=4, seeds=2,
+                     umap=False, routing=False, progress=False)
+    assert list(first.iterdir()) == []  # no cut report under the names users open
+
+
 def test_routing_note_reads_the_pairs_against_the_sampling_noise():
     from types import SimpleNamespace
 
