@@ -389,6 +389,11 @@ def user_error_code(exc: BaseException) -> int | None:
     model = loaded_classes(*MODEL_ERRORS)
     if isinstance(exc, (*model, sqlite3.DatabaseError, OSError, MemoryError)):
         return EXIT_MODEL
+    # torch's CPU allocator and its file mappings fail as RuntimeErrors ("DefaultCPUAllocator:
+    # can't allocate memory", "unable to mmap ...: Cannot allocate memory"): the machine's
+    # limit, not a bug (the engine halves its batches first)
+    if isinstance(exc, RuntimeError) and "allocate memory" in str(exc).lower():
+        return EXIT_MODEL
     return None
 
 

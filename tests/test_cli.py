@@ -781,6 +781,27 @@ def test_an_internal_error_is_a_bug_with_a_hint_not_a_user_mistake(capsys, tmp_p
         assert "rerun with --debug" not in err
 
 
+@pytest.mark.parametrize("exc", [
+    RuntimeError("unable to mmap 470045872 bytes from file <model.safetensors>: Cannot allocate "
+                 "memory (12)"),
+    MemoryError("out of memory on cpu embedding one text of 2048 tokens"),
+])
+def test_running_out_of_memory_is_the_machine_not_a_bug(capsys, tmp_path, moe, monkeypatch,
+                                                        exc):
+    """torch's allocator fails as a RuntimeError (mapping the weights, or a batch): the CLI said
+    "internal error, a bug in skmoe". It is the machine's limit: exit 1, its own words."""
+    import skmoe.report as report
+
+    def broken(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(report, "probe_report", broken)
+    path, options = _probe_table(tmp_path)
+    code, _, err = run(capsys, "probe", path, *options, "--model", moe, "--no-cache")
+    assert code == 1 and ("allocate memory" in err or "out of memory" in err), err
+    assert "internal error" not in err and "bug" not in err
+
+
 def test_debug_flag_before_the_command_and_user_mistakes_stay_exit_2(capsys, tmp_path):
     code, _, err = run(capsys, "--debug", "embed", tmp_path / "nope.txt", "-o", tmp_path / "o.npy")
     assert code == 2 and "Traceback" in err and "input file not found" in err.splitlines()[-1]

@@ -59,6 +59,15 @@ MAX_PADDING_DENSE = 0.05
 _SPECIAL_TOKENS_MARGIN = 8
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    """An allocation failure of the device the batch ran on: CUDA's ``OutOfMemoryError``
+    (``torch.OutOfMemoryError`` on torch >= 2.5), or on the CPU torch's allocator, which raises a
+    plain ``RuntimeError`` ("DefaultCPUAllocator: can't allocate memory"), or ``MemoryError``."""
+    if isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+
+
 def _utf8_size(text: str) -> int:
     """UTF-8 bytes of ``text`` or of its NFKC form, whichever is larger (an upper bound on the
     tokens of any tokenizer whose tokens cover at least one byte of the normalized text)."""
@@ -335,8 +344,7 @@ class Engine(DeprecatedStreaming):
             try:
                 launched = self._launch(ids, batch)
             except BaseException as error:
-                # torch.cuda's name: torch.OutOfMemoryError (the same class) is torch >= 2.5 only
-                if isinstance(error, torch.cuda.OutOfMemoryError) and len(batch.rows) > 1:
+                if _out_of_memory(error) and len(batch.rows) > 1:
                     self._back_off(batch)
                     half = len(batch.rows) // 2
                     halves = [batch.rows[:half], batch.rows[half:]]
@@ -346,6 +354,12 @@ class Engine(DeprecatedStreaming):
                 # an interrupt, a failure, an OOM on one row: hand over what is done first
                 while in_flight:
                     yield self._finish(*in_flight.popleft())
+                if _out_of_memory(error) and not isinstance(error, MemoryError | torch.cuda.
+                                                             OutOfMemoryError):
+                    raise MemoryError(
+                        f"out of memory on {self.encoder.device.type} embedding one text of "
+                        f"{batch.max_len} tokens ({str(error).splitlines()[0][:200]}); lower "
+                        "max_length, or free memory") from error
                 raise
             if in_flight:
                 yield self._finish(*in_flight.popleft())

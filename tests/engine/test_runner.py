@@ -255,6 +255,44 @@ def test_oom_on_a_single_row_is_raised(encoder, monkeypatch):
         Engine(encoder).embed(["one text"])
 
 
+_CPU_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 4294967296 bytes. Error code 12 (Cannot allocate memory)")
+
+
+def test_a_cpu_out_of_memory_halves_the_batch_too(encoder, texts, monkeypatch):
+    """torch's CPU allocator raises a plain RuntimeError, which only CUDA's OOM class was caught
+    as: a batch too large for the machine's memory stopped the run, and the CLI called it a bug
+    in skmoe. It halves the batch as on a GPU; one text too large is a MemoryError naming it."""
+    want = Engine(encoder, batch_size=64).embed(texts)
+    real_forward = type(encoder).forward_packed
+
+    def forward_packed(self, input_ids, cu_seqlens, max_seqlen):
+        if len(cu_seqlens) - 1 > 20:
+            raise RuntimeError(_CPU_OOM)
+        return real_forward(self, input_ids, cu_seqlens, max_seqlen)
+
+    monkeypatch.setattr(type(encoder), "forward_packed", forward_packed)
+    engine = Engine(encoder, batch_size=64)
+    np.testing.assert_allclose(engine.embed(texts), want, rtol=0, atol=1e-5)
+    assert engine.stats.oom_retries >= 2 and max(engine.stats.batch_sizes) <= 20
+
+    def always(self, input_ids, cu_seqlens, max_seqlen):
+        raise RuntimeError(_CPU_OOM)
+
+    monkeypatch.setattr(type(encoder), "forward_packed", always)
+    with pytest.raises(MemoryError, match=r"out of memory on cpu embedding one text of \d+ "
+                                          r"tokens \(.*DefaultCPUAllocator.*lower max_length"):
+        Engine(encoder).embed(["one text"])
+
+    def other(self, input_ids, cu_seqlens, max_seqlen):
+        raise RuntimeError("shape mismatch")  # a bug stays a bug: raised as it is
+
+    monkeypatch.setattr(type(encoder), "forward_packed", other)
+    with pytest.raises(RuntimeError, match="shape mismatch") as caught:
+        Engine(encoder).embed(["a", "b"])
+    assert type(caught.value) is RuntimeError
+
+
 # -- warnings point at the user's line ----------------------------------------------------------
 
 
