@@ -73,6 +73,11 @@ def load_tokenizer(folder: Path) -> Any | None:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+    except OSError as exc:
+        if exc.errno is not None:  # the system's (out of descriptors, permissions): as it is
+            raise
+        raise CheckpointError(f"{main} cannot be loaded as a tokenizer ({exc}); restore it "
+                              "from the model's source") from None
     except Exception as exc:  # the tokenizers library raises a bare Exception ("EOF while parsing")
         raise CheckpointError(f"{main} cannot be loaded as a tokenizer ({type(exc).__name__}: "
                               f"{exc}); restore it from the model's source") from None

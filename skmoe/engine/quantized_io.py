@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -309,7 +310,14 @@ def quantize_folder(
         out.parent.mkdir(parents=True, exist_ok=True)
     part = make_partial(out.resolve() / _INSIDE if inside else out, folder=True)
     try:
-        save_file(tensors, str(part / "model.safetensors"), metadata={"format": "pt"})
+        try:
+            save_file(tensors, str(part / "model.safetensors"), metadata={"format": "pt"})
+        except Exception as exc:  # SafetensorError, not an OSError: "... (os error 28)"
+            code = re.search(r"\(os error (\d+)\)", str(exc))
+            if code is None:
+                raise
+            raise OSError(int(code[1]), f"cannot write {out / 'model.safetensors'}: "
+                                        f"{os.strerror(int(code[1]))}") from exc
         _side_files(Path(encoder.source.path), part)
         (part / "config.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
         apply_umask(part)  # safetensors writes 0600 and mkdtemp 0700: follow the umask

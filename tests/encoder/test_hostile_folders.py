@@ -268,3 +268,23 @@ def test_model_info_applies_the_same_bounds(tmp_path, minilm_path):
     with pytest.raises(UnsupportedConfigError, match="'num_hidden_layers' = 100000"):
         model_info(folder)
     assert time.perf_counter() - start < 10
+
+
+def test_the_systems_errors_reading_a_tokenizer_are_not_blamed_on_its_files(bert_tokenizer,
+                                                                            monkeypatch):
+    """Out of file descriptors, loading the tokenizer said "restore it from the model's
+    source" about files that were fine: an OSError of the system is raised as it is."""
+    import errno
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from skmoe.encoder.tokenization import load_tokenizer
+
+    def no_descriptors(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "__init__", no_descriptors)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", no_descriptors)
+    with pytest.raises(OSError, match="Too many open files") as caught:
+        load_tokenizer(bert_tokenizer)
+    assert not isinstance(caught.value, CheckpointError)

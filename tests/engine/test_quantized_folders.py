@@ -325,3 +325,23 @@ def test_an_output_that_cannot_be_written_is_refused_before_quantizing(tiny_moe_
     monkeypatch.setattr(qio, "load_float_encoder", lambda *a, **k: pytest.fail("loaded"))
     with pytest.raises(qio.QuantizeRequestError, match=r"--output .*q8: .* is not writable"):
         quantize_folder(tiny_moe_path, tmp_path / "new" / "q8", "int8")
+
+
+def test_a_full_disk_while_saving_the_weights_is_an_os_error_naming_the_file(tiny_moe_path,
+                                                                             tmp_path,
+                                                                             monkeypatch):
+    """safetensors says a full disk in a SafetensorError (no OSError): the CLI called it "a bug
+    in skmoe" and Python callers catching OSError missed it. The partial folder is removed."""
+    import errno
+
+    import safetensors.torch
+
+    def full(*args, **kwargs):
+        raise safetensors.SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OSError, match=r"cannot write .*q8.model\.safetensors: No space") as caught:
+        quantize_folder(tiny_moe_path, tmp_path / "q8", "int8")
+    assert caught.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
+
