@@ -414,19 +414,37 @@ class Embedder:
         return cut > 0
 
     def _warn_truncated(self, texts: Sequence[str], rows: np.ndarray, first_row: int) -> None:
-        """One warning for the input ``rows`` that were cut, cached or computed."""
+        """One warning for the input ``rows`` that were cut, cached or computed, naming those
+        not yet named in this process (:data:`_REPORTED_CUTS`): a grid search's every fit and
+        transform, and its every rerun from the cache, warned again about the same texts (25
+        warnings for a 2 x 2 grid with 3 folds)."""
+        if not len(rows):
+            return
+        keys = [hash((self.max_length, self.prompt, texts[i])) for i in rows]
+        rows = np.asarray([i for i, key in zip(rows, keys, strict=True) if key not in _REPORTED_CUTS], int)
+        earlier = len(keys) - len(rows)
+        if len(_REPORTED_CUTS) + len(keys) > _REPORTED_CUTS_MAX:
+            _REPORTED_CUTS.clear()
+        _REPORTED_CUTS.update(keys)
         if not len(rows):
             return
         shown = ", ".join(str(first_row + int(i)) for i in rows[:5])
         if len(rows) > 5:
             shown += f", ... ({len(rows)} in all)"
+        also = f"; {earlier} more were cut, as warned before" if earlier else ""
         warnings.warn(
             f"{len(rows)} text(s) exceed the maximum length ({self.max_length} tokens) and were "
-            f"truncated (row{'s' if len(rows) > 1 else ''} {shown}, counted from 0); first: "
-            f"{(self.prompt + texts[rows[0]])[:60]!r}",
+            f"truncated (row{'s' if len(rows) > 1 else ''} {shown}, counted from 0){also}; "
+            f"first: {(self.prompt + texts[rows[0]])[:60]!r}",
             TruncationWarning,
             stacklevel=external_stacklevel(),
         )
+
+
+#: ``hash((max_length, prompt, text))`` of the cut texts a :class:`TruncationWarning` of this
+#: process has named: each is named once (forgotten all at once past ``_REPORTED_CUTS_MAX``)
+_REPORTED_CUTS: set[int] = set()
+_REPORTED_CUTS_MAX = 200_000
 
 
 class progress:  # noqa: N801 - used like a function: ``with progress(n, verbose) as tick``

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def _fingerprint_memo(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep the on-disk fingerprint memo of this test session out of the user's ~/.cache."""
     os.environ["SKMOE_FINGERPRINT_MEMO"] = str(tmp_path_factory.mktemp("memo") / "file-digests.json")
+
+
+@pytest.fixture(autouse=True)
+def _truncation_warnings_anew() -> None:
+    """Each test starts as a new process would: no cut text named by an earlier test's
+    TruncationWarning (skmoe.embedding names each cut text once per process)."""
+    embedding = sys.modules.get("skmoe.embedding")
+    if embedding is not None:
+        embedding._REPORTED_CUTS.clear()
 
 
 @pytest.fixture(scope="session")

@@ -93,6 +93,25 @@ def test_a_fully_cached_call_never_loads_the_model(encoder, tmp_path):
     assert loads == []
 
 
+def test_each_cut_text_is_named_once_per_process(encoder, tmp_path):
+    """A grid search fits and transforms the same texts again and again (25 warnings for a
+    2 x 2 grid with 3 folds, and 25 more on its rerun from the cache): a cut text is named by
+    the first warning only; a later one names only new cut texts and counts the others."""
+    long_texts = [f"{i} " + "word " * 200 for i in range(3)]
+    emb, _ = _counting(encoder, cache=EmbeddingCache(tmp_path / "c.sqlite"), max_length=16)
+    with pytest.warns(TruncationWarning, match=r"^2 text\(s\) .*\(rows 0, 1, counted from 0\); f"):
+        emb.embed(long_texts[:2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        emb.embed(long_texts[:2] + ["short"])  # computed again or cached: named before
+    with pytest.warns(TruncationWarning, match=r"^1 text\(s\) .*\(row 2, counted from 0\); 2 more "
+                                               r"were cut, as warned before; first: 'query: 2 "):
+        emb.embed(long_texts)
+    other, _ = _counting(encoder, max_length=24)  # another limit: named anew
+    with pytest.warns(TruncationWarning, match=r"^3 text\(s\) exceed the maximum length \(24"):
+        other.embed(long_texts)
+
+
 def test_cached_hits_warn_about_truncation_without_loading(encoder, tmp_path):
     cache = EmbeddingCache(tmp_path / "c.sqlite")
     long_text = "word " * 2000
@@ -100,6 +119,7 @@ def test_cached_hits_warn_about_truncation_without_loading(encoder, tmp_path):
     with pytest.warns(TruncationWarning, match=r"1 text\(s\) exceed the maximum length \(16 tokens\)"):
         emb.embed([long_text, "short"])
     again, loads = _counting(encoder, cache=cache, max_length=16)
+    embedding_module._REPORTED_CUTS.clear()  # as in a new process: this one named it already
     with pytest.warns(TruncationWarning, match=r"1 text\(s\) exceed .*first: 'query: word word"):
         again.embed(["short", long_text])
     assert loads == []
@@ -116,6 +136,7 @@ def test_one_truncation_warning_per_call_names_the_input_rows(encoder, tmp_path)
     emb, _ = _counting(encoder, cache=cache, max_length=16)
     with pytest.warns(TruncationWarning):
         emb.embed([long1])  # cached now
+    embedding_module._REPORTED_CUTS.clear()  # as in a later process (each cut named once in one)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         emb.embed(["ok", long1, "fine", long2, long1])
@@ -123,6 +144,7 @@ def test_one_truncation_warning_per_call_names_the_input_rows(encoder, tmp_path)
     assert len(cut) == 1, [str(w.message) for w in cut]
     assert re.search(r"^3 text\(s\) exceed the maximum length \(16 tokens\) and were truncated "
                      r"\(rows 1, 3, 4, counted from 0\); first: 'query: word word", str(cut[0].message))
+    embedding_module._REPORTED_CUTS.clear()
     with pytest.warns(TruncationWarning, match=r"\(rows 1001, 1003, counted from 0\)"):  # streamed: rows count on
         list(emb.iter_embed(["a"] * 1001 + [long2, "b", long1], chunk_size=1000))
 

@@ -731,12 +731,14 @@ def test_warm_transform_never_touches_the_model(moe, tmp_path):
 
 
 def test_a_cached_text_that_was_cut_is_warned_about_again(moe, tmp_path):
+    from skmoe.embedding import _REPORTED_CUTS
     from skmoe.engine.runner import TruncationWarning
 
     est = MoEEmbeddingTransformer(moe, cache=str(tmp_path / "emb.sqlite"), max_length=16).fit([])
     long_text, short = "word " * 40, "short text"
     with pytest.warns(TruncationWarning, match="1 text"):
         cold = est.transform([long_text, short])
+    _REPORTED_CUTS.clear()  # as in a later process: one process names each cut text once
     with model_forbidden(est):
         with pytest.warns(TruncationWarning, match="1 text.*exceed the maximum length") as caught:
             warm = est.transform([short, long_text])
@@ -749,6 +751,7 @@ def test_a_cached_text_that_was_cut_is_warned_about_again(moe, tmp_path):
 
 def test_a_cache_hit_knows_it_was_cut_without_tokenizing(moe, tmp_path, monkeypatch):
     from skmoe.cache import EmbeddingCache
+    from skmoe.embedding import _REPORTED_CUTS
     from skmoe.engine.runner import TruncationWarning
 
     path = tmp_path / "emb.sqlite"
@@ -761,6 +764,7 @@ def test_a_cache_hit_knows_it_was_cut_without_tokenizing(moe, tmp_path, monkeypa
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("tokenized on a cache hit")
 
+    _REPORTED_CUTS.clear()  # as in a later process
     with monkeypatch.context() as m:
         m.setattr(encoder, "tokenize", no_tokenizing)
         with model_forbidden(est), pytest.warns(TruncationWarning, match="1 text.*: word word"):
@@ -768,6 +772,7 @@ def test_a_cache_hit_knows_it_was_cut_without_tokenizing(moe, tmp_path, monkeypa
     # rows stored without the flag (older files, other writers) are checked by tokenizing
     cache = EmbeddingCache(path)
     cache._conn().execute("UPDATE embeddings SET cut = NULL")
+    _REPORTED_CUTS.clear()
     with model_forbidden(est), pytest.warns(TruncationWarning, match="1 text"):
         est.transform([long_fits, long_cut])
 
@@ -923,3 +928,20 @@ def test_embed_to_names_its_own_format_argument(moe, tmp_path):
                                          r".*v\.npy; .*leave out format="):
         est.embed_to(["a"], tmp_path / "v.npy", format="parquet")
     assert not list(tmp_path.iterdir())
+
+
+def test_warnings_from_a_grid_search_point_at_the_users_line(moe):
+    """joblib runs cross_val_score's and GridSearchCV's fits (sequentially too): its frames
+    were taken for the user's, so every warning pointed into joblib/parallel.py."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+
+    from skmoe.engine.runner import TruncationWarning
+
+    texts = [f"{i} " + "word " * 40 for i in range(12)]
+    pipe = make_pipeline(MoEEmbeddingTransformer(moe, max_length=16, center=False),
+                         LogisticRegression())
+    with pytest.warns(TruncationWarning) as caught:
+        cross_val_score(pipe, texts, [0, 1] * 6, cv=2)
+    assert {w.filename for w in caught if w.category is TruncationWarning} == {__file__}
