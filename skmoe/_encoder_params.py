@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
@@ -52,19 +54,49 @@ class EncoderParams:
 
         return type(self).__qualname__, joblib.hash(self)
 
+    @contextmanager
+    def _fitting(self) -> Iterator[None]:
+        """While ``fit`` runs: the model's files are not checked against the previous fit's (a
+        refit may change the model) until ``fit`` sets ``_fit_source`` to the files it fits on;
+        a model loaded later in the fit must then be those. Nothing fitted is touched here, so
+        a fit that raises leaves the previous fitted state as it was."""
+        self.__dict__["_fit_source"] = None
+        try:
+            yield
+        finally:
+            self.__dict__.pop("_fit_source", None)
+
     def _check_source(self, source: ModelSource) -> None:
         """Refuse other weights, tokenizer or config than fit saw (``model_fingerprint_``),
         naming which; note a new revision name for the same files."""
-        fitted = getattr(self, "model_fingerprint_", None)
-        if fitted is None:
-            return
-        then = getattr(self, "model_revision_", None)
+        fitted: str | None
+        then: str | None
+        name: str | None
+        if "_fit_source" in self.__dict__:  # fit is running: its own files, once it knows them
+            fitting: ModelSource | None = self.__dict__["_fit_source"]
+            if fitting is None:
+                return
+            fitted, then, name = fitting.fingerprint, fitting.revision, None
+        else:
+            fitted = getattr(self, "model_fingerprint_", None)
+            if fitted is None:
+                return
+            then = getattr(self, "model_revision_", None)
+            name = getattr(self, "model_name_", None)  # absent: pickled before, LearnedPooling
         if fitted != source.fingerprint and not _legacy_match(fitted, source):
             what = " and ".join(changed_parts(fitted, source.fingerprint))
+            fitted_with = f"{fitted}{f', revision {then}' if then else ''}"
+            if name is not None and name != str(self.model):
+                raise WeightsChangedError(
+                    f"model changed after fit (fitted with {name!r}, now {str(self.model)!r}), "
+                    f"and the {what} differ from those this {type(self).__name__} was fitted "
+                    f"with (fingerprint {source.fingerprint}, revision {source.revision}; fitted "
+                    f"with {fitted_with}); call fit again, or set model back to {name!r}."
+                )
             raise WeightsChangedError(
                 f"The {what} of {self.model!r} (fingerprint {source.fingerprint}, revision "
                 f"{source.revision}) differ from those this {type(self).__name__} was fitted "
-                f"with ({fitted}{f', revision {then}' if then else ''}). Pin revision= or refit."
+                f"with ({fitted_with}). Pin revision= or refit."
             )
         if then is not None and source.revision != then:
             # Same files under another name (e.g. the hub branch moved to a commit that changed

@@ -145,6 +145,9 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         Width of ``transform``'s output.
     model_revision_ : str
         Resolved hub commit (``"local"`` for folders).
+    model_name_ : str
+        The ``model`` parameter fit loaded; a transform after ``set_params(model=...)`` to
+        other files names both.
     model_fingerprint_ : str
         Digest of the weights, tokenizer files and parsed configs
         (:func:`skmoe.encoder.loading.weights_fingerprint`), checked again before any vector is
@@ -293,31 +296,39 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
 
     def _fit(self, texts: list[str]) -> tuple[SentenceEncoder | ModelCard, np.ndarray | None]:
         """Fit on validated texts; return the model (encoder or card) and, when fitting needed
-        them, the texts' float embeddings (for ``fit_transform``)."""
-        for attr in ("model_fingerprint_", "model_revision_"):  # refit may change the model
-            self.__dict__.pop(attr, None)
-        model = self._model()
-        self._check_params(model)
-        self.prompt_ = self._prompt(model)
-        self.embedding_dim_ = model.embedding_dim
-        dim = int(self.truncate_dim or self.embedding_dim_)
-        self.n_features_out_ = output_width(dim, self.output_dtype)
-        self.model_revision_ = model.source.revision
-        self.model_fingerprint_ = model.source.fingerprint
-        self.output_params_ = {k: getattr(self, k) for k in _OUTPUT_PARAMS}
-        self.__dict__.pop("quantization_ranges_", None)
-        self.center_ = None
-        calibrated = self.output_dtype in CALIBRATED_DTYPES
-        distinct = len(set(texts))  # copies of one text teach no direction
-        centred = bool(self.center) and distinct >= MIN_CENTER_ROWS
-        if not (calibrated or centred):
-            return model, None
-        full = self._embedder(model, self.prompt_).embed(texts)
-        if centred:
-            self.center_ = fit_center(full, self.truncate_dim, distinct)
-        floats = self._postprocess(full)
-        if calibrated:
-            self.quantization_ranges_ = calibration_ranges(floats)
+        them, the texts' float embeddings (for ``fit_transform``).
+
+        Atomic: everything is computed into locals and replaces the fitted state in one step at
+        the end, so a fit that raises (a refused parameter, an interrupt while loading or
+        embedding) leaves the previous fit (or no fit) exactly as it was."""
+        with self._fitting():  # a refit may change the model: not checked against the last fit
+            model = self._model()
+            self._check_params(model)
+            self.__dict__["_fit_source"] = model.source  # a model loaded below: these files
+            prompt = self._prompt(model)
+            dim = int(self.truncate_dim or model.embedding_dim)
+            fitted: dict[str, Any] = {
+                "prompt_": prompt, "embedding_dim_": model.embedding_dim,
+                "n_features_out_": output_width(dim, self.output_dtype),
+                "model_name_": str(self.model), "model_revision_": model.source.revision,
+                "model_fingerprint_": model.source.fingerprint,
+                "output_params_": {k: getattr(self, k) for k in _OUTPUT_PARAMS}, "center_": None,
+            }
+            calibrated = self.output_dtype in CALIBRATED_DTYPES
+            distinct = len(set(texts))  # copies of one text teach no direction
+            centred = bool(self.center) and distinct >= MIN_CENTER_ROWS
+            floats = None
+            if calibrated or centred:
+                full = self._embedder(model, prompt).embed(texts)
+                if centred:
+                    fitted["center_"] = fit_center(full, self.truncate_dim, distinct)
+                floats = truncate_and_normalize(full, self.truncate_dim, self.normalize,
+                                                fitted["center_"])
+                if calibrated:
+                    fitted["quantization_ranges_"] = calibration_ranges(floats)
+        # One assignment: an interrupt lands before it (the old state) or after (the new one).
+        kept = {k: v for k, v in vars(self).items() if k != "quantization_ranges_"}
+        self.__dict__ = {**kept, **fitted}
         return model, floats
 
     def transform(self, X: Any) -> np.ndarray:
