@@ -35,11 +35,31 @@ class _Held:
     thread, one started by ``threading`` or not), the storage goes and the connection is closed
     (a thread per request kept one open each: 2 fds and up to 1 MB, ~500 requests to EMFILE)."""
 
-    __slots__ = ("conn", "__weakref__")
+    __slots__ = ("conn", "sidecars", "__weakref__")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
         self.conn = conn
+        # the write-ahead log and its index this connection opened (while it is open, their
+        # inodes cannot be reused: a file with one of these identities is one of them)
+        self.sidecars: dict[str, tuple[int, int] | None] = {}
+        for suffix in _SIDECARS:
+            try:
+                self.sidecars[suffix] = _file_identity(path + suffix)
+            except OSError:
+                self.sidecars[suffix] = None
         weakref.finalize(self, _close_in, conn, os.getpid())
+
+
+_SIDECARS = ("-wal", "-shm")
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of the file at ``path``, None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _close_in(conn: sqlite3.Connection, pid: int) -> None:
@@ -85,6 +105,10 @@ class CacheFile:
         self._write_fault: str | None = None
         self._transient_warned = False  # one warning for faults that stop nothing (diagnose)
         self._damaged: set[tuple[str, bytes]] = set()
+        # (st_dev, st_ino) of the file the connections opened: a file removed or replaced at the
+        # path since is noticed by reopen_if_replaced (the connections would go on using the
+        # old, possibly deleted, file: hits from it, new rows lost with it)
+        self._identity: tuple[int, int] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "timeout": self.timeout}
@@ -111,12 +135,69 @@ class CacheFile:
         held = getattr(self._local, "held", None)
         if held is None:
             conn, layout = open_connection(self.path, self.timeout)
-            held = self._local.held = _Held(conn)
+            held = self._local.held = _Held(conn, self.path)
+            try:
+                identity = _file_identity(self.path)
+            except OSError:
+                identity = None
             with self._lock:
                 self._connections.add(held)
                 if self._layout is None or layout.version > self._layout.version:
                     self._layout = layout
+                if self._identity is None:
+                    self._identity = identity
         return held.conn
+
+    def reopen_if_replaced(self) -> bool:
+        """Start afresh if the file at :attr:`path` is no longer the one the connections opened.
+
+        After ``rm cache.sqlite*`` (or a copy renamed over it), connections kept from before
+        would go on reading and writing the old file, deleted or not: hits served from it, new
+        rows lost with it. One ``os.stat``, meant for the start of a call (the registry calls it
+        each time it hands the cache out); when the file is gone or another, this object's
+        connections are closed and its state (counts, stopped sides) reset, as after
+        :meth:`remove`, and the next use opens (or creates) the file now at the path. Returns
+        whether it did. Another thread inside a call on this cache meanwhile loses the cache for
+        the read or write under way only (those rows are misses, or not stored), without an
+        error.
+        """
+        self._check_pid()
+        if self._identity is None:  # nothing opened yet (or since the last reset)
+            return False
+        try:
+            now = _file_identity(self.path)
+        except OSError:  # not readable now: the next use says why
+            return False
+        if now == self._identity:
+            return False
+        self._retire_log()
+        self.close()
+        self._reset_process_state()
+        return True
+
+    def _retire_log(self) -> None:
+        """Leave no write-ahead log of the old file at the path, where the next open would
+        replay the old file's pages into the new one (damage: SQLite neither checkpoints nor
+        deletes the log of a file moved or deleted under it). Checkpointed into the old file and
+        emptied through one of this object's connections, which reach the old log whatever is
+        at the path now; failing that, the log and index are removed if they are the very files
+        a still-open connection opened (never the new file's)."""
+        with self._lock:
+            held = getattr(self._local, "held", None) or next(iter(self._connections), None)
+        if held is None:
+            return
+        try:
+            busy = held.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error:
+            busy = 1
+        if not busy:
+            return
+        for suffix, identity in held.sidecars.items():
+            try:
+                if identity is not None and _file_identity(self.path + suffix) == identity:
+                    os.remove(self.path + suffix)
+            except OSError:
+                pass
 
     def _file_layout(self) -> Layout:
         self._conn()
@@ -130,6 +211,11 @@ class CacheFile:
 
         ``opening``: the file could not be opened at all (nor read-only), so neither side works.
         """
+        if isinstance(exc, sqlite3.ProgrammingError) and "closed database" in str(exc):
+            # closed under this call by another thread (the registry closing an idle cache's
+            # connections, or a file replaced at the path): these rows go without the cache,
+            # the next use opens a connection again
+            return
         if isinstance(exc, _BUGS) or not isinstance(exc, _FAULTS):
             raise exc
         found = diagnose(exc, self.path)
