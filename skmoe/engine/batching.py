@@ -13,6 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+#: Batches of full-length windows that the texts of one batch of last windows may need
+#: (:func:`plan_text_batches`): about the most work an interrupted run loses.
+BODY_BATCHES_IN_FLIGHT = 4
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -75,6 +79,14 @@ def plan_batches(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")
+    return _cut(lengths, order, batch_size, max_tokens, exact, max_padding)
+
+
+def _cut(lengths: np.ndarray, order: np.ndarray, batch_size: int, max_tokens: int | None,
+         exact: bool, max_padding: float | None, work: np.ndarray | None = None,
+         max_work: int = 0) -> list[Batch]:
+    """:func:`plan_batches` over rows already sorted longest first (``order``); with ``work``
+    (per row), a batch also closes before its rows' work would pass ``max_work`` (>= 1 row)."""
     batches: list[Batch] = []
     start = 0
     n = len(order)
@@ -92,8 +104,99 @@ def plan_batches(
             real = np.cumsum(lengths[order[start:stop]])
             share = 1.0 - real / (np.arange(1, len(real) + 1) * max(longest, 1))
             stop = start + max(1, int(np.searchsorted(share, max_padding, side="right")))
+        if work is not None:
+            spent = np.cumsum(work[order[start:stop]])
+            stop = start + max(1, int(np.searchsorted(spent, max_work, side="right")))
         batches.append(Batch(order[start:stop], longest))
         start = stop
+    return batches
+
+
+def plan_text_batches(
+    lengths: Sequence[int] | np.ndarray,
+    owner: Sequence[int] | np.ndarray,
+    batch_size: int,
+    max_tokens: int | None = None,
+    exact: bool = False,
+    max_padding: float | None = None,
+) -> list[Batch]:
+    """Batches for the windows of texts that finish texts all through the run, not at its end.
+
+    ``owner`` gives each row's text; a text's rows are consecutive and all but its last are of
+    one full length (windows as :func:`~skmoe.engine.windows.split_row` cuts them). Sorting
+    every window longest first (:func:`plan_batches`) ran all full windows first and every
+    text's shorter last window at the end, so no text was whole (cached, counted) until then.
+
+    Here the *last* rows (one per text; the only row of a short text) are planned as
+    :func:`plan_batches` plans rows, and a batch of them also closes before its texts hold
+    more than :data:`BODY_BATCHES_IN_FLIGHT` batches of full rows. The full rows follow the
+    order of those batches, in full batches; each batch of last rows comes once the full rows
+    of its texts are queued. One with fewer rows than a full batch rides in the open full
+    batches (while the padding allows; not with ``exact``): a pass of its own would cost more;
+    a larger one runs on its own. So texts complete batch after batch, the work spent on
+    unfinished texts stays within a few batches, and padding and the number of forward passes
+    stay about those of :func:`plan_batches` (full rows have no padding). The first batch is a
+    full one (the peak memory shows first). Rows of another shape: :func:`plan_batches`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    owner = np.asarray(owner)
+    last = np.ones(len(owner), dtype=bool)
+    last[:-1] = owner[1:] != owner[:-1]
+    body = np.flatnonzero(~last)
+    full = int(lengths[body[0]]) if len(body) else 0
+    if not len(body) or np.any(lengths[body] != full):
+        return plan_batches(lengths, batch_size, max_tokens, exact, max_padding)
+    tails = np.flatnonzero(last)
+    text = np.cumsum(last) - last  # each row's text, counted from 0
+    per = min(batch_size, max(1, max_tokens // full)) if max_tokens is not None else batch_size
+    needs = np.bincount(text[body], minlength=len(tails))  # full rows of each text
+    order = np.argsort(-lengths[tails], kind="stable")
+    last_batches = _cut(lengths[tails], order, batch_size, max_tokens, exact, max_padding,
+                        work=needs, max_work=BODY_BATCHES_IN_FLIGHT * per)
+    rank = np.empty(len(tails), dtype=np.int64)  # the batch of last rows of each text
+    for k, batch in enumerate(last_batches):
+        rank[batch.rows] = k
+    body = body[np.argsort(rank[text[body]], kind="stable")]
+    ready = np.cumsum(np.bincount(rank[text[body]], minlength=len(last_batches)))
+    ready[0] = max(ready[0], min(per, len(body)))  # a full batch first
+    batches: list[Batch] = []
+    open_rows: list[np.ndarray] = []  # the open full batch: its full rows, last rows riding
+    held = gap = queued = 0  # its rows, its padded positions; full rows queued so far
+
+    def close() -> None:
+        nonlocal held, gap
+        rows = np.concatenate(open_rows)
+        rows = rows[np.argsort(-lengths[rows], kind="stable")]
+        batches.append(Batch(rows, int(lengths[rows[0]])))
+        open_rows.clear()
+        held = gap = 0
+
+    for k, batch in enumerate(last_batches):
+        while queued < ready[k]:
+            take = body[queued : queued + min(per - held, int(ready[k]) - queued)]
+            open_rows.append(take)
+            held, queued = held + len(take), queued + len(take)
+            if held == per:
+                close()
+        rows = tails[batch.rows]  # longest first
+        if exact or len(rows) >= per:  # a batch of its own costs no more than riding
+            batches.append(Batch(rows, batch.max_len))
+            continue
+        while len(rows):  # ride in the open batch(es) while the padding allows
+            piece = rows[: per - held]
+            pad = int(np.sum(full - lengths[piece]))
+            rows_then = min(per, held + len(piece) + len(body) - queued)  # once it is full
+            if max_padding is not None and gap + pad > max_padding * rows_then * full:
+                batches.append(Batch(rows, int(lengths[rows[0]])))
+                break
+            open_rows.append(piece)
+            held, gap, rows = held + len(piece), gap + pad, rows[len(piece) :]
+            if held == per:
+                close()
+    if held:
+        close()
     return batches
 
 

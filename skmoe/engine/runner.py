@@ -27,7 +27,7 @@ from ..encoder import SentenceEncoder
 from ..encoder.checkpoint import check_finite_output
 from ..encoder.tokenization import tokenize
 from ._deprecated_streaming import DeprecatedStreaming
-from .batching import Batch, TokenRows, pack, plan_batches, split_batch
+from .batching import Batch, TokenRows, pack, plan_batches, plan_text_batches, split_batch
 from .memory import reuse_freed_memory_if_asked
 from .precision import QUANTIZED, precision_of
 from .prefetch import prefetched
@@ -206,7 +206,7 @@ class Engine(DeprecatedStreaming):
                 yield group.owner[rows], vectors
             return
         pool = WindowPool(group.owner, group.ids.lengths, self.encoder.embedding_dim)
-        for rows, vectors in self.iter_batches(group.ids):
+        for rows, vectors in self.iter_batches(group.ids, owner=group.owner):
             done, pooled = pool.add(rows, vectors)
             if len(done):
                 yield done, pooled
@@ -322,19 +322,20 @@ class Engine(DeprecatedStreaming):
             out[rows] = vectors
         return out
 
-    def iter_batches(self, ids: Sequence[Sequence[int]], *, pipelined: bool = True
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_batches(self, ids: Sequence[Sequence[int]], *, pipelined: bool = True,
+                     owner: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(row indices, pooled vectors)`` batch by batch (nothing kept on the device).
 
         ``pipelined``: batch ``k + 1`` is launched before the vectors of batch ``k`` are read
         back, so on an accelerator the host waits on a batch's copy (the one sync per batch)
         while the next batch already runs. On the CPU every batch is done when launched.
         Callers that read what a forward pass leaves behind (routing records) when its batch
-        is yielded pass ``pipelined=False``.
+        is yielded pass ``pipelined=False``. ``owner``: the text of each row, for windows (see
+        :meth:`plan`).
         """
         ids = TokenRows(ids)
         lengths = ids.lengths
-        pending = deque(self.plan(lengths))
+        pending = deque(self.plan(lengths, owner))
         in_flight: deque[tuple[Batch, _Launched]] = deque()
         while pending:
             batch = pending.popleft()
@@ -369,12 +370,17 @@ class Engine(DeprecatedStreaming):
         while in_flight:
             yield self._finish(*in_flight.popleft())
 
-    def plan(self, lengths: np.ndarray) -> list[Batch]:
+    def plan(self, lengths: np.ndarray, owner: np.ndarray | None = None) -> list[Batch]:
         """This engine's batches for rows of these token lengths (device defaults, padding
-        rules of the backbone and precision)."""
+        rules of the backbone and precision). With ``owner`` (each row's text: the windows of
+        a :class:`~skmoe.engine.windows.TokenGroup`), batches that complete texts all through
+        the group (:func:`~skmoe.engine.batching.plan_text_batches`)."""
         bs, mt = self._defaults()
         exact = self._exact_lengths()
         max_padding = None if self.encoder.is_moe or exact else MAX_PADDING_DENSE
+        if owner is not None:
+            return plan_text_batches(lengths, owner, bs, mt, exact=exact,
+                                     max_padding=max_padding)
         return plan_batches(lengths, bs, mt, exact=exact, max_padding=max_padding)
 
     def _back_off(self, batch: Batch) -> None:

@@ -9,7 +9,10 @@ text as truncation would cut it.
 
 Windows are produced in groups of about :data:`GROUP_TOKENS` tokens, so a corpus of long
 documents is never tokenized all at once: the engine plans and runs one group's windows, pools
-each text's windows, and moves on.
+each text's windows, and moves on. Within a group the batches are planned so that texts
+complete batch after batch (:func:`~skmoe.engine.batching.plan_text_batches`), and
+:class:`WindowPool` hands each text over as soon as its last window has run: the cache and the
+progress bar see texts all through a group, not only at its end.
 """
 
 from __future__ import annotations
