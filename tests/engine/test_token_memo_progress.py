@@ -24,12 +24,9 @@ def encoder(fast_moe):
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: the thread pool's overhead dominates a 64-d model's tiny ops."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _empty_memo():
+    """One intra-op thread comes from tests/engine/conftest.py; the memo is left empty."""
     yield
-    torch.set_num_threads(before)
     ts.clear_memo()
 
 
