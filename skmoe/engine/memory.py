@@ -68,3 +68,22 @@ def reuse_freed_memory_if_asked() -> bool:
 
 _YES = ("1", "true", "yes", "on")
 _NO = ("0", "false", "no", "off")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far, in bytes (the memory benchmarks).
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``: ``ru_maxrss`` survives ``exec`` and so
+    reports the parent's size in a freshly spawned child. Elsewhere ``ru_maxrss`` (``resource``
+    is POSIX only, so it is imported here: ``import skmoe`` must work on Windows).
+    """
+    status = "/proc/self/status"
+    if os.path.exists(status):
+        with open(status) as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
