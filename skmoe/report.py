@@ -223,12 +223,11 @@ def build_report(
     from . import plotting
 
     started = time.perf_counter()
-    out = Path(out_dir)
+    final = Path(out_dir)
     rd = _data.prepare_data(data, text_column=text_column, label_column=label_column,
                             language_column=language_column, split_column=split_column,
                             id_column=id_column, source_language=source_language,
                             random_state=random_state)
-    final = out
     final.mkdir(parents=True, exist_ok=True)
     # One embedding pass: every distinct text (train + test, all languages) encoded once; an
     # unfitted transformer is cloned and fitted on the training texts, the user's left as is.
@@ -263,15 +262,15 @@ def build_report(
     res = ReportResults(rd=rd, shots=shots, seeds=seeds,
                         chance=float(pd.Series(y_test).value_counts(normalize=True).max()))
     # written whole in a folder of its own inside ``final``, then moved in (publish_report)
-    out = make_partial(final / ".skmoe-report", folder=True)
+    work = make_partial(final / ".skmoe-report", folder=True)
     try:
         step()
         scores = probe_report(X_train, y_train, groups=g_train, X_test=X_test, y_test=y_test,
                               groups_test=g_test, samples_per_label=shots, n_experiments=seeds,
                               metrics=METRICS, random_state=random_state)
         res.per_language = per_language_table(scores, rd, shots)
-        _write_table(out, "probe_per_language", res.per_language)
-        scores.to_csv(out / "probe_scores.csv", index=False)
+        _write_table(work, "probe_per_language", res.per_language)
+        scores.to_csv(work / "probe_scores.csv", index=False)
         bar.update()
 
         step()
@@ -285,12 +284,12 @@ def build_report(
             rd.languages)
         res.from_source = from_source_table(res.matrix, res.per_language, rd.source_language,
                                             tscores)
-        res.matrix.to_csv(out / "transfer_matrix.csv")
-        res.matrix_std.to_csv(out / "transfer_matrix_std.csv")
-        (out / "transfer_matrix.md").write_text(render.markdown_table(
+        res.matrix.to_csv(work / "transfer_matrix.csv")
+        res.matrix_std.to_csv(work / "transfer_matrix_std.csv")
+        (work / "transfer_matrix.md").write_text(render.markdown_table(
             render.mean_std_cells(res.matrix, res.matrix_std), index=True), encoding="utf-8")
-        _write_table(out, "transfer_from_source", res.from_source)
-        tscores.to_csv(out / "transfer_scores.csv", index=False)
+        _write_table(work, "transfer_from_source", res.from_source)
+        tscores.to_csv(work / "transfer_scores.csv", index=False)
         bar.update()
 
         step()
@@ -302,34 +301,34 @@ def build_report(
         ], ignore_index=True)
         plotting.plot_probe(both, metric="accuracy", x="group", hue="probe", chance=res.chance,
                             title=f"few-shot accuracy ({shots} per label, {seeds} draws)",
-                            path=out / "accuracy_by_language.png")
+                            path=work / "accuracy_by_language.png")
         plotting.plot_transfer(res.matrix, metric="accuracy", vmin=res.chance, vmax=1.0,
                                title=f"transfer accuracy ({shots} per label)",
-                               path=out / "transfer_heatmap.png")
+                               path=work / "transfer_heatmap.png")
         bar.update()
 
         if umap is not False:
             step()
-            res.maps = _maps(out, X_test, rd, umap, random_state, plotting)
+            res.maps = _maps(work, X_test, rd, umap, random_state, plotting)
             bar.update()
 
         if do_bitext:
             step()
             res.bitext = bitext_table(vectors, pd.concat([rd.train, rd.test]), rd.source_language)
-            _write_table(out, "bitext_retrieval", res.bitext)
+            _write_table(work, "bitext_retrieval", res.bitext)
             bar.update()
 
         if do_routing:
             step()
             stats = routing_stats(transformer, list(rd.test["text"]), g_test, split_half=True)
-            stats.experts.to_csv(out / "routing.csv", index=False)
-            plotting.plot_routing(stats, vmin=0.0, path=out / "routing_heatmap.png")
+            stats.experts.to_csv(work / "routing.csv", index=False)
+            plotting.plot_routing(stats, vmin=0.0, path=work / "routing_heatmap.png")
             res.routing = (encoder.moe_config, routing_note(stats))
             bar.update()
 
         if pool_params is not None:
             step()
-            res.pooling = report_pooling.compare_pooling(pool_params, rd, out,
+            res.pooling = report_pooling.compare_pooling(pool_params, rd, work,
                                                          random_state=random_state)
             bar.update()
 
@@ -337,13 +336,13 @@ def build_report(
         meta = _meta(transformer, encoder, rd, source, embed_seconds, from_cache,
                      time.perf_counter() - started)
         parts = sections(res)
-        (out / "report.md").write_text(render.to_markdown(title, meta, parts), encoding="utf-8")
-        (out / "index.html").write_text(render.to_html(title, meta, parts), encoding="utf-8")
-        render.publish_report(out, final)
+        (work / "report.md").write_text(render.to_markdown(title, meta, parts), encoding="utf-8")
+        (work / "index.html").write_text(render.to_html(title, meta, parts), encoding="utf-8")
+        render.publish_report(work, final)
         bar.update()
     finally:
         bar.close()
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     return final / "index.html"
 
 
