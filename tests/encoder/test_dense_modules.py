@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +83,9 @@ def texts(sib200_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def st_dense(tmp_path_factory: pytest.TempPathFactory, e5_path: Path) -> Path:
-    """multilingual-e5-small + Dense 384->256 Tanh (seeded) + Normalize, saved by sentence-transformers."""
+def st_dense(tmp_path_factory: pytest.TempPathFactory, e5_path: Path) -> Iterator[Path]:
+    """multilingual-e5-small + Dense 384->256 Tanh (seeded) + Normalize, saved by sentence-transformers.
+    Removed after this module (466 MB)."""
     from sentence_transformers import SentenceTransformer
 
     try:
@@ -98,7 +100,8 @@ def st_dense(tmp_path_factory: pytest.TempPathFactory, e5_path: Path) -> Path:
     SentenceTransformer(modules=[*base, dense, Normalize()], device="cpu").save(
         str(folder), safe_serialization=True)
     assert (folder / "2_Dense" / "model.safetensors").is_file()
-    return folder
+    yield folder
+    shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 def st_encode(folder: Path, texts: list[str]) -> np.ndarray:
