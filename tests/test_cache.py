@@ -430,10 +430,11 @@ def test_forked_child_reopens(cache):
     assert cache.integrity_check() == "ok"
 
 
-def _start_writer(path, ns, start, stop, batch, go=None, ready=None) -> subprocess.Popen:
+def _start_writer(path, ns, start, stop, batch, go=None, ready=None, workers=1) -> subprocess.Popen:
     args = [sys.executable, str(WRITER), str(path), ns, str(start), str(stop), str(batch)]
     args += [str(go)] if go else []
     args += [str(ready)] if ready else []
+    args += [str(workers)] if workers > 1 else []
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -451,9 +452,9 @@ def test_two_processes_write_concurrently_without_losing_rows(tmp_path):
     ns = cache_namespace(**NS_PARTS)
     # Fresh file: both processes also race to create the schema and switch it to WAL.
     ready = [tmp_path / "ready-0", tmp_path / "ready-1"]
-    procs = [
-        _start_writer(path, ns, 0, 2000, 10, go, ready[0]),  # rows 0..1999
-        _start_writer(path, ns, 1000, 3000, 7, go, ready[1]),  # rows 1000..2999: 1000 overlap
+    procs = [  # rows 1000..1999 are written by both
+        _start_writer(path, ns, 0, 2000, 10, go, ready[0], workers=2),  # rows 0..1999
+        _start_writer(path, ns, 1000, 3000, 7, go, ready[1], workers=2),  # rows 1000..2999
     ]
     # The signal only once both have imported and wait for it: on a loaded machine a fixed pause
     # let one writer finish before the other had started (seen in CI).

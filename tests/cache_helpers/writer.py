@@ -1,15 +1,19 @@
 """Subprocess worker for tests/test_cache.py: writes deterministic rows into an EmbeddingCache.
 
-Usage: python writer.py PATH NAMESPACE START STOP BATCH [GO_FILE [READY_FILE]]
+Usage: python writer.py PATH NAMESPACE START STOP BATCH [GO_FILE [READY_FILE [WORKERS]]]
 
 Writes texts ``row-{i}`` for i in [START, STOP) (STOP = -1: forever) in transactions of BATCH rows,
 printing the number of rows committed so far and the wall time after each commit (flushed). If GO_FILE is given, waits
 until it exists first, so two workers start writing at the same moment; READY_FILE is created once
 the imports are done, so the test can give the signal only when every worker is waiting for it.
+With WORKERS, each worker, once its first transaction is committed, waits until all WORKERS have
+committed theirs: then their writing overlaps in time however the start goes (a worker done in
+45 ms while the other still waited on SQLite's busy handler was seen in CI).
 """
 
 from __future__ import annotations
 
+import glob
 import itertools
 import os
 import sys
@@ -54,6 +58,7 @@ def main(argv: list[str]) -> None:
     cache = EmbeddingCache(path)
     indices = itertools.count(start) if stop < 0 else iter(range(start, stop))
     committed = 0
+    workers = int(argv[7]) if len(argv) > 7 else 1
     while True:
         chunk = list(itertools.islice(indices, batch))
         if not chunk:
@@ -63,6 +68,10 @@ def main(argv: list[str]) -> None:
         )
         committed += len(chunk)
         print(committed, time.time(), flush=True)
+        if committed == len(chunk) and workers > 1:  # after the first transaction
+            open(f"{argv[5]}.first-{start}", "w").close()
+            while len(glob.glob(f"{glob.escape(argv[5])}.first-*")) < workers:
+                time.sleep(0.001)
     cache.close()
 
 
