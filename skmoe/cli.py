@@ -31,6 +31,7 @@ from typing import Any
 
 from . import __version__
 from ._defaults import DEFAULT_MODEL
+from ._out_of_memory import is_out_of_memory
 from .cli_common import (
     EXIT_INPUT,
     EXIT_INTERRUPTED,
@@ -387,12 +388,11 @@ def user_error_code(exc: BaseException) -> int | None:
                         PermissionError, *user)):
         return EXIT_INPUT
     model = loaded_classes(*MODEL_ERRORS)
-    if isinstance(exc, (*model, sqlite3.DatabaseError, OSError, MemoryError)):
+    if isinstance(exc, (*model, sqlite3.DatabaseError, OSError)):
         return EXIT_MODEL
-    # torch's CPU allocator and its file mappings fail as RuntimeErrors ("DefaultCPUAllocator:
-    # can't allocate memory", "unable to mmap ...: Cannot allocate memory"): the machine's
-    # limit, not a bug (the engine halves its batches first)
-    if isinstance(exc, RuntimeError) and "allocate memory" in str(exc).lower():
+    # out of memory, a MemoryError or torch's RuntimeErrors (CUDA's, the CPU allocator's, a
+    # file mapping's): the machine's limit, not a bug (the engine halves its batches first)
+    if is_out_of_memory(exc):
         return EXIT_MODEL
     return None
 

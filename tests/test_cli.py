@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from matplotlib.image import imread
 
 import skmoe.cli as cli
@@ -785,6 +786,9 @@ def test_an_internal_error_is_a_bug_with_a_hint_not_a_user_mistake(capsys, tmp_p
     RuntimeError("unable to mmap 470045872 bytes from file <model.safetensors>: Cannot allocate "
                  "memory (12)"),
     MemoryError("out of memory on cpu embedding one text of 2048 tokens"),
+    # CUDA's, on one text (the engine raises it as it is): was called "internal error"
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+                           "capacity of 79.10 GiB of which 1.06 GiB is free."),
 ])
 def test_running_out_of_memory_is_the_machine_not_a_bug(capsys, tmp_path, moe, monkeypatch,
                                                         exc):

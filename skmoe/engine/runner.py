@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .._out_of_memory import is_out_of_memory
 from .._stack import external_stacklevel
 from ..encoder import SentenceEncoder
 from ..encoder.checkpoint import check_finite_output
@@ -57,15 +58,6 @@ MAX_PADDING_DENSE = 0.05
 
 # Special tokens a tokenizer may add around a text (<s> ... </s>, [CLS] ... [SEP]), with room.
 _SPECIAL_TOKENS_MARGIN = 8
-
-
-def _out_of_memory(error: BaseException) -> bool:
-    """An allocation failure of the device the batch ran on: CUDA's ``OutOfMemoryError``
-    (``torch.OutOfMemoryError`` on torch >= 2.5), or on the CPU torch's allocator, which raises a
-    plain ``RuntimeError`` ("DefaultCPUAllocator: can't allocate memory"), or ``MemoryError``."""
-    if isinstance(error, torch.cuda.OutOfMemoryError | MemoryError):
-        return True
-    return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
 
 
 def _utf8_size(text: str) -> int:
@@ -345,7 +337,7 @@ class Engine(DeprecatedStreaming):
             try:
                 launched = self._launch(ids, batch)
             except BaseException as error:
-                if _out_of_memory(error) and len(batch.rows) > 1:
+                if is_out_of_memory(error) and len(batch.rows) > 1:
                     self._back_off(batch)
                     half = len(batch.rows) // 2
                     halves = [batch.rows[:half], batch.rows[half:]]
@@ -355,8 +347,8 @@ class Engine(DeprecatedStreaming):
                 # an interrupt, a failure, an OOM on one row: hand over what is done first
                 while in_flight:
                     yield self._finish(*in_flight.popleft())
-                if _out_of_memory(error) and not isinstance(error, MemoryError | torch.cuda.
-                                                             OutOfMemoryError):
+                cuda_or_python = isinstance(error, MemoryError | torch.cuda.OutOfMemoryError)
+                if is_out_of_memory(error) and not cuda_or_python:  # torch's RuntimeError
                     raise MemoryError(
                         f"out of memory on {self.encoder.device.type} embedding one text of "
                         f"{batch.max_len} tokens ({str(error).splitlines()[0][:200]}); lower "
