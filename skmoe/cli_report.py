@@ -74,6 +74,8 @@ def run_report(args: argparse.Namespace, data: Any, *, text: str, label: str, la
                split: str | None, what: str, ids: str | None = None,
                path: Path | None = None) -> int:
     """Check the table, load the model, build the report and say where it is."""
+    from sklearn.base import clone
+
     from .evaluation import DataError, prepare_data
     from .report import build_report
 
@@ -94,8 +96,10 @@ def run_report(args: argparse.Namespace, data: Any, *, text: str, label: str, la
     load_model(transformer, list(data[text][:1]))
     say(f"report on {what}: {len(data):,} rows, "
         f"{count(data[language].nunique(), 'language')} -> {out}")
+    # load_model fitted it on one text (a check; one text learns no centre): the report gets an
+    # unfitted clone, fitted on the training texts and centred, as build_report's own callers
     index = build_report(
-        transformer, data, out,
+        clone(transformer), data, out,
         text_column=text, label_column=label, language_column=language, split_column=split,
         id_column=ids, source_language=args.source_language, shots=args.shots, seeds=args.seeds,
         umap=args.map == "umap", learned_pooling=args.learned_pooling,

@@ -72,6 +72,19 @@ def row_length(normalize: bool | str | float | None, width: int) -> float | None
     return float(np.sqrt(width)) if mode == "rms" else 1.0 if mode == "l2" else mode
 
 
+def describe_rows(transformer: Any) -> str | None:
+    """How a fitted skmoe transformer's rows are post-processed, in words for a report (centred
+    or not, their length); None for a transformer without ``center_`` and ``normalize``."""
+    if not hasattr(transformer, "center_") or not hasattr(transformer, "normalize"):
+        return None
+    centre = ("centred on the mean of the training texts" if transformer.center_ is not None
+              else "not centred")
+    mode = normalize_mode(transformer.normalize)
+    length = ("raw pooled lengths" if mode is None else "L2 length sqrt(width)" if mode == "rms"
+              else f"L2 length {row_length(mode, 1):g}")
+    return f"{centre}, {length}"
+
+
 def truncate_and_normalize(
     x: np.ndarray, truncate_dim: int | None, normalize: bool | str | float | None,
     center: np.ndarray | None = None,

@@ -57,6 +57,7 @@ from .evaluation import (
 )
 from .evaluation import data as _data
 from .evaluation.embeddings import EmbeddingSource
+from .postprocessing import describe_rows
 from .report_sections import ReportResults, map_caption, routing_note, sections
 from .search import search_vectors
 
@@ -479,6 +480,8 @@ def _meta(transformer: Any, encoder: Any, rd: _data.ReportData, source: Embeddin
                  ("embedding width", str(getattr(transformer, "n_features_out_", "?")))]
     else:
         rows.append(("transformer", repr(transformer)))
+    if (described := describe_rows(transformer)) is not None:
+        rows.append(("vectors", described))
     rows += [
         ("languages", ", ".join(map(str, rd.languages))),
         ("labels", ", ".join(map(str, pd.unique(rd.train["label"])))),
