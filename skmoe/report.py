@@ -233,10 +233,10 @@ def build_report(
     # One embedding pass: every distinct text (train + test, all languages) encoded once; an
     # unfitted transformer is cloned and fitted on the training texts, the user's left as is.
     t0 = time.perf_counter()
+    hits_before = _cache_hits(transformer)  # before fitting, which may read the training texts
     source = EmbeddingSource(list(rd.train["text"]) + list(rd.test["text"]), transformer,
                              fit_texts=list(rd.train["text"]))
     transformer = source.transformer
-    hits_before = _cache_hits(transformer)
     vectors = source.get()
     embed_seconds = time.perf_counter() - t0
     from_cache = None if hits_before is None else _cache_hits(transformer) - hits_before

@@ -777,6 +777,18 @@ def test_the_report_is_centred_on_the_training_texts_as_in_python(capsys, tmp_pa
                                   pd.read_csv(tmp_path / "py" / "probe_per_language.csv"))
 
 
+def test_a_cached_rerun_says_every_text_came_from_the_cache(capsys, tmp_path, moe):
+    """The count of cached texts began after the transformer was fitted on the training texts:
+    a rerun read all 1,344 texts from the cache and the report said 448 (the test texts)."""
+    path, options = _probe_table(tmp_path)
+    options += ["--model", moe, "--cache", tmp_path / "c.sqlite"]
+    for expected in ("(0 from the cache)", "(168 from the cache)"):
+        code, _, err = run(capsys, "probe", path, *options)
+        assert code == 0, err
+        report = (tmp_path / "rep" / "report.md").read_text()
+        assert "168 distinct" in report and expected in report, report[:800]
+
+
 @pytest.mark.parametrize("exc", [ValueError("inner shapes differ"), KeyError("column_x")])
 def test_an_internal_error_is_a_bug_with_a_hint_not_a_user_mistake(capsys, tmp_path, moe,
                                                                     monkeypatch, exc):
