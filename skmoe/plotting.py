@@ -301,6 +301,18 @@ def plot_routing(
     return _finish(fig, path)
 
 
+def umap_reducer(n_rows: int, *, n_neighbors: int = 15, min_dist: float = 0.1,
+                 random_state: int | None = 0) -> Any:
+    """The 2-D UMAP (cosine metric) of the maps, for ``n_rows`` rows (at least 3): fewer
+    neighbours than rows, and a random start below 4 rows, where UMAP's spectral start fails
+    (scipy's "k >= N" TypeError: a 3-row map crashed a report after all its probes had run)."""
+    import umap  # slow to import (numba): only when a map is drawn
+
+    return umap.UMAP(n_components=2, metric="cosine", n_neighbors=min(n_neighbors, n_rows - 1),
+                     min_dist=min_dist, random_state=random_state,
+                     init="spectral" if n_rows > 3 else "random")
+
+
 def plot_embedding_map(
     embeddings: Any,
     color: Any,
@@ -341,10 +353,8 @@ def plot_embedding_map(
     if len(X) < 2:
         raise ValueError(f"a 2-D map needs at least 2 rows, got {len(X)}")
     if reducer is None:
-        import umap  # slow to import (numba): only when a map is drawn
-
-        reducer = umap.UMAP(n_components=2, metric="cosine", n_neighbors=min(n_neighbors,
-                            len(X) - 1), min_dist=min_dist, random_state=random_state)
+        reducer = umap_reducer(len(X), n_neighbors=n_neighbors, min_dist=min_dist,
+                               random_state=random_state)
     with warnings.catch_warnings():
         # A seed makes UMAP single-threaded, which it announces on every call.
         warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)

@@ -390,10 +390,9 @@ def _map_names(reducer: Any) -> tuple[str, str]:
 def _project(X: np.ndarray, reducer: Any, seed: int) -> np.ndarray:
     """2-D coordinates of ``X`` from a fresh reducer (a clone of the one given, or UMAP)."""
     if reducer is True:
-        import umap as umap_lib  # slow import (numba): only when a map is drawn
+        from .plotting import umap_reducer  # matplotlib: only when a map is drawn
 
-        reducer = umap_lib.UMAP(n_components=2, metric="cosine",
-                                n_neighbors=min(15, len(X) - 1), min_dist=0.1, random_state=seed)
+        reducer = umap_reducer(len(X), random_state=seed)
     else:
         from sklearn.base import clone
 
@@ -456,7 +455,7 @@ def _maps(out: Path, X: np.ndarray, rd: _data.ReportData, reducer: Any, seed: in
             continue
         file = f"{stem}_{suffix}.png"
         what = (f"{len(part)} {rd.source_language} test texts" if column == "label"
-                else f"all {len(part)} test texts")
+                else f"{len(part)} test texts of every language")
         plotting.plot_embedding_map(X[rows], part[column].to_numpy(),
                                     reducer=_PrecomputedMap(_project(X[rows], reducer, seed)),
                                     title=f"{name} of the {what}, by {column}",

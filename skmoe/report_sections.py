@@ -2,7 +2,7 @@
 
 :func:`sections` turns a :class:`ReportResults` (filled by :func:`skmoe.report.build_report`)
 into :class:`skmoe.render.Section` s. Every caption says what its picture shows, and every
-statement about the data (chance, the closest and furthest languages, what the clusters of a
+statement about the data (chance, the smallest and largest transfer gaps, what the clusters of a
 map are made of) is computed from the results, never assumed.
 """
 
@@ -96,9 +96,14 @@ def transfer_section(res: ReportResults) -> Section:
               if from_src is not None else pd.DataFrame())
     if len(others):
         first, last = others.iloc[0], others.iloc[-1]
-        text += (f" Transfer closest to in-language: {first['test_language']} "
-                 f"(gap {first['gap']:+.3f}); furthest: {last['test_language']} "
-                 f"(gap {last['gap']:+.3f}).")
+        # by the signed gap: "closest" once named the most negative gap (transfer above the
+        # in-language probe), further from zero than a gap of +0.007
+        beat = (f"; transfer scored above the in-language probe in "
+                f"{', '.join(map(str, others[others['gap'] < 0]['test_language']))}"
+                if (others["gap"] < 0).any() else "")
+        text += (f" Smallest gap (transfer loses least): {first['test_language']} "
+                 f"({first['gap']:+.3f}); largest: {last['test_language']} "
+                 f"({last['gap']:+.3f}){beat}.")
         near = others[others["accuracy"] < chance + NEAR_CHANCE]["test_language"].tolist()
         if near:
             text += (f" Near chance (transfer accuracy below chance + {NEAR_CHANCE}): "

@@ -150,6 +150,18 @@ def test_plot_embedding_map(tmp_path):
         plot_embedding_map(X, color[:-1])
 
 
+@pytest.mark.parametrize("n", [3, 4])
+def test_a_umap_map_of_three_or_four_rows(n):
+    """Its own check let 3 rows through, then UMAP's spectral start failed (scipy: "k >= N"): a
+    report whose source language had 3 test rows crashed after all its probes had run."""
+    from skmoe.report import _project
+
+    X = np.random.default_rng(0).normal(size=(n, 16))
+    fig = plot_embedding_map(X, ["a", "b", "a", "b"][:n])
+    assert len(fig.axes[0].collections[0].get_offsets()) == n
+    assert np.isfinite(_project(X, True, seed=0)).all()  # the report's maps
+
+
 def test_plot_embedding_map_32_categories_are_distinct(tmp_path):
     """Beyond tab20's 20 colours every category keeps its own (colour, marker) pair, in the
     legend and on the map, and the legend is split into columns that fit beside the map."""

@@ -259,7 +259,13 @@ def test_transfer_text_gives_chance_and_names_languages_near_it():
                              "accuracy": [0.8, 0.15, 0.7], "gap": [0.0, 0.004, 0.05]})
     text = sections(ReportResults(rd, 8, 5, chance=1 / 7, from_source=from_src))[1].text
     assert "Chance (majority-class rate): 0.143" in text
-    assert "closest to in-language: zho_Hans (gap +0.004); furthest: deu_Latn (gap +0.050)" in text
+    assert ("Smallest gap (transfer loses least): zho_Hans (+0.004); largest: deu_Latn "
+            "(+0.050). ") in text
+    # a negative gap is transfer above the in-language probe: said, not called "closest"
+    from_src["gap"] = [0.0, -0.011, -0.007]
+    text = sections(ReportResults(rd, 8, 5, chance=1 / 7, from_source=from_src))[1].text
+    assert ("Smallest gap (transfer loses least): zho_Hans (-0.011); largest: deu_Latn (-0.007); "
+            "transfer scored above the in-language probe in zho_Hans, deu_Latn.") in text
     assert "Near chance (transfer accuracy below chance + 0.1): zho_Hans: no transfer" in text
     train = pd.concat([test, test.assign(language="fra_Latn")[test.label != "t3"]])
     rd = ReportData(train, test, ["eng_Latn", "fra_Latn"], "eng_Latn", "note")
