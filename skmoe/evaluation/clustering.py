@@ -53,6 +53,8 @@ def cluster_report(
     max_documents : int, default=16384
     batch_size : int, default=512
     random_state : int, default=0
+        Seeds each group's runs afresh: a group's scores are the same whatever other groups
+        the call holds, and in whatever order.
 
     Returns
     -------
@@ -70,9 +72,12 @@ def cluster_report(
     # the model's own vectors: a centre learned on X would make a group's score depend on the
     # other groups of the call (as for STS); a fitted transformer is used as it is
     source = EmbeddingSource(X, transformer, learn_center=False, floats_for="cluster_report")
-    rng = check_random_state(random_state)
     plan = []
     for group in pd.unique(g):
+        # each group's runs from random_state itself (an int: a fresh generator per group), as
+        # probe_report's draws: one generator running across the groups made a group's scores
+        # depend on the groups before it (eng V-measure 0.313 or 0.336 by the row order)
+        rng = check_random_state(random_state)
         rows = np.flatnonzero(g == group)
         for b in range(n_bootstrap):
             sub = rows if len(rows) <= max_documents else np.sort(
