@@ -423,9 +423,6 @@ class Embedder:
         keys = [hash((self.max_length, self.prompt, texts[i])) for i in rows]
         rows = np.asarray([i for i, key in zip(rows, keys, strict=True) if key not in _REPORTED_CUTS], int)
         earlier = len(keys) - len(rows)
-        if len(_REPORTED_CUTS) + len(keys) > _REPORTED_CUTS_MAX:
-            _REPORTED_CUTS.clear()
-        _REPORTED_CUTS.update(keys)
         if not len(rows):
             return
         shown = ", ".join(str(first_row + int(i)) for i in rows[:5])
@@ -439,6 +436,11 @@ class Embedder:
             TruncationWarning,
             stacklevel=external_stacklevel(),
         )
+        # named once warned: a filter that turns the warning into an error raised it before
+        # this line, and the next call raises again (it was marked first, then silent)
+        if len(_REPORTED_CUTS) + len(keys) > _REPORTED_CUTS_MAX:
+            _REPORTED_CUTS.clear()
+        _REPORTED_CUTS.update(keys)
 
 
 #: ``hash((max_length, prompt, text))`` of the cut texts a :class:`TruncationWarning` of this

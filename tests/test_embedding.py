@@ -112,6 +112,19 @@ def test_each_cut_text_is_named_once_per_process(encoder, tmp_path):
         other.embed(long_texts)
 
 
+def test_a_cut_text_raised_as_an_error_is_raised_again(encoder):
+    """A text was marked as named before its warning was shown: under a filter that turns the
+    warning into an error the first call raised and the same call again gave the cut vectors
+    silently (audit)."""
+    emb, _ = _counting(encoder, max_length=16)
+    long_text = ["7 " + "word " * 200]
+    for _ in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TruncationWarning)
+            with pytest.raises(TruncationWarning, match="exceed the maximum length"):
+                emb.embed(long_text)
+
+
 def test_cached_hits_warn_about_truncation_without_loading(encoder, tmp_path):
     cache = EmbeddingCache(tmp_path / "c.sqlite")
     long_text = "word " * 2000
