@@ -71,6 +71,25 @@ def test_a_max_length_the_prompt_fills_is_refused_in_truncate_mode(moe):
     assert not np.array_equal(X[0], X[1])
 
 
+def test_a_chunk_overlap_without_room_is_refused_before_any_text_is_embedded(moe, monkeypatch,
+                                                                            tmp_path):
+    """In chunk mode the room left by the overlap was checked at the first long text only:
+    5,000 short texts (50 s) were embedded, then the first long one raised and every vector was
+    lost. Refused before a batch runs, like a max_length the prompt fills."""
+    from skmoe.encoder.sentence import SentenceEncoder
+
+    est = MoEEmbeddingTransformer(moe, max_length=12, long_text="chunk", chunk_overlap=7,
+                                  verbose=0).fit([])
+    calls = []
+    real = SentenceEncoder.forward_packed
+    monkeypatch.setattr(SentenceEncoder, "forward_packed",
+                        lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    with pytest.raises(ValueError, match=r"chunk_overlap=7 leaves no room for new tokens"):
+        est.embed_to(["short", "also short", "a long text " * 40], tmp_path / "out.npy",
+                     chunk_size=2)  # the long text in the second chunk
+    assert calls == []  # nothing embedded, so nothing lost
+
+
 def test_pool_is_the_token_weighted_mean_and_keeps_single_windows_bit_for_bit():
     rng = np.random.default_rng(0)
     owner = np.array([0, 1, 1, 1, 2])

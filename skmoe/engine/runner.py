@@ -120,7 +120,7 @@ class Engine(DeprecatedStreaming):
 
     def __post_init__(self) -> None:
         self._token_cap: int | None = None  # lowered after an out-of-memory error
-        self._roomy: set[tuple[str, int]] = set()  # (prompt, limit) with room for text
+        self._roomy: set[tuple[str, int, int]] = set()  # (prompt, limit, overlap) with room
         if self.encoder.device.type == "cpu":
             reuse_freed_memory_if_asked()  # process-wide malloc tuning: only if SKMOE_TUNE_MALLOC
 
@@ -275,14 +275,16 @@ class Engine(DeprecatedStreaming):
     def _check_settings(self, prompt: str, long_text: str, chunk_overlap: int) -> None:
         """Before any row runs: the long-text mode, and room for text after the prompt."""
         check_long_text(long_text, chunk_overlap, self.limit)
-        if long_text == "truncate":  # windows check their room as they are cut
-            self._check_room(prompt)
+        # windows repeat the overlap: checked here too, not at the first long text (5,000
+        # texts, 50 s, were embedded and lost before a long one raised)
+        self._check_room(prompt, chunk_overlap if long_text == "chunk" else 0)
 
-    def _check_room(self, prompt: str) -> None:
-        """:func:`check_room_for_text` once per prompt and limit (it tokenizes the prompt)."""
-        key = (prompt, self.limit)
+    def _check_room(self, prompt: str, overlap: int = 0) -> None:
+        """:func:`check_room_for_text` once per prompt, limit and overlap (it tokenizes the
+        prompt)."""
+        key = (prompt, self.limit, overlap)
         if key not in self._roomy and self.encoder.tokenizer is not None:
-            check_room_for_text(Layout.of(self.encoder.tokenizer, prompt), key[1])
+            check_room_for_text(Layout.of(self.encoder.tokenizer, prompt), self.limit, overlap)
             self._roomy.add(key)
 
     def _check_tokenizer(self) -> None:
