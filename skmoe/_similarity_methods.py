@@ -15,7 +15,7 @@ from .embedding import resolve_prompt
 from .encoder.sentence import UnknownPromptError
 from .postprocessing import cosine_matrix, cosine_rows
 from .search import CORPUS_BLOCK, QUERY_BLOCK, check_search_params, search_vectors
-from .validation import validate_texts
+from .validation import check_aligned, validate_texts
 
 
 class SimilarityMixin:
@@ -48,7 +48,10 @@ class SimilarityMixin:
                             document_prompt_name: str | None = None,
                             document_prompt: str | None = None) -> np.ndarray:
         """Row-aligned cosine similarity ``[n]`` of ``a[i]`` and ``b[i]`` (prompts as in
-        :meth:`similarity`: ``a`` takes the query prompt, ``b`` the document prompt)."""
+        :meth:`similarity`: ``a`` takes the query prompt, ``b`` the document prompt). Two
+        pandas sides whose indexes hold the same labels in another order are refused, as in
+        the reports: by position they would pair other rows."""
+        check_aligned(a=a, b=b)  # 0.78 for translations paired across shuffled indexes
         a, b = validate_texts(a, "a"), validate_texts(b, "b")
         if len(a) != len(b):  # before embedding either side
             raise ValueError(f"Row-aligned similarity needs as many rows in a as in b ({len(a)} "

@@ -167,3 +167,17 @@ def test_pair_regression_on_sts17_english(e5_path, sts17_dir, tmp_path):
     pipe = Pipeline([("pairs", PairFeatures(embed, features=("cosine",))), ("reg", Ridge(alpha=1e-3))])
     pred = cross_val_predict(pipe, X, gold, cv=3)
     assert spearmanr(pred, gold).statistic > 0.6
+
+
+def test_pairwise_similarity_refuses_pandas_sides_in_another_order(moe):
+    """Row-aligned similarity paired two Series by position whatever their indexes: sentences
+    and their translations, one side shuffled, scored 0.78 instead of 0.99, silently, while
+    sts_report refused the same input (audit)."""
+    est = MoEEmbeddingTransformer(moe, verbose=0).fit([])
+    a = pd.Series(["The cat sleeps.", "A man plays guitar.", "It is raining."], index=[0, 1, 2])
+    b = pd.Series(["Rain is falling.", "The cat is sleeping.", "Someone plays a guitar."],
+                  index=[2, 0, 1])
+    with pytest.raises(ValueError, match="different indexes"):
+        est.similarity_pairwise(a, b)
+    aligned = est.similarity_pairwise(a, b.loc[a.index])
+    np.testing.assert_allclose(aligned, est.similarity_pairwise(list(a), list(b.loc[a.index])))
