@@ -100,6 +100,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.id_column is not None and fmt != "parquet":
         raise CLIError(f"--id-column writes the ids beside the vectors, which needs Parquet "
                        f"output; {dst.name} is .{fmt}")
+    from .embedding_files import PARQUET_COLUMNS
+
+    if args.id_column in PARQUET_COLUMNS:  # was an "internal error" after loading the model
+        raise CLIError(f"--id-column {args.id_column!r}: the ids are written under the column's "
+                       f"name, and the output's own columns are {' and '.join(PARQUET_COLUMNS)};"
+                       " rename that column in the input")
     texts, ids = read_inputs(src, args.column, args.input_format, args.id_column)
     cache = cache_of(args)
     if cache is not None and dst.resolve() == cache.resolve():

@@ -136,6 +136,10 @@ def _naming(path: Path) -> Iterator[None]:
         raise OSError(exc.errno, f"{exc.strerror or exc} (writing {path})") from exc
 
 
+#: The columns every Parquet output has: no extra column (e.g. ids) may take their names.
+PARQUET_COLUMNS = ("text", "embedding")
+
+
 def _column_array(name: str, values: Any, n_rows: int) -> Any:
     """``values`` (one per row) as one Arrow array of one type; a ValueError naming the column
     and its first row that cannot share the type of the rows before it."""
@@ -148,9 +152,12 @@ def _column_array(name: str, values: Any, n_rows: int) -> Any:
                          f"{type(values).__name__} of shape {tuple(shape)}{extra}; pass a single "
                          "column, e.g. frame['id']")
     items = list(values)
-    if len(items) != n_rows or name in ("text", "embedding"):
-        raise ValueError(f"column {name!r}: a name other than text/embedding and one "
-                         f"value per row ({n_rows}) needed, got {len(items)}")
+    if name in PARQUET_COLUMNS:
+        raise ValueError(f"column {name!r}: the Parquet file's own columns are "
+                         f"{' and '.join(PARQUET_COLUMNS)}; name this one otherwise")
+    if len(items) != n_rows:
+        raise ValueError(f"column {name!r}: one value per row ({n_rows}) needed, got "
+                         f"{len(items)}")
     try:  # an array or Series keeps its dtype (nullable ints, dates); NaN and NA are missing
         return pa.array(values if hasattr(values, "dtype") else items, from_pandas=True)
     except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:

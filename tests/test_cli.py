@@ -385,6 +385,11 @@ def test_embed_keeps_a_tables_ids_for_joining_back(capsys, tmp_path, moe):
     code, _, err = run(capsys, "embed", txt, "-o", dst, "--id-column", "doc", "--model", moe,
                        "--no-cache")
     assert_one_line_error(code, err, 2, "--id-column does not apply to a text file")
+    # the output's own column names: an "internal error, a bug" after loading the model (audit)
+    for name in ("text", "embedding"):
+        code, _, err = run(capsys, "embed", src, "-o", dst, "--id-column", name, "--model",
+                           "/no/such/model", "--no-cache")  # refused before the model is sought
+        assert_one_line_error(code, err, 2, f"--id-column '{name}'", "rename that column")
 
 
 def _stopped_after_the_first_chunk(tmp_path, monkeypatch, stop):
