@@ -112,6 +112,22 @@ class NoStringTag(HashEmbedder):
         return tags
 
 
+class RandomAtFit(HashEmbedder):
+    """Draws a scale at fit from ``random_state`` (None: another at every fit)."""
+
+    def __init__(self, dim: int = 8, random_state=None) -> None:
+        super().__init__(dim)
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        super().fit(X)
+        self.scale_ = np.random.default_rng(self.random_state).uniform(1, 2)
+        return self
+
+    def transform(self, X):
+        return super().transform(X) * np.float32(self.scale_)
+
+
 class StatelessOnlyAfterFit(HashEmbedder):
     def transform(self, X):
         return np.ascontiguousarray(self._rows(validate_texts(X)))
@@ -144,6 +160,14 @@ def test_each_check_catches_its_defect(cls, check_name):
         check_text_transformer(cls(), checks=[check_name])
     # The same defect does not trip the check on the correct transformer.
     check_text_transformer(HashEmbedder(), checks=[check_name])
+
+
+@pytest.mark.parametrize("check_name", ["check_text_fit_idempotent", "check_text_transform_output",
+                                        "check_text_clone"])
+def test_a_random_state_is_seeded_as_scikit_learn_does(check_name):
+    """The refit checks compared two fits of an unseeded estimator: LearnedPooling() (default
+    random_state=None) failed them at random; scikit-learn's checks seed random_state."""
+    check_text_transformer(RandomAtFit(), checks=[check_name])
 
 
 def test_expected_failures():
