@@ -66,14 +66,15 @@ def plot_probe(
     Parameters
     ----------
     scores : DataFrame
-        Tidy output of ``probe_report`` (``x="group"``) or ``transfer_regimes``
-        (``x="test_language", hue="regime"``).
+        Tidy output of ``probe_report`` (``x="group"``), ``transfer_regimes``
+        (``x="test_language", hue="regime"``) or ``cluster_report`` (pass its ``metric``).
     metric : str, optional
         Which ``metric`` rows to plot (default: the only metric in ``scores``, or
         ``"accuracy"``, :func:`~skmoe.evaluation.probe_report`'s default, where it holds several).
     x, hue : str
         Columns for the bar positions and the side-by-side bar series (``hue=None``: one
-        series; a hue column with a single value is drawn as one series too).
+        series; a hue column with a single value is drawn as one series too; the default
+        ``"k"`` where ``scores`` has no such column, as ``cluster_report``'s, is one series).
     chance : float, optional
         Draw a dashed line at this score (e.g. the majority-class rate), labelled
         ``chance_label``.
@@ -85,6 +86,14 @@ def plot_probe(
         raise ValueError("scores is empty: nothing to plot")
     if metric is None and "accuracy" in set(scores["metric"]):
         metric = "accuracy"
+    if hue == "k" and "k" not in scores.columns:  # the default, for scores without shots
+        hue = None
+    missing = [f"{c!r} ({role})" for c, role in ((x, "x"), (hue, "hue"), ("metric", "metric"),
+                                                  ("score", "score"))
+               if c is not None and c not in scores.columns]
+    if missing:  # was a bare KeyError
+        raise ValueError(f"scores have no column {', '.join(missing)}; columns: "
+                         f"{', '.join(map(str, scores.columns))}")
     df = select_rows(scores, "metric", metric)
     metric = str(df["metric"].iloc[0])
     keys = [x] if hue is None else [x, hue]

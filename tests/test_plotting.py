@@ -133,6 +133,16 @@ def test_plot_routing(tmp_path):
 
 
 @pytest.mark.slow  # the first UMAP call in a process compiles numba kernels
+def test_plot_probe_draws_cluster_scores_and_names_a_missing_column():
+    """cluster_report's scores have no k: the default hue="k" raised a bare KeyError('k')."""
+    scores = pd.DataFrame({"group": ["a", "a", "b", "b"], "bootstrap": [0, 1, 0, 1],
+                           "metric": "ami", "score": [0.2, 0.3, 0.4, 0.5], "n": 10})
+    fig = plot_probe(scores, metric="ami")
+    assert len(fig.axes[0].patches) == 2  # one series, two bars
+    with pytest.raises(ValueError, match=r"no column 'regime' \(hue\); columns: group, "):
+        plot_probe(scores, metric="ami", hue="regime")
+
+
 def test_plot_embedding_map(tmp_path):
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(3, 16)) * 5
