@@ -38,6 +38,11 @@ def summarize(scores: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataF
     pandas.DataFrame
         ``by`` columns plus ``mean``, ``std`` and ``n`` (draws), in first-seen order.
     """
+    if "score" not in scores.columns:  # was a bare KeyError ('Column not found: score')
+        raise ValueError("scores have no 'score' column: summarize takes the tidy scores of "
+                         "probe_report, transfer_matrix, transfer_regimes or cluster_report "
+                         "(sts_report and bitext_report give one row per group already); "
+                         f"columns: {', '.join(map(str, scores.columns))}")
     if by is None:
         by = setting_columns(scores)
     out = scores.groupby(list(by), sort=False)["score"].agg(["mean", "std", "count"])

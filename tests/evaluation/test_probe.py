@@ -73,6 +73,11 @@ def test_summarize_mean_and_sample_std():
     assert out.loc["x", "std"] == pytest.approx(np.sqrt(((0.25**2) * 2) / 1))  # ddof=1
     assert np.isnan(out.loc["y", "std"]) and out.loc["y", "n"] == 1
     assert list(summarize(s, by=["metric"])["mean"]) == [pytest.approx(1.7 / 3)]
+    # sts_report's rows (no draws, no score column): a bare KeyError before
+    sts = pd.DataFrame({"group": ["all"], "n_pairs": [10], "cosine_spearman": [0.5],
+                        "cosine_pearson": [0.4]})
+    with pytest.raises(ValueError, match="no 'score' column.*sts_report and bitext_report"):
+        summarize(sts)
 
 
 def test_transfer_matrix_hand_computed():
