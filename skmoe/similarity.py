@@ -58,6 +58,14 @@ class PairFeatures(TransformerMixin, BaseEstimator):
         self.n_features_out_ = sum(1 if f == "cosine" else dim for f in self.features)
         return self
 
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """``fit(X, y).transform(X)``, reading ``X`` once: a one-shot iterable of pairs such
+        as ``zip(a, b)`` (used up by ``fit``, then "shape (0,)" in ``transform``; a
+        ``Pipeline`` calls this) works as documented."""
+        if hasattr(X, "__iter__") and not hasattr(X, "__len__"):
+            X = list(X)
+        return self.fit(X, y, **fit_params).transform(X)
+
     def transform(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         a, b = split_pairs(X)

@@ -181,3 +181,16 @@ def test_pairwise_similarity_refuses_pandas_sides_in_another_order(moe):
         est.similarity_pairwise(a, b)
     aligned = est.similarity_pairwise(a, b.loc[a.index])
     np.testing.assert_allclose(aligned, est.similarity_pairwise(list(a), list(b.loc[a.index])))
+
+
+def test_pair_features_fit_transform_takes_zip_once(moe):
+    """split_pairs accepts zip(a, b, strict=True), but fit used the iterator up and transform got "shape
+    (0,)": PairFeatures.fit_transform and a Pipeline's fit failed on it (audit)."""
+    a, b = ["x one", "y two", "z three"], ["u one", "v two", "w three"]
+    pf = PairFeatures(MoEEmbeddingTransformer(moe, center=False, verbose=0))
+    out = pf.fit_transform(zip(a, b, strict=True))
+    np.testing.assert_array_equal(out, pf.transform(list(zip(a, b, strict=True))))
+    pipe = Pipeline([("pairs", PairFeatures(MoEEmbeddingTransformer(moe, center=False,
+                                                                    verbose=0))),
+                     ("clf", LogisticRegression())])
+    assert pipe.fit(zip(a, b, strict=True), [0, 1, 0]).predict(list(zip(a, b, strict=True))).shape == (3,)
