@@ -48,7 +48,14 @@ from .postprocessing import (
     truncate_and_normalize,
 )
 from .registry import get_cache, get_encoder, loaded, model_source, registry_key
-from .validation import check_bool, check_int, check_prompt, check_verbose, validate_texts
+from .validation import (
+    check_aligned,
+    check_bool,
+    check_int,
+    check_prompt,
+    check_verbose,
+    validate_texts,
+)
 
 __all__ = ["CHUNK_SIZE", "MoEEmbeddingTransformer", "WeightsChangedError"]
 
@@ -390,8 +397,14 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         Memory stays flat however many texts there are; ``skmoe embed`` runs this. A Parquet
         file records where its vectors come from (model, revision, fingerprint, prompt and the
         output settings) as JSON under its schema metadata's ``skmoe`` key, and with ``ids``
-        (one per text) a first column ``id_name`` for joining the vectors back.
+        (one per text) a first column ``id_name`` for joining the vectors back; pandas ``X``
+        and ``ids`` whose indexes hold the same labels in another order are refused (by
+        position they would pair ids with other rows' vectors).
         """
+        check_aligned(X=X, ids=ids)
+        if ids is not None and isinstance(out, np.ndarray):  # they were dropped without a word
+            raise ValueError("ids are written beside the vectors in a Parquet file; an array "
+                             "holds the vectors only: pass a .parquet path, or no ids")
         texts, model = self._as_fitted(X)
         provenance = {"model": str(self.model), "revision": self.model_revision_,
                       "fingerprint": self.model_fingerprint_, "prompt": self.prompt_,

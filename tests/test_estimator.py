@@ -928,6 +928,20 @@ def test_embed_to_names_its_own_format_argument(moe, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_embed_to_refuses_ids_it_would_misplace_or_drop(moe, tmp_path):
+    """A reversed ids Series was paired with the texts by position (id 12 beside 'cat'), and
+    ids with an array out were dropped without a word (audit)."""
+    est = MoEEmbeddingTransformer(moe, verbose=0).fit([])
+    texts = pd.Series(["cat", "dog", "car"], index=[10, 11, 12])
+    with pytest.raises(ValueError, match="different indexes"):
+        est.embed_to(texts, tmp_path / "v.parquet", ids=texts.index.to_series()[::-1])
+    with pytest.raises(ValueError, match="ids are written beside the vectors in a Parquet"):
+        est.embed_to(texts, np.empty((3, est.n_features_out_), np.float32), ids=[1, 2, 3])
+    assert not list(tmp_path.iterdir())
+    est.embed_to(texts, tmp_path / "v.parquet", ids=texts.index.to_series())
+    assert pd.read_parquet(tmp_path / "v.parquet")["id"].tolist() == [10, 11, 12]
+
+
 def test_warnings_from_a_grid_search_point_at_the_users_line(moe):
     """joblib runs cross_val_score's and GridSearchCV's fits (sequentially too): its frames
     were taken for the user's, so every warning pointed into joblib/parallel.py."""
