@@ -19,6 +19,7 @@ from sklearn.utils.multiclass import type_of_target
 from torch import nn
 
 from ._stack import external_stacklevel
+from .engine.batching import plan_batches
 from .engine.windows import check_long_text
 from .postprocessing import normalize_mode
 from .validation import (
@@ -63,9 +64,12 @@ class Pooler(nn.Module):
         self.register_buffer("inv_scale", 1.0 / torch.as_tensor(scale, dtype=torch.float32))
 
     @classmethod
-    def from_estimator(cls, est: Any) -> Pooler:
-        p = cls(est.attention_.shape[0], est.attention_.shape[1], est.state_mean_, est.state_scale_)
-        p.score.data = torch.as_tensor(est.attention_, dtype=torch.float32).clone()
+    def from_fitted(cls, fitted: Any) -> Pooler:
+        """The pooler of fitted attributes: an estimator, or ``train``'s dict of them."""
+        get = fitted.get if isinstance(fitted, dict) else lambda name: getattr(fitted, name)
+        attention = get("attention_")
+        p = cls(attention.shape[0], attention.shape[1], get("state_mean_"), get("state_scale_"))
+        p.score.data = torch.as_tensor(attention, dtype=torch.float32).clone()
         return p
 
     def weights(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -89,6 +93,48 @@ def pad(states: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     mask = torch.arange(h.shape[1])[None, :] < lengths[:, None]
     means = torch.from_numpy(np.stack([m for _, m in states]))
     return h, mask, means
+
+
+#: Padded tokens in one ``[B, S, H]`` tensor the pooler works on (a float32 copy at 768-d:
+#: 100 MB). A text with more tokens is padded alone. Padding every batch to its longest text
+#: made one long ``long_text="chunk"`` document cost ``B x L_long x H`` per batch: 6.2 GB for
+#: 1 long + 255 short texts on a 64-d model (12x that at 768-d).
+PAD_TOKENS = 32_768
+
+
+def pool(pooler: Pooler, states: list, max_rows: int
+         ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Pool ``states`` in groups of similar length; results in the order of ``states``.
+
+    The texts are grouped by :func:`~skmoe.engine.batching.plan_batches` (sorted by token count,
+    at most ``max_rows`` texts and :data:`PAD_TOKENS` padded tokens a group), so a long text is
+    never padded together with many short ones. Each text's vector depends on its own tokens
+    only, so the grouping changes no result beyond float rounding; gradients flow through.
+
+    Returns
+    -------
+    pooled : Tensor of shape (n, H)
+        float32 pooled vectors.
+    kl : Tensor of shape (n,)
+        Each text's KL divergence of its weights from uniform (the attention penalty).
+    weights : list of Tensor
+        Each text's token weights (its real tokens only).
+    """
+    if not states:
+        dim = pooler.score.shape[0]
+        return torch.zeros(0, dim), torch.zeros(0), []
+    pooled, kl, weights, order = [], [], [], []
+    for batch in plan_batches([len(s) for s, _ in states], max_rows, PAD_TOKENS):
+        h, mask, means = pad([states[i] for i in batch.rows])
+        p, w = pooler(h, mask, means)
+        n_real = mask.sum(1)
+        pooled.append(p)
+        kl.append((w * torch.log(w.clamp(min=1e-12))).sum(1) + torch.log(n_real.float()))
+        weights += [w[j, :n] for j, n in enumerate(n_real.tolist())]
+        order.append(batch.rows)
+    inverse = np.argsort(np.concatenate(order))  # row i of the groups' output is text order[i]
+    back = torch.from_numpy(inverse)
+    return torch.cat(pooled)[back], torch.cat(kl)[back], [weights[i] for i in inverse]
 
 
 def check_fit_params(est: Any, pairs: bool, y: Any, n: int) -> str:
@@ -183,17 +229,19 @@ def check_output_params(est: Any) -> None:
 
 
 def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y: Any,
-          objective: str) -> None:
-    """Fit ``est``'s pooling (and classifier) on the texts' token states."""
+          objective: str, dim: int) -> dict[str, Any]:
+    """Train the pooling (and classifier) on the texts' ``dim``-wide token states with ``est``'s
+    parameters; return the fitted attributes (``est`` is not touched: ``fit`` sets them all at
+    once, so an interrupted fit leaves the previous one as it was)."""
+    fitted: dict[str, Any] = {}
     rng = np.random.default_rng(est.random_state)
     init_seed = int(rng.integers(2**31))  # drawn first, so the split and batch order stay put
-    dim = states[0][0].shape[1] if states else est.embedding_dim_
     flat = torch.cat([s for s, _ in states]) if states else torch.zeros(1, dim)
     sample = flat[torch.from_numpy(rng.choice(len(flat), min(len(flat), _STATE_SAMPLE),
                                               replace=False))].float()
-    est.state_mean_ = sample.mean(0).numpy()
-    est.state_scale_ = np.maximum(sample.std(0).numpy(), 1e-6).astype(np.float32)
-    pooler = Pooler(dim, est.heads, est.state_mean_, est.state_scale_)
+    fitted["state_mean_"] = sample.mean(0).numpy()
+    fitted["state_scale_"] = np.maximum(sample.std(0).numpy(), 1e-6).astype(np.float32)
+    pooler = Pooler(dim, est.heads, fitted["state_mean_"], fitted["state_scale_"])
     if est.heads > 1 and est.max_iter != 0:  # zero scores give every head the same gradient
         _break_symmetry(pooler, init_seed)
     index = {t: i for i, t in enumerate(texts)}
@@ -205,12 +253,12 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
 
         labels = np.asarray(y)  # one per text: checked by check_fit_params
         enc = LabelEncoder().fit(labels)
-        est.classes_ = enc.classes_
+        fitted["classes_"] = enc.classes_
         target = torch.from_numpy(enc.transform(labels).astype(np.int64))
         rows = np.arange(len(texts))
     classifier = None
     if objective == "cross_entropy":  # zeroed below: skip the default init's global-RNG draws
-        classifier = nn.utils.skip_init(nn.Linear, dim, len(est.classes_))
+        classifier = nn.utils.skip_init(nn.Linear, dim, len(fitted["classes_"]))
     train_idx, val_idx = _split(len(rows), est, None if classifier is None else target.numpy(), rng)
     epochs = _epochs(est.max_iter, classifier is not None, len(val_idx))
     params = [{"params": pooler.parameters()}]
@@ -221,13 +269,8 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
     opt = torch.optim.Adam(params, lr=est.learning_rate)
 
     def loss_of(batch: np.ndarray) -> torch.Tensor:
-        if pairs is None:
-            h, mask, means = pad([states[i] for i in rows[batch]])
-        else:
-            h, mask, means = pad([states[i] for i in rows[batch].ravel()])
-        pooled, w = pooler(h, mask, means)
-        n_real = mask.sum(1).float()
-        kl = (w * torch.log(w.clamp(min=1e-12))).sum(1) + torch.log(n_real)
+        idx = rows[batch].ravel()  # pairs: anchor, positive, anchor, ...
+        pooled, kl, _ = pool(pooler, [states[i] for i in idx], len(idx))
         penalty = est.attention_penalty * kl.mean()
         if objective == "cross_entropy":
             logits = classifier(nn.functional.normalize(pooled, dim=-1) * TRAIN_ROW_LENGTH)
@@ -249,7 +292,8 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
             parts = [(loss_of(b).item(), len(b)) for b in _batches(idx, est.batch_size)]
         return sum(v * n for v, n in parts) / max(sum(n for _, n in parts), 1)
 
-    est.loss_curve_, best, best_state, stale, epoch, best_epoch = [], np.inf, None, 0, 0, 0
+    loss_curve: list[float] = []
+    best, best_state, stale, epoch, best_epoch = np.inf, None, 0, 0, 0
     for epoch in range(1, epochs + 1):  # noqa: B007 - epoch is n_iter_ below
         total = 0.0
         for batch in _batches(rng.permutation(train_idx), est.batch_size):
@@ -260,8 +304,8 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
             loss.backward()
             opt.step()
             total += loss.item() * len(batch)
-        est.loss_curve_.append(total / max(len(train_idx), 1))
-        current = evaluate(val_idx) if len(val_idx) else est.loss_curve_[-1]
+        loss_curve.append(total / max(len(train_idx), 1))
+        current = evaluate(val_idx) if len(val_idx) else loss_curve[-1]
         if current < best - 1e-6:
             best, stale, best_epoch = current, 0, epoch
             best_state = _snapshot(pooler, classifier)
@@ -273,13 +317,15 @@ def train(est: Any, texts: list[str], states: list, pairs: np.ndarray | None, y:
         pooler.score.data, cls_state = best_state
         if classifier is not None:
             classifier.load_state_dict(cls_state)
-    est.n_iter_ = epoch if epochs else 0
-    est.best_iter_ = best_epoch
-    est.best_loss_ = float(best) if np.isfinite(best) else float("nan")
-    est.attention_ = pooler.score.detach().numpy().copy()
+    fitted["loss_curve_"] = loss_curve
+    fitted["n_iter_"] = epoch if epochs else 0
+    fitted["best_iter_"] = best_epoch
+    fitted["best_loss_"] = float(best) if np.isfinite(best) else float("nan")
+    fitted["attention_"] = pooler.score.detach().numpy().copy()
     if classifier is not None:
-        est.coef_ = classifier.weight.detach().numpy().copy()
-        est.intercept_ = classifier.bias.detach().numpy().copy()
+        fitted["coef_"] = classifier.weight.detach().numpy().copy()
+        fitted["intercept_"] = classifier.bias.detach().numpy().copy()
+    return fitted
 
 
 #: Standard deviation of a token's initial score under each head when ``heads > 1``: small,

@@ -16,8 +16,9 @@ encoder stays frozen and shared through :mod:`skmoe.registry`, token states come
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ from ._encoder_params import EncoderParams
 from ._text_features import TextFeaturesMixin
 from .embedding import check_token_limit, resolve_prompt
 from .encoder import SentenceEncoder
+from .encoder.st_modules import NormalizeModule
 from .postprocessing import (
     DEFAULT_CENTER,
     DEFAULT_NORMALIZE,
@@ -41,6 +43,9 @@ from .registry import get_encoder
 from .token_states import token_states, tokens
 from .validation import split_pairs, validate_texts
 
+if TYPE_CHECKING:
+    from ._learned_pooling_fit import Pooler
+
 
 @dataclass(eq=False, repr=False, kw_only=True)
 class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEstimator):
@@ -49,7 +54,10 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
     Parameters
     ----------
     model : str or path, default="nomic-ai/nomic-embed-text-v2-moe"
-        As in :class:`~skmoe.MoEEmbeddingTransformer`.
+        As in :class:`~skmoe.MoEEmbeddingTransformer`, for a model whose vectors are the mean
+        of its token states (mean pooling, no Dense module after it; a Normalize module is
+        applied): LearnedPooling replaces that mean. ``fit`` refuses a model with CLS or max
+        pooling or a Dense module, whose own vectors it would not give.
     revision : str, optional
         Hub branch, tag or commit.
     prompt_name : str or None, default="classification"
@@ -68,7 +76,8 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
     center : bool, default=True
         As in the transformer: ``fit`` learns the mean unit vector of its texts' pooled
         vectors, ``transform`` subtracts it before ``normalize``. The centre is learned whatever
-        ``center`` says, so it may be switched after fit either way without refitting.
+        ``center`` says, so it may be switched after fit either way without refitting; the
+        warning about a centre learned from few texts comes only with ``center=True``.
         :meth:`similarity` and the training objectives use the uncentred pooled vectors.
     heads : int, default=1
         Attention heads; a token's weight is the mean of the heads' softmax weights. With
@@ -179,13 +188,21 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         self._check_source(encoder.source)
         return encoder
 
-    def _states(self, texts: list[str]) -> list[tuple[torch.Tensor, np.ndarray]]:
+    def _encoder(self) -> SentenceEncoder:
+        """:meth:`get_encoder`, refused unless its vectors are a mean of its token states."""
         encoder = self.get_encoder()
-        prompt = resolve_prompt(encoder, self.prompt_name, self.prompt)
-        if getattr(self, "prompt_", prompt) != prompt:
-            raise ValueError(f"prompt_name/prompt changed after fit (fitted with {self.prompt_!r}, "
-                             f"now {prompt!r}); call fit again.")
-        self.prompt_ = prompt
+        check_mean_pooling(encoder, self.model)
+        return encoder
+
+    def _states(self, texts: list[str], encoder: SentenceEncoder,
+                prompt: str | None = None) -> list[tuple[torch.Tensor, np.ndarray]]:
+        """Token states of ``texts`` with ``prompt`` (fit's), else the fitted prompt, which the
+        parameters must still give."""
+        if prompt is None:
+            prompt = resolve_prompt(encoder, self.prompt_name, self.prompt)
+            if prompt != self.prompt_:
+                raise ValueError(f"prompt_name/prompt changed after fit (fitted with "
+                                 f"{self.prompt_!r}, now {prompt!r}); call fit again.")
         return token_states(encoder, texts, prompt, self.max_length, long_text=self.long_text,
                             chunk_overlap=self.chunk_overlap, max_tokens_per_batch=self.batch_tokens,
                             verbose=self.verbose)
@@ -204,24 +221,40 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         Returns
         -------
         self
+
+        Notes
+        -----
+        Atomic, as :meth:`MoEEmbeddingTransformer.fit`: everything is computed into locals and
+        replaces the fitted state in one step at the end, so a fit that raises (a refused
+        parameter or model, an interrupt while computing token states or training) leaves the
+        previous fit (or no fit) exactly as it was.
         """
-        from ._learned_pooling_fit import check_fit_params, train
+        from ._learned_pooling_fit import Pooler, check_fit_params, train
 
         pairs = _as_pairs(X)
         texts = list(dict.fromkeys(pairs.ravel())) if pairs is not None else validate_texts(X)
         objective = check_fit_params(self, pairs is not None, y,
                                      len(pairs) if pairs is not None else len(texts))
-        for attr in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
-            delattr(self, attr)
-        encoder = self.get_encoder()
-        if self.max_length is not None:
-            check_token_limit(encoder, self.max_length)
-        self.model_fingerprint_ = encoder.source.fingerprint
-        states = self._states(texts)
-        self.embedding_dim_ = self.n_features_out_ = encoder.hidden_size  # pools token states
-        self.objective_ = objective
-        train(self, texts, states, pairs, y, objective)
-        self.center_ = fit_center(_pool_numpy(self, states)[0], None)
+        with self._fitting():  # a refit may change the model: not checked against the last fit
+            encoder = self._encoder()
+            if self.max_length is not None:
+                check_token_limit(encoder, self.max_length)
+            self.__dict__["_fit_source"] = encoder.source  # a model loaded below: these files
+            prompt = resolve_prompt(encoder, self.prompt_name, self.prompt)
+            states = self._states(texts, encoder, prompt)
+            width = encoder.hidden_size  # pools token states (check_mean_pooling: no Dense)
+            fitted: dict[str, Any] = {
+                "prompt_": prompt, "model_fingerprint_": encoder.source.fingerprint,
+                "embedding_dim_": width, "n_features_out_": width, "objective_": objective,
+                **train(self, texts, states, pairs, y, objective, width)}
+            pooled, _ = _pool_numpy(Pooler.from_fitted(fitted), states)
+            with warnings.catch_warnings():
+                if not self.center:  # learned for a later center=True, unused now: no advice
+                    warnings.filterwarnings("ignore", _FEW_CENTER_TEXTS, UserWarning)
+                fitted["center_"] = fit_center(pooled, None)
+        # One assignment: an interrupt lands before it (the old state) or after (the new one).
+        kept = {k: v for k, v in vars(self).items() if not _is_fitted(k)}
+        self.__dict__ = {**kept, **fitted}
         return self
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
@@ -250,12 +283,18 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
         """Pooled vectors, :data:`POOL_CHUNK` texts at a time: only one chunk's token states
         are held (all of them at once grew with the input: +365 MB for 2,000 short texts on a
         64-d model, about 20 GB for 100k texts at 768-d)."""
+        from ._learned_pooling_fit import Pooler
+
         check_is_fitted(self, "attention_")
         texts = validate_texts(X)
+        encoder, pooler = self._encoder(), Pooler.from_fitted(self)
         out = np.empty((len(texts), self.n_features_out_), dtype=np.float32)
         for start in range(0, len(texts), POOL_CHUNK):
             part = texts[start : start + POOL_CHUNK]
-            out[start : start + len(part)] = _pool_numpy(self, self._states(part))[0]
+            pooled = torch.from_numpy(_pool_numpy(pooler, self._states(part, encoder))[0])
+            # a Normalize module after pooling (the only head check_mean_pooling lets through)
+            # is the model's: applied, raw vectors (normalize=False) are the model's too
+            out[start : start + len(part)] = encoder.apply_head(pooled).numpy()
         return out
 
     def token_weights(self, X: Any) -> pd.DataFrame:
@@ -267,10 +306,13 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
             Columns ``text`` (row of ``X``), ``position``, ``token``, ``weight`` and
             ``relative`` (weight times the text's token count: 1 = mean pooling's weight).
         """
+        from ._learned_pooling_fit import Pooler
+
         check_is_fitted(self, "attention_")
         texts = validate_texts(X)
-        _, weights = _pool_numpy(self, self._states(texts))
-        toks = tokens(self.get_encoder(), texts, self.prompt_, self.max_length,
+        encoder = self._encoder()
+        _, weights = _pool_numpy(Pooler.from_fitted(self), self._states(texts, encoder))
+        toks = tokens(encoder, texts, self.prompt_, self.max_length,
                       long_text=self.long_text, chunk_overlap=self.chunk_overlap)
         frames = [pd.DataFrame({"text": i, "position": np.arange(len(w)), "token": t,
                                 "weight": w, "relative": w * len(w)})
@@ -304,22 +346,46 @@ def _as_pairs(X: Any) -> np.ndarray | None:
     return np.array([a, b], dtype=object).T
 
 
-def _pool_numpy(est: LearnedPooling, states: list) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Pooled float32 vectors and each text's weights, with the fitted parameters."""
-    from ._learned_pooling_fit import Pooler, pad
+#: Texts pooled in one padded tensor at most (fewer when long: ``PAD_TOKENS``).
+POOL_ROWS = 256
 
-    pooler = Pooler.from_estimator(est)
-    out = np.empty((len(states), est.embedding_dim_), dtype=np.float32)
-    weights: list[np.ndarray] = []
-    step = 256
+
+def _pool_numpy(pooler: Pooler, states: list) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Pooled float32 vectors ``[n, H]`` and each text's weights, with a fitted ``Pooler``."""
+    from ._learned_pooling_fit import pool
+
     with torch.no_grad():
-        for start in range(0, len(states), step):
-            h, mask, means = pad(states[start : start + step])
-            pooled, w = pooler(h, mask, means)
-            out[start : start + len(pooled)] = pooled.numpy()
-            lengths = mask.sum(1).tolist()
-            weights += [w[i, :n].numpy().astype(np.float64) for i, n in enumerate(lengths)]
-    return out, weights
+        pooled, _, weights = pool(pooler, states, POOL_ROWS)
+    return pooled.numpy(), [w.numpy().astype(np.float64) for w in weights]
+
+
+def _is_fitted(name: str) -> bool:
+    """A fitted attribute's name (``name_``), as scikit-learn's ``check_is_fitted`` reads them."""
+    return name.endswith("_") and not name.startswith("__")
+
+
+#: The start of :func:`~skmoe.postprocessing.fit_center`'s warning about a centre from few texts.
+_FEW_CENTER_TEXTS = "center=True learned the centre from only"
+
+
+def check_mean_pooling(encoder: SentenceEncoder, model: Any) -> None:
+    """Refuse a model whose vectors are not the mean of its token states.
+
+    LearnedPooling replaces mean pooling (its untrained state is exactly mean pooling, and its
+    vectors are ``hidden_size`` wide): for a model that pools by CLS or max, or has a
+    sentence-transformers Dense module after pooling, it gave other vectors (another width with
+    a Dense) than the model's without a word. A Normalize module alone is applied (``_pooled``).
+    """
+    dense = encoder.head is not None and any(not isinstance(m, NormalizeModule)
+                                             for m in encoder.head)
+    if encoder.pooling == "mean" and not dense:
+        return
+    raise ValueError(
+        f"LearnedPooling replaces the mean pooling of a model's token states with learned "
+        f"attention (untrained: exactly mean pooling), but {str(model)!r} makes its vectors with "
+        f"{encoder.modules_description}; pooled by LearnedPooling they would not be the model's "
+        f"vectors{' (nor its width)' if dense else ''}. Use MoEEmbeddingTransformer for this "
+        "model, or a model with mean pooling and no Dense module.")
 
 
 def plot_token_weights(weights: pd.DataFrame, *, max_texts: int = 8, ax: Any = None) -> Any:

@@ -57,6 +57,21 @@ def test_center_can_be_switched_after_fit_either_way(fast_moe):
                                off.set_params(center=False).transform(texts), atol=1e-6)
 
 
+def test_center_false_gets_no_advice_about_the_centre(fast_moe):
+    """Audit 8, M1: LearnedPooling(center=False) on 4 texts warned "center=True learned the
+    centre from only 4 texts ... or pass center=False": advice about a setting the user did
+    not choose (the centre is learned whatever center says, and unused while it is False)."""
+    import warnings
+
+    texts, labels = ["a first text", "a second one", "x", "noch einer"], [0, 1, 0, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        off = LearnedPooling(fast_moe, max_iter=0, center=False, verbose=0).fit(texts, labels)
+    assert off.center_ is not None  # still learned, for a later center=True
+    with pytest.warns(UserWarning, match="center=True learned the centre from only 4 texts"):
+        LearnedPooling(fast_moe, max_iter=0, verbose=0).fit(texts, labels)
+
+
 def test_untrained_pooling_is_mean_pooling_with_e5(e5_path):
     texts = ["The cat sat on the mat.", "Paris is the capital of France.", "東京は日本の首都です。"]
     pooled = LearnedPooling(e5_path, prompt="query: ", max_iter=0).fit(texts, ["a", "b", "a"])
@@ -266,9 +281,9 @@ def test_transform_holds_one_chunk_of_token_states(fast_moe, monkeypatch):
     sizes: list[int] = []
     real = LearnedPooling._states
 
-    def spy(self, part):
+    def spy(self, part, *args):
         sizes.append(len(part))
-        return real(self, part)
+        return real(self, part, *args)
 
     monkeypatch.setattr(lp, "POOL_CHUNK", 16)
     monkeypatch.setattr(LearnedPooling, "_states", spy)
