@@ -25,9 +25,6 @@ The parts a precision mode may replace are declared by :meth:`NomicMoEModel.repl
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -42,50 +39,11 @@ from .rotary import (  # noqa: F401 (rotary_tables, apply_rotary: re-exported, a
     rotary_tables,
     token_rotary,
 )
-
-# --------------------------------------------------------------------------------------------
-# Routing capture (off by default; when off the forward pays one attribute check per layer).
-
-
-@dataclass
-class RoutingRecord:
-    """Router output of one MoE layer for the real tokens of one forward call.
-
-    ``probs`` is the fp32 softmax over all experts ``[T, E]``; ``top_experts`` / ``top_weights``
-    the chosen experts and their (un-renormalised unless configured) weights ``[T, K]``.
-    Tokens are the real tokens of the forward call's batch in row-major order (the batch's row
-    0, then its row 1, ...). The engine batches rows in its own (length-sorted) order: map
-    records back to texts with the row positions ``Engine.iter_batches`` yields.
-    """
-
-    layer: int
-    probs: torch.Tensor
-    top_experts: torch.Tensor
-    top_weights: torch.Tensor
-
-
-@contextmanager
-def capture_routing(model: nn.Module) -> Iterator[list[RoutingRecord]]:
-    """Collect a :class:`RoutingRecord` per MoE layer per forward call inside the block.
-
-    Only forward passes leave records: texts an estimator serves from its cache run none.
-    :func:`skmoe.evaluation.routing_stats` always runs the model.
-
-    >>> with capture_routing(encoder) as records:  # doctest: +SKIP
-    ...     encoder(input_ids, attention_mask)
-    """
-    records: list[RoutingRecord] = []
-    moes = [m for m in model.modules() if isinstance(m, MoE)]
-    if not moes:
-        raise TypeError("capture_routing needs a Mixture-of-Experts model; this one has no MoE layer")
-    for m in moes:
-        m.routing_sink = records
-    try:
-        yield records
-    finally:
-        for m in moes:
-            m.routing_sink = None
-
+from .routing_capture import (  # noqa: F401 (RoutingRecord, capture_routing: re-exported)
+    RoutingRecord,
+    RoutingSink,
+    capture_routing,
+)
 
 # --------------------------------------------------------------------------------------------
 # Embeddings
@@ -276,7 +234,9 @@ class MoE(nn.Module):
         self.router = Router(cfg)
         self.experts: ExpertKernel = Experts(cfg)
         self.layer_index = -1
-        self.routing_sink: list[RoutingRecord] | None = None
+        # None unless a capture_routing block covers this layer (in any thread); see
+        # skmoe.encoder.routing_capture
+        self.routing_sink: RoutingSink | None = None
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # Router in fp32 whatever the model dtype: near-ties flip experts in bf16 (gotcha 13).
@@ -291,10 +251,9 @@ class MoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs, top_w, top_e = self.route(x)
-        if self.routing_sink is not None:
-            self.routing_sink.append(
-                RoutingRecord(self.layer_index, probs.detach().cpu(), top_e.cpu(), top_w.cpu())
-            )
+        sink = self.routing_sink
+        if sink is not None:  # a capture covers this layer, in some thread: the sink records
+            sink.record(self, probs, top_e, top_w)  # for this call's own captures only
         return self.dispatch(x, top_w, top_e)
 
     def dispatch(self, x: torch.Tensor, top_w: torch.Tensor, top_e: torch.Tensor) -> torch.Tensor:

@@ -167,6 +167,18 @@ def _count_batch(records: list, group_codes: np.ndarray, lengths: np.ndarray,
         np.add.at(prob[rec.layer], token_group, probs)
 
 
+def _last_forward(records: list, layers: list[int]) -> list:
+    """The records of the batch's forward pass: the last one per MoE layer, in layer order
+    (an OOM retry may leave a failed call's partial records before them). Anything else means
+    the records are not this forward pass's: an error, never counts of nothing."""
+    last = records[-len(layers):]
+    if [rec.layer for rec in last] != list(layers):
+        raise RuntimeError(
+            f"routing_stats: the forward pass left records of layers {[r.layer for r in last]}, "
+            f"expected one per MoE layer {list(layers)}")
+    return last
+
+
 def routing_stats(
     model: Any,
     texts: Any,
@@ -224,6 +236,12 @@ def routing_stats(
     -------
     RoutingStats
         For each layer and group, ``experts.count`` sums to ``tokens x top_k``.
+
+    Notes
+    -----
+    Counts only this call's own forward passes: several threads may measure (or embed with)
+    the same shared encoder at once. Inside a :func:`~skmoe.encoder.capture_routing` block,
+    the block receives this call's records too and goes on recording afterwards.
     """
     from ..embedding import DEFAULT_CHUNK_OVERLAP, Embedder
     from ..encoder import capture_routing
@@ -266,6 +284,8 @@ def routing_stats(
     weight = {layer: np.zeros((G, E)) for layer in layers}
     prob = {layer: np.zeros((G, E)) for layer in layers}
     token_count = np.zeros(G, dtype=np.int64)
+    # the capture holds this call's forward passes only: not those of other threads on the
+    # shared encoder, nor of an enclosing capture_routing block (which receives them too)
     with capture_routing(encoder) as records:
         for window_group in engine.iter_windows(texts, prefix, long_text=long_text,
                                                 chunk_overlap=chunk_overlap):
@@ -273,7 +293,7 @@ def routing_stats(
             owner = window_group.owner
             keep = _text_token_mask(encoder, ids, prefix) if tokens == "text" else None
             for rows, _ in engine.iter_batches(ids, pipelined=False):  # records: this batch's
-                _count_batch(records[-len(layers):], code[owner[rows]], lengths[rows],
+                _count_batch(_last_forward(records, layers), code[owner[rows]], lengths[rows],
                              None if keep is None else np.concatenate([keep[r] for r in rows]),
                              token_count, count, weight, prob, G, E, K)
                 records.clear()

@@ -119,12 +119,12 @@ def test_routing_capture_is_off_by_default(enc, monkeypatch):
     assert all(m.routing_sink is None for m in moes)
 
     # outside the block no record is even built (no copies, no device syncs)
-    import skmoe.encoder.nomic_moe as nomic_moe
+    import skmoe.encoder.routing_capture as routing_capture
 
     def no_record(*args, **kwargs):
         raise AssertionError("a RoutingRecord was built with capture off")
 
-    monkeypatch.setattr(nomic_moe, "RoutingRecord", no_record)
+    monkeypatch.setattr(routing_capture, "RoutingRecord", no_record)
     with torch.inference_mode():
         enc(ids, torch.ones_like(ids))
     assert len(records) == len(moes)
