@@ -50,7 +50,7 @@ from .engine.windows import (
     check_positions,
     position_limit,
 )
-from .validation import check_prompt
+from .validation import check_int, check_prompt
 
 __all__ = ["CHUNK_SIZE", "DEFAULT_CHUNK_OVERLAP", "LONG_TEXT_MODES", "PROGRESS_DELAY", "Embedder",
            "EmbeddingWriter", "LongerThanTrainedWarning", "ModelCard", "check_long_text",
@@ -272,8 +272,7 @@ class Embedder:
                    ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, vectors)`` for consecutive chunks of ``texts``, in input order; one
         progress bar for the whole stream."""
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        check_int("chunk_size", chunk_size, 1)
         with progress(len(texts), self.verbose) as tick:
             for start in range(0, len(texts), chunk_size):
                 yield start, self._embed(texts[start : start + chunk_size], tick, start)
@@ -291,6 +290,7 @@ class Embedder:
         ``text`` and ``embedding``, after any ``columns``: one value per text, e.g. ids),
         written to ``OUT.<host>.<pid>.<random>.partial`` and renamed when complete.
         """
+        check_int("chunk_size", chunk_size, 1)  # before any file (raw TypeErrors for "10")
         stream = self.iter_embed(texts, chunk_size)
         if isinstance(out, np.ndarray):
             if out.ndim != 2 or out.shape[0] != len(texts):  # before any text is embedded

@@ -940,6 +940,11 @@ def test_embed_to_refuses_ids_it_would_misplace_or_drop(moe, tmp_path):
     assert not list(tmp_path.iterdir())
     est.embed_to(texts, tmp_path / "v.parquet", ids=texts.index.to_series())
     assert pd.read_parquet(tmp_path / "v.parquet")["id"].tolist() == [10, 11, 12]
+    # a chunk_size of another type: raw Python errors before ('<' between str and int)
+    for bad, error in (("10", TypeError), (2.5, TypeError), (True, TypeError), (0, ValueError)):
+        with pytest.raises(error, match="chunk_size must be"):
+            est.embed_to(texts, tmp_path / "w.npy", chunk_size=bad)
+    assert not (tmp_path / "w.npy").exists()
 
 
 def test_warnings_from_a_grid_search_point_at_the_users_line(moe):
