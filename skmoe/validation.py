@@ -105,6 +105,14 @@ def _validate_texts(X: Any) -> list[str]:
         try:
             t.encode("utf-8")
         except UnicodeEncodeError as exc:
+            pair = t[exc.start : exc.start + 2]
+            if len(pair) == 2 and "\ud800" <= pair[0] <= "\udbff" and "\udc00" <= pair[1] <= "\udfff":
+                # a character split in UTF-16 halves: recoverable, not noise ('replace' gave ??)
+                raise ValueError(
+                    f"Text at {row_label(index, i)} holds a character as a UTF-16 surrogate "
+                    f"pair ({pair!r} at character {exc.start}); join the halves, e.g. "
+                    "text.encode('utf-16', 'surrogatepass').decode('utf-16')."
+                ) from None
             raise ValueError(
                 f"Text at {row_label(index, i)} is not valid Unicode (lone surrogate "
                 f"{t[exc.start]!r} at character {exc.start}); clean it, e.g. "

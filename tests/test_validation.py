@@ -77,6 +77,8 @@ BAD_ITEMS = [
     (3.5, TypeError, "is float"),
     (["nested"], TypeError, "is list"),
     ("bad \ud800 surrogate", ValueError, "lone surrogate"),
+    # an emoji in UTF-16 halves: the lone-surrogate advice ('replace') turned it into '??'
+    ("ok \ud83d\ude00", ValueError, "surrogate pair ('\\ud83d\\ude00' at character 3); join"),
 ]
 
 
