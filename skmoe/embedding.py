@@ -273,9 +273,11 @@ class Embedder:
         """Yield ``(start, vectors)`` for consecutive chunks of ``texts``, in input order; one
         progress bar for the whole stream."""
         check_int("chunk_size", chunk_size, 1)
+        cuts: list[tuple[int, str]] = []  # one TruncationWarning for the stream, at its end
         with progress(len(texts), self.verbose) as tick:
             for start in range(0, len(texts), chunk_size):
-                yield start, self._embed(texts[start : start + chunk_size], tick, start)
+                yield start, self._embed(texts[start : start + chunk_size], tick, start, cuts)
+        self._warn_truncated(cuts)
 
     def embed_to(self, out: str | os.PathLike[str] | np.ndarray, texts: Sequence[str], *,
                  transform: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -318,10 +320,11 @@ class Embedder:
         return out
 
     # -- the work ------------------------------------------------------------------------------
-    def _embed(self, texts: Sequence[str], tick: _Tick | None,
-               first_row: int = 0) -> np.ndarray:
+    def _embed(self, texts: Sequence[str], tick: _Tick | None, first_row: int = 0,
+               cuts: list[tuple[int, str]] | None = None) -> np.ndarray:
         """Vectors of ``texts`` in order; one :class:`TruncationWarning` names the rows cut
-        (numbered from ``first_row``: where this chunk starts in a stream)."""
+        (numbered from ``first_row``: where this chunk starts in a stream), or, with ``cuts``,
+        they are added there for the stream's one warning (one per 1,024-row chunk before)."""
         if not len(texts):
             return np.empty((0, self.dim), dtype=np.float32)
         unique: dict[str, int] = {}
@@ -346,7 +349,11 @@ class Embedder:
             missing = np.flatnonzero(~found)
         if len(missing):
             self._compute(todo, missing, vectors, cut_todo, rows_per_text, tick)
-        self._warn_truncated(texts, np.flatnonzero(cut_todo[slots]), first_row)
+        cut = [(first_row + int(i), texts[i]) for i in np.flatnonzero(cut_todo[slots])]
+        if cuts is None:
+            self._warn_truncated(cut)
+        else:
+            cuts += cut
         # without duplicates the rows are in input order already: no copy of a large result
         return vectors if len(todo) == len(texts) else vectors[slots]
 
@@ -413,26 +420,26 @@ class Embedder:
             return self.engine.truncated(texts, self.prompt, cut=cut)
         return cut > 0
 
-    def _warn_truncated(self, texts: Sequence[str], rows: np.ndarray, first_row: int) -> None:
-        """One warning for the input ``rows`` that were cut, cached or computed, naming those
-        not yet named in this process (:data:`_REPORTED_CUTS`): a grid search's every fit and
-        transform, and its every rerun from the cache, warned again about the same texts (25
-        warnings for a 2 x 2 grid with 3 folds)."""
-        if not len(rows):
+    def _warn_truncated(self, cut: list[tuple[int, str]]) -> None:
+        """One warning for the ``(input row, text)`` pairs that were cut, cached or computed,
+        naming those not yet named in this process (:data:`_REPORTED_CUTS`): a grid search's
+        every fit and transform, and its every rerun from the cache, warned again about the
+        same texts (25 warnings for a 2 x 2 grid with 3 folds)."""
+        if not cut:
             return
-        keys = [hash((self.max_length, self.prompt, texts[i])) for i in rows]
-        rows = np.asarray([i for i, key in zip(rows, keys, strict=True) if key not in _REPORTED_CUTS], int)
-        earlier = len(keys) - len(rows)
-        if not len(rows):
+        keys = [hash((self.max_length, self.prompt, text)) for _, text in cut]
+        new = [pair for pair, key in zip(cut, keys, strict=True) if key not in _REPORTED_CUTS]
+        earlier = len(keys) - len(new)
+        if not new:
             return
-        shown = ", ".join(str(first_row + int(i)) for i in rows[:5])
-        if len(rows) > 5:
-            shown += f", ... ({len(rows)} in all)"
+        shown = ", ".join(str(row) for row, _ in new[:5])
+        if len(new) > 5:
+            shown += f", ... ({len(new)} in all)"
         also = f"; {earlier} more were cut, as warned before" if earlier else ""
         warnings.warn(
-            f"{len(rows)} text(s) exceed the maximum length ({self.max_length} tokens) and were "
-            f"truncated (row{'s' if len(rows) > 1 else ''} {shown}, counted from 0){also}; "
-            f"first: {(self.prompt + texts[rows[0]])[:60]!r}",
+            f"{len(new)} text(s) exceed the maximum length ({self.max_length} tokens) and were "
+            f"truncated (row{'s' if len(new) > 1 else ''} {shown}, counted from 0){also}; "
+            f"first: {(self.prompt + new[0][1])[:60]!r}",
             TruncationWarning,
             stacklevel=external_stacklevel(),
         )

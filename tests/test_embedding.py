@@ -112,6 +112,21 @@ def test_each_cut_text_is_named_once_per_process(encoder, tmp_path):
         other.embed(long_texts)
 
 
+def test_a_stream_warns_once_about_its_cut_texts(encoder, tmp_path):
+    """embed_to and skmoe embed warned once per chunk (1,024 rows), each naming its own rows:
+    a large file gave a warning per chunk; the docs promise one per call."""
+    emb, _ = _counting(encoder, max_length=16)
+    texts = [f"{i} " + "word " * 200 if i % 2 == 0 else f"short {i}" for i in range(12)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        emb.embed_to(tmp_path / "v.npy", texts, chunk_size=3)
+    cut = [w for w in caught if issubclass(w.category, TruncationWarning)]
+    assert len(cut) == 1, [str(w.message) for w in cut]
+    assert str(cut[0].message).startswith(
+        "6 text(s) exceed the maximum length (16 tokens) and were truncated (rows 0, 2, 4, 6, "
+        "8, ... (6 in all), counted from 0); first: 'query: 0 word")
+
+
 def test_a_cut_text_raised_as_an_error_is_raised_again(encoder):
     """A text was marked as named before its warning was shown: under a filter that turns the
     warning into an error the first call raised and the same call again gave the cut vectors
