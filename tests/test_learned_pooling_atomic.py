@@ -3,38 +3,17 @@ a fit that raises leaves the previous fit exactly as it was, or the estimator un
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 from test_learned_pooling import keyword_task
+from test_refit_atomic import assert_same_state, fitted_state, interrupt
 
 from skmoe import LearnedPooling
 from skmoe import token_states as ts
 from skmoe.encoder.checkpoint import ModelNotAvailableError
-
-
-def fitted_state(est: LearnedPooling) -> dict:
-    """A deep copy of the fitted attributes (``name_``)."""
-    return {k: copy.deepcopy(v) for k, v in vars(est).items()
-            if k.endswith("_") and not k.startswith("__")}
-
-
-def assert_same_state(est: LearnedPooling, before: dict) -> None:
-    after = fitted_state(est)
-    assert sorted(after) == sorted(before)
-    for name, value in before.items():
-        if isinstance(value, np.ndarray):
-            np.testing.assert_array_equal(after[name], value, err_msg=name)
-        else:
-            assert after[name] == value, name
-
-
-def interrupt(*_args, **_kwargs):
-    raise KeyboardInterrupt  # Ctrl-C, a notebook's Stop button
 
 
 @pytest.mark.parametrize("failure", ["max_length", "model", "token_states", "training"])
