@@ -46,6 +46,7 @@ import pandas as pd
 
 from . import render, report_pooling, report_sections
 from ._partial_files import make_partial
+from .embedding import ModelCard
 from .engine.precision import precision_label
 from .evaluation import (
     bitext_report,
@@ -57,8 +58,7 @@ from .evaluation import (
 )
 from .evaluation import data as _data
 from .evaluation.embeddings import EmbeddingSource
-from .postprocessing import describe_rows
-from .report_sections import ReportResults, map_caption, routing_note, sections
+from .report_sections import ReportResults, map_caption, meta_rows, routing_note, sections
 from .search import search_vectors
 
 #: Probe metrics reported per language.
@@ -244,8 +244,8 @@ def build_report(
     y_train, y_test = rd.train["label"].to_numpy(), rd.test["label"].to_numpy()
     g_train, g_test = rd.train["language"].to_numpy(), rd.test["language"].to_numpy()
 
-    encoder = _encoder_or_none(transformer)
-    do_routing = routing and encoder is not None and encoder.is_moe
+    model = _model_facts(transformer)  # without loading the weights where the cache spares them
+    do_routing = routing and model is not None and model[0].is_moe
     do_bitext = "id" in rd.train.columns and len(rd.languages) > 1
     stages = ["probe per language", "transfer", "plots"]
     stages += ["2-D maps"] if umap is not False else []
@@ -324,7 +324,7 @@ def build_report(
             stats = routing_stats(transformer, list(rd.test["text"]), g_test, split_half=True)
             stats.experts.to_csv(work / "routing.csv", index=False)
             plotting.plot_routing(stats, vmin=0.0, path=work / "routing_heatmap.png")
-            res.routing = (encoder.moe_config, routing_note(stats))
+            res.routing = (_encoder_or_none(transformer).moe_config, routing_note(stats))
             bar.update()
 
         if pool_params is not None:
@@ -334,7 +334,7 @@ def build_report(
             bar.update()
 
         step()
-        meta = _meta(transformer, encoder, rd, source, embed_seconds, from_cache,
+        meta = meta_rows(transformer, model, rd, source.n_encoded_, embed_seconds, from_cache,
                      time.perf_counter() - started)
         parts = sections(res)
         (work / "report.md").write_text(render.to_markdown(title, meta, parts), encoding="utf-8")
@@ -357,6 +357,20 @@ def _cache_hits(transformer: Any) -> int | None:
     stats = getattr(transformer, "cache_stats", None)
     stats = stats() if callable(stats) else None
     return None if stats is None else int(stats.hits)
+
+
+def _model_facts(transformer: Any) -> tuple[ModelCard, str] | None:
+    """The model card and precision label of an skmoe transformer (None for any other): from
+    the card a process recorded when one is known, so a fully cached report of a dense model
+    loads no weights (it loaded them for these rows alone); an MoE's routing loads them."""
+    if callable(getattr(transformer, "model_card", None)):
+        from .registry import registry_key
+
+        key = registry_key(transformer.model, transformer.revision, transformer.device,
+                           transformer.dtype)
+        return transformer.model_card(), key[3]
+    encoder = _encoder_or_none(transformer)
+    return None if encoder is None else (ModelCard.of(encoder), precision_label(encoder))
 
 
 def _encoder_or_none(transformer: Any) -> Any:
@@ -463,30 +477,3 @@ def _maps(out: Path, X: np.ndarray, rd: _data.ReportData, reducer: Any, seed: in
         shares = nearest_neighbour_shares(X[rows], part)
         images.append((file, map_caption(name, column, part, rd.source_language, shares)))
     return images
-
-
-def _meta(transformer: Any, encoder: Any, rd: _data.ReportData, source: EmbeddingSource,
-          embed_seconds: float, from_cache: int | None,
-          total_seconds: float) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    if encoder is not None:
-        src = encoder.source
-        rows += [("model", str(src.name)), ("revision", str(src.revision)),
-                 ("weights fingerprint", str(src.fingerprint)),
-                 ("architecture", "native MoE" if encoder.is_moe else "dense"),
-                 ("precision", precision_label(encoder)),
-                 ("prompt", repr(getattr(transformer, "prompt_", ""))),
-                 ("embedding width", str(getattr(transformer, "n_features_out_", "?")))]
-    else:
-        rows.append(("transformer", repr(transformer)))
-    if (described := describe_rows(transformer)) is not None:
-        rows.append(("vectors", described))
-    rows += [
-        ("languages", ", ".join(map(str, rd.languages))),
-        ("labels", ", ".join(map(str, pd.unique(rd.train["label"])))),
-        ("rows", f"{len(rd.train):,} train, {len(rd.test):,} test ({rd.split_note})"),
-        ("texts embedded", f"{source.n_encoded_:,} distinct, {embed_seconds:.1f} s"
-         + (f" ({from_cache:,} from the cache)" if from_cache is not None else "")),
-        ("report time", f"{total_seconds:.1f} s"),
-    ]
-    return rows

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .evaluation.data import ReportData
+from .postprocessing import describe_rows
 from .render import Section, mean_std_cells
 
 #: Transfer accuracy within this of the majority-class rate is called "near chance".
@@ -243,3 +244,33 @@ def map_caption(name: str, column: str, rows: pd.DataFrame, source: Any,
     elif lang_share < lang_chance + (1 - lang_chance) / 4:
         text += " So texts of different languages mix: the space is shared across languages."
     return text
+
+
+def meta_rows(transformer: Any, model: tuple[Any, str] | None, rd: ReportData, n_encoded: int,
+              embed_seconds: float, from_cache: int | None,
+              total_seconds: float) -> list[tuple[str, str]]:
+    """The report's table of what made it: the model (``model``: its card and precision label,
+    None for a transformer that is no skmoe one), its vectors, the data and the times."""
+    rows: list[tuple[str, str]] = []
+    if model is not None:
+        card, precision = model
+        src = card.source
+        rows += [("model", str(src.name)), ("revision", str(src.revision)),
+                 ("weights fingerprint", str(src.fingerprint)),
+                 ("architecture", "native MoE" if card.is_moe else "dense"),
+                 ("precision", precision),
+                 ("prompt", repr(getattr(transformer, "prompt_", ""))),
+                 ("embedding width", str(getattr(transformer, "n_features_out_", "?")))]
+    else:
+        rows.append(("transformer", repr(transformer)))
+    if (described := describe_rows(transformer)) is not None:
+        rows.append(("vectors", described))
+    rows += [
+        ("languages", ", ".join(map(str, rd.languages))),
+        ("labels", ", ".join(map(str, pd.unique(rd.train["label"])))),
+        ("rows", f"{len(rd.train):,} train, {len(rd.test):,} test ({rd.split_note})"),
+        ("texts embedded", f"{n_encoded:,} distinct, {embed_seconds:.1f} s"
+         + (f" ({from_cache:,} from the cache)" if from_cache is not None else "")),
+        ("report time", f"{total_seconds:.1f} s"),
+    ]
+    return rows
