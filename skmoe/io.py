@@ -289,7 +289,7 @@ def pick_column(frame: Any, column: str | None, path: Path, option: str = "--col
     raise InputError(f"{path} has several columns ({listing(names)}); choose one with {option}")
 
 
-def column_texts(frame: Any, column: str, path: Path) -> list[str]:
+def column_texts(frame: Any, column: str, path: Path, fmt: str | None = None) -> list[str]:
     """A column as validated texts (errors name the file, the column and the row); empty
     texts are warned about (:func:`warn_empty`)."""
     from .validation import validate_texts
@@ -298,7 +298,8 @@ def column_texts(frame: Any, column: str, path: Path) -> list[str]:
         texts = validate_texts(frame[column].reset_index(drop=True))
     except (TypeError, ValueError) as exc:
         raise InputError(f"{path}, column {column!r}: {one_line(exc)}") from None
-    _refuse_nul(texts, path, "row")
+    if fmt not in ("parquet", "jsonl"):  # a NUL there is the cell's own (the API takes it)
+        _refuse_nul(texts, path, "row")
     warn_empty(texts, path, "row")
     return texts
 
@@ -337,7 +338,7 @@ def read_inputs(path: Path, column: str | None = None, fmt: str | None = None,
         warn_empty(texts, path, "line")
     else:
         frame = read_table(path, fmt)
-        texts = column_texts(frame, pick_column(frame, column, path), path)
+        texts = column_texts(frame, pick_column(frame, column, path), path, fmt)
         if id_column is not None:
             ids = column_ids(frame, id_column, path)
     if not texts:

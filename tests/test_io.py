@@ -64,6 +64,13 @@ def test_utf16_and_damaged_archives_are_named(tmp_path):
     pd.DataFrame({"text": ["a\x00b"]}).to_csv(tmp_path / "nul.csv", index=False)
     with pytest.raises(InputError, match="nul.csv: row 0 holds a NUL character"):
         read_texts(tmp_path / "nul.csv")
+    # in Parquet and JSON Lines a NUL is the cell's own, not a sign of UTF-16 (the API takes
+    # it): it was refused as "a UTF-16 or binary file?" (audit)
+    pd.DataFrame({"text": ["a\x00b", "c"]}).to_parquet(tmp_path / "nul.parquet")
+    pd.DataFrame({"text": ["a\x00b", "c"]}).to_json(tmp_path / "nul.jsonl", orient="records",
+                                                    lines=True)
+    for name in ("nul.parquet", "nul.jsonl"):
+        assert read_texts(tmp_path / name) == ["a\x00b", "c"]
     (tmp_path / "bad.txt.gz").write_bytes(b"not gzip at all")
     (tmp_path / "cut.txt.gz").write_bytes(gzip.compress(b"one\ntwo\n" * 100)[:-20])
     (tmp_path / "bad.csv.zip").write_bytes(b"not a zip")
