@@ -251,7 +251,9 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
             with warnings.catch_warnings():
                 if not self.center:  # learned for a later center=True, unused now: no advice
                     warnings.filterwarnings("ignore", _FEW_CENTER_TEXTS, UserWarning)
-                fitted["center_"] = fit_center(pooled, None)
+                # distinct texts, as the transformer counts them (30 copies of one text would
+                # centre it to a zero vector; "8 texts" were said for 4 distinct)
+                fitted["center_"] = fit_center(pooled, None, len(set(texts)))
         # One assignment: an interrupt lands before it (the old state) or after (the new one).
         kept = {k: v for k, v in vars(self).items() if not _is_fitted(k)}
         self.__dict__ = {**kept, **fitted}

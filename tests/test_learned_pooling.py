@@ -319,3 +319,14 @@ def test_truncation_warning_points_at_the_callers_line(fast_moe):
         est.transform(["a long text " * 20])
     cut = [w for w in caught if "truncat" in str(w.message).lower()]
     assert cut and all(w.filename == __file__ for w in cut), [(w.filename, w.message) for w in caught]
+
+
+def test_the_centre_counts_distinct_texts(fast_moe):
+    """The centre was learned from every row, copies included: 4 texts given twice each were
+    "8 texts", and one text given 30 times centred itself to a zero vector."""
+    texts = ["alpha one", "beta two", "gamma three", "delta four"]
+    with pytest.warns(UserWarning, match=r"from only 4 distinct texts"):
+        LearnedPooling(fast_moe, max_iter=0).fit(texts * 2, [0, 1, 0, 1] * 2)
+    one = LearnedPooling(fast_moe, max_iter=0).fit(["same text"] * 30, [0, 1] * 15)
+    assert one.center_ is None
+    assert np.linalg.norm(one.transform(["same text"])) > 0
