@@ -271,8 +271,12 @@ class Embedder:
     def iter_embed(self, texts: Sequence[str], chunk_size: int = STREAM_CHUNK
                    ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, vectors)`` for consecutive chunks of ``texts``, in input order; one
-        progress bar for the whole stream."""
+        progress bar for the whole stream. ``chunk_size`` is checked at the call, not at the
+        first chunk (``embed_to`` relies on it before it makes any file)."""
         check_int("chunk_size", chunk_size, 1)
+        return self._stream(texts, chunk_size)
+
+    def _stream(self, texts: Sequence[str], chunk_size: int) -> Iterator[tuple[int, np.ndarray]]:
         cuts: list[tuple[int, str]] = []  # one TruncationWarning for the stream, at its end
         with progress(len(texts), self.verbose) as tick:
             for start in range(0, len(texts), chunk_size):
@@ -292,8 +296,7 @@ class Embedder:
         ``text`` and ``embedding``, after any ``columns``: one value per text, e.g. ids),
         written to ``OUT.<host>.<pid>.<random>.partial`` and renamed when complete.
         """
-        check_int("chunk_size", chunk_size, 1)  # before any file (raw TypeErrors for "10")
-        stream = self.iter_embed(texts, chunk_size)
+        stream = self.iter_embed(texts, chunk_size)  # checks chunk_size: before any file
         if isinstance(out, np.ndarray):
             if out.ndim != 2 or out.shape[0] != len(texts):  # before any text is embedded
                 raise ValueError(f"out has shape {out.shape}, expected {len(texts)} rows "

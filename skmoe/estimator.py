@@ -198,6 +198,11 @@ class MoEEmbeddingTransformer(EncoderParams, SimilarityMixin, TextFeaturesMixin,
         remember_card(encoder.source.fingerprint, ModelCard.of(encoder).facts())
         return encoder
 
+    def precision_label(self) -> str:
+        """The precision of this transformer's vectors as its cache namespace names it
+        (``"float32"``, ``"int8/rtn-sym-w8"``, a pre-quantized folder's own), without loading."""
+        return registry_key(self.model, self.revision, self.device, self.dtype)[3]
+
     def model_card(self) -> ModelCard:
         """What the road knows about the model (source and fingerprint, width, token limit,
         pooling, prompt table), without loading its weights when a cache is set and a process

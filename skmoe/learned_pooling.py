@@ -16,7 +16,6 @@ encoder stays frozen and shared through :mod:`skmoe.registry`, token states come
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -248,12 +247,10 @@ class LearnedPooling(EncoderParams, TextFeaturesMixin, TransformerMixin, BaseEst
                 "embedding_dim_": width, "n_features_out_": width, "objective_": objective,
                 **train(self, texts, states, pairs, y, objective, width)}
             pooled, _ = _pool_numpy(Pooler.from_fitted(fitted), states)
-            with warnings.catch_warnings():
-                if not self.center:  # learned for a later center=True, unused now: no advice
-                    warnings.filterwarnings("ignore", _FEW_CENTER_TEXTS, UserWarning)
-                # distinct texts, as the transformer counts them (30 copies of one text would
-                # centre it to a zero vector; "8 texts" were said for 4 distinct)
-                fitted["center_"] = fit_center(pooled, None, len(set(texts)))
+            # distinct texts, as the transformer counts them (30 copies of one text would
+            # centre it to a zero vector; "8 texts" were said for 4 distinct); learned for a
+            # later center=True too, when it gets no advice about center
+            fitted["center_"] = fit_center(pooled, None, len(set(texts)), warn=bool(self.center))
         # One assignment: an interrupt lands before it (the old state) or after (the new one).
         kept = {k: v for k, v in vars(self).items() if not _is_fitted(k)}
         self.__dict__ = {**kept, **fitted}
@@ -364,10 +361,6 @@ def _pool_numpy(pooler: Pooler, states: list) -> tuple[np.ndarray, list[np.ndarr
 def _is_fitted(name: str) -> bool:
     """A fitted attribute's name (``name_``), as scikit-learn's ``check_is_fitted`` reads them."""
     return name.endswith("_") and not name.startswith("__")
-
-
-#: The start of :func:`~skmoe.postprocessing.fit_center`'s warning about a centre from few texts.
-_FEW_CENTER_TEXTS = "center=True learned the centre from only"
 
 
 def check_mean_pooling(encoder: SentenceEncoder, model: Any) -> None:

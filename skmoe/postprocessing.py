@@ -127,15 +127,16 @@ FEW_CENTER_ROWS = 16
 
 
 def fit_center(x: np.ndarray, truncate_dim: int | None,
-               distinct: int | None = None) -> np.ndarray | None:
+               distinct: int | None = None, *, warn: bool = True) -> np.ndarray | None:
     """The mean direction of full-width rows ``x`` after truncation: the mean of their unit
     vectors (``[d]`` float32), or None for fewer than ``MIN_CENTER_ROWS`` rows (or ``distinct``
     texts behind them: 30 copies of one text would centre it to a zero vector); warns below
-    ``FEW_CENTER_ROWS``."""
+    ``FEW_CENTER_ROWS`` (``warn=False``: a centre learned for later, unused while
+    ``center=False``, gets no advice about ``center``)."""
     n = len(x) if distinct is None else distinct
     if n < MIN_CENTER_ROWS:
         return None
-    if n < FEW_CENTER_ROWS:
+    if warn and n < FEW_CENTER_ROWS:
         warnings.warn(
             f"center=True learned the centre from only {n} {'distinct ' * (n < len(x))}texts: "
             f"centred on their own mean, these texts are pushed apart (cosines between them "

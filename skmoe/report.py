@@ -364,11 +364,7 @@ def _model_facts(transformer: Any) -> tuple[ModelCard, str] | None:
     the card a process recorded when one is known, so a fully cached report of a dense model
     loads no weights (it loaded them for these rows alone); an MoE's routing loads them."""
     if callable(getattr(transformer, "model_card", None)):
-        from .registry import registry_key
-
-        key = registry_key(transformer.model, transformer.revision, transformer.device,
-                           transformer.dtype)
-        return transformer.model_card(), key[3]
+        return transformer.model_card(), transformer.precision_label()
     encoder = _encoder_or_none(transformer)
     return None if encoder is None else (ModelCard.of(encoder), precision_label(encoder))
 

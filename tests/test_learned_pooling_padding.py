@@ -31,7 +31,7 @@ def padded(monkeypatch) -> list[tuple[int, int]]:
         return h, mask, means
 
     monkeypatch.setattr(lpf, "pad", spy)
-    monkeypatch.setattr(lpf, "PAD_TOKENS", BUDGET, raising=False)
+    monkeypatch.setattr(lpf, "PAD_TOKENS", BUDGET)
     return shapes
 
 
